@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Creates .venv/ in the project root and installs the project into it.
+# CrypTen 0.4.1 cannot be installed with its declared dependencies (see
+# ../shared/docs/environment.md), so it is installed with --no-deps after the
+# packages it really needs; torch is pinned to the CPU build 2.13.0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q --no-deps crypten==0.4.1
+.venv/bin/python -c "from secure_meanshift._compat import import_crypten; import_crypten()" \
+  && echo "setup: ok (.venv/bin/secure-meanshift)"

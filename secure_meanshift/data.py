@@ -1,0 +1,133 @@
+"""Loading, checking and scaling a party's own points (all local, in the clear).
+
+Error messages name files, rows and columns, never values: a value of a
+private point must not reach a log.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+
+def load_points(path: str, columns: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Read an (n, d) float array from a ``.npy`` file or a CSV file with a header.
+
+    ``columns`` picks CSV columns by header name (default: all columns).
+    """
+    if not os.path.exists(path):
+        raise InputError(f"data file {path!r} does not exist")
+    if path.endswith(".npy"):
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception:
+            raise InputError(f"{path}: not a readable .npy array") from None
+        if arr.ndim == 1:
+            arr = arr.reshape(-1, 1)
+        if arr.ndim != 2:
+            raise InputError(f"{path}: expected a 2-D array, got {arr.ndim} dimensions")
+        if columns:
+            raise InputError(f"{path}: 'columns' only applies to CSV files")
+        try:
+            return arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: array is not numeric") from None
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise InputError(f"{path}: empty file (a header line is required)") from None
+        if columns:
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise InputError(f"{path}: column {missing[0]!r} not in header")
+            pick = [header.index(c) for c in columns]
+        else:
+            pick = list(range(len(header)))
+        rows = []
+        for lineno, row in enumerate(reader, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(
+                    f"{path}: line {lineno} has {len(row)} fields, header has {len(header)}")
+            try:
+                rows.append([float(row[i]) for i in pick])
+            except ValueError:
+                raise InputError(f"{path}: line {lineno} has a non-numeric field") from None
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(pick))
+
+
+def check_points(points: np.ndarray, bounds: tuple, name: str = "points") -> np.ndarray:
+    """Reject bad rows before any sharing: shape, NaN/inf, outside the public bounds."""
+    x = np.asarray(points, dtype=np.float64)
+    lo = np.asarray(bounds[0], float)
+    hi = np.asarray(bounds[1], float)
+    if x.ndim != 2:
+        raise InputError(f"{name}: expected a 2-D array of points")
+    if x.shape[0] == 0:
+        raise InputError(f"{name}: no points (an empty party cannot take part)")
+    if x.shape[1] != lo.size:
+        raise InputError(
+            f"{name}: {x.shape[1]} columns but the job has {lo.size} features")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise InputError(f"{name}: row {row} contains NaN or infinity")
+    inside = ((x >= lo) & (x <= hi)).all(axis=1)
+    if not inside.all():
+        row = int(np.argmin(inside))
+        col = int(np.argmax((x[row] < lo) | (x[row] > hi)))
+        raise InputError(
+            f"{name}: row {row} is outside the public bounds in feature {col}")
+    return x
+
+
+def to_unit(points: np.ndarray, lo: np.ndarray, scale: float) -> np.ndarray:
+    return (np.asarray(points, float) - lo) / scale
+
+
+def from_unit(unit: np.ndarray, lo: np.ndarray, scale: float) -> np.ndarray:
+    return np.asarray(unit, float) * scale + lo
+
+
+def synthetic_blobs(n_points: int, n_centers: int, dim: int = 2, spread: float = 0.03,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The report's generator: uniform centres in the unit box, Gaussian points
+    around them, clipped to the box. Returns (points (n, dim), centres (c, dim))."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.1, 0.9, size=(n_centers, dim))
+    labels = rng.integers(0, n_centers, size=n_points)
+    pts = centres[labels] + rng.normal(0.0, spread, size=(n_points, dim))
+    return np.clip(pts, 0.0, 1.0), centres
+
+
+def separated_blobs(n_points: int, n_centers: int, dim: int = 2, spread: float = 0.02,
+                    min_gap: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`synthetic_blobs`, with centres at least ``min_gap`` apart."""
+    rng = np.random.default_rng(seed)
+    centres: list = []
+    while len(centres) < n_centers:
+        c = rng.uniform(0.1, 0.9, size=dim)
+        if all(np.linalg.norm(c - o) >= min_gap for o in centres):
+            centres.append(c)
+        elif len(centres) and rng.random() < 1e-4:
+            min_gap *= 0.9
+    cs = np.asarray(centres)
+    labels = rng.integers(0, n_centers, size=n_points)
+    pts = cs[labels] + rng.normal(0.0, spread, size=(n_points, dim))
+    return np.clip(pts, 0.0, 1.0), cs
+
+
+def split_even(points: np.ndarray, parties: int, seed: int = 0) -> list:
+    """Shuffle and split rows as evenly as possible among the parties."""
+    if parties < 1 or parties > len(points):
+        raise InputError("parties: need between 1 and the number of points")
+    idx = np.random.default_rng(seed + 1).permutation(len(points))
+    return [points[np.sort(part)] for part in np.array_split(idx, parties)]

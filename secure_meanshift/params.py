@@ -1,0 +1,177 @@
+"""Job parameters: validated once, up front, in the data's own units."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+KERNELS = ("flat", "gaussian")
+
+
+@dataclass(frozen=True)
+class MeanShiftParams:
+    """Everything the parties agree on before a run.
+
+    Lengths (``bandwidth``, ``tol``, ``merge_radius``, ``bounds``) are in the
+    data's own units; the engine maps them into the unit box internally.
+
+    Attributes:
+        bandwidth: kernel radius h (> 0).
+        n_dust: number m of dust points used as initial centroids (1 <= m <= N).
+        kernel: ``"flat"`` (weight 1 inside radius h, as scikit-learn) or
+            ``"gaussian"`` (comparison-free polynomial (1 - d^2/B)^(2^k)).
+        max_iter: iteration limit (and the exact count when ``oblivious``).
+        tol: a centroid has moved if any coordinate changed by more than tol.
+            Default 1e-3 * bandwidth, floored at the fixed-point resolution.
+        oblivious: run exactly ``max_iter`` iterations and reveal nothing
+            before the end (hides the iteration count).
+        seed: shared public seed; picks the dust indices and nothing else.
+        merge_radius: centroids closer than this collapse (default h / 2).
+        reveal_to: ranks that receive the merged centroids (default: all).
+        bounds: public (lo, hi) per feature, each of shape (d,). Every party's
+            points must lie inside; one common scale maps them to the unit box.
+        return_sizes: also reveal how many points are nearest to each centroid.
+        summary: ``None`` for exact mode, else the cell size of each party's
+            local weighted summary as a fraction of the bandwidth.
+        precision_bits: fixed-point fractional bits of the secret sharing.
+        chunk_elements: cap on m x rows handled at once (bounds memory).
+    """
+
+    bandwidth: float
+    bounds: tuple
+    n_dust: int = 8
+    kernel: str = "flat"
+    max_iter: int = 30
+    tol: Optional[float] = None
+    oblivious: bool = False
+    seed: int = 0
+    merge_radius: Optional[float] = None
+    reveal_to: Optional[tuple] = None
+    return_sizes: bool = False
+    summary: Optional[float] = None
+    precision_bits: int = 16
+    chunk_elements: int = 1 << 20
+    extra: dict = field(default_factory=dict, compare=False)
+
+    # ---- derived, unit-box quantities -------------------------------------
+    @property
+    def dim(self) -> int:
+        return len(self.bounds[0])
+
+    @property
+    def lo(self) -> np.ndarray:
+        return np.asarray(self.bounds[0], dtype=np.float64)
+
+    @property
+    def scale(self) -> float:
+        """One common scale for all features, so Euclidean geometry is kept."""
+        return float(np.max(np.asarray(self.bounds[1], float) - self.lo))
+
+    @property
+    def h_unit(self) -> float:
+        return self.bandwidth / self.scale
+
+    @property
+    def tol_unit(self) -> float:
+        floor = 16.0 * 2.0 ** -self.precision_bits
+        tol = self.tol if self.tol is not None else 1e-3 * self.bandwidth
+        return max(tol / self.scale, floor)
+
+    @property
+    def merge_unit(self) -> float:
+        r = self.merge_radius if self.merge_radius is not None else self.bandwidth / 2
+        return r / self.scale
+
+    @property
+    def distance_bound(self) -> float:
+        """B: public bound on squared distances inside the unit box."""
+        return float(self.dim)
+
+    @property
+    def gaussian_power(self) -> int:
+        """k with (1 - d^2/B)^(2^k) ~ exp(-d^2 / (2 h^2))."""
+        return max(0, int(round(math.log2(self.distance_bound / (2 * self.h_unit**2)))))
+
+    def receivers(self, world_size: int) -> tuple:
+        return tuple(range(world_size)) if self.reveal_to is None else tuple(self.reveal_to)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bounds"] = [list(map(float, self.bounds[0])), list(map(float, self.bounds[1]))]
+        d.pop("extra")
+        return d
+
+    # ---- validation --------------------------------------------------------
+    def __post_init__(self) -> None:
+        def bad(field_name: str, why: str) -> InputError:
+            return InputError(f"{field_name}: {why}")
+
+        try:
+            lo = np.asarray(self.bounds[0], dtype=np.float64).reshape(-1)
+            hi = np.asarray(self.bounds[1], dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, IndexError):
+            raise bad("bounds", "expected (lo, hi), two lists of numbers") from None
+        if lo.size == 0 or lo.shape != hi.shape:
+            raise bad("bounds", "lo and hi must be non-empty and of equal length")
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise bad("bounds", "must be finite")
+        if np.any(hi < lo) or np.max(hi - lo) <= 0:
+            raise bad("bounds", "need hi >= lo for every feature and some hi > lo")
+        object.__setattr__(self, "bounds", (tuple(lo.tolist()), tuple(hi.tolist())))
+        if not (isinstance(self.bandwidth, (int, float)) and math.isfinite(self.bandwidth)
+                and self.bandwidth > 0):
+            raise bad("bandwidth", "must be a positive number")
+        if self.h_unit > 1.0 * math.sqrt(self.dim):
+            raise bad("bandwidth", "is larger than the whole bounded domain")
+        if not isinstance(self.n_dust, int) or self.n_dust < 1:
+            raise bad("n_dust", "must be an integer >= 1")
+        if self.kernel not in KERNELS:
+            raise bad("kernel", f"must be one of {', '.join(KERNELS)}")
+        if not isinstance(self.max_iter, int) or not 1 <= self.max_iter <= 10_000:
+            raise bad("max_iter", "must be an integer in [1, 10000]")
+        if self.tol is not None and not (math.isfinite(self.tol) and self.tol > 0):
+            raise bad("tol", "must be a positive number")
+        if self.merge_radius is not None and not (
+            math.isfinite(self.merge_radius) and self.merge_radius >= 0
+        ):
+            raise bad("merge_radius", "must be a number >= 0")
+        if self.reveal_to is not None:
+            r = tuple(self.reveal_to)
+            if not r or not all(isinstance(x, int) and x >= 0 for x in r):
+                raise bad("reveal_to", "must be a non-empty list of party ranks")
+            object.__setattr__(self, "reveal_to", tuple(sorted(set(r))))
+        if self.summary is not None and not (0 < float(self.summary) <= 2):
+            raise bad("summary", "cell size must be in (0, 2] bandwidths, or null for exact")
+        if not 10 <= self.precision_bits <= 24:
+            raise bad("precision_bits", "must be in [10, 24]")
+        if self.chunk_elements < 1024:
+            raise bad("chunk_elements", "must be >= 1024")
+
+    def check_world(self, world_size: int, total_points: int) -> None:
+        """Checks that need the party count and the (public) total size N."""
+        if world_size < 2:
+            raise InputError("parties: at least 2 parties are needed")
+        if total_points < 1:
+            raise InputError("points: the parties hold no points at all")
+        if self.n_dust > total_points:
+            raise InputError(
+                f"n_dust: {self.n_dust} dusts requested but only {total_points} points "
+                "(or summary representatives) in total; need n_dust <= N")
+        bad = [r for r in self.receivers(world_size) if r >= world_size]
+        if bad:
+            raise InputError(f"reveal_to: rank {bad[0]} does not exist (world size {world_size})")
+
+
+def dust_indices(seed: int, total: int, n_dust: int) -> np.ndarray:
+    """Public choice of dust rows in the concatenation of all parties' rows."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=n_dust, replace=False))
+
+
+def as_params(bandwidth: float, bounds: Sequence, **kw) -> MeanShiftParams:
+    return MeanShiftParams(bandwidth=float(bandwidth), bounds=tuple(bounds), **kw)

@@ -1,0 +1,278 @@
+"""The secure mean-shift protocol, run by every party inside an initialised
+CrypTen session (see runtime.py for how a session is started).
+
+Every step is one vectorised operation over all dusts and all points:
+
+  share    each party secret-shares [x, |x|^2] (and [w x, w] for summaries)
+  dust     C = X[dust rows]                       (public rows, local slicing)
+  distance D = |c|^2 - 2 C X^T + |x|^2            (one Beaver matmul per chunk)
+  kernel   K = flat(D) or gaussian(D)             (kernels.py)
+  update   S = K [w x | w];  C' = S_x / S_w       (division.py)
+  stop     reveal one bit: did any |C' - C|_inf exceed tol   (not if oblivious)
+  merge    keep_i = no earlier centroid within the merge radius
+  shuffle  every party applies a secret permutation, so position reveals nothing
+  reveal   [keep * C, keep] to the ranks in reveal_to only
+
+What each party learns is listed in docs/leakage.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ._compat import import_crypten
+from .division import secure_divide
+from .errors import InputError
+from .kernels import secure_kernel
+from .params import MeanShiftParams, dust_indices
+
+# Rows per Beaver matmul when fixed-point weights meet fixed-point points: the
+# pre-truncation sum stays below 2^44, so CrypTen's probabilistic truncation
+# fails with probability < 2^-20 per output element.
+FIXED_MATMUL_ROWS = 4096
+
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class SecureResult:
+    centroids: Optional[np.ndarray]   # (c, d) unit box; None unless this rank receives
+    sizes: Optional[np.ndarray]
+    iterations: int
+    per_iteration: list = field(default_factory=list)
+    share_s: float = 0.0
+    merge_s: float = 0.0
+    communication: dict = field(default_factory=dict)
+    points: int = 0
+    rows: int = 0
+
+
+def _to_fixed(x, precision_bits: int):
+    from crypten.encoder import FixedPointEncoder
+
+    if x.encoder.scale == 1:
+        x._tensor.encode_(FixedPointEncoder(precision_bits=precision_bits))
+    return x
+
+
+def _exchange_sizes(comm, rows: int, points: int) -> tuple[list, list]:
+    got = comm.all_gather(torch.tensor([rows, points], dtype=torch.long))
+    return [int(t[0]) for t in got], [int(t[1]) for t in got]
+
+
+def _share_rows(local: np.ndarray, rows: list, cols: int, rank: int):
+    crypten = import_crypten()
+    parts = []
+    for src, n in enumerate(rows):
+        data = torch.from_numpy(local).float() if src == rank else torch.zeros(n, cols)
+        parts.append(crypten.cryptensor(data, src=src))
+    return crypten.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+
+
+def _weighted_sums(k, u, exact_weights: bool):
+    """K @ U, split by rows when both factors are fixed point (see FIXED_MATMUL_ROWS)."""
+    if k.encoder.scale == 1 or k.size(1) <= FIXED_MATMUL_ROWS:
+        return k.matmul(u)
+    total = None
+    for a in range(0, k.size(1), FIXED_MATMUL_ROWS):
+        part = k[:, a:a + FIXED_MATMUL_ROWS].matmul(u[a:a + FIXED_MATMUL_ROWS])
+        total = part if total is None else total + part
+    return total
+
+
+def _any_moved(new, old, tol: float):
+    delta = new - old
+    moved = delta.gt(tol) + delta.lt(-tol)          # scale-1 counts
+    return moved.sum().gt(0)
+
+
+def _merge_keep(c, radius: float):
+    """keep_i = 1 - [exists j < i: |c_i - c_j|^2 < radius^2], on shares."""
+    m = c.size(0)
+    cc = (c * c).sum(dim=1, keepdim=True)
+    d = cc + cc.t() - 2.0 * c.matmul(c.t())
+    close = d.lt(radius * radius)                   # (m, m), scale 1
+    earlier = torch.tril(torch.ones(m, m, dtype=torch.long), diagonal=-1)
+    dups = (close * earlier).sum(dim=1, keepdim=True)
+    return 1 - dups.gt(0)
+
+
+def _shuffle(y, world_size: int):
+    """Apply each party's secret random permutation in turn: no single party
+    (nor the receiver) can link an output row to a dust index."""
+    crypten = import_crypten()
+    m = y.size(0)
+    for src in range(world_size):
+        if src == crypten.comm.get().get_rank():
+            perm = torch.from_numpy(np.random.default_rng().permutation(m))
+            mat = torch.eye(m, dtype=torch.long)[perm]
+        else:
+            mat = torch.zeros(m, m, dtype=torch.long)
+        p = crypten.cryptensor(mat, src=src, precision=0)   # integer permutation matrix
+        y = p.matmul(y)
+    return y
+
+
+def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
+                 params: MeanShiftParams, progress: Optional[Progress] = None,
+                 original_points: Optional[int] = None) -> SecureResult:
+    """Run secure mean-shift for this party.
+
+    Args:
+        unit_points: (n, d) this party's points (or summary representatives),
+            already checked and mapped into the unit box.
+        weights: (n,) positive weights (summary counts) or None for exact mode.
+            Every party must agree on exact vs weighted (``params.summary``).
+        params: the agreed job parameters.
+        progress: called with a dict after each iteration (no secret inside).
+        original_points: this party's raw row count (defaults to n).
+    Returns:
+        SecureResult; ``centroids`` (unit box) only on ranks in ``reveal_to``.
+    """
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    rank, world = comm.get_rank(), comm.get_world_size()
+    p = params
+    comm.reset_communication_stats()
+    notify = progress or (lambda ev: None)
+    t_share = time.perf_counter()
+
+    d = unit_points.shape[1]
+    weighted = p.summary is not None
+    rows, points = _exchange_sizes(comm, len(unit_points),
+                                   original_points if original_points is not None
+                                   else len(unit_points))
+    total_rows, total_points = sum(rows), sum(points)
+    p.check_world(world, total_rows)
+
+    x = np.asarray(unit_points, dtype=np.float64)
+    sq = (x * x).sum(1, keepdims=True)
+    if weighted:
+        # Gaussian weights are fixed point: keep sum(k w) small (see FIXED_MATMUL_ROWS)
+        # by a public power-of-two rescaling of the counts; the ratio is unchanged.
+        shift = 0 if p.kernel == "flat" else max(0, int(math.floor(
+            math.log2(max(1.0, total_points / max(1, total_rows))))))
+        w = np.asarray(weights, float).reshape(-1, 1) / 2.0**shift
+        local = np.concatenate([x, sq, w * x, w], axis=1)
+        max_den = total_points / 2.0**shift
+    else:
+        local = np.concatenate([x, sq], axis=1)
+        max_den = float(total_points)
+    shared = _share_rows(local, rows, local.shape[1], rank)
+    pts, sqn = shared[:, :d], shared[:, d:d + 1]
+    upd = shared[:, d + 1:] if weighted else pts
+
+    idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
+    c = pts[idx]
+    m = p.n_dust
+    chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
+    bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
+    share_s = time.perf_counter() - t_share
+    notify({"stage": "shared", "rows": total_rows, "points": total_points,
+            "seconds": share_s})
+
+    per_iter = []
+    iterations = 0
+    for it in range(1, p.max_iter + 1):
+        t0 = time.perf_counter()
+        t_dist = t_kern = t_upd = 0.0
+        cc = (c * c).sum(dim=1, keepdim=True)
+        sums = None
+        den = None
+        for ci, (a, b) in enumerate(bounds):
+            ta = time.perf_counter()
+            dist = cc - 2.0 * c.matmul(pts[a:b].t()) + sqn[a:b].t()
+            tb = time.perf_counter()
+            k = secure_kernel(dist, p)
+            tc = time.perf_counter()
+            s = _weighted_sums(k, upd[a:b], True)
+            sums = s if sums is None else sums + s
+            if not weighted:
+                ks = k.sum(dim=1, keepdim=True)
+                den = ks if den is None else den + ks
+            td = time.perf_counter()
+            t_dist += tb - ta
+            t_kern += tc - tb
+            t_upd += td - tc
+            if len(bounds) > 1:
+                notify({"stage": "chunk", "iteration": it, "chunk": ci + 1,
+                        "chunks": len(bounds)})
+        tc = time.perf_counter()
+        if weighted:
+            num, den = sums[:, :d], sums[:, d:]
+        else:
+            num = sums
+        den = _to_fixed(den, p.precision_bits)
+        new = secure_divide(num, den, c, max_den, p.precision_bits)
+        moved_bit = None if p.oblivious else _any_moved(new, c, p.tol_unit)
+        c = new
+        moving = None
+        if moved_bit is not None:
+            moving = bool(moved_bit.get_plain_text().item() > 0.5)   # the one revealed bit
+        t_upd += time.perf_counter() - tc
+        iterations = it
+        total = time.perf_counter() - t0
+        per_iter.append({"distance_s": t_dist, "kernel_s": t_kern, "update_s": t_upd,
+                         "merge_s": 0.0, "total_s": total})
+        notify({"stage": "iteration", "iteration": it, "max_iter": p.max_iter,
+                "moving": moving, "seconds": total})
+        if moving is False:
+            break
+
+    t_merge = time.perf_counter()
+    keep = _merge_keep(c, p.merge_unit)
+    out = crypten.cat([keep * c, _to_fixed(keep * 1, p.precision_bits)], dim=1)
+    if p.return_sizes:
+        out = crypten.cat([out, _nearest_sizes(c, keep, pts, sqn, upd if weighted else None,
+                                               bounds, p)], dim=1)
+    out = _shuffle(out, world)
+    mine = None
+    for r in p.receivers(world):
+        val = out.get_plain_text(dst=r)
+        if r == rank:
+            mine = val.double().numpy()
+    merge_s = time.perf_counter() - t_merge
+    if per_iter:
+        per_iter[-1]["merge_s"] = merge_s
+        per_iter[-1]["total_s"] += merge_s
+
+    centroids = sizes = None
+    if mine is not None:
+        kept = mine[:, d] > 0.5
+        centroids = mine[kept, :d]
+        if p.return_sizes:
+            sizes = np.round(mine[kept, d + 1])
+        order = np.lexsort(centroids.T[::-1])
+        centroids = centroids[order]
+        sizes = sizes[order] if sizes is not None else None
+    stats = comm.get_communication_stats()
+    notify({"stage": "done", "iterations": iterations})
+    return SecureResult(centroids, sizes, iterations, per_iter, share_s, merge_s,
+                        {"bytes": int(stats.get("bytes", 0)),
+                         "rounds": int(stats.get("rounds", 0))},
+                        total_points, total_rows)
+
+
+def _nearest_sizes(c, keep, pts, sqn, upd, bounds, p):
+    """(m, 1) number (or weight) of points whose nearest kept centroid is c_i."""
+    from crypten.encoder import FixedPointEncoder
+
+    far = (1 - keep) * 4.0 * p.distance_bound       # push merged-away centroids out of reach
+    cc = (c * c).sum(dim=1, keepdim=True) + far
+    sizes = None
+    for a, b in bounds:
+        dist = cc - 2.0 * c.matmul(pts[a:b].t()) + sqn[a:b].t()
+        onehot = dist.argmin(dim=0, one_hot=True)    # (m, rows)
+        if upd is not None:
+            s = onehot.matmul(upd[a:b, -1:])
+        else:
+            s = onehot.sum(dim=1, keepdim=True)
+            s = _to_fixed(s, p.precision_bits)
+        sizes = s if sizes is None else sizes + s
+    return sizes
