@@ -49,7 +49,7 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams
         s = k @ xw
         den = s[:, -1:]
         new = np.where(den >= EMPTY_BELOW, s[:, :-1] / np.maximum(den, EMPTY_BELOW), c)
-        moved = bool((np.abs(new - c) > p.tol_unit).any())
+        moved = bool((np.abs(new - c) >= p.tol_unit).any())
         c = new
         if not p.oblivious and not moved:
             break

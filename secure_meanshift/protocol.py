@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ._compat import import_crypten
-from .division import secure_divide
+from .division import divide_with_bits, normaliser_inputs
 from .errors import InputError
 from .kernels import secure_kernel
 from .params import MeanShiftParams, dust_indices
@@ -86,10 +86,42 @@ def _weighted_sums(k, u, exact_weights: bool):
     return total
 
 
-def _any_moved(new, old, tol: float):
+def _ge_zero_many(*parts):
+    """[x >= 0] for several fixed-point tensors in ONE secure comparison.
+
+    A comparison costs about a dozen communication rounds whatever its size,
+    so the protocol batches every comparison that is ready at the same time.
+    """
+    crypten = import_crypten()
+    if len(parts) == 1:
+        return [parts[0].ge(0.0)]
+    flat = crypten.cat([t.flatten() for t in parts])
+    bits = flat.ge(0.0)
+    out, at = [], 0
+    for t in parts:
+        n = t.nelement()
+        out.append(bits[at:at + n].reshape(t.size()))
+        at += n
+    return out
+
+
+def _movement_terms(new, old, tol: float):
+    """Values whose sign says |new - old| >= tol, per coordinate (2m x d)."""
+    crypten = import_crypten()
     delta = new - old
-    moved = delta.gt(tol) + delta.lt(-tol)          # scale-1 counts
-    return moved.sum().gt(0)
+    return crypten.cat([delta - tol, -delta - tol])
+
+
+def _any_bit(bits):
+    """OR of 0/1 (scale 1) shares as 1 - prod(1 - b): log2(n) multiplication rounds."""
+    crypten = import_crypten()
+    v = 1 - bits.flatten()
+    while v.nelement() > 1:
+        if v.nelement() % 2:
+            v = crypten.cat([v, v[:1]])
+        half = v.nelement() // 2
+        v = v[:half] * v[half:]
+    return 1 - v
 
 
 def _merge_keep(c, radius: float):
@@ -177,19 +209,27 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     notify({"stage": "shared", "rows": total_rows, "points": total_points,
             "seconds": share_s})
 
-    per_iter = []
+    h2 = p.h_unit ** 2
+    flat_kernel = p.kernel == "flat"
+    per_iter: list = []
     iterations = 0
-    for it in range(1, p.max_iter + 1):
+    check = None       # movement terms of the last update, awaiting the stop test
+    while True:
         t0 = time.perf_counter()
         t_dist = t_kern = t_upd = 0.0
         cc = (c * c).sum(dim=1, keepdim=True)
-        sums = None
-        den = None
+        sums = den = moved_bits = None
         for ci, (a, b) in enumerate(bounds):
             ta = time.perf_counter()
             dist = cc - 2.0 * c.matmul(pts[a:b].t()) + sqn[a:b].t()
             tb = time.perf_counter()
-            k = secure_kernel(dist, p)
+            if flat_kernel:
+                # the stop test of the last update rides in this comparison
+                extra = [check] if (ci == 0 and check is not None) else []
+                k, *rest = _ge_zero_many(h2 - dist, *extra)
+                moved_bits = rest[0] if rest else moved_bits
+            else:
+                k = secure_kernel(dist, p)
             tc = time.perf_counter()
             s = _weighted_sums(k, upd[a:b], True)
             sums = s if sums is None else sums + s
@@ -201,7 +241,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             t_kern += tc - tb
             t_upd += td - tc
             if len(bounds) > 1:
-                notify({"stage": "chunk", "iteration": it, "chunk": ci + 1,
+                notify({"stage": "chunk", "iteration": iterations + 1, "chunk": ci + 1,
                         "chunks": len(bounds)})
         tc = time.perf_counter()
         if weighted:
@@ -209,20 +249,33 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         else:
             num = sums
         den = _to_fixed(den, p.precision_bits)
-        new = secure_divide(num, den, c, max_den, p.precision_bits)
-        moved_bit = None if p.oblivious else _any_moved(new, c, p.tol_unit)
+        thr = normaliser_inputs(den, max_den)
+        if check is None:
+            (bits,) = _ge_zero_many(thr)
+        elif flat_kernel:
+            count = _to_fixed(moved_bits.sum() - 1, p.precision_bits)
+            bits, any_moved = _ge_zero_many(thr, count.reshape(1))
+        else:
+            bits, moved_bits = _ge_zero_many(thr, check)
+            any_moved = _any_bit(moved_bits)
+        if check is not None:
+            moving = bool(any_moved.get_plain_text().item() > 0.5)  # the one revealed bit
+            notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
+                    "moving": moving, "seconds": per_iter[-1]["total_s"]})
+            if not moving:
+                break        # c is the converged update; this pass's work is dropped
+        new = divide_with_bits(num, den, bits, c, max_den, p.precision_bits)
+        if not p.oblivious:
+            check = _movement_terms(new, c, p.tol_unit)
         c = new
-        moving = None
-        if moved_bit is not None:
-            moving = bool(moved_bit.get_plain_text().item() > 0.5)   # the one revealed bit
+        iterations += 1
         t_upd += time.perf_counter() - tc
-        iterations = it
         total = time.perf_counter() - t0
         per_iter.append({"distance_s": t_dist, "kernel_s": t_kern, "update_s": t_upd,
                          "merge_s": 0.0, "total_s": total})
-        notify({"stage": "iteration", "iteration": it, "max_iter": p.max_iter,
-                "moving": moving, "seconds": total})
-        if moving is False:
+        if iterations >= p.max_iter:
+            notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
+                    "moving": None, "seconds": total})
             break
 
     t_merge = time.perf_counter()
