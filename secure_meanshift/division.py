@@ -1,12 +1,17 @@
 """Secure division num / den for den anywhere in [2^-8, 2^24).
 
 CrypTen's own reciprocal converges only for den in about [1, 500]. Here:
-1. find the secret power of two: bits b_j = [den >= 2^j] for every j in one
-   batched comparison; one-hot e_j = b_j - b_{j+1} marks den in [2^j, 2^(j+1));
-2. normalise: g = sum_j e_j 2^-(j+1) puts den * g in [1/2, 1). g is applied as
-   two factors g1 * g2 so that each stays representable in fixed point;
-3. Goldschmidt iterations on (num * g, den * g) from the linear initial
-   guess 2.9142 - 2 y for 1/y (relative error <= 0.086, squared by each step);
+1. find the secret scale: bits b_i = [den >= t_i] for quarter-octave thresholds
+   t_i = 2^(-8 + i/4), all in ONE batched comparison; e_i = b_i - b_(i+1)
+   marks den in [t_i, t_(i+1)).
+2. normalise: multiply [num, den] by the public integer g_i ~ 2^G / t_(i+1)
+   picked by the one-hot (integer-encoded, so exact) and truncate by 2^G:
+   y = den * g lands in about [2^-1/4, 1). The same round also applies the
+   fallback for empty rows. G is log2(max_den) + 5, so the pre-truncation
+   value stays below 2^(G + 16) (CrypTen's truncation fails with probability
+   |value| / 2^64: 2^-18 per element at max_den = 10^7).
+3. one minimax-linear initial guess r0 = c1 - c2 y (|1 - y r0| <= 7e-3) and
+   one Goldschmidt step (error squared: about 5e-5): num / den = num g r0 (2 - y r0).
    1/den itself, too small for fixed point when den is large, is never formed.
 A den below 2^-8 counts as empty: the caller's fallback value is kept.
 """
@@ -22,62 +27,65 @@ from ._compat import import_crypten
 
 EXP_LO = -8                    # smallest normalised exponent
 EMPTY_BELOW = 2.0 ** EXP_LO    # den below this is treated as an empty neighbourhood
-GOLDSCHMIDT_STEPS = 2   # relative error 0.086 -> 7e-3 -> 5e-5
+STEPS_PER_OCTAVE = 4
+G_BITS = 5                     # g_i rounded to integers of >= 5 bits (y range +-3%)
 
 
-def exponent_range(max_den: float) -> range:
-    """Exponents j with thresholds 2^j covering [2^-8, max_den]."""
+def thresholds(max_den: float) -> np.ndarray:
+    """t_i = 2^(-8 + i/4) up to the first power of two above max_den."""
     hi = max(EXP_LO + 1, int(math.ceil(math.log2(max(max_den, 1.0)))) + 1)
-    return range(EXP_LO, hi)
+    n = (hi - EXP_LO) * STEPS_PER_OCTAVE + 1
+    return 2.0 ** (EXP_LO + np.arange(n) / STEPS_PER_OCTAVE)
 
 
-def _fixed_from_bits(onehot, consts: np.ndarray, precision_bits: int):
-    """sum_j onehot_j * consts_j as a fixed-point MPCTensor.
-
-    onehot is integer-encoded (scale 1), so multiplying it by the integers
-    round(2^p * c_j) is exact; the sum is then re-labelled as scale 2^p.
-    """
-    crypten = import_crypten()
-    from crypten.encoder import FixedPointEncoder
-
-    ints = torch.tensor(np.round(consts * 2.0**precision_bits), dtype=torch.long)
-    g = (onehot * ints).sum(dim=-1, keepdim=True)
-    g.encoder = FixedPointEncoder(precision_bits=precision_bits)
-    return g
+def _normaliser(max_den: float) -> tuple[int, np.ndarray, float, float]:
+    """Public constants: 2^big, integer g_i ~ 2^big / t_(i+1), and the minimax
+    linear initial guess c1 - c2 y for 1/y over the y range these g_i give."""
+    t = thresholds(max_den)
+    big = int(math.ceil(math.log2(t[-1]))) + G_BITS
+    ints = np.round(2.0**big / t[1:]).astype(np.int64)
+    g = ints / 2.0**big
+    a, b = float(np.min(t[:-1] * g)), float(np.max(t[1:] * g))
+    c2 = 2.0 / (a * b + (a + b) ** 2 / 4.0)     # equioscillation of 1 - y (c1 - c2 y)
+    return big, ints, c2 * (a + b), c2
 
 
 def normaliser_inputs(den, max_den: float):
-    """den - 2^j for every exponent j: the values whose signs step 1 needs.
+    """den - t_i for every threshold: the values whose signs step 1 needs.
     Returned separately so the caller can batch this comparison with others."""
-    js = exponent_range(max_den)
-    thresholds = torch.tensor([2.0**j for j in js], dtype=torch.float64).float()
-    return den - thresholds                                    # (m, J)
+    t = torch.tensor(thresholds(max_den)[:-1], dtype=torch.float32)
+    return den - t                                                    # (m, J)
+
+
+def _pick(onehot, ints: np.ndarray):
+    """sum_i onehot_i * ints_i; scale-1 shares times integers: exact, local."""
+    return (onehot * torch.tensor(ints, dtype=torch.long)).sum(dim=-1, keepdim=True)
 
 
 def divide_with_bits(num, den, bits, fallback, max_den: float, precision_bits: int):
-    """num (m, d) / den (m, 1) given bits = [den >= 2^j] (m, J, scale 1)."""
-    js = exponent_range(max_den)
-    onehot = _cat(bits[:, :-1] - bits[:, 1:], bits[:, -1:])   # bits are monotone in j
-    e = np.array([j + 1 for j in js], dtype=np.int64)         # g = 2^-e
-    e1 = np.ceil(e / 2).astype(np.int64)
-    e2 = e - e1
-    g1 = _fixed_from_bits(onehot, 2.0 ** (-e1.astype(float)), precision_bits)
-    g2 = _fixed_from_bits(onehot, 2.0 ** (-e2.astype(float)), precision_bits)
+    """num (m, d) / den (m, 1) given bits = [den >= t_i] (m, J, scale 1);
+    rows with den < 2^-8 get ``fallback`` (m, d)."""
+    crypten = import_crypten()
+    d = num.size(1)
+    t = thresholds(max_den)
+    onehot = crypten.cat([bits[:, :-1] - bits[:, 1:], bits[:, -1:]], dim=1)
+    empty = 1 - bits[:, :1]
+    big, ints, c1, c2 = _normaliser(max_den)
+    mult = _pick(onehot, ints)
+    # [num, den] * g and the empty-row fallback in one multiplication; the
+    # integer factors are exact, one truncation by 2^big brings them back.
+    x = crypten.cat([num, den, fallback], dim=1)
+    x = (x * crypten.cat([mult.expand(-1, d + 1), (empty * 2**big).expand(-1, d)], dim=1)
+         ).div(2**big)
+    nd, kept = x[:, :d + 1], x[:, d + 1:]            # kept = fallback on empty rows, else 0
 
-    # Goldschmidt: multiply numerator and denominator by the same factors until
-    # the denominator is 1; both ride in one tensor, so each step is one round.
-    nd = _cat(num, den)
-    nd = (nd * g1) * g2                                       # den column in [1/2, 1)
-    nd = nd * (2.9142 - 2.0 * nd[:, -1:])                     # linear initial guess
-    for _ in range(GOLDSCHMIDT_STEPS):
-        nd = nd * (2.0 - nd[:, -1:])
-    q = nd[:, :-1]
-
-    empty = 1 - bits[:, :1]                                    # den < 2^-8, scale 1
-    return q + empty * (fallback - q)
+    y = nd[:, -1:]                                    # in [_A, 1), 0 on empty rows
+    nd = nd * (c1 - c2 * y)                           # initial guess r0
+    q = nd[:, :d] * (2.0 - nd[:, -1:])                # one Goldschmidt step
+    return q + kept
 
 
-def secure_divide(num, den, fallback, max_den: float, precision_bits: int):
+def secure_divide(num, den, fallback, max_den: float, precision_bits: int = 16):
     """num (m, d) / den (m, 1), row by row, as MPCTensors.
 
     Rows with den < 2^-8 return ``fallback`` (m, d). ``max_den`` is a public
@@ -85,7 +93,3 @@ def secure_divide(num, den, fallback, max_den: float, precision_bits: int):
     """
     bits = normaliser_inputs(den, max_den).ge(0.0)
     return divide_with_bits(num, den, bits, fallback, max_den, precision_bits)
-
-
-def _cat(a, b):
-    return import_crypten().cat([a, b], dim=1)

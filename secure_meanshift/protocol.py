@@ -262,8 +262,11 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             moving = bool(any_moved.get_plain_text().item() > 0.5)  # the one revealed bit
             notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
                     "moving": moving, "seconds": per_iter[-1]["total_s"]})
-            if not moving:
-                break        # c is the converged update; this pass's work is dropped
+            if not moving:       # c is the converged update; this pass's update is dropped
+                extra = time.perf_counter() - t0
+                per_iter[-1]["update_s"] += extra
+                per_iter[-1]["total_s"] += extra
+                break
         new = divide_with_bits(num, den, bits, c, max_den, p.precision_bits)
         if not p.oblivious:
             check = _movement_terms(new, c, p.tol_unit)
