@@ -1,0 +1,207 @@
+"""`secure-meanshift simulate`: all parties as local processes on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+from .errors import InputError, MPCError
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("data (synthetic unless --party-data is given)")
+    g.add_argument("--parties", type=int, default=2, help="number of parties K (default 2)")
+    g.add_argument("--points", type=int, default=100, help="total synthetic points, split evenly")
+    g.add_argument("--centers", type=int, default=8, help="synthetic cluster centres")
+    g.add_argument("--dim", type=int, default=2, help="synthetic feature count")
+    g.add_argument("--spread", type=float, default=0.03, help="synthetic cluster std-dev")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic generator")
+    g.add_argument("--party-data", action="append", metavar="FILE",
+                   help="CSV (with header) or .npy file of one party; repeat once per party")
+    g.add_argument("--columns", help="comma-separated CSV columns to use (default all)")
+    g.add_argument("--bounds", help="public feature bounds 'lo1,lo2,..:hi1,hi2,..' "
+                   "(default: [0,1] for synthetic data, the files' min/max otherwise)")
+    a = ap.add_argument_group("algorithm")
+    a.add_argument("--bandwidth", type=float, default=0.1, help="kernel radius h, data units")
+    a.add_argument("--dust", type=int, default=8, help="number of dust points m")
+    a.add_argument("--kernel", choices=["flat", "gaussian"], default="flat")
+    a.add_argument("--max-iter", type=int, default=30)
+    a.add_argument("--tol", type=float, default=None, help="default 1e-3 * bandwidth")
+    a.add_argument("--oblivious", action="store_true",
+                   help="run exactly --max-iter iterations, reveal nothing before the end")
+    a.add_argument("--seed", type=int, default=0, help="shared seed choosing the dusts")
+    a.add_argument("--merge-radius", type=float, default=None, help="default bandwidth / 2")
+    a.add_argument("--reveal-to", help="comma-separated ranks that receive the result "
+                   "(default: all)")
+    a.add_argument("--sizes", action="store_true", help="also reveal cluster sizes")
+    a.add_argument("--summary", type=float, default=None,
+                   help="local weighted summary cell size in bandwidths (default: exact)")
+    o = ap.add_argument_group("output")
+    o.add_argument("--json", metavar="OUT", help="write the full report as JSON")
+    o.add_argument("--plot", metavar="OUT.png", help="write a plot (first two features)")
+    o.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds any rendezvous or collective may take")
+    o.add_argument("--quiet", action="store_true", help="no progress lines")
+    o.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's MeanShift")
+
+
+def _parse_bounds(text: str) -> tuple:
+    try:
+        lo, hi = text.split(":")
+        return ([float(v) for v in lo.split(",")], [float(v) for v in hi.split(",")])
+    except ValueError:
+        raise InputError("--bounds: expected 'lo1,lo2,...:hi1,hi2,...'") from None
+
+
+def _load_parts(args) -> tuple[list, tuple]:
+    from .data import load_points, split_even, synthetic_blobs
+
+    if args.party_data:
+        cols = args.columns.split(",") if args.columns else None
+        parts = [load_points(f, cols) for f in args.party_data]
+        if len({p.shape[1] for p in parts}) > 1:
+            raise InputError("--party-data: the files have different column counts")
+        if args.bounds:
+            bounds = _parse_bounds(args.bounds)
+        else:
+            allp = np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) \
+                else np.zeros((0, parts[0].shape[1]))
+            if not len(allp) or not np.isfinite(allp).all():
+                raise InputError("--bounds: cannot derive bounds from these files "
+                                 "(empty, NaN or infinite values); give --bounds")
+            bounds = (allp.min(0).tolist(), allp.max(0).tolist())
+        return parts, bounds
+    if args.parties < 2:
+        raise InputError("--parties: at least 2 parties are needed")
+    if args.points < args.parties:
+        raise InputError("--points: need at least one point per party")
+    pts, _ = synthetic_blobs(args.points, args.centers, args.dim, args.spread, args.data_seed)
+    bounds = _parse_bounds(args.bounds) if args.bounds else ([0.0] * args.dim, [1.0] * args.dim)
+    return split_even(pts, args.parties, args.data_seed), bounds
+
+
+def build_report(parts, params, run, ref, skl) -> dict:
+    from .compare import match_error
+
+    recv = run.receiver
+    err, unmatched = match_error(recv.centroids, ref.centroids)
+    comm_bytes = sum(o.communication.get("bytes", 0) for o in run.outcomes)
+    per_iter = recv.per_iteration
+    return {
+        "centroids": recv.centroids.tolist(),
+        "reference_centroids": ref.centroids.tolist(),
+        "sklearn_centroids": None if skl is None else skl.tolist(),
+        "sizes": None if recv.sizes is None else recv.sizes.tolist(),
+        "max_abs_error": err,
+        "unmatched_centroids": unmatched,
+        "iterations": recv.iterations,
+        "reference_iterations": ref.iterations,
+        "parties": len(parts),
+        "points": int(sum(len(p) for p in parts)),
+        "rows_shared": recv.rows,
+        "dust": params.n_dust,
+        "bandwidth": params.bandwidth,
+        "kernel": params.kernel,
+        "oblivious": params.oblivious,
+        "summary": params.summary,
+        "params": params.to_dict(),
+        "timings": {
+            "wall_s": run.wall_s,
+            "share_s": recv.share_s,
+            "mean_iteration_s": float(np.mean([t["total_s"] - t["merge_s"] for t in per_iter]))
+            if per_iter else 0.0,
+            "per_iteration": per_iter,
+        },
+        "communication": {
+            "bytes": int(comm_bytes),
+            "rounds": int(max(o.communication.get("rounds", 0) for o in run.outcomes)),
+            "per_party_bytes": [int(o.communication.get("bytes", 0)) for o in run.outcomes],
+        },
+    }
+
+
+def run(args) -> int:
+    from .params import MeanShiftParams
+    from .plaintext import reference_meanshift
+    from .simulate import run_simulation
+
+    try:
+        parts, bounds = _load_parts(args)
+        reveal = tuple(int(r) for r in args.reveal_to.split(",")) if args.reveal_to else None
+        params = MeanShiftParams(
+            bandwidth=args.bandwidth, bounds=bounds, n_dust=args.dust, kernel=args.kernel,
+            max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
+            merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
+            summary=args.summary)
+        from .data import check_points
+
+        for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
+            check_points(p, params.bounds, f"party {i}")
+        say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+        say(f"simulating {len(parts)} parties, {sum(map(len, parts))} points, "
+            f"{params.n_dust} dusts, {params.kernel} kernel, h={params.bandwidth}")
+
+        def progress(ev: dict) -> None:
+            if ev.get("stage") == "iteration":
+                mv = {True: "moving", False: "converged", None: "-"}[ev.get("moving")]
+                say(f"  iteration {ev['iteration']}/{ev['max_iter']}  {ev['seconds']:.3f} s  {mv}")
+            elif ev.get("stage") == "chunk" and ev["chunk"] == ev["chunks"]:
+                say(f"  iteration {ev['iteration']}: {ev['chunks']} chunks done")
+            elif ev.get("stage") == "shared":
+                say(f"  shared {ev['rows']} rows in {ev['seconds']:.2f} s")
+
+        t0 = time.perf_counter()
+        sim = run_simulation(parts, params, timeout_s=args.timeout, progress=progress)
+        ref = reference_meanshift(parts, params)
+        skl = None
+        if not args.no_sklearn and sum(map(len, parts)) <= 20000:
+            from .compare import sklearn_centres
+            skl = sklearn_centres(np.concatenate(parts), params.bandwidth)
+        report = build_report(parts, params, sim, ref, skl)
+    except (InputError, MPCError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+    print(f"secure centroids ({len(report['centroids'])}), after {report['iterations']} "
+          f"iterations, {report['timings']['mean_iteration_s']:.3f} s/iteration, "
+          f"{report['timings']['wall_s']:.1f} s wall:")
+    for c in report["centroids"]:
+        print("  " + "  ".join(f"{v: .5f}" for v in c))
+    print(f"plaintext twin: {len(report['reference_centroids'])} centroids, "
+          f"max |secure - twin| = {report['max_abs_error']:.2e} (data units)")
+    if skl is not None:
+        print(f"scikit-learn MeanShift: {len(skl)} centres")
+    print(f"communication: {report['communication']['bytes'] / 1e6:.2f} MB, "
+          f"{report['communication']['rounds']} rounds")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        from .plot import plot_run
+
+        plot_run(args.plot, parts, np.asarray(report["centroids"]),
+                 np.asarray(report["reference_centroids"]), skl,
+                 f"{len(parts)} parties, {report['points']} points, h={params.bandwidth}, "
+                 f"{params.kernel} kernel")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(prog="secure-meanshift simulate",
+                                 description=__doc__)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
