@@ -7,11 +7,12 @@ CrypTen's own reciprocal converges only for den in about [1, 500]. Here:
 2. normalise: multiply [num, den] by the public integer g_i ~ 2^G / t_(i+1)
    picked by the one-hot (integer-encoded, so exact) and truncate by 2^G:
    y = den * g lands in about [2^-1/4, 1). The same round also applies the
-   fallback for empty rows. G is log2(max_den) + 5, so the pre-truncation
-   value stays below 2^(G + 16) (CrypTen's truncation fails with probability
-   |value| / 2^64: 2^-18 per element at max_den = 10^7).
+   fallback for empty rows. Dens >= 2^12 first lose 12 bits by a plain
+   truncation, so every pre-truncation value stays below 2^(17 + precision)
+   (CrypTen's truncation fails with probability |value| / 2^64).
 3. one minimax-linear initial guess r0 = c1 - c2 y (|1 - y r0| <= 7e-3) and
-   one Goldschmidt step (error squared: about 5e-5): num / den = num g r0 (2 - y r0).
+   two Goldschmidt steps (error 5e-5, then 2e-9; one step would leave a
+   one-sided bias that accumulates over mean-shift iterations).
    1/den itself, too small for fixed point when den is large, is never formed.
 A den below 2^-8 counts as empty: the caller's fallback value is kept.
 """
@@ -24,11 +25,14 @@ import numpy as np
 import torch
 
 from ._compat import import_crypten
+from .fixedpoint import ge_zero
 
 EXP_LO = -8                    # smallest normalised exponent
 EMPTY_BELOW = 2.0 ** EXP_LO    # den below this is treated as an empty neighbourhood
 STEPS_PER_OCTAVE = 4
 G_BITS = 5                     # g_i rounded to integers of >= 5 bits (y range +-3%)
+COARSE = 12                    # dens >= 2^12 are first divided by 2^12
+COARSE_INDEX = (COARSE - EXP_LO) * STEPS_PER_OCTAVE   # t[COARSE_INDEX] == 2^12
 
 
 def thresholds(max_den: float) -> np.ndarray:
@@ -42,10 +46,12 @@ def _normaliser(max_den: float) -> tuple[int, np.ndarray, float, float]:
     """Public constants: 2^big, integer g_i ~ 2^big / t_(i+1), and the minimax
     linear initial guess c1 - c2 y for 1/y over the y range these g_i give."""
     t = thresholds(max_den)
-    big = int(math.ceil(math.log2(t[-1]))) + G_BITS
-    ints = np.round(2.0**big / t[1:]).astype(np.int64)
+    pre = np.where((t[:-1] >= 2.0**COARSE) & (t[-1] > 2.0**COARSE), 2.0**-COARSE, 1.0)
+    lo, hi = t[:-1] * pre, t[1:] * pre              # den range per bin after the coarse step
+    big = int(math.ceil(math.log2(hi.max()))) + G_BITS
+    ints = np.round(2.0**big / hi).astype(np.int64)
     g = ints / 2.0**big
-    a, b = float(np.min(t[:-1] * g)), float(np.max(t[1:] * g))
+    a, b = float(np.min(lo * g)), float(np.max(hi * g))
     c2 = 2.0 / (a * b + (a + b) ** 2 / 4.0)     # equioscillation of 1 - y (c1 - c2 y)
     return big, ints, c2 * (a + b), c2
 
@@ -70,18 +76,27 @@ def divide_with_bits(num, den, bits, fallback, max_den: float, precision_bits: i
     t = thresholds(max_den)
     onehot = crypten.cat([bits[:, :-1] - bits[:, 1:], bits[:, -1:]], dim=1)
     empty = 1 - bits[:, :1]
+    x = crypten.cat([num, den], dim=1)
+    if t[-1] > 2.0**COARSE:
+        # rows with den >= 2^COARSE first lose COARSE bits (a plain truncation,
+        # selected by an exact bit product), so the fine step below never sees
+        # a value above 2^(COARSE + 5 + precision).
+        big_rows = bits[:, COARSE_INDEX:COARSE_INDEX + 1]
+        x = x + big_rows * (x.div(2**COARSE) - x)
     big, ints, c1, c2 = _normaliser(max_den)
     mult = _pick(onehot, ints)
     # [num, den] * g and the empty-row fallback in one multiplication; the
     # integer factors are exact, one truncation by 2^big brings them back.
-    x = crypten.cat([num, den, fallback], dim=1)
+    x = crypten.cat([x, fallback], dim=1)
     x = (x * crypten.cat([mult.expand(-1, d + 1), (empty * 2**big).expand(-1, d)], dim=1)
          ).div(2**big)
     nd, kept = x[:, :d + 1], x[:, d + 1:]            # kept = fallback on empty rows, else 0
 
     y = nd[:, -1:]                                    # in [_A, 1), 0 on empty rows
     nd = nd * (c1 - c2 * y)                           # initial guess r0
-    q = nd[:, :d] * (2.0 - nd[:, -1:])                # one Goldschmidt step
+    nd = nd * (2.0 - nd[:, -1:])                      # Goldschmidt: error e -> e^2
+    q = nd[:, :d] * (2.0 - nd[:, -1:])                # and again: a bias of e^2 ~ 5e-5
+    #                                                   would accumulate over iterations
     return q + kept
 
 
@@ -91,5 +106,5 @@ def secure_divide(num, den, fallback, max_den: float, precision_bits: int = 16):
     Rows with den < 2^-8 return ``fallback`` (m, d). ``max_den`` is a public
     upper bound on den (e.g. the total weight N).
     """
-    bits = normaliser_inputs(den, max_den).ge(0.0)
+    (bits,) = ge_zero(normaliser_inputs(den, max_den))
     return divide_with_bits(num, den, bits, fallback, max_den, precision_bits)

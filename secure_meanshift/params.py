@@ -38,7 +38,8 @@ class MeanShiftParams:
         return_sizes: also reveal how many points are nearest to each centroid.
         summary: ``None`` for exact mode, else the cell size of each party's
             local weighted summary as a fraction of the bandwidth.
-        precision_bits: fixed-point fractional bits of the secret sharing.
+        precision_bits: fixed-point fractional bits of centroids, sums and the
+            division (the m x N distance and kernel work always uses 16).
         chunk_elements: cap on m x rows handled at once (bounds memory).
     """
 
@@ -54,7 +55,7 @@ class MeanShiftParams:
     reveal_to: Optional[tuple] = None
     return_sizes: bool = False
     summary: Optional[float] = None
-    precision_bits: int = 16
+    precision_bits: int = 20
     chunk_elements: int = 1 << 20
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -147,8 +148,8 @@ class MeanShiftParams:
             object.__setattr__(self, "reveal_to", tuple(sorted(set(r))))
         if self.summary is not None and not (0 < float(self.summary) <= 2):
             raise bad("summary", "cell size must be in (0, 2] bandwidths, or null for exact")
-        if not 10 <= self.precision_bits <= 24:
-            raise bad("precision_bits", "must be in [10, 24]")
+        if not 16 <= self.precision_bits <= 24:
+            raise bad("precision_bits", "must be in [16, 24]")
         if self.chunk_elements < 1024:
             raise bad("chunk_elements", "must be >= 1024")
 

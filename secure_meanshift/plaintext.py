@@ -31,8 +31,8 @@ def sq_distances(c: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def merge_keep(c: np.ndarray, radius: float) -> np.ndarray:
-    """keep_i = no earlier centroid j < i lies closer than radius."""
-    close = sq_distances(c, c) < radius**2
+    """keep_i = no earlier centroid j < i lies within the merge radius."""
+    close = sq_distances(c, c) <= radius**2
     earlier = np.tril(np.ones_like(close, dtype=bool), k=-1)
     return ~(close & earlier).any(axis=1)
 

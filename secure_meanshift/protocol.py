@@ -28,7 +28,7 @@ import torch
 
 from ._compat import import_crypten
 from .division import divide_with_bits, normaliser_inputs
-from .errors import InputError
+from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import secure_kernel
 from .params import MeanShiftParams, dust_indices
 
@@ -51,14 +51,6 @@ class SecureResult:
     communication: dict = field(default_factory=dict)
     points: int = 0
     rows: int = 0
-
-
-def _to_fixed(x, precision_bits: int):
-    from crypten.encoder import FixedPointEncoder
-
-    if x.encoder.scale == 1:
-        x._tensor.encode_(FixedPointEncoder(precision_bits=precision_bits))
-    return x
 
 
 def _exchange_sizes(comm, rows: int, points: int) -> tuple[list, list]:
@@ -86,25 +78,6 @@ def _weighted_sums(k, u, exact_weights: bool):
     return total
 
 
-def _ge_zero_many(*parts):
-    """[x >= 0] for several fixed-point tensors in ONE secure comparison.
-
-    A comparison costs about a dozen communication rounds whatever its size,
-    so the protocol batches every comparison that is ready at the same time.
-    """
-    crypten = import_crypten()
-    if len(parts) == 1:
-        return [parts[0].ge(0.0)]
-    flat = crypten.cat([t.flatten() for t in parts])
-    bits = flat.ge(0.0)
-    out, at = [], 0
-    for t in parts:
-        n = t.nelement()
-        out.append(bits[at:at + n].reshape(t.size()))
-        at += n
-    return out
-
-
 def _movement_terms(new, old, tol: float):
     """Values whose sign says |new - old| >= tol, per coordinate (2m x d)."""
     crypten = import_crypten()
@@ -129,7 +102,7 @@ def _merge_keep(c, radius: float):
     m = c.size(0)
     cc = (c * c).sum(dim=1, keepdim=True)
     d = cc + cc.t() - 2.0 * c.matmul(c.t())
-    close = d.lt(radius * radius)                   # (m, m), scale 1
+    (close,) = ge_zero(radius * radius - d)         # (m, m), scale 1
     earlier = torch.tril(torch.ones(m, m, dtype=torch.long), diagonal=-1)
     dups = (close * earlier).sum(dim=1, keepdim=True)
     return 1 - dups.gt(0)
@@ -201,7 +174,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     upd = shared[:, d + 1:] if weighted else pts
 
     idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
-    c = pts[idx]
+    hi_bits = p.precision_bits
+    c = rescale(pts[idx], hi_bits)     # centroids live at the higher precision
     m = p.n_dust
     chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
     bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
@@ -217,16 +191,17 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     while True:
         t0 = time.perf_counter()
         t_dist = t_kern = t_upd = 0.0
-        cc = (c * c).sum(dim=1, keepdim=True)
+        c16 = rescale(c, BULK_BITS)
+        cc = (c16 * c16).sum(dim=1, keepdim=True)
         sums = den = moved_bits = None
         for ci, (a, b) in enumerate(bounds):
             ta = time.perf_counter()
-            dist = cc - 2.0 * c.matmul(pts[a:b].t()) + sqn[a:b].t()
+            dist = cc - 2.0 * c16.matmul(pts[a:b].t()) + sqn[a:b].t()
             tb = time.perf_counter()
             if flat_kernel:
                 # the stop test of the last update rides in this comparison
                 extra = [check] if (ci == 0 and check is not None) else []
-                k, *rest = _ge_zero_many(h2 - dist, *extra)
+                k, *rest = ge_zero(h2 - dist, *extra)
                 moved_bits = rest[0] if rest else moved_bits
             else:
                 k = secure_kernel(dist, p)
@@ -244,19 +219,20 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                 notify({"stage": "chunk", "iteration": iterations + 1, "chunk": ci + 1,
                         "chunks": len(bounds)})
         tc = time.perf_counter()
+        sums = rescale(sums, hi_bits)
         if weighted:
             num, den = sums[:, :d], sums[:, d:]
         else:
             num = sums
-        den = _to_fixed(den, p.precision_bits)
+        den = rescale(den, hi_bits)
         thr = normaliser_inputs(den, max_den)
         if check is None:
-            (bits,) = _ge_zero_many(thr)
+            (bits,) = ge_zero(thr)
         elif flat_kernel:
-            count = _to_fixed(moved_bits.sum() - 1, p.precision_bits)
-            bits, any_moved = _ge_zero_many(thr, count.reshape(1))
+            count = rescale(moved_bits.sum() - 1, p.precision_bits)
+            bits, any_moved = ge_zero(thr, count.reshape(1))
         else:
-            bits, moved_bits = _ge_zero_many(thr, check)
+            bits, moved_bits = ge_zero(thr, check)
             any_moved = _any_bit(moved_bits)
         if check is not None:
             moving = bool(any_moved.get_plain_text().item() > 0.5)  # the one revealed bit
@@ -283,10 +259,11 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
 
     t_merge = time.perf_counter()
     keep = _merge_keep(c, p.merge_unit)
-    out = crypten.cat([keep * c, _to_fixed(keep * 1, p.precision_bits)], dim=1)
+    out = crypten.cat([keep * c, rescale(keep * 1, p.precision_bits)], dim=1)
     if p.return_sizes:
-        out = crypten.cat([out, _nearest_sizes(c, keep, pts, sqn, upd if weighted else None,
-                                               bounds, p)], dim=1)
+        sizes_col = _nearest_sizes(rescale(c, BULK_BITS), keep, pts, sqn,
+                                   upd if weighted else None, bounds, p)
+        out = crypten.cat([out, rescale(sizes_col, hi_bits)], dim=1)
     out = _shuffle(out, world)
     mine = None
     for r in p.receivers(world):
@@ -317,8 +294,6 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
 
 def _nearest_sizes(c, keep, pts, sqn, upd, bounds, p):
     """(m, 1) number (or weight) of points whose nearest kept centroid is c_i."""
-    from crypten.encoder import FixedPointEncoder
-
     far = (1 - keep) * 4.0 * p.distance_bound       # push merged-away centroids out of reach
     cc = (c * c).sum(dim=1, keepdim=True) + far
     sizes = None
@@ -328,7 +303,6 @@ def _nearest_sizes(c, keep, pts, sqn, upd, bounds, p):
         if upd is not None:
             s = onehot.matmul(upd[a:b, -1:])
         else:
-            s = onehot.sum(dim=1, keepdim=True)
-            s = _to_fixed(s, p.precision_bits)
+            s = rescale(onehot.sum(dim=1, keepdim=True), BULK_BITS)
         sizes = s if sizes is None else sizes + s
     return sizes

@@ -118,7 +118,7 @@ class _Session:
                 setattr(dist, name, patched)
         crypten.cfg.mpc.provider = c.provider
         crypten.cfg.communicator.verbose = True
-        crypten.cfg.encoder.precision_bits = self.params.precision_bits
+        crypten.cfg.encoder.precision_bits = 16   # bulk work; see protocol.BULK_BITS
         try:
             crypten.init()
         except Exception as exc:  # rendezvous failure or timeout

@@ -107,3 +107,44 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
         rank, (kind, msg) = (input_errs or errors)[0]
         raise (InputError if kind == "InputError" else MPCError)(msg)
     return SimulationRun([results[r] for r in range(world)], time.perf_counter() - t0)
+
+
+def _fn_main(rank: int, world: int, port: int, fn, args, timeout_s: float, out) -> None:
+    from .params import MeanShiftParams
+    from .runtime import MPCConfig, _Session
+
+    try:
+        cfg = MPCConfig(rank=rank, world_size=world, master_port=port, timeout_s=timeout_s)
+        dummy = MeanShiftParams(bandwidth=0.1, bounds=([0.0], [1.0]))
+        with _Session(cfg, dummy):
+            out.put(("result", rank, fn(rank, *args)))
+    except BaseException as exc:
+        out.put(("error", rank, f"{type(exc).__name__}: {exc}"))
+
+
+def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 60.0) -> list:
+    """Run fn(rank, *args) inside an MPC session in world_size spawned processes;
+    return the per-rank results. For tests and experiments with protocol pieces."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_fn_main, args=(r, world_size, port, fn, args, timeout_s, out),
+                         daemon=True) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    results: dict = {}
+    try:
+        while len(results) < world_size:
+            try:
+                kind, rank, payload = out.get(timeout=timeout_s)
+            except queue.Empty:
+                raise MPCError("MPC function timed out") from None
+            if kind == "error":
+                raise MPCError(f"rank {rank}: {payload}")
+            results[rank] = payload
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    return [results[r] for r in range(world_size)]

@@ -1,0 +1,29 @@
+"""Functions run inside spawned MPC party processes by the engine tests
+(module-level so that 'spawn' can pickle them)."""
+
+import numpy as np
+import torch
+
+
+def divide_job(rank, den, q, max_den):
+    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.division import secure_divide
+
+    crypten = import_crypten()
+    den_t = torch.tensor(den, dtype=torch.float32).reshape(-1, 1)
+    num_t = torch.tensor(q, dtype=torch.float32) * den_t
+    d = crypten.cryptensor(den_t, src=0, precision=20)   # the engine divides at 20 bits
+    n = crypten.cryptensor(num_t, src=0, precision=20)
+    fb = crypten.cryptensor(torch.full(num_t.shape, 0.5), src=0, precision=20)
+    out = secure_divide(n, d, fb, max_den).get_plain_text()
+    # the quotient of what is actually shared (fixed-point encoded inputs)
+    ref = n.get_plain_text() / d.get_plain_text().clamp(min=1e-12)
+    return out.double().numpy(), ref.double().numpy()
+
+
+def crypten_reciprocal_job(rank, den):
+    from secure_meanshift._compat import import_crypten
+
+    crypten = import_crypten()
+    d = crypten.cryptensor(torch.tensor(den, dtype=torch.float32), src=0)
+    return d.reciprocal().get_plain_text().double().numpy()
