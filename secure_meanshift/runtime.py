@@ -25,7 +25,9 @@ from .params import MeanShiftParams
 from .protocol import Progress, SecureResult, run_protocol
 
 PROVIDERS = ("TFP",)
-TRANSPORTS = ("gloo",)
+# "gloo-p2p": gloo TCP pairs, every opening sent point to point (one hop; transport.py)
+# "gloo":     CrypTen's own ring collectives over the same pairs
+TRANSPORTS = ("gloo-p2p", "gloo")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class MPCConfig:
     master_port: int = 29500
     timeout_s: float = 60.0
     provider: str = "TFP"
-    transport: str = "gloo"
+    transport: str = "gloo-p2p"
     socket_ifname: Optional[str] = None
     threads: int = 1
 
@@ -104,7 +106,7 @@ class _Session:
         os.environ.update({
             "RANK": str(c.rank), "WORLD_SIZE": str(c.world_size),
             "RENDEZVOUS": f"tcp://{c.master_addr}:{c.master_port}",
-            "DISTRIBUTED_BACKEND": c.transport,
+            "DISTRIBUTED_BACKEND": "gloo",
         })
         if c.socket_ifname:
             os.environ["GLOO_SOCKET_IFNAME"] = c.socket_ifname
@@ -124,6 +126,10 @@ class _Session:
         except Exception as exc:  # rendezvous failure or timeout
             raise MPCError(f"could not join the other parties at "
                            f"{c.master_addr}:{c.master_port}: {type(exc).__name__}") from None
+        if c.transport == "gloo-p2p":
+            from .transport import install_p2p
+
+            install_p2p(crypten.comm.get())
         return self
 
     def __exit__(self, *exc):
