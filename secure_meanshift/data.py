@@ -64,22 +64,29 @@ def load_points(path: str, columns: Optional[Sequence[str]] = None) -> np.ndarra
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(pick))
 
 
-def check_points(points: np.ndarray, bounds: tuple, name: str = "points") -> np.ndarray:
-    """Reject bad rows before any sharing: shape, NaN/inf, outside the public bounds."""
+def check_finite(points: np.ndarray, name: str = "points",
+                 features: Optional[int] = None) -> np.ndarray:
+    """Reject an empty array, a wrong column count, or a row with NaN/infinity."""
     x = np.asarray(points, dtype=np.float64)
-    lo = np.asarray(bounds[0], float)
-    hi = np.asarray(bounds[1], float)
     if x.ndim != 2:
         raise InputError(f"{name}: expected a 2-D array of points")
     if x.shape[0] == 0:
         raise InputError(f"{name}: no points (an empty party cannot take part)")
-    if x.shape[1] != lo.size:
+    if features is not None and x.shape[1] != features:
         raise InputError(
-            f"{name}: {x.shape[1]} columns but the job has {lo.size} features")
+            f"{name}: {x.shape[1]} columns but the job has {features} features")
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         row = int(np.argmin(finite))
         raise InputError(f"{name}: row {row} contains NaN or infinity")
+    return x
+
+
+def check_points(points: np.ndarray, bounds: tuple, name: str = "points") -> np.ndarray:
+    """Reject bad rows before any sharing: shape, NaN/inf, outside the public bounds."""
+    lo = np.asarray(bounds[0], float)
+    hi = np.asarray(bounds[1], float)
+    x = check_finite(points, name, lo.size)
     inside = ((x >= lo) & (x <= hi)).all(axis=1)
     if not inside.all():
         row = int(np.argmin(inside))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Optional
 
 import numpy as np
@@ -59,13 +58,17 @@ def _parse_bounds(text: str) -> tuple:
 
 
 def _load_parts(args) -> tuple[list, tuple]:
-    from .data import load_points, split_even, synthetic_blobs
+    from .data import check_finite, load_points, split_even, synthetic_blobs
 
     if args.party_data:
         cols = args.columns.split(",") if args.columns else None
-        parts = [load_points(f, cols) for f in args.party_data]
+        if len(args.party_data) < 2:
+            raise InputError("--party-data: give one file per party, at least 2")
+        parts = [check_finite(load_points(f, cols), f"party {i} ({f})")
+                 for i, f in enumerate(args.party_data)]
         if len({p.shape[1] for p in parts}) > 1:
-            raise InputError("--party-data: the files have different column counts")
+            raise InputError("--party-data: the files have different column counts "
+                             f"({', '.join(str(p.shape[1]) for p in parts)})")
         if args.bounds:
             bounds = _parse_bounds(args.bounds)
         else:
@@ -142,6 +145,7 @@ def run(args) -> int:
 
         for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
             check_points(p, params.bounds, f"party {i}")
+        params.check_world(len(parts), sum(map(len, parts)))
         say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
         say(f"simulating {len(parts)} parties, {sum(map(len, parts))} points, "
             f"{params.n_dust} dusts, {params.kernel} kernel, h={params.bandwidth}")
@@ -155,7 +159,6 @@ def run(args) -> int:
             elif ev.get("stage") == "shared":
                 say(f"  shared {ev['rows']} rows in {ev['seconds']:.2f} s")
 
-        t0 = time.perf_counter()
         sim = run_simulation(parts, params, timeout_s=args.timeout, progress=progress)
         ref = reference_meanshift(parts, params)
         skl = None
