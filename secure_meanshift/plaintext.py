@@ -63,8 +63,17 @@ def nearest_sizes(c: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
                         weights: Optional[Sequence[np.ndarray]] = None) -> PlainResult:
-    """Run the twin on the parties' points (data units), concatenated in rank order."""
-    x = np.concatenate([to_unit(q, p.lo, p.scale) for q in parts])
+    """Run the twin on the parties' points (data units), concatenated in rank order.
+
+    With ``p.summary`` set, each party's points are summarised exactly as the
+    secure run does (summary.py), unless ``weights`` are given explicitly."""
+    units = [to_unit(q, p.lo, p.scale) for q in parts]
+    if p.summary is not None and weights is None:
+        from .summary import summarize
+
+        pairs = [summarize(u, p.h_unit * p.summary) for u in units]
+        units, weights = [a for a, _ in pairs], [b for _, b in pairs]
+    x = np.concatenate(units)
     w = (np.concatenate([np.asarray(v, float) for v in weights]) if weights is not None
          else np.ones(len(x)))
     c, keep, it = meanshift_unit(x, w, p)

@@ -158,6 +158,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
 
     x = np.asarray(unit_points, dtype=np.float64)
     sq = (x * x).sum(1, keepdims=True)
+    shift = 0
     if weighted:
         # Gaussian weights are fixed point: keep sum(k w) small (see FIXED_MATMUL_ROWS)
         # by a public power-of-two rescaling of the counts; the ratio is unchanged.
@@ -263,6 +264,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     if p.return_sizes:
         sizes_col = _nearest_sizes(rescale(c, BULK_BITS), keep, pts, sqn,
                                    upd if weighted else None, bounds, p)
+        if weighted and shift:
+            sizes_col = sizes_col * (2**shift)     # undo the public weight rescaling
         out = crypten.cat([out, rescale(sizes_col, hi_bits)], dim=1)
     out = _shuffle(out, world)
     mine = None
