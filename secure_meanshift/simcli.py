@@ -203,7 +203,13 @@ def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(prog="secure-meanshift simulate",
                                  description=__doc__)
     add_arguments(ap)
-    return run(ap.parse_args(argv))
+    try:
+        return run(ap.parse_args(argv))
+    except BrokenPipeError:          # output piped into `head` and the like
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
