@@ -38,8 +38,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     a.add_argument("--reveal-to", help="comma-separated ranks that receive the result "
                    "(default: all)")
     a.add_argument("--sizes", action="store_true", help="also reveal cluster sizes")
-    a.add_argument("--summary", type=float, default=None,
-                   help="local weighted summary cell size in bandwidths (default: exact)")
+    a.add_argument("--summary", default="auto",
+                   help="local weighted summary: a cell size in bandwidths (e.g. 0.25), "
+                   "'exact', or 'auto' (default: exact up to 20,000 points, else 0.25)")
     o = ap.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     o.add_argument("--plot", metavar="OUT.png", help="write a plot (first two features)")
@@ -86,6 +87,23 @@ def _load_parts(args) -> tuple[list, tuple]:
     pts, _ = synthetic_blobs(args.points, args.centers, args.dim, args.spread, args.data_seed)
     bounds = _parse_bounds(args.bounds) if args.bounds else ([0.0] * args.dim, [1.0] * args.dim)
     return split_even(pts, args.parties, args.data_seed), bounds
+
+
+AUTO_EXACT_UP_TO = 20_000
+AUTO_CELL = 0.25
+
+
+def resolve_summary(value, total_points: int):
+    """'exact' -> None, 'auto' -> exact for small N else a cell of h/4, or a float."""
+    text = str(value).strip().lower()
+    if text in ("exact", "none", "off"):
+        return None
+    if text == "auto":
+        return None if total_points <= AUTO_EXACT_UP_TO else AUTO_CELL
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError("--summary: expected a number, 'exact' or 'auto'") from None
 
 
 def build_report(parts, params, run, ref, skl) -> dict:
@@ -140,7 +158,7 @@ def run(args) -> int:
             bandwidth=args.bandwidth, bounds=bounds, n_dust=args.dust, kernel=args.kernel,
             max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
             merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
-            summary=args.summary)
+            summary=resolve_summary(args.summary, sum(map(len, parts))))
         from .data import check_points
 
         for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
