@@ -38,6 +38,18 @@ from .params import MeanShiftParams, dust_indices
 FIXED_MATMUL_ROWS = 4096
 
 Progress = Callable[[dict], None]
+RANGE_SLACK = 0.05          # centroids stay in the unit box; beyond this slack = corrupted
+MAX_ARITHMETIC_RETRIES = 3
+
+
+class ArithmeticFailure(RuntimeError):
+    """CrypTen's probabilistic truncation failed more often than retries allow."""
+
+
+def _check_range(terms) -> bool:
+    """Open only whether any range test failed (a count, not a value)."""
+    (bits,) = ge_zero(terms)
+    return bool((1 - bits).sum().get_plain_text().item() < 0.5)
 
 
 @dataclass
@@ -188,22 +200,27 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     flat_kernel = p.kernel == "flat"
     per_iter: list = []
     iterations = 0
-    check = None       # movement terms of the last update, awaiting the stop test
+    # Sign tests of the last update, answered inside the next pass's first
+    # comparison: "move" (stop test; not in oblivious mode) and "range" (is every
+    # centroid inside the box: catches CrypTen's rare truncation failures).
+    pending: dict = {}
+    c_prev = c
+    failures = 0
     while True:
         t0 = time.perf_counter()
         t_dist = t_kern = t_upd = 0.0
         c16 = rescale(c, BULK_BITS)
         cc = (c16 * c16).sum(dim=1, keepdim=True)
-        sums = den = moved_bits = None
+        sums = den = None
+        answers: dict = {}
         for ci, (a, b) in enumerate(bounds):
             ta = time.perf_counter()
             dist = cc - 2.0 * c16.matmul(pts[a:b].t()) + sqn[a:b].t()
             tb = time.perf_counter()
             if flat_kernel:
-                # the stop test of the last update rides in this comparison
-                extra = [check] if (ci == 0 and check is not None) else []
-                k, *rest = ge_zero(h2 - dist, *extra)
-                moved_bits = rest[0] if rest else moved_bits
+                names = list(pending) if ci == 0 else []
+                k, *rest = ge_zero(h2 - dist, *[pending[n] for n in names])
+                answers.update(zip(names, rest))
             else:
                 k = secure_kernel(dist, p)
             tc = time.perf_counter()
@@ -226,17 +243,32 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         else:
             num = sums
         den = rescale(den, hi_bits)
-        thr = normaliser_inputs(den, max_den)
-        if check is None:
-            (bits,) = ge_zero(thr)
-        elif flat_kernel:
-            count = rescale(moved_bits.sum() - 1, p.precision_bits)
-            bits, any_moved = ge_zero(thr, count.reshape(1))
-        else:
-            bits, moved_bits = ge_zero(thr, check)
-            any_moved = _any_bit(moved_bits)
-        if check is not None:
-            moving = bool(any_moved.get_plain_text().item() > 0.5)  # the one revealed bit
+        parts = {"thr": normaliser_inputs(den, max_den),
+                 "den": crypten.cat([den + 0.5, (max_den + 1.0) - den])}
+        if flat_kernel and "move" in answers:
+            parts["any"] = rescale(answers["move"].sum() - 1, hi_bits).reshape(1)
+        if not flat_kernel:
+            parts.update(pending)
+        answers.update(zip(parts, ge_zero(*parts.values())))
+        if not flat_kernel and "move" in answers:
+            answers["any"] = _any_bit(answers["move"])
+        bad = (1 - answers["den"]).sum()
+        if "range" in answers:
+            bad = bad + (1 - answers["range"]).sum()
+        opened = [bad.reshape(1)] + ([answers["any"].reshape(1)] if "any" in answers else [])
+        flags = crypten.cat(opened).get_plain_text()   # failure count [+ the stop bit]
+        if flags[0] > 0.5:
+            failures += 1
+            if failures > MAX_ARITHMETIC_RETRIES:
+                raise ArithmeticFailure("fixed-point arithmetic failed repeatedly")
+            if "range" in answers and (1 - answers["range"]).sum().get_plain_text() > 0.5:
+                c, iterations = c_prev, iterations - 1      # undo the corrupted update
+                per_iter.pop()
+            pending = {}
+            notify({"stage": "retry", "iteration": iterations + 1})
+            continue
+        if "any" in answers:
+            moving = bool(flags[1] > 0.5)                      # the one revealed bit
             notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
                     "moving": moving, "seconds": per_iter[-1]["total_s"]})
             if not moving:       # c is the converged update; this pass's update is dropped
@@ -244,10 +276,13 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                 per_iter[-1]["update_s"] += extra
                 per_iter[-1]["total_s"] += extra
                 break
-        new = divide_with_bits(num, den, bits, c, max_den, p.precision_bits)
+        if iterations >= p.max_iter:     # only reached to check the last update
+            break
+        new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits)
+        pending = {"range": crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new])}
         if not p.oblivious:
-            check = _movement_terms(new, c, p.tol_unit)
-        c = new
+            pending["move"] = _movement_terms(new, c, p.tol_unit)
+        c_prev, c = c, new
         iterations += 1
         t_upd += time.perf_counter() - tc
         total = time.perf_counter() - t0
@@ -256,6 +291,17 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         if iterations >= p.max_iter:
             notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
                     "moving": None, "seconds": total})
+            # one more pass only if needed to check the final update
+            pending.pop("move", None)
+            if not _check_range(pending["range"]):
+                failures += 1
+                if failures > MAX_ARITHMETIC_RETRIES:
+                    raise ArithmeticFailure("fixed-point arithmetic failed repeatedly")
+                c, iterations = c_prev, iterations - 1
+                per_iter.pop()
+                pending = {}
+                notify({"stage": "retry", "iteration": iterations + 1})
+                continue
             break
 
     t_merge = time.perf_counter()

@@ -27,3 +27,22 @@ def crypten_reciprocal_job(rank, den):
     crypten = import_crypten()
     d = crypten.cryptensor(torch.tensor(den, dtype=torch.float32), src=0)
     return d.reciprocal().get_plain_text().double().numpy()
+
+
+def faulty_division_job(rank, parts, params, fault_at):
+    """Run the protocol with the division's output corrupted once, as a failed
+    CrypTen truncation would (a huge value), at update number ``fault_at``."""
+    import secure_meanshift.protocol as proto
+
+    original = proto.divide_with_bits
+    calls = {"n": 0}
+
+    def corrupted(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls["n"] += 1
+        return out + 1e4 if calls["n"] == fault_at else out
+
+    proto.divide_with_bits = corrupted
+    events = []
+    res = proto.run_protocol(parts[rank], None, params, events.append)
+    return res.centroids, res.iterations, [e for e in events if e.get("stage") == "retry"]
