@@ -120,12 +120,15 @@ class _Session:
                 setattr(dist, name, patched)
         crypten.cfg.mpc.provider = c.provider
         crypten.cfg.communicator.verbose = True
-        crypten.cfg.encoder.precision_bits = 16   # bulk work; see protocol.BULK_BITS
+        crypten.cfg.encoder.precision_bits = 16   # bulk work; see fixedpoint.BULK_BITS
         try:
             crypten.init()
         except Exception as exc:  # rendezvous failure or timeout
             raise MPCError(f"could not join the other parties at "
                            f"{c.master_addr}:{c.master_port}: {type(exc).__name__}") from None
+        from ._compat import freeze_config
+
+        freeze_config(crypten)
         if c.transport == "gloo-p2p":
             from .transport import install_p2p
 
