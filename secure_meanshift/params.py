@@ -37,7 +37,8 @@ class MeanShiftParams:
             points must lie inside; one common scale maps them to the unit box.
         return_sizes: also reveal how many points are nearest to each centroid.
         summary: ``None`` for exact mode, else the cell size of each party's
-            local weighted summary as a fraction of the bandwidth.
+            local weighted summary as a fraction of the bandwidth; ``"auto"``:
+            exact up to AUTO_EXACT_UP_TO points in total, else AUTO_CELL.
         precision_bits: fixed-point fractional bits of centroids, sums and the
             division (the m x N distance and kernel work always uses 16).
         chunk_elements: cap on m x rows handled at once (bounds memory).
@@ -146,8 +147,12 @@ class MeanShiftParams:
             if not r or not all(isinstance(x, int) and x >= 0 for x in r):
                 raise bad("reveal_to", "must be a non-empty list of party ranks")
             object.__setattr__(self, "reveal_to", tuple(sorted(set(r))))
-        if self.summary is not None and not (0 < float(self.summary) <= 2):
-            raise bad("summary", "cell size must be in (0, 2] bandwidths, or null for exact")
+        if self.summary == "auto":
+            pass          # resolved by the runtime once the (public) total N is known
+        elif self.summary is not None and not (
+                isinstance(self.summary, (int, float)) and 0 < float(self.summary) <= 2):
+            raise bad("summary", "cell size must be in (0, 2] bandwidths, 'auto', "
+                      "or null for exact")
         if not 16 <= self.precision_bits <= 24:
             raise bad("precision_bits", "must be in [16, 24]")
         if self.chunk_elements < 1024:
@@ -166,6 +171,25 @@ class MeanShiftParams:
         bad = [r for r in self.receivers(world_size) if r >= world_size]
         if bad:
             raise InputError(f"reveal_to: rank {bad[0]} does not exist (world size {world_size})")
+
+
+AUTO_EXACT_UP_TO = 20_000
+AUTO_CELL = 0.25
+
+
+def resolve_summary(value, total_points: int):
+    """'exact'/None -> None, 'auto' -> exact for small N else a cell of h/4, or a float."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("exact", "none", "off"):
+        return None
+    if text == "auto":
+        return None if total_points <= AUTO_EXACT_UP_TO else AUTO_CELL
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError("summary: expected a number, 'exact' or 'auto'") from None
 
 
 def dust_indices(seed: int, total: int, n_dust: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import datetime
 import functools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from ._compat import import_crypten
 from .data import check_points, from_unit, to_unit
 from .errors import InputError, MPCError
-from .params import MeanShiftParams
+from .params import MeanShiftParams, resolve_summary
 from .protocol import Progress, SecureResult, run_protocol
 
 PROVIDERS = ("TFP",)
@@ -166,9 +166,12 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     A lost peer or a timeout raises MPCError.
     """
     t0 = time.perf_counter()
-    rows, weights, n = prepare_local(points, params, name)
+    check_points(points, params.bounds, name)       # fail before connecting to anyone
     with _Session(mpc, params):
         try:
+            if params.summary == "auto":
+                params = replace(params, summary=resolve_summary("auto", _total_points(len(points))))
+            rows, weights, n = prepare_local(points, params, name)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
         except InputError:
             raise
@@ -178,6 +181,13 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
                         res.share_s, time.perf_counter() - t0, res.communication,
                         res.points, res.rows)
+
+
+def _total_points(n: int) -> int:
+    import torch
+
+    crypten = import_crypten()
+    return int(sum(int(t) for t in crypten.comm.get().all_gather(torch.tensor([n]))))
 
 
 def _describe(exc: BaseException) -> str:

@@ -89,23 +89,6 @@ def _load_parts(args) -> tuple[list, tuple]:
     return split_even(pts, args.parties, args.data_seed), bounds
 
 
-AUTO_EXACT_UP_TO = 20_000
-AUTO_CELL = 0.25
-
-
-def resolve_summary(value, total_points: int):
-    """'exact' -> None, 'auto' -> exact for small N else a cell of h/4, or a float."""
-    text = str(value).strip().lower()
-    if text in ("exact", "none", "off"):
-        return None
-    if text == "auto":
-        return None if total_points <= AUTO_EXACT_UP_TO else AUTO_CELL
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError("--summary: expected a number, 'exact' or 'auto'") from None
-
-
 def build_report(parts, params, run, ref, skl) -> dict:
     from .compare import match_error
 
@@ -147,7 +130,7 @@ def build_report(parts, params, run, ref, skl) -> dict:
 
 
 def run(args) -> int:
-    from .params import MeanShiftParams
+    from .params import MeanShiftParams, resolve_summary
     from .plaintext import reference_meanshift
     from .simulate import run_simulation
 

@@ -1,0 +1,97 @@
+"""A small Python client for the coordinator; the CLI is a thin layer over it.
+
+    from coordinator.client import Client
+    c = Client("localhost:50051", tls_dir="certs", identity="analyst:alice")
+    job = c.submit(open("job.yaml").read())
+    for ev in c.watch(job["job_id"]): print(ev)
+    centroids = c.result(job["job_id"])          # numpy array, data units
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional, Union
+
+import grpc
+import numpy as np
+import yaml
+from google.protobuf.json_format import MessageToDict
+
+from meanshift_proto.v1 import service_pb2 as pb
+from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
+from meanshift_rpc import DEFAULT_DEADLINE_S
+from meanshift_rpc.tls import TLSFiles, open_channel
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+WATCH_DEADLINE_S = 6 * 3600.0
+
+
+def _d(msg) -> dict:
+    return MessageToDict(msg, preserving_proto_field_name=True,
+                         always_print_fields_with_no_presence=True)
+
+
+class Client:
+    def __init__(self, address: str, tls_dir: Optional[str] = None, identity: str = "",
+                 tls: Optional[TLSFiles] = None, insecure: bool = False,
+                 server_name: Optional[str] = None, deadline_s: float = DEFAULT_DEADLINE_S):
+        if not insecure and tls is None:
+            if not tls_dir or not identity:
+                raise ValueError("give tls_dir and identity (or tls files), or insecure=True")
+            tls = TLSFiles.in_dir(tls_dir, identity)
+        self.deadline = deadline_s
+        self.channel = open_channel(address, None if insecure else tls, identity, server_name)
+        self.stub = pb_grpc.CoordinatorStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def submit(self, spec: Union[str, dict]) -> dict:
+        text = spec if isinstance(spec, str) else yaml.safe_dump(spec)
+        return _d(self.stub.SubmitJob(pb.SubmitJobRequest(spec_yaml=text),
+                                      timeout=self.deadline))
+
+    def status(self, job_id: str) -> dict:
+        return _d(self.stub.GetJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
+
+    def list(self, limit: int = 50) -> list:
+        return [_d(j) for j in self.stub.ListJobs(pb.ListJobsRequest(limit=limit),
+                                                  timeout=self.deadline).jobs]
+
+    def watch(self, job_id: str, deadline_s: float = WATCH_DEADLINE_S) -> Iterator[dict]:
+        for ev in self.stub.WatchJob(pb.JobRef(job_id=job_id), timeout=deadline_s):
+            yield _d(ev)
+
+    def wait(self, job_id: str, on_event=None, deadline_s: float = WATCH_DEADLINE_S) -> dict:
+        for ev in self.watch(job_id, deadline_s):
+            if on_event:
+                on_event(ev)
+        return self.status(job_id)
+
+    def result(self, job_id: str, with_sizes: bool = False):
+        r = self.stub.GetResult(pb.JobRef(job_id=job_id), timeout=self.deadline)
+        cents = np.array([list(c.values) for c in r.centroids], dtype=float)
+        return (cents, np.array(r.sizes)) if with_sizes else cents
+
+    def cancel(self, job_id: str) -> dict:
+        return _d(self.stub.CancelJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
+
+    def parties(self) -> list:
+        return [_d(p) for p in self.stub.ListParties(pb.Empty(), timeout=self.deadline).parties]
+
+    def healthy(self) -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            r = health_pb2_grpc.HealthStub(self.channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=self.deadline)
+            return r.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False
+
+
+def client_from_env(**kw) -> Client:
+    """Address/TLS from SMS_COORDINATOR, SMS_TLS_DIR, SMS_IDENTITY (notebook convenience)."""
+    return Client(os.environ.get("SMS_COORDINATOR", "localhost:50051"),
+                  tls_dir=os.environ.get("SMS_TLS_DIR"), identity=os.environ.get("SMS_IDENTITY", ""),
+                  **kw)

@@ -1,0 +1,317 @@
+"""secure-meanshift: secure multi-party mean-shift clustering.
+
+  secure-meanshift demo                         coordinator + 3 nodes + a job, locally
+  secure-meanshift simulate [...]               all parties as local processes (engine only)
+  secure-meanshift coordinator serve [...]      run the coordinator
+  secure-meanshift node run --config node.yaml  run a party node
+  secure-meanshift job submit job.yaml --wait   submit a job and follow it
+  secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
+  secure-meanshift certs --out DIR ...          development CA and certificates
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
+
+
+def _client_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("connection")
+    g.add_argument("--coordinator", default=os.environ.get("SMS_COORDINATOR", "localhost:50051"),
+                   help="coordinator address (env SMS_COORDINATOR)")
+    g.add_argument("--tls-dir", default=os.environ.get("SMS_TLS_DIR"),
+                   help="folder with ca.pem and <identity>.pem/.key (env SMS_TLS_DIR)")
+    g.add_argument("--identity", default=os.environ.get("SMS_IDENTITY", ""),
+                   help="who you are, e.g. analyst:alice (env SMS_IDENTITY)")
+    g.add_argument("--server-name", help="TLS name of the coordinator if not its address")
+    g.add_argument("--insecure", action="store_true",
+                   help="plaintext gRPC, identity sent as a header (local experiments only)")
+    g.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="secure-meanshift", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    from secure_meanshift import simcli
+
+    sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
+    simcli.add_arguments(sim)
+
+    demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
+    demo.add_argument("--parties", type=int, default=3)
+    demo.add_argument("--points", type=int, default=150, help="points per party")
+    demo.add_argument("--kernel", choices=["flat", "gaussian"], default="flat")
+    demo.add_argument("--plot", default="demo.png", help="PNG to write ('' for none)")
+    demo.add_argument("--keep", help="keep certificates, data and logs in this folder")
+    demo.add_argument("--format", choices=["text", "json"], default="text")
+
+    co = sub.add_parser("coordinator", help="the coordinator server")
+    cosub = co.add_subparsers(dest="action", required=True)
+    serve = cosub.add_parser("serve")
+    serve.add_argument("--listen", default="0.0.0.0:50051")
+    serve.add_argument("--db", default="coordinator.db", help="SQLite file with the job history")
+    serve.add_argument("--tls-dir", help="folder with ca.pem, coordinator.pem, coordinator.key")
+    serve.add_argument("--ca")
+    serve.add_argument("--cert")
+    serve.add_argument("--key")
+    serve.add_argument("--insecure", action="store_true", help="no TLS (local experiments only)")
+    serve.add_argument("--record", help="append every received message to this file (audit/tests)")
+    serve.add_argument("--heartbeat-timeout", type=float, default=15.0)
+    serve.add_argument("--agreement-timeout", type=float, default=30.0)
+    serve.add_argument("--mpc-timeout", type=float, default=30.0,
+                       help="seconds any MPC rendezvous or collective may take")
+
+    node = sub.add_parser("node", help="a party node")
+    nsub = node.add_subparsers(dest="action", required=True)
+    nrun = nsub.add_parser("run")
+    nrun.add_argument("--config", required=True, help="node YAML config")
+
+    job = sub.add_parser("job", help="submit and follow jobs")
+    jsub = job.add_subparsers(dest="action", required=True)
+    s = jsub.add_parser("submit")
+    s.add_argument("spec", help="job spec YAML file")
+    s.add_argument("--wait", action="store_true", help="follow progress until the job ends")
+    _client_args(s)
+    for name in ("status", "watch", "cancel"):
+        p = jsub.add_parser(name)
+        p.add_argument("job_id")
+        _client_args(p)
+    r = jsub.add_parser("result")
+    r.add_argument("job_id")
+    r.add_argument("--out", help="write the centroids as CSV")
+    _client_args(r)
+    lst = jsub.add_parser("list")
+    lst.add_argument("--limit", type=int, default=20)
+    _client_args(lst)
+
+    parties = sub.add_parser("parties", help="parties known to the coordinator")
+    _client_args(parties)
+
+    certs = sub.add_parser("certs", help="development CA and key/cert pairs")
+    certs.add_argument("--out", required=True)
+    certs.add_argument("--coordinator-host", action="append", default=[],
+                       help="name or address clients use for the coordinator (repeatable)")
+    certs.add_argument("--party", action="append", default=[], help="party id (repeatable)")
+    certs.add_argument("--analyst", action="append", default=[], help="analyst name (repeatable)")
+    certs.add_argument("--format", choices=["text", "json"], default="text")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        if args.cmd == "simulate":
+            from secure_meanshift import simcli
+            return simcli.run(args)
+        if args.cmd == "demo":
+            from .demo import run_demo
+            return run_demo(args)
+        if args.cmd == "coordinator":
+            return _serve(args)
+        if args.cmd == "node":
+            return _node(args)
+        if args.cmd == "certs":
+            return _certs(args)
+        return _client_command(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _out(args, text: str, data) -> None:
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text)
+
+
+def _serve(args) -> int:
+    import signal
+    import threading
+
+    from coordinator.server import serve
+    from meanshift_rpc.tls import TLSFiles
+
+    tls = None
+    if not args.insecure:
+        if args.tls_dir:
+            tls = TLSFiles.in_dir(args.tls_dir, "coordinator")
+        elif args.ca and args.cert and args.key:
+            tls = TLSFiles(args.ca, args.cert, args.key)
+        else:
+            print("error: give --tls-dir (or --ca/--cert/--key), or --insecure", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        server, svc = serve(args.listen, args.db, tls, insecure=args.insecure,
+                            record_path=args.record, heartbeat_timeout=args.heartbeat_timeout,
+                            agreement_timeout=args.agreement_timeout,
+                            mpc_timeout=args.mpc_timeout)
+    except (OSError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.getLogger("coordinator").info("listening on %s (%s)", args.listen,
+                                          "INSECURE" if args.insecure else "mutual TLS")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    done.wait()
+    svc.stop()
+    server.stop(grace=2).wait()
+    return EXIT_OK
+
+
+def _node(args) -> int:
+    import signal
+
+    from party_node.config import ConfigError, load
+    from party_node.node import PartyNode
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    node = PartyNode(cfg)
+    signal.signal(signal.SIGTERM, lambda *a: node.stop())
+    try:
+        node.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+    return EXIT_OK
+
+
+def _certs(args) -> int:
+    from meanshift_rpc.tls import make_dev_pki
+
+    names = ["coordinator"] + [f"party:{p}" for p in args.party] + \
+            [f"analyst:{a}" for a in args.analyst]
+    files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"])
+    _out(args, "\n".join(f"{n}: {f.cert}, {f.key}" for n, f in files.items())
+         + f"\nCA: {os.path.join(args.out, 'ca.pem')} (keep ca.key private)",
+         {n: f.__dict__ for n, f in files.items()})
+    return EXIT_OK
+
+
+def _client_command(args) -> int:
+    import grpc
+
+    from coordinator.client import Client
+
+    try:
+        c = Client(args.coordinator, tls_dir=args.tls_dir, identity=args.identity,
+                   insecure=args.insecure, server_name=args.server_name)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dispatch(c, args)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        print(f"error: {code.name}: {exc.details()}", file=sys.stderr)
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.FAILED_PRECONDITION):
+            return EXIT_USAGE
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return EXIT_DENIED
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return EXIT_UNREACHABLE
+        return EXIT_JOB_FAILED
+    except (OSError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        c.close()
+
+
+def _job_line(j: dict) -> str:
+    reason = f"  ({j['reason']})" if j.get("reason") else ""
+    return f"{j['job_id']}  {j['state']:<10} iterations={j.get('iterations', 0)}  " \
+           f"parties={','.join(j.get('parties', []))}{reason}"
+
+
+def _dispatch(c, args) -> int:
+    if args.cmd == "parties":
+        ps = c.parties()
+        _out(args, "\n".join(f"{p['id']:<20} {'connected' if p['connected'] else 'offline':<10}"
+                             f" datasets={','.join(p.get('datasets', []))}"
+                             f"{'  busy: ' + p['busy_job'] if p.get('busy_job') else ''}"
+                             for p in ps) or "no parties", ps)
+        return EXIT_OK
+    a = args.action
+    if a == "submit":
+        with open(args.spec) as fh:
+            info = c.submit(fh.read())
+        if args.wait:
+            info = follow(c, info["job_id"], json_mode=args.format == "json")
+        _out(args, _job_line(info), info)
+        return EXIT_OK if info["state"] in ("succeeded", "agreeing", "running") else \
+            EXIT_JOB_FAILED
+    if a == "status":
+        info = c.status(args.job_id)
+        _out(args, _job_line(info), info)
+        return EXIT_OK
+    if a == "watch":
+        info = follow(c, args.job_id, json_mode=args.format == "json")
+        _out(args, _job_line(info), info)
+        return EXIT_OK if info["state"] == "succeeded" else EXIT_JOB_FAILED
+    if a == "cancel":
+        info = c.cancel(args.job_id)
+        _out(args, _job_line(info), info)
+        return EXIT_OK
+    if a == "list":
+        jobs = c.list(args.limit)
+        _out(args, "\n".join(_job_line(j) for j in jobs) or "no jobs", jobs)
+        return EXIT_OK
+    if a == "result":
+        import numpy as np
+
+        cents = c.result(args.job_id)
+        if args.out:
+            np.savetxt(args.out, cents, delimiter=",", comments="",
+                       header=",".join(f"x{i}" for i in range(cents.shape[1])))
+        _out(args, "\n".join("  ".join(f"{v: .6f}" for v in row) for row in cents)
+             + (f"\nwrote {args.out}" if args.out else ""), {"centroids": cents.tolist()})
+        return EXIT_OK
+    raise AssertionError(a)
+
+
+def follow(c, job_id: str, json_mode: bool = False) -> dict:
+    """Print progress (a one-line bar on a terminal) until the job ends."""
+    tty = sys.stderr.isatty() and not json_mode
+
+    def show(ev: dict) -> None:
+        if json_mode:
+            return
+        stage = ev.get("stage", "")
+        if stage in ("iteration", "chunk") and ev.get("max_iter"):
+            it, mx = ev.get("iteration", 0), ev["max_iter"]
+            bar = "#" * int(30 * it / mx)
+            mv = {"yes": "moving", "no": "converged"}.get(ev.get("moving", ""), "")
+            line = f"[{bar:<30}] iteration {it}/{mx}  {ev.get('seconds', 0):.2f} s/it  {mv}"
+        else:
+            line = f"{ev.get('state', '')}: {ev.get('message', '') or stage}"
+        if tty:
+            sys.stderr.write("\r\033[K" + line)
+            if stage in ("end",):
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    return c.wait(job_id, on_event=show)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The job spec: YAML an operator can read, the JobSpec message, and checks
+that name the offending field."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+from meanshift_proto.v1 import service_pb2 as pb
+
+KERNELS = ("flat", "gaussian")
+EXAMPLE = """\
+name: demo
+parties:                 # order = MPC rank
+  - {id: hospital-a, dataset: patients}
+  - {id: hospital-b, dataset: patients}
+bandwidth: 0.1           # data units
+dust: 8
+kernel: flat             # flat | gaussian
+max_iter: 30
+oblivious: false         # true: always max_iter iterations, nothing revealed early
+bounds: {lo: [0, 0], hi: [1, 1]}   # public feature bounds
+reveal_to: [hospital-a, "analyst:alice"]
+summary: auto            # exact | auto | cell size in bandwidths
+"""
+
+
+class SpecError(ValueError):
+    """Invalid job spec; the message starts with the field name."""
+
+
+def _num(d: dict, key: str, default=None, positive=False, integer=False):
+    v = d.get(key, default)
+    if v is None:
+        raise SpecError(f"{key}: required")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SpecError(f"{key}: must be a number")
+    if integer and int(v) != v:
+        raise SpecError(f"{key}: must be an integer")
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise SpecError(f"{key}: must be a positive finite number" if positive
+                        else f"{key}: must be finite")
+    return int(v) if integer else float(v)
+
+
+def parse(text: str) -> pb.JobSpec:
+    try:
+        d = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        raise SpecError(f"yaml: not valid YAML{'' if line is None else f' (line {line + 1})'}") \
+            from None
+    if not isinstance(d, dict):
+        raise SpecError("spec: expected a mapping of fields")
+    known = {"name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
+             "bounds", "reveal_to", "merge_radius", "return_sizes", "summary"}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise SpecError(f"{unknown[0]}: unknown field")
+    parties = d.get("parties")
+    if not isinstance(parties, list) or len(parties) < 2:
+        raise SpecError("parties: a list of at least 2 {id, dataset} entries is required")
+    refs = []
+    for i, p in enumerate(parties):
+        if not isinstance(p, dict) or not isinstance(p.get("id"), str) or \
+                not isinstance(p.get("dataset"), str) or not p["id"] or not p["dataset"]:
+            raise SpecError(f"parties[{i}]: needs an 'id' and a 'dataset' (strings)")
+        refs.append(pb.PartyRef(id=p["id"], dataset=p["dataset"]))
+    if len({r.id for r in refs}) != len(refs):
+        raise SpecError("parties: a party is listed twice")
+    kernel = d.get("kernel", "flat")
+    if kernel not in KERNELS:
+        raise SpecError(f"kernel: must be one of {', '.join(KERNELS)}")
+    b = d.get("bounds")
+    if not isinstance(b, dict) or not isinstance(b.get("lo"), list) or \
+            not isinstance(b.get("hi"), list):
+        raise SpecError("bounds: expected {lo: [..], hi: [..]}")
+    try:
+        lo, hi = [float(v) for v in b["lo"]], [float(v) for v in b["hi"]]
+    except (TypeError, ValueError):
+        raise SpecError("bounds: lo and hi must be lists of numbers") from None
+    if not lo or len(lo) != len(hi) or any(h < l for l, h in zip(lo, hi)) or \
+            not all(map(math.isfinite, lo + hi)) or max(h - l for l, h in zip(lo, hi)) <= 0:
+        raise SpecError("bounds: lo and hi need equal lengths, finite values, hi >= lo")
+    reveal = d.get("reveal_to", [r.id for r in refs])
+    if not isinstance(reveal, list) or not reveal or not all(isinstance(r, str) for r in reveal):
+        raise SpecError("reveal_to: a non-empty list of party ids or analyst identities")
+    for r in reveal:
+        if ":" in r and not r.startswith("analyst:"):
+            raise SpecError(f"reveal_to: {r!r} is neither a job party nor 'analyst:<name>'")
+        if ":" not in r and r not in {x.id for x in refs}:
+            raise SpecError(f"reveal_to: {r!r} is not a party of this job")
+    summary = str(d.get("summary", "auto"))
+    if summary not in ("exact", "auto"):
+        try:
+            s = float(summary)
+            assert 0 < s <= 2
+        except (ValueError, AssertionError):
+            raise SpecError("summary: 'exact', 'auto' or a cell size in (0, 2] bandwidths") \
+                from None
+    for flag in ("oblivious", "return_sizes"):
+        if not isinstance(d.get(flag, False), bool):
+            raise SpecError(f"{flag}: must be true or false")
+    spec = pb.JobSpec(
+        parties=refs, bandwidth=_num(d, "bandwidth", positive=True),
+        n_dust=_num(d, "dust", 8, positive=True, integer=True), kernel=kernel,
+        max_iter=_num(d, "max_iter", 30, positive=True, integer=True),
+        tol=_num(d, "tol", 0.0), oblivious=bool(d.get("oblivious", False)),
+        bounds_lo=lo, bounds_hi=hi, reveal_to=reveal,
+        merge_radius=_num(d, "merge_radius", 0.0), return_sizes=bool(d.get("return_sizes", False)),
+        summary=summary, name=str(d.get("name", "")))
+    if spec.max_iter > 10_000:
+        raise SpecError("max_iter: at most 10000")
+    if spec.tol < 0:
+        raise SpecError("tol: must be >= 0")
+    if spec.merge_radius < 0:
+        raise SpecError("merge_radius: must be >= 0")
+    return spec
+
+
+def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
+    return {"name": spec.name, "parties": [{"id": p.id, "dataset": p.dataset}
+                                           for p in spec.parties],
+            "bandwidth": spec.bandwidth, "dust": spec.n_dust, "kernel": spec.kernel,
+            "max_iter": spec.max_iter, "tol": spec.tol or None, "oblivious": spec.oblivious,
+            "bounds": {"lo": list(spec.bounds_lo), "hi": list(spec.bounds_hi)},
+            "reveal_to": list(spec.reveal_to), "merge_radius": spec.merge_radius or None,
+            "return_sizes": spec.return_sizes, "summary": spec.summary}
+
+
+def to_yaml(spec: pb.JobSpec) -> str:
+    return yaml.safe_dump(to_dict(spec), sort_keys=False)

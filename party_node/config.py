@@ -1,0 +1,115 @@
+"""The node's YAML config: who it is, where its data is, whom it trusts, what it allows.
+
+    party_id: hospital-a
+    coordinator: {address: "coord.example.org:50051"}   # server_name: optional TLS name
+    tls: {ca: certs/ca.pem, cert: certs/party_hospital-a.pem, key: certs/party_hospital-a.key}
+    # insecure: true          # local experiments only: no TLS at all
+    datasets:
+      patients: {path: data/patients.csv, columns: [age, bmi]}
+    rendezvous:               # where this node's MPC worker listens when it is rank 0
+      advertise: 10.0.0.5     # address the other parties' workers dial
+      port_range: [29500, 29599]
+      ifname: eth0            # optional: GLOO_SOCKET_IFNAME
+    policy:
+      kernels: [flat, gaussian]
+      min_parties: 2
+      allowed_submitters: ["*"]          # identities, or "*"
+      allowed_receivers: ["*"]           # party ids / analyst identities, or "*"
+    results_dir: results
+    mpc_timeout_s: 30
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from meanshift_rpc.tls import TLSFiles
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Dataset:
+    path: str
+    columns: Optional[list] = None
+
+
+@dataclass
+class Policy:
+    kernels: list = field(default_factory=lambda: ["flat", "gaussian"])
+    min_parties: int = 2
+    allowed_submitters: list = field(default_factory=lambda: ["*"])
+    allowed_receivers: list = field(default_factory=lambda: ["*"])
+
+
+@dataclass
+class NodeConfig:
+    party_id: str
+    coordinator: str
+    datasets: dict
+    tls: Optional[TLSFiles] = None
+    server_name: Optional[str] = None
+    advertise: str = "127.0.0.1"
+    port_range: tuple = (29500, 29599)
+    ifname: Optional[str] = None
+    policy: Policy = field(default_factory=Policy)
+    results_dir: str = "results"
+    mpc_timeout_s: float = 30.0
+
+    @property
+    def identity(self) -> str:
+        return f"party:{self.party_id}"
+
+
+def load(path: str) -> NodeConfig:
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as fh:
+        try:
+            d = yaml.safe_load(fh) or {}
+        except yaml.YAMLError:
+            raise ConfigError(f"{path}: not valid YAML") from None
+    base = os.path.dirname(os.path.abspath(path))
+
+    def rel(p):
+        return p if os.path.isabs(p) else os.path.join(base, p)
+
+    def need(key):
+        if key not in d:
+            raise ConfigError(f"{path}: '{key}' is required")
+        return d[key]
+
+    coord = need("coordinator")
+    if not isinstance(coord, dict) or "address" not in coord:
+        raise ConfigError(f"{path}: coordinator: needs an 'address'")
+    sets = {}
+    for name, ds in (need("datasets") or {}).items():
+        if not isinstance(ds, dict) or "path" not in ds:
+            raise ConfigError(f"{path}: datasets.{name}: needs a 'path'")
+        sets[name] = Dataset(rel(ds["path"]), ds.get("columns"))
+    tls = None
+    if not d.get("insecure", False):
+        t = need("tls")
+        try:
+            tls = TLSFiles(rel(t["ca"]), rel(t["cert"]), rel(t["key"]))
+        except (KeyError, TypeError):
+            raise ConfigError(f"{path}: tls: needs ca, cert and key (or insecure: true)") \
+                from None
+    rv = d.get("rendezvous", {}) or {}
+    pr = rv.get("port_range", [29500, 29599])
+    pol = d.get("policy", {}) or {}
+    return NodeConfig(
+        party_id=str(need("party_id")), coordinator=str(coord["address"]), datasets=sets,
+        tls=tls, server_name=coord.get("server_name"),
+        advertise=str(rv.get("advertise", "127.0.0.1")), port_range=(int(pr[0]), int(pr[1])),
+        ifname=rv.get("ifname"),
+        policy=Policy(**{k: pol[k] for k in ("kernels", "min_parties", "allowed_submitters",
+                                             "allowed_receivers") if k in pol}),
+        results_dir=rel(d.get("results_dir", "results")),
+        mpc_timeout_s=float(d.get("mpc_timeout_s", 30)))

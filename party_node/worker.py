@@ -1,0 +1,46 @@
+"""One job's MPC worker: a fresh process per job (CrypTen and torch.distributed
+are process-global). Reads its job on stdin as JSON, writes JSON lines on
+stdout: progress events, then one result or one error. Never a data value:
+errors are InputError/MPCError messages (rows and fields, no values)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.read())
+    from secure_meanshift.data import load_points
+    from secure_meanshift.errors import InputError, MPCError
+    from secure_meanshift.params import MeanShiftParams
+    from secure_meanshift.runtime import MPCConfig, run_party
+
+    try:
+        points = load_points(job["path"], job.get("columns"))
+        params = MeanShiftParams(**job["params"])
+        cfg = MPCConfig(rank=job["rank"], world_size=job["world_size"],
+                        master_addr=job["master_addr"], master_port=job["master_port"],
+                        timeout_s=job["timeout_s"], socket_ifname=job.get("ifname"))
+        out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
+                        name=f"data set {job['dataset']!r}")
+    except (InputError, MPCError) as exc:
+        emit({"error": str(exc)})
+        return 2
+    except Exception as exc:  # noqa: BLE001 - report the kind, never the payload
+        emit({"error": f"worker failed: {type(exc).__name__}"})
+        return 3
+    emit({"result": {
+        "centroids": None if out.centroids is None else out.centroids.tolist(),
+        "sizes": None if out.sizes is None else out.sizes.tolist(),
+        "iterations": out.iterations, "wall_s": out.wall_s}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
