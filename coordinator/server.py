@@ -18,7 +18,7 @@ from google.protobuf import text_format
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc import jobspec
+from meanshift_rpc import jobspec, joint_seed
 from meanshift_rpc.tls import TLSFiles, peer_identity, server_credentials
 
 from .store import TERMINAL, Store
@@ -198,7 +198,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if len(job.reveals) < len(job.parties):
             return
         job.state = "running"
-        self.store.update(job.id, state="running")
+        seed = joint_seed([job.reveals[p] for p in job.parties])
+        self.store.update(job.id, state="running", seed=seed)
         first = job.accepts[job.parties[0]]
         commits = [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment)
                    for p in job.parties]
@@ -288,7 +289,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return pb.JobInfo(job_id=row["id"], state=row["state"], reason=row["reason"] or "",
                           submitter=row["submitter"], parties=json.loads(row["parties"]),
                           created=row["created"], updated=row["updated"],
-                          iterations=row["iterations"] or 0, spec_yaml=row["spec_yaml"])
+                          iterations=row["iterations"] or 0, spec_yaml=row["spec_yaml"],
+                          seed=row["seed"] if row["seed"] is not None else -1)
 
     def GetJob(self, request, context):
         if not self.store.get(request.job_id):

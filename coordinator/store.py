@@ -22,7 +22,8 @@ class Store:
                 CREATE TABLE IF NOT EXISTS jobs (
                     id TEXT PRIMARY KEY, name TEXT, spec_yaml TEXT, spec BLOB,
                     submitter TEXT, parties TEXT, state TEXT, reason TEXT,
-                    created REAL, updated REAL, iterations INTEGER DEFAULT 0, result BLOB);
+                    created REAL, updated REAL, iterations INTEGER DEFAULT 0, result BLOB,
+                    seed INTEGER);
                 CREATE TABLE IF NOT EXISTS events (job_id TEXT, time REAL, body TEXT);
                 CREATE TABLE IF NOT EXISTS audit (time REAL, identity TEXT, action TEXT,
                                                   job_id TEXT, outcome TEXT);

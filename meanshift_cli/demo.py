@@ -117,7 +117,7 @@ def run_demo(args) -> int:
         # the reference runs on all the data: only the demo, which made it, can do this
         params = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=16,
                                  kernel=args.kernel, max_iter=30,
-                                 seed=_job_seed(work, job["job_id"]))
+                                 seed=int(info["seed"]))
         ref = reference_meanshift(parts, params)
         skl = sklearn_centres(pts, 0.1)
         err, unmatched = match_error(cents, ref.centroids)
@@ -165,16 +165,3 @@ def run_demo(args) -> int:
             log.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _job_seed(work: str, job_id: str) -> int:
-    """The demo recomputes the joint seed from the coordinator's public record
-    (commitments and reveals are public by design) for its reference run."""
-    import re
-
-    with open(os.path.join(work, "node-alpha.log")) as fh:
-        for line in fh:
-            m = re.search(rf"job {job_id} seed (\d+)", line)
-            if m:
-                return int(m.group(1))
-    raise RuntimeError("seed not found in the node log")

@@ -19,7 +19,7 @@ import numpy as np
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc import DEFAULT_DEADLINE_S
+from meanshift_rpc import DEFAULT_DEADLINE_S, joint_seed
 from meanshift_rpc.tls import open_channel
 
 from .config import NodeConfig
@@ -175,7 +175,7 @@ class PartyNode:
                 return self._fail(job, f"seed reveal of party {p.id} does not match its "
                                   "commitment")
             nonces.append(rev.nonce)
-        seed = int.from_bytes(hashlib.sha256(b"".join(nonces)).digest()[:4], "big") >> 1
+        seed = joint_seed(nonces)
         log.info("job %s seed %d (rank %d of %d)", job.id, seed, run.rank, run.world_size)
         threading.Thread(target=self._run_worker, args=(job, run, seed), daemon=True).start()
 
@@ -203,7 +203,8 @@ class PartyNode:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen([sys.executable, "-m", "party_node.worker"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=env)
+                                stderr=subprocess.DEVNULL, text=True, env=env,
+                                preexec_fn=_die_with_parent)
         job.proc = proc
         if job.cancelled:
             proc.kill()
@@ -285,6 +286,17 @@ class PartyNode:
         job = self.job
         if job is not None:
             self._stop_worker(job, why)
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL if its node dies (no orphaned MPC worker)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def run_node(cfg: NodeConfig) -> None:

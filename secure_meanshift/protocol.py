@@ -288,9 +288,10 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         total = time.perf_counter() - t0
         per_iter.append({"distance_s": t_dist, "kernel_s": t_kern, "update_s": t_upd,
                          "merge_s": 0.0, "total_s": total})
-        if iterations >= p.max_iter:
+        if p.oblivious or iterations >= p.max_iter:    # progress without any revealed bit
             notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
                     "moving": None, "seconds": total})
+        if iterations >= p.max_iter:
             # one more pass only if needed to check the final update
             pending.pop("move", None)
             if not _check_range(pending["range"]):

@@ -1,7 +1,6 @@
 """Functions run inside spawned MPC party processes by the engine tests
 (module-level so that 'spawn' can pickle them)."""
 
-import numpy as np
 import torch
 
 

@@ -1,7 +1,6 @@
 """A corrupted update (CrypTen's truncation fails with probability ~|x|/2^64 per
 element) is detected by the in-box range test and recomputed, never returned."""
 
-import numpy as np
 import pytest
 
 from mpc_jobs import faulty_division_job

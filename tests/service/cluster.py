@@ -1,0 +1,159 @@
+"""A real local cluster for the service tests: certificates, a coordinator and
+party nodes as separate processes (the `secure-meanshift` CLI), TLS everywhere."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from coordinator.client import Client  # noqa: E402
+from meanshift_rpc.tls import make_dev_pki  # noqa: E402
+from secure_meanshift.data import separated_blobs, split_even  # noqa: E402
+
+NAMES = ["alpha", "beta", "gamma", "delta"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, tmp: str, parties: int = 3, points: int = 60, coord_host="127.0.0.1",
+                 node_hosts: Optional[list] = None, wrap: Optional[dict] = None,
+                 heartbeat_timeout: float = 6.0, mpc_timeout: float = 20.0):
+        self.tmp, self.names = tmp, NAMES[:parties]
+        self.certs = os.path.join(tmp, "certs")
+        self.coord_host = coord_host
+        self.node_hosts = node_hosts or ["127.0.0.1"] * parties
+        self.wrap = wrap or {}            # name -> command prefix (e.g. ip netns exec)
+        self.port = free_port()
+        self.address = f"{coord_host}:{self.port}"
+        self.db = os.path.join(tmp, "coordinator.db")
+        self.record = os.path.join(tmp, "received.txt")
+        self.heartbeat_timeout, self.mpc_timeout = heartbeat_timeout, mpc_timeout
+        make_dev_pki(self.certs, ["coordinator", "analyst:ann", "analyst:eve"]
+                     + [f"party:{n}" for n in NAMES], hosts=["localhost", coord_host])
+        pts, self.centres = separated_blobs(points * parties, 4, 2, 0.015, min_gap=0.35,
+                                            seed=11)
+        self.parts = split_even(pts, parties, 11)
+        self.procs: dict = {}
+        for i, n in enumerate(self.names):
+            path = os.path.join(tmp, f"{n}.csv")
+            np.savetxt(path, self.parts[i], delimiter=",", header="x,y", comments="")
+            self.write_config(n, i)
+
+    def write_config(self, n: str, i: int, **extra) -> str:
+        cfg = {"party_id": n,
+               "coordinator": {"address": self.address, "server_name": "localhost"},
+               "tls": {"ca": os.path.join(self.certs, "ca.pem"),
+                       "cert": os.path.join(self.certs, f"party_{n}.pem"),
+                       "key": os.path.join(self.certs, f"party_{n}.key")},
+               "datasets": {"points": {"path": os.path.join(self.tmp, f"{n}.csv")}},
+               "rendezvous": {"advertise": self.node_hosts[i],
+                              "port_range": [31000 + 40 * i, 31039 + 40 * i]},
+               "results_dir": os.path.join(self.tmp, f"results-{n}"), "mpc_timeout_s": 20}
+        cfg.update(extra)
+        path = os.path.join(self.tmp, f"{n}.yaml")
+        with open(path, "w") as fh:
+            yaml.safe_dump(cfg, fh)
+        return path
+
+    def _start(self, name: str, args: list) -> None:
+        log = open(os.path.join(self.tmp, f"{name}.log"), "a")
+        cmd = self.wrap.get(name, []) + [sys.executable, "-m", "meanshift_cli", *args]
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=ROOT, start_new_session=True)
+
+    def start_coordinator(self) -> None:
+        self._start("coordinator", ["coordinator", "serve", "--listen", self.address,
+                                    "--db", self.db, "--tls-dir", self.certs,
+                                    "--record", self.record,
+                                    "--heartbeat-timeout", str(self.heartbeat_timeout),
+                                    "--agreement-timeout", "20",
+                                    "--mpc-timeout", str(self.mpc_timeout)])
+
+    def start_node(self, n: str) -> None:
+        self._start(n, ["node", "run", "--config", os.path.join(self.tmp, f"{n}.yaml")])
+
+    def start(self, timeout: float = 60.0) -> "Cluster":
+        self.start_coordinator()
+        for n in self.names:
+            self.start_node(n)
+        self.wait_connected(self.names, timeout)
+        return self
+
+    def client(self, identity: str = "analyst:ann") -> Client:
+        return Client(self.address, tls_dir=self.certs, identity=identity,
+                      server_name="localhost")
+
+    def wait_connected(self, names: list, timeout: float = 60.0) -> None:
+        deadline = time.time() + timeout
+        c = self.client()
+        try:
+            while time.time() < deadline:
+                try:
+                    up = {p["id"] for p in c.parties() if p["connected"]}
+                    if set(names) <= up:
+                        return
+                except Exception:
+                    pass
+                time.sleep(0.3)
+        finally:
+            c.close()
+        raise TimeoutError(f"parties {names} did not connect; logs in {self.tmp}")
+
+    def kill(self, name: str, wait_gone: bool = True) -> None:
+        """SIGKILL a process (and its workers); for a node, wait until the
+        coordinator has noticed it is gone."""
+        p = self.procs.get(name)
+        if p and p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+        if wait_gone and name in self.names:
+            deadline = time.time() + 30
+            c = self.client()
+            try:
+                while time.time() < deadline:
+                    try:
+                        if not any(q["id"] == name and q["connected"] for q in c.parties()):
+                            return
+                    except Exception:
+                        return
+                    time.sleep(0.3)
+            finally:
+                c.close()
+
+    def stop(self) -> None:
+        for name, p in list(self.procs.items()):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    def spec(self, parties: Optional[list] = None, **kw) -> dict:
+        names = parties or self.names
+        d = {"name": "test", "parties": [{"id": n, "dataset": "points"} for n in names],
+             "bandwidth": 0.12, "dust": 6, "kernel": "flat", "max_iter": 20,
+             "bounds": {"lo": [0, 0], "hi": [1, 1]}, "reveal_to": ["analyst:ann", names[0]],
+             "summary": "exact"}
+        d.update(kw)
+        return d

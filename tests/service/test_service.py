@@ -1,0 +1,175 @@
+"""The service end to end: real coordinator and node processes, real CrypTen
+workers, mutual TLS on loopback."""
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from cluster import ROOT, Cluster
+from secure_meanshift.compare import match_error
+from secure_meanshift.params import MeanShiftParams
+from secure_meanshift.plaintext import reference_meanshift
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(str(tmp_path_factory.mktemp("cluster")), parties=3).start()
+    yield c
+    c.stop()
+
+
+def twin(c: Cluster, names, spec: dict, seed: int):
+    parts = [c.parts[c.names.index(n)] for n in names]
+    p = MeanShiftParams(bandwidth=spec["bandwidth"], bounds=([0, 0], [1, 1]),
+                        n_dust=spec["dust"], kernel=spec["kernel"], max_iter=spec["max_iter"],
+                        seed=seed)
+    return reference_meanshift(parts, p)
+
+
+def run_job(c: Cluster, spec: dict, identity="analyst:ann") -> dict:
+    cl = c.client(identity)
+    try:
+        info = cl.submit(spec)
+        return cl.wait(info["job_id"], deadline_s=240)
+    finally:
+        cl.close()
+
+
+@pytest.mark.parametrize("names", [["alpha", "beta"], ["alpha", "beta", "gamma"]])
+def test_job_matches_plaintext_twin(cluster, names):
+    spec = cluster.spec(names)
+    info = run_job(cluster, spec)
+    assert info["state"] == "succeeded", info
+    cl = cluster.client()
+    cents = cl.result(info["job_id"])
+    cl.close()
+    ref = twin(cluster, names, spec, int(info["seed"]))
+    err, unmatched = match_error(cents, ref.centroids)
+    assert unmatched == 0 and err < 1e-3 * spec["bandwidth"]
+    # the receiving party also has it, in its own results folder
+    saved = np.loadtxt(os.path.join(cluster.tmp, f"results-{names[0]}",
+                                    f"{info['job_id']}.csv"), delimiter=",", skiprows=1, ndmin=2)
+    assert np.allclose(np.sort(saved, 0), np.sort(cents, 0))
+
+
+def test_unauthorised_identity_is_denied_and_audited(cluster):
+    info = run_job(cluster, cluster.spec(["alpha", "beta"]))
+    assert info["state"] == "succeeded"
+    for who in ("analyst:eve", "party:gamma"):       # gamma is not a receiver (nor a party)
+        cl = cluster.client(who)
+        with pytest.raises(grpc.RpcError) as e:
+            cl.result(info["job_id"])
+        cl.close()
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    rows = sqlite3.connect(cluster.db).execute(
+        "SELECT identity, outcome FROM audit WHERE job_id=? AND action='result'",
+        (info["job_id"],)).fetchall()
+    assert ("analyst:eve", "PERMISSION_DENIED") in rows
+    assert ("party:gamma", "PERMISSION_DENIED") in rows
+    # and over the CLI: exit code 4, a message, no traceback
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli", "job", "result", info["job_id"],
+                          "--coordinator", cluster.address, "--tls-dir", cluster.certs,
+                          "--identity", "analyst:eve", "--server-name", "localhost"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 4 and "PERMISSION_DENIED" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_coordinator_never_receives_a_data_point(cluster):
+    run_job(cluster, cluster.spec(["alpha", "beta", "gamma"], reveal_to=["alpha"]))
+    text = open(cluster.record).read()
+    numbers = {float(x) for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)}
+    data = {float(v) for part in cluster.parts for v in part.ravel()}
+    assert not numbers & data
+    kinds = set(re.findall(r"^## \S+ (\w+)$", text, flags=re.M))
+    assert kinds <= {"NodeHello", "NodeReply", "SubmitJobRequest"}
+    # this job's result goes to a party only: no centroid reached the coordinator
+    assert "centroids" not in text.rsplit("SubmitJobRequest", 1)[-1]
+
+
+def test_malformed_spec_names_the_field(cluster, tmp_path):
+    cl = cluster.client()
+    for spec, field in [({**cluster.spec(), "kernel": "epanechnikov"}, "kernel"),
+                        ({**cluster.spec(), "bandwidth": -1}, "bandwidth"),
+                        ({**cluster.spec(), "bounds": {"lo": [0], "hi": [1, 1]}}, "bounds"),
+                        ({**cluster.spec(), "colour": "red"}, "colour")]:
+        with pytest.raises(grpc.RpcError) as e:
+            cl.submit(spec)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details().startswith(field)
+    cl.close()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parties: [alpha]\nbandwidth: 0.1\n")
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli", "job", "submit", str(bad),
+                          "--coordinator", cluster.address, "--tls-dir", cluster.certs,
+                          "--identity", "analyst:ann", "--server-name", "localhost"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 2 and "INVALID_ARGUMENT: parties" in res.stderr
+
+
+def test_missing_data_set_is_refused_with_reason(cluster):
+    spec = cluster.spec(["alpha", "beta"])
+    spec["parties"][1]["dataset"] = "nosuch"
+    info = run_job(cluster, spec)
+    assert info["state"] == "failed"
+    assert "party beta refused" in info["reason"] and "nosuch" in info["reason"]
+
+
+def test_policy_refusal_and_recovery(cluster):
+    cluster.write_config("gamma", 2, policy={"kernels": ["flat"]})
+    cluster.kill("gamma")
+    cluster.start_node("gamma")
+    cluster.wait_connected(["gamma"])
+    info = run_job(cluster, cluster.spec(kernel="gaussian"))
+    assert info["state"] == "failed" and "gamma refused" in info["reason"] \
+        and "kernel" in info["reason"]
+    assert run_job(cluster, cluster.spec())["state"] == "succeeded"
+
+
+def test_cancel_while_running_then_next_job(cluster):
+    cl = cluster.client()
+    info = cl.submit(cluster.spec(max_iter=400, oblivious=True, dust=12))
+    deadline = time.time() + 60
+    for ev in cl.watch(info["job_id"], deadline_s=120):
+        if ev.get("stage") == "iteration" or time.time() > deadline:
+            break
+    out = cl.cancel(info["job_id"])
+    assert out["state"] == "cancelled"
+    cl.close()
+    time.sleep(1)
+    assert run_job(cluster, cluster.spec())["state"] == "succeeded"
+
+
+def test_cli_submit_wait_status_list_json(cluster, tmp_path):
+    spec = tmp_path / "job.yaml"
+    import yaml
+
+    spec.write_text(yaml.safe_dump(cluster.spec(["alpha", "beta"])))
+    base = ["--coordinator", cluster.address, "--tls-dir", cluster.certs, "--identity",
+            "analyst:ann", "--server-name", "localhost", "--format", "json"]
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli", "job", "submit", str(spec),
+                          "--wait", *base], capture_output=True, text=True, cwd=ROOT, timeout=200)
+    assert res.returncode == 0, res.stderr
+    job = json.loads(res.stdout)
+    assert job["state"] == "succeeded"
+    out = tmp_path / "c.csv"
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli", "job", "result", job["job_id"],
+                          "--out", str(out), *base], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert res.returncode == 0 and out.exists()
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli", "job", "list", *base],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert job["job_id"] in {j["job_id"] for j in json.loads(res.stdout)}
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli", "parties", *base],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert {p["id"] for p in json.loads(res.stdout)} >= {"alpha", "beta", "gamma"}
