@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = jsub.add_parser("submit")
     s.add_argument("spec", help="job spec YAML file")
     s.add_argument("--wait", action="store_true", help="follow progress until the job ends")
+    s.add_argument("--print-result", action="store_true",
+                   help="with --wait: also fetch and print the centroids")
     _client_args(s)
     for name in ("status", "watch", "cancel"):
         p = jsub.add_parser(name)
@@ -93,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     parties = sub.add_parser("parties", help="parties known to the coordinator")
     _client_args(parties)
+
+    ini = sub.add_parser("init-cluster", help="certificates, demo data and configs for a "
+                         "local federation (docker-compose's init service)")
+    ini.add_argument("--out", required=True)
+    ini.add_argument("--party", action="append", default=[], help="party id (repeatable)")
+    ini.add_argument("--coordinator-host", default="coordinator")
+    ini.add_argument("--points", type=int, default=150, help="synthetic points per party")
+    ini.add_argument("--format", choices=["text", "json"], default="text")
+
+    ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
+    _client_args(ch)
+    nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
+    nh.add_argument("--config", required=True)
+    nh.add_argument("--max-age", type=float, default=20.0)
 
     certs = sub.add_parser("certs", help="development CA and key/cert pairs")
     certs.add_argument("--out", required=True)
@@ -121,6 +137,18 @@ def main(argv=None) -> int:
             return _node(args)
         if args.cmd == "certs":
             return _certs(args)
+        if args.cmd == "init-cluster":
+            from .cluster_init import init_cluster
+
+            info = init_cluster(args.out, args.party or ["alpha", "beta", "gamma"],
+                                args.coordinator_host, points=args.points)
+            _out(args, f"wrote certificates, data and configs for {', '.join(info['parties'])} "
+                 f"into {args.out}", info)
+            return EXIT_OK
+        if args.cmd == "coordinator" and args.action == "health":
+            return _client_command(args)
+        if args.cmd == "node" and args.action == "health":
+            return _node_health(args)
         return _client_command(args)
     except KeyboardInterrupt:
         return 130
@@ -192,6 +220,28 @@ def _node(args) -> int:
     return EXIT_OK
 
 
+def _node_health(args) -> int:
+    import time
+
+    from party_node.config import ConfigError, load
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        age = time.time() - os.path.getmtime(cfg.status_file)
+    except OSError:
+        print("unhealthy: the node has not reached the coordinator yet", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if age > args.max_age:
+        print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"healthy: last heartbeat {age:.1f} s ago")
+    return EXIT_OK
+
+
 def _certs(args) -> int:
     from meanshift_rpc.tls import make_dev_pki
 
@@ -242,6 +292,10 @@ def _job_line(j: dict) -> str:
 
 
 def _dispatch(c, args) -> int:
+    if args.cmd == "coordinator":                       # health
+        ok = c.healthy()
+        print("SERVING" if ok else "NOT SERVING")
+        return EXIT_OK if ok else EXIT_UNREACHABLE
     if args.cmd == "parties":
         ps = c.parties()
         _out(args, "\n".join(f"{p['id']:<20} {'connected' if p['connected'] else 'offline':<10}"
@@ -255,7 +309,12 @@ def _dispatch(c, args) -> int:
             info = c.submit(fh.read())
         if args.wait:
             info = follow(c, info["job_id"], json_mode=args.format == "json")
-        _out(args, _job_line(info), info)
+        text = _job_line(info)
+        if args.wait and args.print_result and info["state"] == "succeeded":
+            cents = c.result(info["job_id"])
+            info["centroids"] = cents.tolist()
+            text += "\n" + "\n".join("  ".join(f"{v: .6f}" for v in row) for row in cents)
+        _out(args, text, info)
         return EXIT_OK if info["state"] in ("succeeded", "agreeing", "running") else \
             EXIT_JOB_FAILED
     if a == "status":

@@ -17,6 +17,7 @@
       allowed_receivers: ["*"]           # party ids / analyst identities, or "*"
     results_dir: results
     mpc_timeout_s: 30
+    status_file: node-status.json   # touched on every heartbeat (container health checks)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class NodeConfig:
     policy: Policy = field(default_factory=Policy)
     results_dir: str = "results"
     mpc_timeout_s: float = 30.0
+    status_file: str = "node-status.json"
 
     @property
     def identity(self) -> str:
@@ -112,4 +114,5 @@ def load(path: str) -> NodeConfig:
         policy=Policy(**{k: pol[k] for k in ("kernels", "min_parties", "allowed_submitters",
                                              "allowed_receivers") if k in pol}),
         results_dir=rel(d.get("results_dir", "results")),
+        status_file=rel(d.get("status_file", "node-status.json")),
         mpc_timeout_s=float(d.get("mpc_timeout_s", 30)))

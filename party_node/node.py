@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Optional
 
 import grpc
@@ -81,10 +82,20 @@ class PartyNode:
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self.stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else ""),
-                               timeout=DEFAULT_DEADLINE_S)
+                ack = self.stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else ""),
+                                     timeout=DEFAULT_DEADLINE_S)
+                if ack.ok:
+                    self._touch_status()
             except grpc.RpcError:
                 pass
+
+    def _touch_status(self) -> None:
+        try:
+            with open(self.cfg.status_file, "w") as fh:
+                json.dump({"party": self.cfg.party_id, "time": time.time(),
+                           "busy_job": self.job.id if self.job else ""}, fh)
+        except OSError:
+            pass
 
     def _reply(self, job_id: str, **kind) -> None:
         try:
