@@ -35,7 +35,7 @@ def settings(quick: bool) -> dict:
     big = 5_000 if quick else 100_000
     it = 2 if quick else 3
     base = dict(points=100, parties=2, dusts=8, kernel="flat", iters=None)
-    return {
+    sets = {
         "base": {**base, "target": 0.1, "what": "base setting, s/iteration"},
         "points_1000": {**base, "points": 1000, "target": 0.3,
                         "what": "1,000 points, s/iteration"},
@@ -50,6 +50,9 @@ def settings(quick: bool) -> dict:
             "target": 10.0,
             "what": f"exact, gaussian, {big:,} points, 32 dusts, 2 parties, s/iteration"},
     }
+    if quick:
+        del sets["base_3_parties"]
+    return sets
 
 
 def make(s: dict):

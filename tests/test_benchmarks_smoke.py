@@ -1,0 +1,75 @@
+"""Smoke test of the benchmark programs: each runs with --quick into a temporary
+folder (as a subprocess, by path: crypten ships a package called `benchmarks`)
+and writes JSON with the expected keys. Timings are not checked.
+
+sweeps.py and targets.py take about 20-30 s each here; scale_report.py about
+two minutes, so it is marked slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+
+def _run(script: str, out, *extra: str, timeout: float = 240.0) -> None:
+    cmd = [sys.executable, os.path.join(BENCH, script), "--quick", "--out", str(out), *extra]
+    proc = subprocess.run(cmd, cwd=str(out), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+
+
+def _run_keys(row: dict) -> None:
+    for k in ("s_per_iteration", "s_per_iteration_incl_merge", "module_split", "merge_s",
+              "iterations", "wall_s", "secure_s", "bytes_per_party", "rounds"):
+        assert k in row, k
+    assert set(row["module_split"]) >= {"distance_s", "kernel_s", "update_s", "merge_s"}
+    assert row["s_per_iteration"] > 0
+
+
+def test_sweeps_quick(tmp_path):
+    _run("sweeps.py", tmp_path)
+    data = json.loads((tmp_path / "sweeps.json").read_text())
+    assert set(data["sweeps"]) == {"dusts", "parties", "radius", "points", "centers"}
+    for rows in data["sweeps"].values():
+        assert len(rows) >= 2
+        for r in rows:
+            _run_keys(r)
+    assert data["base_s_per_iteration"] > 0
+    for png in ("fig4_params.png", "fig6_data.png", "modules.png"):
+        assert (tmp_path / png).stat().st_size > 0
+
+
+def test_targets_quick(tmp_path):
+    _run("targets.py", tmp_path)
+    data = json.loads((tmp_path / "targets.json").read_text())
+    assert set(data["targets"]) == {"base", "points_1000", "large_flat",
+                                    "large_gaussian_exact_32dusts", "parties_4_over_2"}
+    for t in data["targets"].values():
+        assert {"value", "target", "met"} <= set(t)
+        assert isinstance(t["met"], bool)
+    for r in data["runs"].values():
+        _run_keys(r)
+
+
+@pytest.mark.slow
+def test_scale_report_quick(tmp_path):
+    _run("scale_report.py", tmp_path, "--no-sweeps", timeout=600.0)
+    data = json.loads((tmp_path / "scale.json").read_text())
+    for k in ("scaling", "accuracy", "kernels", "headline", "targets",
+              "exact_gaussian_target"):
+        assert data[k], k
+    assert {s["mode"] for s in data["scaling"]} >= {"exact/flat", "exact/gaussian"}
+    assert any(s["mode"].startswith("summary") for s in data["scaling"])
+    for a in data["accuracy"]:
+        assert {"ari", "max_offset_bandwidths", "rows_shared"} <= set(a)
+    assert {"end_to_end_s", "ari", "max_offset_h", "secure_over_sklearn"} <= set(data["targets"])
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Targets" in report
+    for png in ("scaling.png", "accuracy.png", "headline.png"):
+        assert (tmp_path / png).stat().st_size > 0
