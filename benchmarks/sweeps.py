@@ -15,6 +15,7 @@ runs N times round-robin and the run with the median s/iteration is kept.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -104,7 +105,14 @@ def main() -> int:
                     help="iteration limit (default 20, as the report's measured run)")
     ap.add_argument("--oblivious", action="store_true",
                     help="run exactly --max-iter iterations (no early stop)")
+    ap.add_argument("--plot-only", metavar="SWEEPS_JSON",
+                    help="redraw the plots from an existing sweeps.json, run nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        with open(args.plot_only) as fh:
+            plot(json.load(fh), args.out)
+        log(f"wrote plots into {args.out}")
+        return 0
     max_iter = 3 if args.quick else args.max_iter
     results = run_sweeps(args.quick, max(1, args.repeats), max_iter, args.oblivious)
     os.makedirs(args.out, exist_ok=True)
@@ -121,6 +129,8 @@ def plot(results: dict, out: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
 
     def panel(ax, name):
         rows = results["sweeps"][name]
@@ -140,6 +150,7 @@ def plot(results: dict, out: str) -> None:
         else:
             ax.text(0.5, 0.5, "no report figures for this sweep", transform=ax.transAxes,
                     ha="center", fontsize=8, color="C3")
+        ax.set_xticks(sorted(set(xs) | set(rep)))
         ax.set_xlabel(LABELS[name])
         ax.set_ylabel("seconds per iteration (log)")
         ax.set_yscale("log")
