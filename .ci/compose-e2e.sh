@@ -19,9 +19,10 @@ cleanup
 step "docker compose up --exit-code-from client"
 docker compose up --exit-code-from client > /tmp/compose-up.log 2>&1 || {
   tail -60 /tmp/compose-up.log; echo "compose up failed"; exit 1; }
-grep -o 'client_1 *| .*' /tmp/compose-up.log | sed 's/^client_1 *| //' > /tmp/compose-client.out \
-  || grep -o 'client-1 *| .*' /tmp/compose-up.log | sed 's/^client-1 *| //' > /tmp/compose-client.out
-cat /tmp/compose-client.out | tail -12
+# the client's lines, without compose's colour codes and "client_1 |" prefixes
+sed -e 's/\x1b\[[0-9;]*m//g' /tmp/compose-up.log | grep -a -E '^client[-_]1 +\|' \
+  | sed -E 's/^client[-_]1 +\| ?//' > /tmp/compose-client.out || true
+tail -12 /tmp/compose-client.out
 
 step "checking the printed centroids against the plaintext reference"
 docker compose run --rm --no-deps -T client job list --format json --server-name coordinator \

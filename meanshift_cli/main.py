@@ -131,6 +131,10 @@ def main(argv=None) -> int:
         if args.cmd == "demo":
             from .demo import run_demo
             return run_demo(args)
+        if args.cmd == "coordinator" and args.action == "health":
+            return _client_command(args)
+        if args.cmd == "node" and args.action == "health":
+            return _node_health(args)
         if args.cmd == "coordinator":
             return _serve(args)
         if args.cmd == "node":
@@ -145,10 +149,6 @@ def main(argv=None) -> int:
             _out(args, f"wrote certificates, data and configs for {', '.join(info['parties'])} "
                  f"into {args.out}", info)
             return EXIT_OK
-        if args.cmd == "coordinator" and args.action == "health":
-            return _client_command(args)
-        if args.cmd == "node" and args.action == "health":
-            return _node_health(args)
         return _client_command(args)
     except KeyboardInterrupt:
         return 130

@@ -173,3 +173,17 @@ def test_cli_submit_wait_status_list_json(cluster, tmp_path):
     res = subprocess.run([sys.executable, "-m", "meanshift_cli", "parties", *base],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert {p["id"] for p in json.loads(res.stdout)} >= {"alpha", "beta", "gamma"}
+
+
+def test_health_commands(cluster):
+    base = [sys.executable, "-m", "meanshift_cli"]
+    res = subprocess.run(base + ["coordinator", "health", "--coordinator", cluster.address,
+                                 "--tls-dir", cluster.certs, "--identity", "coordinator",
+                                 "--server-name", "localhost"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert res.returncode == 0 and "SERVING" in res.stdout
+    time.sleep(4)      # at least one acknowledged heartbeat
+    res = subprocess.run(base + ["node", "health", "--config",
+                                 os.path.join(cluster.tmp, "alpha.yaml")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert res.returncode == 0 and "healthy" in res.stdout
