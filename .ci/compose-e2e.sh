@@ -25,6 +25,15 @@ sed -e 's/\x1b\[[0-9;]*m//g' /tmp/compose-up.log | grep -a -E '^client[-_]1 +\|'
 tail -12 /tmp/compose-client.out
 
 step "checking the printed centroids against the plaintext reference"
+docker compose up -d coordinator alpha beta gamma >/dev/null 2>&1   # the job history is in its volume
+wait_healthy() {
+  for _ in $(seq 1 60); do
+    [ "$(docker inspect -f '{{.State.Health.Status}}' "$(docker compose ps -q "$1")")" = healthy ] && return 0
+    sleep 2
+  done
+  echo "$1 did not become healthy"; return 1
+}
+for s in coordinator alpha beta gamma; do wait_healthy "$s"; done
 docker compose run --rm --no-deps -T client job list --format json --server-name coordinator \
   > /tmp/compose-jobs.json
 $PY - /tmp/compose-client.out /tmp/compose-jobs.json <<'PYEOF'
@@ -49,7 +58,6 @@ assert unmatched == 0 and err < 1e-4, (cents, ref.centroids)
 PYEOF
 
 step "stop a party container mid-job"
-docker compose up -d coordinator alpha beta gamma >/dev/null 2>&1
 docker compose run --rm --no-deps -T client job submit /client/long-job.yaml --wait \
   --server-name coordinator --format json > /tmp/compose-long.json 2>/dev/null &
 runner=$!
@@ -69,10 +77,7 @@ PYEOF
 
 step "the cluster recovers: restart gamma, the next job succeeds"
 docker compose start gamma >/dev/null 2>&1
-for _ in $(seq 1 60); do
-  [ "$(docker inspect -f '{{.State.Health.Status}}' "$(docker compose ps -q gamma)")" = healthy ] && break
-  sleep 2
-done
+wait_healthy gamma
 docker compose run --rm --no-deps -T client job submit /client/job.yaml --wait \
   --server-name coordinator --format json > /tmp/compose-next.json
 $PY -c "import json; j=json.load(open('/tmp/compose-next.json')); print('next job:', j['state']); assert j['state']=='succeeded'"

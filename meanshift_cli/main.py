@@ -198,37 +198,31 @@ def _serve(args) -> int:
     return EXIT_OK
 
 
-def _node(args) -> int:
-    import signal
-
+def _load_node_config(path: str):
     from party_node.config import ConfigError, load
-    from party_node.node import PartyNode
 
     try:
-        cfg = load(args.config)
+        return load(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _node(args) -> int:
+    from party_node.node import run_node
+
+    cfg = _load_node_config(args.config)
+    if cfg is None:
         return EXIT_USAGE
-    node = PartyNode(cfg)
-    signal.signal(signal.SIGTERM, lambda *a: node.stop())
-    try:
-        node.run_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.stop()
+    run_node(cfg)
     return EXIT_OK
 
 
 def _node_health(args) -> int:
     import time
 
-    from party_node.config import ConfigError, load
-
-    try:
-        cfg = load(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = _load_node_config(args.config)
+    if cfg is None:
         return EXIT_USAGE
     try:
         age = time.time() - os.path.getmtime(cfg.status_file)

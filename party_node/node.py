@@ -311,7 +311,11 @@ def _die_with_parent() -> None:
 
 
 def run_node(cfg: NodeConfig) -> None:
+    """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out."""
+    import signal
+
     node = PartyNode(cfg)
+    signal.signal(signal.SIGTERM, lambda *a: node.stop())
     try:
         node.run_forever()
     except KeyboardInterrupt:

@@ -26,6 +26,19 @@ def _combine(tensors: list, op) -> torch.Tensor:
     return out
 
 
+def _flatten(parts: list) -> torch.Tensor:
+    return torch.cat([t.data.reshape(-1) for t in parts]).contiguous()
+
+
+def _split(total: torch.Tensor, parts: list) -> list:
+    out, at = [], 0
+    for t in parts:
+        n = t.nelement()
+        out.append(total[at:at + n].reshape(t.size()))
+        at += n
+    return out
+
+
 def make_p2p_communicator(base_cls):
     """A subclass of CrypTen's DistributedCommunicator with one-hop collectives."""
     from crypten.communicator.communicator import _logging
@@ -53,14 +66,9 @@ def make_p2p_communicator(base_cls):
             if op not in (ReduceOp.SUM, ReduceOp.BXOR):
                 return super().all_reduce.__wrapped__(self, input, op=op, batched=batched)
             parts = input if batched else [input]
-            flat = torch.cat([t.data.reshape(-1) for t in parts]).contiguous()
+            flat = _flatten(parts)
             got = self._exchange(flat, self._peers())
-            total = _combine([flat] + [got[p] for p in sorted(got)], op)
-            out, at = [], 0
-            for t in parts:
-                n = t.nelement()
-                out.append(total[at:at + n].reshape(t.size()))
-                at += n
+            out = _split(_combine([flat] + [got[p] for p in sorted(got)], op), parts)
             return out if batched else out[0]
 
         @_logging
@@ -68,18 +76,12 @@ def make_p2p_communicator(base_cls):
             if op not in (ReduceOp.SUM, ReduceOp.BXOR):
                 return super().reduce.__wrapped__(self, input, dst, op=op, batched=batched)
             parts = input if batched else [input]
-            flat = torch.cat([t.data.reshape(-1) for t in parts]).contiguous()
-            me = self.get_rank()
-            if me != dst:
+            flat = _flatten(parts)
+            if self.get_rank() != dst:
                 self._exchange(flat, [dst], send=True, recv=False)
                 return None
             got = self._exchange(flat, self._peers(), send=False, recv=True)
-            total = _combine([flat] + [got[p] for p in sorted(got)], op)
-            out, at = [], 0
-            for t in parts:
-                n = t.nelement()
-                out.append(total[at:at + n].reshape(t.size()))
-                at += n
+            out = _split(_combine([flat] + [got[p] for p in sorted(got)], op), parts)
             return out if batched else out[0]
 
         @_logging
