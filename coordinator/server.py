@@ -217,7 +217,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def _on_progress(self, job, party, msg):
         if party != job.parties[0]:
             return                      # rank 0 speaks for the job; all ranks see the same
-        job.iterations = max(job.iterations, msg.iteration)
+        if msg.iteration > job.iterations:
+            job.iterations = msg.iteration
+            self.store.update(job.id, iterations=job.iterations)   # `job status` shows it
         self._event(job, stage=msg.stage, iteration=msg.iteration, max_iter=msg.max_iter,
                     moving=msg.moving, seconds=msg.seconds)
 
