@@ -206,7 +206,7 @@ class PartyNode:
     def _run_worker(self, job: Job, run: pb.Run, seed: int) -> None:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
         ds = self.cfg.datasets[me.dataset]
-        payload = {"path": ds.path, "columns": ds.columns, "dataset": me.dataset,
+        payload = {"parent_pid": os.getpid(), "path": ds.path, "columns": ds.columns, "dataset": me.dataset,
                    "params": self._params(job.spec, run, seed), "rank": run.rank,
                    "world_size": run.world_size, "master_addr": run.master_addr,
                    "master_port": run.master_port, "timeout_s": run.timeout_s or
@@ -214,8 +214,7 @@ class PartyNode:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen([sys.executable, "-m", "party_node.worker"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=env,
-                                preexec_fn=_die_with_parent)
+                                stderr=subprocess.DEVNULL, text=True, env=env)
         job.proc = proc
         if job.cancelled:
             proc.kill()
@@ -297,17 +296,6 @@ class PartyNode:
         job = self.job
         if job is not None:
             self._stop_worker(job, why)
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL if its node dies (no orphaned MPC worker)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def run_node(cfg: NodeConfig) -> None:

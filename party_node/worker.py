@@ -14,8 +14,25 @@ def emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this worker when its node dies, so no orphaned MPC worker
+    goes on computing (set here, not in a fork hook of the threaded node)."""
+    import os
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    if parent_pid and os.getppid() != parent_pid:      # the node died before we got here
+        os._exit(1)
+
+
 def main() -> int:
     job = json.loads(sys.stdin.read())
+    _die_with_parent(job.get("parent_pid", 0))
     from secure_meanshift.data import load_points
     from secure_meanshift.errors import InputError, MPCError
     from secure_meanshift.params import MeanShiftParams
