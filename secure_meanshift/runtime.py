@@ -24,6 +24,7 @@ from .errors import InputError, MPCError
 from .params import MeanShiftParams, resolve_summary
 from .protocol import Progress, SecureResult, run_protocol
 
+PEER_LOST = "a peer left or stopped answering"   # the coordinator keys its blame on this
 PROVIDERS = ("TFP",)
 # "gloo-p2p": gloo TCP pairs, every opening sent point to point (one hop; transport.py)
 # "gloo":     CrypTen's own ring collectives over the same pairs
@@ -124,8 +125,8 @@ class _Session:
         try:
             crypten.init()
         except Exception as exc:  # rendezvous failure or timeout
-            raise MPCError(f"could not join the other parties at "
-                           f"{c.master_addr}:{c.master_port}: {type(exc).__name__}") from None
+            raise MPCError(f"could not join the other parties at {c.master_addr}:"
+                           f"{c.master_port} ({type(exc).__name__}): {PEER_LOST}") from None
         from ._compat import freeze_config
 
         freeze_config(crypten)
@@ -196,5 +197,5 @@ def _describe(exc: BaseException) -> str:
     for hint in ("Connection closed by peer", "Connection reset", "Timed out",
                  "timeout", "Broken pipe", "Connection refused"):
         if hint.lower() in text.lower():
-            return f"{type(exc).__name__} ({hint.lower()}): a peer left or stopped answering"
+            return f"{type(exc).__name__} ({hint.lower()}): {PEER_LOST}"
     return type(exc).__name__
