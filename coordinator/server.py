@@ -48,6 +48,8 @@ class JobRun:
     finished: dict = field(default_factory=dict)    # party -> Finished
     watchers: list = field(default_factory=list)
     iterations: int = 0
+    peer_lost: dict = field(default_factory=dict)   # party -> reason ("lost a peer")
+    blame_at: float = 0.0                           # when to name the silent party
 
     @property
     def parties(self) -> list:
@@ -57,10 +59,10 @@ class JobRun:
 class CoordinatorService(pb_grpc.CoordinatorServicer):
     def __init__(self, store: Store, insecure: bool = False, record_path: Optional[str] = None,
                  heartbeat_timeout: float = 15.0, agreement_timeout: float = 30.0,
-                 mpc_timeout: float = 30.0):
+                 mpc_timeout: float = 30.0, blame_grace: float = 5.0):
         self.store, self.insecure = store, insecure
         self.heartbeat_timeout, self.agreement_timeout = heartbeat_timeout, agreement_timeout
-        self.mpc_timeout = mpc_timeout
+        self.mpc_timeout, self.blame_grace = mpc_timeout, blame_grace
         self._lock = threading.RLock()
         self.nodes: dict[str, NodeConn] = {}
         self.jobs: dict[str, JobRun] = {}
@@ -234,7 +236,32 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self._finish(job, "succeeded")
 
     def _on_failed(self, job, party, msg):
-        self._finish(job, "failed", f"party {party}: {msg.reason}")
+        if not msg.peer_lost:
+            return self._finish(job, "failed", f"party {party}: {msg.reason}")
+        # This party's worker lost contact with a peer: the party at fault is the one
+        # whose node drops (_lost) or that stays silent while the others report.
+        job.peer_lost[party] = msg.reason
+        if not job.blame_at:
+            job.blame_at = time.time() + self.blame_grace
+            self._event(job, stage="fault", message=f"{party}'s worker lost contact with a "
+                        "peer; identifying the party at fault")
+        if len(job.peer_lost) == len(job.parties):
+            self._blame(job)
+
+    def _blame(self, job: JobRun) -> None:
+        """Fail a job after MPC peer-loss reports, naming the party at fault."""
+        reporters = [p for p in job.parties if p in job.peer_lost]
+        silent = [p for p in job.parties if p not in job.peer_lost and p not in job.finished]
+        if silent:
+            who = ", ".join(silent)
+            reason = (f"party {who} stopped answering: the workers of "
+                      f"{', '.join(reporters)} lost contact with it "
+                      f"({job.peer_lost[reporters[0]]})")
+        else:
+            reason = ("the parties' workers lost contact with each other (network between "
+                      f"the parties broken?): " +
+                      "; ".join(f"party {p}: {job.peer_lost[p]}" for p in reporters))
+        self._finish(job, "failed", reason)
 
     def _watchdog(self) -> None:
         while not self._stop.wait(1.0):
@@ -245,6 +272,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                         node.commands.put(None)
                         self._lost(node, f"missed heartbeats for {self.heartbeat_timeout:.0f} s")
                 for job in list(self.jobs.values()):
+                    if job.state == "running" and job.blame_at and now > job.blame_at:
+                        self._blame(job)
                     if job.state == "agreeing" and now > job.deadline:
                         silent = [p for p in job.parties if p not in job.accepts] or \
                                  [p for p in job.parties if p not in job.reveals]

@@ -39,10 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    from secure_meanshift import simcli
-
     sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
-    simcli.add_arguments(sim)
+    try:           # the engine owner's module; imported lazily, the wiring stays regardless
+        from secure_meanshift import simcli
+    except ImportError:
+        sim.add_argument("rest", nargs=argparse.REMAINDER)
+    else:
+        simcli.add_arguments(sim)
 
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
@@ -126,7 +129,12 @@ def main(argv=None) -> int:
                         stream=sys.stderr)
     try:
         if args.cmd == "simulate":
-            from secure_meanshift import simcli
+            try:
+                from secure_meanshift import simcli
+            except ImportError:
+                print("error: the simulator (secure_meanshift.simcli) is not installed in this "
+                      "version", file=sys.stderr)
+                return EXIT_USAGE
             return simcli.run(args)
         if args.cmd == "demo":
             from .demo import run_demo

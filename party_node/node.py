@@ -27,6 +27,9 @@ from .config import NodeConfig
 
 log = logging.getLogger("party_node")
 HEARTBEAT_S = 3.0
+# The command stream is long-lived but, like every call, has a deadline; an idle
+# node renews it after half of that, so a deadline never ends a running job.
+SUBSCRIBE_DEADLINE_S = 24 * 3600.0
 
 
 class Job:
@@ -36,6 +39,7 @@ class Job:
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
         self.cancelled = False
+        self.commits: dict = {}      # party -> commitment, as shown before we revealed
 
 
 class PartyNode:
@@ -46,6 +50,9 @@ class PartyNode:
         self.job: Optional[Job] = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stream = None
+        self._stream_since = time.time()
+        self._renewing = False
 
     # ---- main loop -----------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -54,8 +61,8 @@ class PartyNode:
         while not self._stop.is_set():
             try:
                 hello = pb.NodeHello(version="1", datasets=sorted(self.cfg.datasets))
-                stream = self.stub.Subscribe(hello)
-                self._stream = stream
+                stream = self.stub.Subscribe(hello, timeout=SUBSCRIBE_DEADLINE_S)
+                self._stream, self._stream_since = stream, time.time()
                 log.info("connected to coordinator %s as %s", self.cfg.coordinator,
                          self.cfg.identity)
                 backoff = 1.0
@@ -64,6 +71,10 @@ class PartyNode:
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
+                if self._renewing:
+                    self._renewing = False
+                    log.info("renewing the command stream")
+                    continue
                 log.warning("coordinator stream ended (%s); reconnecting in %.0f s",
                             exc.code().name, backoff)
             self._abort_job("lost the coordinator")
@@ -72,6 +83,9 @@ class PartyNode:
 
     def stop(self) -> None:
         self._stop.set()
+        job = self.job
+        if job is not None and not job.cancelled:
+            self._reply(job.id, failed=pb.Failed(reason="the party's node is shutting down"))
         self._abort_job("node stopping")
         try:
             self._stream.cancel()
@@ -81,6 +95,10 @@ class PartyNode:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
+            if self.job is None and self._stream is not None and \
+                    time.time() - self._stream_since > SUBSCRIBE_DEADLINE_S / 2:
+                self._renewing = True
+                self._stream.cancel()
             try:
                 ack = self.stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else ""),
                                      timeout=DEFAULT_DEADLINE_S)
@@ -171,6 +189,12 @@ class PartyNode:
         job = self.job
         if job is None or job.id != req.job_id:
             return
+        commits = {c.party: c.commitment for c in req.commits}
+        if set(commits) != {p.id for p in job.spec.parties} or len(commits) != len(req.commits) \
+                or commits.get(self.cfg.party_id) != hashlib.sha256(job.nonce).digest():
+            return self._fail(job, "the seed commitments shown before the reveal are "
+                              "incomplete or altered")
+        job.commits = commits      # reveal only after everyone's commitment is fixed
         self._reply(job.id, reveal=pb.SeedReveal(party=self.cfg.party_id, nonce=job.nonce))
 
     # ---- run -------------------------------------------------------------------------------
@@ -179,6 +203,11 @@ class PartyNode:
         if job is None or job.id != run.job_id:
             return
         commits = {c.party: c.commitment for c in run.commits}
+        if not job.commits or commits != job.commits:
+            return self._fail(job, "the seed commitments changed after the reveal")
+        mine = next((r.nonce for r in run.reveals if r.party == self.cfg.party_id), None)
+        if mine != job.nonce:
+            return self._fail(job, "this party's own seed contribution was altered")
         nonces = []
         for p in job.spec.parties:
             rev = next((r for r in run.reveals if r.party == p.id), None)
@@ -243,9 +272,13 @@ class PartyNode:
         elif outcome and "result" in outcome:
             self._finished(job, run, outcome["result"])
         else:
-            why = outcome["error"] if outcome and "error" in outcome else \
-                f"worker exited with code {code}"
-            self._fail(job, why)
+            if outcome and "error" in outcome:
+                why = outcome["error"]
+            elif code < 0:
+                why = f"worker died (signal {-code})"
+            else:
+                why = f"worker exited with code {code}"
+            self._fail(job, why, peer_lost=bool(outcome and outcome.get("peer_lost")))
         with self._lock:
             if self.job is job:
                 self.job = None
@@ -266,9 +299,9 @@ class PartyNode:
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
 
-    def _fail(self, job: Job, reason: str) -> None:
+    def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
         log.warning("job %s failed: %s", job.id, reason)
-        self._reply(job.id, failed=pb.Failed(reason=reason))
+        self._reply(job.id, failed=pb.Failed(reason=reason, peer_lost=peer_lost))
         with self._lock:
             if self.job is job:
                 self.job = None

@@ -46,8 +46,11 @@ def main() -> int:
                         timeout_s=job["timeout_s"], socket_ifname=job.get("ifname"))
         out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
                         name=f"data set {job['dataset']!r}")
-    except (InputError, MPCError) as exc:
+    except InputError as exc:
         emit({"error": str(exc)})
+        return 2
+    except MPCError as exc:          # a peer left, or a rendezvous / collective timed out
+        emit({"error": str(exc), "peer_lost": True})
         return 2
     except Exception as exc:  # noqa: BLE001 - report the kind, never the payload
         emit({"error": f"worker failed: {type(exc).__name__}"})

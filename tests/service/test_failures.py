@@ -36,7 +36,7 @@ def test_node_killed_mid_job_fails_fast_and_cluster_recovers(tmp_path):
         info = cl.wait(job["job_id"], deadline_s=90)
         elapsed = time.time() - t_kill
         assert info["state"] == "failed"
-        assert "gamma" in info["reason"]
+        assert info["reason"].startswith("party gamma"), info["reason"]
         assert elapsed < 60, f"failure noticed after {elapsed:.0f} s"
         # the survivors take the next job straight away
         nxt = cl.wait(cl.submit(c.spec(["alpha", "beta"]))["job_id"], deadline_s=120)
@@ -76,7 +76,8 @@ def test_worker_network_break_names_a_party_within_60s(tmp_path):
             except ProcessLookupError:
                 pass
         assert info["state"] == "failed"
-        assert re.search(r"party (alpha|beta)", info["reason"])
+        # alpha's worker times out; beta, whose worker froze, is the one named
+        assert re.match(r"party beta stopped answering", info["reason"]), info["reason"]
         assert time.time() - t0 < 60
         assert cl.wait(cl.submit(c.spec())["job_id"], deadline_s=120)["state"] == "succeeded"
         cl.close()
