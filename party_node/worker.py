@@ -49,8 +49,13 @@ def main() -> int:
     except InputError as exc:
         emit({"error": str(exc)})
         return 2
-    except MPCError as exc:          # a peer left, or a rendezvous / collective timed out
-        emit({"error": str(exc), "peer_lost": True})
+    except MPCError as exc:
+        # a peer left, or a rendezvous / collective timed out (the engine says so with
+        # PEER_LOST): the coordinator then looks for the party at fault
+        from secure_meanshift import runtime
+
+        hint = getattr(runtime, "PEER_LOST", None)
+        emit({"error": str(exc), "peer_lost": hint is None or hint in str(exc)})
         return 2
     except Exception as exc:  # noqa: BLE001 - report the kind, never the payload
         emit({"error": f"worker failed: {type(exc).__name__}"})
