@@ -42,6 +42,27 @@ def write_node_config(path: str, party: str, coord: str, certs: str, data: str,
         yaml.safe_dump(cfg, fh, sort_keys=False)
 
 
+def aligned_rows(secure, twin, skl, h: float) -> list:
+    """Rows of (secure, twin, sklearn) centroids, matched by distance (None = no match)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows = [[c, None, None] for c in secure]
+    for col, other in ((1, twin), (2, skl)):
+        if len(secure) and len(other):
+            cost = np.linalg.norm(np.asarray(secure)[:, None] - np.asarray(other)[None], axis=2)
+            r, c = linear_sum_assignment(cost)
+            used = set()
+            for i, j in zip(r, c):
+                if cost[i, j] < h:
+                    rows[i][col] = other[j]
+                    used.add(j)
+            rows += [[None, *(o if k == col else None for k in (1, 2))]
+                     for j, o in enumerate(other) if j not in used]
+        else:
+            rows += [[None, *(o if k == col else None for k in (1, 2))] for o in other]
+    return rows
+
+
 def run_demo(args) -> int:
     from coordinator.client import Client
     from secure_meanshift.compare import match_error, sklearn_centres
@@ -101,8 +122,9 @@ def run_demo(args) -> int:
             time.sleep(0.5)
         else:
             raise RuntimeError("the party nodes did not connect within 60 s")
+        h, dust = args.bandwidth, args.dust
         spec = {"name": "demo", "parties": [{"id": n, "dataset": "demo"} for n in names],
-                "bandwidth": 0.1, "dust": 16, "kernel": args.kernel, "max_iter": 30,
+                "bandwidth": h, "dust": dust, "kernel": args.kernel, "max_iter": 30,
                 "bounds": {"lo": [0, 0], "hi": [1, 1]},
                 "reveal_to": [names[0], "analyst:demo"], "summary": "exact"}
         job = client.submit(spec)
@@ -115,11 +137,13 @@ def run_demo(args) -> int:
             raise RuntimeError(f"job {info['state']}: {info.get('reason', '')}")
         cents = client.result(job["job_id"])
         # the reference runs on all the data: only the demo, which made it, can do this
-        params = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=16,
+        params = MeanShiftParams(bandwidth=h, bounds=([0, 0], [1, 1]), n_dust=dust,
                                  kernel=args.kernel, max_iter=30,
                                  seed=int(info["seed"]))
         ref = reference_meanshift(parts, params)
-        skl = sklearn_centres(pts, 0.1)
+        skl = sklearn_centres(pts, h) if args.kernel == "flat" else None
+        if skl is None:
+            skl = np.zeros((0, 2))
         err, unmatched = match_error(cents, ref.centroids)
         report = {"job_id": job["job_id"], "seconds": time.time() - t0,
                   "iterations": info.get("iterations"), "centroids": cents.tolist(),
@@ -131,14 +155,15 @@ def run_demo(args) -> int:
         else:
             say(f"\njob {job['job_id']} succeeded in {report['seconds']:.1f} s, "
                 f"{info.get('iterations')} iterations")
-            say("revealed centroids (to analyst:demo)   plaintext twin            "
-                "scikit-learn")
-            rows = max(len(cents), len(ref.centroids), len(skl))
-            for i in range(rows):
-                cols = [f"({c[i][0]:.4f}, {c[i][1]:.4f})" if i < len(c) else ""
-                        for c in (cents, ref.centroids, skl)]
-                say(f"  {cols[0]:<36} {cols[1]:<25} {cols[2]}")
-            say(f"max |secure - twin| = {err:.1e} (bandwidth 0.1)")
+            say(f"  {'secure (revealed)':<22}{'plaintext twin':<22}"
+                f"{'scikit-learn' if len(skl) else ''}")
+            for row in aligned_rows(cents, ref.centroids, skl, h):
+                say(("  " + "".join(f"{'' if c is None else f'({c[0]:.4f}, {c[1]:.4f})':<22}"
+                                    for c in row)).rstrip())
+            say(f"max |secure - twin| = {err:.1e} (bandwidth {h})")
+            if len(skl) > len(cents):
+                say(f"(scikit-learn seeds from every point; the {dust} dusts reached "
+                    f"{len(cents)} of its {len(skl)} modes)")
         if args.plot:
             from secure_meanshift.plot import plot_run
 

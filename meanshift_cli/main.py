@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--parties", type=int, default=3)
     demo.add_argument("--points", type=int, default=150, help="points per party")
     demo.add_argument("--kernel", choices=["flat", "gaussian"], default="flat")
+    demo.add_argument("--bandwidth", type=float, default=0.1, help="data are in the unit box")
+    demo.add_argument("--dust", type=int, default=24, help="dust points (initial centroids)")
     demo.add_argument("--plot", default="demo.png", help="PNG to write ('' for none)")
     demo.add_argument("--keep", help="keep certificates, data and logs in this folder")
     demo.add_argument("--format", choices=["text", "json"], default="text")

@@ -187,3 +187,28 @@ def test_health_commands(cluster):
                                  os.path.join(cluster.tmp, "alpha.yaml")],
                          capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert res.returncode == 0 and "healthy" in res.stdout
+
+
+def test_cancel_during_agreement_then_next_job(cluster):
+    """A node that has not answered the offer yet (frozen for a moment): the job
+    is still agreeing when it is cancelled; afterwards every node takes the next job."""
+    import signal
+
+    beta = cluster.procs["beta"]
+    os.killpg(beta.pid, signal.SIGSTOP)
+    try:
+        cl = cluster.client()
+        info = cl.submit(cluster.spec(["alpha", "beta"]))
+        time.sleep(0.5)
+        assert cl.status(info["job_id"])["state"] == "agreeing"
+        out = cl.cancel(info["job_id"])
+        assert out["state"] == "cancelled" and "cancelled by analyst:ann" in out["reason"]
+    finally:
+        os.killpg(beta.pid, signal.SIGCONT)
+    # the late acceptance is turned away; the cancelled job stays cancelled
+    time.sleep(1.5)
+    assert cl.status(info["job_id"])["state"] == "cancelled"
+    # cancelling a finished job changes nothing
+    assert cl.cancel(info["job_id"])["state"] == "cancelled"
+    cl.close()
+    assert run_job(cluster, cluster.spec())["state"] == "succeeded"
