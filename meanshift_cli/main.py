@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("--points", type=int, default=150, help="synthetic points per party")
     ini.add_argument("--format", choices=["text", "json"], default="text")
 
+    au = cosub.add_parser("audit", help="the audit log (submits, cancels, result fetches and "
+                          "denials), read from the coordinator's SQLite file")
+    au.add_argument("--db", default="coordinator.db")
+    au.add_argument("--job", help="only this job")
+    au.add_argument("--format", choices=["text", "json"], default="text")
+
     ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
     _client_args(ch)
     nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
@@ -143,6 +149,8 @@ def main(argv=None) -> int:
             return run_demo(args)
         if args.cmd == "coordinator" and args.action == "health":
             return _client_command(args)
+        if args.cmd == "coordinator" and args.action == "audit":
+            return _audit(args)
         if args.cmd == "node" and args.action == "health":
             return _node_health(args)
         if args.cmd == "coordinator":
@@ -205,6 +213,30 @@ def _serve(args) -> int:
     done.wait()
     svc.stop()
     server.stop(grace=2).wait()
+    return EXIT_OK
+
+
+def _audit(args) -> int:
+    import sqlite3
+    import time
+
+    if not os.path.exists(args.db):
+        print(f"error: no coordinator database at {args.db}", file=sys.stderr)
+        return EXIT_USAGE
+    db = sqlite3.connect(f"file:{os.path.abspath(args.db)}?mode=ro", uri=True)
+    try:
+        q = "SELECT time, identity, action, job_id, outcome FROM audit"
+        rows = db.execute(q + (" WHERE job_id=? ORDER BY rowid" if args.job else " ORDER BY rowid"),
+                          (args.job,) if args.job else ()).fetchall()
+    except sqlite3.Error as exc:
+        print(f"error: cannot read the audit log: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        db.close()
+    data = [dict(zip(("time", "identity", "action", "job_id", "outcome"), r)) for r in rows]
+    _out(args, "\n".join(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['time']))}  "
+                         f"{r['identity']:<22} {r['action']:<7} {r['job_id'] or '-':<13} "
+                         f"{r['outcome']}" for r in data) or "audit log is empty", data)
     return EXIT_OK
 
 
