@@ -212,3 +212,28 @@ def test_cancel_during_agreement_then_next_job(cluster):
     assert cl.cancel(info["job_id"])["state"] == "cancelled"
     cl.close()
     assert run_job(cluster, cluster.spec())["state"] == "succeeded"
+
+
+def test_worker_killed_names_its_party_and_nodes_recover(cluster):
+    """Only the MPC worker dies (out of memory, say); its node stays up."""
+    import signal
+
+    import psutil
+
+    cl = cluster.client()
+    info = cl.submit(cluster.spec(["alpha", "beta"], max_iter=300, oblivious=True, dust=12))
+    for ev in cl.watch(info["job_id"], deadline_s=90):
+        if ev.get("stage") == "iteration":
+            break
+    node = psutil.Process(cluster.procs["beta"].pid)
+    workers = [p for p in node.children(recursive=True)
+               if "party_node.worker" in " ".join(p.cmdline())]
+    assert workers
+    t0 = time.time()
+    for w in workers:
+        os.kill(w.pid, signal.SIGKILL)
+    out = cl.wait(info["job_id"], deadline_s=90)
+    assert out["state"] == "failed" and out["reason"].startswith("party beta"), out["reason"]
+    assert time.time() - t0 < 60
+    cl.close()
+    assert run_job(cluster, cluster.spec())["state"] == "succeeded"
