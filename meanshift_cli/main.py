@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     nsub = node.add_subparsers(dest="action", required=True)
     nrun = nsub.add_parser("run")
     nrun.add_argument("--config", required=True, help="node YAML config")
+    for daemon in (serve, nrun):
+        daemon.add_argument("--format", choices=["text", "json"], default="text",
+                            help="log format on stderr (json: one object per line)")
 
     job = sub.add_parser("job", help="submit and follow jobs")
     jsub = job.add_subparsers(dest="action", required=True)
@@ -133,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    if getattr(args, "format", "text") == "json" and args.cmd in ("coordinator", "node"):
+        handler.setFormatter(_JSONLog())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         if args.cmd == "simulate":
             try:
@@ -174,6 +181,12 @@ def main(argv=None) -> int:
         return 0
 
 
+class _JSONLog(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": record.created, "level": record.levelname,
+                           "logger": record.name, "message": record.getMessage()})
+
+
 def _out(args, text: str, data) -> None:
     if getattr(args, "format", "text") == "json":
         print(json.dumps(data, indent=2, default=str))
@@ -205,7 +218,8 @@ def _serve(args) -> int:
     except (OSError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.getLogger("coordinator").info("listening on %s (%s)", args.listen,
+    logging.getLogger("coordinator").info("listening on %s:%d (%s)",
+                                          args.listen.rsplit(":", 1)[0], svc.port,
                                           "INSECURE" if args.insecure else "mutual TLS")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
