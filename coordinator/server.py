@@ -337,6 +337,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             row = self.store.get(request.job_id)
             if not row:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+            import json
+
+            # the submitter, any party of the job (it can always withdraw its data) and
+            # the coordinator's operator may cancel; nobody else
+            may = who in (row["submitter"], "coordinator") or (
+                who.startswith("party:") and who[6:] in json.loads(row["parties"]))
+            if not may:
+                self.store.audit(who, "cancel", request.job_id, "PERMISSION_DENIED")
+                log.warning("denied cancel of job %s to %s", request.job_id, who)
+                context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                              f"{who} may not cancel job {request.job_id} (only its submitter "
+                              "or one of its parties)")
             job = self.jobs.get(request.job_id)
             if job is not None and job.state not in TERMINAL:
                 self._finish(job, "cancelled", f"cancelled by {who}")

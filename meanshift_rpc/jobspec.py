@@ -111,6 +111,8 @@ def parse(text: str) -> pb.JobSpec:
         bounds_lo=lo, bounds_hi=hi, reveal_to=reveal,
         merge_radius=_num(d, "merge_radius", 0.0), return_sizes=bool(d.get("return_sizes", False)),
         summary=summary, name=str(d.get("name", "")))
+    if spec.bandwidth / max(h - l for l, h in zip(lo, hi)) > math.sqrt(len(lo)):
+        raise SpecError("bandwidth: is larger than the whole bounded domain")
     if spec.max_iter > 10_000:
         raise SpecError("max_iter: at most 10000")
     if spec.tol < 0:

@@ -101,6 +101,10 @@ def test_malformed_spec_names_the_field(cluster, tmp_path):
     cl = cluster.client()
     for spec, field in [({**cluster.spec(), "kernel": "epanechnikov"}, "kernel"),
                         ({**cluster.spec(), "bandwidth": -1}, "bandwidth"),
+                        ({**cluster.spec(), "bandwidth": 5.0}, "bandwidth"),
+                        ({**cluster.spec(), "dust": 0}, "dust"),
+                        ({**cluster.spec(), "reveal_to": ["analyst:ann", "zeta"]}, "reveal_to"),
+                        ("parties: [unclosed", "yaml"),
                         ({**cluster.spec(), "bounds": {"lo": [0], "hi": [1, 1]}}, "bounds"),
                         ({**cluster.spec(), "colour": "red"}, "colour")]:
         with pytest.raises(grpc.RpcError) as e:
@@ -201,6 +205,12 @@ def test_cancel_during_agreement_then_next_job(cluster):
         info = cl.submit(cluster.spec(["alpha", "beta"]))
         time.sleep(0.5)
         assert cl.status(info["job_id"])["state"] == "agreeing"
+        for who in ("analyst:eve", "party:gamma"):     # neither submitter nor a party of it
+            other = cluster.client(who)
+            with pytest.raises(grpc.RpcError) as e:
+                other.cancel(info["job_id"])
+            other.close()
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
         out = cl.cancel(info["job_id"])
         assert out["state"] == "cancelled" and "cancelled by analyst:ann" in out["reason"]
     finally:
