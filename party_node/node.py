@@ -233,6 +233,17 @@ class PartyNode:
                 (None if spec.summary == "exact" else float(spec.summary))}
 
     def _run_worker(self, job: Job, run: pb.Run, seed: int) -> None:
+        try:
+            self._run_worker_inner(job, run, seed)
+        except Exception as exc:  # noqa: BLE001 - a reason for the coordinator, no traceback
+            log.warning("job %s: the worker could not be run (%s)", job.id, type(exc).__name__)
+            if not job.cancelled:
+                self._fail(job, f"the worker could not be run ({type(exc).__name__})")
+            with self._lock:
+                if self.job is job:
+                    self.job = None
+
+    def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
         ds = self.cfg.datasets[me.dataset]
         payload = {"parent_pid": os.getpid(), "path": ds.path, "columns": ds.columns, "dataset": me.dataset,
@@ -247,8 +258,11 @@ class PartyNode:
         job.proc = proc
         if job.cancelled:
             proc.kill()
-        proc.stdin.write(json.dumps(payload))
-        proc.stdin.close()
+        try:
+            proc.stdin.write(json.dumps(payload))
+            proc.stdin.close()
+        except OSError:               # the worker is already gone (cancelled, killed)
+            pass
         outcome = None
         for line in proc.stdout:
             try:
