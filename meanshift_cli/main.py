@@ -309,6 +309,10 @@ def _client_command(args) -> int:
 
     from coordinator.client import Client
 
+    if not args.insecure and not (args.tls_dir and args.identity):
+        print("error: give --tls-dir and --identity (or SMS_TLS_DIR and SMS_IDENTITY), "
+              "or --insecure for a plaintext local coordinator", file=sys.stderr)
+        return EXIT_USAGE
     try:
         c = Client(args.coordinator, tls_dir=args.tls_dir, identity=args.identity,
                    insecure=args.insecure, server_name=args.server_name)

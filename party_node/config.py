@@ -69,7 +69,51 @@ class NodeConfig:
         return f"party:{self.party_id}"
 
 
+KNOWN = {
+    "": {"party_id", "coordinator", "tls", "insecure", "datasets", "rendezvous", "policy",
+         "results_dir", "mpc_timeout_s", "status_file"},
+    "coordinator": {"address", "server_name"},
+    "tls": {"ca", "cert", "key"},
+    "rendezvous": {"advertise", "port_range", "ifname"},
+    "policy": {"kernels", "min_parties", "allowed_submitters", "allowed_receivers"},
+}
+
+
+def _check_keys(path: str, d: dict) -> None:
+    """A misspelt key is an error, never silently the (permissive) default."""
+    for section, keys in KNOWN.items():
+        sub = d if not section else d.get(section)
+        if not isinstance(sub, dict):
+            if section and sub is not None:
+                raise ConfigError(f"{path}: {section}: expected a mapping")
+            continue
+        unknown = sorted(set(map(str, sub)) - keys)
+        if unknown:
+            where = f"{section}.{unknown[0]}" if section else unknown[0]
+            raise ConfigError(f"{path}: {where}: unknown setting (known: "
+                              f"{', '.join(sorted(keys))})")
+
+
 def load(path: str) -> NodeConfig:
+    try:
+        cfg = _load(path)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ConfigError(f"{path}: a setting has the wrong type or shape "
+                          f"({type(exc).__name__}: {exc})") from None
+    pol = cfg.policy
+    if not (isinstance(pol.kernels, list) and isinstance(pol.allowed_submitters, list)
+            and isinstance(pol.allowed_receivers, list) and isinstance(pol.min_parties, int)):
+        raise ConfigError(f"{path}: policy: kernels, allowed_submitters and allowed_receivers "
+                          "are lists, min_parties an integer")
+    lo, hi = cfg.port_range
+    if not 1 <= lo <= hi <= 65535:
+        raise ConfigError(f"{path}: rendezvous.port_range: need 1 <= low <= high <= 65535")
+    return cfg
+
+
+def _load(path: str) -> NodeConfig:
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} does not exist")
     with open(path) as fh:
@@ -77,6 +121,9 @@ def load(path: str) -> NodeConfig:
             d = yaml.safe_load(fh) or {}
         except yaml.YAMLError:
             raise ConfigError(f"{path}: not valid YAML") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    _check_keys(path, d)
     base = os.path.dirname(os.path.abspath(path))
 
     def rel(p):

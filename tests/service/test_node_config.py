@@ -1,0 +1,47 @@
+"""The node's YAML config: a typo is an error, never silently the default policy."""
+
+import pytest
+
+from party_node.config import ConfigError, load
+
+pytestmark = pytest.mark.timeout(30)
+
+GOOD = """\
+party_id: alpha
+coordinator: {address: "coord:50051", server_name: coord}
+tls: {ca: certs/ca.pem, cert: certs/party_alpha.pem, key: certs/party_alpha.key}
+datasets:
+  patients: {path: data/p.csv, columns: [age, bmi]}
+rendezvous: {advertise: 10.0.0.5, port_range: [29500, 29509], ifname: eth0}
+policy: {kernels: [flat], min_parties: 3, allowed_submitters: ["analyst:alice"],
+         allowed_receivers: [alpha]}
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "node.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_good_config_resolves_paths_relative_to_the_file(tmp_path):
+    cfg = load(write(tmp_path, GOOD))
+    assert cfg.identity == "party:alpha" and cfg.port_range == (29500, 29509)
+    assert cfg.datasets["patients"].path == str(tmp_path / "data" / "p.csv")
+    assert cfg.tls.ca == str(tmp_path / "certs" / "ca.pem")
+    assert cfg.policy.kernels == ["flat"] and cfg.policy.min_parties == 3
+
+
+@pytest.mark.parametrize("text, where", [
+    (GOOD.replace("policy:", "polcy:"), "polcy"),
+    (GOOD.replace("min_parties", "min_party"), "policy.min_party"),
+    (GOOD.replace("[29500, 29509]", "5"), "wrong type"),
+    (GOOD.replace("[29500, 29509]", "[29509, 29500]"), "port_range"),
+    (GOOD.replace("kernels: [flat]", "kernels: flat"), "policy"),
+    (GOOD.replace("party_id: alpha\n", ""), "party_id"),
+    ("- just\n- a list\n", "mapping"),
+])
+def test_bad_config_is_named(tmp_path, text, where):
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, text))
+    assert where in str(e.value)
