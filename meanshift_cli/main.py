@@ -34,18 +34,23 @@ def _client_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--format", choices=["text", "json"], default="text")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="secure-meanshift", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
-    try:           # the engine owner's module; imported lazily, the wiring stays regardless
-        from secure_meanshift import simcli
-    except ImportError:
-        sim.add_argument("rest", nargs=argparse.REMAINDER)
-    else:
+    words = sys.argv[1:] if argv is None else list(argv)
+    simcli = None
+    if words[:1] == ["simulate"]:   # the engine (and torch) load only for this subcommand
+        try:       # the engine owner's module: the wiring stays even if it is missing
+            from secure_meanshift import simcli
+        except ImportError:
+            simcli = None
+    if simcli is not None:
         simcli.add_arguments(sim)
+    else:
+        sim.add_argument("rest", nargs=argparse.REMAINDER)
 
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
@@ -135,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     if getattr(args, "format", "text") == "json" and args.cmd in ("coordinator", "node"):
         handler.setFormatter(_JSONLog())
