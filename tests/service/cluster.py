@@ -64,7 +64,8 @@ class Cluster:
                "datasets": {"points": {"path": os.path.join(self.tmp, f"{n}.csv")}},
                "rendezvous": {"advertise": self.node_hosts[i],
                               "port_range": [31000 + 40 * i, 31039 + 40 * i]},
-               "results_dir": os.path.join(self.tmp, f"results-{n}"), "mpc_timeout_s": 20}
+               "results_dir": os.path.join(self.tmp, f"results-{n}"), "mpc_timeout_s": 20,
+               "status_file": os.path.join(self.tmp, f"{n}-status.json")}
         cfg.update(extra)
         path = os.path.join(self.tmp, f"{n}.yaml")
         with open(path, "w") as fh:

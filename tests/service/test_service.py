@@ -45,10 +45,23 @@ def run_job(c: Cluster, spec: dict, identity="analyst:ann") -> dict:
         cl.close()
 
 
+@pytest.fixture(scope="module")
+def finished():
+    """One job per party list, run once and shared by the tests that only read it."""
+    done = {}
+
+    def get(cluster, names):
+        key = tuple(names)
+        if key not in done:
+            done[key] = run_job(cluster, cluster.spec(list(names)))
+        return done[key]
+    return get
+
+
 @pytest.mark.parametrize("names", [["alpha", "beta"], ["alpha", "beta", "gamma"]])
-def test_job_matches_plaintext_twin(cluster, names):
+def test_job_matches_plaintext_twin(cluster, finished, names):
     spec = cluster.spec(names)
-    info = run_job(cluster, spec)
+    info = finished(cluster, names)
     assert info["state"] == "succeeded", info
     cl = cluster.client()
     cents = cl.result(info["job_id"])
@@ -62,8 +75,8 @@ def test_job_matches_plaintext_twin(cluster, names):
     assert np.allclose(np.sort(saved, 0), np.sort(cents, 0))
 
 
-def test_unauthorised_identity_is_denied_and_audited(cluster):
-    info = run_job(cluster, cluster.spec(["alpha", "beta"]))
+def test_unauthorised_identity_is_denied_and_audited(cluster, finished):
+    info = finished(cluster, ["alpha", "beta"])
     assert info["state"] == "succeeded"
     for who in ("analyst:eve", "party:gamma"):       # gamma is not a receiver (nor a party)
         cl = cluster.client(who)
@@ -140,20 +153,6 @@ def test_policy_refusal_and_recovery(cluster):
     assert run_job(cluster, cluster.spec())["state"] == "succeeded"
 
 
-def test_cancel_while_running_then_next_job(cluster):
-    cl = cluster.client()
-    info = cl.submit(cluster.spec(max_iter=400, oblivious=True, dust=12))
-    deadline = time.time() + 60
-    for ev in cl.watch(info["job_id"], deadline_s=120):
-        if ev.get("stage") == "iteration" or time.time() > deadline:
-            break
-    out = cl.cancel(info["job_id"])
-    assert out["state"] == "cancelled"
-    cl.close()
-    time.sleep(1)
-    assert run_job(cluster, cluster.spec())["state"] == "succeeded"
-
-
 def test_cli_submit_wait_status_list_json(cluster, tmp_path):
     spec = tmp_path / "job.yaml"
     import yaml
@@ -186,16 +185,20 @@ def test_health_commands(cluster):
                                  "--server-name", "localhost"],
                          capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert res.returncode == 0 and "SERVING" in res.stdout
-    time.sleep(4)      # at least one acknowledged heartbeat
+    status = os.path.join(cluster.tmp, "alpha-status.json")     # alpha's status_file
+    deadline = time.time() + 15                     # at least one acknowledged heartbeat
+    while not os.path.exists(status) and time.time() < deadline:
+        time.sleep(0.3)
     res = subprocess.run(base + ["node", "health", "--config",
                                  os.path.join(cluster.tmp, "alpha.yaml")],
                          capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert res.returncode == 0 and "healthy" in res.stdout
 
 
-def test_cancel_during_agreement_then_next_job(cluster):
-    """A node that has not answered the offer yet (frozen for a moment): the job
-    is still agreeing when it is cancelled; afterwards every node takes the next job."""
+def test_cancel_at_any_stage_then_next_job(cluster):
+    """Cancel while agreeing (a node has not answered the offer yet: frozen for a
+    moment), cancel while running, cancel after the end (no effect); afterwards
+    every node takes the next job."""
     import signal
 
     beta = cluster.procs["beta"]
@@ -220,6 +223,13 @@ def test_cancel_during_agreement_then_next_job(cluster):
     assert cl.status(info["job_id"])["state"] == "cancelled"
     # cancelling a finished job changes nothing
     assert cl.cancel(info["job_id"])["state"] == "cancelled"
+    # while running: the workers are stopped
+    info = cl.submit(cluster.spec(max_iter=400, oblivious=True, dust=12))
+    for ev in cl.watch(info["job_id"], deadline_s=120):
+        if ev.get("stage") == "iteration":
+            break
+    out = cl.cancel(info["job_id"])
+    assert out["state"] == "cancelled"
     cl.close()
     assert run_job(cluster, cluster.spec())["state"] == "succeeded"
 
