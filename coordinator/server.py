@@ -390,7 +390,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         spec = pb.JobSpec.FromString(row["spec"])
         allowed = set(spec.reveal_to)
-        ok = who in allowed or (who.startswith("party:") and who[6:] in allowed)
+        # bare names in reveal_to are party ids (only a "party:<id>" certificate matches);
+        # analysts are listed with their full "analyst:<name>" identity
+        ok = (who.startswith("party:") and who[6:] in allowed
+              and who[6:] in {p.id for p in spec.parties}) or \
+             (who.startswith("analyst:") and who in allowed)
         if not ok:
             self.store.audit(who, "result", request.job_id, "PERMISSION_DENIED")
             log.warning("denied result of job %s to %s", request.job_id, who)
