@@ -78,7 +78,11 @@ def test_job_matches_plaintext_twin(cluster, finished, names):
 def test_unauthorised_identity_is_denied_and_audited(cluster, finished):
     info = finished(cluster, ["alpha", "beta"])
     assert info["state"] == "succeeded"
-    for who in ("analyst:eve", "party:gamma"):       # gamma is not a receiver (nor a party)
+    from meanshift_rpc.tls import make_dev_pki
+
+    make_dev_pki(cluster.certs, ["alpha"])   # a valid certificate whose name is a bare party id
+    # gamma is not a receiver (nor a party); "alpha" is not party:alpha
+    for who in ("analyst:eve", "party:gamma", "alpha"):
         cl = cluster.client(who)
         with pytest.raises(grpc.RpcError) as e:
             cl.result(info["job_id"])
