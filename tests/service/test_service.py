@@ -261,3 +261,25 @@ def test_worker_killed_names_its_party_and_nodes_recover(cluster):
     assert time.time() - t0 < 60
     cl.close()
     assert run_job(cluster, cluster.spec())["state"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_gaussian_oblivious_three_parties_match_twin(cluster):
+    """Heavier: gaussian kernel, oblivious mode (exactly max_iter iterations, no stop
+    bit revealed: progress events say nothing about movement)."""
+    spec = cluster.spec(kernel="gaussian", oblivious=True, max_iter=12, dust=8)
+    cl = cluster.client()
+    info = cl.submit(spec)
+    events = []
+    final = cl.wait(info["job_id"], on_event=events.append, deadline_s=280)
+    assert final["state"] == "succeeded", final
+    its = [e for e in events if e.get("stage") == "iteration"]
+    assert len(its) == 12 and all(not e.get("moving") for e in its)
+    cents = cl.result(info["job_id"])
+    cl.close()
+    p = MeanShiftParams(bandwidth=spec["bandwidth"], bounds=([0, 0], [1, 1]),
+                        n_dust=spec["dust"], kernel="gaussian", max_iter=12, oblivious=True,
+                        seed=int(final["seed"]))
+    ref = reference_meanshift(cluster.parts, p)
+    err, unmatched = match_error(cents, ref.centroids)
+    assert unmatched == 0 and err < 1e-2 * spec["bandwidth"], (err, unmatched)
