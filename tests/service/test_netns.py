@@ -33,7 +33,7 @@ def netns_unavailable() -> str:
     return ""
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def namespaces():
     why = netns_unavailable()
     if why:
@@ -71,18 +71,26 @@ def namespaces():
             sh("iptables", "-D", "INPUT", "-i", bridge, "-j", "ACCEPT", check=False)
 
 
-def test_job_across_network_namespaces(tmp_path, namespaces):
+def netns_cluster(tmp_path, namespaces) -> Cluster:
+    import yaml
+
     names = ["alpha", "beta", "gamma"]
     c = Cluster(str(tmp_path), parties=3, coord_host=f"{SUBNET}.1",
                 node_hosts=[f"{SUBNET}.{10 + i}" for i in range(3)],
                 wrap={n: ["ip", "netns", "exec", namespaces["ns"][n]] for n in names})
     for i, n in enumerate(names):
         cfg = c.write_config(n, i)
-        import yaml
-
-        d = yaml.safe_load(open(cfg))
+        with open(cfg) as fh:
+            d = yaml.safe_load(fh)
         d["rendezvous"]["ifname"] = namespaces["ifname"][n]
-        yaml.safe_dump(d, open(cfg, "w"))
+        with open(cfg, "w") as fh:
+            yaml.safe_dump(d, fh)
+    return c
+
+
+def test_job_across_network_namespaces(tmp_path, namespaces):
+    names = ["alpha", "beta", "gamma"]
+    c = netns_cluster(tmp_path, namespaces)
     c.start()
     try:
         # each node really is elsewhere: its namespace cannot see the host's loopback
@@ -99,4 +107,35 @@ def test_job_across_network_namespaces(tmp_path, namespaces):
         assert unmatched == 0 and err < 1e-3 * c.spec()["bandwidth"]
         cl.close()
     finally:
+        c.stop()
+
+
+@pytest.mark.slow
+def test_party_falling_off_the_network_fails_the_job_naming_it(tmp_path, namespaces):
+    """gamma's host loses its network mid-job (no process dies, no connection is
+    reset): the job fails within 60 s naming gamma; once the link is back, gamma's
+    node reconnects by itself and the next job runs."""
+    import time
+
+    c = netns_cluster(tmp_path, namespaces)
+    c.start()
+    ns, dev = namespaces["ns"]["gamma"], namespaces["ifname"]["gamma"]
+    try:
+        cl = c.client()
+        job = cl.submit(c.spec(max_iter=300, oblivious=True, dust=12))
+        for ev in cl.watch(job["job_id"], deadline_s=120):
+            if ev.get("stage") == "iteration":
+                break
+        t0 = time.time()
+        sh("ip", "-n", ns, "link", "set", dev, "down")
+        info = cl.wait(job["job_id"], deadline_s=90)
+        assert info["state"] == "failed" and info["reason"].startswith("party gamma"), info
+        assert time.time() - t0 < 60
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+        c.wait_connected(["gamma"], timeout=60)
+        nxt = cl.wait(cl.submit(c.spec())["job_id"], deadline_s=150)
+        assert nxt["state"] == "succeeded", nxt
+        cl.close()
+    finally:
+        sh("ip", "-n", ns, "link", "set", dev, "up", check=False)
         c.stop()
