@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class PartyNode:
         self._stream = None
         self._stream_since = time.time()
         self._renewing = False
+        self._spare: Optional[subprocess.Popen] = None
 
     # ---- main loop -----------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -66,6 +68,7 @@ class PartyNode:
                 log.info("connected to coordinator %s as %s", self.cfg.coordinator,
                          self.cfg.identity)
                 backoff = 1.0
+                self._refill_spare()
                 for cmd in stream:
                     self._handle(cmd)
             except grpc.RpcError as exc:
@@ -87,6 +90,7 @@ class PartyNode:
         if job is not None and not job.cancelled:
             self._reply(job.id, failed=pb.Failed(reason="the party's node is shutting down"))
         self._abort_job("node stopping")
+        self._drop_spare()
         try:
             self._stream.cancel()
         except Exception:
@@ -235,6 +239,7 @@ class PartyNode:
     def _run_worker(self, job: Job, run: pb.Run, seed: int) -> None:
         try:
             self._run_worker_inner(job, run, seed)
+            self._refill_spare()
         except Exception as exc:  # noqa: BLE001 - a reason for the coordinator, no traceback
             log.warning("job %s: the worker could not be run (%s)", job.id, type(exc).__name__)
             if not job.cancelled:
@@ -246,15 +251,12 @@ class PartyNode:
     def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
         ds = self.cfg.datasets[me.dataset]
-        payload = {"parent_pid": os.getpid(), "path": ds.path, "columns": ds.columns, "dataset": me.dataset,
+        payload = {"path": ds.path, "columns": ds.columns, "dataset": me.dataset,
                    "params": self._params(job.spec, run, seed), "rank": run.rank,
                    "world_size": run.world_size, "master_addr": run.master_addr,
                    "master_port": run.master_port, "timeout_s": run.timeout_s or
                    self.cfg.mpc_timeout_s, "ifname": self.cfg.ifname}
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "party_node.worker"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=env)
+        proc = self._take_worker()
         job.proc = proc
         if job.cancelled:
             proc.kill()
@@ -286,13 +288,18 @@ class PartyNode:
         elif outcome and "result" in outcome:
             self._finished(job, run, outcome["result"])
         else:
+            peer_lost = bool(outcome and outcome.get("peer_lost"))
             if outcome and "error" in outcome:
                 why = outcome["error"]
+            elif code == -signal.SIGABRT:
+                # gloo aborts the process when a peer's connection breaks under it: let
+                # the coordinator look for the party at fault before naming one
+                why, peer_lost = "worker aborted (SIGABRT): a peer may have left", True
             elif code < 0:
                 why = f"worker died (signal {-code})"
             else:
                 why = f"worker exited with code {code}"
-            self._fail(job, why, peer_lost=bool(outcome and outcome.get("peer_lost")))
+            self._fail(job, why, peer_lost=peer_lost)
         with self._lock:
             if self.job is job:
                 self.job = None
@@ -338,6 +345,45 @@ class PartyNode:
         with self._lock:
             if self.job is job:
                 self.job = None
+
+    # ---- worker processes -----------------------------------------------------------------
+    def _spawn_worker(self, prewarm: bool) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", SMS_NODE_PID=str(os.getpid()),
+                   SMS_WORKER_PREWARM="1" if prewarm else "0")
+        return subprocess.Popen([sys.executable, "-m", "party_node.worker"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=env)
+
+    def _take_worker(self) -> subprocess.Popen:
+        """This job's worker: the spare started after the last job (torch and CrypTen
+        already loaded, nothing else done) if it is alive, else a new process."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            return spare
+        return self._spawn_worker(prewarm=False)
+
+    def _refill_spare(self) -> None:
+        if not self.cfg.prewarm_worker or self._stop.is_set():
+            return
+        with self._lock:
+            if self._spare is not None and self._spare.poll() is None:
+                return
+            try:
+                self._spare = self._spawn_worker(prewarm=True)
+            except OSError as exc:
+                log.warning("could not start a spare worker (%s)", type(exc).__name__)
+                self._spare = None
+
+    def _drop_spare(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            try:
+                spare.stdin.close()         # an empty job: the spare exits by itself
+                spare.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                spare.kill()
 
     def _abort_job(self, why: str) -> None:
         job = self.job

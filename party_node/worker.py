@@ -1,7 +1,12 @@
 """One job's MPC worker: a fresh process per job (CrypTen and torch.distributed
 are process-global). Reads its job on stdin as JSON, writes JSON lines on
 stdout: progress events, then one result or one error. Never a data value:
-errors are InputError/MPCError messages (rows and fields, no values)."""
+errors are InputError/MPCError messages (rows and fields, no values).
+
+A node may start its next worker ahead of time (SMS_WORKER_PREWARM=1): it
+loads torch and CrypTen, then waits for its one job on stdin. Nothing else
+happens before the job arrives (no CrypTen init, no connection), so each job
+still gets a process of its own; an empty stdin means "not needed", exit 0."""
 
 from __future__ import annotations
 
@@ -31,8 +36,21 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def main() -> int:
-    job = json.loads(sys.stdin.read())
-    _die_with_parent(job.get("parent_pid", 0))
+    import os
+
+    _die_with_parent(int(os.environ.get("SMS_NODE_PID", "0") or 0))
+    if os.environ.get("SMS_WORKER_PREWARM") == "1":
+        try:
+            from secure_meanshift._compat import import_crypten
+            from secure_meanshift import runtime  # noqa: F401
+
+            import_crypten()
+        except Exception:          # noqa: BLE001 - the job itself reports a real problem
+            pass
+    text = sys.stdin.read()
+    if not text.strip():
+        return 0                   # a spare worker the node no longer needs
+    job = json.loads(text)
     from secure_meanshift.data import load_points
     from secure_meanshift.errors import InputError, MPCError
     from secure_meanshift.params import MeanShiftParams
