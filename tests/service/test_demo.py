@@ -27,6 +27,14 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path):
     left = [p.pid for p in psutil.process_iter(["cmdline"])
             if str(keep) in " ".join(p.info["cmdline"] or [])]
     assert not left, f"demo left processes running: {left}"
+    # nor orphaned MPC workers (spares included): every worker still alive has its node
+    import time
+
+    time.sleep(1)
+    orphans = [p.pid for p in psutil.process_iter(["cmdline", "ppid"])
+               if "party_node.worker" in " ".join(p.info["cmdline"] or [])
+               and p.info["ppid"] == 1]
+    assert not orphans, f"orphaned workers: {orphans}"
     # no log of the coordinator or of a node shows a data value
     import glob
     import re
