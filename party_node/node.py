@@ -98,6 +98,7 @@ class PartyNode:
         self.channel.close()
 
     def _heartbeat(self) -> None:
+        refused = 0
         while not self._stop.wait(HEARTBEAT_S):
             if self.job is None and self._stream is not None and \
                     time.time() - self._stream_since > SUBSCRIBE_DEADLINE_S / 2:
@@ -108,6 +109,16 @@ class PartyNode:
                                      timeout=DEFAULT_DEADLINE_S)
                 if ack.ok:
                     self._touch_status()
+                    refused = 0
+                else:
+                    # the coordinator has dropped this node (e.g. after a network outage)
+                    # while the stream still looks open here: subscribe again
+                    refused += 1
+                    if refused >= 2 and self._stream is not None:
+                        log.warning("the coordinator no longer lists this node; "
+                                    "subscribing again")
+                        refused = 0
+                        self._stream.cancel()
             except grpc.RpcError:
                 pass
 
