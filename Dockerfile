@@ -40,8 +40,11 @@ RUN set -eu; \
     /opt/sms/bin/python -c "from secure_meanshift._compat import import_crypten; import_crypten()"; \
     /opt/sms/bin/secure-meanshift --help >/dev/null; \
     rm -rf /dist /src /root/.cache; \
-    useradd --create-home --uid 1000 sms 2>/dev/null || adduser --disabled-password --uid 1000 sms
+    useradd --create-home --uid 1000 sms 2>/dev/null || adduser --disabled-password --uid 1000 sms; \
+    mkdir -p /state /party && chown sms:sms /state /party
 
+# /state (coordinator's SQLite) and /party (a node's folder) belong to sms: a fresh
+# named volume mounted there inherits that, so `-v sms-state:/state` just works.
 ENV PATH=/opt/sms/bin:$PATH PYTHONUNBUFFERED=1
 USER sms
 WORKDIR /home/sms
