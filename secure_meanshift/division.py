@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from ._compat import import_crypten
 from .fixedpoint import ge_zero
@@ -59,12 +58,16 @@ def _normaliser(max_den: float) -> tuple[int, np.ndarray, float, float]:
 def normaliser_inputs(den, max_den: float):
     """den - t_i for every threshold: the values whose signs step 1 needs.
     Returned separately so the caller can batch this comparison with others."""
+    import torch   # lazily: the plaintext twin imports this module for its constants
+
     t = torch.tensor(thresholds(max_den)[:-1], dtype=torch.float32)
     return den - t                                                    # (m, J)
 
 
 def _pick(onehot, ints: np.ndarray):
     """sum_i onehot_i * ints_i; scale-1 shares times integers: exact, local."""
+    import torch
+
     return (onehot * torch.tensor(ints, dtype=torch.long)).sum(dim=-1, keepdim=True)
 
 
