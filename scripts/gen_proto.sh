@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the committed gRPC stubs from proto/ (tests/test_proto_stubs.py
+# Regenerates the committed gRPC stubs from proto/ (tests/service/test_proto_stubs.py
 # checks that the committed ones match).
 set -euo pipefail
 cd "$(dirname "$0")/.."
