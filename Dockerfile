@@ -8,6 +8,8 @@ ARG BASE=python:3.11-slim
 # Rebuilt only when the wheelhouse or pyproject.toml change, so a source change
 # costs seconds, not a torch install. The wheels stay in this stage.
 FROM ${BASE} AS deps
+# online builds only: where the CPU build of torch comes from (PyPI's Linux torch is the CUDA one)
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # docker/wheels/ (filled by scripts/docker-offline-build.sh) makes the build offline;
 # empty, pip uses the configured package index.
 COPY docker/wheels /wheels/
@@ -15,8 +17,9 @@ COPY pyproject.toml /tmp/pyproject.toml
 RUN set -eu; \
     python3 -m venv /opt/sms; \
     python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt; \
-    if ls /wheels/*.whl >/dev/null 2>&1; then SRC="--no-index --find-links /wheels"; else SRC=""; fi; \
-    /opt/sms/bin/pip install -q --no-cache-dir $SRC torch==2.13.0; \
+    if ls /wheels/*.whl >/dev/null 2>&1; then SRC="--no-index --find-links /wheels"; TORCH_SRC="$SRC"; \
+    else SRC=""; TORCH_SRC="--index-url $TORCH_INDEX"; fi; \
+    /opt/sms/bin/pip install -q --no-cache-dir $TORCH_SRC torch==2.13.0; \
     /opt/sms/bin/pip install -q --no-cache-dir $SRC -r /tmp/requirements.txt; \
     /opt/sms/bin/pip install -q --no-cache-dir $SRC --no-deps crypten==0.4.1; \
     find /opt/sms -name __pycache__ -prune -exec rm -rf {} +
