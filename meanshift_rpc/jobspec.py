@@ -32,7 +32,9 @@ class SpecError(ValueError):
 
 
 def _num(d: dict, key: str, default=None, positive=False, integer=False):
-    v = d.get(key, default)
+    v = d.get(key)
+    if v is None:          # absent or null (to_yaml writes null for "default")
+        v = default
     if v is None:
         raise SpecError(f"{key}: required")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
