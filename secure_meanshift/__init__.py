@@ -2,13 +2,17 @@
 
 Typical use, inside one party's process::
 
-    from secure_meanshift import MeanShiftParams, MPCConfig, run_party
+    from secure_meanshift import LinkSecurity, MeanShiftParams, MPCConfig, Peer, run_party
     params = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=8)
-    out = run_party(my_points, params, MPCConfig(rank=0, world_size=3,
-                                                 master_addr="10.0.0.1", master_port=29500))
+    peers = [Peer("party:a", "10.0.0.1", 47000), Peer("party:b", "10.0.0.2", 47000),
+             Peer("dealer:d", "10.0.0.9", 47000)]          # parties in job order, then the dealer
+    out = run_party(my_points, params, MPCConfig(
+        rank=0, world_size=2, peers=peers, context=canonical_spec_and_seed,
+        security=LinkSecurity("ca.pem", "party_a.pem", "party_a.key")))
 
-and, for all parties on one machine, :func:`run_simulation`. The plaintext twin
-is :func:`reference_meanshift`.
+the dealer runs :func:`run_dealer` with rank = world_size; for all parties on
+one machine, :func:`run_simulation`. The plaintext twin is
+:func:`reference_meanshift`.
 """
 
 from .errors import InputError, MPCError
@@ -16,11 +20,12 @@ from .params import MeanShiftParams, dust_indices
 from .plaintext import PlainResult, reference_meanshift
 
 __all__ = ["InputError", "MPCError", "MeanShiftParams", "dust_indices", "PlainResult",
-           "reference_meanshift", "MPCConfig", "PartyOutcome", "run_party", "run_simulation"]
+           "reference_meanshift", "MPCConfig", "PartyOutcome", "run_party", "run_simulation",
+           "run_dealer", "Peer", "LinkSecurity"]
 
 
 def __getattr__(name):  # heavy (torch / CrypTen) parts load on first use
-    if name in ("MPCConfig", "PartyOutcome", "run_party"):
+    if name in ("MPCConfig", "PartyOutcome", "run_party", "run_dealer", "Peer", "LinkSecurity"):
         from . import runtime
         return getattr(runtime, name)
     if name == "run_simulation":

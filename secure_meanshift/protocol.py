@@ -127,7 +127,8 @@ def _shuffle(y, world_size: int):
     m = y.size(0)
     for src in range(world_size):
         if src == crypten.comm.get().get_rank():
-            perm = torch.from_numpy(np.random.default_rng().permutation(m))
+            local = crypten.generators["local"][torch.device("cpu")]   # a CSPRNG stream
+            perm = torch.from_numpy(local.permutation(m))
             mat = torch.eye(m, dtype=torch.long)[perm]
         else:
             mat = torch.zeros(m, m, dtype=torch.long)

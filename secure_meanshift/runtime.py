@@ -1,62 +1,100 @@
-"""One party's MPC session: the single place where the Beaver-triple provider
-and the transport between workers are chosen, and where every rendezvous and
-collective gets a timeout.
+"""One rank's MPC session: the single place where the links between ranks,
+the source of correlated randomness and every random generator are set up.
 
-Today: provider "TFP" (CrypTen's trusted first party: rank 0 deals the triples
-and could see everything; fine for simulation), transport "gloo" (plaintext TCP).
-Hardening swaps these two choices here and nowhere else.
+- links (mesh.py): one TCP connection per pair of ranks, TLS 1.3 with each
+  peer's certificate pinned to the identity the job lists at its rank; plaintext
+  only as the explicit ``trusted-network`` transport;
+- randomness (csprng.py): AES-CTR streams with 256-bit keys; the keys shared
+  by neighbouring parties (zero sharings) travel over the encrypted links;
+- correlated randomness (dealer.py): a dealer rank that holds no data, or, for
+  local simulation only, rank 0 itself (``first-party``, CrypTen's TFP model);
+- agreement: before anything secret moves, every pair of ranks compares the job
+  digest (spec, seed, ranks, identities, dealer, provider, transport).
 """
 
 from __future__ import annotations
 
-import datetime
-import functools
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ._compat import import_crypten
 from .data import check_points, from_unit, to_unit
+from .dealer import PROVIDERS
 from .errors import InputError, MPCError
+from .mesh import PEER_LOST, TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
 from .params import MeanShiftParams, resolve_summary
 from .protocol import Progress, SecureResult, run_protocol
 
-PEER_LOST = "a peer left or stopped answering"   # the coordinator keys its blame on this
-PROVIDERS = ("TFP",)
-# "gloo-p2p": gloo TCP pairs, every opening sent point to point (one hop; transport.py)
-# "gloo":     CrypTen's own ring collectives over the same pairs
-TRANSPORTS = ("gloo-p2p", "gloo")
+__all__ = ["MPCConfig", "Peer", "LinkSecurity", "PartyOutcome", "run_party", "run_dealer",
+           "PEER_LOST", "PROVIDERS", "TRANSPORTS"]
 
 
 @dataclass(frozen=True)
 class MPCConfig:
-    """How this worker joins the other parties' workers.
+    """How this rank joins the job's other ranks.
 
-    rank / world_size: this party's position among the job's parties.
-    master_addr / master_port: the TCP rendezvous one party advertises.
-    timeout_s: bound on the rendezvous and on every collective.
+    rank: 0..world_size-1 for the parties (in the job's party order);
+        world_size for the dealer.
+    world_size: number of parties (the dealer is not counted).
+    peers: who is expected at each rank and where it listens: one Peer per
+        party, then the dealer's (with provider "dealer").
+    security: this rank's certificate, key and the CA (transport "tls").
+    transport: "tls" (default) or "trusted-network" (plaintext TCP; only on a
+        network every party trusts, and only if its policy allows it).
+    provider: "dealer" (default) or "first-party" (rank 0 deals: simulation only).
+    context: what the job is (e.g. canonical spec and seed); part of the digest
+        every rank must agree on before anything secret moves.
+    timeout_s: bound on connecting and on every exchange.
     """
 
     rank: int
     world_size: int
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+    peers: tuple = ()
+    security: Optional[LinkSecurity] = None
+    transport: str = "tls"
+    provider: str = "dealer"
+    context: str = ""
     timeout_s: float = 60.0
-    provider: str = "TFP"
-    transport: str = "gloo-p2p"
-    socket_ifname: Optional[str] = None
     threads: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "peers", tuple(
+            p if isinstance(p, Peer) else Peer(*p) for p in self.peers))
+        if isinstance(self.security, (tuple, list)):
+            object.__setattr__(self, "security", LinkSecurity(*self.security))
         if self.provider not in PROVIDERS:
-            raise InputError(f"provider: {self.provider!r} not available ({', '.join(PROVIDERS)})")
+            raise InputError(f"provider: {self.provider!r} not available "
+                             f"({', '.join(PROVIDERS)})")
         if self.transport not in TRANSPORTS:
-            raise InputError(f"transport: {self.transport!r} not available")
-        if not 0 <= self.rank < self.world_size:
-            raise InputError("rank: must be in [0, world_size)")
+            raise InputError(f"transport: {self.transport!r} not available "
+                             f"({', '.join(TRANSPORTS)})")
+        if self.world_size < 2:
+            raise InputError("parties: at least 2 parties are needed")
+        ranks = self.world_size + (1 if self.provider == "dealer" else 0)
+        if not 0 <= self.rank < ranks:
+            raise InputError("rank: must be in [0, world_size) (or world_size for the dealer)")
+        if len(self.peers) != ranks:
+            raise InputError(f"peers: expected {ranks} (parties"
+                             f"{' and the dealer' if self.provider == 'dealer' else ''}), "
+                             f"got {len(self.peers)}")
+        if self.transport == "tls" and self.security is None:
+            raise InputError("security: transport 'tls' needs a certificate, key and CA")
+        if len({p.identity for p in self.peers}) != len(self.peers):
+            raise InputError("peers: every rank needs its own identity")
+
+    @property
+    def is_dealer(self) -> bool:
+        return self.rank == self.world_size
+
+    def digest(self) -> bytes:
+        return job_digest(self.context, json.dumps([[p.identity, p.host, p.port]
+                                                    for p in self.peers]),
+                          self.provider, self.transport, str(self.world_size))
 
 
 @dataclass
@@ -74,6 +112,8 @@ class PartyOutcome:
     communication: dict = field(default_factory=dict)
     points: int = 0
     rows: int = 0
+    provider: str = "dealer"
+    transport: str = "tls"
 
     def to_dict(self) -> dict:
         return {
@@ -87,62 +127,98 @@ class PartyOutcome:
             "communication": self.communication,
             "points": self.points,
             "rows": self.rows,
+            "provider": self.provider,
+            "transport": self.transport,
         }
 
 
-class _Session:
-    """crypten.init / uninit with timeouts; one per worker process."""
+def _connect(c: MPCConfig) -> Mesh:
+    security = c.security if c.transport == "tls" else None
+    try:
+        return Mesh(c.rank, c.peers, c.digest(), security, c.timeout_s)
+    except OSError as exc:
+        me = c.peers[c.rank]
+        raise MPCError(f"could not listen on {me.host}:{me.port} "
+                       f"({type(exc).__name__}): {PEER_LOST}") from None
 
-    def __init__(self, cfg: MPCConfig, params: MeanShiftParams):
+
+class _Session:
+    """Links, generators and correlated randomness for one party; one per worker."""
+
+    def __init__(self, cfg: MPCConfig, params: Optional[MeanShiftParams] = None):
         self.cfg = cfg
-        self.params = params
+        self.mesh: Optional[Mesh] = None
+        self.corr = None
 
     def __enter__(self):
         import torch
-        import torch.distributed as dist
+
+        from . import csprng
+        from .communicator import MeshCommunicator, install
+        from .dealer import install_protocols, party_setup
 
         crypten = import_crypten()
         c = self.cfg
         torch.set_num_threads(max(1, c.threads))
-        os.environ.update({
-            "RANK": str(c.rank), "WORLD_SIZE": str(c.world_size),
-            "RENDEZVOUS": f"tcp://{c.master_addr}:{c.master_port}",
-            "DISTRIBUTED_BACKEND": "gloo",
-        })
-        if c.socket_ifname:
-            os.environ["GLOO_SOCKET_IFNAME"] = c.socket_ifname
-        timeout = datetime.timedelta(seconds=c.timeout_s)
-        # CrypTen passes no timeout: torch's default is 30 minutes.
-        if not getattr(dist.init_process_group, "_sms_patched", False):
-            for name in ("init_process_group", "new_group"):
-                orig = getattr(dist, name)
-                patched = functools.partial(orig, timeout=timeout)
-                patched._sms_patched = True
-                setattr(dist, name, patched)
-        crypten.cfg.mpc.provider = c.provider
-        crypten.cfg.communicator.verbose = True
         crypten.cfg.encoder.precision_bits = 16   # bulk work; see fixedpoint.BULK_BITS
+        self.mesh = mesh = _connect(c)
         try:
-            crypten.init()
-        except Exception as exc:  # rendezvous failure or timeout
-            raise MPCError(f"could not join the other parties at {c.master_addr}:"
-                           f"{c.master_port} ({type(exc).__name__}): {PEER_LOST}") from None
+            k, r = c.world_size, c.rank
+            # keys for zero sharings: one with each neighbour, one for all
+            nxt = csprng.new_key()
+            mesh.send((r + 1) % k, nxt)
+            if r == 0:
+                glob = csprng.new_key()
+                for p in range(1, k):
+                    mesh.send(p, glob)
+            prev = bytes(mesh.recv((r - 1) % k))
+            if r != 0:
+                glob = bytes(mesh.recv(0))
+            self.corr = party_setup(mesh, r, k, c.provider)
+            csprng.install(prev, nxt, csprng.new_key(), glob)
+        except MPCError:
+            mesh.close()
+            raise
         from ._compat import freeze_config
 
         freeze_config(crypten)
-        if c.transport == "gloo-p2p":
-            from .transport import install_p2p
-
-            install_p2p(crypten.comm.get())
+        install(MeshCommunicator(mesh, k))
+        install_protocols(self.corr)
         return self
 
-    def __exit__(self, *exc):
-        crypten = import_crypten()
+    def __exit__(self, exc_type, *exc):
+        from .communicator import uninstall
+
         try:
-            crypten.uninit()
-        except Exception:
+            if exc_type is None and self.corr is not None:
+                self.corr.finish()
+        except MPCError:
             pass
+        uninstall()
+        if self.mesh is not None:
+            self.mesh.close()
         return False
+
+
+def run_dealer(mpc: MPCConfig) -> int:
+    """The dealer rank's whole job (holds no data): connect, hand out keys,
+    answer party 0's requests. Returns the number of values dealt."""
+    if not mpc.is_dealer:
+        raise InputError("rank: the dealer's rank is world_size")
+    import torch
+
+    from .dealer import serve
+
+    torch.set_num_threads(max(1, mpc.threads))
+    mesh = _connect(mpc)
+    try:
+        return serve(mesh, mpc.world_size)
+    except MPCError:
+        raise
+    except Exception as exc:
+        raise MPCError(f"dealer aborted: {_describe(exc)}") from None
+    finally:
+        mesh.close()
 
 
 def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "points"
@@ -174,14 +250,14 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
                 params = replace(params, summary=resolve_summary("auto", _total_points(len(points))))
             rows, weights, n = prepare_local(points, params, name)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
-        except InputError:
+        except (InputError, MPCError):
             raise
         except Exception as exc:
             raise MPCError(f"secure computation aborted: {_describe(exc)}") from None
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
     return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
                         res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows)
+                        res.points, res.rows, mpc.provider, mpc.transport)
 
 
 def _total_points(n: int) -> int:

@@ -97,7 +97,10 @@ def test_engine_rejects_before_any_connection():
     p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]))
     pts = np.array([[0.2, 0.2], [0.5, 1.5]])
     with pytest.raises(InputError, match="row 1 is outside"):
-        run_party(pts, p, MPCConfig(rank=0, world_size=2, master_port=1, timeout_s=1))
+        peers = [("party:a", "127.0.0.1", 1), ("party:b", "127.0.0.1", 2),
+                 ("dealer:d", "127.0.0.1", 3)]
+        run_party(pts, p, MPCConfig(rank=0, world_size=2, peers=peers,
+                                    transport="trusted-network", timeout_s=1))
 
 
 def test_simulate_json_report(tmp_path):

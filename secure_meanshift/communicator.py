@@ -1,0 +1,233 @@
+"""CrypTen's communicator, over the job's own links (mesh.py) instead of
+torch.distributed/gloo.
+
+Ranks 0..k-1 are the parties; the dealer, when there is one, is rank k and
+takes part in no collective: ``get_world_size()`` is the number of parties, as
+CrypTen's sharing code expects. Every collective is one hop: each party sends
+its part straight to the ranks that need it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch.distributed import ReduceOp
+
+from .errors import MPCError
+from .mesh import Mesh
+
+
+def to_bytes(t: torch.Tensor) -> memoryview:
+    t = t.detach()
+    if t.dtype != torch.int64:
+        raise MPCError("only ring elements (int64) travel between parties")
+    return memoryview(t.contiguous().numpy()).cast("B")
+
+
+def from_bytes(frame, size) -> torch.Tensor:
+    size = torch.Size(size)
+    if len(frame) == 0:
+        return torch.zeros(size, dtype=torch.int64)
+    t = torch.frombuffer(frame, dtype=torch.int64)
+    if t.nelement() != size.numel():
+        raise MPCError("a peer sent a tensor of the wrong size")
+    return t.reshape(size)
+
+
+class _Done:
+    def wait(self) -> None:
+        return None
+
+    def is_completed(self) -> bool:
+        return True
+
+
+class MeshCommunicator:
+    """The subset of CrypTen's Communicator API that its arithmetic and binary
+    sharing use, one hop per collective."""
+
+    BYTES_PER_ELEMENT = 8
+
+    def __init__(self, mesh: Mesh, world_size: int):
+        self.mesh = mesh
+        self.rank = mesh.rank
+        self.world_size = world_size
+        self.name = f"rank{self.rank}"
+        self.reset_communication_stats()
+
+    # ---- identity --------------------------------------------------------
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def set_name(self, name: str) -> None:
+        self.name = name
+
+    def get_name(self) -> str:
+        return self.name
+
+    # ---- statistics ------------------------------------------------------
+    def reset_communication_stats(self) -> None:
+        self.comm_rounds = 0
+        self._base_sent = self.mesh.sent_bytes
+        self._base_recv = self.mesh.recv_bytes
+        self.comm_time = 0.0
+
+    def get_communication_stats(self) -> dict:
+        return {"rounds": self.comm_rounds, "bytes": self.mesh.sent_bytes - self._base_sent,
+                "received_bytes": self.mesh.recv_bytes - self._base_recv,
+                "time": self.comm_time}
+
+    def print_communication_stats(self) -> None:
+        print(self.get_communication_stats())
+
+    # ---- helpers ---------------------------------------------------------
+    def _parties(self) -> list:
+        return [p for p in range(self.world_size) if p != self.rank]
+
+    def _round(self) -> None:
+        self.comm_rounds += 1
+
+    @staticmethod
+    def _flat(parts: list) -> torch.Tensor:
+        return torch.cat([t.reshape(-1) for t in parts]) if len(parts) > 1 else \
+            parts[0].reshape(-1)
+
+    @staticmethod
+    def _split(total: torch.Tensor, parts: list) -> list:
+        out, at = [], 0
+        for t in parts:
+            n = t.nelement()
+            out.append(total[at:at + n].reshape(t.size()))
+            at += n
+        return out
+
+    @staticmethod
+    def _combine(acc: torch.Tensor, other: torch.Tensor, op) -> torch.Tensor:
+        if op == ReduceOp.BXOR:
+            acc ^= other
+        elif op == ReduceOp.SUM:
+            acc += other
+        else:
+            raise MPCError("unsupported reduction")
+        return acc
+
+    # ---- collectives -----------------------------------------------------
+    def all_reduce(self, input, op=ReduceOp.SUM, batched=False):
+        parts = list(input) if batched else [input]
+        flat = self._flat(parts).clone()
+        view = to_bytes(flat)
+        for p in self._parties():
+            self.mesh.send(p, view)
+        for p in self._parties():
+            self._combine(flat, from_bytes(self.mesh.recv(p), flat.size()), op)
+        self._round()
+        out = self._split(flat, parts)
+        return out if batched else out[0]
+
+    def reduce(self, input, dst, op=ReduceOp.SUM, batched=False):
+        parts = list(input) if batched else [input]
+        flat = self._flat(parts).clone()
+        self._round()
+        if self.rank != dst:
+            self.mesh.send(dst, to_bytes(flat))
+            self.mesh.flush()
+            return None
+        for p in self._parties():
+            self._combine(flat, from_bytes(self.mesh.recv(p), flat.size()), op)
+        out = self._split(flat, parts)
+        return out if batched else out[0]
+
+    def all_gather(self, tensor, async_op=False):
+        t = tensor.to(torch.int64).contiguous()
+        for p in self._parties():
+            self.mesh.send(p, to_bytes(t))
+        got = {p: from_bytes(self.mesh.recv(p), t.size()) for p in self._parties()}
+        got[self.rank] = t
+        self._round()
+        return [got[p] for p in range(self.world_size)]
+
+    def gather(self, tensor, dst, async_op=False):
+        t = tensor.to(torch.int64).contiguous()
+        self._round()
+        if self.rank != dst:
+            self.mesh.send(dst, to_bytes(t))
+            self.mesh.flush()
+            return None
+        got = {p: from_bytes(self.mesh.recv(p), t.size()) for p in self._parties()}
+        got[self.rank] = t
+        return [got[p] for p in range(self.world_size)]
+
+    def broadcast(self, input, src, group=None, batched=False):
+        parts = list(input) if batched else [input]
+        self._round()
+        if self.rank == src:
+            flat = self._flat(parts)
+            for p in self._parties():
+                self.mesh.send(p, to_bytes(flat))
+            self.mesh.flush()
+            return input
+        flat = from_bytes(self.mesh.recv(src), self._flat(parts).size())
+        out = self._split(flat.clone(), parts)
+        return out if batched else out[0]
+
+    def broadcast_obj(self, obj, src, group=None):
+        """Only sizes and plain numbers: no pickle ever crosses a link."""
+        self._round()
+        if self.rank == src:
+            data = json.dumps(list(obj) if isinstance(obj, torch.Size) else obj).encode()
+            for p in self._parties():
+                self.mesh.send(p, data)
+            self.mesh.flush()
+            return obj
+        value = json.loads(bytes(self.mesh.recv(src)))
+        return torch.Size(value) if isinstance(value, list) else value
+
+    def barrier(self) -> None:
+        self.all_gather(torch.zeros(1, dtype=torch.int64))
+
+    def send(self, tensor, dst):
+        self.mesh.send(dst, bytes(to_bytes(tensor)))
+        self.mesh.flush()
+
+    def recv(self, tensor, src=None):
+        tensor.copy_(from_bytes(self.mesh.recv(src), tensor.size()))
+        return tensor
+
+    def isend(self, tensor, dst):
+        self.mesh.send(dst, bytes(to_bytes(tensor)))
+        return _Done()
+
+    def irecv(self, tensor, src=None):
+        self.recv(tensor, src)
+        return _Done()
+
+    def scatter(self, scatter_list, src, size=None, async_op=False):
+        self._round()
+        if self.rank == src:
+            for p in self._parties():
+                self.mesh.send(p, to_bytes(scatter_list[p]))
+            self.mesh.flush()
+            return scatter_list[self.rank]
+        return from_bytes(self.mesh.recv(src), size).clone()
+
+
+def install(comm: MeshCommunicator) -> None:
+    """Make ``crypten.communicator.get()`` return this communicator."""
+    import crypten.communicator as cc
+
+    cc.get = lambda: comm
+    cc.is_initialized = lambda: True
+
+
+def uninstall() -> None:
+    import crypten.communicator as cc
+
+    def _none():
+        raise RuntimeError("no MPC session")
+
+    cc.get = _none
+    cc.is_initialized = lambda: False

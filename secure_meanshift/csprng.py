@@ -1,0 +1,109 @@
+"""Cryptographic randomness for every random value of the protocol.
+
+A :class:`Stream` is an AES-256-CTR keystream (OpenSSL through
+``cryptography``; AES-NI makes it cost about as much as copying the bytes),
+read as int64 ring elements or k-bit integers, a whole tensor per call.
+Keys are 256 bits from ``os.urandom`` or from a peer over an encrypted link.
+
+CrypTen draws its sharing masks from ``torch.Generator`` (MT19937: its state
+follows from 624 outputs). :func:`install` replaces the four generators CrypTen
+keeps ("prev"/"next": shared with the neighbouring parties, for pseudo-random
+zero sharings; "local"; "global") by streams, and routes CrypTen's two random
+functions through them, so no MT19937 output ever reaches the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+KEY_BYTES = 32
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+class Stream:
+    """A deterministic cryptographic stream: equal keys give equal streams (that
+    is how two parties, or a party and the dealer, draw the same values)."""
+
+    def __init__(self, key: bytes):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        if len(key) < 16:
+            raise ValueError("stream keys have at least 128 bits")
+        self._enc = Cipher(algorithms.AES(key[:32]), modes.CTR(b"\0" * 16)).encryptor()
+        self.device = torch.device("cpu")      # CrypTen asks generators for .device
+
+    def _bytes(self, n: int) -> np.ndarray:
+        buf = bytearray(n + 15)                # update_into wants room for a block
+        self._enc.update_into(bytes(n), buf)
+        return np.frombuffer(buf, dtype=np.uint8, count=n)
+
+    def ring(self, size) -> torch.Tensor:
+        """Uniform int64 ring elements (all of Z_2^64) of the given size."""
+        size = torch.Size(size)
+        n = int(np.prod(size, dtype=np.int64)) if len(size) else 1
+        raw = self._bytes(8 * n).view(np.int64)
+        return torch.from_numpy(raw.copy()).reshape(size)
+
+    def bits(self, size, bitlength: int = 64) -> torch.Tensor:
+        """Uniform integers in [0, 2^bitlength) (all 64 bits for 64)."""
+        out = self.ring(size)
+        if bitlength < 64:
+            out &= (1 << bitlength) - 1
+        return out
+
+    def permutation(self, n: int) -> np.ndarray:
+        """A uniform random permutation of range(n) (sort by 64-bit keys; ties
+        have probability < n^2 / 2^64)."""
+        return np.argsort(self.ring((n,)).numpy(), kind="stable")
+
+
+def _size(args) -> torch.Size:
+    if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
+        return torch.Size(args[0])
+    return torch.Size(args)
+
+
+def install(prev_key: bytes, next_key: bytes, local_key: bytes, global_key: bytes) -> None:
+    """Make CrypTen draw every random value from cryptographic streams.
+
+    prev_key / next_key: shared with the previous / next party (zero sharings);
+    local_key: this party's own; global_key: shared by all parties.
+    """
+    import crypten
+    from crypten.common import rng
+    from crypten.mpc.primitives import arithmetic, binary
+    from crypten.mpc.provider import tfp_provider, ttp_provider
+
+    streams = {"prev": Stream(prev_key), "next": Stream(next_key),
+               "local": Stream(local_key), "global": Stream(global_key)}
+    cpu = torch.device("cpu")
+    for name, stream in streams.items():
+        crypten.generators[name] = {cpu: stream}
+
+    def ring_element(size, ring_size=2**64, generator=None, **kwargs):
+        if ring_size != 2**64:
+            raise ValueError("only the 2^64 ring is supported")
+        return _stream(generator).ring(_size((size,) if isinstance(size, int) else size))
+
+    def kbit_tensor(size, bitlength=None, generator=None, **kwargs):
+        size = _size((size,) if isinstance(size, int) else size)
+        return _stream(generator).bits(size, 64 if bitlength is None else bitlength)
+
+    def _stream(generator) -> Stream:
+        if generator is None:
+            return streams["local"]
+        if not isinstance(generator, Stream):
+            raise RuntimeError("a non-cryptographic generator reached the protocol")
+        return generator
+
+    for module in (rng, arithmetic, binary, tfp_provider, ttp_provider):
+        if hasattr(module, "generate_random_ring_element"):
+            module.generate_random_ring_element = ring_element
+        if hasattr(module, "generate_kbit_random_tensor"):
+            module.generate_kbit_random_tensor = kbit_tensor

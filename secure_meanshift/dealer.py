@@ -1,0 +1,326 @@
+"""Correlated randomness from a dealer that holds no data, and the Beaver-style
+protocols that use it.
+
+Set-up: the dealer draws a 256-bit key per party and sends it over that
+party's TLS link; party i and the dealer then read the same cryptographic
+stream S_i (csprng.py). For every correlated value, every party takes its
+shares from its own stream; party 0 alone gets its share of the *product*
+part from the dealer, as a correction:
+
+  value            parties' shares from S_i        dealer sends party 0
+  ---------------  ------------------------------  ------------------------------
+  triple (x, @)    a_i, b_i, c_i (i > 0)           c_0 = op(sum a, sum b) - sum c_i
+  square           r_i, s_i (i > 0)                s_0 = (sum r)^2 - sum s_i
+  binary triple    a_i, b_i, c_i (i > 0), xor      c_0 = (xor a) & (xor b) ^ xor c_i
+  random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
+  truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
+
+A correction is c minus values party 0 has never seen (they come from the
+other parties' streams), so it is a uniform ring element to party 0. Party 0
+asks for each value by kind and shape only (public), before the opening that
+uses it, so the dealer's answer travels while the parties exchange their
+masked values: the dealer adds no round.
+
+Truncation with a pair (r, r // 2^f): open c = x + r in one hop, then
+x // 2^f = c // 2^f - r // 2^f (up to one unit in the last place), for any
+number of parties. It fails, like CrypTen's two-party truncation, when
+x + r wraps the ring: probability |x| / 2^64 per element. Two parties keep
+the local (SecureML) truncation, which needs no opening at all.
+
+``first-party`` mode: rank 0 plays the dealer itself (it then knows every
+party's stream and so every mask: CrypTen's trusted first party). For local
+simulation only; the service refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.distributed import ReduceOp
+
+from . import csprng
+from .communicator import from_bytes, to_bytes
+from .errors import MPCError
+from .mesh import Mesh
+
+PROVIDERS = ("dealer", "first-party")
+
+
+def _out_size(op: str, s0, s1) -> torch.Size:
+    a = torch.empty(s0, device="meta", dtype=torch.int64)
+    b = torch.empty(s1, device="meta", dtype=torch.int64)
+    if op == "matmul":
+        return torch.matmul(a, b).size()
+    return torch.broadcast_shapes(torch.Size(s0), torch.Size(s1))
+
+
+def _udiv(x: torch.Tensor, y: int) -> torch.Tensor:
+    """floor(x / y) with x read as an unsigned 64-bit integer."""
+    u = x.contiguous().numpy().view(np.uint64) // np.uint64(y)
+    return torch.from_numpy(u.view(np.int64).copy())
+
+
+def _xor_all(ts):
+    out = ts[0].clone()
+    for t in ts[1:]:
+        out ^= t
+    return out
+
+
+class Dealing:
+    """What the dealer computes for one request, given every party's stream."""
+
+    def __init__(self, streams: list):
+        self.streams = streams
+
+    def answer(self, req: dict) -> torch.Tensor:
+        kind, S = req["kind"], self.streams
+        if kind in ("mul", "matmul"):
+            s0, s1 = req["s0"], req["s1"]
+            cs = _out_size(kind, s0, s1)
+            a_parts, b_parts, c_rest = [], [], []
+            for i, st in enumerate(S):
+                a_parts.append(st.ring(s0))
+                b_parts.append(st.ring(s1))
+                if i > 0:
+                    c_rest.append(st.ring(cs))
+            a, b = sum_ring(a_parts), sum_ring(b_parts)
+            c = torch.matmul(a, b) if kind == "matmul" else a * b
+            return c - sum_ring(c_rest) if c_rest else c
+        if kind == "square":
+            s = req["s0"]
+            r_parts, rest = [], []
+            for i, st in enumerate(S):
+                r_parts.append(st.ring(s))
+                if i > 0:
+                    rest.append(st.ring(s))
+            r = sum_ring(r_parts)
+            return r * r - sum_ring(rest)
+        if kind == "and":
+            s0, s1 = req["s0"], req["s1"]
+            cs = _out_size("and", s0, s1)
+            a_parts, b_parts, rest = [], [], []
+            for i, st in enumerate(S):
+                a_parts.append(st.bits(s0))
+                b_parts.append(st.bits(s1))
+                if i > 0:
+                    rest.append(st.bits(cs))
+            c = _xor_all(a_parts) & _xor_all(b_parts)
+            return c ^ _xor_all(rest) if rest else c
+        if kind == "b2a":
+            s = req["s0"]
+            rb, rest = [], []
+            for i, st in enumerate(S):
+                rb.append(st.bits(s, 1))
+                if i > 0:
+                    rest.append(st.ring(s))
+            return _xor_all(rb) - sum_ring(rest)
+        if kind == "trunc":
+            s, y = req["s0"], int(req["y"])
+            r_parts, rest = [], []
+            for i, st in enumerate(S):
+                r_parts.append(st.ring(s))
+                if i > 0:
+                    rest.append(st.ring(s))
+            return _udiv(sum_ring(r_parts), y) - sum_ring(rest)
+        raise MPCError("dealer: unknown request")
+
+
+def sum_ring(ts):
+    out = ts[0].clone()
+    for t in ts[1:]:
+        out += t
+    return out
+
+
+class _Pending:
+    """A correction party 0 asked for and will read when it needs it."""
+
+    def __init__(self, source: "Correlations", size):
+        self.source, self.size, self.value = source, torch.Size(size), None
+
+    def get(self) -> torch.Tensor:
+        while self.value is None:
+            self.source._resolve_next()
+        return self.value
+
+
+class Correlations:
+    """A party's side: its stream with the dealer, and party 0's requests."""
+
+    def __init__(self, rank: int, stream: csprng.Stream, mesh: Optional[Mesh],
+                 dealer_rank: int, local: Optional[Dealing] = None):
+        self.rank = rank
+        self.stream = stream
+        self.mesh = mesh
+        self.dealer_rank = dealer_rank
+        self.local = local              # first-party mode: rank 0 deals itself
+        self.pending: deque = deque()
+        self.requests = 0
+
+    def _ask(self, req: dict, size) -> _Pending:
+        p = _Pending(self, size)
+        self.requests += 1
+        if self.local is not None:
+            p.value = self.local.answer(req)
+        else:
+            self.mesh.send(self.dealer_rank, json.dumps(req).encode())
+            self.pending.append(p)
+        return p
+
+    def _resolve_next(self) -> None:
+        p = self.pending.popleft()
+        p.value = from_bytes(self.mesh.recv(self.dealer_rank), p.size).clone()
+
+    def _value(self, req: dict, size, draw):
+        if self.rank == 0:
+            return self._ask(req, size)
+        return draw(size)
+
+    def triple(self, op: str, s0, s1):
+        a, b = self.stream.ring(s0), self.stream.ring(s1)
+        cs = _out_size(op, s0, s1)
+        c = self._value({"kind": op, "s0": list(s0), "s1": list(s1)}, cs, self.stream.ring)
+        return a, b, c
+
+    def square(self, s):
+        r = self.stream.ring(s)
+        return r, self._value({"kind": "square", "s0": list(s)}, s, self.stream.ring)
+
+    def binary_triple(self, s0, s1):
+        a, b = self.stream.bits(s0), self.stream.bits(s1)
+        cs = _out_size("and", s0, s1)
+        c = self._value({"kind": "and", "s0": list(s0), "s1": list(s1)}, cs,
+                        self.stream.bits)
+        return a, b, c
+
+    def random_bit(self, s):
+        rb = self.stream.bits(s, 1)
+        return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
+
+    def trunc_pair(self, s, y: int):
+        r = self.stream.ring(s)
+        return r, self._value({"kind": "trunc", "s0": list(s), "y": int(y)}, s,
+                              self.stream.ring)
+
+    def finish(self) -> None:
+        """Tell the dealer the job is over (party 0), so it exits cleanly."""
+        if self.rank == 0 and self.local is None and self.mesh is not None:
+            self.mesh.send(self.dealer_rank, b'{"kind": "end"}')
+            self.mesh.flush()
+
+
+def _get(v) -> torch.Tensor:
+    return v.get() if isinstance(v, _Pending) else v
+
+
+# ---- the protocols CrypTen runs, fed by Correlations -------------------------
+def install_protocols(corr: Correlations) -> None:
+    """Replace CrypTen's Beaver protocols (which ask a TupleProvider: rank 0 in
+    CrypTen's default) by ones fed from ``corr``; any other use of CrypTen's
+    providers fails loudly."""
+    import crypten
+    from crypten.mpc.primitives import beaver
+    from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
+    from crypten.mpc.primitives.binary import BinarySharedTensor
+
+    comm = crypten.comm.get
+
+    def _open(shares: list, op=ReduceOp.SUM) -> list:
+        return comm().all_reduce(shares, op=op, batched=True)
+
+    def _public(z: torch.Tensor) -> torch.Tensor:
+        return z if corr.rank == 0 else torch.zeros_like(z)
+
+    def _beaver(op: str, x, y, *args, **kwargs):
+        if args or kwargs or op not in ("mul", "matmul"):
+            raise MPCError(f"{op}: not supported by this engine")
+        f = getattr(torch, op)
+        a, b, c = corr.triple(op, x.size(), y.size())
+        eps, delta = _open([x.share - a, y.share - b])
+        z = _get(c) + f(eps, b) + f(a, delta) + _public(f(eps, delta))
+        return ArithmeticSharedTensor.from_shares(z, precision=0)
+
+    def mul(x, y):
+        return _beaver("mul", x, y)
+
+    def matmul(x, y):
+        return _beaver("matmul", x, y)
+
+    def square(x):
+        r, s = corr.square(x.size())
+        (eps,) = _open([x.share - r])
+        z = _get(s) + 2 * r * eps + _public(eps * eps)
+        return ArithmeticSharedTensor.from_shares(z, precision=0)
+
+    def AND(x, y):
+        a, b, c = corr.binary_triple(x.size(), y.size())
+        eps, delta = _open([x.share ^ a, y.share ^ b], ReduceOp.BXOR)
+        z = _get(c) ^ (b & eps) ^ (a & delta) ^ _public(eps & delta)
+        return BinarySharedTensor.from_shares(z)
+
+    def B2A_single_bit(xB):
+        rb, ra = corr.random_bit(xB.size())
+        (z,) = _open([xB.share ^ rb], ReduceOp.BXOR)
+        share = _get(ra) * (1 - 2 * z) + _public(z)
+        return ArithmeticSharedTensor.from_shares(share, precision=0)
+
+    def truncate(x, y):
+        r, t = corr.trunc_pair(x.size(), int(y))
+        (c,) = _open([x.share + r])
+        x.share = _public(_udiv(c, int(y))) - _get(t)
+        return x
+
+    def _refuse(*args, **kwargs):
+        raise MPCError("a protocol step asked CrypTen's own triple provider")
+
+    for name, fn in (("mul", mul), ("matmul", matmul), ("square", square), ("AND", AND),
+                     ("B2A_single_bit", B2A_single_bit), ("truncate", truncate),
+                     ("wraps", _refuse), ("conv1d", _refuse), ("conv2d", _refuse),
+                     ("conv_transpose1d", _refuse), ("conv_transpose2d", _refuse)):
+        setattr(beaver, name, fn)
+    crypten.mpc.get_default_provider = _refuse
+
+
+# ---- set-up and the dealer's own loop ----------------------------------------
+def party_setup(mesh: Optional[Mesh], rank: int, world: int, provider: str) -> Correlations:
+    """Receive this party's dealer key (or, in first-party mode, rank 0 draws
+    and hands out every key) and return its Correlations."""
+    if provider == "dealer":
+        key = bytes(mesh.recv(world))
+        return Correlations(rank, csprng.Stream(key), mesh, world)
+    if provider != "first-party":
+        raise MPCError(f"provider: {provider!r} not available ({', '.join(PROVIDERS)})")
+    if rank == 0:
+        keys = [csprng.new_key() for _ in range(world)]
+        for p in range(1, world):
+            mesh.send(p, keys[p])
+        mesh.flush()
+        local = Dealing([csprng.Stream(k) for k in keys])
+        return Correlations(0, csprng.Stream(keys[0]), mesh, world, local=local)
+    return Correlations(rank, csprng.Stream(bytes(mesh.recv(0))), mesh, world)
+
+
+def serve(mesh: Mesh, world: int) -> int:
+    """The dealer's whole job: hand each party its key, then answer party 0's
+    requests until it says the job is over. Returns the number of requests."""
+    keys = [csprng.new_key() for _ in range(world)]
+    for p in range(world):
+        mesh.send(p, keys[p])
+    mesh.flush()
+    dealing = Dealing([csprng.Stream(k) for k in keys])
+    del keys
+    served = 0
+    while True:
+        try:
+            req = json.loads(bytes(mesh.recv(0)))
+        except ValueError:
+            raise MPCError("dealer: party 0 sent a malformed request") from None
+        if req.get("kind") == "end":
+            return served
+        mesh.send(0, to_bytes(dealing.answer(req)))
+        served += 1

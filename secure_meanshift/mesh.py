@@ -1,0 +1,382 @@
+"""The links between a job's ranks: one TCP connection per pair of ranks,
+TLS 1.3 with both certificates checked against the identity the job expects
+at that rank (or plaintext TCP, only as the explicit "trusted-network" transport).
+
+No rendezvous store: every rank listens on its own address from the job's peer
+table, connects to every lower rank and accepts the higher ones. A connection
+counts only once it has proven its identity: TLS with a certificate of the
+job's CA whose common name is the one listed for the rank it claims. Anything
+else (no certificate, another CA, another identity, a rank already connected)
+is dropped and the job goes on waiting for the real peer until its deadline.
+
+Before any share moves, every pair exchanges the job digest (a hash of the
+spec, seed, ranks, identities and dealer): a rank whose job differs aborts the
+connection set-up with a reason naming the job, not the values.
+
+Messages are length-prefixed frames. All sockets are non-blocking and one
+loop (:meth:`Mesh.pump`) sends and receives on every link at once, so an
+opening between k parties takes one network hop and never deadlocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import selectors
+import socket
+import ssl
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from .errors import MPCError
+
+PEER_LOST = "a peer left or stopped answering"   # the coordinator keys its blame on this
+TRANSPORTS = ("tls", "trusted-network")
+_HEADER = struct.Struct("<Q")
+_CHUNK = 1 << 20
+_HANDSHAKE_S = 5.0
+MAX_FRAME = 1 << 34
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is expected at one rank, and where it listens."""
+
+    identity: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class LinkSecurity:
+    """This rank's certificate and the CA every peer's certificate must chain to."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+def job_digest(*parts: str) -> bytes:
+    """SHA-256 over length-prefixed parts: what every rank must agree on."""
+    h = hashlib.sha256(b"secure-meanshift job v1")
+    for p in parts:
+        b = p.encode()
+        h.update(len(b).to_bytes(8, "little") + b)
+    return h.digest()
+
+
+class _Link:
+    def __init__(self, rank: int, sock):
+        self.rank = rank
+        self.sock = sock
+        self.out: deque = deque()          # memoryviews still to send
+        self.frames: deque = deque()       # complete received frames (bytearray)
+        self._head = bytearray()
+        self._body: Optional[bytearray] = None
+        self._got = 0
+        self.closed = False
+
+    def wants_write(self) -> bool:
+        return bool(self.out)
+
+    def flush(self) -> int:
+        sent = 0
+        while self.out:
+            view = self.out[0]
+            try:
+                n = self.sock.send(view[:_CHUNK])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                return sent
+            except (ConnectionError, ssl.SSLError, OSError):
+                self.closed = True
+                return sent
+            sent += n
+            if n == len(view):
+                self.out.popleft()
+            else:
+                self.out[0] = view[n:]
+        return sent
+
+    def fill(self) -> None:
+        """Read whatever has arrived (TLS may hold decrypted bytes beyond what
+        select reports, so read until the socket would block)."""
+        while True:
+            try:
+                if self._body is None:
+                    chunk = self.sock.recv(_HEADER.size - len(self._head))
+                    if not chunk:
+                        self.closed = True
+                        return
+                    self._head += chunk
+                    if len(self._head) == _HEADER.size:
+                        (n,) = _HEADER.unpack(self._head)
+                        if n > MAX_FRAME:
+                            raise MPCError(f"rank {self.rank} sent an oversized frame")
+                        self._head = bytearray()
+                        self._body, self._got = bytearray(n), 0
+                        if n == 0:
+                            self.frames.append(self._body)
+                            self._body = None
+                    continue
+                view = memoryview(self._body)[self._got:]
+                n = self.sock.recv_into(view, min(len(view), _CHUNK))
+                if n == 0:
+                    self.closed = True
+                    return
+                self._got += n
+                if self._got == len(self._body):
+                    self.frames.append(self._body)
+                    self._body = None
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return
+            except (ConnectionError, ssl.SSLError, OSError):
+                self.closed = True
+                return
+
+
+class Mesh:
+    """Framed, ordered messages between this rank and every other rank."""
+
+    def __init__(self, rank: int, peers: Sequence[Peer], digest: bytes,
+                 security: Optional[LinkSecurity], timeout_s: float = 60.0,
+                 listener: Optional[socket.socket] = None):
+        if security is None and os.environ.get("SMS_ALLOW_PLAINTEXT_MPC") == "0":
+            raise MPCError("transport: plaintext links are not allowed here")
+        self.rank = rank
+        self.peers = list(peers)
+        self.digest = digest
+        self.security = security
+        self.timeout_s = timeout_s
+        self.links: dict[int, _Link] = {}
+        self.sent_bytes = 0
+        self.recv_bytes = 0
+        self._sel = selectors.DefaultSelector()
+        self._listener = listener
+        self.rejected: list[str] = []      # why unexpected connections were dropped
+        self._connect_all()
+
+    # ---- set-up ---------------------------------------------------------
+    def _contexts(self):
+        s = self.security
+        srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cli = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        for ctx in (srv, cli):
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.load_verify_locations(s.ca)
+            ctx.load_cert_chain(s.cert, s.key)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        cli.check_hostname = False           # identity is pinned by name below
+        srv.num_tickets = 0                  # no session resumption across jobs
+        return srv, cli
+
+    def _connect_all(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        me = self.peers[self.rank]
+        srv_ctx = cli_ctx = None
+        if self.security is not None:
+            try:
+                srv_ctx, cli_ctx = self._contexts()
+            except (OSError, ssl.SSLError) as exc:
+                raise MPCError(f"TLS identity of this rank could not be loaded "
+                               f"({type(exc).__name__})") from None
+        lst = self._listener
+        if lst is None and self.rank < len(self.peers) - 1:
+            lst = socket.create_server((me.host, me.port), reuse_port=False)
+        try:
+            for r in range(self.rank):
+                self._connect(r, cli_ctx, deadline)
+            expected = set(range(self.rank + 1, len(self.peers)))
+            while expected:
+                r = self._accept(lst, srv_ctx, deadline, expected)
+                if r is not None:
+                    expected.discard(r)
+        finally:
+            if lst is not None:
+                lst.close()
+        for link in self.links.values():
+            link.sock.setblocking(False)
+            self._sel.register(link.sock, selectors.EVENT_READ, link)
+
+    def _check_identity(self, sock, rank: int) -> None:
+        if self.security is None:
+            return
+        cert = sock.getpeercert() or {}
+        names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+        if names != [self.peers[rank].identity]:
+            raise _Reject(f"certificate does not name {self.peers[rank].identity!r} "
+                          f"(expected at rank {rank})")
+
+    def _hello(self, sock, rank: int) -> None:
+        """Both sides send (rank, digest); a different digest aborts the job."""
+        sock.sendall(struct.pack("<I", self.rank) + self.digest)
+        got = _recv_exact(sock, 4 + len(self.digest))
+        their_rank = struct.unpack("<I", got[:4])[0]
+        if their_rank != rank:
+            raise _Reject(f"connection claims rank {their_rank}, expected {rank}")
+        if got[4:] != self.digest:
+            raise MPCError(f"job agreement failed: rank {rank} ({self.peers[rank].identity}) "
+                           "holds a different job (spec, seed, ranks, identities or dealer); "
+                           "nothing was shared")
+
+    def _connect(self, r: int, ctx, deadline: float) -> None:
+        peer = self.peers[r]
+        delay = 0.05
+        while True:
+            sock = None
+            try:
+                raw = socket.create_connection((peer.host, peer.port),
+                                               timeout=max(0.1, min(_HANDSHAKE_S,
+                                                                    deadline - time.monotonic())))
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock = ctx.wrap_socket(raw) if ctx is not None else raw
+                self._check_identity(sock, r)
+                self._hello(sock, r)
+                sock.settimeout(None)
+                self.links[r] = _Link(r, sock)
+                return
+            except _Reject as exc:
+                _close(sock)
+                raise MPCError(f"rank {r} at {peer.host}:{peer.port}: {exc}") from None
+            except MPCError:
+                _close(sock)
+                raise
+            except ssl.SSLError as exc:
+                _close(sock)
+                raise MPCError(f"TLS with rank {r} ({peer.identity}) failed: "
+                               f"{exc.reason or type(exc).__name__}") from None
+            except OSError:
+                _close(sock)
+                if time.monotonic() + delay > deadline:
+                    raise MPCError(f"could not reach rank {r} ({peer.identity}) at "
+                                   f"{peer.host}:{peer.port}: {PEER_LOST}") from None
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    def _accept(self, lst, ctx, deadline: float, expected: set) -> Optional[int]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            names = ", ".join(f"rank {r} ({self.peers[r].identity})" for r in sorted(expected))
+            raise MPCError(f"{names} did not connect in time: {PEER_LOST}")
+        lst.settimeout(min(left, 1.0))
+        try:
+            raw, addr = lst.accept()
+        except socket.timeout:
+            return None
+        sock = None
+        try:
+            raw.settimeout(_HANDSHAKE_S)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = ctx.wrap_socket(raw, server_side=True) if ctx is not None else raw
+            head = _recv_exact(sock, 4)
+            r = struct.unpack("<I", head)[0]
+            if r not in expected:
+                raise _Reject(f"rank {r} is not expected")
+            self._check_identity(sock, r)
+            sock.sendall(struct.pack("<I", self.rank) + self.digest)
+            got = _recv_exact(sock, len(self.digest))
+            if got != self.digest:
+                raise MPCError(f"job agreement failed: rank {r} ({self.peers[r].identity}) "
+                               "holds a different job (spec, seed, ranks, identities or "
+                               "dealer); nothing was shared")
+            sock.settimeout(None)
+            self.links[r] = _Link(r, sock)
+            return r
+        except MPCError:
+            _close(sock or raw)
+            raise
+        except (_Reject, OSError, ssl.SSLError, ValueError) as exc:
+            # a stranger, a wrong certificate or a slow client: drop it, keep waiting
+            self.rejected.append(f"{addr[0]}: {exc if isinstance(exc, _Reject) else type(exc).__name__}")
+            _close(sock or raw)
+            return None
+
+    # ---- messages -------------------------------------------------------
+    def send(self, rank: int, payload) -> None:
+        """Queue one frame for rank (sent by the next pump)."""
+        view = memoryview(payload).cast("B")
+        link = self.links[rank]
+        link.out.append(memoryview(_HEADER.pack(len(view))))
+        if len(view):
+            link.out.append(view)
+        self.sent_bytes += len(view)
+
+    def recv(self, rank: int) -> bytearray:
+        link = self.links[rank]
+        self.pump(lambda: bool(link.frames) and not any(
+            lk.out for lk in self.links.values()), need=rank)
+        frame = link.frames.popleft()
+        self.recv_bytes += len(frame)
+        return frame
+
+    def flush(self) -> None:
+        self.pump(lambda: not any(lk.out for lk in self.links.values()))
+
+    def pump(self, done: Callable[[], bool], need: Optional[int] = None) -> None:
+        """Send and receive on every link until done(); a peer that closed
+        fails the job only if we still wait for it (need) or owe it bytes."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            for link in self.links.values():
+                if link.out:
+                    link.flush()
+            if done():
+                return
+            for link in self.links.values():
+                if link.closed and (link.out or link.rank == need) and not (
+                        link.rank == need and link.frames and not link.out):
+                    raise MPCError(f"rank {link.rank} ({self.peers[link.rank].identity}) "
+                                   f"closed its connection: {PEER_LOST}")
+            for lk in self.links.values():
+                self._sel.modify(lk.sock, selectors.EVENT_READ
+                                 | (selectors.EVENT_WRITE if lk.out else 0), lk)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MPCError(f"no answer within {self.timeout_s:.0f} s: {PEER_LOST}")
+            events = self._sel.select(timeout=min(left, 1.0))
+            for key, mask in events:
+                if mask & selectors.EVENT_READ:
+                    key.data.fill()
+            for link in self.links.values():      # TLS may hold decrypted bytes
+                if self._has_pending(link):       # the socket no longer signals
+                    link.fill()
+
+    @staticmethod
+    def _has_pending(link: _Link) -> bool:
+        pending = getattr(link.sock, "pending", None)
+        return bool(pending and pending())
+
+    def close(self) -> None:
+        for link in self.links.values():
+            try:
+                self._sel.unregister(link.sock)
+            except (KeyError, ValueError):
+                pass
+            _close(link.sock)
+        self.links.clear()
+        self._sel.close()
+
+
+class _Reject(Exception):
+    pass
+
+
+def _recv_exact(sock, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed during set-up")
+        buf += chunk
+    return bytes(buf)
+
+
+def _close(sock) -> None:
+    if sock is None:
+        return
+    try:
+        sock.close()
+    except OSError:
+        pass
