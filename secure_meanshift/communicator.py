@@ -70,15 +70,21 @@ class MeshCommunicator:
         return self.name
 
     # ---- statistics ------------------------------------------------------
+    def _from_dealer(self) -> int:
+        link = self.mesh.links.get(self.world_size)
+        return link.received if link is not None else 0
+
     def reset_communication_stats(self) -> None:
         self.comm_rounds = 0
         self._base_sent = self.mesh.sent_bytes
-        self._base_recv = self.mesh.recv_bytes
+        self._base_dealer = self._from_dealer()
         self.comm_time = 0.0
 
     def get_communication_stats(self) -> dict:
+        """bytes: payload this party sent (to parties and requests to the
+        dealer); dealer_bytes: corrections it received from the dealer."""
         return {"rounds": self.comm_rounds, "bytes": self.mesh.sent_bytes - self._base_sent,
-                "received_bytes": self.mesh.recv_bytes - self._base_recv,
+                "dealer_bytes": self._from_dealer() - self._base_dealer,
                 "time": self.comm_time}
 
     def print_communication_stats(self) -> None:

@@ -50,12 +50,26 @@ from .mesh import Mesh
 PROVIDERS = ("dealer", "first-party")
 
 
+def _broadcast(s0, s1) -> torch.Size:
+    n = max(len(s0), len(s1))
+    a, b = [1] * (n - len(s0)) + list(s0), [1] * (n - len(s1)) + list(s1)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise MPCError("shapes do not broadcast")
+    return torch.Size(max(x, y) if 1 in (x, y) else x for x, y in zip(a, b))
+
+
 def _out_size(op: str, s0, s1) -> torch.Size:
-    a = torch.empty(s0, device="meta", dtype=torch.int64)
-    b = torch.empty(s1, device="meta", dtype=torch.int64)
-    if op == "matmul":
-        return torch.matmul(a, b).size()
-    return torch.broadcast_shapes(torch.Size(s0), torch.Size(s1))
+    """Shape of op(a, b), by arithmetic on shapes (no tensor is made)."""
+    s0, s1 = list(s0), list(s1)
+    if op != "matmul":
+        return _broadcast(s0, s1)
+    if len(s0) == 1 and len(s1) == 1:
+        return torch.Size([])
+    if len(s0) == 1:
+        return torch.Size(s1[:-2] + s1[-1:])
+    if len(s1) == 1:
+        return torch.Size(s0[:-1])
+    return torch.Size(list(_broadcast(s0[:-2], s1[:-2])) + [s0[-2], s1[-1]])
 
 
 def _udiv(x: torch.Tensor, y: int) -> torch.Tensor:

@@ -78,6 +78,7 @@ class _Link:
         self._body: Optional[bytearray] = None
         self._got = 0
         self.closed = False
+        self.received = 0
 
     def wants_write(self) -> bool:
         return bool(self.out)
@@ -309,6 +310,7 @@ class Mesh:
             lk.out for lk in self.links.values()), need=rank)
         frame = link.frames.popleft()
         self.recv_bytes += len(frame)
+        link.received += len(frame)
         return frame
 
     def flush(self) -> None:

@@ -339,6 +339,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     notify({"stage": "done", "iterations": iterations})
     return SecureResult(centroids, sizes, iterations, per_iter, share_s, merge_s,
                         {"bytes": int(stats.get("bytes", 0)),
+                         "dealer_bytes": int(stats.get("dealer_bytes", 0)),
                          "rounds": int(stats.get("rounds", 0))},
                         total_points, total_rows)
 

@@ -41,6 +41,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     a.add_argument("--summary", default="auto",
                    help="local weighted summary: a cell size in bandwidths (e.g. 0.25), "
                    "'exact', or 'auto' (default: exact up to 20,000 points, else 0.25)")
+    m = ap.add_argument_group("MPC")
+    m.add_argument("--provider", choices=["dealer", "first-party"], default="dealer",
+                   help="who makes the correlated randomness: a dealer process holding no "
+                        "data (default) or rank 0 itself (insecure: rank 0 could read "
+                        "every share; for experiments only)")
+    m.add_argument("--transport", choices=["tls", "trusted-network"], default="tls",
+                   help="links between ranks: TLS 1.3 with throw-away certificates "
+                        "(default) or plaintext TCP")
     o = ap.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     o.add_argument("--plot", metavar="OUT.png", help="write a plot (first two features)")
@@ -121,8 +129,12 @@ def build_report(parts, params, run, ref, skl) -> dict:
             if per_iter else 0.0,
             "per_iteration": per_iter,
         },
+        "provider": recv.provider,
+        "transport": recv.transport,
         "communication": {
             "bytes": int(comm_bytes),
+            "dealer_bytes": int(sum(o.communication.get("dealer_bytes", 0)
+                                    for o in run.outcomes)),
             "rounds": int(max(o.communication.get("rounds", 0) for o in run.outcomes)),
             "per_party_bytes": [int(o.communication.get("bytes", 0)) for o in run.outcomes],
         },
@@ -160,7 +172,11 @@ def run(args) -> int:
             elif ev.get("stage") == "shared":
                 say(f"  shared {ev['rows']} rows in {ev['seconds']:.2f} s")
 
-        sim = run_simulation(parts, params, timeout_s=args.timeout, progress=progress)
+        say(f"  correlated randomness: {args.provider}"
+            f"{' (INSECURE: rank 0 deals and could read every share)' if args.provider == 'first-party' else ' (a separate process holding no data)'}"
+            f"; links: {'TLS 1.3, identities pinned' if args.transport == 'tls' else 'plaintext TCP'}")
+        sim = run_simulation(parts, params, timeout_s=args.timeout, progress=progress,
+                             provider=args.provider, transport=args.transport)
         ref = reference_meanshift(parts, params)
         skl = None
         if not args.no_sklearn and sum(map(len, parts)) <= 20000:
@@ -183,8 +199,10 @@ def run(args) -> int:
           f"max |secure - twin| = {report['max_abs_error']:.2e} (data units)")
     if skl is not None:
         print(f"scikit-learn MeanShift: {len(skl)} centres")
-    print(f"communication: {report['communication']['bytes'] / 1e6:.2f} MB, "
-          f"{report['communication']['rounds']} rounds")
+    print(f"communication: {report['communication']['bytes'] / 1e6:.2f} MB between parties, "
+          f"{report['communication']['dealer_bytes'] / 1e6:.2f} MB from the dealer, "
+          f"{report['communication']['rounds']} rounds "
+          f"(provider {report['provider']}, transport {report['transport']})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
