@@ -55,6 +55,16 @@ class JobRun:
     def parties(self) -> list:
         return [p.id for p in self.spec.parties]
 
+    @property
+    def dealer(self) -> str:
+        """The dealer's node key ("dealer:<name>"): a member of the job, not a party."""
+        return f"dealer:{self.spec.dealer}"
+
+    @property
+    def members(self) -> list:
+        """Every node that takes part: the parties in rank order, then the dealer."""
+        return self.parties + [self.dealer]
+
 
 class CoordinatorService(pb_grpc.CoordinatorServicer):
     def __init__(self, store: Store, insecure: bool = False, record_path: Optional[str] = None,
@@ -84,10 +94,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self._record.flush()
 
     def _party_of(self, context) -> str:
+        """The calling node's key: a party's id, or "dealer:<name>" for a dealer."""
         who = self._who(context)
+        if who.startswith("dealer:") and len(who) > len("dealer:"):
+            return who
         if not who.startswith("party:"):
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "only party nodes may call this")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "only party or dealer nodes "
+                          "may call this")
         return who[len("party:"):]
+
+    @staticmethod
+    def _label(key: str) -> str:
+        return key if key.startswith("dealer:") else f"party {key}"
 
     def _event(self, job: JobRun, **fields) -> None:
         body = {"job_id": job.id, "state": job.state, "time": time.time(), **fields}
@@ -109,7 +127,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self.store.update(job.id, state=state, reason=reason, iterations=job.iterations)
         self._event(job, stage="end", message=reason or state)
         log.info("job %s %s %s", job.id, state, reason)
-        for p in job.parties:
+        for p in job.members:
             node = self.nodes.get(p)
             if node and node.busy_job == job.id:
                 node.busy_job = ""
@@ -121,7 +139,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     # ---- party nodes -----------------------------------------------------------------
     def Subscribe(self, request, context):
         party = self._party_of(context)
-        self._recv(f"party:{party}", request)
+        self._recv(party if party.startswith("dealer:") else f"party:{party}", request)
         conn = NodeConn(party, datasets=list(request.datasets))
         with self._lock:
             old = self.nodes.get(party)
@@ -148,8 +166,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         conn.connected = False
         log.warning("party %s %s", conn.party, why)
         for job in list(self.jobs.values()):
-            if job.state not in TERMINAL and conn.party in job.parties:
-                self._finish(job, "failed", f"party {conn.party} {why}")
+            if job.state not in TERMINAL and conn.party in job.members:
+                self._finish(job, "failed", f"{self._label(conn.party)} {why}")
 
     def Beat(self, request, context):
         party = self._party_of(context)
@@ -162,13 +180,13 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def Reply(self, request, context):
         party = self._party_of(context)
-        self._recv(f"party:{party}", request)
+        self._recv(party if party.startswith("dealer:") else f"party:{party}", request)
         with self._lock:
             node = self.nodes.get(party)
             if node:
                 node.last_seen = time.time()
             job = self.jobs.get(request.job_id)
-            if job is None or party not in job.parties:
+            if job is None or party not in job.members:
                 return pb.Ack(ok=False, message="unknown job")
             if job.state in TERMINAL:
                 return pb.Ack(ok=False, message=f"job is {job.state}")
@@ -177,14 +195,20 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return pb.Ack(ok=True)
 
     def _on_refuse(self, job, party, msg):
-        self._finish(job, "failed", f"party {party} refused: {msg.reason}")
+        self._finish(job, "failed", f"{self._label(party)} refused: {msg.reason}")
 
     def _on_accept(self, job, party, msg):
-        if job.state != "agreeing" or len(msg.seed_commitment) != 32:
-            return self._finish(job, "failed", f"party {party} sent an invalid acceptance")
+        is_dealer = party == job.dealer
+        if job.state != "agreeing" or party in job.accepts or \
+                len(msg.seed_commitment) != (0 if is_dealer else 32) or \
+                not msg.rendezvous_address or not 0 < msg.rendezvous_port < 65536:
+            return self._finish(job, "failed", f"{self._label(party)} sent an invalid "
+                                "acceptance")
         job.accepts[party] = msg
         self._event(job, stage="agreement", message=f"{party} accepted")
-        if len(job.accepts) == len(job.parties):
+        if is_dealer:
+            return self._maybe_run(job)
+        if len([p for p in job.accepts if p in job.parties]) == len(job.parties):
             commits = [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment)
                        for p in job.parties]
             for p in job.parties:
@@ -193,25 +217,32 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def _on_reveal(self, job, party, msg):
         commit = job.accepts.get(party)
-        if commit is None or hashlib.sha256(msg.nonce).digest() != commit.seed_commitment:
+        if party == job.dealer or commit is None or party in job.reveals or \
+                hashlib.sha256(msg.nonce).digest() != commit.seed_commitment:
             return self._finish(job, "failed",
                                 f"party {party}'s seed reveal does not match its commitment")
         job.reveals[party] = msg.nonce
-        if len(job.reveals) < len(job.parties):
+        self._maybe_run(job)
+
+    def _maybe_run(self, job: JobRun) -> None:
+        """Start the workers once every party revealed and the dealer accepted."""
+        if job.state != "agreeing" or len(job.reveals) < len(job.parties) or \
+                job.dealer not in job.accepts:
             return
         job.state = "running"
         seed = joint_seed([job.reveals[p] for p in job.parties])
-        self.store.update(job.id, state="running", seed=seed)
-        first = job.accepts[job.parties[0]]
+        self.store.update(job.id, state="running", seed=f"0x{seed:032x}")
         commits = [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment)
                    for p in job.parties]
         reveals = [pb.SeedReveal(party=p, nonce=job.reveals[p]) for p in job.parties]
+        peers = [pb.MpcPeer(identity=m if m == job.dealer else f"party:{m}",
+                            host=job.accepts[m].rendezvous_address,
+                            port=job.accepts[m].rendezvous_port) for m in job.members]
         analysts = any(r.startswith("analyst:") for r in job.spec.reveal_to)
         carrier = next((p for p in job.parties if p in job.spec.reveal_to), job.parties[0])
-        for rank, p in enumerate(job.parties):
+        for rank, p in enumerate(job.members):
             self._send(p, pb.NodeCommand(run=pb.Run(
-                job_id=job.id, rank=rank, world_size=len(job.parties),
-                master_addr=first.rendezvous_address, master_port=first.rendezvous_port,
+                job_id=job.id, rank=rank, world_size=len(job.parties), peers=peers,
                 commits=commits, reveals=reveals, carry_result=analysts and p == carrier,
                 timeout_s=self.mpc_timeout)))
         self._event(job, stage="running", message="seed agreed; workers starting")
@@ -226,6 +257,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                     moving=msg.moving, seconds=msg.seconds)
 
     def _on_finished(self, job, party, msg):
+        if party == job.dealer or party in job.finished:
+            return                  # the dealer has no result; a party finishes once
         job.finished[party] = msg
         job.iterations = max(job.iterations, msg.iterations)
         if msg.centroids:
@@ -236,6 +269,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self._finish(job, "succeeded")
 
     def _on_failed(self, job, party, msg):
+        if party == job.dealer:
+            if msg.peer_lost:
+                return          # a party is at fault; the parties' reports will name it
+            return self._finish(job, "failed", f"{party}: {msg.reason}")
         if not msg.peer_lost:
             return self._finish(job, "failed", f"party {party}: {msg.reason}")
         # This party's worker lost contact with a peer: the party at fault is the one
@@ -275,9 +312,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                     if job.state == "running" and job.blame_at and now > job.blame_at:
                         self._blame(job)
                     if job.state == "agreeing" and now > job.deadline:
-                        silent = [p for p in job.parties if p not in job.accepts] or \
+                        silent = [p for p in job.members if p not in job.accepts] or \
                                  [p for p in job.parties if p not in job.reveals]
-                        self._finish(job, "failed", f"party {silent[0] if silent else '?'} did "
+                        self._finish(job, "failed", f"{self._label(silent[0]) if silent else '?'} did "
                                      f"not answer within {self.agreement_timeout:.0f} s")
 
     # ---- clients -------------------------------------------------------------------------
@@ -297,17 +334,17 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                               who, job.parties)
             self.store.audit(who, "submit", jid, "accepted")
             self._event(job, stage="submitted", message=f"submitted by {who}")
-            missing = [p for p in job.parties
+            missing = [p for p in job.members
                        if p not in self.nodes or not self.nodes[p].connected]
-            busy = [p for p in job.parties if p in self.nodes and self.nodes[p].busy_job]
+            busy = [p for p in job.members if p in self.nodes and self.nodes[p].busy_job]
             if missing:
-                self._finish(job, "failed", f"party {missing[0]} is not connected",
+                self._finish(job, "failed", f"{self._label(missing[0])} is not connected",
                              notify_nodes=False)
             elif busy:
-                self._finish(job, "failed", f"party {busy[0]} is busy with job "
+                self._finish(job, "failed", f"{self._label(busy[0])} is busy with job "
                              f"{self.nodes[busy[0]].busy_job}", notify_nodes=False)
             else:
-                for p in job.parties:
+                for p in job.members:
                     self.nodes[p].busy_job = jid
                     self._send(p, pb.NodeCommand(offer=pb.Offer(job_id=jid, spec=spec,
                                                                 submitter=who)))
@@ -321,7 +358,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                           submitter=row["submitter"], parties=json.loads(row["parties"]),
                           created=row["created"], updated=row["updated"],
                           iterations=row["iterations"] or 0, spec_yaml=row["spec_yaml"],
-                          seed=row["seed"] if row["seed"] is not None else -1)
+                          seed=_seed_int(row["seed"]) & (2**63 - 1)
+                          if row["seed"] is not None else -1,
+                          seed_hex=f"{_seed_int(row['seed']):032x}"
+                          if row["seed"] is not None else "")
 
     def GetJob(self, request, context):
         if not self.store.get(request.job_id):
@@ -426,6 +466,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             for n in self.nodes.values():
                 n.connected = False
                 n.commands.put(None)
+
+
+def _seed_int(stored) -> int:
+    """Seeds are stored as "0x..." text (128 bits do not fit SQLite's INTEGER)."""
+    return int(stored, 16) if isinstance(stored, str) else int(stored)
 
 
 def _to_event(body: dict) -> pb.JobEvent:

@@ -1,6 +1,6 @@
-"""`secure-meanshift demo`: a coordinator and three party nodes as separate
-processes on this machine, each node with its own synthetic data and its own
-certificate; one job, its progress, the revealed centroids next to the
+"""`secure-meanshift demo`: a coordinator, three party nodes and a dealer as
+separate processes on this machine, each node with its own synthetic data and
+its own certificate (the dealer holds no data); one job, its progress, the revealed centroids next to the
 plaintext twin and scikit-learn, a plot, and a clean shutdown."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 PARTY_NAMES = ["alpha", "beta", "gamma", "delta", "epsilon"]
+DEALER = "demo-dealer"
 
 
 def _free_port() -> int:
@@ -26,17 +27,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_node_config(path: str, party: str, coord: str, certs: str, data: str,
+def write_node_config(path: str, party: str, coord: str, certs: str, data: str | None,
                       port_lo: int, results: str, advertise: str = "127.0.0.1",
                       extra: dict | None = None) -> None:
-    safe = f"party_{party}"
-    cfg = {"party_id": party, "coordinator": {"address": coord, "server_name": "localhost"},
+    """A party node's config, or a dealer's when data is None."""
+    role = "party" if data is not None else "dealer"
+    safe = f"{role}_{party}"
+    cfg = {f"{role}_id": party, "coordinator": {"address": coord, "server_name": "localhost"},
            "tls": {"ca": os.path.join(certs, "ca.pem"),
                    "cert": os.path.join(certs, f"{safe}.pem"),
                    "key": os.path.join(certs, f"{safe}.key")},
-           "datasets": {"demo": {"path": data}},
            "rendezvous": {"advertise": advertise, "port_range": [port_lo, port_lo + 19]},
            "results_dir": results, "mpc_timeout_s": 30}
+    if data is not None:
+        cfg["datasets"] = {"demo": {"path": data}}
     cfg.update(extra or {})
     with open(path, "w") as fh:
         yaml.safe_dump(cfg, fh, sort_keys=False)
@@ -84,7 +88,8 @@ def run_demo(args) -> int:
     logs = []
     try:
         certs = os.path.join(work, "certs")
-        make_dev_pki(certs, ["coordinator", "analyst:demo"] + [f"party:{n}" for n in names])
+        make_dev_pki(certs, ["coordinator", "analyst:demo", f"dealer:{DEALER}"]
+                     + [f"party:{n}" for n in names])
         pts, _ = synthetic_blobs(args.points * k, 6, 2, 0.03, seed=7)
         parts = split_even(pts, k, seed=7)
         port = _free_port()
@@ -105,9 +110,13 @@ def run_demo(args) -> int:
             write_node_config(cfg, n, coord, certs, data, 29700 + 20 * i,
                               os.path.join(work, f"results-{n}"))
             start(f"node-{n}", ["node", "run", "--config", cfg])
+        cfg = os.path.join(work, f"{DEALER}.yaml")
+        write_node_config(cfg, DEALER, coord, certs, None, 29700 + 20 * k,
+                          os.path.join(work, "results-dealer"))
+        start("dealer", ["dealer", "run", "--config", cfg])
         say(f"demo folder: {work}")
         say(f"coordinator on {coord}; party nodes: {', '.join(names)} "
-            f"({args.points} synthetic points each)")
+            f"({args.points} synthetic points each); dealer {DEALER} (no data)")
         client = Client(coord, tls_dir=certs, identity="analyst:demo", server_name="localhost")
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -115,18 +124,19 @@ def run_demo(args) -> int:
             if dead:
                 raise RuntimeError(f"{dead[0]} exited early (see {work}/{dead[0]}.log)")
             try:
-                if sum(p["connected"] for p in client.parties()) == k:
+                if sum(p["connected"] for p in client.parties()) == k + 1:
                     break
             except Exception:
                 pass
             time.sleep(0.5)
         else:
-            raise RuntimeError("the party nodes did not connect within 60 s")
+            raise RuntimeError("the party and dealer nodes did not connect within 60 s")
         h, dust = args.bandwidth, args.dust
         spec = {"name": "demo", "parties": [{"id": n, "dataset": "demo"} for n in names],
                 "bandwidth": h, "dust": dust, "kernel": args.kernel, "max_iter": 30,
                 "bounds": {"lo": [0, 0], "hi": [1, 1]},
-                "reveal_to": [names[0], "analyst:demo"], "summary": "exact"}
+                "reveal_to": [names[0], "analyst:demo"], "summary": "exact",
+                "dealer": DEALER}
         job = client.submit(spec)
         say(f"submitted job {job['job_id']} as analyst:demo")
         from .main import follow
@@ -139,7 +149,7 @@ def run_demo(args) -> int:
         # the reference runs on all the data: only the demo, which made it, can do this
         params = MeanShiftParams(bandwidth=h, bounds=([0, 0], [1, 1]), n_dust=dust,
                                  kernel=args.kernel, max_iter=30,
-                                 seed=int(info["seed"]))
+                                 seed=int(info["seed_hex"], 16))
         ref = reference_meanshift(parts, params)
         skl = sklearn_centres(pts, h) if args.kernel == "flat" else None
         if skl is None:

@@ -4,6 +4,7 @@
   secure-meanshift simulate [...]               all parties as local processes (engine only)
   secure-meanshift coordinator serve [...]      run the coordinator
   secure-meanshift node run --config node.yaml  run a party node
+  secure-meanshift dealer run --config d.yaml   run a dealer (correlated randomness, no data)
   secure-meanshift job submit job.yaml --wait   submit a job and follow it
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
   secure-meanshift certs --out DIR ...          development CA and certificates
@@ -82,7 +83,16 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     nsub = node.add_subparsers(dest="action", required=True)
     nrun = nsub.add_parser("run")
     nrun.add_argument("--config", required=True, help="node YAML config")
-    for daemon in (serve, nrun):
+    dealer = sub.add_parser("dealer", help="a dealer node: deals correlated randomness for "
+                            "the jobs that name it, holds no data")
+    dsub = dealer.add_subparsers(dest="action", required=True)
+    drun = dsub.add_parser("run")
+    drun.add_argument("--config", required=True,
+                      help="dealer YAML config (as a node's, with dealer_id and no datasets)")
+    dh = dsub.add_parser("health", help="exit 0 if the dealer heartbeated recently")
+    dh.add_argument("--config", required=True)
+    dh.add_argument("--max-age", type=float, default=20.0)
+    for daemon in (serve, nrun, drun):
         daemon.add_argument("--format", choices=["text", "json"], default="text",
                             help="log format on stderr (json: one object per line)")
 
@@ -135,6 +145,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="name or address clients use for the coordinator (repeatable)")
     certs.add_argument("--party", action="append", default=[], help="party id (repeatable)")
     certs.add_argument("--analyst", action="append", default=[], help="analyst name (repeatable)")
+    certs.add_argument("--dealer", action="append", default=[], help="dealer name (repeatable)")
     certs.add_argument("--format", choices=["text", "json"], default="text")
     return ap
 
@@ -142,7 +153,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser(argv).parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    if getattr(args, "format", "text") == "json" and args.cmd in ("coordinator", "node"):
+    if getattr(args, "format", "text") == "json" and args.cmd in ("coordinator", "node",
+                                                                  "dealer"):
         handler.setFormatter(_JSONLog())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
@@ -163,8 +175,10 @@ def main(argv=None) -> int:
             return _client_command(args)
         if args.cmd == "coordinator" and args.action == "audit":
             return _audit(args)
-        if args.cmd == "node" and args.action == "health":
+        if args.cmd in ("node", "dealer") and args.action == "health":
             return _node_health(args)
+        if args.cmd == "dealer":
+            return _node(args, role="dealer")
         if args.cmd == "coordinator":
             return _serve(args)
         if args.cmd == "node":
@@ -269,11 +283,16 @@ def _load_node_config(path: str):
         return None
 
 
-def _node(args) -> int:
+def _node(args, role: str = "party") -> int:
     from party_node.node import run_node
 
     cfg = _load_node_config(args.config)
     if cfg is None:
+        return EXIT_USAGE
+    if cfg.role != role:
+        print(f"error: {args.config} configures a {cfg.role} node: use "
+              f"'secure-meanshift {'node' if cfg.role == 'party' else 'dealer'} run'",
+              file=sys.stderr)
         return EXIT_USAGE
     run_node(cfg)
     return EXIT_OK
@@ -301,7 +320,7 @@ def _certs(args) -> int:
     from meanshift_rpc.tls import make_dev_pki
 
     names = ["coordinator"] + [f"party:{p}" for p in args.party] + \
-            [f"analyst:{a}" for a in args.analyst]
+            [f"dealer:{d}" for d in args.dealer] + [f"analyst:{a}" for a in args.analyst]
     files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"])
     _out(args, "\n".join(f"{n}: {f.cert}, {f.key}" for n, f in files.items())
          + f"\nCA: {os.path.join(args.out, 'ca.pem')} (keep ca.key private)",

@@ -7,7 +7,7 @@ DEFAULT_DEADLINE_S = 15.0
 def joint_seed(nonces: list) -> int:
     """The job seed from every party's revealed nonce, in rank order: no single
     party (nor the coordinator) chooses it. Public once revealed (it only picks
-    the dust indices)."""
+    the dust indices). 128 bits."""
     import hashlib
 
-    return int.from_bytes(hashlib.sha256(b"".join(nonces)).digest()[:4], "big") >> 1
+    return int.from_bytes(hashlib.sha256(b"".join(nonces)).digest()[:16], "big")

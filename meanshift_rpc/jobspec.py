@@ -24,7 +24,12 @@ oblivious: false         # true: always max_iter iterations, nothing revealed ea
 bounds: {lo: [0, 0], hi: [1, 1]}   # public feature bounds
 reveal_to: [hospital-a, "analyst:alice"]
 summary: auto            # exact | auto | cell size in bandwidths
+dealer: dealer-1         # makes the correlated randomness; holds no data
+transport: tls           # MPC links: tls | trusted-network (plaintext; policy must allow)
 """
+TRANSPORTS = ("tls", "trusted-network")
+# names people use for "one of the computing parties deals": always refused
+FIRST_PARTY = ("first-party", "tfp", "trusted-first-party", "trusted_first_party")
 
 
 class SpecError(ValueError):
@@ -57,7 +62,8 @@ def parse(text: str) -> pb.JobSpec:
     if not isinstance(d, dict):
         raise SpecError("spec: expected a mapping of fields")
     known = {"name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
-             "bounds", "reveal_to", "merge_radius", "return_sizes", "summary"}
+             "bounds", "reveal_to", "merge_radius", "return_sizes", "summary", "dealer",
+             "transport", "provider"}
     unknown = sorted(set(d) - known)
     if unknown:
         raise SpecError(f"{unknown[0]}: unknown field")
@@ -105,6 +111,20 @@ def parse(text: str) -> pb.JobSpec:
     for flag in ("oblivious", "return_sizes"):
         if not isinstance(d.get(flag, False), bool):
             raise SpecError(f"{flag}: must be true or false")
+    provider = d.get("provider", "dealer")
+    if str(provider).lower() in FIRST_PARTY:
+        raise SpecError("provider: the service refuses the trusted-first-party provider "
+                        "(a party would deal the randomness and could read every share); "
+                        "name a dealer instead")
+    if provider != "dealer":
+        raise SpecError("provider: only 'dealer' is available")
+    dealer = d.get("dealer")
+    if not isinstance(dealer, str) or not dealer or ":" in dealer:
+        raise SpecError("dealer: required: the name of a dealer node (its certificate is "
+                        "'dealer:<name>'); it makes the correlated randomness and holds no data")
+    transport = d.get("transport", "tls")
+    if transport not in TRANSPORTS:
+        raise SpecError(f"transport: must be one of {', '.join(TRANSPORTS)}")
     spec = pb.JobSpec(
         parties=refs, bandwidth=_num(d, "bandwidth", positive=True),
         n_dust=_num(d, "dust", 8, positive=True, integer=True), kernel=kernel,
@@ -112,7 +132,7 @@ def parse(text: str) -> pb.JobSpec:
         tol=_num(d, "tol", 0.0), oblivious=bool(d.get("oblivious", False)),
         bounds_lo=lo, bounds_hi=hi, reveal_to=reveal,
         merge_radius=_num(d, "merge_radius", 0.0), return_sizes=bool(d.get("return_sizes", False)),
-        summary=summary, name=str(d.get("name", "")))
+        summary=summary, name=str(d.get("name", "")), dealer=dealer, transport=transport)
     if spec.bandwidth / max(h - l for l, h in zip(lo, hi)) > math.sqrt(len(lo)):
         raise SpecError("bandwidth: is larger than the whole bounded domain")
     if spec.max_iter > 10_000:
@@ -131,7 +151,8 @@ def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
             "max_iter": spec.max_iter, "tol": spec.tol or None, "oblivious": spec.oblivious,
             "bounds": {"lo": list(spec.bounds_lo), "hi": list(spec.bounds_hi)},
             "reveal_to": list(spec.reveal_to), "merge_radius": spec.merge_radius or None,
-            "return_sizes": spec.return_sizes, "summary": spec.summary}
+            "return_sizes": spec.return_sizes, "summary": spec.summary,
+            "dealer": spec.dealer, "transport": spec.transport or "tls"}
 
 
 def to_yaml(spec: pb.JobSpec) -> str:

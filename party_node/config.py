@@ -6,15 +6,19 @@
     # insecure: true          # local experiments only: no TLS at all
     datasets:
       patients: {path: data/patients.csv, columns: [age, bmi]}
-    rendezvous:               # where this node's MPC worker listens when it is rank 0
-      advertise: 10.0.0.5     # address the other parties' workers dial
-      port_range: [29500, 29599]
-      ifname: eth0            # optional: GLOO_SOCKET_IFNAME
+    rendezvous:               # where this node's MPC worker listens (one port per job)
+      advertise: 10.0.0.5     # address the other ranks' workers dial (TLS, pinned identity)
+      port_range: [29500, 29599]   # the one inbound range to open in the firewall
     policy:
       kernels: [flat, gaussian]
       min_parties: 2
       allowed_submitters: ["*"]          # identities, or "*"
       allowed_receivers: ["*"]           # party ids / analyst identities, or "*"
+      trusted_dealers: [dealer-1]        # dealer names this party trusts not to collude
+      allow_plaintext_mpc: false         # true: accept transport "trusted-network"
+
+A dealer node uses the same file with ``dealer_id: <name>`` instead of
+``party_id`` and no ``datasets``; it holds no data.
     results_dir: results
     mpc_timeout_s: 30
     status_file: node-status.json   # touched on every heartbeat (container health checks)
@@ -49,6 +53,8 @@ class Policy:
     min_parties: int = 2
     allowed_submitters: list = field(default_factory=lambda: ["*"])
     allowed_receivers: list = field(default_factory=lambda: ["*"])
+    trusted_dealers: list = field(default_factory=lambda: ["*"])
+    allow_plaintext_mpc: bool = False
 
 
 @dataclass
@@ -66,19 +72,21 @@ class NodeConfig:
     mpc_timeout_s: float = 30.0
     status_file: str = "node-status.json"
     prewarm_worker: bool = True
+    role: str = "party"                # "party" | "dealer"
 
     @property
     def identity(self) -> str:
-        return f"party:{self.party_id}"
+        return f"{self.role}:{self.party_id}"
 
 
 KNOWN = {
-    "": {"party_id", "coordinator", "tls", "insecure", "datasets", "rendezvous", "policy",
-         "results_dir", "mpc_timeout_s", "status_file", "prewarm_worker"},
+    "": {"party_id", "dealer_id", "coordinator", "tls", "insecure", "datasets", "rendezvous",
+         "policy", "results_dir", "mpc_timeout_s", "status_file", "prewarm_worker"},
     "coordinator": {"address", "server_name"},
     "tls": {"ca", "cert", "key"},
     "rendezvous": {"advertise", "port_range", "ifname"},
-    "policy": {"kernels", "min_parties", "allowed_submitters", "allowed_receivers"},
+    "policy": {"kernels", "min_parties", "allowed_submitters", "allowed_receivers",
+               "trusted_dealers", "allow_plaintext_mpc"},
 }
 
 
@@ -107,9 +115,12 @@ def load(path: str) -> NodeConfig:
                           f"({type(exc).__name__}: {exc})") from None
     pol = cfg.policy
     if not (isinstance(pol.kernels, list) and isinstance(pol.allowed_submitters, list)
-            and isinstance(pol.allowed_receivers, list) and isinstance(pol.min_parties, int)):
-        raise ConfigError(f"{path}: policy: kernels, allowed_submitters and allowed_receivers "
-                          "are lists, min_parties an integer")
+            and isinstance(pol.allowed_receivers, list) and isinstance(pol.min_parties, int)
+            and isinstance(pol.trusted_dealers, list)
+            and isinstance(pol.allow_plaintext_mpc, bool)):
+        raise ConfigError(f"{path}: policy: kernels, allowed_submitters, allowed_receivers "
+                          "and trusted_dealers are lists, min_parties an integer, "
+                          "allow_plaintext_mpc true or false")
     lo, hi = cfg.port_range
     if not 1 <= lo <= hi <= 65535:
         raise ConfigError(f"{path}: rendezvous.port_range: need 1 <= low <= high <= 65535")
@@ -140,8 +151,13 @@ def _load(path: str) -> NodeConfig:
     coord = need("coordinator")
     if not isinstance(coord, dict) or "address" not in coord:
         raise ConfigError(f"{path}: coordinator: needs an 'address'")
+    if ("party_id" in d) == ("dealer_id" in d):
+        raise ConfigError(f"{path}: exactly one of 'party_id' (a party node) and "
+                          "'dealer_id' (a dealer node) is required")
+    role = "dealer" if "dealer_id" in d else "party"
     sets = {}
-    for name, ds in (need("datasets") or {}).items():
+    for name, ds in ((need("datasets") if role == "party" else d.get("datasets")) or
+                     {}).items():
         if not isinstance(ds, dict) or "path" not in ds:
             raise ConfigError(f"{path}: datasets.{name}: needs a 'path'")
         sets[name] = Dataset(rel(ds["path"]), ds.get("columns"))
@@ -157,12 +173,14 @@ def _load(path: str) -> NodeConfig:
     pr = rv.get("port_range", [29500, 29599])
     pol = d.get("policy", {}) or {}
     return NodeConfig(
-        party_id=str(need("party_id")), coordinator=str(coord["address"]), datasets=sets,
+        party_id=str(d.get("party_id", d.get("dealer_id"))), role=role,
+        coordinator=str(coord["address"]), datasets=sets,
         tls=tls, server_name=coord.get("server_name"),
         advertise=str(rv.get("advertise", "127.0.0.1")), port_range=(int(pr[0]), int(pr[1])),
         ifname=rv.get("ifname"),
         policy=Policy(**{k: pol[k] for k in ("kernels", "min_parties", "allowed_submitters",
-                                             "allowed_receivers") if k in pol}),
+                                             "allowed_receivers", "trusted_dealers",
+                                             "allow_plaintext_mpc") if k in pol}),
         results_dir=rel(d.get("results_dir", "results")),
         status_file=rel(d.get("status_file", "node-status.json")),
         mpc_timeout_s=float(d.get("mpc_timeout_s", 30)),

@@ -162,6 +162,9 @@ class PartyNode:
         spec, pol = offer.spec, self.cfg.policy
         if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
             return f"busy with job {self.job.id}"
+        reason = self._mpc_policy(spec)
+        if reason:
+            return reason
         me = [p for p in spec.parties if p.id == self.cfg.party_id]
         if not me:
             return "this node is not a party of the job"
@@ -187,6 +190,52 @@ class PartyNode:
         except ValueError as exc:        # InputError: names rows and columns, never values
             return str(exc)
         return ""
+
+    def _mpc_policy(self, spec: pb.JobSpec) -> str:
+        """Who deals and how the links are protected: the node's own rules."""
+        pol = self.cfg.policy
+        if not spec.dealer:
+            return "the job names no dealer (a party would have to deal the randomness)"
+        if self.cfg.role == "party" and "*" not in pol.trusted_dealers and \
+                spec.dealer not in pol.trusted_dealers:
+            return f"dealer {spec.dealer} is not trusted by local policy"
+        transport = spec.transport or "tls"
+        if transport == "trusted-network" and not pol.allow_plaintext_mpc:
+            return "transport 'trusted-network' (plaintext MPC links) not allowed by local policy"
+        if transport == "tls" and self.cfg.tls is None:
+            return "this node has no TLS identity for transport 'tls'"
+        return ""
+
+    def _expected_peers(self, spec: pb.JobSpec) -> list:
+        """Identities at each rank, from the spec alone: parties in order, then the dealer."""
+        return [f"party:{p.id}" for p in spec.parties] + [f"dealer:{spec.dealer}"]
+
+    def _check_run(self, job: Job, run: pb.Run) -> str:
+        """Everything the coordinator says about ranks and peers, against the spec."""
+        expected = self._expected_peers(job.spec)
+        got = [p.identity for p in run.peers]
+        if got != expected:
+            return "the peer list does not match the job's parties and dealer"
+        if run.world_size != len(job.spec.parties):
+            return "the world size does not match the job's parties"
+        if run.rank != expected.index(self.cfg.identity):
+            return "this node's rank does not match its place in the job"
+        me = run.peers[run.rank]
+        if me.port != job.port:
+            return "this node's own MPC port was altered"
+        if any(not p.host or not 0 < p.port < 65536 for p in run.peers):
+            return "a peer address is malformed"
+        return ""
+
+    def _mpc_payload(self, job: Job, run: pb.Run, seed: int) -> dict:
+        tls = self.cfg.tls
+        return {"rank": run.rank, "world_size": run.world_size,
+                "peers": [[p.identity, p.host, p.port] for p in run.peers],
+                "security": None if tls is None else [tls.ca, tls.cert, tls.key],
+                "transport": job.spec.transport or "tls", "listen_host": "",
+                # every rank hashes this before anything secret moves (runtime.MPCConfig)
+                "context": job_context(job.id, job.spec, seed),
+                "timeout_s": run.timeout_s or self.cfg.mpc_timeout_s}
 
     def _free_port(self) -> int:
         lo, hi = self.cfg.port_range
@@ -231,7 +280,10 @@ class PartyNode:
                                   "commitment")
             nonces.append(rev.nonce)
         seed = joint_seed(nonces)
-        log.info("job %s seed %d (rank %d of %d)", job.id, seed, run.rank, run.world_size)
+        bad = self._check_run(job, run)
+        if bad:
+            return self._fail(job, bad)
+        log.info("job %s seed %032x (rank %d of %d)", job.id, seed, run.rank, run.world_size)
         threading.Thread(target=self._run_worker, args=(job, run, seed), daemon=True).start()
 
     def _params(self, spec: pb.JobSpec, run: pb.Run, seed: int) -> dict:
@@ -259,14 +311,15 @@ class PartyNode:
                 if self.job is job:
                     self.job = None
 
-    def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
+    def _worker_job(self, job: Job, run: pb.Run, seed: int) -> dict:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
         ds = self.cfg.datasets[me.dataset]
-        payload = {"path": ds.path, "columns": ds.columns, "dataset": me.dataset,
-                   "params": self._params(job.spec, run, seed), "rank": run.rank,
-                   "world_size": run.world_size, "master_addr": run.master_addr,
-                   "master_port": run.master_port, "timeout_s": run.timeout_s or
-                   self.cfg.mpc_timeout_s, "ifname": self.cfg.ifname}
+        return {"role": "party", "path": ds.path, "columns": ds.columns,
+                "dataset": me.dataset, "params": self._params(job.spec, run, seed),
+                **self._mpc_payload(job, run, seed)}
+
+    def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
+        payload = self._worker_job(job, run, seed)
         proc = self._take_worker()
         job.proc = proc
         if job.cancelled:
@@ -402,11 +455,21 @@ class PartyNode:
             self._stop_worker(job, why)
 
 
+def job_context(job_id: str, spec: pb.JobSpec, seed: int) -> str:
+    """What every rank of a job must agree on (hashed into the job digest)."""
+    return f"{job_id}\n{spec.SerializeToString(deterministic=True).hex()}\n{seed:032x}"
+
+
 def run_node(cfg: NodeConfig) -> None:
     """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out."""
     import signal
 
-    node = PartyNode(cfg)
+    if cfg.role == "dealer":
+        from .dealer import DealerNode
+
+        node = DealerNode(cfg)
+    else:
+        node = PartyNode(cfg)
     signal.signal(signal.SIGTERM, lambda *a: node.stop())
     try:
         node.run_forever()

@@ -54,21 +54,31 @@ def main() -> int:
     from secure_meanshift.data import load_points
     from secure_meanshift.errors import InputError, MPCError
     from secure_meanshift.params import MeanShiftParams
-    from secure_meanshift.runtime import MPCConfig, run_party
+    from secure_meanshift.runtime import MPCConfig, run_dealer, run_party
 
     try:
+        cfg = MPCConfig(rank=job["rank"], world_size=job["world_size"],
+                        peers=tuple(tuple(p) for p in job["peers"]),
+                        security=tuple(job["security"]) if job.get("security") else None,
+                        transport=job["transport"], provider="dealer",
+                        context=job["context"], timeout_s=job["timeout_s"],
+                        listen_host=job.get("listen_host"))
+        if job.get("role") == "dealer":
+            import time
+
+            t0 = time.perf_counter()
+            dealt = run_dealer(cfg)
+            emit({"result": {"dealt": dealt, "wall_s": time.perf_counter() - t0}})
+            return 0
         points = load_points(job["path"], job.get("columns"))
         params = MeanShiftParams(**job["params"])
-        cfg = MPCConfig(rank=job["rank"], world_size=job["world_size"],
-                        master_addr=job["master_addr"], master_port=job["master_port"],
-                        timeout_s=job["timeout_s"], socket_ifname=job.get("ifname"))
         out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
                         name=f"data set {job['dataset']!r}")
     except InputError as exc:
         emit({"error": str(exc)})
         return 2
     except MPCError as exc:
-        # a peer left, or a rendezvous / collective timed out (the engine says so with
+        # a peer left, or connecting / an exchange timed out (the engine says so with
         # PEER_LOST): the coordinator then looks for the party at fault
         from secure_meanshift import runtime
 

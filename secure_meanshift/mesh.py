@@ -143,7 +143,7 @@ class Mesh:
 
     def __init__(self, rank: int, peers: Sequence[Peer], digest: bytes,
                  security: Optional[LinkSecurity], timeout_s: float = 60.0,
-                 listener: Optional[socket.socket] = None):
+                 listen_host: Optional[str] = None):
         if security is None and os.environ.get("SMS_ALLOW_PLAINTEXT_MPC") == "0":
             raise MPCError("transport: plaintext links are not allowed here")
         self.rank = rank
@@ -155,7 +155,7 @@ class Mesh:
         self.sent_bytes = 0
         self.recv_bytes = 0
         self._sel = selectors.DefaultSelector()
-        self._listener = listener
+        self._listen_host = listen_host
         self.rejected: list[str] = []      # why unexpected connections were dropped
         self._connect_all()
 
@@ -183,9 +183,10 @@ class Mesh:
             except (OSError, ssl.SSLError) as exc:
                 raise MPCError(f"TLS identity of this rank could not be loaded "
                                f"({type(exc).__name__})") from None
-        lst = self._listener
-        if lst is None and self.rank < len(self.peers) - 1:
-            lst = socket.create_server((me.host, me.port), reuse_port=False)
+        lst = None
+        if self.rank < len(self.peers) - 1:
+            host = me.host if self._listen_host is None else self._listen_host
+            lst = socket.create_server((host, me.port))
         try:
             for r in range(self.rank):
                 self._connect(r, cli_ctx, deadline)

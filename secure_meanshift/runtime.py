@@ -50,6 +50,8 @@ class MPCConfig:
     context: what the job is (e.g. canonical spec and seed); part of the digest
         every rank must agree on before anything secret moves.
     timeout_s: bound on connecting and on every exchange.
+    listen_host: where this rank listens, if not at its own peer entry's host
+        (a node behind NAT, or "" for every interface).
     """
 
     rank: int
@@ -61,6 +63,8 @@ class MPCConfig:
     context: str = ""
     timeout_s: float = 60.0
     threads: int = 1
+    listen_host: Optional[str] = None   # bind address if not this rank's advertised host
+                                        # ("" = every interface)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(
@@ -135,7 +139,8 @@ class PartyOutcome:
 def _connect(c: MPCConfig) -> Mesh:
     security = c.security if c.transport == "tls" else None
     try:
-        return Mesh(c.rank, c.peers, c.digest(), security, c.timeout_s)
+        return Mesh(c.rank, c.peers, c.digest(), security, c.timeout_s,
+                    listen_host=c.listen_host)
     except OSError as exc:
         me = c.peers[c.rank]
         raise MPCError(f"could not listen on {me.host}:{me.port} "

@@ -30,21 +30,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DEALER = "dd"
+DEALER_KEY = f"dealer:{DEALER}"    # how the coordinator lists the dealer node
+
+
 class Cluster:
     def __init__(self, tmp: str, parties: int = 3, points: int = 60, coord_host="127.0.0.1",
                  node_hosts: Optional[list] = None, wrap: Optional[dict] = None,
-                 heartbeat_timeout: float = 6.0, mpc_timeout: float = 20.0):
+                 heartbeat_timeout: float = 6.0, mpc_timeout: float = 20.0,
+                 dealer_host: str = "127.0.0.1"):
         self.tmp, self.names = tmp, NAMES[:parties]
         self.certs = os.path.join(tmp, "certs")
         self.coord_host = coord_host
         self.node_hosts = node_hosts or ["127.0.0.1"] * parties
+        self.dealer_host = dealer_host
         self.wrap = wrap or {}            # name -> command prefix (e.g. ip netns exec)
         self.port = free_port()
         self.address = f"{coord_host}:{self.port}"
         self.db = os.path.join(tmp, "coordinator.db")
         self.record = os.path.join(tmp, "received.txt")
         self.heartbeat_timeout, self.mpc_timeout = heartbeat_timeout, mpc_timeout
-        make_dev_pki(self.certs, ["coordinator", "analyst:ann", "analyst:eve"]
+        make_dev_pki(self.certs, ["coordinator", "analyst:ann", "analyst:eve", f"dealer:{DEALER}"]
                      + [f"party:{n}" for n in NAMES], hosts=["localhost", coord_host])
         pts, self.centres = separated_blobs(points * parties, 4, 2, 0.015, min_gap=0.35,
                                             seed=11)
@@ -54,18 +60,21 @@ class Cluster:
             path = os.path.join(tmp, f"{n}.csv")
             np.savetxt(path, self.parts[i], delimiter=",", header="x,y", comments="")
             self.write_config(n, i)
+        self.write_config(DEALER, parties, dealer=True)
 
-    def write_config(self, n: str, i: int, **extra) -> str:
-        cfg = {"party_id": n,
+    def write_config(self, n: str, i: int, dealer: bool = False, **extra) -> str:
+        who = f"dealer_{n}" if dealer else f"party_{n}"
+        cfg = {"dealer_id" if dealer else "party_id": n,
                "coordinator": {"address": self.address, "server_name": "localhost"},
                "tls": {"ca": os.path.join(self.certs, "ca.pem"),
-                       "cert": os.path.join(self.certs, f"party_{n}.pem"),
-                       "key": os.path.join(self.certs, f"party_{n}.key")},
-               "datasets": {"points": {"path": os.path.join(self.tmp, f"{n}.csv")}},
-               "rendezvous": {"advertise": self.node_hosts[i],
+                       "cert": os.path.join(self.certs, f"{who}.pem"),
+                       "key": os.path.join(self.certs, f"{who}.key")},
+               "rendezvous": {"advertise": (self.node_hosts + [self.dealer_host])[i],
                               "port_range": [31000 + 40 * i, 31039 + 40 * i]},
                "results_dir": os.path.join(self.tmp, f"results-{n}"), "mpc_timeout_s": 20,
                "status_file": os.path.join(self.tmp, f"{n}-status.json")}
+        if not dealer:
+            cfg["datasets"] = {"points": {"path": os.path.join(self.tmp, f"{n}.csv")}}
         cfg.update(extra)
         path = os.path.join(self.tmp, f"{n}.yaml")
         with open(path, "w") as fh:
@@ -89,11 +98,16 @@ class Cluster:
     def start_node(self, n: str) -> None:
         self._start(n, ["node", "run", "--config", os.path.join(self.tmp, f"{n}.yaml")])
 
+    def start_dealer(self) -> None:
+        self._start(DEALER_KEY, ["dealer", "run", "--config",
+                                 os.path.join(self.tmp, f"{DEALER}.yaml")])
+
     def start(self, timeout: float = 60.0) -> "Cluster":
         self.start_coordinator()
         for n in self.names:
             self.start_node(n)
-        self.wait_connected(self.names, timeout)
+        self.start_dealer()
+        self.wait_connected(self.names + [DEALER_KEY], timeout)
         return self
 
     def client(self, identity: str = "analyst:ann") -> Client:
@@ -155,6 +169,6 @@ class Cluster:
         d = {"name": "test", "parties": [{"id": n, "dataset": "points"} for n in names],
              "bandwidth": 0.12, "dust": 6, "kernel": "flat", "max_iter": 20,
              "bounds": {"lo": [0, 0], "hi": [1, 1]}, "reveal_to": ["analyst:ann", names[0]],
-             "summary": "exact"}
+             "summary": "exact", "dealer": DEALER}
         d.update(kw)
         return d

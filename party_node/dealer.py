@@ -1,0 +1,76 @@
+"""The dealer node: the same daemon as a party's (dial out, heartbeat, one
+fresh worker per job), for a role that holds no data. It joins each job that
+names it as the extra rank world_size and deals the correlated randomness
+(secure_meanshift.dealer); it takes no part in the seed and receives no result.
+
+Like a party node it believes nothing the coordinator says that it can check:
+it accepts only jobs that name it, checks the peer list and its rank against
+the job's parties, and derives the seed from the parties' commitments and
+reveals itself (the seed is part of the job digest every rank compares)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+from meanshift_proto.v1 import service_pb2 as pb
+from meanshift_rpc import joint_seed
+
+from .node import Job, PartyNode
+
+log = logging.getLogger("dealer_node")
+
+
+class DealerNode(PartyNode):
+    def _policy_check(self, offer: pb.Offer) -> str:
+        spec = offer.spec
+        if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
+            return f"busy with job {self.job.id}"
+        if spec.dealer != self.cfg.party_id:
+            return "this node is not the job's dealer"
+        return self._mpc_policy(spec)
+
+    def _on_offer(self, offer: pb.Offer) -> None:
+        reason = self._policy_check(offer)
+        if reason:
+            log.info("refusing job %s: %s", offer.job_id, reason)
+            return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
+        job = Job(offer)
+        job.port = self._free_port()
+        if not job.port:
+            return self._reply(offer.job_id, refuse=pb.Refuse(
+                reason=f"no free port in {self.cfg.port_range[0]}-{self.cfg.port_range[1]}"))
+        with self._lock:
+            self.job = job
+        log.info("dealing for job %s", job.id)
+        self._reply(job.id, accept=pb.Accept(rendezvous_address=self.cfg.advertise,
+                                             rendezvous_port=job.port))
+
+    def _on_reveal(self, req: pb.RevealRequest) -> None:
+        return None                      # the dealer takes no part in the seed
+
+    def _on_run(self, run: pb.Run) -> None:
+        job = self.job
+        if job is None or job.id != run.job_id:
+            return
+        commits = {c.party: c.commitment for c in run.commits}
+        nonces = []
+        for p in job.spec.parties:
+            rev = next((r for r in run.reveals if r.party == p.id), None)
+            if rev is None or hashlib.sha256(rev.nonce).digest() != commits.get(p.id):
+                return self._fail(job, f"seed reveal of party {p.id} does not match its "
+                                  "commitment")
+            nonces.append(rev.nonce)
+        bad = self._check_run(job, run)
+        if bad:
+            return self._fail(job, bad)
+        seed = joint_seed(nonces)
+        threading.Thread(target=self._run_worker, args=(job, run, seed), daemon=True).start()
+
+    def _worker_job(self, job: Job, run: pb.Run, seed: int) -> dict:
+        return {"role": "dealer", **self._mpc_payload(job, run, seed)}
+
+    def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
+        log.info("job %s: dealt %s values", job.id, res.get("dealt", "?"))
+        self._reply(job.id, finished=pb.Finished(wall_s=float(res.get("wall_s", 0.0))))
