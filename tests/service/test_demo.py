@@ -44,7 +44,7 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path):
     data = np.concatenate([np.loadtxt(f, delimiter=",", skiprows=1).ravel()
                            for f in glob.glob(str(keep / "*.csv"))])
     logs = glob.glob(str(keep / "*.log"))
-    assert len(logs) == 4
+    assert len(logs) == 5          # coordinator, three party nodes, the dealer
     for log in logs:
         for m in re.finditer(r"-?\d+\.(\d{4,})", open(log).read()):
             digits = len(m.group(1))

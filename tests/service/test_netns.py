@@ -102,7 +102,7 @@ def test_job_across_network_namespaces(tmp_path, namespaces):
         from test_service import twin
         from secure_meanshift.compare import match_error
 
-        ref = twin(c, names, c.spec(), int(info["seed"]))
+        ref = twin(c, names, c.spec(), int(info["seed_hex"], 16))
         err, unmatched = match_error(cl.result(info["job_id"]), ref.centroids)
         assert unmatched == 0 and err < 1e-3 * c.spec()["bandwidth"]
         cl.close()

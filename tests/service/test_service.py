@@ -66,7 +66,7 @@ def test_job_matches_plaintext_twin(cluster, finished, names):
     cl = cluster.client()
     cents = cl.result(info["job_id"])
     cl.close()
-    ref = twin(cluster, names, spec, int(info["seed"]))
+    ref = twin(cluster, names, spec, int(info["seed_hex"], 16))
     err, unmatched = match_error(cents, ref.centroids)
     assert unmatched == 0 and err < 1e-3 * spec["bandwidth"]
     # the receiving party also has it, in its own results folder
@@ -279,7 +279,7 @@ def test_gaussian_oblivious_three_parties_match_twin(cluster):
     cl.close()
     p = MeanShiftParams(bandwidth=spec["bandwidth"], bounds=([0, 0], [1, 1]),
                         n_dust=spec["dust"], kernel="gaussian", max_iter=12, oblivious=True,
-                        seed=int(final["seed"]))
+                        seed=int(final["seed_hex"], 16))
     ref = reference_meanshift(cluster.parts, p)
     err, unmatched = match_error(cents, ref.centroids)
     assert unmatched == 0 and err < 1e-2 * spec["bandwidth"], (err, unmatched)
