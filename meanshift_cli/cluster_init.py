@@ -3,6 +3,7 @@ into one folder per role (what docker-compose's one-shot init service runs).
 
   OUT/coordinator/   ca.pem, coordinator.pem/.key
   OUT/<party>/       ca.pem, party_<id>.pem/.key, points.csv (its own synthetic data), node.yaml
+  OUT/dealer/        ca.pem, dealer_<name>.pem/.key, node.yaml (no data)
   OUT/client/        ca.pem, analyst_<name>.pem/.key, job.yaml, long-job.yaml
   OUT/ca/            ca.pem, ca.key (the development CA: keep it away from the others)
 """
@@ -28,11 +29,12 @@ def synthetic_parts(parties: int, points: int, seed: int = DATA_SEED) -> list:
 
 def init_cluster(out: str, parties: list, coordinator_host: str = "coordinator",
                  coordinator_port: int = 50051, points: int = 150, analyst: str = "demo",
-                 port_lo: int = 29500, advertise: dict | None = None) -> dict:
+                 port_lo: int = 29500, advertise: dict | None = None,
+                 dealer: str = "dealer") -> dict:
     from meanshift_rpc.tls import make_dev_pki
 
     ca_dir = os.path.join(out, "ca")
-    files = make_dev_pki(ca_dir, ["coordinator", f"analyst:{analyst}"]
+    files = make_dev_pki(ca_dir, ["coordinator", f"analyst:{analyst}", f"dealer:{dealer}"]
                          + [f"party:{p}" for p in parties],
                          hosts=[coordinator_host, "localhost", "127.0.0.1"])
 
@@ -56,14 +58,24 @@ def init_cluster(out: str, parties: list, coordinator_host: str = "coordinator",
                "datasets": {"demo": {"path": "points.csv"}},
                "rendezvous": {"advertise": (advertise or {}).get(p, p),
                               "port_range": [port_lo, port_lo + 19]},
-               "results_dir": "results", "mpc_timeout_s": 20}
+               "results_dir": "results", "mpc_timeout_s": 20,
+               "policy": {"trusted_dealers": [dealer]}}
         with open(os.path.join(d, "node.yaml"), "w") as fh:
             yaml.safe_dump(cfg, fh, sort_keys=False)
+    d = hand_out("dealer", f"dealer:{dealer}")
+    cfg = {"dealer_id": dealer,
+           "coordinator": {"address": f"{coordinator_host}:{coordinator_port}"},
+           "tls": {"ca": "ca.pem", "cert": f"dealer_{dealer}.pem", "key": f"dealer_{dealer}.key"},
+           "rendezvous": {"advertise": (advertise or {}).get("dealer", "dealer"),
+                          "port_range": [port_lo, port_lo + 19]},
+           "mpc_timeout_s": 20}
+    with open(os.path.join(d, "node.yaml"), "w") as fh:
+        yaml.safe_dump(cfg, fh, sort_keys=False)
     d = hand_out("client", f"analyst:{analyst}")
     job = {"name": "compose-demo", "parties": [{"id": p, "dataset": "demo"} for p in parties],
            "bandwidth": 0.1, "dust": 16, "kernel": "flat", "max_iter": 30,
            "bounds": {"lo": [0, 0], "hi": [1, 1]}, "reveal_to": [f"analyst:{analyst}"],
-           "summary": "exact"}
+           "summary": "exact", "dealer": dealer}
     with open(os.path.join(d, "job.yaml"), "w") as fh:
         yaml.safe_dump(job, fh, sort_keys=False)
     with open(os.path.join(d, "long-job.yaml"), "w") as fh:
