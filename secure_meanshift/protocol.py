@@ -109,6 +109,28 @@ def _any_bit(bits):
     return 1 - v
 
 
+def _row_and(bits):
+    """AND along each row of 0/1 (scale 1) shares: log2(columns) multiplication rounds."""
+    crypten = import_crypten()
+    v = bits
+    while v.size(1) > 1:
+        if v.size(1) % 2:
+            v = crypten.cat([v, v[:, :1] * 0 + 1], dim=1)
+        half = v.size(1) // 2
+        v = v[:, :half] * v[:, half:]
+    return v
+
+
+def _keep_if_valid(new, old, den_bits):
+    """Oblivious mode: new where the update passed its sanity tests (denominator
+    in range, centroid inside the box), else old; one comparison, no opening."""
+    crypten = import_crypten()
+    m = new.size(0)
+    (inside,) = ge_zero(crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new], dim=1))
+    ok = _row_and(crypten.cat([inside, den_bits[:m], den_bits[m:]], dim=1))   # (m, 1)
+    return old + ok * (new - old)
+
+
 def _merge_keep(c, radius: float):
     """keep_i = 1 - [exists j < i: |c_i - c_j|^2 < radius^2], on shares."""
     m = c.size(0)
@@ -253,6 +275,21 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         answers.update(zip(parts, ge_zero(*parts.values())))
         if not flat_kernel and "move" in answers:
             answers["any"] = _any_bit(answers["move"])
+        if p.oblivious:
+            # nothing is opened before the end, not even a failure count: a row whose
+            # update failed a sanity test keeps its position (on shares)
+            if iterations >= p.max_iter:
+                break
+            new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits)
+            c = _keep_if_valid(new, c, answers["den"])
+            iterations += 1
+            t_upd += time.perf_counter() - tc
+            total = time.perf_counter() - t0
+            per_iter.append({"distance_s": t_dist, "kernel_s": t_kern, "update_s": t_upd,
+                             "merge_s": 0.0, "total_s": total})
+            notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
+                    "moving": None, "seconds": total})
+            continue
         bad = (1 - answers["den"]).sum()
         if "range" in answers:
             bad = bad + (1 - answers["range"]).sum()

@@ -45,3 +45,43 @@ def faulty_division_job(rank, parts, params, fault_at):
     events = []
     res = proto.run_protocol(parts[rank], None, params, events.append)
     return res.centroids, res.iterations, [e for e in events if e.get("stage") == "retry"]
+
+
+def counted_openings_job(rank, parts, params, fault_at=0):
+    """Run the protocol counting every opening (reveal of a shared value) made
+    before the final merge and reveal; optionally corrupt one division."""
+    from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
+    from crypten.mpc.primitives.binary import BinarySharedTensor
+
+    import secure_meanshift.protocol as proto
+
+    state = {"before_end": 0, "end": False, "div": 0}
+    for cls in (ArithmeticSharedTensor, BinarySharedTensor):
+        for name in ("reveal", "reveal_batch"):
+            original = getattr(cls, name)
+
+            def counting(*args, _orig=original, **kwargs):
+                if not state["end"]:
+                    state["before_end"] += 1
+                return _orig(*args, **kwargs)
+
+            setattr(cls, name, staticmethod(counting) if name == "reveal_batch" else counting)
+    merge = proto._merge_keep
+
+    def marked(*args, **kwargs):
+        state["end"] = True
+        return merge(*args, **kwargs)
+
+    proto._merge_keep = marked
+    if fault_at:
+        division = proto.divide_with_bits
+
+        def corrupted(*args, **kwargs):
+            out = division(*args, **kwargs)
+            state["div"] += 1
+            return out + 1e4 if state["div"] == fault_at else out
+
+        proto.divide_with_bits = corrupted
+    events = []
+    res = proto.run_protocol(parts[rank], None, params, events.append)
+    return res.centroids, res.iterations, state["before_end"], events

@@ -3,7 +3,7 @@ element) is detected by the in-box range test and recomputed, never returned."""
 
 import pytest
 
-from mpc_jobs import faulty_division_job
+from mpc_jobs import counted_openings_job, faulty_division_job
 from secure_meanshift.compare import match_error
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.params import MeanShiftParams
@@ -22,3 +22,28 @@ def test_corrupted_update_is_detected_and_redone(max_iter):
     assert iterations == ref.iterations
     err, unmatched = match_error(cents, ref.centroids)
     assert unmatched == 0 and err < 1e-3 * p.bandwidth
+
+
+def test_oblivious_opens_nothing_before_the_end_even_after_a_failure():
+    """Oblivious mode: no opening at all before the final merge (not a stop bit,
+    not a failure count); a corrupted update is dropped on shares (the row keeps
+    its position) and the result still equals the twin."""
+    parts = split_even(separated_blobs(100, 4, 2, 0.02, seed=3)[0], 2)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=8,
+                        oblivious=True)
+    ref = reference_meanshift(parts, p)
+    for fault_at in (0, 3):
+        cents, iterations, opened, events = run_mpc_function(
+            counted_openings_job, 2, (parts, p, fault_at))[0]
+        assert opened == 0, f"{opened} openings before the end (fault_at={fault_at})"
+        assert iterations == 8
+        assert not [e for e in events if e.get("stage") == "retry"]
+        assert match_error(cents, ref.centroids)[0] < 1e-3 * p.bandwidth
+
+
+def test_non_oblivious_mode_opens_only_its_stop_bits():
+    parts = split_even(separated_blobs(100, 4, 2, 0.02, seed=3)[0], 2)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=8)
+    cents, iterations, opened, _ = run_mpc_function(counted_openings_job, 2, (parts, p))[0]
+    # one opening per pass (the failure count with the stop bit), nothing else
+    assert 0 < opened <= iterations + 2
