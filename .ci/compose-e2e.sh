@@ -71,7 +71,7 @@ cat "$OUT/client.out"
 step "the printed centroids against the plaintext reference"
 # `up --exit-code-from` stopped the cluster with the client; the job history is in
 # the coordinator's volume
-timeout 300 docker compose up -d coordinator alpha beta gamma dealer > /dev/null 2>timeout 300 docker compose up -d coordinator alpha beta gamma > /dev/null 2>&11
+timeout 300 docker compose up -d coordinator alpha beta gamma dealer > /dev/null 2>&1
 wait_healthy coordinator alpha beta gamma dealer
 cli 120 job list --format json > "$OUT/jobs.json"
 check "$OUT/client.out" "$OUT/jobs.json"
