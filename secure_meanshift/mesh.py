@@ -37,6 +37,7 @@ PEER_LOST = "a peer left or stopped answering"   # the coordinator keys its blam
 TRANSPORTS = ("tls", "trusted-network")
 _HEADER = struct.Struct("<Q")
 _CHUNK = 1 << 20
+_DIRECT = 1 << 16     # bodies with at least this much left are read in place
 _HANDSHAKE_S = 5.0
 MAX_FRAME = 1 << 34
 
@@ -79,6 +80,8 @@ class _Link:
         self._got = 0
         self.closed = False
         self.received = 0
+        self.watching_write = False
+        self._buf = bytearray(_DIRECT)
 
     def wants_write(self) -> bool:
         return bool(self.out)
@@ -103,39 +106,53 @@ class _Link:
 
     def fill(self) -> None:
         """Read whatever has arrived (TLS may hold decrypted bytes beyond what
-        select reports, so read until the socket would block)."""
+        select reports, so read until the socket would block). Small frames and
+        headers go through one buffer; a large body is read in place."""
         while True:
             try:
-                if self._body is None:
-                    chunk = self.sock.recv(_HEADER.size - len(self._head))
-                    if not chunk:
+                if self._body is not None and len(self._body) - self._got >= _DIRECT:
+                    view = memoryview(self._body)[self._got:]
+                    n = self.sock.recv_into(view, min(len(view), _CHUNK))
+                    if n == 0:
                         self.closed = True
                         return
-                    self._head += chunk
-                    if len(self._head) == _HEADER.size:
-                        (n,) = _HEADER.unpack(self._head)
-                        if n > MAX_FRAME:
-                            raise MPCError(f"rank {self.rank} sent an oversized frame")
-                        self._head = bytearray()
-                        self._body, self._got = bytearray(n), 0
-                        if n == 0:
-                            self.frames.append(self._body)
-                            self._body = None
+                    self._got += n
+                    if self._got == len(self._body):
+                        self.frames.append(self._body)
+                        self._body = None
                     continue
-                view = memoryview(self._body)[self._got:]
-                n = self.sock.recv_into(view, min(len(view), _CHUNK))
+                n = self.sock.recv_into(self._buf)
                 if n == 0:
                     self.closed = True
                     return
-                self._got += n
-                if self._got == len(self._body):
-                    self.frames.append(self._body)
-                    self._body = None
+                self._parse(memoryview(self._buf)[:n])
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 return
             except (ConnectionError, ssl.SSLError, OSError):
                 self.closed = True
                 return
+
+    def _parse(self, data: memoryview) -> None:
+        at = 0
+        while at < len(data):
+            if self._body is None:
+                take = min(_HEADER.size - len(self._head), len(data) - at)
+                self._head += data[at:at + take]
+                at += take
+                if len(self._head) < _HEADER.size:
+                    return
+                (n,) = _HEADER.unpack(self._head)
+                if n > MAX_FRAME:
+                    raise MPCError(f"rank {self.rank} sent an oversized frame")
+                self._head = bytearray()
+                self._body, self._got = bytearray(n), 0
+            take = min(len(self._body) - self._got, len(data) - at)
+            self._body[self._got:self._got + take] = data[at:at + take]
+            self._got += take
+            at += take
+            if self._got == len(self._body):
+                self.frames.append(self._body)
+                self._body = None
 
 
 class Mesh:
@@ -333,8 +350,10 @@ class Mesh:
                     raise MPCError(f"rank {link.rank} ({self.peers[link.rank].identity}) "
                                    f"closed its connection: {PEER_LOST}")
             for lk in self.links.values():
-                self._sel.modify(lk.sock, selectors.EVENT_READ
-                                 | (selectors.EVENT_WRITE if lk.out else 0), lk)
+                if bool(lk.out) != lk.watching_write:
+                    lk.watching_write = bool(lk.out)
+                    self._sel.modify(lk.sock, selectors.EVENT_READ
+                                     | (selectors.EVENT_WRITE if lk.out else 0), lk)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise MPCError(f"no answer within {self.timeout_s:.0f} s: {PEER_LOST}")
