@@ -123,7 +123,11 @@ def test_malformed_spec_names_the_field(cluster, tmp_path):
                         ({**cluster.spec(), "reveal_to": ["analyst:ann", "zeta"]}, "reveal_to"),
                         ("parties: [unclosed", "yaml"),
                         ({**cluster.spec(), "bounds": {"lo": [0], "hi": [1, 1]}}, "bounds"),
-                        ({**cluster.spec(), "colour": "red"}, "colour")]:
+                        ({**cluster.spec(), "colour": "red"}, "colour"),
+                        ({**cluster.spec(), "provider": "first-party"}, "provider"),
+                        ({**cluster.spec(), "provider": "TFP"}, "provider"),
+                        ({k: v for k, v in cluster.spec().items() if k != "dealer"}, "dealer"),
+                        ({**cluster.spec(), "transport": "gloo"}, "transport")]:
         with pytest.raises(grpc.RpcError) as e:
             cl.submit(spec)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -155,6 +159,34 @@ def test_policy_refusal_and_recovery(cluster):
     assert info["state"] == "failed" and "gamma refused" in info["reason"] \
         and "kernel" in info["reason"]
     assert run_job(cluster, cluster.spec())["state"] == "succeeded"
+
+
+def test_first_party_provider_is_refused_with_a_reason(cluster):
+    cl = cluster.client()
+    with pytest.raises(grpc.RpcError) as e:
+        cl.submit({**cluster.spec(), "provider": "trusted-first-party"})
+    cl.close()
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "refuses the trusted-first-party provider" in e.value.details()
+
+
+def test_dealer_and_transport_follow_each_party_policy(cluster):
+    """A party refuses a dealer it does not trust, and plaintext MPC links unless
+    its policy allows them; the job fails naming the rule, and the next job runs."""
+    cluster.write_config("beta", 1, policy={"trusted_dealers": ["someone-else"]})
+    cluster.kill("beta")
+    cluster.start_node("beta")
+    cluster.wait_connected(["beta"])
+    info = run_job(cluster, cluster.spec(["alpha", "beta"]))
+    assert info["state"] == "failed"
+    assert "party beta refused" in info["reason"] and "not trusted" in info["reason"]
+    cluster.write_config("beta", 1)
+    cluster.kill("beta")
+    cluster.start_node("beta")
+    cluster.wait_connected(["beta"])
+    info = run_job(cluster, cluster.spec(["alpha", "beta"], transport="trusted-network"))
+    assert info["state"] == "failed" and "plaintext MPC links" in info["reason"]
+    assert run_job(cluster, cluster.spec(["alpha", "beta"]))["state"] == "succeeded"
 
 
 def test_cli_submit_wait_status_list_json(cluster, tmp_path):

@@ -1,0 +1,69 @@
+"""A node believes nothing about ranks and peers that it can check against the
+job spec: the coordinator cannot reorder ranks, add or swap an identity, or
+move this node's own port."""
+
+import pytest
+
+from meanshift_proto.v1 import service_pb2 as pb
+from party_node.config import NodeConfig
+from party_node.node import Job, PartyNode
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def spec() -> pb.JobSpec:
+    return pb.JobSpec(parties=[pb.PartyRef(id="alpha", dataset="d"),
+                               pb.PartyRef(id="beta", dataset="d")],
+                      bandwidth=0.1, n_dust=4, kernel="flat", max_iter=5,
+                      bounds_lo=[0, 0], bounds_hi=[1, 1], dealer="dd", transport="tls")
+
+
+def peers(order=("party:alpha", "party:beta", "dealer:dd"), port=31000):
+    return [pb.MpcPeer(identity=n, host="127.0.0.1", port=port + i) for i, n in enumerate(order)]
+
+
+@pytest.fixture
+def node():
+    cfg = NodeConfig(party_id="beta", coordinator="127.0.0.1:1", datasets={})
+    n = PartyNode(cfg)
+    yield n
+    n.channel.close()
+
+
+def job_for(node) -> Job:
+    job = Job(pb.Offer(job_id="j1", spec=spec(), submitter="analyst:a"))
+    job.port = 31001
+    return job
+
+
+def test_the_run_that_matches_the_spec_is_accepted(node):
+    assert node._check_run(job_for(node), pb.Run(job_id="j1", rank=1, world_size=2,
+                                                 peers=peers())) == ""
+
+
+@pytest.mark.parametrize("run, rule", [
+    (pb.Run(rank=1, world_size=2, peers=peers(("party:beta", "party:alpha", "dealer:dd"))),
+     "peer list"),
+    (pb.Run(rank=1, world_size=2, peers=peers(("party:alpha", "party:beta", "dealer:evil"))),
+     "peer list"),
+    (pb.Run(rank=1, world_size=2, peers=peers(("party:alpha", "party:beta"))), "peer list"),
+    (pb.Run(rank=0, world_size=2, peers=peers()), "rank"),
+    (pb.Run(rank=1, world_size=3, peers=peers()), "world size"),
+    (pb.Run(rank=1, world_size=2, peers=peers(port=32000)), "own MPC port"),
+])
+def test_a_run_that_differs_from_the_spec_is_refused(node, run, rule):
+    assert rule in node._check_run(job_for(node), run)
+
+
+def test_mpc_policy_rules(node):
+    s = spec()
+    assert "no TLS identity" in node._mpc_policy(s)          # this node has no certificate
+    s.dealer = ""
+    assert "names no dealer" in node._mpc_policy(s)
+    s = spec()
+    s.transport = "trusted-network"
+    assert "not allowed by local policy" in node._mpc_policy(s)
+    node.cfg.policy.allow_plaintext_mpc = True
+    assert node._mpc_policy(s) == ""
+    node.cfg.policy.trusted_dealers = ["other"]
+    assert "not trusted" in node._mpc_policy(s)
