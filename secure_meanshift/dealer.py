@@ -14,12 +14,20 @@ part from the dealer, as a correction:
   binary triple    a_i, b_i, c_i (i > 0), xor      c_0 = (xor a) & (xor b) ^ xor c_i
   random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
   truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
+  edaBit           r_i, rb_i (i > 0), xor          rb_0 = (sum r mod 2^64) ^ xor rb_i
 
 A correction is c minus values party 0 has never seen (they come from the
 other parties' streams), so it is a uniform ring element to party 0. Party 0
 asks for each value by kind and shape only (public), before the opening that
 uses it, so the dealer's answer travels while the parties exchange their
 masked values: the dealer adds no round.
+
+Conversion to binary shares (three or more parties; comparisons start with
+it): open c = x + r in one hop, then x = (c + 1) + ~r with one binary adder
+between the public c + 1 and the dealer's bits of r. CrypTen's own conversion
+adds every party's share in binary, log2(k) adders whose openings grow with k;
+this one costs the same for any number of parties (two parties keep CrypTen's
+single adder, which needs no opening first).
 
 Truncation with a pair (r, r // 2^f): open c = x + r in one hop, then
 x // 2^f = c // 2^f - r // 2^f (up to one unit in the last place), for any
@@ -133,6 +141,15 @@ class Dealing:
                 if i > 0:
                     rest.append(st.ring(s))
             return _xor_all(rb) - sum_ring(rest)
+        if kind == "edabit":
+            s = req["s0"]
+            r_parts, rest = [], []
+            for i, st in enumerate(S):
+                r_parts.append(st.ring(s))
+                if i > 0:
+                    rest.append(st.ring(s))
+            r = sum_ring(r_parts)
+            return r ^ _xor_all(rest) if rest else r
         if kind == "trunc":
             s, y = req["s0"], int(req["y"])
             r_parts, rest = [], []
@@ -216,6 +233,11 @@ class Correlations:
         rb = self.stream.bits(s, 1)
         return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
 
+    def edabit(self, s):
+        """r as arithmetic shares and as binary (xor) shares of its 64 bits."""
+        r = self.stream.ring(s)
+        return r, self._value({"kind": "edabit", "s0": list(s)}, s, self.stream.ring)
+
     def trunc_pair(self, s, y: int):
         r = self.stream.ring(s)
         return r, self._value({"kind": "trunc", "s0": list(s), "y": int(y)}, s,
@@ -289,8 +311,25 @@ def install_protocols(corr: Correlations) -> None:
         x.share = _public(_udiv(c, int(y))) - _get(t)
         return x
 
+    def A2B(x):
+        """Binary shares of x from one opening of x + r and one adder (k > 2)."""
+        if comm().get_world_size() == 2:
+            return crypten_a2b(x)
+        r, rb = corr.edabit(x.size())
+        (c,) = _open([x.share + r])
+        not_r = BinarySharedTensor.from_shares(_get(rb) ^ _public(torch.full_like(c, -1)))
+        out = BinarySharedTensor.from_shares(_public(c + 1)).add(not_r)
+        out.encoder = x.encoder
+        return out
+
     def _refuse(*args, **kwargs):
         raise MPCError("a protocol step asked CrypTen's own triple provider")
+
+    from crypten.mpc.primitives import converters
+
+    crypten_a2b = getattr(converters, "_sms_crypten_a2b", converters._A2B)
+    converters._sms_crypten_a2b = crypten_a2b
+    converters._A2B = A2B
 
     for name, fn in (("mul", mul), ("matmul", matmul), ("square", square), ("AND", AND),
                      ("B2A_single_bit", B2A_single_bit), ("truncate", truncate),

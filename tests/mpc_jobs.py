@@ -85,3 +85,14 @@ def counted_openings_job(rank, parts, params, fault_at=0):
     events = []
     res = proto.run_protocol(parts[rank], None, params, events.append)
     return res.centroids, res.iterations, state["before_end"], events
+
+
+def comparison_job(rank, values, thresholds):
+    """[x >= t] for shared x (from rank 0) and public t; with the round count."""
+    from secure_meanshift._compat import import_crypten
+
+    crypten = import_crypten()
+    x = crypten.cryptensor(torch.tensor(values, dtype=torch.float32), src=0)
+    crypten.comm.get().reset_communication_stats()
+    out = [(x >= t).get_plain_text().numpy() for t in thresholds]
+    return out, crypten.comm.get().get_communication_stats()

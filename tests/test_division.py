@@ -34,3 +34,20 @@ def test_crypten_default_reciprocal_is_wrong_where_ours_is_right():
     assert np.any(np.abs(got * den - 1) > 0.5)
     out, ref = run_mpc_function(divide_job, 2, (den, np.ones((2, 1)), 1e4))[0]
     assert np.allclose(out, ref, rtol=REL_TOL)
+
+
+@pytest.mark.parametrize("parties", [2, 3, 4])
+def test_comparisons_are_exact_and_cost_the_same_rounds_for_more_parties(parties):
+    """Comparisons (every kernel, division and stop test rests on them) with the
+    dealer's correlated randomness: exact signs, and for three or more parties
+    the dealer's conversion (one opening, one adder) keeps the rounds flat."""
+    from mpc_jobs import comparison_job
+
+    rng = np.random.default_rng(parties)
+    values = np.concatenate([rng.normal(0, 100, 400), [0.0, -1e-4, 1e-4, 3.5, 3.49]])
+    thresholds = [0.0, 3.5, -50.0]
+    out, stats = run_mpc_function(comparison_job, parties, (values, thresholds))[0]
+    for got, t in zip(out, thresholds):
+        want = (np.round(values * 2**16) >= round(t * 2**16)).astype(float)
+        assert np.array_equal(got, want), f"threshold {t}"
+    assert stats["rounds"] <= 3 * 17, stats    # CrypTen's k-party conversion: ~26 per comparison
