@@ -1,5 +1,5 @@
 """In-image smoke test: CrypTen imports, and the engine's simulator (two party
-processes talking gloo over the container's loopback) matches its plaintext twin.
+processes and the dealer, TLS over the container's loopback) matches its plaintext twin.
 
     docker run --rm --entrypoint python secure-meanshift:latest -c "$(cat docker/smoke.py)"
 """

@@ -356,7 +356,7 @@ class PartyNode:
             if outcome and "error" in outcome:
                 why = outcome["error"]
             elif code == -signal.SIGABRT:
-                # gloo aborts the process when a peer's connection breaks under it: let
+                # a worker aborted by a signal may have lost a peer under it: let
                 # the coordinator look for the party at fault before naming one
                 why, peer_lost = "worker aborted (SIGABRT): a peer may have left", True
             elif code < 0:
