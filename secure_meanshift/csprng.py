@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 KEY_BYTES = 32
+_ZEROS = bytes(1 << 16)
 
 
 def new_key() -> bytes:
@@ -39,16 +40,18 @@ class Stream:
         self.device = torch.device("cpu")      # CrypTen asks generators for .device
 
     def _bytes(self, n: int) -> np.ndarray:
-        buf = bytearray(n + 15)                # update_into wants room for a block
-        self._enc.update_into(bytes(n), buf)
-        return np.frombuffer(buf, dtype=np.uint8, count=n)
+        global _ZEROS
+        if len(_ZEROS) < n:
+            _ZEROS = bytes(max(n, 2 * len(_ZEROS)))      # keystream = AES-CTR(0...)
+        out = np.empty(n + 16, dtype=np.uint8)           # update_into wants a block spare
+        self._enc.update_into(memoryview(_ZEROS)[:n], out)
+        return out[:n]
 
     def ring(self, size) -> torch.Tensor:
         """Uniform int64 ring elements (all of Z_2^64) of the given size."""
         size = torch.Size(size)
         n = int(np.prod(size, dtype=np.int64)) if len(size) else 1
-        raw = self._bytes(8 * n).view(np.int64)
-        return torch.from_numpy(raw.copy()).reshape(size)
+        return torch.from_numpy(self._bytes(8 * n).view(np.int64)).reshape(size)
 
     def bits(self, size, bitlength: int = 64) -> torch.Tensor:
         """Uniform integers in [0, 2^bitlength) (all 64 bits for 64)."""
