@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 from torch.distributed import ReduceOp
 
@@ -26,13 +27,13 @@ def to_bytes(t: torch.Tensor) -> memoryview:
 
 
 def from_bytes(frame, size) -> torch.Tensor:
+    """A received frame (uint8 array) as an int64 tensor of the given size (no copy)."""
     size = torch.Size(size)
+    if len(frame) != 8 * size.numel():
+        raise MPCError("a peer sent a tensor of the wrong size")
     if len(frame) == 0:
         return torch.zeros(size, dtype=torch.int64)
-    t = torch.frombuffer(frame, dtype=torch.int64)
-    if t.nelement() != size.numel():
-        raise MPCError("a peer sent a tensor of the wrong size")
-    return t.reshape(size)
+    return torch.from_numpy(np.asarray(frame).view(np.int64)).reshape(size)
 
 
 class _Done:
@@ -124,19 +125,23 @@ class MeshCommunicator:
     # ---- collectives -----------------------------------------------------
     def all_reduce(self, input, op=ReduceOp.SUM, batched=False):
         parts = list(input) if batched else [input]
-        flat = self._flat(parts).clone()
+        flat = self._flat(parts).contiguous()
         view = to_bytes(flat)
         for p in self._parties():
             self.mesh.send(p, view)
+        total = None
         for p in self._parties():
-            self._combine(flat, from_bytes(self.mesh.recv(p), flat.size()), op)
+            got = from_bytes(self.mesh.recv(p), flat.size())
+            # the first sum allocates the result; flat itself is never written
+            total = (flat ^ got if op == ReduceOp.BXOR else flat + got) if total is None \
+                else self._combine(total, got, op)
         self._round()
-        out = self._split(flat, parts)
+        out = self._split(flat.clone() if total is None else total, parts)
         return out if batched else out[0]
 
     def reduce(self, input, dst, op=ReduceOp.SUM, batched=False):
         parts = list(input) if batched else [input]
-        flat = self._flat(parts).clone()
+        flat = self._flat(parts).clone()   # the receiver sums into it
         self._round()
         if self.rank != dst:
             self.mesh.send(dst, to_bytes(flat))

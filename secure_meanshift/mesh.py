@@ -28,6 +28,8 @@ import ssl
 import struct
 import time
 from collections import deque
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -145,7 +147,7 @@ class _Link:
                 if n > MAX_FRAME:
                     raise MPCError(f"rank {self.rank} sent an oversized frame")
                 self._head = bytearray()
-                self._body, self._got = bytearray(n), 0
+                self._body, self._got = np.empty(n, dtype=np.uint8), 0   # no zeroing
             take = min(len(self._body) - self._got, len(data) - at)
             self._body[self._got:self._got + take] = data[at:at + take]
             self._got += take
@@ -322,7 +324,8 @@ class Mesh:
             link.out.append(view)
         self.sent_bytes += len(view)
 
-    def recv(self, rank: int) -> bytearray:
+    def recv(self, rank: int) -> np.ndarray:
+        """The next frame from rank (a uint8 array), waiting for it."""
         link = self.links[rank]
         self.pump(lambda: bool(link.frames) and not any(
             lk.out for lk in self.links.values()), need=rank)
