@@ -1,0 +1,152 @@
+"""Jobs signed by their submitter.
+
+The client turns its job spec into one canonical byte string (deterministic
+JSON of the parsed spec, plus a job id and an issue time it chose) and signs it
+with its certificate's key. The coordinator forwards the bytes, the signature
+and the signer's certificate unchanged; every node verifies them (signature,
+chain to its CA, revocation, the signer's role) and takes the job only from
+those bytes, so the coordinator can neither forge nor alter a job, nor replay
+an old one under a new id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from . import jobspec
+from .tls import CertInfo, IdentityError, Revocations, verify_chain
+
+JOB_ID_RE = re.compile(r"[0-9a-f]{24}")
+FORMAT = "sms-job/1"
+MAX_AGE_S = 600.0        # a signed job must reach the nodes within this long
+MAX_SKEW_S = 120.0       # clock skew tolerated for jobs "from the future"
+SUBMITTER_ROLES = ("analyst", "operator")
+
+
+class SignatureError(ValueError):
+    """A signed job that does not verify; the message names the check."""
+
+
+def valid_job_id(job_id: str) -> bool:
+    return isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id) is not None
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+def canonical(spec_dict: dict, job_id: str, issued: float, submitter: str) -> bytes:
+    """The signed bytes: sorted keys, no whitespace, ASCII only."""
+    doc = {"format": FORMAT, "job_id": job_id, "issued": round(float(issued), 3),
+           "submitter": submitter, "spec": spec_dict}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode()
+
+
+def _sign_bytes(key, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                          salt_length=padding.PSS.MAX_LENGTH), hashes.SHA256())
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    raise SignatureError("signing: unsupported key type")
+
+
+def _verify_bytes(pub, sig: bytes, data: bytes) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    try:
+        if isinstance(pub, ec.EllipticCurvePublicKey):
+            pub.verify(sig, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(pub, rsa.RSAPublicKey):
+            pub.verify(sig, data, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                              salt_length=padding.PSS.MAX_LENGTH),
+                       hashes.SHA256())
+        elif isinstance(pub, ed25519.Ed25519PublicKey):
+            pub.verify(sig, data)
+        else:
+            raise SignatureError("signature: unsupported key type")
+    except InvalidSignature:
+        raise SignatureError("signature: does not verify (the job was altered or forged)") \
+            from None
+
+
+@dataclass(frozen=True)
+class SignedJob:
+    payload: bytes
+    signature: bytes
+    cert_pem: bytes
+
+
+def sign_spec(spec_yaml: str, key_pem: bytes, cert_pem: bytes,
+              job_id: Optional[str] = None, issued: Optional[float] = None) -> SignedJob:
+    """Parse (the same rules as the coordinator and the nodes), canonicalise, sign."""
+    from cryptography.hazmat.primitives import serialization
+    from .tls import cert_info
+
+    spec = jobspec.parse(spec_yaml)
+    who = cert_info(cert_pem).identity
+    data = canonical(jobspec.to_dict(spec), job_id or new_job_id(),
+                     time.time() if issued is None else issued, who)
+    key = serialization.load_pem_private_key(key_pem, None)
+    return SignedJob(data, _sign_bytes(key, data), cert_pem)
+
+
+@dataclass(frozen=True)
+class VerifiedJob:
+    job_id: str
+    issued: float
+    submitter: str
+    role: str
+    spec: object             # pb.JobSpec, parsed from the signed bytes
+
+
+def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
+           revoked: Optional[Revocations] = None, roles=SUBMITTER_ROLES,
+           now: Optional[float] = None, check_age: bool = True) -> VerifiedJob:
+    """Everything a node checks before it even looks at its policy."""
+    from cryptography import x509
+
+    if len(payload) > jobspec.MAX_SPEC_BYTES or len(signature) > 1024 or \
+            len(cert_pem) > 16384:
+        raise SignatureError("signed job: too large")
+    try:
+        info: CertInfo = verify_chain(cert_pem, ca_pem, revoked)
+    except IdentityError as exc:
+        raise SignatureError(f"submitter {exc}") from None
+    if info.role not in roles:
+        raise SignatureError(f"submitter: role {info.role!r} may not submit jobs")
+    _verify_bytes(x509.load_pem_x509_certificate(cert_pem).public_key(), signature, payload)
+    try:
+        doc = json.loads(payload)
+        assert isinstance(doc, dict) and doc.get("format") == FORMAT
+        job_id, issued, submitter = doc["job_id"], float(doc["issued"]), doc["submitter"]
+        spec_dict = doc["spec"]
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise SignatureError("signed job: not a job this version understands") from None
+    if not valid_job_id(job_id):
+        raise SignatureError("job_id: must be 24 lowercase hex digits")
+    if submitter != info.identity:
+        raise SignatureError("submitter: the signed submitter is not the certificate's owner")
+    now = time.time() if now is None else now
+    if check_age and not (now - MAX_AGE_S <= issued <= now + MAX_SKEW_S):
+        raise SignatureError("issued: the signed job is too old or from the future")
+    try:
+        spec = jobspec.parse(json.dumps(spec_dict))
+    except jobspec.SpecError as exc:
+        raise SignatureError(f"spec: {exc}") from None
+    if jobspec.to_dict(spec) != spec_dict:
+        raise SignatureError("spec: not in canonical form")
+    return VerifiedJob(job_id, issued, submitter, info.role, spec)
