@@ -40,6 +40,7 @@ class Client:
                 raise ValueError("give tls_dir and identity (or tls files), or insecure=True")
             tls = TLSFiles.in_dir(tls_dir, identity)
         self.deadline = deadline_s
+        self.tls = None if insecure else tls
         self.channel = open_channel(address, None if insecure else tls, identity, server_name)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
 
@@ -47,9 +48,21 @@ class Client:
         self.channel.close()
 
     def submit(self, spec: Union[str, dict]) -> dict:
+        """Sign the canonical job with this identity's key and submit it. A spec
+        that does not parse goes unsigned: the coordinator names the bad field."""
+        from meanshift_rpc import jobspec, signing
+
         text = spec if isinstance(spec, str) else yaml.safe_dump(spec)
-        return _d(self.stub.SubmitJob(pb.SubmitJobRequest(spec_yaml=text),
-                                      timeout=self.deadline))
+        req = pb.SubmitJobRequest(spec_yaml=text)
+        if self.tls is not None:
+            try:
+                _, cert, key = self.tls.read()
+                signed = signing.sign_spec(text, key, cert)
+                req.signed_spec, req.signature, req.signer_cert = (
+                    signed.payload, signed.signature, signed.cert_pem)
+            except jobspec.SpecError:
+                pass
+        return _d(self.stub.SubmitJob(req, timeout=self.deadline))
 
     def status(self, job_id: str) -> dict:
         return _d(self.stub.GetJob(pb.JobRef(job_id=job_id), timeout=self.deadline))

@@ -7,6 +7,8 @@
   secure-meanshift job submit job.yaml --wait   submit a job and follow it
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
   secure-meanshift certs --out DIR ...          development CA and certificates
+  secure-meanshift certs request --identity party:x --out DIR   own key + CSR
+  secure-meanshift certs sign --ca-dir DIR --csr X.csr --out X.pem   the CA signs a CSR
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     serve.add_argument("--agreement-timeout", type=float, default=30.0)
     serve.add_argument("--mpc-timeout", type=float, default=30.0,
                        help="seconds any MPC rendezvous or collective may take")
+    serve.add_argument("--job-timeout", type=float, default=6 * 3600.0,
+                       help="wall-clock limit of a running job, seconds")
+    serve.add_argument("--revocation-list",
+                       help="file of revoked certificate serials (hex, one a line)")
+    serve.add_argument("--submitter", action="append", default=[],
+                       help="role (analyst) or identity that may submit jobs (repeatable; "
+                       "default: analyst and operator)")
+    serve.add_argument("--max-streams-per-identity", type=int, default=16)
 
     node = sub.add_parser("node", help="a party node")
     nsub = node.add_subparsers(dest="action", required=True)
@@ -129,8 +139,20 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     nh.add_argument("--config", required=True)
     nh.add_argument("--max-age", type=float, default=20.0)
 
-    certs = sub.add_parser("certs", help="development CA and key/cert pairs")
-    certs.add_argument("--out", required=True)
+    certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'request' and "
+                           "'sign' for keys that never leave their owner")
+    certs.add_argument("action", nargs="?", choices=["dev", "request", "sign"], default="dev",
+                       help="dev (default): a CA and every key in one folder; request: your "
+                       "own key and a CSR; sign: the CA signs a CSR")
+    certs.add_argument("--out", required=True,
+                       help="dev/request: folder; sign: the certificate file to write")
+    certs.add_argument("--identity", help="request: e.g. party:hospital-a, analyst:alice")
+    certs.add_argument("--ca-dir", help="sign: folder with ca.pem and ca.key")
+    certs.add_argument("--csr", help="sign: the request to sign")
+    certs.add_argument("--expect", help="sign: refuse unless the CSR is for this identity")
+    certs.add_argument("--host", action="append", default=[],
+                       help="sign, coordinator only: host names/addresses it serves on")
+    certs.add_argument("--days", type=int, default=90)
     certs.add_argument("--coordinator-host", action="append", default=[],
                        help="name or address clients use for the coordinator (repeatable)")
     certs.add_argument("--party", action="append", default=[], help="party id (repeatable)")
@@ -215,12 +237,17 @@ def _serve(args) -> int:
         else:
             print("error: give --tls-dir (or --ca/--cert/--key), or --insecure", file=sys.stderr)
             return EXIT_USAGE
+    from meanshift_rpc.tls import IdentityError
+
     try:
         server, svc = serve(args.listen, args.db, tls, insecure=args.insecure,
                             record_path=args.record, heartbeat_timeout=args.heartbeat_timeout,
                             agreement_timeout=args.agreement_timeout,
-                            mpc_timeout=args.mpc_timeout)
-    except (OSError, FileNotFoundError) as exc:
+                            mpc_timeout=args.mpc_timeout, job_timeout=args.job_timeout,
+                            revocation_list=args.revocation_list,
+                            submitters=args.submitter or None,
+                            max_streams_per_identity=args.max_streams_per_identity)
+    except (OSError, FileNotFoundError, IdentityError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logging.getLogger("coordinator").info("listening on %s:%d (%s)",
@@ -275,7 +302,11 @@ def _node(args) -> int:
     cfg = _load_node_config(args.config)
     if cfg is None:
         return EXIT_USAGE
-    run_node(cfg)
+    try:
+        run_node(cfg)
+    except (PermissionError, FileNotFoundError) as exc:   # e.g. a key others can read
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -298,7 +329,35 @@ def _node_health(args) -> int:
 
 
 def _certs(args) -> int:
-    from meanshift_rpc.tls import make_dev_pki
+    from meanshift_rpc.tls import IdentityError, make_dev_pki, make_request, sign_request
+
+    if args.action == "request":
+        if not args.identity:
+            print("error: certs request needs --identity (e.g. party:hospital-a)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            key, csr = make_request(args.out, args.identity)
+        except IdentityError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        _out(args, f"key: {key} (stays here, mode 0600)\nrequest: {csr} (send it to the CA)",
+             {"key": key, "csr": csr})
+        return EXIT_OK
+    if args.action == "sign":
+        if not (args.ca_dir and args.csr):
+            print("error: certs sign needs --ca-dir and --csr", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            with open(args.csr, "rb") as fh:
+                pem = sign_request(args.ca_dir, fh.read(), args.host, args.days, args.expect)
+        except (IdentityError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with open(args.out, "wb") as fh:
+            fh.write(pem)
+        _out(args, f"certificate: {args.out}", {"cert": args.out})
+        return EXIT_OK
 
     names = ["coordinator"] + [f"party:{p}" for p in args.party] + \
             [f"analyst:{a}" for a in args.analyst]

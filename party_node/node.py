@@ -21,8 +21,8 @@ import numpy as np
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc import DEFAULT_DEADLINE_S, joint_seed
-from meanshift_rpc.tls import open_channel
+from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
+from meanshift_rpc.tls import Revocations, check_key_file, open_channel
 
 from .config import NodeConfig
 
@@ -34,18 +34,27 @@ SUBSCRIBE_DEADLINE_S = 24 * 3600.0
 
 
 class Job:
-    def __init__(self, offer: pb.Offer):
-        self.id, self.spec = offer.job_id, offer.spec
+    def __init__(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None):
+        # spec: the one verified from the submitter's signature (never the coordinator's copy)
+        self.id, self.spec = offer.job_id, spec if spec is not None else offer.spec
         self.nonce = os.urandom(32)
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
         self.cancelled = False
         self.commits: dict = {}      # party -> commitment, as shown before we revealed
+        self.suppressed: Optional[int] = None
 
 
 class PartyNode:
     def __init__(self, cfg: NodeConfig):
         self.cfg = cfg
+        self.ca_pem = None
+        if cfg.tls is not None:
+            check_key_file(cfg.tls.key)           # refuse a key others can read
+            with open(cfg.tls.ca, "rb") as fh:
+                self.ca_pem = fh.read()
+        self.revoked = Revocations(cfg.revocation_list) if cfg.revocation_list else None
+        self._seen: dict = {}                     # signed job ids offered -> when (replays)
         self.channel = open_channel(cfg.coordinator, cfg.tls, cfg.identity, cfg.server_name)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
         self.job: Optional[Job] = None
@@ -142,11 +151,20 @@ class PartyNode:
 
     # ---- agreement -----------------------------------------------------------------------
     def _on_offer(self, offer: pb.Offer) -> None:
-        reason = self._policy_check(offer)
+        if not signing.valid_job_id(offer.job_id):
+            log.warning("ignored an offer whose job id is malformed")
+            return
+        try:
+            spec, submitter = self._verified(offer)
+        except signing.SignatureError as exc:
+            log.warning("refusing job %s: %s", offer.job_id, exc)
+            return self._reply(offer.job_id,
+                               refuse=pb.Refuse(reason=f"signed job rejected: {exc}"))
+        reason = self._policy_check(offer, spec, submitter)
         if reason:
             log.info("refusing job %s: %s", offer.job_id, reason)
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
-        job = Job(offer)
+        job = Job(offer, spec)
         job.port = self._free_port()
         if not job.port:
             return self._reply(offer.job_id, refuse=pb.Refuse(
@@ -158,8 +176,31 @@ class PartyNode:
                                              rendezvous_address=self.cfg.advertise,
                                              rendezvous_port=job.port))
 
-    def _policy_check(self, offer: pb.Offer) -> str:
-        spec, pol = offer.spec, self.cfg.policy
+    def _verified(self, offer: pb.Offer) -> tuple:
+        """(spec, submitter) from the submitter's signature, checked against this
+        node's own CA and revocation list, before any policy check. A node without
+        TLS (insecure: local experiments) takes the coordinator's word."""
+        if self.ca_pem is None:
+            return offer.spec, offer.submitter
+        v = signing.verify(offer.signed_spec, offer.signature, offer.signer_cert, self.ca_pem,
+                           self.revoked)
+        if v.job_id != offer.job_id:
+            raise signing.SignatureError("job_id: not the id the submitter signed")
+        now = time.time()
+        for jid, t in list(self._seen.items()):
+            if now - t > signing.MAX_AGE_S + signing.MAX_SKEW_S:
+                del self._seen[jid]
+        if v.job_id in self._seen:
+            raise signing.SignatureError("job_id: this signed job was offered before (replay)")
+        self._seen[v.job_id] = now
+        return v.spec, v.submitter
+
+    def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
+                      submitter: Optional[str] = None) -> str:
+        """A reason naming the rule (never a row or a value), or ''."""
+        spec = offer.spec if spec is None else spec
+        submitter = offer.submitter if submitter is None else submitter
+        pol = self.cfg.policy
         if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
             return f"busy with job {self.job.id}"
         me = [p for p in spec.parties if p.id == self.cfg.party_id]
@@ -169,8 +210,17 @@ class PartyNode:
             return f"kernel {spec.kernel!r} not allowed by local policy"
         if len(spec.parties) < pol.min_parties:
             return f"local policy requires at least {pol.min_parties} parties"
-        if "*" not in pol.allowed_submitters and offer.submitter not in pol.allowed_submitters:
-            return f"submitter {offer.submitter} may not run jobs on this data"
+        if "*" not in pol.allowed_submitters and submitter not in pol.allowed_submitters:
+            return f"submitter {submitter} may not run jobs on this data"
+        span = max(h - l for l, h in zip(spec.bounds_lo, spec.bounds_hi))
+        if spec.bandwidth < pol.min_bandwidth_fraction * span:
+            return "policy: the bandwidth is below this party's minimum (relative to the bounds)"
+        if spec.n_dust > pol.max_dust:
+            return "policy: more dust points than this party allows"
+        if spec.max_iter > pol.max_iter:
+            return "policy: more iterations than this party allows"
+        if (spec.min_cluster_size or 1) < pol.min_cluster_size:
+            return "policy: the minimum cluster size is below this party's"
         if "*" not in pol.allowed_receivers:
             bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
             if bad:
@@ -184,8 +234,10 @@ class PartyNode:
             check_points(load_points(ds.path, ds.columns),
                          (list(spec.bounds_lo), list(spec.bounds_hi)),
                          f"data set {me[0].dataset!r}")
-        except ValueError as exc:        # InputError: names rows and columns, never values
-            return str(exc)
+        except ValueError as exc:        # the rows stay in the local log only
+            log.warning("job %s: local data check failed: %s", offer.job_id, exc)
+            return (f"data set {me[0].dataset!r} does not meet the job's input rule (every "
+                    "row finite and inside the bounds); details in the party's local log")
         return ""
 
     def _free_port(self) -> int:
@@ -217,6 +269,20 @@ class PartyNode:
         job = self.job
         if job is None or job.id != run.job_id:
             return
+        # ranks, world size and who carries the result follow from the signed spec
+        ids = [p.id for p in job.spec.parties]
+        rank = ids.index(self.cfg.party_id)
+        if run.rank != rank or run.world_size != len(ids):
+            return self._fail(job, "the coordinator's rank or world size disagrees with the "
+                              "signed job")
+        if run.carry_result and not any(r.startswith("analyst:") for r in job.spec.reveal_to):
+            return self._fail(job, "the coordinator asked for the result although the signed "
+                              "job has no analyst receiver")
+        if not (0 < run.master_port < 65536 and 0 < len(run.master_addr) <= 253
+                and all(c.isalnum() or c in ".-:[]_" for c in run.master_addr)):
+            return self._fail(job, "the rendezvous address is malformed")
+        if rank == 0 and (run.master_addr, run.master_port) != (self.cfg.advertise, job.port):
+            return self._fail(job, "the rendezvous given to rank 0 is not its own")
         commits = {c.party: c.commitment for c in run.commits}
         if not job.commits or commits != job.commits:
             return self._fail(job, "the seed commitments changed after the reveal")
@@ -238,14 +304,7 @@ class PartyNode:
         ids = [p.id for p in spec.parties]
         ranks = sorted({ids.index(r) for r in spec.reveal_to if r in ids}
                        | ({run.rank} if run.carry_result else set()))
-        return {"bandwidth": spec.bandwidth, "bounds": [list(spec.bounds_lo),
-                                                        list(spec.bounds_hi)],
-                "n_dust": spec.n_dust, "kernel": spec.kernel, "max_iter": spec.max_iter,
-                "tol": spec.tol or None, "oblivious": spec.oblivious, "seed": seed,
-                "merge_radius": spec.merge_radius or None, "reveal_to": ranks or [0],
-                "return_sizes": spec.return_sizes,
-                "summary": "auto" if spec.summary == "auto" else
-                (None if spec.summary == "exact" else float(spec.summary))}
+        return jobspec.engine_params(spec, seed, ranks)
 
     def _run_worker(self, job: Job, run: pb.Run, seed: int) -> None:
         try:
@@ -265,8 +324,9 @@ class PartyNode:
         payload = {"path": ds.path, "columns": ds.columns, "dataset": me.dataset,
                    "params": self._params(job.spec, run, seed), "rank": run.rank,
                    "world_size": run.world_size, "master_addr": run.master_addr,
-                   "master_port": run.master_port, "timeout_s": run.timeout_s or
-                   self.cfg.mpc_timeout_s, "ifname": self.cfg.ifname}
+                   "master_port": run.master_port,
+                   "timeout_s": min(max(run.timeout_s or self.cfg.mpc_timeout_s, 1.0), 3600.0),
+                   "ifname": self.cfg.ifname}
         proc = self._take_worker()
         job.proc = proc
         if job.cancelled:
@@ -284,6 +344,9 @@ class PartyNode:
                 continue
             if "progress" in msg:
                 ev = msg["progress"]
+                if ev.get("stage") == "suppressed":     # for receivers only, not progress
+                    job.suppressed = int(ev.get("count", 0) or 0)
+                    continue
                 mv = ev.get("moving")
                 self._reply(job.id, progress=pb.Progress(
                     stage=ev.get("stage", ""), iteration=int(ev.get("iteration", 0) or 0),
@@ -300,7 +363,11 @@ class PartyNode:
             self._finished(job, run, outcome["result"])
         else:
             peer_lost = bool(outcome and outcome.get("peer_lost"))
-            if outcome and "error" in outcome:
+            if outcome and outcome.get("input"):
+                log.warning("job %s: the engine rejected the local data: %s", job.id,
+                            outcome.get("error"))
+                why = "the engine rejected this party's input (details in its local log)"
+            elif outcome and "error" in outcome:
                 why = outcome["error"]
             elif code == -signal.SIGABRT:
                 # gloo aborts the process when a peer's connection breaks under it: let
@@ -318,16 +385,16 @@ class PartyNode:
     def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
         cents = res.get("centroids")
         if cents is not None and self.cfg.party_id in job.spec.reveal_to:
-            os.makedirs(self.cfg.results_dir, exist_ok=True)
-            path = os.path.join(self.cfg.results_dir, f"{job.id}.csv")
-            np.savetxt(path, np.asarray(cents), delimiter=",", comments="",
-                       header=",".join(f"x{i}" for i in range(len(job.spec.bounds_lo))))
-            log.info("job %s: result written to %s", job.id, path)
+            write_result(self.cfg.results_dir, job.id, np.asarray(cents),
+                         len(job.spec.bounds_lo))
+            log.info("job %s: result written to the results folder (%s centroids "
+                     "suppressed as too small)", job.id, job.suppressed or 0)
         fin = pb.Finished(iterations=int(res.get("iterations", 0)),
                           wall_s=float(res.get("wall_s", 0.0)))
         if run.carry_result and cents is not None:
             fin.centroids.extend(pb.Centroid(values=c) for c in cents)
             fin.sizes.extend(res.get("sizes") or [])
+            fin.suppressed = job.suppressed or 0
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
 
@@ -400,6 +467,21 @@ class PartyNode:
         job = self.job
         if job is not None:
             self._stop_worker(job, why)
+
+
+def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int) -> str:
+    """The party's copy of a result: named from the validated job id only, inside
+    results_dir (0700), owner-only (0600), never following a link."""
+    if not signing.valid_job_id(job_id):
+        raise ValueError("job id is malformed")
+    os.makedirs(results_dir, mode=0o700, exist_ok=True)
+    os.chmod(results_dir, 0o700)
+    path = os.path.join(results_dir, f"{job_id}.csv")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        np.savetxt(fh, cents.reshape(-1, dim), delimiter=",", comments="",
+                   header=",".join(f"x{i}" for i in range(dim)))
+    return path
 
 
 def run_node(cfg: NodeConfig) -> None:
