@@ -355,7 +355,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self.store.audit(who, "submit", "", f"invalid: {exc}")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         signed = None
-        if request.signed_spec or not self.insecure:
+        if not request.signed_spec and not self.insecure:
+            self.store.audit(who, "submit", "", "invalid: unsigned")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "signature: required (the client signs the job with its key)")
+        if request.signed_spec:
             try:
                 v = signing.verify(request.signed_spec, request.signature, request.signer_cert,
                                    self.ca_pem or b"", self.revoked)

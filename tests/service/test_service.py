@@ -29,10 +29,12 @@ def cluster(tmp_path_factory):
 
 
 def twin(c: Cluster, names, spec: dict, seed: int):
+    import yaml
+
+    from meanshift_rpc.jobspec import engine_params, parse
+
     parts = [c.parts[c.names.index(n)] for n in names]
-    p = MeanShiftParams(bandwidth=spec["bandwidth"], bounds=([0, 0], [1, 1]),
-                        n_dust=spec["dust"], kernel=spec["kernel"], max_iter=spec["max_iter"],
-                        seed=seed)
+    p = MeanShiftParams(**engine_params(parse(yaml.safe_dump(spec)), seed))
     return reference_meanshift(parts, p)
 
 
