@@ -57,8 +57,12 @@ def unexpected(job: JobRun, party: str, kind: str, msg) -> str:
     elif kind == "finished":
         if job.phase != RUNNING or party in job.finished:
             return "finished while not running, or repeated"
-        if len(msg.centroids) and party != job.carrier:
+        if (len(msg.centroids) or len(msg.sealed)) and party != job.carrier:
             return "centroids from a party that does not carry this job's result"
+        analysts = {r for r in job.spec.reveal_to if r.startswith("analyst:")}
+        if any(s.recipient not in analysts for s in msg.sealed) or \
+                len({s.recipient for s in msg.sealed}) != len(msg.sealed):
+            return "a sealed result for someone who is not an analyst receiver"
     elif kind == "failed":
         if job.phase == DONE:
             return "failure report after the end"

@@ -282,9 +282,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def _on_finished(self, job, party, msg):
         job.finished[party] = msg
         job.iterations = max(job.iterations, msg.iterations)
-        if msg.centroids:
+        if msg.centroids or msg.sealed:
+            # sealed: ciphertext for each analyst receiver, which this server cannot open
             result = pb.JobResult(job_id=job.id, centroids=msg.centroids, sizes=msg.sizes,
-                                  iterations=msg.iterations)
+                                  iterations=msg.iterations, suppressed=msg.suppressed,
+                                  sealed=msg.sealed)
             self.store.update(job.id, result=result.SerializeToString())
         if len(job.finished) == len(job.parties):
             self._finish(job, "succeeded")
@@ -519,8 +521,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "only parties receive this job's result: read it from your node's "
                           "results folder")
+        res = pb.JobResult.FromString(row["result"])
+        if res.sealed:
+            mine = [s for s in res.sealed if s.recipient == who]
+            del res.sealed[:]
+            res.sealed.extend(mine)
+            if not mine:
+                self.store.audit(who, "result", request.job_id, "nothing sealed for this identity")
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              "this job's result is sealed to its analyst receivers only; "
+                              "parties read theirs from their node's results folder")
         self.store.audit(who, "result", request.job_id, "delivered")
-        return pb.JobResult.FromString(row["result"])
+        return res
 
     def ListParties(self, request, context):
         self._known(context, "parties")

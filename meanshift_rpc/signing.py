@@ -40,10 +40,12 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:24]
 
 
-def canonical(spec_dict: dict, job_id: str, issued: float, submitter: str) -> bytes:
-    """The signed bytes: sorted keys, no whitespace, ASCII only."""
+def canonical(spec_dict: dict, job_id: str, issued: float, submitter: str,
+              receivers: Optional[dict] = None) -> bytes:
+    """The signed bytes: sorted keys, no whitespace, ASCII only. ``receivers``:
+    analyst receiver -> certificate PEM (results are sealed to these keys)."""
     doc = {"format": FORMAT, "job_id": job_id, "issued": round(float(issued), 3),
-           "submitter": submitter, "spec": spec_dict}
+           "submitter": submitter, "spec": spec_dict, "receivers": receivers or {}}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode()
 
@@ -91,15 +93,22 @@ class SignedJob:
 
 
 def sign_spec(spec_yaml: str, key_pem: bytes, cert_pem: bytes,
-              job_id: Optional[str] = None, issued: Optional[float] = None) -> SignedJob:
-    """Parse (the same rules as the coordinator and the nodes), canonicalise, sign."""
+              job_id: Optional[str] = None, issued: Optional[float] = None,
+              receiver_certs: Optional[dict] = None) -> SignedJob:
+    """Parse (the same rules as the coordinator and the nodes), canonicalise, sign.
+    The signer's own certificate is included when it is an analyst receiver;
+    ``receiver_certs`` adds other analyst receivers' certificates."""
     from cryptography.hazmat.primitives import serialization
     from .tls import cert_info
 
     spec = jobspec.parse(spec_yaml)
     who = cert_info(cert_pem).identity
+    receivers = {r: pem.decode() if isinstance(pem, bytes) else pem
+                 for r, pem in (receiver_certs or {}).items() if r in spec.reveal_to}
+    if who in spec.reveal_to:
+        receivers[who] = cert_pem.decode()
     data = canonical(jobspec.to_dict(spec), job_id or new_job_id(),
-                     time.time() if issued is None else issued, who)
+                     time.time() if issued is None else issued, who, receivers)
     key = serialization.load_pem_private_key(key_pem, None)
     return SignedJob(data, _sign_bytes(key, data), cert_pem)
 
@@ -111,6 +120,7 @@ class VerifiedJob:
     submitter: str
     role: str
     spec: object             # pb.JobSpec, parsed from the signed bytes
+    receivers: dict = None   # analyst receiver -> certificate PEM (bytes), each verified
 
 
 def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
@@ -133,7 +143,8 @@ def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
         doc = json.loads(payload)
         assert isinstance(doc, dict) and doc.get("format") == FORMAT
         job_id, issued, submitter = doc["job_id"], float(doc["issued"]), doc["submitter"]
-        spec_dict = doc["spec"]
+        spec_dict, receivers = doc["spec"], doc.get("receivers") or {}
+        assert isinstance(receivers, dict) and len(receivers) <= jobspec.MAX_REVEAL_TO
     except (ValueError, KeyError, TypeError, AssertionError):
         raise SignatureError("signed job: not a job this version understands") from None
     if not valid_job_id(job_id):
@@ -149,4 +160,15 @@ def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
         raise SignatureError(f"spec: {exc}") from None
     if jobspec.to_dict(spec) != spec_dict:
         raise SignatureError("spec: not in canonical form")
-    return VerifiedJob(job_id, issued, submitter, info.role, spec)
+    checked = {}
+    for who, pem in receivers.items():
+        if who not in spec.reveal_to or not isinstance(pem, str):
+            raise SignatureError("receivers: a certificate for someone who is not a receiver")
+        try:
+            r = verify_chain(pem.encode(), ca_pem, revoked)
+        except IdentityError as exc:
+            raise SignatureError(f"receivers: {who}'s {exc}") from None
+        if r.identity != who or r.role != "analyst":
+            raise SignatureError(f"receivers: the certificate given for {who} is not theirs")
+        checked[who] = pem.encode()
+    return VerifiedJob(job_id, issued, submitter, info.role, spec, checked)

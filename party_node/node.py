@@ -43,6 +43,7 @@ class Job:
         self.cancelled = False
         self.commits: dict = {}      # party -> commitment, as shown before we revealed
         self.suppressed: Optional[int] = None
+        self.receivers: dict = {}    # analyst receiver -> verified certificate (sealing)
 
 
 class PartyNode:
@@ -155,7 +156,7 @@ class PartyNode:
             log.warning("ignored an offer whose job id is malformed")
             return
         try:
-            spec, submitter = self._verified(offer)
+            spec, submitter, receivers = self._verified(offer)
         except signing.SignatureError as exc:
             log.warning("refusing job %s: %s", offer.job_id, exc)
             return self._reply(offer.job_id,
@@ -165,6 +166,7 @@ class PartyNode:
             log.info("refusing job %s: %s", offer.job_id, reason)
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         job = Job(offer, spec)
+        job.receivers = receivers
         job.port = self._free_port()
         if not job.port:
             return self._reply(offer.job_id, refuse=pb.Refuse(
@@ -181,7 +183,7 @@ class PartyNode:
         node's own CA and revocation list, before any policy check. A node without
         TLS (insecure: local experiments) takes the coordinator's word."""
         if self.ca_pem is None:
-            return offer.spec, offer.submitter
+            return offer.spec, offer.submitter, {}
         v = signing.verify(offer.signed_spec, offer.signature, offer.signer_cert, self.ca_pem,
                            self.revoked)
         if v.job_id != offer.job_id:
@@ -193,7 +195,12 @@ class PartyNode:
         if v.job_id in self._seen:
             raise signing.SignatureError("job_id: this signed job was offered before (replay)")
         self._seen[v.job_id] = now
-        return v.spec, v.submitter
+        missing = [r for r in v.spec.reveal_to if r.startswith("analyst:") and
+                   r not in v.receivers]
+        if missing:
+            raise signing.SignatureError(f"receivers: no certificate for {missing[0]} in the "
+                                         "signed job (results are sealed end to end)")
+        return v.spec, v.submitter, v.receivers
 
     def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
                       submitter: Optional[str] = None) -> str:
@@ -391,7 +398,16 @@ class PartyNode:
                      "suppressed as too small)", job.id, job.suppressed or 0)
         fin = pb.Finished(iterations=int(res.get("iterations", 0)),
                           wall_s=float(res.get("wall_s", 0.0)))
-        if run.carry_result and cents is not None:
+        if run.carry_result and cents is not None and self.ca_pem is not None:
+            # end to end: sealed to each analyst receiver's key, nothing readable upstream
+            from meanshift_rpc.sealing import seal
+
+            doc = {"centroids": cents, "sizes": res.get("sizes") or [],
+                   "suppressed": job.suppressed or 0}
+            for who, pem in sorted(job.receivers.items()):
+                eph, nonce, ct = seal(pem, job.id, who, doc)
+                fin.sealed.add(recipient=who, ephemeral_key=eph, nonce=nonce, ciphertext=ct)
+        elif run.carry_result and cents is not None:      # insecure mode (no keys)
             fin.centroids.extend(pb.Centroid(values=c) for c in cents)
             fin.sizes.extend(res.get("sizes") or [])
             fin.suppressed = job.suppressed or 0

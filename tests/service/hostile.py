@@ -34,6 +34,7 @@ class Coord:
             make_dev_pki(self.certs, IDENTITIES)
         self.db = os.path.join(tmp, "coord.db")
         kw.setdefault("agreement_timeout", 20.0)
+        kw.setdefault("heartbeat_timeout", 600.0)      # hand-driven nodes do not heartbeat
         self.server, self.svc = serve("127.0.0.1:0", self.db,
                                       TLSFiles.in_dir(self.certs, "coordinator"), **kw)
         self.address = f"127.0.0.1:{self.svc.port}"

@@ -260,14 +260,19 @@ def test_stream_limits_and_a_responsive_server_with_hundreds_of_watches(tmp_path
         assert nodes[0].stub.Beat(pb.Heartbeat(), timeout=5).ok
         assert time.time() - t0 < 2.0
         # per-identity limit
+        more, ch = c.stub("analyst:ann")
+        chans.append(ch)
         for _ in range(10):
-            streams.append(chans[0] and c.stub("analyst:ann")[0].WatchJob(
-                pb.JobRef(job_id=jid), timeout=60))
+            streams.append(more.WatchJob(pb.JobRef(job_id=jid), timeout=60))
+        while sum(c.svc._streams.values()) < 310 and time.time() < deadline + 20:
+            time.sleep(0.1)
         extra = c.stub("analyst:ann")[0].WatchJob(pb.JobRef(job_id=jid), timeout=60)
         assert code_of(lambda: [next(extra) for _ in range(100)])[0] == \
             grpc.StatusCode.RESOURCE_EXHAUSTED
         for s in streams:
             s.cancel()
+        for ch in chans:
+            ch.close()
         ann.close()
     finally:
         for n in nodes:
