@@ -148,7 +148,13 @@ class PartyNode:
 
     def _handle(self, cmd: pb.NodeCommand) -> None:
         kind = cmd.WhichOneof("command")
-        getattr(self, f"_on_{kind}")(getattr(cmd, kind))
+        if kind is None:
+            return log.warning("ignored an empty command from the coordinator")
+        try:
+            getattr(self, f"_on_{kind}")(getattr(cmd, kind))
+        except Exception as exc:  # noqa: BLE001 - a hostile command must not stop the node
+            log.warning("ignored a %s command the node could not handle (%s)", kind,
+                        type(exc).__name__)
 
     # ---- agreement -----------------------------------------------------------------------
     def _on_offer(self, offer: pb.Offer) -> None:

@@ -233,3 +233,15 @@ def test_node_refuses_to_start_with_a_key_others_can_read(env, tmp_path):
                         str(path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and f"chmod 600 {key}" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_malformed_commands_do_not_stop_the_node(env):
+    env.evil.send()                                             # an empty command
+    env.evil.send(run=pb.Run(job_id=signing.new_job_id(), rank=7))
+    env.evil.send(reveal=pb.RevealRequest(job_id="x" * 5000))
+    env.evil.send(cancel=pb.Cancel(job_id="../.."))
+    time.sleep(0.5)
+    assert env.proc.poll() is None
+    r = env.ask(env.offer())
+    assert r is not None and r.WhichOneof("reply") == "accept"
+    env.evil.send(cancel=pb.Cancel(job_id=r.job_id, reason="test"))
