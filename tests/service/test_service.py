@@ -279,10 +279,7 @@ def test_gaussian_oblivious_three_parties_match_twin(cluster):
     assert len(its) == 12 and all(not e.get("moving") for e in its)
     cents = cl.result(info["job_id"])
     cl.close()
-    p = MeanShiftParams(bandwidth=spec["bandwidth"], bounds=([0, 0], [1, 1]),
-                        n_dust=spec["dust"], kernel="gaussian", max_iter=12, oblivious=True,
-                        seed=int(final["seed"]))
-    ref = reference_meanshift(cluster.parts, p)
+    ref = twin(cluster, cluster.names, spec, int(final["seed"]))
     err, unmatched = match_error(cents, ref.centroids)
     assert unmatched == 0 and err < 1e-2 * spec["bandwidth"], (err, unmatched)
 
