@@ -354,3 +354,15 @@ def test_database_is_owner_only_and_insecure_only_on_loopback(coord, tmp_path):
                         "--listen", "0.0.0.0:0", "--db", str(tmp_path / "j.db"), "--insecure"],
                        capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert r.returncode == 2 and "loopback" in r.stderr
+
+
+def test_node_rpcs_only_for_party_certificates(coord):
+    for who in ("analyst:ann", "operator:olga", "dealer:dan", "coordinator"):
+        stub, ch = coord.stub(who)
+        assert code_of(lambda: stub.Beat(pb.Heartbeat(), timeout=5))[0] == \
+            grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: stub.Reply(pb.NodeReply(job_id="0" * 24), timeout=5))[0] == \
+            grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: list(stub.Subscribe(pb.NodeHello(), timeout=5)))[0] == \
+            grpc.StatusCode.PERMISSION_DENIED
+        ch.close()
