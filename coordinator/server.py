@@ -238,11 +238,17 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self._event(job, stage="agreement", message=f"{party} accepted")
         if len(job.accepts) == len(job.parties):
             job.phase = REVEALING
-            commits = [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment)
-                       for p in job.parties]
+            commits = self._commits(job)
             for p in job.parties:
                 self._send(p, pb.NodeCommand(reveal=pb.RevealRequest(job_id=job.id,
                                                                      commits=commits)))
+
+    def _commits(self, job) -> list:
+        """Every party's commitment with its own signed announcement, unchanged."""
+        return [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment,
+                              announcement=job.accepts[p].announcement,
+                              signature=job.accepts[p].signature, cert=job.accepts[p].cert)
+                for p in job.parties]
 
     def _on_reveal(self, job, party, msg):
         commit = job.accepts.get(party)
@@ -256,8 +262,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         seed = joint_seed([job.reveals[p] for p in job.parties])
         self.store.update(job.id, state="running", seed=seed)
         first = job.accepts[job.parties[0]]
-        commits = [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment)
-                   for p in job.parties]
+        commits = self._commits(job)
         reveals = [pb.SeedReveal(party=p, nonce=job.reveals[p]) for p in job.parties]
         analysts = any(r.startswith("analyst:") for r in job.spec.reveal_to)
         carrier = next((p for p in job.parties if p in job.spec.reveal_to), job.parties[0])

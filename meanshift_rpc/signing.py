@@ -172,3 +172,43 @@ def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
             raise SignatureError(f"receivers: the certificate given for {who} is not theirs")
         checked[who] = pem.encode()
     return VerifiedJob(job_id, issued, submitter, info.role, spec, checked)
+
+
+# ---- the nodes' own announcements ------------------------------------------------------
+
+def announce(job_id: str, party: str, commitment: bytes, address: str, port: int,
+             key_pem: bytes) -> tuple:
+    """A node's signed acceptance: its seed commitment and where its worker would
+    listen as rank 0. Returns (payload, signature)."""
+    from cryptography.hazmat.primitives import serialization
+
+    doc = {"format": "sms-accept/1", "job_id": job_id, "party": party,
+           "commitment": commitment.hex(), "address": address, "port": int(port)}
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return data, _sign_bytes(serialization.load_pem_private_key(key_pem, None), data)
+
+
+def verify_announcement(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
+                        job_id: str, party: str, commitment: bytes,
+                        revoked: Optional[Revocations] = None) -> tuple:
+    """(address, port) from a party's announcement, after checking that this
+    party signed exactly this job, party and commitment."""
+    from cryptography import x509
+
+    try:
+        info = verify_chain(cert_pem, ca_pem, revoked)
+    except IdentityError as exc:
+        raise SignatureError(f"announcement of {party}: {exc}") from None
+    if info.identity != f"party:{party}":
+        raise SignatureError(f"announcement of {party}: signed by {info.identity}")
+    _verify_bytes(x509.load_pem_x509_certificate(cert_pem).public_key(), signature, payload)
+    try:
+        doc = json.loads(payload)
+        ok = (doc.get("format") == "sms-accept/1" and doc["job_id"] == job_id and
+              doc["party"] == party and bytes.fromhex(doc["commitment"]) == commitment)
+        addr, port = str(doc["address"]), int(doc["port"])
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise SignatureError(f"announcement of {party}: not for this job and commitment")
+    return addr, port

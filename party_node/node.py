@@ -44,16 +44,16 @@ class Job:
         self.commits: dict = {}      # party -> commitment, as shown before we revealed
         self.suppressed: Optional[int] = None
         self.receivers: dict = {}    # analyst receiver -> verified certificate (sealing)
+        self.announced: dict = {}    # party -> (address, port) it signed (verified)
 
 
 class PartyNode:
     def __init__(self, cfg: NodeConfig):
         self.cfg = cfg
-        self.ca_pem = None
+        self.ca_pem = self.key_pem = self.cert_pem = None
         if cfg.tls is not None:
             check_key_file(cfg.tls.key)           # refuse a key others can read
-            with open(cfg.tls.ca, "rb") as fh:
-                self.ca_pem = fh.read()
+            self.ca_pem, self.cert_pem, self.key_pem = cfg.tls.read()
         self.revoked = Revocations(cfg.revocation_list) if cfg.revocation_list else None
         self._seen: dict = {}                     # signed job ids offered -> when (replays)
         self.channel = open_channel(cfg.coordinator, cfg.tls, cfg.identity, cfg.server_name)
@@ -180,9 +180,14 @@ class PartyNode:
         with self._lock:
             self.job = job
         log.info("accepting job %s", job.id)
-        self._reply(job.id, accept=pb.Accept(seed_commitment=hashlib.sha256(job.nonce).digest(),
-                                             rendezvous_address=self.cfg.advertise,
-                                             rendezvous_port=job.port))
+        acc = pb.Accept(seed_commitment=hashlib.sha256(job.nonce).digest(),
+                        rendezvous_address=self.cfg.advertise, rendezvous_port=job.port)
+        if self.key_pem is not None:          # signed: the coordinator cannot alter it
+            acc.announcement, acc.signature = signing.announce(
+                job.id, self.cfg.party_id, acc.seed_commitment, self.cfg.advertise, job.port,
+                self.key_pem)
+            acc.cert = self.cert_pem
+        self._reply(job.id, accept=acc)
 
     def _verified(self, offer: pb.Offer) -> tuple:
         """(spec, submitter) from the submitter's signature, checked against this
@@ -274,6 +279,15 @@ class PartyNode:
                 or commits.get(self.cfg.party_id) != hashlib.sha256(job.nonce).digest():
             return self._fail(job, "the seed commitments shown before the reveal are "
                               "incomplete or altered")
+        if self.ca_pem is not None:    # every commitment as its own party signed it
+            try:
+                for c in req.commits:
+                    job.announced[c.party] = signing.verify_announcement(
+                        c.announcement, c.signature, c.cert, self.ca_pem, job.id, c.party,
+                        c.commitment, self.revoked)
+            except signing.SignatureError as exc:
+                return self._fail(job, f"the seed commitments are not as the parties signed "
+                                  f"them ({exc})")
         job.commits = commits      # reveal only after everyone's commitment is fixed
         self._reply(job.id, reveal=pb.SeedReveal(party=self.cfg.party_id, nonce=job.nonce))
 
@@ -296,6 +310,8 @@ class PartyNode:
             return self._fail(job, "the rendezvous address is malformed")
         if rank == 0 and (run.master_addr, run.master_port) != (self.cfg.advertise, job.port):
             return self._fail(job, "the rendezvous given to rank 0 is not its own")
+        if job.announced and job.announced.get(ids[0]) != (run.master_addr, run.master_port):
+            return self._fail(job, "the rendezvous is not the one rank 0 announced")
         commits = {c.party: c.commitment for c in run.commits}
         if not job.commits or commits != job.commits:
             return self._fail(job, "the seed commitments changed after the reveal")

@@ -174,19 +174,48 @@ def test_policy_refusals_name_the_rule_never_a_value(env, change, rule):
         assert "row" in open(os.path.join(env.tmp, "alpha.log")).read()
 
 
-def _accept_and_reveal(env, **kw):
+def _beta_commit(env, job_id, nb, addr="127.0.0.1", port=33500, signer="party:beta"):
+    """beta's commitment as beta's node would sign it (or someone else, to forge)."""
+    _, cert, key = TLSFiles.in_dir(env.certs, signer).read()
+    com = hashlib.sha256(nb).digest()
+    ann, sig = signing.announce(job_id, "beta", com, addr, port, key)
+    return pb.SeedCommit(party="beta", commitment=com, announcement=ann, signature=sig,
+                         cert=cert)
+
+
+def _accept_and_reveal(env, beta_signer="party:beta", expect="reveal", **kw):
     o = env.offer(**kw)
     acc = env.ask(o)
     assert acc.WhichOneof("reply") == "accept", acc
+    assert acc.accept.announcement and acc.accept.signature    # alpha signs its own
     nb = os.urandom(32)
-    commits = [pb.SeedCommit(party="alpha", commitment=acc.accept.seed_commitment),
-               pb.SeedCommit(party="beta", commitment=hashlib.sha256(nb).digest())]
+    mine = pb.SeedCommit(party="alpha", commitment=acc.accept.seed_commitment,
+                         announcement=acc.accept.announcement, signature=acc.accept.signature,
+                         cert=acc.accept.cert)
+    commits = [mine, _beta_commit(env, o.job_id, nb, signer=beta_signer)]
+    if [p["id"] for p in spec(**kw)["parties"]][0] == "beta":
+        commits.reverse()
     env.evil.send(reveal=pb.RevealRequest(job_id=o.job_id, commits=commits))
     rev = env.evil.next_reply(o.job_id)
-    assert rev.WhichOneof("reply") == "reveal"
+    assert rev.WhichOneof("reply") == expect, rev
+    if expect != "reveal":
+        return rev
     reveals = [pb.SeedReveal(party="alpha", nonce=rev.reveal.nonce),
                pb.SeedReveal(party="beta", nonce=nb)]
     return o, acc.accept, commits, reveals
+
+
+def test_commitments_and_rendezvous_are_the_parties_own(env):
+    # beta's commitment signed by gamma (the coordinator substitutes one): refused
+    r = _accept_and_reveal(env, beta_signer="party:gamma", expect="failed")
+    assert "signed" in r.failed.reason
+    # alpha is rank 1; the coordinator points it at another rendezvous than beta announced
+    swapped = [{"id": "beta", "dataset": "points"}, {"id": "alpha", "dataset": "points"}]
+    o, acc, commits, reveals = _accept_and_reveal(env, parties=swapped)
+    env.evil.send(run=pb.Run(job_id=o.job_id, rank=1, world_size=2, master_addr="10.6.6.6",
+                             master_port=33500, commits=commits, reveals=reveals))
+    r = env.evil.next_reply(o.job_id)
+    assert r.WhichOneof("reply") == "failed" and "announced" in r.failed.reason
 
 
 def test_ranks_world_size_and_carry_come_from_the_signed_spec(env):
