@@ -350,6 +350,25 @@ def open_channel(address: str, files: Optional[TLSFiles], identity: str = "",
     return grpc.secure_channel(address, creds, options=opts)
 
 
+def server_identity(address: str, files: TLSFiles, timeout: float = 5.0) -> CertInfo:
+    """The certificate the server at ``address`` presents, verified against the CA
+    and the pinned name (a separate handshake: gRPC does not expose the peer's
+    certificate to a client). Lets nodes apply their revocation list and role
+    check to the coordinator too."""
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(files.ca)
+    ctx.load_cert_chain(files.cert, files.key)
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+        with ctx.wrap_socket(sock, server_hostname=COORDINATOR_NAME) as tls:
+            der = tls.getpeercert(binary_form=True)
+    return cert_info(ssl.DER_cert_to_PEM_cert(der).encode())
+
+
 _INFO_CACHE: dict = {}
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
-from meanshift_rpc.tls import Revocations, check_key_file, open_channel
+from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_identity
 
 from .config import NodeConfig
 
@@ -31,6 +31,10 @@ HEARTBEAT_S = 3.0
 # The command stream is long-lived but, like every call, has a deadline; an idle
 # node renews it after half of that, so a deadline never ends a running job.
 SUBSCRIBE_DEADLINE_S = 24 * 3600.0
+
+
+class CoordinatorRefused(Exception):
+    """The server is not a coordinator this node may talk to."""
 
 
 class Job:
@@ -72,6 +76,7 @@ class PartyNode:
         backoff = 1.0
         while not self._stop.is_set():
             try:
+                self._check_coordinator()
                 hello = pb.NodeHello(version="1", datasets=sorted(self.cfg.datasets))
                 stream = self.stub.Subscribe(hello, timeout=SUBSCRIBE_DEADLINE_S)
                 self._stream, self._stream_since = stream, time.time()
@@ -81,6 +86,8 @@ class PartyNode:
                 self._refill_spare()
                 for cmd in stream:
                     self._handle(cmd)
+            except CoordinatorRefused as exc:
+                log.error("not connecting: %s", exc)
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
@@ -93,6 +100,20 @@ class PartyNode:
             self._abort_job("lost the coordinator")
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)
+
+    def _check_coordinator(self) -> None:
+        """With a revocation list: the coordinator's certificate must be a coordinator's
+        and not revoked (checked on every (re)connection)."""
+        if self.cfg.tls is None or self.revoked is None:
+            return
+        try:
+            info = server_identity(self.cfg.coordinator, self.cfg.tls)
+        except (OSError, ValueError) as exc:
+            raise CoordinatorRefused(f"the coordinator's certificate could not be checked "
+                                     f"({type(exc).__name__})") from None
+        if info.role != "coordinator" or self.revoked.revoked(info.serial):
+            raise CoordinatorRefused("the coordinator's certificate is revoked or not a "
+                                     "coordinator's")
 
     def stop(self) -> None:
         self._stop.set()

@@ -313,3 +313,32 @@ def test_expired_submitter_certificate_is_refused(env, tmp_path):
     reason = refused(env.ask(env.offer(signer="analyst:old", certs=str(d),
                                        reveal_to=["alpha"])))
     assert "expired" in reason
+
+
+def test_node_refuses_a_revoked_coordinator(env, tmp_path):
+    from cryptography import x509
+
+    from hostile import EvilCoordinator
+
+    evil = EvilCoordinator(env.certs)
+    with open(os.path.join(env.certs, "coordinator.pem"), "rb") as fh:
+        serial = x509.load_pem_x509_certificate(fh.read()).serial_number
+    (tmp_path / "revoked.txt").write_text(f"{serial:x}\n")
+    cfg = yaml.safe_load(open(env.config))
+    cfg.update(coordinator={"address": evil.address}, revocation_list=str(tmp_path / "revoked.txt"),
+               status_file=str(tmp_path / "s.json"))
+    path = tmp_path / "n.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = open(tmp_path / "n.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "node", "run", "--config",
+                          str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        assert not evil.connected.wait(3)
+        assert "revoked" in open(tmp_path / "n.log").read()
+        (tmp_path / "revoked.txt").write_text("")       # un-revoked: it connects
+        assert evil.connected.wait(30)
+    finally:
+        p.terminate()
+        p.wait(timeout=20)
+        log.close()
+        evil.stop()
