@@ -157,6 +157,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="name or address clients use for the coordinator (repeatable)")
     certs.add_argument("--party", action="append", default=[], help="party id (repeatable)")
     certs.add_argument("--analyst", action="append", default=[], help="analyst name (repeatable)")
+    certs.add_argument("--operator", action="append", default=[],
+                       help="operator name (repeatable): reads and cancels every job")
     certs.add_argument("--format", choices=["text", "json"], default="text")
     return ap
 
@@ -329,7 +331,7 @@ def _node_health(args) -> int:
 
 
 def _certs(args) -> int:
-    from meanshift_rpc.tls import IdentityError, make_dev_pki, make_request, sign_request
+    from meanshift_rpc.tls import IdentityError, make_dev_pki, make_request, role_of, sign_request
 
     if args.action == "request":
         if not args.identity:
@@ -360,7 +362,12 @@ def _certs(args) -> int:
         return EXIT_OK
 
     names = ["coordinator"] + [f"party:{p}" for p in args.party] + \
-            [f"analyst:{a}" for a in args.analyst]
+            [f"analyst:{a}" for a in args.analyst] + [f"operator:{o}" for o in args.operator]
+    bad = [n for n in names if not role_of(n)]
+    if bad:
+        print(f"error: {bad[0]!r} is not a valid identity (names: letters, digits, '.', '_', "
+              "'-')", file=sys.stderr)
+        return EXIT_USAGE
     files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"])
     _out(args, "\n".join(f"{n}: {f.cert}, {f.key}" for n, f in files.items())
          + f"\nCA: {os.path.join(args.out, 'ca.pem')} (keep ca.key private)",
