@@ -161,8 +161,6 @@ def test_node_offers_refused_by_rule_without_values(node_env, changes):
         return                                # the client would not sign it
     except Exception:
         return
-    from test_trust_node import spec as base_spec  # noqa: F401
-
     o = env.offer(**{k: v for k, v in spec.items()})
     r = env.ask(o)
     assert r is not None, "the node did not answer"

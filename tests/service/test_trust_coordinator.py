@@ -17,7 +17,7 @@ from coordinator.server import serve
 from hostile import Coord, FakeNode, wait_parties
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import signing
-from meanshift_rpc.tls import (IdentityError, TLSFiles, issue_certificate, make_dev_pki)
+from meanshift_rpc.tls import IdentityError, TLSFiles, issue_certificate
 
 pytestmark = pytest.mark.timeout(120)
 
