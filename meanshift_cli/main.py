@@ -462,6 +462,10 @@ def _dispatch(c, args) -> int:
         import numpy as np
 
         cents = c.result(args.job_id)
+        gone = getattr(c, "suppressed", 0) or 0
+        if gone:
+            print(f"({gone} centroid(s) suppressed: their clusters were smaller than the "
+                  "job's min_cluster_size)", file=sys.stderr)
         if args.out:
             np.savetxt(args.out, cents, delimiter=",", comments="",
                        header=",".join(f"x{i}" for i in range(cents.shape[1])))
