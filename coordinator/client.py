@@ -40,6 +40,8 @@ class Client:
                 raise ValueError("give tls_dir and identity (or tls files), or insecure=True")
             tls = TLSFiles.in_dir(tls_dir, identity)
         self.deadline = deadline_s
+        self.tls = None if insecure else tls
+        self.tls_dir = tls_dir
         self.channel = open_channel(address, None if insecure else tls, identity, server_name)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
 
@@ -47,9 +49,35 @@ class Client:
         self.channel.close()
 
     def submit(self, spec: Union[str, dict]) -> dict:
+        """Sign the canonical job with this identity's key and submit it. A spec
+        that does not parse goes unsigned: the coordinator names the bad field."""
+        from meanshift_rpc import jobspec, signing
+
         text = spec if isinstance(spec, str) else yaml.safe_dump(spec)
-        return _d(self.stub.SubmitJob(pb.SubmitJobRequest(spec_yaml=text),
-                                      timeout=self.deadline))
+        req = pb.SubmitJobRequest(spec_yaml=text)
+        if self.tls is not None:
+            try:
+                _, cert, key = self.tls.read()
+                signed = signing.sign_spec(text, key, cert,
+                                           receiver_certs=self._receiver_certs(text))
+                req.signed_spec, req.signature, req.signer_cert = (
+                    signed.payload, signed.signature, signed.cert_pem)
+            except jobspec.SpecError:
+                pass
+        return _d(self.stub.SubmitJob(req, timeout=self.deadline))
+
+    def _receiver_certs(self, text: str) -> dict:
+        """Other analyst receivers' certificates, from the TLS folder when present
+        (results are sealed to them; a node refuses a job missing one)."""
+        from meanshift_rpc import jobspec
+
+        out = {}
+        for r in jobspec.parse(text).reveal_to:
+            path = os.path.join(self.tls_dir or "", r.replace(":", "_") + ".pem")
+            if r.startswith("analyst:") and self.tls_dir and os.path.exists(path):
+                with open(path, "rb") as fh:
+                    out[r] = fh.read()
+        return out
 
     def status(self, job_id: str) -> dict:
         return _d(self.stub.GetJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
@@ -70,7 +98,18 @@ class Client:
 
     def result(self, job_id: str, with_sizes: bool = False):
         r = self.stub.GetResult(pb.JobRef(job_id=job_id), timeout=self.deadline)
+        if r.sealed:            # end to end: only this identity's key opens it
+            from meanshift_rpc.sealing import unseal
+
+            s = r.sealed[0]
+            doc = unseal(self.tls.read()[2], job_id, s.recipient, s.ephemeral_key, s.nonce,
+                         s.ciphertext)
+            cents = np.array(doc["centroids"], dtype=float)
+            self.suppressed = int(doc.get("suppressed") or 0)
+            sizes = np.array(doc.get("sizes") or [])
+            return (cents, sizes) if with_sizes else cents
         cents = np.array([list(c.values) for c in r.centroids], dtype=float)
+        self.suppressed = r.suppressed
         return (cents, np.array(r.sizes)) if with_sizes else cents
 
     def cancel(self, job_id: str) -> dict:

@@ -4,11 +4,11 @@ seed reveal), run, progress, results, cancel, failure handling."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import queue
 import threading
 import time
-import uuid
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Optional
@@ -18,9 +18,11 @@ from google.protobuf import text_format
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc import jobspec, joint_seed
-from meanshift_rpc.tls import TLSFiles, peer_identity, server_credentials
+from meanshift_rpc import jobspec, joint_seed, signing
+from meanshift_rpc.tls import (ANONYMOUS, Revocations, TLSFiles, check_key_file, peer_identity,
+                               role_of, server_credentials)
 
+from .jobs import DONE, REVEALING, RUNNING, JobRun, unexpected
 from .store import TERMINAL, Store
 
 log = logging.getLogger("coordinator")
@@ -36,41 +38,26 @@ class NodeConn:
     busy_job: str = ""
 
 
-@dataclass
-class JobRun:
-    id: str
-    spec: pb.JobSpec
-    submitter: str
-    state: str = "agreeing"
-    deadline: float = 0.0
-    accepts: dict = field(default_factory=dict)     # party -> Accept
-    reveals: dict = field(default_factory=dict)     # party -> nonce
-    finished: dict = field(default_factory=dict)    # party -> Finished
-    watchers: list = field(default_factory=list)
-    iterations: int = 0
-    peer_lost: dict = field(default_factory=dict)   # party -> reason ("lost a peer")
-    blame_at: float = 0.0                           # when to name the silent party
-
-    @property
-    def parties(self) -> list:
-        return [p.id for p in self.spec.parties]
-
-    @property
-    def dealer(self) -> str:
-        """The dealer's node key ("dealer:<name>"): a member of the job, not a party."""
-        return f"dealer:{self.spec.dealer}"
-
-    @property
-    def members(self) -> list:
-        """Every node that takes part: the parties in rank order, then the dealer."""
-        return self.parties + [self.dealer]
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_REASON_CHARS = 500
+SUBMIT_ROLES = ("analyst", "operator")      # who may submit unless --submitter says otherwise
 
 
 class CoordinatorService(pb_grpc.CoordinatorServicer):
     def __init__(self, store: Store, insecure: bool = False, record_path: Optional[str] = None,
                  heartbeat_timeout: float = 15.0, agreement_timeout: float = 30.0,
-                 mpc_timeout: float = 30.0, blame_grace: float = 5.0):
+                 mpc_timeout: float = 30.0, blame_grace: float = 5.0,
+                 job_timeout: float = 6 * 3600.0, ca_pem: Optional[bytes] = None,
+                 revoked: Optional[Revocations] = None, submitters: Optional[list] = None,
+                 max_streams_per_identity: int = 16, max_streams: int = 400):
         self.store, self.insecure = store, insecure
+        self.ca_pem, self.revoked = ca_pem, revoked
+        self.job_timeout = job_timeout
+        # coordinator policy: roles ("analyst") and/or identities ("analyst:alice") that
+        # may submit; parties never by default
+        self.submitters = list(submitters) if submitters else list(SUBMIT_ROLES)
+        self.max_streams_per_identity, self.max_streams = max_streams_per_identity, max_streams
+        self._streams: dict = {}
         self.heartbeat_timeout, self.agreement_timeout = heartbeat_timeout, agreement_timeout
         self.mpc_timeout, self.blame_grace = mpc_timeout, blame_grace
         self._lock = threading.RLock()
@@ -84,7 +71,55 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     # ---- helpers ---------------------------------------------------------------------
     def _who(self, context) -> str:
-        return peer_identity(context, self.insecure)
+        return peer_identity(context, self.insecure, self.revoked)
+
+    def _known(self, context, action: str, job_id: str = "") -> str:
+        """The caller, who must hold a valid role certificate (else PERMISSION_DENIED)."""
+        who = self._who(context)
+        if who == ANONYMOUS:
+            self.store.audit(who, action, _safe_id(job_id), "PERMISSION_DENIED (no valid "
+                             "role certificate)")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          "no valid role certificate (revoked, or role and name disagree)")
+        return who
+
+    def _may_read(self, who: str, row: dict) -> bool:
+        """Job reads: its submitter, its parties, the operator (and the coordinator)."""
+        import json
+
+        return who in (row["submitter"], "coordinator") or role_of(who) == "operator" or (
+            role_of(who) == "party" and who[6:] in json.loads(row["parties"]))
+
+    def _row_for_read(self, context, action: str, job_id: str) -> tuple:
+        who = self._known(context, action, job_id)
+        if not signing.valid_job_id(job_id) and not _legacy_id(job_id):
+            self.store.audit(who, action, _safe_id(job_id), "INVALID_ARGUMENT")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: not a job id")
+        row = self.store.get(job_id)
+        if not row:
+            self.store.audit(who, action, job_id, "NOT_FOUND")
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r}")
+        if not self._may_read(who, row):
+            self.store.audit(who, action, job_id, "PERMISSION_DENIED")
+            log.warning("denied %s of job %s to %s", action, job_id, who)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who} may not read job {job_id} (only its submitter, its parties "
+                          "and the operator)")
+        return who, row
+
+    def _stream_slot(self, who: str, context) -> None:
+        with self._lock:
+            total = sum(self._streams.values())
+            mine = self._streams.get(who, 0)
+            if mine >= self.max_streams_per_identity or total >= self.max_streams:
+                self.store.audit(who, "watch", "", "RESOURCE_EXHAUSTED")
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"too many open streams ({'for ' + who if mine else 'in total'})")
+            self._streams[who] = mine + 1
+
+    def _stream_done(self, who: str) -> None:
+        with self._lock:
+            self._streams[who] = max(0, self._streams.get(who, 1) - 1)
 
     def _recv(self, who: str, msg) -> None:
         """Keep a transcript of everything received (tests inspect it)."""
@@ -96,9 +131,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def _party_of(self, context) -> str:
         """The calling node's key: a party's id, or "dealer:<name>" for a dealer."""
         who = self._who(context)
-        if who.startswith("dealer:") and len(who) > len("dealer:"):
+        if role_of(who) == "dealer":
             return who
-        if not who.startswith("party:"):
+        if role_of(who) != "party":
+            self.store.audit(who, "node-rpc", "", "PERMISSION_DENIED")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "only party or dealer nodes "
                           "may call this")
         return who[len("party:"):]
@@ -123,7 +159,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def _finish(self, job: JobRun, state: str, reason: str = "", notify_nodes: bool = True):
         if job.state in TERMINAL:
             return
-        job.state = state
+        job.state, job.phase = state, DONE
+        reason = reason[:MAX_REASON_CHARS]
         self.store.update(job.id, state=state, reason=reason, iterations=job.iterations)
         self._event(job, stage="end", message=reason or state)
         log.info("job %s %s %s", job.id, state, reason)
@@ -191,11 +228,17 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             if job.state in TERMINAL:
                 return pb.Ack(ok=False, message=f"job is {job.state}")
             kind = request.WhichOneof("reply")
+            why = unexpected(job, party, kind, getattr(request, kind)) if kind else "empty"
+            if why:
+                self.store.audit(f"party:{party}", f"reply:{kind}", job.id, f"refused: {why}")
+                log.warning("job %s: ignored %s from party %s (%s)", job.id, kind, party, why)
+                return pb.Ack(ok=False, message=f"refused: {why}")
             getattr(self, f"_on_{kind}")(job, party, getattr(request, kind))
         return pb.Ack(ok=True)
 
     def _on_refuse(self, job, party, msg):
-        self._finish(job, "failed", f"{self._label(party)} refused: {msg.reason}")
+        self._finish(job, "failed", f"{self._label(party)} refused: "
+                     f"{msg.reason[:MAX_REASON_CHARS]}")
 
     def _on_accept(self, job, party, msg):
         is_dealer = party == job.dealer
@@ -209,11 +252,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if is_dealer:
             return self._maybe_run(job)
         if len([p for p in job.accepts if p in job.parties]) == len(job.parties):
-            commits = [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment)
-                       for p in job.parties]
+            job.phase = REVEALING
+            commits = self._commits(job)
             for p in job.parties:
                 self._send(p, pb.NodeCommand(reveal=pb.RevealRequest(job_id=job.id,
                                                                      commits=commits)))
+
+    def _commits(self, job) -> list:
+        """Every party's commitment with its own signed announcement, unchanged."""
+        return [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment,
+                              announcement=job.accepts[p].announcement,
+                              signature=job.accepts[p].signature, cert=job.accepts[p].cert)
+                for p in job.parties]
 
     def _on_reveal(self, job, party, msg):
         commit = job.accepts.get(party)
@@ -229,21 +279,25 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if job.state != "agreeing" or len(job.reveals) < len(job.parties) or \
                 job.dealer not in job.accepts:
             return
-        job.state = "running"
+        job.state, job.phase, job.started = "running", RUNNING, time.time()
         seed = joint_seed([job.reveals[p] for p in job.parties])
         self.store.update(job.id, state="running", seed=f"0x{seed:032x}")
-        commits = [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment)
-                   for p in job.parties]
+        commits = self._commits(job)
+        d = job.accepts[job.dealer]
+        dealer = pb.SeedCommit(party=job.dealer, announcement=d.announcement,
+                               signature=d.signature, cert=d.cert)
         reveals = [pb.SeedReveal(party=p, nonce=job.reveals[p]) for p in job.parties]
         peers = [pb.MpcPeer(identity=m if m == job.dealer else f"party:{m}",
                             host=job.accepts[m].rendezvous_address,
                             port=job.accepts[m].rendezvous_port) for m in job.members]
         analysts = any(r.startswith("analyst:") for r in job.spec.reveal_to)
         carrier = next((p for p in job.parties if p in job.spec.reveal_to), job.parties[0])
+        job.carrier = carrier if analysts else ""
         for rank, p in enumerate(job.members):
             self._send(p, pb.NodeCommand(run=pb.Run(
                 job_id=job.id, rank=rank, world_size=len(job.parties), peers=peers,
-                commits=commits, reveals=reveals, carry_result=analysts and p == carrier,
+                commits=commits, reveals=reveals, dealer=dealer,
+                carry_result=analysts and p == carrier,
                 timeout_s=self.mpc_timeout)))
         self._event(job, stage="running", message="seed agreed; workers starting")
 
@@ -261,9 +315,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             return                  # the dealer has no result; a party finishes once
         job.finished[party] = msg
         job.iterations = max(job.iterations, msg.iterations)
-        if msg.centroids:
+        if msg.centroids or msg.sealed:
+            # sealed: ciphertext for each analyst receiver, which this server cannot open
             result = pb.JobResult(job_id=job.id, centroids=msg.centroids, sizes=msg.sizes,
-                                  iterations=msg.iterations)
+                                  iterations=msg.iterations, suppressed=msg.suppressed,
+                                  sealed=msg.sealed)
             self.store.update(job.id, result=result.SerializeToString())
         if len(job.finished) == len(job.parties):
             self._finish(job, "succeeded")
@@ -274,7 +330,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 return          # a party is at fault; the parties' reports will name it
             return self._finish(job, "failed", f"{party}: {msg.reason}")
         if not msg.peer_lost:
-            return self._finish(job, "failed", f"party {party}: {msg.reason}")
+            return self._finish(job, "failed", f"party {party}: {msg.reason[:MAX_REASON_CHARS]}")
+        if job.phase != RUNNING:
+            return self._finish(job, "failed", f"party {party}: lost a peer before the run")
         # This party's worker lost contact with a peer: the party at fault is the one
         # whose node drops (_lost) or that stays silent while the others report.
         job.peer_lost[party] = msg.reason
@@ -311,6 +369,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 for job in list(self.jobs.values()):
                     if job.state == "running" and job.blame_at and now > job.blame_at:
                         self._blame(job)
+                    if job.state == "running" and now - job.started > self.job_timeout:
+                        self._finish(job, "failed", "the job exceeded the wall-clock limit of "
+                                     f"{self.job_timeout:.0f} s")
                     if job.state == "agreeing" and now > job.deadline:
                         silent = [p for p in job.members if p not in job.accepts] or \
                                  [p for p in job.parties if p not in job.reveals]
@@ -319,16 +380,47 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     # ---- clients -------------------------------------------------------------------------
     def SubmitJob(self, request, context):
-        who = self._who(context)
+        who = self._known(context, "submit")
         self._recv(who, request)
+        if not (role_of(who) in self.submitters or who in self.submitters):
+            self.store.audit(who, "submit", "", "PERMISSION_DENIED")
+            log.warning("denied submit to %s", who)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who} may not submit jobs (coordinator policy: "
+                          f"{', '.join(self.submitters)})")
         try:
             spec = jobspec.parse(request.spec_yaml)
         except jobspec.SpecError as exc:
             self.store.audit(who, "submit", "", f"invalid: {exc}")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        jid = uuid.uuid4().hex[:12]
+        signed = None
+        if not request.signed_spec and not self.insecure:
+            self.store.audit(who, "submit", "", "invalid: unsigned")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "signature: required (the client signs the job with its key)")
+        if request.signed_spec:
+            try:
+                v = signing.verify(request.signed_spec, request.signature, request.signer_cert,
+                                   self.ca_pem or b"", self.revoked)
+            except signing.SignatureError as exc:
+                self.store.audit(who, "submit", "", f"invalid: {exc}")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if v.submitter != who:
+                self.store.audit(who, "submit", v.job_id, "PERMISSION_DENIED (signed by "
+                                 f"{v.submitter})")
+                context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                              "signature: the job is signed by another identity")
+            spec, signed = v.spec, (request.signed_spec, request.signature, request.signer_cert)
+            if self.store.get(v.job_id):
+                self.store.audit(who, "submit", v.job_id, "ALREADY_EXISTS (replay)")
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"job {v.job_id} exists already")
+        return self._submit(who, spec, signed, signed and v.job_id)
+
+    def _submit(self, who: str, spec: pb.JobSpec, signed, job_id) -> pb.JobInfo:
+        jid = job_id or signing.new_job_id()
         with self._lock:
-            job = JobRun(jid, spec, who, deadline=time.time() + self.agreement_timeout)
+            job = JobRun(jid, spec, who, deadline=time.time() + self.agreement_timeout,
+                         signed=signed)
             self.jobs[jid] = job
             self.store.create(jid, spec.name, jobspec.to_yaml(spec), spec.SerializeToString(),
                               who, job.parties)
@@ -346,8 +438,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             else:
                 for p in job.members:
                     self.nodes[p].busy_job = jid
-                    self._send(p, pb.NodeCommand(offer=pb.Offer(job_id=jid, spec=spec,
-                                                                submitter=who)))
+                    offer = pb.Offer(job_id=jid, spec=spec, submitter=who)
+                    if signed:
+                        offer.signed_spec, offer.signature, offer.signer_cert = signed
+                    self._send(p, pb.NodeCommand(offer=offer))
         return self._info(jid)
 
     def _info(self, jid: str) -> pb.JobInfo:
@@ -364,15 +458,22 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                           if row["seed"] is not None else "")
 
     def GetJob(self, request, context):
-        if not self.store.get(request.job_id):
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+        who, _ = self._row_for_read(context, "read", request.job_id)
+        self.store.audit(who, "read", request.job_id, "ok")
         return self._info(request.job_id)
 
     def ListJobs(self, request, context):
-        return pb.JobList(jobs=[self._info(r["id"]) for r in self.store.list(request.limit or 50)])
+        who = self._known(context, "list")
+        limit = min(max(request.limit, 0) or 50, 1000)
+        rows = [r for r in self.store.list(10_000) if self._may_read(who, r)][:limit]
+        self.store.audit(who, "list", "", f"{len(rows)} jobs")
+        return pb.JobList(jobs=[self._info(r["id"]) for r in rows])
 
     def CancelJob(self, request, context):
-        who = self._who(context)
+        who = self._known(context, "cancel", request.job_id)
+        if not signing.valid_job_id(request.job_id) and not _legacy_id(request.job_id):
+            self.store.audit(who, "cancel", _safe_id(request.job_id), "INVALID_ARGUMENT")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: not a job id")
         with self._lock:
             row = self.store.get(request.job_id)
             if not row:
@@ -381,8 +482,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
             # the submitter, any party of the job (it can always withdraw its data) and
             # the coordinator's operator may cancel; nobody else
-            may = who in (row["submitter"], "coordinator") or (
-                who.startswith("party:") and who[6:] in json.loads(row["parties"]))
+            may = who in (row["submitter"], "coordinator") or role_of(who) == "operator" or (
+                role_of(who) == "party" and who[6:] in json.loads(row["parties"]))
             if not may:
                 self.store.audit(who, "cancel", request.job_id, "PERMISSION_DENIED")
                 log.warning("denied cancel of job %s to %s", request.job_id, who)
@@ -396,9 +497,15 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return self._info(request.job_id)
 
     def WatchJob(self, request, context):
-        row = self.store.get(request.job_id)
-        if not row:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+        who, row = self._row_for_read(context, "watch", request.job_id)
+        self._stream_slot(who, context)
+        self.store.audit(who, "watch", request.job_id, "ok")
+        try:
+            yield from self._watch(request, context)
+        finally:
+            self._stream_done(who)
+
+    def _watch(self, request, context):
         q: queue.Queue = queue.Queue()
         with self._lock:
             past = self.store.events(request.job_id)
@@ -424,9 +531,13 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                         job.watchers.remove(q)
 
     def GetResult(self, request, context):
-        who = self._who(context)
+        who = self._known(context, "result", request.job_id)
+        if not signing.valid_job_id(request.job_id) and not _legacy_id(request.job_id):
+            self.store.audit(who, "result", _safe_id(request.job_id), "INVALID_ARGUMENT")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: not a job id")
         row = self.store.get(request.job_id)
         if not row:
+            self.store.audit(who, "result", request.job_id, "NOT_FOUND")
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         spec = pb.JobSpec.FromString(row["spec"])
         allowed = set(spec.reveal_to)
@@ -450,10 +561,21 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "only parties receive this job's result: read it from your node's "
                           "results folder")
+        res = pb.JobResult.FromString(row["result"])
+        if res.sealed:
+            mine = [s for s in res.sealed if s.recipient == who]
+            del res.sealed[:]
+            res.sealed.extend(mine)
+            if not mine:
+                self.store.audit(who, "result", request.job_id, "nothing sealed for this identity")
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              "this job's result is sealed to its analyst receivers only; "
+                              "parties read theirs from their node's results folder")
         self.store.audit(who, "result", request.job_id, "delivered")
-        return pb.JobResult.FromString(row["result"])
+        return res
 
     def ListParties(self, request, context):
+        self._known(context, "parties")
         with self._lock:
             return pb.PartyList(parties=[
                 pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen,
@@ -471,6 +593,26 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 def _seed_int(stored) -> int:
     """Seeds are stored as "0x..." text (128 bits do not fit SQLite's INTEGER)."""
     return int(stored, 16) if isinstance(stored, str) else int(stored)
+def _legacy_id(job_id: str) -> bool:
+    """Job ids made by earlier versions (12 hex digits) stay readable."""
+    return isinstance(job_id, str) and len(job_id) == 12 and all(
+        c in "0123456789abcdef" for c in job_id)
+
+
+def _safe_id(job_id: str) -> str:
+    """A job id fit for the audit table (a hostile one is not stored verbatim)."""
+    return job_id if signing.valid_job_id(job_id) or _legacy_id(job_id) else \
+        f"<invalid id, {len(job_id)} chars>"
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _to_event(body: dict) -> pb.JobEvent:
@@ -479,13 +621,26 @@ def _to_event(body: dict) -> pb.JobEvent:
 
 
 def serve(address: str, db_path: str, tls: Optional[TLSFiles], insecure: bool = False,
-          record_path: Optional[str] = None, **timeouts) -> tuple[grpc.Server, CoordinatorService]:
-    """Start the coordinator (non-blocking). Mutual TLS unless insecure."""
+          record_path: Optional[str] = None, revocation_list: Optional[str] = None,
+          **timeouts) -> tuple[grpc.Server, CoordinatorService]:
+    """Start the coordinator (non-blocking). Mutual TLS unless insecure (loopback only)."""
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+    if insecure and not _loopback(address):
+        raise OSError(f"--insecure listens on a loopback address only, not {address}")
+    ca_pem = None
+    if tls is not None:
+        check_key_file(tls.key)
+        creds = server_credentials(tls)          # only a coordinator certificate can serve
+        ca_pem = tls.read()[0]
+    revoked = Revocations(revocation_list) if revocation_list else None
     svc = CoordinatorService(Store(db_path), insecure=insecure, record_path=record_path,
-                             **timeouts)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+                             ca_pem=ca_pem, revoked=revoked, **timeouts)
+    # Watch streams hold a thread each: the pool is larger than the stream limit,
+    # so unary calls (heartbeats, ListParties) always find a thread.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=svc.max_streams + 64),
+                         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     pb_grpc.add_CoordinatorServicer_to_server(svc, server)
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
@@ -494,7 +649,7 @@ def serve(address: str, db_path: str, tls: Optional[TLSFiles], insecure: bool = 
     if insecure:
         port = server.add_insecure_port(address)
     else:
-        port = server.add_secure_port(address, server_credentials(tls))
+        port = server.add_secure_port(address, creds)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()

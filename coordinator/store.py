@@ -4,6 +4,7 @@ job that was in flight is marked failed, never left running forever."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -14,6 +15,11 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 class Store:
     def __init__(self, path: str):
+        if path != ":memory:":
+            # owner-only: job specs, audit and (for analyst receivers) results live here;
+            # SQLite gives its -wal/-shm files the database file's mode
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(path, 0o600)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:

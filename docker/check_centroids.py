@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from meanshift_cli.cluster_init import synthetic_parts
-from meanshift_rpc.jobspec import parse
+from meanshift_rpc.jobspec import engine_params, parse
 from secure_meanshift.compare import match_error
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
@@ -55,12 +55,7 @@ def main() -> int:
     # the stored spec writes unset fields as null, which parse() rejects: drop them
     spec = parse(yaml.safe_dump({k: v for k, v in yaml.safe_load(job["spec_yaml"]).items()
                                  if v is not None}))
-    params = MeanShiftParams(
-        bandwidth=spec.bandwidth, bounds=(list(spec.bounds_lo), list(spec.bounds_hi)),
-        n_dust=spec.n_dust, kernel=spec.kernel, max_iter=spec.max_iter, tol=spec.tol or None,
-        oblivious=spec.oblivious, merge_radius=spec.merge_radius or None, seed=int(job["seed_hex"], 16),
-        summary="auto" if spec.summary == "auto" else
-        (None if spec.summary == "exact" else float(spec.summary)))
+    params = MeanShiftParams(**engine_params(spec, int(job["seed_hex"], 16)))
     ref = reference_meanshift(synthetic_parts(len(spec.parties), a.points), params)
     got = printed_centroids(text)
     err, unmatched = match_error(got, ref.centroids)

@@ -79,6 +79,6 @@ def init_cluster(out: str, parties: list, coordinator_host: str = "coordinator",
     with open(os.path.join(d, "job.yaml"), "w") as fh:
         yaml.safe_dump(job, fh, sort_keys=False)
     with open(os.path.join(d, "long-job.yaml"), "w") as fh:
-        yaml.safe_dump({**job, "name": "long", "max_iter": 2000, "oblivious": True}, fh,
+        yaml.safe_dump({**job, "name": "long", "max_iter": 1000, "oblivious": True}, fh,
                        sort_keys=False)
     return {"parties": parties, "points": points, "seed": DATA_SEED}

@@ -147,9 +147,10 @@ def run_demo(args) -> int:
             raise RuntimeError(f"job {info['state']}: {info.get('reason', '')}")
         cents = client.result(job["job_id"])
         # the reference runs on all the data: only the demo, which made it, can do this
-        params = MeanShiftParams(bandwidth=h, bounds=([0, 0], [1, 1]), n_dust=dust,
-                                 kernel=args.kernel, max_iter=30,
-                                 seed=int(info["seed_hex"], 16))
+        from meanshift_rpc.jobspec import engine_params, parse
+
+        params = MeanShiftParams(**engine_params(parse(yaml.safe_dump(spec)),
+                                                 int(info["seed_hex"], 16)))
         ref = reference_meanshift(parts, params)
         skl = sklearn_centres(pts, h) if args.kernel == "flat" else None
         if skl is None:

@@ -8,6 +8,8 @@
   secure-meanshift job submit job.yaml --wait   submit a job and follow it
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
   secure-meanshift certs --out DIR ...          development CA and certificates
+  secure-meanshift certs request --identity party:x --out DIR   own key + CSR
+  secure-meanshift certs sign --ca-dir DIR --csr X.csr --out X.pem   the CA signs a CSR
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     serve.add_argument("--agreement-timeout", type=float, default=30.0)
     serve.add_argument("--mpc-timeout", type=float, default=30.0,
                        help="seconds any MPC rendezvous or collective may take")
+    serve.add_argument("--job-timeout", type=float, default=6 * 3600.0,
+                       help="wall-clock limit of a running job, seconds")
+    serve.add_argument("--revocation-list",
+                       help="file of revoked certificate serials (hex, one a line)")
+    serve.add_argument("--submitter", action="append", default=[],
+                       help="role (analyst) or identity that may submit jobs (repeatable; "
+                       "default: analyst and operator)")
+    serve.add_argument("--max-streams-per-identity", type=int, default=16)
 
     node = sub.add_parser("node", help="a party node")
     nsub = node.add_subparsers(dest="action", required=True)
@@ -139,13 +149,27 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     nh.add_argument("--config", required=True)
     nh.add_argument("--max-age", type=float, default=20.0)
 
-    certs = sub.add_parser("certs", help="development CA and key/cert pairs")
-    certs.add_argument("--out", required=True)
+    certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'request' and "
+                           "'sign' for keys that never leave their owner")
+    certs.add_argument("action", nargs="?", choices=["dev", "request", "sign"], default="dev",
+                       help="dev (default): a CA and every key in one folder; request: your "
+                       "own key and a CSR; sign: the CA signs a CSR")
+    certs.add_argument("--out", required=True,
+                       help="dev/request: folder; sign: the certificate file to write")
+    certs.add_argument("--identity", help="request: e.g. party:hospital-a, analyst:alice")
+    certs.add_argument("--ca-dir", help="sign: folder with ca.pem and ca.key")
+    certs.add_argument("--csr", help="sign: the request to sign")
+    certs.add_argument("--expect", help="sign: refuse unless the CSR is for this identity")
+    certs.add_argument("--host", action="append", default=[],
+                       help="sign, coordinator only: host names/addresses it serves on")
+    certs.add_argument("--days", type=int, default=90)
     certs.add_argument("--coordinator-host", action="append", default=[],
                        help="name or address clients use for the coordinator (repeatable)")
     certs.add_argument("--party", action="append", default=[], help="party id (repeatable)")
     certs.add_argument("--analyst", action="append", default=[], help="analyst name (repeatable)")
     certs.add_argument("--dealer", action="append", default=[], help="dealer name (repeatable)")
+    certs.add_argument("--operator", action="append", default=[],
+                       help="operator name (repeatable): reads and cancels every job")
     certs.add_argument("--format", choices=["text", "json"], default="text")
     return ap
 
@@ -229,12 +253,17 @@ def _serve(args) -> int:
         else:
             print("error: give --tls-dir (or --ca/--cert/--key), or --insecure", file=sys.stderr)
             return EXIT_USAGE
+    from meanshift_rpc.tls import IdentityError
+
     try:
         server, svc = serve(args.listen, args.db, tls, insecure=args.insecure,
                             record_path=args.record, heartbeat_timeout=args.heartbeat_timeout,
                             agreement_timeout=args.agreement_timeout,
-                            mpc_timeout=args.mpc_timeout)
-    except (OSError, FileNotFoundError) as exc:
+                            mpc_timeout=args.mpc_timeout, job_timeout=args.job_timeout,
+                            revocation_list=args.revocation_list,
+                            submitters=args.submitter or None,
+                            max_streams_per_identity=args.max_streams_per_identity)
+    except (OSError, FileNotFoundError, IdentityError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logging.getLogger("coordinator").info("listening on %s:%d (%s)",
@@ -294,7 +323,11 @@ def _node(args, role: str = "party") -> int:
               f"'secure-meanshift {'node' if cfg.role == 'party' else 'dealer'} run'",
               file=sys.stderr)
         return EXIT_USAGE
-    run_node(cfg)
+    try:
+        run_node(cfg)
+    except (PermissionError, FileNotFoundError) as exc:   # e.g. a key others can read
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -317,10 +350,44 @@ def _node_health(args) -> int:
 
 
 def _certs(args) -> int:
-    from meanshift_rpc.tls import make_dev_pki
+    from meanshift_rpc.tls import IdentityError, make_dev_pki, make_request, role_of, sign_request
+
+    if args.action == "request":
+        if not args.identity:
+            print("error: certs request needs --identity (e.g. party:hospital-a)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            key, csr = make_request(args.out, args.identity)
+        except IdentityError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        _out(args, f"key: {key} (stays here, mode 0600)\nrequest: {csr} (send it to the CA)",
+             {"key": key, "csr": csr})
+        return EXIT_OK
+    if args.action == "sign":
+        if not (args.ca_dir and args.csr):
+            print("error: certs sign needs --ca-dir and --csr", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            with open(args.csr, "rb") as fh:
+                pem = sign_request(args.ca_dir, fh.read(), args.host, args.days, args.expect)
+        except (IdentityError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with open(args.out, "wb") as fh:
+            fh.write(pem)
+        _out(args, f"certificate: {args.out}", {"cert": args.out})
+        return EXIT_OK
 
     names = ["coordinator"] + [f"party:{p}" for p in args.party] + \
-            [f"dealer:{d}" for d in args.dealer] + [f"analyst:{a}" for a in args.analyst]
+            [f"dealer:{d}" for d in args.dealer] + [f"analyst:{a}" for a in args.analyst] + \
+            [f"operator:{o}" for o in args.operator]
+    bad = [n for n in names if not role_of(n)]
+    if bad:
+        print(f"error: {bad[0]!r} is not a valid identity (names: letters, digits, '.', '_', "
+              "'-')", file=sys.stderr)
+        return EXIT_USAGE
     files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"])
     _out(args, "\n".join(f"{n}: {f.cert}, {f.key}" for n, f in files.items())
          + f"\nCA: {os.path.join(args.out, 'ca.pem')} (keep ca.key private)",
@@ -415,6 +482,10 @@ def _dispatch(c, args) -> int:
         import numpy as np
 
         cents = c.result(args.job_id)
+        gone = getattr(c, "suppressed", 0) or 0
+        if gone:
+            print(f"({gone} centroid(s) suppressed: their clusters were smaller than the "
+                  "job's min_cluster_size)", file=sys.stderr)
         if args.out:
             np.savetxt(args.out, cents, delimiter=",", comments="",
                        header=",".join(f"x{i}" for i in range(cents.shape[1])))

@@ -4,6 +4,7 @@ that name the offending field."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import yaml
@@ -11,6 +12,17 @@ import yaml
 from meanshift_proto.v1 import service_pb2 as pb
 
 KERNELS = ("flat", "gaussian")
+# Hard limits every spec meets (the nodes' own policies are usually stricter).
+MAX_SPEC_BYTES = 64 * 1024
+MAX_PARTIES = 32
+MAX_DIM = 64
+MAX_DUST = 4096
+MAX_ITER = 10_000
+MIN_BANDWIDTH_FRACTION = 1e-4      # of the bounds' largest span
+MAX_ABS_BOUND = 1e12
+MAX_REVEAL_TO = 64
+DEFAULT_MIN_CLUSTER_SIZE = 5
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 EXAMPLE = """\
 name: demo
 parties:                 # order = MPC rank
@@ -36,7 +48,7 @@ class SpecError(ValueError):
     """Invalid job spec; the message starts with the field name."""
 
 
-def _num(d: dict, key: str, default=None, positive=False, integer=False):
+def _num(d: dict, key: str, default=None, positive=False, integer=False, maximum=None):
     v = d.get(key)
     if v is None:          # absent or null (to_yaml writes null for "default")
         v = default
@@ -44,68 +56,91 @@ def _num(d: dict, key: str, default=None, positive=False, integer=False):
         raise SpecError(f"{key}: required")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise SpecError(f"{key}: must be a number")
-    if integer and int(v) != v:
-        raise SpecError(f"{key}: must be an integer")
     if not math.isfinite(v) or (positive and v <= 0):
         raise SpecError(f"{key}: must be a positive finite number" if positive
                         else f"{key}: must be finite")
+    if integer and int(v) != v:
+        raise SpecError(f"{key}: must be an integer")
+    if maximum is not None and v > maximum:
+        raise SpecError(f"{key}: at most {maximum}")
     return int(v) if integer else float(v)
 
 
 def parse(text: str) -> pb.JobSpec:
+    if not isinstance(text, str) or len(text.encode("utf-8", "replace")) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec: at most {MAX_SPEC_BYTES} bytes of YAML")
     try:
         d = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         raise SpecError(f"yaml: not valid YAML{'' if line is None else f' (line {line + 1})'}") \
             from None
+    except (ValueError, RecursionError):
+        raise SpecError("yaml: not valid YAML") from None
     if not isinstance(d, dict):
         raise SpecError("spec: expected a mapping of fields")
     known = {"name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
-             "bounds", "reveal_to", "merge_radius", "return_sizes", "summary", "dealer",
-             "transport", "provider"}
-    unknown = sorted(set(d) - known)
+             "bounds", "reveal_to", "merge_radius", "return_sizes", "summary",
+             "min_cluster_size", "dealer", "transport", "provider"}
+    unknown = sorted(map(str, set(d) - known))
     if unknown:
-        raise SpecError(f"{unknown[0]}: unknown field")
+        raise SpecError(f"{unknown[0][:64]}: unknown field")
     parties = d.get("parties")
     if not isinstance(parties, list) or len(parties) < 2:
         raise SpecError("parties: a list of at least 2 {id, dataset} entries is required")
+    if len(parties) > MAX_PARTIES:
+        raise SpecError(f"parties: at most {MAX_PARTIES}")
     refs = []
     for i, p in enumerate(parties):
         if not isinstance(p, dict) or not isinstance(p.get("id"), str) or \
                 not isinstance(p.get("dataset"), str) or not p["id"] or not p["dataset"]:
             raise SpecError(f"parties[{i}]: needs an 'id' and a 'dataset' (strings)")
+        if not NAME_RE.fullmatch(p["id"]) or not NAME_RE.fullmatch(p["dataset"]):
+            raise SpecError(f"parties[{i}]: id and dataset are names of letters, digits, "
+                            "'.', '_', '-' (at most 64)")
         refs.append(pb.PartyRef(id=p["id"], dataset=p["dataset"]))
     if len({r.id for r in refs}) != len(refs):
         raise SpecError("parties: a party is listed twice")
     kernel = d.get("kernel", "flat")
-    if kernel not in KERNELS:
+    if not isinstance(kernel, str) or kernel not in KERNELS:
         raise SpecError(f"kernel: must be one of {', '.join(KERNELS)}")
     b = d.get("bounds")
     if not isinstance(b, dict) or not isinstance(b.get("lo"), list) or \
             not isinstance(b.get("hi"), list):
         raise SpecError("bounds: expected {lo: [..], hi: [..]}")
+    if len(b["lo"]) > MAX_DIM or len(b["hi"]) > MAX_DIM:
+        raise SpecError(f"bounds: at most {MAX_DIM} features")
+    if any(isinstance(v, (bool, str)) for v in b["lo"] + b["hi"]):
+        raise SpecError("bounds: lo and hi must be lists of numbers")
     try:
         lo, hi = [float(v) for v in b["lo"]], [float(v) for v in b["hi"]]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpecError("bounds: lo and hi must be lists of numbers") from None
     if not lo or len(lo) != len(hi) or any(h < l for l, h in zip(lo, hi)) or \
             not all(map(math.isfinite, lo + hi)) or max(h - l for l, h in zip(lo, hi)) <= 0:
         raise SpecError("bounds: lo and hi need equal lengths, finite values, hi >= lo")
+    if any(abs(v) > MAX_ABS_BOUND for v in lo + hi):
+        raise SpecError(f"bounds: values must lie within +-{MAX_ABS_BOUND:g}")
     reveal = d.get("reveal_to", [r.id for r in refs])
     if not isinstance(reveal, list) or not reveal or not all(isinstance(r, str) for r in reveal):
         raise SpecError("reveal_to: a non-empty list of party ids or analyst identities")
+    if len(reveal) > MAX_REVEAL_TO or len(set(reveal)) != len(reveal):
+        raise SpecError(f"reveal_to: at most {MAX_REVEAL_TO} distinct receivers")
     for r in reveal:
-        if ":" in r and not r.startswith("analyst:"):
-            raise SpecError(f"reveal_to: {r!r} is neither a job party nor 'analyst:<name>'")
+        if ":" in r and not (r.startswith("analyst:") and NAME_RE.fullmatch(r[8:])):
+            raise SpecError(f"reveal_to: {r[:80]!r} is neither a job party nor "
+                            "'analyst:<name>'")
         if ":" not in r and r not in {x.id for x in refs}:
-            raise SpecError(f"reveal_to: {r!r} is not a party of this job")
-    summary = str(d.get("summary", "auto"))
+            raise SpecError(f"reveal_to: {r[:80]!r} is not a party of this job")
+    summary = d.get("summary", "auto")
+    if not isinstance(summary, (str, int, float)) or isinstance(summary, bool):
+        raise SpecError("summary: 'exact', 'auto' or a cell size in (0, 2] bandwidths")
+    summary = str(summary)
     if summary not in ("exact", "auto"):
         try:
             s = float(summary)
             assert 0 < s <= 2
-        except (ValueError, AssertionError):
+        except (ValueError, AssertionError, OverflowError):
             raise SpecError("summary: 'exact', 'auto' or a cell size in (0, 2] bandwidths") \
                 from None
     for flag in ("oblivious", "return_sizes"):
@@ -119,28 +154,40 @@ def parse(text: str) -> pb.JobSpec:
     if provider != "dealer":
         raise SpecError("provider: only 'dealer' is available")
     dealer = d.get("dealer")
-    if not isinstance(dealer, str) or not dealer or ":" in dealer:
+    if not isinstance(dealer, str) or not NAME_RE.fullmatch(dealer):
         raise SpecError("dealer: required: the name of a dealer node (its certificate is "
                         "'dealer:<name>'); it makes the correlated randomness and holds no data")
     transport = d.get("transport", "tls")
     if transport not in TRANSPORTS:
         raise SpecError(f"transport: must be one of {', '.join(TRANSPORTS)}")
+    name = d.get("name", "")
+    if not isinstance(name, (str, int, float)) or len(str(name)) > 128:
+        raise SpecError("name: a string of at most 128 characters")
     spec = pb.JobSpec(
         parties=refs, bandwidth=_num(d, "bandwidth", positive=True),
-        n_dust=_num(d, "dust", 8, positive=True, integer=True), kernel=kernel,
-        max_iter=_num(d, "max_iter", 30, positive=True, integer=True),
+        n_dust=_num(d, "dust", 8, positive=True, integer=True, maximum=MAX_DUST), kernel=kernel,
+        max_iter=_num(d, "max_iter", 30, positive=True, integer=True, maximum=MAX_ITER),
         tol=_num(d, "tol", 0.0), oblivious=bool(d.get("oblivious", False)),
         bounds_lo=lo, bounds_hi=hi, reveal_to=reveal,
         merge_radius=_num(d, "merge_radius", 0.0), return_sizes=bool(d.get("return_sizes", False)),
-        summary=summary, name=str(d.get("name", "")), dealer=dealer, transport=transport)
-    if spec.bandwidth / max(h - l for l, h in zip(lo, hi)) > math.sqrt(len(lo)):
+        summary=summary, name=str(name), dealer=dealer, transport=transport,
+        min_cluster_size=_num(d, "min_cluster_size", DEFAULT_MIN_CLUSTER_SIZE, positive=True,
+                              integer=True, maximum=1_000_000_000))
+    span = max(h - l for l, h in zip(lo, hi))
+    if spec.bandwidth / span > math.sqrt(len(lo)):
         raise SpecError("bandwidth: is larger than the whole bounded domain")
+    if spec.bandwidth / span < MIN_BANDWIDTH_FRACTION:
+        raise SpecError(f"bandwidth: smaller than {MIN_BANDWIDTH_FRACTION:g} of the bounds' "
+                        "largest span")
     if spec.max_iter > 10_000:
         raise SpecError("max_iter: at most 10000")
     if spec.tol < 0:
         raise SpecError("tol: must be >= 0")
     if spec.merge_radius < 0:
         raise SpecError("merge_radius: must be >= 0")
+    if spec.merge_radius > span * math.sqrt(len(lo)) or spec.tol > span * math.sqrt(len(lo)):
+        raise SpecError(("merge_radius" if spec.merge_radius > span * math.sqrt(len(lo))
+                         else "tol") + ": larger than the whole bounded domain")
     return spec
 
 
@@ -152,7 +199,26 @@ def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
             "bounds": {"lo": list(spec.bounds_lo), "hi": list(spec.bounds_hi)},
             "reveal_to": list(spec.reveal_to), "merge_radius": spec.merge_radius or None,
             "return_sizes": spec.return_sizes, "summary": spec.summary,
+            "min_cluster_size": spec.min_cluster_size,
             "dealer": spec.dealer, "transport": spec.transport or "tls"}
+
+
+def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
+    """The one place a job spec becomes the engine's parameters (a dict of
+    MeanShiftParams keyword arguments, JSON-safe for the worker). ``receivers``:
+    the ranks that get the centroids; default: the parties in reveal_to."""
+    ids = [p.id for p in spec.parties]
+    if receivers is None:
+        receivers = sorted({ids.index(r) for r in spec.reveal_to if r in ids})
+    return {"bandwidth": spec.bandwidth,
+            "bounds": [list(spec.bounds_lo), list(spec.bounds_hi)],
+            "n_dust": spec.n_dust, "kernel": spec.kernel, "max_iter": spec.max_iter,
+            "tol": spec.tol or None, "oblivious": spec.oblivious, "seed": int(seed),
+            "merge_radius": spec.merge_radius or None,
+            "reveal_to": list(receivers) or [0], "return_sizes": spec.return_sizes,
+            "summary": "auto" if spec.summary == "auto" else
+            (None if spec.summary == "exact" else float(spec.summary)),
+            "min_cluster_size": spec.min_cluster_size or 1}
 
 
 def to_yaml(spec: pb.JobSpec) -> str:

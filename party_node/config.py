@@ -16,14 +16,19 @@
       allowed_receivers: ["*"]           # party ids / analyst identities, or "*"
       trusted_dealers: [dealer-1]        # dealer names this party trusts not to collude
       allow_plaintext_mpc: false         # true: accept transport "trusted-network"
-
-A dealer node uses the same file with ``dealer_id: <name>`` instead of
-``party_id`` and no ``datasets``; it holds no data.
+      min_bandwidth_fraction: 0.01       # bandwidth >= this x the bounds' largest span
+      max_dust: 256
+      max_iter: 1000
+      min_cluster_size: 5                # jobs must suppress clusters smaller than this
+    revocation_list: revoked.txt         # optional: certificate serials (hex), one a line
     results_dir: results
     mpc_timeout_s: 30
     status_file: node-status.json   # touched on every heartbeat (container health checks)
     prewarm_worker: true      # start the next job's (fresh) worker ahead of time: torch and
                               # CrypTen load while idle (~1.5 s less per job, ~250 MB idle)
+
+A dealer node uses the same file with ``dealer_id: <name>`` instead of
+``party_id`` and no ``datasets``; it holds no data.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ class Policy:
     allowed_receivers: list = field(default_factory=lambda: ["*"])
     trusted_dealers: list = field(default_factory=lambda: ["*"])
     allow_plaintext_mpc: bool = False
+    min_bandwidth_fraction: float = 0.01
+    max_dust: int = 256
+    max_iter: int = 1000
+    min_cluster_size: int = 5
 
 
 @dataclass
@@ -73,6 +82,7 @@ class NodeConfig:
     status_file: str = "node-status.json"
     prewarm_worker: bool = True
     role: str = "party"                # "party" | "dealer"
+    revocation_list: Optional[str] = None
 
     @property
     def identity(self) -> str:
@@ -81,12 +91,14 @@ class NodeConfig:
 
 KNOWN = {
     "": {"party_id", "dealer_id", "coordinator", "tls", "insecure", "datasets", "rendezvous",
-         "policy", "results_dir", "mpc_timeout_s", "status_file", "prewarm_worker"},
+         "policy", "results_dir", "mpc_timeout_s", "status_file", "prewarm_worker",
+         "revocation_list"},
     "coordinator": {"address", "server_name"},
     "tls": {"ca", "cert", "key"},
     "rendezvous": {"advertise", "port_range", "ifname"},
     "policy": {"kernels", "min_parties", "allowed_submitters", "allowed_receivers",
-               "trusted_dealers", "allow_plaintext_mpc"},
+               "trusted_dealers", "allow_plaintext_mpc",
+               "min_bandwidth_fraction", "max_dust", "max_iter", "min_cluster_size"},
 }
 
 
@@ -121,6 +133,13 @@ def load(path: str) -> NodeConfig:
         raise ConfigError(f"{path}: policy: kernels, allowed_submitters, allowed_receivers "
                           "and trusted_dealers are lists, min_parties an integer, "
                           "allow_plaintext_mpc true or false")
+    for key in ("max_dust", "max_iter", "min_cluster_size"):
+        v = getattr(pol, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{path}: policy.{key}: an integer >= 1")
+    f = pol.min_bandwidth_fraction
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+        raise ConfigError(f"{path}: policy.min_bandwidth_fraction: a number in [0, 1)")
     lo, hi = cfg.port_range
     if not 1 <= lo <= hi <= 65535:
         raise ConfigError(f"{path}: rendezvous.port_range: need 1 <= low <= high <= 65535")
@@ -178,9 +197,8 @@ def _load(path: str) -> NodeConfig:
         tls=tls, server_name=coord.get("server_name"),
         advertise=str(rv.get("advertise", "127.0.0.1")), port_range=(int(pr[0]), int(pr[1])),
         ifname=rv.get("ifname"),
-        policy=Policy(**{k: pol[k] for k in ("kernels", "min_parties", "allowed_submitters",
-                                             "allowed_receivers", "trusted_dealers",
-                                             "allow_plaintext_mpc") if k in pol}),
+        policy=Policy(**{k: pol[k] for k in KNOWN["policy"] if k in pol}),
+        revocation_list=rel(d["revocation_list"]) if d.get("revocation_list") else None,
         results_dir=rel(d.get("results_dir", "results")),
         status_file=rel(d.get("status_file", "node-status.json")),
         mpc_timeout_s=float(d.get("mpc_timeout_s", 30)),

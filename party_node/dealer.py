@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from typing import Optional
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import joint_seed
@@ -23,29 +24,17 @@ log = logging.getLogger("dealer_node")
 
 
 class DealerNode(PartyNode):
-    def _policy_check(self, offer: pb.Offer) -> str:
-        spec = offer.spec
+    def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
+                      submitter: Optional[str] = None) -> str:
+        spec = offer.spec if spec is None else spec
         if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
             return f"busy with job {self.job.id}"
         if spec.dealer != self.cfg.party_id:
             return "this node is not the job's dealer"
         return self._mpc_policy(spec)
 
-    def _on_offer(self, offer: pb.Offer) -> None:
-        reason = self._policy_check(offer)
-        if reason:
-            log.info("refusing job %s: %s", offer.job_id, reason)
-            return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
-        job = Job(offer)
-        job.port = self._free_port()
-        if not job.port:
-            return self._reply(offer.job_id, refuse=pb.Refuse(
-                reason=f"no free port in {self.cfg.port_range[0]}-{self.cfg.port_range[1]}"))
-        with self._lock:
-            self.job = job
-        log.info("dealing for job %s", job.id)
-        self._reply(job.id, accept=pb.Accept(rendezvous_address=self.cfg.advertise,
-                                             rendezvous_port=job.port))
+    def _commitment(self, job: Job) -> bytes:
+        return b""                       # the dealer takes no part in the seed
 
     def _on_reveal(self, req: pb.RevealRequest) -> None:
         return None                      # the dealer takes no part in the seed

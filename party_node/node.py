@@ -21,8 +21,8 @@ import numpy as np
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc import DEFAULT_DEADLINE_S, joint_seed
-from meanshift_rpc.tls import open_channel
+from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
+from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_identity
 
 from .config import NodeConfig
 
@@ -33,19 +33,34 @@ HEARTBEAT_S = 3.0
 SUBSCRIBE_DEADLINE_S = 24 * 3600.0
 
 
+class CoordinatorRefused(Exception):
+    """The server is not a coordinator this node may talk to."""
+
+
 class Job:
-    def __init__(self, offer: pb.Offer):
-        self.id, self.spec = offer.job_id, offer.spec
+    def __init__(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None):
+        # spec: the one verified from the submitter's signature (never the coordinator's copy)
+        self.id, self.spec = offer.job_id, spec if spec is not None else offer.spec
         self.nonce = os.urandom(32)
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
         self.cancelled = False
         self.commits: dict = {}      # party -> commitment, as shown before we revealed
+        self.suppressed: Optional[int] = None
+        self.receivers: dict = {}    # analyst receiver -> verified certificate (sealing)
+        self.announced: dict = {}    # party -> (address, port) it signed (verified)
+        self.fingerprints: dict = {}  # rank identity -> SHA-256 of the certificate it signed with
 
 
 class PartyNode:
     def __init__(self, cfg: NodeConfig):
         self.cfg = cfg
+        self.ca_pem = self.key_pem = self.cert_pem = None
+        if cfg.tls is not None:
+            check_key_file(cfg.tls.key)           # refuse a key others can read
+            self.ca_pem, self.cert_pem, self.key_pem = cfg.tls.read()
+        self.revoked = Revocations(cfg.revocation_list) if cfg.revocation_list else None
+        self._seen: dict = {}                     # signed job ids offered -> when (replays)
         self.channel = open_channel(cfg.coordinator, cfg.tls, cfg.identity, cfg.server_name)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
         self.job: Optional[Job] = None
@@ -62,6 +77,7 @@ class PartyNode:
         backoff = 1.0
         while not self._stop.is_set():
             try:
+                self._check_coordinator()
                 hello = pb.NodeHello(version="1", datasets=sorted(self.cfg.datasets))
                 stream = self.stub.Subscribe(hello, timeout=SUBSCRIBE_DEADLINE_S)
                 self._stream, self._stream_since = stream, time.time()
@@ -71,6 +87,8 @@ class PartyNode:
                 self._refill_spare()
                 for cmd in stream:
                     self._handle(cmd)
+            except CoordinatorRefused as exc:
+                log.error("not connecting: %s", exc)
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
@@ -83,6 +101,20 @@ class PartyNode:
             self._abort_job("lost the coordinator")
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)
+
+    def _check_coordinator(self) -> None:
+        """With a revocation list: the coordinator's certificate must be a coordinator's
+        and not revoked (checked on every (re)connection)."""
+        if self.cfg.tls is None or self.revoked is None:
+            return
+        try:
+            info = server_identity(self.cfg.coordinator, self.cfg.tls)
+        except (OSError, ValueError) as exc:
+            raise CoordinatorRefused(f"the coordinator's certificate could not be checked "
+                                     f"({type(exc).__name__})") from None
+        if info.role != "coordinator" or self.revoked.revoked(info.serial):
+            raise CoordinatorRefused("the coordinator's certificate is revoked or not a "
+                                     "coordinator's")
 
     def stop(self) -> None:
         self._stop.set()
@@ -138,15 +170,31 @@ class PartyNode:
 
     def _handle(self, cmd: pb.NodeCommand) -> None:
         kind = cmd.WhichOneof("command")
-        getattr(self, f"_on_{kind}")(getattr(cmd, kind))
+        if kind is None:
+            return log.warning("ignored an empty command from the coordinator")
+        try:
+            getattr(self, f"_on_{kind}")(getattr(cmd, kind))
+        except Exception as exc:  # noqa: BLE001 - a hostile command must not stop the node
+            log.warning("ignored a %s command the node could not handle (%s)", kind,
+                        type(exc).__name__)
 
     # ---- agreement -----------------------------------------------------------------------
     def _on_offer(self, offer: pb.Offer) -> None:
-        reason = self._policy_check(offer)
+        if not signing.valid_job_id(offer.job_id):
+            log.warning("ignored an offer whose job id is malformed")
+            return
+        try:
+            spec, submitter, receivers = self._verified(offer)
+        except signing.SignatureError as exc:
+            log.warning("refusing job %s: %s", offer.job_id, exc)
+            return self._reply(offer.job_id,
+                               refuse=pb.Refuse(reason=f"signed job rejected: {exc}"))
+        reason = self._policy_check(offer, spec, submitter)
         if reason:
             log.info("refusing job %s: %s", offer.job_id, reason)
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
-        job = Job(offer)
+        job = Job(offer, spec)
+        job.receivers = receivers
         job.port = self._free_port()
         if not job.port:
             return self._reply(offer.job_id, refuse=pb.Refuse(
@@ -154,12 +202,48 @@ class PartyNode:
         with self._lock:
             self.job = job
         log.info("accepting job %s", job.id)
-        self._reply(job.id, accept=pb.Accept(seed_commitment=hashlib.sha256(job.nonce).digest(),
-                                             rendezvous_address=self.cfg.advertise,
-                                             rendezvous_port=job.port))
+        acc = pb.Accept(seed_commitment=self._commitment(job),
+                        rendezvous_address=self.cfg.advertise, rendezvous_port=job.port)
+        if self.key_pem is not None:          # signed: the coordinator cannot alter it
+            acc.announcement, acc.signature = signing.announce(
+                job.id, self.cfg.party_id, acc.seed_commitment, self.cfg.advertise, job.port,
+                self.key_pem)
+            acc.cert = self.cert_pem
+        self._reply(job.id, accept=acc)
 
-    def _policy_check(self, offer: pb.Offer) -> str:
-        spec, pol = offer.spec, self.cfg.policy
+    def _commitment(self, job: Job) -> bytes:
+        return hashlib.sha256(job.nonce).digest()
+
+    def _verified(self, offer: pb.Offer) -> tuple:
+        """(spec, submitter) from the submitter's signature, checked against this
+        node's own CA and revocation list, before any policy check. A node without
+        TLS (insecure: local experiments) takes the coordinator's word."""
+        if self.ca_pem is None:
+            return offer.spec, offer.submitter, {}
+        v = signing.verify(offer.signed_spec, offer.signature, offer.signer_cert, self.ca_pem,
+                           self.revoked)
+        if v.job_id != offer.job_id:
+            raise signing.SignatureError("job_id: not the id the submitter signed")
+        now = time.time()
+        for jid, t in list(self._seen.items()):
+            if now - t > signing.MAX_AGE_S + signing.MAX_SKEW_S:
+                del self._seen[jid]
+        if v.job_id in self._seen:
+            raise signing.SignatureError("job_id: this signed job was offered before (replay)")
+        self._seen[v.job_id] = now
+        missing = [r for r in v.spec.reveal_to if r.startswith("analyst:") and
+                   r not in v.receivers]
+        if missing:
+            raise signing.SignatureError(f"receivers: no certificate for {missing[0]} in the "
+                                         "signed job (results are sealed end to end)")
+        return v.spec, v.submitter, v.receivers
+
+    def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
+                      submitter: Optional[str] = None) -> str:
+        """A reason naming the rule (never a row or a value), or ''."""
+        spec = offer.spec if spec is None else spec
+        submitter = offer.submitter if submitter is None else submitter
+        pol = self.cfg.policy
         if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
             return f"busy with job {self.job.id}"
         reason = self._mpc_policy(spec)
@@ -172,8 +256,17 @@ class PartyNode:
             return f"kernel {spec.kernel!r} not allowed by local policy"
         if len(spec.parties) < pol.min_parties:
             return f"local policy requires at least {pol.min_parties} parties"
-        if "*" not in pol.allowed_submitters and offer.submitter not in pol.allowed_submitters:
-            return f"submitter {offer.submitter} may not run jobs on this data"
+        if "*" not in pol.allowed_submitters and submitter not in pol.allowed_submitters:
+            return f"submitter {submitter} may not run jobs on this data"
+        span = max(h - l for l, h in zip(spec.bounds_lo, spec.bounds_hi))
+        if spec.bandwidth < pol.min_bandwidth_fraction * span:
+            return "policy: the bandwidth is below this party's minimum (relative to the bounds)"
+        if spec.n_dust > pol.max_dust:
+            return "policy: more dust points than this party allows"
+        if spec.max_iter > pol.max_iter:
+            return "policy: more iterations than this party allows"
+        if (spec.min_cluster_size or 1) < pol.min_cluster_size:
+            return "policy: the minimum cluster size is below this party's"
         if "*" not in pol.allowed_receivers:
             bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
             if bad:
@@ -187,8 +280,10 @@ class PartyNode:
             check_points(load_points(ds.path, ds.columns),
                          (list(spec.bounds_lo), list(spec.bounds_hi)),
                          f"data set {me[0].dataset!r}")
-        except ValueError as exc:        # InputError: names rows and columns, never values
-            return str(exc)
+        except ValueError as exc:        # the rows stay in the local log only
+            log.warning("job %s: local data check failed: %s", offer.job_id, exc)
+            return (f"data set {me[0].dataset!r} does not meet the job's input rule (every "
+                    "row finite and inside the bounds); details in the party's local log")
         return ""
 
     def _mpc_policy(self, spec: pb.JobSpec) -> str:
@@ -211,7 +306,8 @@ class PartyNode:
         return [f"party:{p.id}" for p in spec.parties] + [f"dealer:{spec.dealer}"]
 
     def _check_run(self, job: Job, run: pb.Run) -> str:
-        """Everything the coordinator says about ranks and peers, against the spec."""
+        """Everything the coordinator says about ranks and peers, against the
+        signed spec and every node's own signed announcement."""
         expected = self._expected_peers(job.spec)
         got = [p.identity for p in run.peers]
         if got != expected:
@@ -221,16 +317,38 @@ class PartyNode:
         if run.rank != expected.index(self.cfg.identity):
             return "this node's rank does not match its place in the job"
         me = run.peers[run.rank]
-        if me.port != job.port:
-            return "this node's own MPC port was altered"
-        if any(not p.host or not 0 < p.port < 65536 for p in run.peers):
+        if me.port != job.port or me.host != self.cfg.advertise:
+            return "this node's own MPC address was altered"
+        if any(not 0 < p.port < 65536 or not 0 < len(p.host) <= 253 or
+               not all(c.isalnum() or c in ".-:[]_" for c in p.host) for p in run.peers):
             return "a peer address is malformed"
+        if self.ca_pem is None:
+            return ""
+        try:        # where each rank listens, as that rank itself signed it
+            announced, certs = {}, {}
+            for c in run.commits:
+                announced[f"party:{c.party}"] = signing.verify_announcement(
+                    c.announcement, c.signature, c.cert, self.ca_pem, job.id, c.party,
+                    c.commitment, self.revoked)
+                certs[f"party:{c.party}"] = c.cert
+            d = run.dealer
+            announced[expected[-1]] = signing.verify_announcement(
+                d.announcement, d.signature, d.cert, self.ca_pem, job.id, job.spec.dealer, b"",
+                self.revoked, identity=expected[-1])
+            certs[expected[-1]] = d.cert
+        except signing.SignatureError as exc:
+            return f"a peer's address is not as that node signed it ({exc})"
+        if any(announced.get(p.identity) != (p.host, p.port) for p in run.peers):
+            return "a peer's address is not the one that node announced"
+        # the MPC links then accept exactly the certificate each rank signed with
+        job.fingerprints = {who: _fingerprint(pem) for who, pem in certs.items()}
         return ""
 
     def _mpc_payload(self, job: Job, run: pb.Run, seed: int) -> dict:
         tls = self.cfg.tls
         return {"rank": run.rank, "world_size": run.world_size,
-                "peers": [[p.identity, p.host, p.port] for p in run.peers],
+                "peers": [[p.identity, p.host, p.port, job.fingerprints.get(p.identity, "")]
+                          for p in run.peers],
                 "security": None if tls is None else [tls.ca, tls.cert, tls.key],
                 "transport": job.spec.transport or "tls", "listen_host": "",
                 # every rank hashes this before anything secret moves (runtime.MPCConfig)
@@ -258,6 +376,15 @@ class PartyNode:
                 or commits.get(self.cfg.party_id) != hashlib.sha256(job.nonce).digest():
             return self._fail(job, "the seed commitments shown before the reveal are "
                               "incomplete or altered")
+        if self.ca_pem is not None:    # every commitment as its own party signed it
+            try:
+                for c in req.commits:
+                    job.announced[c.party] = signing.verify_announcement(
+                        c.announcement, c.signature, c.cert, self.ca_pem, job.id, c.party,
+                        c.commitment, self.revoked)
+            except signing.SignatureError as exc:
+                return self._fail(job, f"the seed commitments are not as the parties signed "
+                                  f"them ({exc})")
         job.commits = commits      # reveal only after everyone's commitment is fixed
         self._reply(job.id, reveal=pb.SeedReveal(party=self.cfg.party_id, nonce=job.nonce))
 
@@ -266,6 +393,15 @@ class PartyNode:
         job = self.job
         if job is None or job.id != run.job_id:
             return
+        # ranks, world size and who carries the result follow from the signed spec
+        ids = [p.id for p in job.spec.parties]
+        rank = ids.index(self.cfg.party_id)
+        if run.rank != rank or run.world_size != len(ids):
+            return self._fail(job, "the coordinator's rank or world size disagrees with the "
+                              "signed job")
+        if run.carry_result and not any(r.startswith("analyst:") for r in job.spec.reveal_to):
+            return self._fail(job, "the coordinator asked for the result although the signed "
+                              "job has no analyst receiver")
         commits = {c.party: c.commitment for c in run.commits}
         if not job.commits or commits != job.commits:
             return self._fail(job, "the seed commitments changed after the reveal")
@@ -290,14 +426,7 @@ class PartyNode:
         ids = [p.id for p in spec.parties]
         ranks = sorted({ids.index(r) for r in spec.reveal_to if r in ids}
                        | ({run.rank} if run.carry_result else set()))
-        return {"bandwidth": spec.bandwidth, "bounds": [list(spec.bounds_lo),
-                                                        list(spec.bounds_hi)],
-                "n_dust": spec.n_dust, "kernel": spec.kernel, "max_iter": spec.max_iter,
-                "tol": spec.tol or None, "oblivious": spec.oblivious, "seed": seed,
-                "merge_radius": spec.merge_radius or None, "reveal_to": ranks or [0],
-                "return_sizes": spec.return_sizes,
-                "summary": "auto" if spec.summary == "auto" else
-                (None if spec.summary == "exact" else float(spec.summary))}
+        return jobspec.engine_params(spec, seed, ranks)
 
     def _run_worker(self, job: Job, run: pb.Run, seed: int) -> None:
         try:
@@ -337,6 +466,9 @@ class PartyNode:
                 continue
             if "progress" in msg:
                 ev = msg["progress"]
+                if ev.get("stage") == "suppressed":     # for receivers only, not progress
+                    job.suppressed = int(ev.get("count", 0) or 0)
+                    continue
                 mv = ev.get("moving")
                 self._reply(job.id, progress=pb.Progress(
                     stage=ev.get("stage", ""), iteration=int(ev.get("iteration", 0) or 0),
@@ -353,7 +485,11 @@ class PartyNode:
             self._finished(job, run, outcome["result"])
         else:
             peer_lost = bool(outcome and outcome.get("peer_lost"))
-            if outcome and "error" in outcome:
+            if outcome and outcome.get("input"):
+                log.warning("job %s: the engine rejected the local data: %s", job.id,
+                            outcome.get("error"))
+                why = "the engine rejected this party's input (details in its local log)"
+            elif outcome and "error" in outcome:
                 why = outcome["error"]
             elif code == -signal.SIGABRT:
                 # a worker aborted by a signal may have lost a peer under it: let
@@ -371,16 +507,25 @@ class PartyNode:
     def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
         cents = res.get("centroids")
         if cents is not None and self.cfg.party_id in job.spec.reveal_to:
-            os.makedirs(self.cfg.results_dir, exist_ok=True)
-            path = os.path.join(self.cfg.results_dir, f"{job.id}.csv")
-            np.savetxt(path, np.asarray(cents), delimiter=",", comments="",
-                       header=",".join(f"x{i}" for i in range(len(job.spec.bounds_lo))))
-            log.info("job %s: result written to %s", job.id, path)
+            write_result(self.cfg.results_dir, job.id, np.asarray(cents),
+                         len(job.spec.bounds_lo))
+            log.info("job %s: result written to the results folder (%s centroids "
+                     "suppressed as too small)", job.id, job.suppressed or 0)
         fin = pb.Finished(iterations=int(res.get("iterations", 0)),
                           wall_s=float(res.get("wall_s", 0.0)))
-        if run.carry_result and cents is not None:
+        if run.carry_result and cents is not None and self.ca_pem is not None:
+            # end to end: sealed to each analyst receiver's key, nothing readable upstream
+            from meanshift_rpc.sealing import seal
+
+            doc = {"centroids": cents, "sizes": res.get("sizes") or [],
+                   "suppressed": job.suppressed or 0}
+            for who, pem in sorted(job.receivers.items()):
+                eph, nonce, ct = seal(pem, job.id, who, doc)
+                fin.sealed.add(recipient=who, ephemeral_key=eph, nonce=nonce, ciphertext=ct)
+        elif run.carry_result and cents is not None:      # insecure mode (no keys)
             fin.centroids.extend(pb.Centroid(values=c) for c in cents)
             fin.sizes.extend(res.get("sizes") or [])
+            fin.suppressed = job.suppressed or 0
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
 
@@ -455,9 +600,30 @@ class PartyNode:
             self._stop_worker(job, why)
 
 
+def _fingerprint(cert_pem: bytes) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
 def job_context(job_id: str, spec: pb.JobSpec, seed: int) -> str:
     """What every rank of a job must agree on (hashed into the job digest)."""
     return f"{job_id}\n{spec.SerializeToString(deterministic=True).hex()}\n{seed:032x}"
+def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int) -> str:
+    """The party's copy of a result: named from the validated job id only, inside
+    results_dir (0700), owner-only (0600), never following a link."""
+    if not signing.valid_job_id(job_id):
+        raise ValueError("job id is malformed")
+    os.makedirs(results_dir, mode=0o700, exist_ok=True)
+    os.chmod(results_dir, 0o700)
+    path = os.path.join(results_dir, f"{job_id}.csv")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        np.savetxt(fh, cents.reshape(-1, dim), delimiter=",", comments="",
+                   header=",".join(f"x{i}" for i in range(dim)))
+    return path
 
 
 def run_node(cfg: NodeConfig) -> None:

@@ -74,8 +74,8 @@ def main() -> int:
         params = MeanShiftParams(**job["params"])
         out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
                         name=f"data set {job['dataset']!r}")
-    except InputError as exc:
-        emit({"error": str(exc)})
+    except InputError as exc:      # may name rows: the node keeps it in its local log
+        emit({"error": str(exc), "input": True})
         return 2
     except MPCError as exc:
         # a peer left, or connecting / an exchange timed out (the engine says so with

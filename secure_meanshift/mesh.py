@@ -46,11 +46,14 @@ MAX_FRAME = 1 << 34
 
 @dataclass(frozen=True)
 class Peer:
-    """Who is expected at one rank, and where it listens."""
+    """Who is expected at one rank, and where it listens. ``fingerprint``
+    (SHA-256 of the DER certificate, hex), when given, pins the exact
+    certificate that rank must present, not only its name."""
 
     identity: str
     host: str
     port: int
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,10 @@ class Mesh:
         if names != [self.peers[rank].identity]:
             raise _Reject(f"certificate does not name {self.peers[rank].identity!r} "
                           f"(expected at rank {rank})")
+        pinned = self.peers[rank].fingerprint
+        if pinned and hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest() != \
+                pinned.lower():
+            raise _Reject(f"certificate is not the one rank {rank} announced")
 
     def _hello(self, sock, rank: int) -> None:
         """Both sides send (rank, digest); a different digest aborts the job."""

@@ -42,6 +42,9 @@ class MeanShiftParams:
         precision_bits: fixed-point fractional bits of centroids, sums and the
             division (the m x N distance and kernel work always uses 16).
         chunk_elements: cap on m x rows handled at once (bounds memory).
+        min_cluster_size: centroids whose cluster (points nearest to them) has
+            fewer than this many points are suppressed on shares before anything
+            is opened; receivers learn only how many were suppressed. 1 = off.
     """
 
     bandwidth: float
@@ -58,6 +61,7 @@ class MeanShiftParams:
     summary: Optional[float] = None
     precision_bits: int = 20
     chunk_elements: int = 1 << 20
+    min_cluster_size: int = 1
     extra: dict = field(default_factory=dict, compare=False)
 
     # ---- derived, unit-box quantities -------------------------------------
@@ -157,6 +161,9 @@ class MeanShiftParams:
             raise bad("precision_bits", "must be in [16, 24]")
         if self.chunk_elements < 1024:
             raise bad("chunk_elements", "must be >= 1024")
+        if isinstance(self.min_cluster_size, bool) or not isinstance(self.min_cluster_size, int) \
+                or self.min_cluster_size < 1:
+            raise bad("min_cluster_size", "must be an integer >= 1")
 
     def check_world(self, world_size: int, total_points: int) -> None:
         """Checks that need the party count and the (public) total size N."""

@@ -78,6 +78,10 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
          else np.ones(len(x)))
     c, keep, it = meanshift_unit(x, w, p)
     sizes = nearest_sizes(c[keep], x, w) if p.return_sizes else None
+    if p.min_cluster_size > 1:         # as protocol.suppress_small (sizes before it)
+        big = nearest_sizes(c[keep], x, w) >= p.min_cluster_size - 0.5
+        sizes = sizes[big] if sizes is not None else None
+        keep[np.flatnonzero(keep)[~big]] = False
     cents, order = sort_rows(from_unit(c[keep], p.lo, p.scale))
     sizes = sizes[order] if sizes is not None else None
     return PlainResult(cents, sizes, it,

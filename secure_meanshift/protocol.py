@@ -63,6 +63,7 @@ class SecureResult:
     communication: dict = field(default_factory=dict)
     points: int = 0
     rows: int = 0
+    suppressed: Optional[int] = None  # receivers: centroids dropped by min_cluster_size
 
 
 def _exchange_sizes(comm, rows: int, points: int) -> tuple[list, list]:
@@ -345,13 +346,19 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
 
     t_merge = time.perf_counter()
     keep = _merge_keep(c, p.merge_unit)
-    out = crypten.cat([keep * c, rescale(keep * 1, p.precision_bits)], dim=1)
-    if p.return_sizes:
+    small = None
+    if p.return_sizes or p.min_cluster_size > 1:
         sizes_col = _nearest_sizes(rescale(c, BULK_BITS), keep, pts, sqn,
                                    upd if weighted else None, bounds, p)
         if weighted and shift:
             sizes_col = sizes_col * (2**shift)     # undo the public weight rescaling
+        if p.min_cluster_size > 1:
+            keep, small = suppress_small(keep, sizes_col, p.min_cluster_size)
+    out = crypten.cat([keep * c, rescale(keep * 1, p.precision_bits)], dim=1)
+    if p.return_sizes:
         out = crypten.cat([out, rescale(sizes_col, hi_bits)], dim=1)
+    if small is not None:
+        out = crypten.cat([out, rescale(small * 1, hi_bits)], dim=1)
     out = _shuffle(out, world)
     mine = None
     for r in p.receivers(world):
@@ -363,9 +370,12 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         per_iter[-1]["merge_s"] = merge_s
         per_iter[-1]["total_s"] += merge_s
 
-    centroids = sizes = None
+    centroids = sizes = suppressed = None
     if mine is not None:
         kept = mine[:, d] > 0.5
+        if small is not None:      # only the count of suppressed clusters is learned
+            suppressed = int(round(float(mine[:, -1].sum())))
+            notify({"stage": "suppressed", "count": suppressed})
         centroids = mine[kept, :d]
         if p.return_sizes:
             sizes = np.round(mine[kept, d + 1])
@@ -378,7 +388,17 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                         {"bytes": int(stats.get("bytes", 0)),
                          "dealer_bytes": int(stats.get("dealer_bytes", 0)),
                          "rounds": int(stats.get("rounds", 0))},
-                        total_points, total_rows)
+                        total_points, total_rows, suppressed)
+
+
+def suppress_small(keep, sizes, k: int):
+    """Output privacy on shares: drop every kept centroid whose cluster has fewer
+    than k points (or weight). keep: (m, 1) 0/1 shares (scale 1); sizes: (m, 1)
+    fixed-point shares (points nearest to each kept centroid, _nearest_sizes).
+    Returns (new keep, suppressed flags), both (m, 1) 0/1 shares; nothing is opened."""
+    (big,) = ge_zero(sizes - (k - 0.5))
+    new_keep = keep * big
+    return new_keep, keep - new_keep
 
 
 def _nearest_sizes(c, keep, pts, sqn, upd, bounds, p):

@@ -96,7 +96,7 @@ class MPCConfig:
         return self.rank == self.world_size
 
     def digest(self) -> bytes:
-        return job_digest(self.context, json.dumps([[p.identity, p.host, p.port]
+        return job_digest(self.context, json.dumps([[p.identity, p.host, p.port, p.fingerprint]
                                                     for p in self.peers]),
                           self.provider, self.transport, str(self.world_size))
 

@@ -29,10 +29,12 @@ def cluster(tmp_path_factory):
 
 
 def twin(c: Cluster, names, spec: dict, seed: int):
+    import yaml
+
+    from meanshift_rpc.jobspec import engine_params, parse
+
     parts = [c.parts[c.names.index(n)] for n in names]
-    p = MeanShiftParams(bandwidth=spec["bandwidth"], bounds=([0, 0], [1, 1]),
-                        n_dust=spec["dust"], kernel=spec["kernel"], max_iter=spec["max_iter"],
-                        seed=seed)
+    p = MeanShiftParams(**engine_params(parse(yaml.safe_dump(spec)), seed))
     return reference_meanshift(parts, p)
 
 
@@ -309,9 +311,42 @@ def test_gaussian_oblivious_three_parties_match_twin(cluster):
     assert len(its) == 12 and all(not e.get("moving") for e in its)
     cents = cl.result(info["job_id"])
     cl.close()
-    p = MeanShiftParams(bandwidth=spec["bandwidth"], bounds=([0, 0], [1, 1]),
-                        n_dust=spec["dust"], kernel="gaussian", max_iter=12, oblivious=True,
-                        seed=int(final["seed_hex"], 16))
-    ref = reference_meanshift(cluster.parts, p)
+    ref = twin(cluster, cluster.names, spec, int(final["seed_hex"], 16))
     err, unmatched = match_error(cents, ref.centroids)
     assert unmatched == 0 and err < 1e-2 * spec["bandwidth"], (err, unmatched)
+
+
+def test_analyst_result_is_sealed_end_to_end(cluster):
+    """Issue 9: the carrying party seals the centroids to the analyst's key; the
+    coordinator relays ciphertext and never holds a centroid."""
+    import struct
+
+    from meanshift_rpc.sealing import SealError, unseal
+
+    spec = cluster.spec(["alpha", "beta"], reveal_to=["analyst:ann"])
+    size_before = os.path.getsize(cluster.record)
+    info = run_job(cluster, spec)
+    assert info["state"] == "succeeded", info
+    cl = cluster.client()
+    cents = cl.result(info["job_id"])
+    cl.close()
+    ref = twin(cluster, ["alpha", "beta"], spec, int(info["seed_hex"], 16))
+    err, unmatched = match_error(cents, ref.centroids)
+    assert unmatched == 0 and err < 1e-3 * spec["bandwidth"]
+    with open(cluster.record) as fh:
+        fh.seek(size_before)
+        text = fh.read()
+    assert "sealed" in text and "centroids {" not in text
+    numbers = {round(float(x), 4) for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)}
+    assert not numbers & {round(float(v), 4) for v in cents.ravel()}
+    blob = sqlite3.connect(cluster.db).execute("SELECT result FROM jobs WHERE id=?",
+                                               (info["job_id"],)).fetchone()[0]
+    assert not any(struct.pack("<d", v) in blob for v in cents.ravel())
+    # what the coordinator holds opens with no other key
+    from meanshift_proto.v1 import service_pb2 as pb
+
+    sealed = pb.JobResult.FromString(blob).sealed[0]
+    with open(os.path.join(cluster.certs, "analyst_eve.key"), "rb") as fh:
+        with pytest.raises(SealError):
+            unseal(fh.read(), info["job_id"], sealed.recipient, sealed.ephemeral_key,
+                   sealed.nonce, sealed.ciphertext)

@@ -1,0 +1,344 @@
+"""Issue 9, the node's side: a real node process connected to a hostile
+coordinator (a genuine coordinator certificate, arbitrary messages). The node
+verifies every job's signature, chain, revocation and the submitter's role
+before its policy; derives ranks from the signed spec; names nothing after the
+coordinator; refuses by rule, never with a row or a value."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from cluster import ROOT
+from hostile import IDENTITIES, EvilCoordinator
+from meanshift_proto.v1 import service_pb2 as pb
+from meanshift_rpc import jobspec, signing
+from meanshift_rpc.tls import TLSFiles, make_dev_pki
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def spec(**kw):
+    d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
+                                  {"id": "beta", "dataset": "points"}],
+         "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
+         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact"}
+    d.update(kw)
+    return d
+
+
+class Env:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.certs = os.path.join(tmp, "certs")
+        make_dev_pki(self.certs, IDENTITIES)
+        self.evil = EvilCoordinator(self.certs)
+        rng = np.random.default_rng(5)
+        self.data = np.round(rng.uniform(0.05, 0.95, (40, 2)), 6)
+        np.savetxt(os.path.join(tmp, "alpha.csv"), self.data, delimiter=",", header="x,y",
+                   comments="")
+        self.results = os.path.join(tmp, "results-alpha")
+        self.config = os.path.join(tmp, "alpha.yaml")
+        with open(self.config, "w") as fh:
+            yaml.safe_dump({
+                "party_id": "alpha", "coordinator": {"address": self.evil.address},
+                "tls": {"ca": os.path.join(self.certs, "ca.pem"),
+                        "cert": os.path.join(self.certs, "party_alpha.pem"),
+                        "key": os.path.join(self.certs, "party_alpha.key")},
+                "datasets": {"points": {"path": os.path.join(tmp, "alpha.csv")}},
+                "rendezvous": {"advertise": "127.0.0.1", "port_range": [33100, 33139]},
+                "results_dir": self.results, "prewarm_worker": False,
+                "status_file": os.path.join(tmp, "alpha-status.json"),
+                "revocation_list": os.path.join(tmp, "revoked.txt")}, fh)
+        open(os.path.join(tmp, "revoked.txt"), "w").close()
+        self.log = open(os.path.join(tmp, "alpha.log"), "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "node", "run",
+                                      "--config", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT, cwd=ROOT)
+        assert self.evil.connected.wait(30), open(os.path.join(tmp, "alpha.log")).read()
+
+    def offer(self, signer="analyst:ann", certs=None, job_id=None, tamper=None, **kw):
+        f = TLSFiles.in_dir(certs or self.certs, signer)
+        _, cert, key = f.read()
+        s = signing.sign_spec(yaml.safe_dump(spec(**kw)), key, cert)
+        jid = job_id or json.loads(s.payload)["job_id"]
+        payload = tamper(s.payload) if tamper else s.payload
+        return pb.Offer(job_id=jid, spec=jobspec.parse(yaml.safe_dump(spec(**kw))),
+                        submitter=signer, signed_spec=payload, signature=s.signature,
+                        signer_cert=s.cert_pem)
+
+    def ask(self, offer, timeout=15.0):
+        self.evil.send(offer=offer)
+        return self.evil.next_reply(offer.job_id, timeout)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:     # see the report: SIGTERM mid-reply can hang
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+        self.evil.stop()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = Env(str(tmp_path_factory.mktemp("node")))
+    yield e
+    e.stop()
+
+
+def refused(reply) -> str:
+    assert reply is not None and reply.WhichOneof("reply") == "refuse", reply
+    return reply.refuse.reason
+
+
+def no_value(text: str, data) -> None:
+    """No number of the party's data (nor any row index) in a text that leaves the node."""
+    assert not re.search(r"\d", text.replace("0.12", "")), text
+
+
+def test_node_refuses_forged_altered_and_foreign_jobs(env, tmp_path):
+    # altered by the coordinator after signing
+    r = env.ask(env.offer(tamper=lambda p: p.replace(b'"dust":6', b'"dust":9')))
+    assert "signature" in refused(r)
+    # the submitter's signature stripped
+    o = env.offer()
+    o.signature = b""
+    assert "signature" in refused(env.ask(o))
+    # signed by a party (wrong role) or by the coordinator's own certificate
+    assert "role" in refused(env.ask(env.offer(signer="party:beta")))
+    assert "role" in refused(env.ask(env.offer(signer="coordinator")))
+    # a certificate of another CA
+    other = str(tmp_path / "rogue")
+    make_dev_pki(other, ["analyst:ann"])
+    assert "CA" in refused(env.ask(env.offer(certs=other)))
+    # the coordinator's job id is not the signed one
+    o = env.offer()
+    o.job_id = signing.new_job_id()
+    assert "job_id" in refused(env.ask(o))
+
+
+def test_coordinator_copy_of_the_spec_and_submitter_are_ignored(env):
+    o = env.offer(kernel="flat")
+    o.spec.kernel = "gaussian"            # what the coordinator claims
+    o.submitter = "analyst:boss"
+    r = env.ask(o)
+    assert r.WhichOneof("reply") == "accept", r
+    env.evil.send(cancel=pb.Cancel(job_id=o.job_id, reason="test"))
+    time.sleep(0.3)
+    # the same signed job offered again (a replay under the same id): refused
+    assert "replay" in refused(env.ask(o))
+
+
+def test_path_shaped_job_id_gets_no_answer_and_writes_nothing(env):
+    o = env.offer()
+    o.job_id = "../../../tmp/evil"
+    assert env.ask(o, timeout=2.0) is None
+    assert not os.path.exists(os.path.join(os.path.dirname(env.results), "evil.csv"))
+
+
+def test_revoked_submitter_is_refused(env):
+    from cryptography import x509
+
+    with open(os.path.join(env.certs, "analyst_eve.pem"), "rb") as fh:
+        serial = x509.load_pem_x509_certificate(fh.read()).serial_number
+    with open(os.path.join(env.tmp, "revoked.txt"), "w") as fh:
+        fh.write(f"{serial:x}\n")
+    assert "revoked" in refused(env.ask(env.offer(signer="analyst:eve")))
+
+
+@pytest.mark.parametrize("change, rule", [
+    ({"bandwidth": 0.005, "dust": 80}, "bandwidth"),
+    ({"dust": 1000}, "dust"),
+    ({"max_iter": 5000}, "iterations"),
+    ({"min_cluster_size": 1}, "cluster size"),
+    ({"bounds": {"lo": [0.5, 0.0], "hi": [1, 1]}}, "bounds"),
+])
+def test_policy_refusals_name_the_rule_never_a_value(env, change, rule):
+    reason = refused(env.ask(env.offer(**change)))
+    assert rule in reason, reason
+    no_value(reason, env.data)
+    if rule == "bounds":       # the rows are in the local log only
+        time.sleep(0.2)
+        assert "row" in open(os.path.join(env.tmp, "alpha.log")).read()
+
+
+def _beta_commit(env, job_id, nb, addr="127.0.0.1", port=33500, signer="party:beta"):
+    """beta's commitment as beta's node would sign it (or someone else, to forge)."""
+    _, cert, key = TLSFiles.in_dir(env.certs, signer).read()
+    com = hashlib.sha256(nb).digest()
+    ann, sig = signing.announce(job_id, "beta", com, addr, port, key)
+    return pb.SeedCommit(party="beta", commitment=com, announcement=ann, signature=sig,
+                         cert=cert)
+
+
+def _accept_and_reveal(env, beta_signer="party:beta", expect="reveal", **kw):
+    o = env.offer(**kw)
+    acc = env.ask(o)
+    assert acc.WhichOneof("reply") == "accept", acc
+    assert acc.accept.announcement and acc.accept.signature    # alpha signs its own
+    nb = os.urandom(32)
+    mine = pb.SeedCommit(party="alpha", commitment=acc.accept.seed_commitment,
+                         announcement=acc.accept.announcement, signature=acc.accept.signature,
+                         cert=acc.accept.cert)
+    commits = [mine, _beta_commit(env, o.job_id, nb, signer=beta_signer)]
+    if [p["id"] for p in spec(**kw)["parties"]][0] == "beta":
+        commits.reverse()
+    env.evil.send(reveal=pb.RevealRequest(job_id=o.job_id, commits=commits))
+    rev = env.evil.next_reply(o.job_id)
+    assert rev.WhichOneof("reply") == expect, rev
+    if expect != "reveal":
+        return rev
+    reveals = [pb.SeedReveal(party="alpha", nonce=rev.reveal.nonce),
+               pb.SeedReveal(party="beta", nonce=nb)]
+    return o, acc.accept, commits, reveals
+
+
+def test_commitments_and_rendezvous_are_the_parties_own(env):
+    # beta's commitment signed by gamma (the coordinator substitutes one): refused
+    r = _accept_and_reveal(env, beta_signer="party:gamma", expect="failed")
+    assert "signed" in r.failed.reason
+    # alpha is rank 1; the coordinator points it at another rendezvous than beta announced
+    swapped = [{"id": "beta", "dataset": "points"}, {"id": "alpha", "dataset": "points"}]
+    o, acc, commits, reveals = _accept_and_reveal(env, parties=swapped)
+    env.evil.send(run=pb.Run(job_id=o.job_id, rank=1, world_size=2, master_addr="10.6.6.6",
+                             master_port=33500, commits=commits, reveals=reveals))
+    r = env.evil.next_reply(o.job_id)
+    assert r.WhichOneof("reply") == "failed" and "announced" in r.failed.reason
+
+
+def test_ranks_world_size_and_carry_come_from_the_signed_spec(env):
+    o, acc, commits, reveals = _accept_and_reveal(env)
+    env.evil.send(run=pb.Run(job_id=o.job_id, rank=1, world_size=2, master_addr="127.0.0.1",
+                             master_port=acc.rendezvous_port, commits=commits, reveals=reveals))
+    r = env.evil.next_reply(o.job_id)
+    assert r.WhichOneof("reply") == "failed" and "rank" in r.failed.reason
+    # a party-only job: the coordinator may not ask for the centroids
+    o, acc, commits, reveals = _accept_and_reveal(env, reveal_to=["alpha"])
+    env.evil.send(run=pb.Run(job_id=o.job_id, rank=0, world_size=2, master_addr="127.0.0.1",
+                             master_port=acc.rendezvous_port, commits=commits, reveals=reveals,
+                             carry_result=True))
+    r = env.evil.next_reply(o.job_id)
+    assert r.WhichOneof("reply") == "failed" and "result" in r.failed.reason
+    # rank 0's rendezvous must be its own
+    o, acc, commits, reveals = _accept_and_reveal(env)
+    env.evil.send(run=pb.Run(job_id=o.job_id, rank=0, world_size=2, master_addr="10.9.9.9",
+                             master_port=acc.rendezvous_port, commits=commits, reveals=reveals))
+    r = env.evil.next_reply(o.job_id)
+    assert r.WhichOneof("reply") == "failed" and "rendezvous" in r.failed.reason
+
+
+def test_result_file_is_named_by_the_validated_id_and_owner_only(tmp_path):
+    from party_node.node import write_result
+
+    d = tmp_path / "res"
+    jid = signing.new_job_id()
+    p = write_result(str(d), jid, np.zeros((2, 2)), 2)
+    assert p == str(d / f"{jid}.csv")
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    with pytest.raises(ValueError):
+        write_result(str(d), "../x", np.zeros((1, 2)), 2)
+
+
+def test_node_refuses_to_start_with_a_key_others_can_read(env, tmp_path):
+    certs = tmp_path / "certs"
+    shutil.copytree(env.certs, certs)
+    key = certs / "party_alpha.key"
+    os.chmod(key, 0o644)
+    cfg = yaml.safe_load(open(env.config))
+    cfg["tls"] = {"ca": str(certs / "ca.pem"), "cert": str(certs / "party_alpha.pem"),
+                  "key": str(key)}
+    path = tmp_path / "n.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "meanshift_cli", "node", "run", "--config",
+                        str(path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and f"chmod 600 {key}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_malformed_commands_do_not_stop_the_node(env):
+    env.evil.send()                                             # an empty command
+    env.evil.send(run=pb.Run(job_id=signing.new_job_id(), rank=7))
+    env.evil.send(reveal=pb.RevealRequest(job_id="x" * 5000))
+    env.evil.send(cancel=pb.Cancel(job_id="../.."))
+    time.sleep(0.5)
+    assert env.proc.poll() is None
+    r = env.ask(env.offer())
+    assert r is not None and r.WhichOneof("reply") == "accept"
+    env.evil.send(cancel=pb.Cancel(job_id=r.job_id, reason="test"))
+    time.sleep(0.5)
+
+
+def test_expired_submitter_certificate_is_refused(env, tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    with open(os.path.join(env.certs, "ca.pem"), "rb") as fh:
+        ca = x509.load_pem_x509_certificate(fh.read())
+    with open(os.path.join(env.certs, "ca.key"), "rb") as fh:
+        ca_key = serialization.load_pem_private_key(fh.read(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "analyst:old"),
+                                     x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME,
+                                                        "analyst")]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=2))
+            .not_valid_after(now - datetime.timedelta(days=1)).sign(ca_key, hashes.SHA256()))
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "analyst_old.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "analyst_old.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    reason = refused(env.ask(env.offer(signer="analyst:old", certs=str(d),
+                                       reveal_to=["alpha"])))
+    assert "expired" in reason
+
+
+def test_node_refuses_a_revoked_coordinator(env, tmp_path):
+    from cryptography import x509
+
+    from hostile import EvilCoordinator
+
+    evil = EvilCoordinator(env.certs)
+    with open(os.path.join(env.certs, "coordinator.pem"), "rb") as fh:
+        serial = x509.load_pem_x509_certificate(fh.read()).serial_number
+    (tmp_path / "revoked.txt").write_text(f"{serial:x}\n")
+    cfg = yaml.safe_load(open(env.config))
+    cfg.update(coordinator={"address": evil.address}, revocation_list=str(tmp_path / "revoked.txt"),
+               status_file=str(tmp_path / "s.json"))
+    path = tmp_path / "n.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = open(tmp_path / "n.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "node", "run", "--config",
+                          str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        assert not evil.connected.wait(3)
+        assert "revoked" in open(tmp_path / "n.log").read()
+        (tmp_path / "revoked.txt").write_text("")       # un-revoked: it connects
+        assert evil.connected.wait(30)
+    finally:
+        p.terminate()
+        p.wait(timeout=20)
+        log.close()
+        evil.stop()
