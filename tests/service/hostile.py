@@ -20,7 +20,7 @@ from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc.tls import TLSFiles, make_dev_pki, open_channel, server_credentials
 
-IDENTITIES = ["coordinator", "analyst:ann", "analyst:eve", "operator:olga", "dealer:dan"] + \
+IDENTITIES = ["coordinator", "analyst:ann", "analyst:eve", "operator:olga", "dealer:dan", "dealer:dd"] + \
     [f"party:{n}" for n in NAMES]
 
 
@@ -58,9 +58,9 @@ class Coord:
 class FakeNode:
     """A party node driven by hand: subscribes, then answers as the test says."""
 
-    def __init__(self, coord: Coord, party: str):
-        self.party = party
-        self.stub, self.ch = coord.stub(f"party:{party}")
+    def __init__(self, coord: Coord, party: str, role: str = "party"):
+        self.party, self.role = party, role
+        self.stub, self.ch = coord.stub(f"{role}:{party}")
         self.commands: "queue.Queue" = queue.Queue()
         self.nonce = os.urandom(32)
         self._stream = self.stub.Subscribe(pb.NodeHello(version="1", datasets=["points"]))
@@ -88,9 +88,9 @@ class FakeNode:
         return self.stub.Reply(pb.NodeReply(job_id=job_id, **kind), timeout=10)
 
     def accept(self, job_id: str, port: int = 29999) -> pb.Ack:
+        commitment = hashlib.sha256(self.nonce).digest() if self.role == "party" else b""
         return self.reply(job_id, accept=pb.Accept(
-            seed_commitment=hashlib.sha256(self.nonce).digest(),
-            rendezvous_address="127.0.0.1", rendezvous_port=port))
+            seed_commitment=commitment, rendezvous_address="127.0.0.1", rendezvous_port=port))
 
     def reveal(self, job_id: str) -> pb.Ack:
         return self.reply(job_id, reveal=pb.SeedReveal(party=self.party, nonce=self.nonce))

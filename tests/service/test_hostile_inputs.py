@@ -20,11 +20,12 @@ SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 FIELDS = ("name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
-          "bounds", "reveal_to", "merge_radius", "return_sizes", "summary", "min_cluster_size")
+          "bounds", "reveal_to", "merge_radius", "return_sizes", "summary", "min_cluster_size",
+          "dealer", "transport", "provider")
 BASE = {"name": "h", "parties": [{"id": "alpha", "dataset": "points"},
                                  {"id": "beta", "dataset": "points"}],
         "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
-        "reveal_to": ["analyst:ann"], "summary": "exact"}
+        "reveal_to": ["analyst:ann"], "summary": "exact", "dealer": "dd"}
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True, allow_infinity=True), text)
@@ -36,8 +37,8 @@ values = st.recursive(scalars, lambda kids: st.one_of(st.lists(kids, max_size=5)
 @pytest.fixture(scope="module")
 def coord(tmp_path_factory):
     c = Coord(str(tmp_path_factory.mktemp("hostile")))
-    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta")]
-    wait_parties(c, ["alpha", "beta"])
+    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta"), FakeNode(c, "dd", "dealer")]
+    wait_parties(c, ["alpha", "beta", "dealer:dd"])
     c.nodes = nodes
     yield c
     for n in nodes:

@@ -33,7 +33,7 @@ def spec(**kw):
     d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
                                   {"id": "beta", "dataset": "points"}],
          "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
-         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact"}
+         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact", "dealer": "dan"}
     d.update(kw)
     return d
 
@@ -240,9 +240,9 @@ def test_job_reads_only_by_submitter_parties_and_operator(coord):
 def test_stream_limits_and_a_responsive_server_with_hundreds_of_watches(tmp_path):
     c = Coord(str(tmp_path), max_streams_per_identity=110, max_streams=400,
               agreement_timeout=60.0)
-    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta")]
+    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta"), FakeNode(c, "dan", "dealer")]
     try:
-        wait_parties(c, ["alpha", "beta"])
+        wait_parties(c, ["alpha", "beta", "dealer:dan"])
         ann = c.client()
         jid = ann.submit(spec())["job_id"]            # stays in agreement: nobody answers
         streams, chans = [], []
@@ -256,7 +256,7 @@ def test_stream_limits_and_a_responsive_server_with_hundreds_of_watches(tmp_path
             time.sleep(0.1)
         assert sum(c.svc._streams.values()) == 300
         t0 = time.time()
-        assert {p["id"] for p in ann.parties()} == {"alpha", "beta"}
+        assert {p["id"] for p in ann.parties()} == {"alpha", "beta", "dealer:dan"}
         assert nodes[0].stub.Beat(pb.Heartbeat(), timeout=5).ok
         assert time.time() - t0 < 2.0
         # per-identity limit
@@ -287,8 +287,9 @@ def _running_job(c, nodes, **kw):
         n.next("offer")
         assert n.accept(jid).ok
     for n in nodes:
-        n.next("reveal")
-        assert n.reveal(jid).ok
+        if n.role == "party":       # the dealer takes no part in the seed
+            n.next("reveal")
+            assert n.reveal(jid).ok
     runs = [n.next("run") for n in nodes]
     ann.close()
     return jid, runs
@@ -296,11 +297,11 @@ def _running_job(c, nodes, **kw):
 
 def test_state_machine_refuses_replays_and_wrong_parties(tmp_path):
     c = Coord(str(tmp_path))
-    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta")]
+    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta"), FakeNode(c, "dan", "dealer")]
     try:
-        wait_parties(c, ["alpha", "beta"])
+        wait_parties(c, ["alpha", "beta", "dealer:dan"])
         jid, runs = _running_job(c, nodes)
-        assert [r.rank for r in runs] == [0, 1] and runs[0].carry_result
+        assert [r.rank for r in runs] == [0, 1, 2] and runs[0].carry_result
         assert not runs[1].carry_result
         assert not nodes[0].reveal(jid).ok                       # replayed seed reveal
         assert not nodes[0].accept(jid).ok                       # acceptance after the fact
@@ -325,9 +326,9 @@ def test_state_machine_refuses_replays_and_wrong_parties(tmp_path):
 
 def test_job_wall_clock_limit(tmp_path):
     c = Coord(str(tmp_path), job_timeout=1.0)
-    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta")]
+    nodes = [FakeNode(c, "alpha"), FakeNode(c, "beta"), FakeNode(c, "dan", "dealer")]
     try:
-        wait_parties(c, ["alpha", "beta"])
+        wait_parties(c, ["alpha", "beta", "dealer:dan"])
         jid, _ = _running_job(c, nodes)
         ann = c.client()
         deadline = time.time() + 10
@@ -335,7 +336,7 @@ def test_job_wall_clock_limit(tmp_path):
             time.sleep(0.2)
         info = ann.status(jid)
         assert info["state"] == "failed" and "wall-clock" in info["reason"]
-        for n in nodes:
+        for n in nodes:           # the parties and the dealer
             assert n.next("cancel").job_id == jid
         ann.close()
     finally:
@@ -356,8 +357,8 @@ def test_database_is_owner_only_and_insecure_only_on_loopback(coord, tmp_path):
     assert r.returncode == 2 and "loopback" in r.stderr
 
 
-def test_node_rpcs_only_for_party_certificates(coord):
-    for who in ("analyst:ann", "operator:olga", "dealer:dan", "coordinator"):
+def test_node_rpcs_only_for_party_and_dealer_certificates(coord):
+    for who in ("analyst:ann", "operator:olga", "coordinator"):
         stub, ch = coord.stub(who)
         assert code_of(lambda: stub.Beat(pb.Heartbeat(), timeout=5))[0] == \
             grpc.StatusCode.PERMISSION_DENIED

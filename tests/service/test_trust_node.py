@@ -31,7 +31,7 @@ def spec(**kw):
     d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
                                   {"id": "beta", "dataset": "points"}],
          "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
-         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact"}
+         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact", "dealer": "dan"}
     d.update(kw)
     return d
 
@@ -205,38 +205,60 @@ def _accept_and_reveal(env, beta_signer="party:beta", expect="reveal", **kw):
     return o, acc.accept, commits, reveals
 
 
+def _dealer_commit(env, job_id, addr="127.0.0.1", port=33600, signer="dealer:dan"):
+    """The dealer's announcement (no commitment), as the dealer's node signs it."""
+    _, cert, key = TLSFiles.in_dir(env.certs, signer).read()
+    ann, sig = signing.announce(job_id, "dan", b"", addr, port, key)
+    return pb.SeedCommit(party="dealer:dan", announcement=ann, signature=sig, cert=cert)
+
+
+def _run(o, acc, commits, reveals, rank, order=("alpha", "beta"), beta_addr=("127.0.0.1", 33500),
+         dealer=None, **kw):
+    """A Run as an honest coordinator would send it; tests then change one thing."""
+    where = {"alpha": ("127.0.0.1", acc.rendezvous_port), "beta": beta_addr}
+    peers = [pb.MpcPeer(identity=f"party:{n}", host=where[n][0], port=where[n][1])
+             for n in order] + [pb.MpcPeer(identity="dealer:dan", host="127.0.0.1", port=33600)]
+    return pb.Run(job_id=o.job_id, rank=rank, world_size=2, peers=peers, commits=commits,
+                  reveals=reveals, dealer=dealer, **kw)
+
+
 def test_commitments_and_rendezvous_are_the_parties_own(env):
     # beta's commitment signed by gamma (the coordinator substitutes one): refused
     r = _accept_and_reveal(env, beta_signer="party:gamma", expect="failed")
     assert "signed" in r.failed.reason
-    # alpha is rank 1; the coordinator points it at another rendezvous than beta announced
+    # alpha is rank 1; the coordinator points it at another address than beta announced
     swapped = [{"id": "beta", "dataset": "points"}, {"id": "alpha", "dataset": "points"}]
     o, acc, commits, reveals = _accept_and_reveal(env, parties=swapped)
-    env.evil.send(run=pb.Run(job_id=o.job_id, rank=1, world_size=2, master_addr="10.6.6.6",
-                             master_port=33500, commits=commits, reveals=reveals))
+    env.evil.send(run=_run(o, acc, commits, reveals, 1, order=("beta", "alpha"),
+                           beta_addr=("10.6.6.6", 33500), dealer=_dealer_commit(env, o.job_id)))
     r = env.evil.next_reply(o.job_id)
     assert r.WhichOneof("reply") == "failed" and "announced" in r.failed.reason
+    # the dealer's announcement signed by someone else than the spec's dealer
+    o, acc, commits, reveals = _accept_and_reveal(env, parties=swapped)
+    env.evil.send(run=_run(o, acc, commits, reveals, 1, order=("beta", "alpha"),
+                           dealer=_dealer_commit(env, o.job_id, signer="party:gamma")))
+    r = env.evil.next_reply(o.job_id)
+    assert r.WhichOneof("reply") == "failed" and "signed" in r.failed.reason
 
 
 def test_ranks_world_size_and_carry_come_from_the_signed_spec(env):
     o, acc, commits, reveals = _accept_and_reveal(env)
-    env.evil.send(run=pb.Run(job_id=o.job_id, rank=1, world_size=2, master_addr="127.0.0.1",
-                             master_port=acc.rendezvous_port, commits=commits, reveals=reveals))
+    env.evil.send(run=_run(o, acc, commits, reveals, 1, dealer=_dealer_commit(env, o.job_id)))
     r = env.evil.next_reply(o.job_id)
     assert r.WhichOneof("reply") == "failed" and "rank" in r.failed.reason
     # a party-only job: the coordinator may not ask for the centroids
     o, acc, commits, reveals = _accept_and_reveal(env, reveal_to=["alpha"])
-    env.evil.send(run=pb.Run(job_id=o.job_id, rank=0, world_size=2, master_addr="127.0.0.1",
-                             master_port=acc.rendezvous_port, commits=commits, reveals=reveals,
-                             carry_result=True))
+    env.evil.send(run=_run(o, acc, commits, reveals, 0, dealer=_dealer_commit(env, o.job_id),
+                           carry_result=True))
     r = env.evil.next_reply(o.job_id)
     assert r.WhichOneof("reply") == "failed" and "result" in r.failed.reason
-    # rank 0's rendezvous must be its own
+    # rank 0's own address must be its own
     o, acc, commits, reveals = _accept_and_reveal(env)
-    env.evil.send(run=pb.Run(job_id=o.job_id, rank=0, world_size=2, master_addr="10.9.9.9",
-                             master_port=acc.rendezvous_port, commits=commits, reveals=reveals))
+    run = _run(o, acc, commits, reveals, 0, dealer=_dealer_commit(env, o.job_id))
+    run.peers[0].host = "10.9.9.9"
+    env.evil.send(run=run)
     r = env.evil.next_reply(o.job_id)
-    assert r.WhichOneof("reply") == "failed" and "rendezvous" in r.failed.reason
+    assert r.WhichOneof("reply") == "failed" and "own MPC address" in r.failed.reason
 
 
 def test_result_file_is_named_by_the_validated_id_and_owner_only(tmp_path):
