@@ -49,7 +49,7 @@ def test_the_run_that_matches_the_spec_is_accepted(node):
     (pb.Run(rank=1, world_size=2, peers=peers(("party:alpha", "party:beta"))), "peer list"),
     (pb.Run(rank=0, world_size=2, peers=peers()), "rank"),
     (pb.Run(rank=1, world_size=3, peers=peers()), "world size"),
-    (pb.Run(rank=1, world_size=2, peers=peers(port=32000)), "own MPC port"),
+    (pb.Run(rank=1, world_size=2, peers=peers(port=32000)), "own MPC address"),
 ])
 def test_a_run_that_differs_from_the_spec_is_refused(node, run, rule):
     assert rule in node._check_run(job_for(node), run)
