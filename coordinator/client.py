@@ -73,6 +73,15 @@ class Client:
         cents = np.array([list(c.values) for c in r.centroids], dtype=float)
         return (cents, np.array(r.sizes)) if with_sizes else cents
 
+    def result_table(self, job_id: str) -> tuple[np.ndarray, list]:
+        """The centroids and their column names (the carrying party's data set's,
+        else x0, x1, ...)."""
+        r = self.stub.GetResult(pb.JobRef(job_id=job_id), timeout=self.deadline)
+        cents = np.array([list(c.values) for c in r.centroids], dtype=float)
+        d = cents.shape[1] if cents.ndim == 2 else 0
+        cols = list(r.columns) if len(r.columns) == d else [f"x{i}" for i in range(d)]
+        return cents, cols
+
     def cancel(self, job_id: str) -> dict:
         return _d(self.stub.CancelJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
 

@@ -19,11 +19,12 @@ from google.protobuf import text_format
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import jobspec, joint_seed
-from meanshift_rpc.tls import TLSFiles, peer_identity, server_credentials
+from meanshift_rpc.tls import SERVER_OPTIONS, TLSFiles, peer_identity, server_credentials
 
 from .store import TERMINAL, Store
 
 log = logging.getLogger("coordinator")
+WELCOME_KEY = "sms-welcome"     # Subscribe's initial metadata: the node is registered
 
 
 @dataclass
@@ -31,6 +32,7 @@ class NodeConn:
     party: str
     commands: "queue.Queue[Optional[pb.NodeCommand]]" = field(default_factory=queue.Queue)
     datasets: list = field(default_factory=list)
+    dataset_status: list = field(default_factory=list)     # [pb.DatasetStatus]
     last_seen: float = field(default_factory=time.time)
     connected: bool = True
     busy_job: str = ""
@@ -86,6 +88,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def _party_of(self, context) -> str:
         who = self._who(context)
         if not who.startswith("party:"):
+            log.warning("rejected a party-node call from %s: identity %s is not a party "
+                        "(wrong role)", context.peer(), who)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "only party nodes may call this")
         return who[len("party:"):]
 
@@ -122,14 +126,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def Subscribe(self, request, context):
         party = self._party_of(context)
         self._recv(f"party:{party}", request)
-        conn = NodeConn(party, datasets=list(request.datasets))
+        conn = NodeConn(party, datasets=list(request.datasets),
+                        dataset_status=list(request.dataset_status))
         with self._lock:
             old = self.nodes.get(party)
             if old is not None:
                 old.connected = False
                 old.commands.put(None)
             self.nodes[party] = conn
-        log.info("party %s connected", party)
+        # the node counts itself connected only on this acknowledgement
+        context.send_initial_metadata(((WELCOME_KEY, party),))
+        log.info("party %s connected from %s%s", party, context.peer(),
+                 "".join(f"; {d.problem}" for d in conn.dataset_status if not d.available))
         try:
             while context.is_active() and conn.connected:
                 try:
@@ -157,6 +165,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             node = self.nodes.get(party)
             if node is not None and node.connected:
                 node.last_seen = time.time()
+                if request.dataset_status and \
+                        list(request.dataset_status) != node.dataset_status:
+                    self._recv(f"party:{party}", request)
+                    node.dataset_status = list(request.dataset_status)
+                    log.info("party %s data sets: %s", party, "; ".join(
+                        d.problem or f"{d.name} available" for d in node.dataset_status))
                 return pb.Ack(ok=True)
         return pb.Ack(ok=False, message="not subscribed")
 
@@ -230,7 +244,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         job.iterations = max(job.iterations, msg.iterations)
         if msg.centroids:
             result = pb.JobResult(job_id=job.id, centroids=msg.centroids, sizes=msg.sizes,
-                                  iterations=msg.iterations)
+                                  iterations=msg.iterations, columns=msg.columns)
             self.store.update(job.id, result=result.SerializeToString())
         if len(job.finished) == len(job.parties):
             self._finish(job, "succeeded")
@@ -417,7 +431,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         with self._lock:
             return pb.PartyList(parties=[
                 pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen,
-                             datasets=n.datasets, busy_job=n.busy_job)
+                             datasets=n.datasets, busy_job=n.busy_job,
+                             dataset_status=n.dataset_status)
                 for n in sorted(self.nodes.values(), key=lambda n: n.party)])
 
     def stop(self) -> None:
@@ -440,7 +455,8 @@ def serve(address: str, db_path: str, tls: Optional[TLSFiles], insecure: bool = 
 
     svc = CoordinatorService(Store(db_path), insecure=insecure, record_path=record_path,
                              **timeouts)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64),
+                         options=list(SERVER_OPTIONS))
     pb_grpc.add_CoordinatorServicer_to_server(svc, server)
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)

@@ -24,13 +24,37 @@ from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, joint_seed
 from meanshift_rpc.tls import open_channel
 
+from . import datasets
 from .config import NodeConfig
+from .connect import diagnose
 
 log = logging.getLogger("party_node")
 HEARTBEAT_S = 3.0
 # The command stream is long-lived but, like every call, has a deadline; an idle
 # node renews it after half of that, so a deadline never ends a running job.
 SUBSCRIBE_DEADLINE_S = 24 * 3600.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 4.0     # between attempts to (re)connect
+WELCOME_TIMEOUT_S = 10.0     # the coordinator acknowledges a command stream within this
+WELCOME_KEY = "sms-welcome"  # coordinator.server.WELCOME_KEY (the node does not import it)
+
+
+class _Failed(grpc.RpcError):
+    """A command stream that ended before the coordinator acknowledged it."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _NoChannel(_Failed):
+    def __init__(self):
+        super().__init__(grpc.StatusCode.UNAVAILABLE, "no channel")
 
 
 class Job:
@@ -41,13 +65,17 @@ class Job:
         self.proc: Optional[subprocess.Popen] = None
         self.cancelled = False
         self.commits: dict = {}      # party -> commitment, as shown before we revealed
+        self.columns: list = []      # the data set's column names (the result's header)
 
 
 class PartyNode:
-    def __init__(self, cfg: NodeConfig):
+    def __init__(self, cfg: NodeConfig, checked: Optional[dict] = None):
         self.cfg = cfg
-        self.channel = open_channel(cfg.coordinator, cfg.tls, cfg.identity, cfg.server_name)
-        self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self.channel: Optional[grpc.Channel] = None
+        self.stub = None
+        self.datasets: dict = checked if checked is not None else datasets.check_all(
+            cfg.datasets)                       # name -> datasets.Status
+        self._last_problem, self._problem_logged = "", 0.0
         self.job: Optional[Job] = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -55,34 +83,98 @@ class PartyNode:
         self._stream_since = time.time()
         self._renewing = False
         self._spare: Optional[subprocess.Popen] = None
+        self._columns: list = []          # of the data set the last accepted offer names
 
     # ---- main loop -----------------------------------------------------------------------
     def run_forever(self) -> None:
         threading.Thread(target=self._heartbeat, daemon=True).start()
-        backoff = 1.0
+        backoff = BACKOFF_MIN_S
         while not self._stop.is_set():
             try:
-                hello = pb.NodeHello(version="1", datasets=sorted(self.cfg.datasets))
-                stream = self.stub.Subscribe(hello, timeout=SUBSCRIBE_DEADLINE_S)
-                self._stream, self._stream_since = stream, time.time()
-                log.info("connected to coordinator %s as %s", self.cfg.coordinator,
-                         self.cfg.identity)
-                backoff = 1.0
-                self._refill_spare()
-                for cmd in stream:
-                    self._handle(cmd)
+                stream = self._subscribe()
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
-                if self._renewing:
-                    self._renewing = False
-                    log.info("renewing the command stream")
-                    continue
-                log.warning("coordinator stream ended (%s); reconnecting in %.0f s",
-                            exc.code().name, backoff)
+                self._not_connected(exc, backoff)
+                self._new_channel()          # a fresh channel: no stale connection state
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            log.info("connected to coordinator %s as %s", self.cfg.coordinator,
+                     self.cfg.identity)
+            self._last_problem = ""
+            backoff = BACKOFF_MIN_S
+            self._refill_spare()
+            try:
+                for cmd in stream:
+                    self._handle(cmd)
+                why = "the coordinator closed it"
+            except grpc.RpcError as exc:
+                why = exc.code().name
+            if self._stop.is_set():
+                break
+            if self._renewing:
+                self._renewing = False
+                log.info("renewing the command stream")
+                continue
+            log.warning("coordinator stream ended (%s); reconnecting", why)
             self._abort_job("lost the coordinator")
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            self._new_channel()
+
+    def _new_channel(self) -> None:
+        old, self.channel = self.channel, None
+        if old is not None:
+            old.close()
+        try:
+            self.channel = open_channel(self.cfg.coordinator, self.cfg.tls, self.cfg.identity,
+                                        self.cfg.server_name)
+            self.stub = pb_grpc.CoordinatorStub(self.channel)
+        except (OSError, ValueError) as exc:       # a TLS file missing or unreadable
+            self.stub = None
+            self._problem(f"TLS: {exc}")
+
+    def _hello(self) -> pb.NodeHello:
+        return pb.NodeHello(version="2", datasets=sorted(self.cfg.datasets),
+                            dataset_status=self._dataset_status())
+
+    def _subscribe(self):
+        """Open the command stream; return it once the coordinator has acknowledged
+        the node (Subscribe's initial metadata), raise grpc.RpcError otherwise."""
+        if self.stub is None:
+            self._new_channel()
+            if self.stub is None:
+                raise _NoChannel()
+        stream = self.stub.Subscribe(self._hello(), timeout=SUBSCRIBE_DEADLINE_S)
+        self._stream, self._stream_since = stream, time.time()
+        timer = threading.Timer(WELCOME_TIMEOUT_S, stream.cancel)   # a silent connection
+        timer.start()
+        try:
+            md = dict(stream.initial_metadata() or ())
+        finally:
+            timer.cancel()
+        if WELCOME_KEY in md or not stream.done():
+            return stream
+        raise _Failed(stream.code(), stream.details() or "")
+
+    def _not_connected(self, exc: grpc.RpcError, backoff: float) -> None:
+        if isinstance(exc, _NoChannel):
+            return                  # _new_channel has said why
+        code, detail = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            why = f"wrong role: the coordinator refused {self.cfg.identity} ({detail})"
+        else:
+            if code == grpc.StatusCode.CANCELLED:          # our WELCOME_TIMEOUT_S timer
+                detail = f"no acknowledgement within {WELCOME_TIMEOUT_S:.0f} s"
+            why = diagnose(self.cfg.coordinator, self.cfg.tls, self.cfg.identity,
+                           self.cfg.server_name, detail)
+        self._problem(f"{why}; retrying in {backoff:.1f} s")
+
+    def _problem(self, line: str) -> None:
+        """Log why the node is not connected: when the reason changes, else every 30 s."""
+        key = line.rsplit("; retrying", 1)[0]
+        if key != self._last_problem or time.time() - self._problem_logged > 30:
+            log.warning("not connected to coordinator %s: %s", self.cfg.coordinator, line)
+            self._last_problem, self._problem_logged = key, time.time()
 
     def stop(self) -> None:
         self._stop.set()
@@ -95,18 +187,24 @@ class PartyNode:
             self._stream.cancel()
         except Exception:
             pass
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
     def _heartbeat(self) -> None:
         refused = 0
         while not self._stop.wait(HEARTBEAT_S):
+            self.recheck_datasets()
             if self.job is None and self._stream is not None and \
                     time.time() - self._stream_since > SUBSCRIBE_DEADLINE_S / 2:
                 self._renewing = True
                 self._stream.cancel()
+            stub = self.stub
+            if stub is None:
+                continue
             try:
-                ack = self.stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else ""),
-                                     timeout=DEFAULT_DEADLINE_S)
+                ack = stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else "",
+                                             dataset_status=self._dataset_status()),
+                                timeout=DEFAULT_DEADLINE_S)
                 if ack.ok:
                     self._touch_status()
                     refused = 0
@@ -119,16 +217,42 @@ class PartyNode:
                                     "subscribing again")
                         refused = 0
                         self._stream.cancel()
-            except grpc.RpcError:
+            except (grpc.RpcError, ValueError):          # ValueError: a closed channel
                 pass
 
     def _touch_status(self) -> None:
         try:
             with open(self.cfg.status_file, "w") as fh:
                 json.dump({"party": self.cfg.party_id, "time": time.time(),
-                           "busy_job": self.job.id if self.job else ""}, fh)
+                           "busy_job": self.job.id if self.job else "",
+                           "datasets": {n: {"available": st.available, "problem": st.problem}
+                                        for n, st in self.datasets.items()}}, fh)
         except OSError:
             pass
+
+    # ---- data sets -------------------------------------------------------------------------
+    def _dataset_status(self) -> list:
+        return [pb.DatasetStatus(name=n, available=st.available, problem=st.problem)
+                for n, st in sorted(self.datasets.items())]
+
+    def recheck_datasets(self, force: bool = False) -> None:
+        """Check again every data set whose file changed (all of them with force, on
+        SIGHUP); log what changed. The next heartbeat tells the coordinator."""
+        for name, ds in sorted(self.cfg.datasets.items()):
+            old = self.datasets.get(name)
+            if not force and old is not None and old.stamp == datasets.stamp(ds.path):
+                continue
+            self._set_status(datasets.check(name, ds.path, ds.columns))
+
+    def _set_status(self, st: "datasets.Status") -> None:
+        old = self.datasets.get(st.name)
+        self.datasets[st.name] = st
+        if old is None or (old.available, old.problem) != (st.available, st.problem):
+            if st.available:
+                log.info("data set %r is available (%s)", st.name,
+                         self.cfg.datasets[st.name].path)
+            else:
+                log.warning("data set unavailable: %s", st.local)
 
     def _reply(self, job_id: str, **kind) -> None:
         try:
@@ -147,6 +271,7 @@ class PartyNode:
             log.info("refusing job %s: %s", offer.job_id, reason)
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         job = Job(offer)
+        job.columns = self._columns
         job.port = self._free_port()
         if not job.port:
             return self._reply(offer.job_id, refuse=pb.Refuse(
@@ -175,17 +300,24 @@ class PartyNode:
             bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
             if bad:
                 return f"the result may not go to {bad[0]}"
-        ds = self.cfg.datasets.get(me[0].dataset)
+        name = me[0].dataset
+        ds = self.cfg.datasets.get(name)
         if ds is None:
-            return f"no data set named {me[0].dataset!r} on this node"
+            return f"no data set named {name!r} on this node"
         try:   # catch bad data now, before anybody starts computing
-            from secure_meanshift.data import check_points, load_points
+            loaded = datasets.load(name, ds.path, ds.columns)
+        except datasets.DatasetError as exc:    # names line and column, no path, no value
+            self._set_status(datasets.Status(name, False, str(exc), exc.local,
+                                             stamp=datasets.stamp(ds.path)))
+            return str(exc)
+        try:
+            from secure_meanshift.data import check_points
 
-            check_points(load_points(ds.path, ds.columns),
-                         (list(spec.bounds_lo), list(spec.bounds_hi)),
-                         f"data set {me[0].dataset!r}")
+            check_points(loaded.points, (list(spec.bounds_lo), list(spec.bounds_hi)),
+                         f"data set {name!r}")
         except ValueError as exc:        # InputError: names rows and columns, never values
             return str(exc)
+        self._columns = loaded.columns
         return ""
 
     def _free_port(self) -> int:
@@ -321,15 +453,21 @@ class PartyNode:
             os.makedirs(self.cfg.results_dir, exist_ok=True)
             path = os.path.join(self.cfg.results_dir, f"{job.id}.csv")
             np.savetxt(path, np.asarray(cents), delimiter=",", comments="",
-                       header=",".join(f"x{i}" for i in range(len(job.spec.bounds_lo))))
+                       header=",".join(self._header(job)))
             log.info("job %s: result written to %s", job.id, path)
         fin = pb.Finished(iterations=int(res.get("iterations", 0)),
                           wall_s=float(res.get("wall_s", 0.0)))
         if run.carry_result and cents is not None:
             fin.centroids.extend(pb.Centroid(values=c) for c in cents)
             fin.sizes.extend(res.get("sizes") or [])
+            fin.columns.extend(self._header(job))
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
+
+    @staticmethod
+    def _header(job: Job) -> list:
+        d = len(job.spec.bounds_lo)
+        return list(job.columns) if len(job.columns) == d else [f"x{i}" for i in range(d)]
 
     def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
         log.warning("job %s failed: %s", job.id, reason)
@@ -402,12 +540,15 @@ class PartyNode:
             self._stop_worker(job, why)
 
 
-def run_node(cfg: NodeConfig) -> None:
-    """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out."""
+def run_node(cfg: NodeConfig, checked: Optional[dict] = None) -> None:
+    """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out.
+    SIGHUP checks every data set again. ``checked``: datasets.check_all's result."""
     import signal
 
-    node = PartyNode(cfg)
+    node = PartyNode(cfg, checked)
     signal.signal(signal.SIGTERM, lambda *a: node.stop())
+    signal.signal(signal.SIGHUP, lambda *a: threading.Thread(
+        target=node.recheck_datasets, args=(True,), daemon=True).start())
     try:
         node.run_forever()
     except KeyboardInterrupt:

@@ -51,20 +51,20 @@ def main() -> int:
     if not text.strip():
         return 0                   # a spare worker the node no longer needs
     job = json.loads(text)
-    from secure_meanshift.data import load_points
+    from party_node.datasets import DatasetError, load
     from secure_meanshift.errors import InputError, MPCError
     from secure_meanshift.params import MeanShiftParams
     from secure_meanshift.runtime import MPCConfig, run_party
 
     try:
-        points = load_points(job["path"], job.get("columns"))
+        points = load(job["dataset"], job["path"], job.get("columns")).points
         params = MeanShiftParams(**job["params"])
         cfg = MPCConfig(rank=job["rank"], world_size=job["world_size"],
                         master_addr=job["master_addr"], master_port=job["master_port"],
                         timeout_s=job["timeout_s"], socket_ifname=job.get("ifname"))
         out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
                         name=f"data set {job['dataset']!r}")
-    except InputError as exc:
+    except (InputError, DatasetError) as exc:      # line and column, never a path or value
         emit({"error": str(exc)})
         return 2
     except MPCError as exc:
