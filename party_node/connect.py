@@ -19,6 +19,12 @@ from meanshift_rpc.tls import TLSFiles
 _H2_START = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
+# the server checks the client's certificate after the client has finished its
+# half of the handshake (TLS 1.3): a rejection shows as a closed connection
+_REJECTED = ("TLS: the coordinator rejected this node's certificate (it closed the connection "
+             "in the handshake: it does not trust the CA that signed the certificate)")
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "localhost", int(port)
@@ -109,17 +115,18 @@ def probe(address: str, files: Optional[TLSFiles], server_name: Optional[str] = 
             tls.settimeout(timeout)
             tls.sendall(_H2_START)       # TLS 1.3: a rejected client certificate shows here
             if not tls.recv(64):
-                return "the coordinator closed the connection right after the TLS handshake"
+                return _REJECTED
     except ssl.SSLCertVerificationError as exc:
         return _verify_problem(exc, files.ca, name)
     except ssl.SSLError as exc:
         return _alert_problem(exc)
     except socket.timeout:
         return f"the coordinator at {address} did not answer the TLS handshake"
+    except (ConnectionResetError, BrokenPipeError):
+        return _REJECTED
     except OSError as exc:
-        return (f"the connection to {address} was closed during the TLS handshake "
-                f"({exc.strerror or type(exc).__name__}; does the coordinator trust this "
-                "node's CA?)")
+        return (f"the connection to {address} broke during the TLS handshake "
+                f"({exc.strerror or type(exc).__name__})")
     finally:
         raw.close()
     return ""
