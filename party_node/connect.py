@@ -84,7 +84,7 @@ def _alert_problem(exc: ssl.SSLError) -> str:
 
 
 def probe(address: str, files: Optional[TLSFiles], server_name: Optional[str] = None,
-          timeout: float = 5.0) -> str:
+          timeout: float = 3.0) -> str:
     """Open a TCP connection and, with TLS, do the handshake the way gRPC would;
     the first problem found, or "" when both work."""
     try:
