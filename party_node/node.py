@@ -92,10 +92,11 @@ class PartyNode:
         while not self._stop.is_set():
             try:
                 stream = self._subscribe()
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, ValueError) as exc:     # ValueError: a closed channel
                 if self._stop.is_set():
                     break
-                self._not_connected(exc, backoff)
+                if isinstance(exc, grpc.RpcError):
+                    self._not_connected(exc, backoff)
                 self._new_channel()          # a fresh channel: no stale connection state
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -255,10 +256,15 @@ class PartyNode:
                 log.warning("data set unavailable: %s", st.local)
 
     def _reply(self, job_id: str, **kind) -> None:
+        stub = self.stub
         try:
-            self.stub.Reply(pb.NodeReply(job_id=job_id, **kind), timeout=DEFAULT_DEADLINE_S)
+            if stub is None:
+                raise ValueError("no channel")
+            stub.Reply(pb.NodeReply(job_id=job_id, **kind), timeout=DEFAULT_DEADLINE_S)
         except grpc.RpcError as exc:
             log.warning("reply for job %s not delivered: %s", job_id, exc.code().name)
+        except ValueError:           # the channel was closed or is being replaced
+            log.warning("reply for job %s not delivered: not connected", job_id)
 
     def _handle(self, cmd: pb.NodeCommand) -> None:
         kind = cmd.WhichOneof("command")
