@@ -110,6 +110,54 @@ def test_job_across_network_namespaces(tmp_path, namespaces):
         c.stop()
 
 
+def test_wrong_ca_and_bad_data_on_a_separate_host(tmp_path, namespaces):
+    """gamma's host: first with a certificate set from another CA (a clear reason
+    naming the CA file, never "connected"), then with a malformed data set (`node
+    run` exits 2 naming the data set, the line and the column)."""
+    import sys
+    import time
+
+    from cluster import ROOT
+    from meanshift_rpc.tls import make_dev_pki
+
+    c = netns_cluster(tmp_path, namespaces)
+    c.start_coordinator()
+    c.start_node("alpha")
+    c.wait_connected(["alpha"], timeout=60)
+    rogue = make_dev_pki(str(tmp_path / "rogue"), ["party:gamma"])["party:gamma"]
+    cfg = c.write_config("gamma", 2, tls={"ca": rogue.ca, "cert": rogue.cert, "key": rogue.key},
+                         rendezvous={"advertise": f"{SUBNET}.12",
+                                     "ifname": namespaces["ifname"]["gamma"]})
+    try:
+        c.start_node("gamma")
+        log_path = os.path.join(c.tmp, "gamma.log")
+        deadline = time.time() + 30
+        while time.time() < deadline and "not connected" not in open(log_path).read():
+            time.sleep(0.3)
+        time.sleep(2)
+        text = open(log_path).read()
+        assert "party_node connected to coordinator" not in text
+        assert f"TLS: the coordinator's certificate is not signed by the configured CA " \
+               f"{rogue.ca}" in text, text[-2000:]
+        assert not any(p["id"] == "gamma" for p in c.client().parties())
+    finally:
+        c.kill("gamma", wait_gone=False)
+    with open(os.path.join(c.tmp, "gamma.csv"), "a") as fh:
+        fh.write("0.5,\n")
+    c.write_config("gamma", 2)
+    res = subprocess.run(["ip", "netns", "exec", namespaces["ns"]["gamma"], sys.executable, "-m",
+                          "meanshift_cli", "node", "run", "--config", cfg], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 2, res.stderr
+    import re
+
+    n_lines = 1 + len(c.parts[2])              # the header, then one line per point
+    assert re.search(rf"data set 'points' \(.*gamma\.csv\): line {n_lines + 1}, column 2 "
+                     r"\('y'\): empty", res.stderr), res.stderr
+    assert "Traceback" not in res.stderr
+    c.stop()
+
+
 def node_health(c: Cluster, name: str) -> int:
     import sys
 
