@@ -420,7 +420,8 @@ def _dispatch(c, args) -> int:
         if args.out:
             np.savetxt(args.out, cents, delimiter=",", comments="", header=",".join(columns))
         _out(args, "\n".join("  ".join(f"{v: .6f}" for v in row) for row in cents)
-             + (f"\nwrote {args.out}" if args.out else ""), {"centroids": cents.tolist()})
+             + (f"\nwrote {args.out}" if args.out else ""),
+             {"centroids": cents.tolist(), "columns": columns})
         return EXIT_OK
     raise AssertionError(a)
 
