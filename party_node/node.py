@@ -76,6 +76,8 @@ class PartyNode:
         self.datasets: dict = checked if checked is not None else datasets.check_all(
             cfg.datasets)                       # name -> datasets.Status
         self._last_problem, self._problem_logged = "", 0.0
+        self._diagnosed = ("", "", 0.0)        # (gRPC's detail, our reason, when)
+        self._connected = False                # acknowledged by the coordinator
         self.job: Optional[Job] = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -103,7 +105,7 @@ class PartyNode:
                 continue
             log.info("connected to coordinator %s as %s", self.cfg.coordinator,
                      self.cfg.identity)
-            self._last_problem = ""
+            self._connected, self._last_problem = True, ""
             backoff = BACKOFF_MIN_S
             self._refill_spare()
             try:
@@ -112,6 +114,7 @@ class PartyNode:
                 why = "the coordinator closed it"
             except grpc.RpcError as exc:
                 why = exc.code().name
+            self._connected = False
             if self._stop.is_set():
                 break
             if self._renewing:
@@ -166,8 +169,11 @@ class PartyNode:
         else:
             if code == grpc.StatusCode.CANCELLED:          # our WELCOME_TIMEOUT_S timer
                 detail = f"no acknowledgement within {WELCOME_TIMEOUT_S:.0f} s"
-            why = diagnose(self.cfg.coordinator, self.cfg.tls, self.cfg.identity,
-                           self.cfg.server_name, detail)
+            last_detail, why, when = self._diagnosed
+            if detail != last_detail or time.time() - when > 30:   # the probe takes up to 3 s
+                why = diagnose(self.cfg.coordinator, self.cfg.tls, self.cfg.identity,
+                               self.cfg.server_name, detail)
+                self._diagnosed = (detail, why, time.time())
         self._problem(f"{why}; retrying in {backoff:.1f} s")
 
     def _problem(self, line: str) -> None:
@@ -200,7 +206,8 @@ class PartyNode:
                 self._renewing = True
                 self._stream.cancel()
             stub = self.stub
-            if stub is None:
+            if stub is None or not self._connected:    # heartbeats belong to a stream
+                refused = 0
                 continue
             try:
                 ack = stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else "",
