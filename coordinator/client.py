@@ -98,6 +98,7 @@ class Client:
 
     def result(self, job_id: str, with_sizes: bool = False):
         r = self.stub.GetResult(pb.JobRef(job_id=job_id), timeout=self.deadline)
+        self.columns = list(r.columns)
         if r.sealed:            # end to end: only this identity's key opens it
             from meanshift_rpc.sealing import unseal
 
@@ -111,6 +112,14 @@ class Client:
         cents = np.array([list(c.values) for c in r.centroids], dtype=float)
         self.suppressed = r.suppressed
         return (cents, np.array(r.sizes)) if with_sizes else cents
+
+    def result_table(self, job_id: str) -> tuple[np.ndarray, list]:
+        """The centroids and their column names (the carrying party's data set's,
+        else x0, x1, ...)."""
+        cents = self.result(job_id)
+        d = cents.shape[1] if cents.ndim == 2 else 0
+        cols = self.columns if len(self.columns) == d else [f"x{i}" for i in range(d)]
+        return cents, cols
 
     def cancel(self, job_id: str) -> dict:
         return _d(self.stub.CancelJob(pb.JobRef(job_id=job_id), timeout=self.deadline))

@@ -19,13 +19,14 @@ from google.protobuf import text_format
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import jobspec, joint_seed, signing
-from meanshift_rpc.tls import (ANONYMOUS, Revocations, TLSFiles, check_key_file, peer_identity,
-                               role_of, server_credentials)
+from meanshift_rpc.tls import (ANONYMOUS, SERVER_OPTIONS, Revocations, TLSFiles, check_key_file,
+                               peer_identity, role_of, server_credentials)
 
 from .jobs import DONE, REVEALING, RUNNING, JobRun, unexpected
 from .store import TERMINAL, Store
 
 log = logging.getLogger("coordinator")
+WELCOME_KEY = "sms-welcome"     # Subscribe's initial metadata: the node is registered
 
 
 @dataclass
@@ -33,6 +34,7 @@ class NodeConn:
     party: str
     commands: "queue.Queue[Optional[pb.NodeCommand]]" = field(default_factory=queue.Queue)
     datasets: list = field(default_factory=list)
+    dataset_status: list = field(default_factory=list)     # [pb.DatasetStatus]
     last_seen: float = field(default_factory=time.time)
     connected: bool = True
     busy_job: str = ""
@@ -134,6 +136,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if role_of(who) == "dealer":
             return who
         if role_of(who) != "party":
+            log.warning("rejected a node call from %s: identity %s is not a party or a "
+                        "dealer (wrong role)", context.peer(), who)
             self.store.audit(who, "node-rpc", "", "PERMISSION_DENIED")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "only party or dealer nodes "
                           "may call this")
@@ -177,14 +181,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def Subscribe(self, request, context):
         party = self._party_of(context)
         self._recv(party if party.startswith("dealer:") else f"party:{party}", request)
-        conn = NodeConn(party, datasets=list(request.datasets))
+        conn = NodeConn(party, datasets=list(request.datasets),
+                        dataset_status=list(request.dataset_status))
         with self._lock:
             old = self.nodes.get(party)
             if old is not None:
                 old.connected = False
                 old.commands.put(None)
             self.nodes[party] = conn
-        log.info("party %s connected", party)
+        # the node counts itself connected only on this acknowledgement
+        context.send_initial_metadata(((WELCOME_KEY, party),))
+        log.info("party %s connected from %s%s", party, context.peer(),
+                 "".join(f"; {d.problem}" for d in conn.dataset_status if not d.available))
         try:
             while context.is_active() and conn.connected:
                 try:
@@ -212,6 +220,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             node = self.nodes.get(party)
             if node is not None and node.connected:
                 node.last_seen = time.time()
+                if request.dataset_status and \
+                        list(request.dataset_status) != node.dataset_status:
+                    self._recv(f"party:{party}", request)
+                    node.dataset_status = list(request.dataset_status)
+                    log.info("party %s data sets: %s", party, "; ".join(
+                        d.problem or f"{d.name} available" for d in node.dataset_status))
                 return pb.Ack(ok=True)
         return pb.Ack(ok=False, message="not subscribed")
 
@@ -319,7 +333,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             # sealed: ciphertext for each analyst receiver, which this server cannot open
             result = pb.JobResult(job_id=job.id, centroids=msg.centroids, sizes=msg.sizes,
                                   iterations=msg.iterations, suppressed=msg.suppressed,
-                                  sealed=msg.sealed)
+                                  sealed=msg.sealed, columns=msg.columns)
             self.store.update(job.id, result=result.SerializeToString())
         if len(job.finished) == len(job.parties):
             self._finish(job, "succeeded")
@@ -579,7 +593,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         with self._lock:
             return pb.PartyList(parties=[
                 pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen,
-                             datasets=n.datasets, busy_job=n.busy_job)
+                             datasets=n.datasets, busy_job=n.busy_job,
+                             dataset_status=n.dataset_status)
                 for n in sorted(self.nodes.values(), key=lambda n: n.party)])
 
     def stop(self) -> None:
@@ -639,8 +654,9 @@ def serve(address: str, db_path: str, tls: Optional[TLSFiles], insecure: bool = 
     # Watch streams hold a thread each: the pool is larger than the stream limit,
     # so unary calls (heartbeats, ListParties) always find a thread.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=svc.max_streams + 64),
-                         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+                         options=list(SERVER_OPTIONS) +
+                         [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                          ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     pb_grpc.add_CoordinatorServicer_to_server(svc, server)
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)

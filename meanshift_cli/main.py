@@ -313,6 +313,7 @@ def _load_node_config(path: str):
 
 
 def _node(args, role: str = "party") -> int:
+    from party_node.datasets import check_all
     from party_node.node import run_node
 
     cfg = _load_node_config(args.config)
@@ -323,8 +324,14 @@ def _node(args, role: str = "party") -> int:
               f"'secure-meanshift {'node' if cfg.role == 'party' else 'dealer'} run'",
               file=sys.stderr)
         return EXIT_USAGE
+    checked = check_all(cfg.datasets)        # every data set readable and numeric, or stop
+    bad = [st for st in checked.values() if not st.available]
+    for st in bad:
+        print(f"error: {st.local}", file=sys.stderr)
+    if bad:
+        return EXIT_USAGE
     try:
-        run_node(cfg)
+        run_node(cfg, checked)
     except (PermissionError, FileNotFoundError) as exc:   # e.g. a key others can read
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -345,6 +352,17 @@ def _node_health(args) -> int:
     if age > args.max_age:
         print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
         return EXIT_UNREACHABLE
+    try:
+        with open(cfg.status_file) as fh:
+            sets = json.load(fh).get("datasets") or {}
+    except (OSError, ValueError, AttributeError):
+        sets = {}
+    bad = {n: d for n, d in sets.items() if not d.get("available", True)}
+    for n, d in sorted(bad.items()):
+        print(f"unavailable: {d.get('problem') or n}", file=sys.stderr)
+    if bad:            # connected, but a job naming that data set would be refused
+        print(f"degraded: last heartbeat {age:.1f} s ago; {len(bad)} data set(s) unavailable")
+        return EXIT_JOB_FAILED
     print(f"healthy: last heartbeat {age:.1f} s ago")
     return EXIT_OK
 
@@ -446,6 +464,9 @@ def _dispatch(c, args) -> int:
         _out(args, "\n".join(f"{p['id']:<20} {'connected' if p['connected'] else 'offline':<10}"
                              f" datasets={','.join(p.get('datasets', []))}"
                              f"{'  busy: ' + p['busy_job'] if p.get('busy_job') else ''}"
+                             + "".join(f"\n{'':<20} unavailable: {d.get('problem') or d['name']}"
+                                       for d in p.get('dataset_status', [])
+                                       if not d.get('available'))
                              for p in ps) or "no parties", ps)
         return EXIT_OK
     a = args.action
@@ -481,16 +502,16 @@ def _dispatch(c, args) -> int:
     if a == "result":
         import numpy as np
 
-        cents = c.result(args.job_id)
+        cents, columns = c.result_table(args.job_id)
         gone = getattr(c, "suppressed", 0) or 0
         if gone:
             print(f"({gone} centroid(s) suppressed: their clusters were smaller than the "
                   "job's min_cluster_size)", file=sys.stderr)
         if args.out:
-            np.savetxt(args.out, cents, delimiter=",", comments="",
-                       header=",".join(f"x{i}" for i in range(cents.shape[1])))
+            np.savetxt(args.out, cents, delimiter=",", comments="", header=",".join(columns))
         _out(args, "\n".join("  ".join(f"{v: .6f}" for v in row) for row in cents)
-             + (f"\nwrote {args.out}" if args.out else ""), {"centroids": cents.tolist()})
+             + (f"\nwrote {args.out}" if args.out else ""),
+             {"centroids": cents.tolist(), "columns": columns})
         return EXIT_OK
     raise AssertionError(a)
 

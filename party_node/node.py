@@ -24,13 +24,37 @@ from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
 from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_identity
 
+from . import datasets
 from .config import NodeConfig
+from .connect import diagnose
 
 log = logging.getLogger("party_node")
 HEARTBEAT_S = 3.0
 # The command stream is long-lived but, like every call, has a deadline; an idle
 # node renews it after half of that, so a deadline never ends a running job.
 SUBSCRIBE_DEADLINE_S = 24 * 3600.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 4.0     # between attempts to (re)connect
+WELCOME_TIMEOUT_S = 10.0     # the coordinator acknowledges a command stream within this
+WELCOME_KEY = "sms-welcome"  # coordinator.server.WELCOME_KEY (the node does not import it)
+
+
+class _Failed(grpc.RpcError):
+    """A command stream that ended before the coordinator acknowledged it."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _NoChannel(_Failed):
+    def __init__(self):
+        super().__init__(grpc.StatusCode.UNAVAILABLE, "no channel")
 
 
 class CoordinatorRefused(Exception):
@@ -50,10 +74,11 @@ class Job:
         self.receivers: dict = {}    # analyst receiver -> verified certificate (sealing)
         self.announced: dict = {}    # party -> (address, port) it signed (verified)
         self.fingerprints: dict = {}  # rank identity -> SHA-256 of the certificate it signed with
+        self.columns: list = []      # the data set's column names (the result's header)
 
 
 class PartyNode:
-    def __init__(self, cfg: NodeConfig):
+    def __init__(self, cfg: NodeConfig, checked: Optional[dict] = None):
         self.cfg = cfg
         self.ca_pem = self.key_pem = self.cert_pem = None
         if cfg.tls is not None:
@@ -61,8 +86,13 @@ class PartyNode:
             self.ca_pem, self.cert_pem, self.key_pem = cfg.tls.read()
         self.revoked = Revocations(cfg.revocation_list) if cfg.revocation_list else None
         self._seen: dict = {}                     # signed job ids offered -> when (replays)
-        self.channel = open_channel(cfg.coordinator, cfg.tls, cfg.identity, cfg.server_name)
-        self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self.channel: Optional[grpc.Channel] = None
+        self.stub = None
+        self.datasets: dict = checked if checked is not None else datasets.check_all(
+            cfg.datasets)                       # name -> datasets.Status
+        self._last_problem, self._problem_logged = "", 0.0
+        self._diagnosed = ("", "", 0.0)        # (gRPC's detail, our reason, when)
+        self._connected = False                # acknowledged by the coordinator
         self.job: Optional[Job] = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -70,37 +100,109 @@ class PartyNode:
         self._stream_since = time.time()
         self._renewing = False
         self._spare: Optional[subprocess.Popen] = None
+        self._columns: list = []          # of the data set the last accepted offer names
 
     # ---- main loop -----------------------------------------------------------------------
     def run_forever(self) -> None:
         threading.Thread(target=self._heartbeat, daemon=True).start()
-        backoff = 1.0
+        backoff = BACKOFF_MIN_S
         while not self._stop.is_set():
             try:
-                self._check_coordinator()
-                hello = pb.NodeHello(version="1", datasets=sorted(self.cfg.datasets))
-                stream = self.stub.Subscribe(hello, timeout=SUBSCRIBE_DEADLINE_S)
-                self._stream, self._stream_since = stream, time.time()
-                log.info("connected to coordinator %s as %s", self.cfg.coordinator,
-                         self.cfg.identity)
-                backoff = 1.0
-                self._refill_spare()
-                for cmd in stream:
-                    self._handle(cmd)
+                stream = self._subscribe()
             except CoordinatorRefused as exc:
-                log.error("not connecting: %s", exc)
-            except grpc.RpcError as exc:
+                self._problem(f"not connecting: {exc}; retrying in {backoff:.1f} s")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            except (grpc.RpcError, ValueError) as exc:     # ValueError: a closed channel
                 if self._stop.is_set():
                     break
-                if self._renewing:
-                    self._renewing = False
-                    log.info("renewing the command stream")
-                    continue
-                log.warning("coordinator stream ended (%s); reconnecting in %.0f s",
-                            exc.code().name, backoff)
+                if isinstance(exc, grpc.RpcError):
+                    self._not_connected(exc, backoff)
+                self._new_channel()          # a fresh channel: no stale connection state
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            log.info("connected to coordinator %s as %s", self.cfg.coordinator,
+                     self.cfg.identity)
+            self._connected, self._last_problem = True, ""
+            backoff = BACKOFF_MIN_S
+            self._refill_spare()
+            try:
+                for cmd in stream:
+                    self._handle(cmd)
+                why = "the coordinator closed it"
+            except grpc.RpcError as exc:
+                why = exc.code().name
+            self._connected = False
+            if self._stop.is_set():
+                break
+            if self._renewing:
+                self._renewing = False
+                log.info("renewing the command stream")
+                continue
+            log.warning("coordinator stream ended (%s); reconnecting", why)
             self._abort_job("lost the coordinator")
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            self._new_channel()
+
+    def _new_channel(self) -> None:
+        old, self.channel = self.channel, None
+        if old is not None:
+            old.close()
+        try:
+            self.channel = open_channel(self.cfg.coordinator, self.cfg.tls, self.cfg.identity,
+                                        self.cfg.server_name)
+            self.stub = pb_grpc.CoordinatorStub(self.channel)
+        except (OSError, ValueError) as exc:       # a TLS file missing or unreadable
+            self.stub = None
+            self._problem(f"TLS: {exc}")
+
+    def _hello(self) -> pb.NodeHello:
+        return pb.NodeHello(version="2", datasets=sorted(self.cfg.datasets),
+                            dataset_status=self._dataset_status())
+
+    def _subscribe(self):
+        """Open the command stream; return it once the coordinator has acknowledged
+        the node (Subscribe's initial metadata), raise grpc.RpcError otherwise."""
+        if self.stub is None:
+            self._new_channel()
+            if self.stub is None:
+                raise _NoChannel()
+        self._check_coordinator()
+        stream = self.stub.Subscribe(self._hello(), timeout=SUBSCRIBE_DEADLINE_S)
+        self._stream, self._stream_since = stream, time.time()
+        timer = threading.Timer(WELCOME_TIMEOUT_S, stream.cancel)   # a silent connection
+        timer.start()
+        try:
+            md = dict(stream.initial_metadata() or ())
+        finally:
+            timer.cancel()
+        if WELCOME_KEY in md or not stream.done():
+            return stream
+        raise _Failed(stream.code(), stream.details() or "")
+
+    def _not_connected(self, exc: grpc.RpcError, backoff: float) -> None:
+        if isinstance(exc, _NoChannel):
+            return                  # _new_channel has said why
+        code, detail = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            why = f"wrong role: the coordinator refused {self.cfg.identity} ({detail})"
+        else:
+            if code == grpc.StatusCode.CANCELLED:          # our WELCOME_TIMEOUT_S timer
+                detail = f"no acknowledgement within {WELCOME_TIMEOUT_S:.0f} s"
+            last_detail, why, when = self._diagnosed
+            if detail != last_detail or time.time() - when > 30:   # the probe takes up to 3 s
+                why = diagnose(self.cfg.coordinator, self.cfg.tls, self.cfg.identity,
+                               self.cfg.server_name, detail)
+                self._diagnosed = (detail, why, time.time())
+        self._problem(f"{why}; retrying in {backoff:.1f} s")
+
+    def _problem(self, line: str) -> None:
+        """Log why the node is not connected: when the reason changes, else every 30 s."""
+        key = line.rsplit("; retrying", 1)[0]
+        if key != self._last_problem or time.time() - self._problem_logged > 30:
+            log.warning("not connected to coordinator %s: %s", self.cfg.coordinator, line)
+            self._last_problem, self._problem_logged = key, time.time()
 
     def _check_coordinator(self) -> None:
         """With a revocation list: the coordinator's certificate must be a coordinator's
@@ -127,18 +229,25 @@ class PartyNode:
             self._stream.cancel()
         except Exception:
             pass
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
     def _heartbeat(self) -> None:
         refused = 0
         while not self._stop.wait(HEARTBEAT_S):
+            self.recheck_datasets()
             if self.job is None and self._stream is not None and \
                     time.time() - self._stream_since > SUBSCRIBE_DEADLINE_S / 2:
                 self._renewing = True
                 self._stream.cancel()
+            stub = self.stub
+            if stub is None or not self._connected:    # heartbeats belong to a stream
+                refused = 0
+                continue
             try:
-                ack = self.stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else ""),
-                                     timeout=DEFAULT_DEADLINE_S)
+                ack = stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else "",
+                                             dataset_status=self._dataset_status()),
+                                timeout=DEFAULT_DEADLINE_S)
                 if ack.ok:
                     self._touch_status()
                     refused = 0
@@ -151,22 +260,53 @@ class PartyNode:
                                     "subscribing again")
                         refused = 0
                         self._stream.cancel()
-            except grpc.RpcError:
+            except (grpc.RpcError, ValueError):          # ValueError: a closed channel
                 pass
 
     def _touch_status(self) -> None:
         try:
             with open(self.cfg.status_file, "w") as fh:
                 json.dump({"party": self.cfg.party_id, "time": time.time(),
-                           "busy_job": self.job.id if self.job else ""}, fh)
+                           "busy_job": self.job.id if self.job else "",
+                           "datasets": {n: {"available": st.available, "problem": st.problem}
+                                        for n, st in self.datasets.items()}}, fh)
         except OSError:
             pass
 
+    # ---- data sets -------------------------------------------------------------------------
+    def _dataset_status(self) -> list:
+        return [pb.DatasetStatus(name=n, available=st.available, problem=st.problem)
+                for n, st in sorted(self.datasets.items())]
+
+    def recheck_datasets(self, force: bool = False) -> None:
+        """Check again every data set whose file changed (all of them with force, on
+        SIGHUP); log what changed. The next heartbeat tells the coordinator."""
+        for name, ds in sorted(self.cfg.datasets.items()):
+            old = self.datasets.get(name)
+            if not force and old is not None and old.stamp == datasets.stamp(ds.path):
+                continue
+            self._set_status(datasets.check(name, ds.path, ds.columns))
+
+    def _set_status(self, st: "datasets.Status") -> None:
+        old = self.datasets.get(st.name)
+        self.datasets[st.name] = st
+        if old is None or (old.available, old.problem) != (st.available, st.problem):
+            if st.available:
+                log.info("data set %r is available (%s)", st.name,
+                         self.cfg.datasets[st.name].path)
+            else:
+                log.warning("data set unavailable: %s", st.local)
+
     def _reply(self, job_id: str, **kind) -> None:
+        stub = self.stub
         try:
-            self.stub.Reply(pb.NodeReply(job_id=job_id, **kind), timeout=DEFAULT_DEADLINE_S)
+            if stub is None:
+                raise ValueError("no channel")
+            stub.Reply(pb.NodeReply(job_id=job_id, **kind), timeout=DEFAULT_DEADLINE_S)
         except grpc.RpcError as exc:
             log.warning("reply for job %s not delivered: %s", job_id, exc.code().name)
+        except ValueError:           # the channel was closed or is being replaced
+            log.warning("reply for job %s not delivered: not connected", job_id)
 
     def _handle(self, cmd: pb.NodeCommand) -> None:
         kind = cmd.WhichOneof("command")
@@ -195,6 +335,7 @@ class PartyNode:
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         job = Job(offer, spec)
         job.receivers = receivers
+        job.columns = self._columns
         job.port = self._free_port()
         if not job.port:
             return self._reply(offer.job_id, refuse=pb.Refuse(
@@ -271,19 +412,26 @@ class PartyNode:
             bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
             if bad:
                 return f"the result may not go to {bad[0]}"
-        ds = self.cfg.datasets.get(me[0].dataset)
+        name = me[0].dataset
+        ds = self.cfg.datasets.get(name)
         if ds is None:
-            return f"no data set named {me[0].dataset!r} on this node"
+            return f"no data set named {name!r} on this node"
         try:   # catch bad data now, before anybody starts computing
-            from secure_meanshift.data import check_points, load_points
+            loaded = datasets.load(name, ds.path, ds.columns)
+        except datasets.DatasetError as exc:    # names line and column, no path, no value
+            self._set_status(datasets.Status(name, False, str(exc), exc.local,
+                                             stamp=datasets.stamp(ds.path)))
+            return str(exc)
+        try:
+            from secure_meanshift.data import check_points
 
-            check_points(load_points(ds.path, ds.columns),
-                         (list(spec.bounds_lo), list(spec.bounds_hi)),
-                         f"data set {me[0].dataset!r}")
+            check_points(loaded.points, (list(spec.bounds_lo), list(spec.bounds_hi)),
+                         f"data set {name!r}")
         except ValueError as exc:        # the rows stay in the local log only
             log.warning("job %s: local data check failed: %s", offer.job_id, exc)
-            return (f"data set {me[0].dataset!r} does not meet the job's input rule (every "
+            return (f"data set {name!r} does not meet the job's input rule (every "
                     "row finite and inside the bounds); details in the party's local log")
+        self._columns = loaded.columns
         return ""
 
     def _mpc_policy(self, spec: pb.JobSpec) -> str:
@@ -508,7 +656,7 @@ class PartyNode:
         cents = res.get("centroids")
         if cents is not None and self.cfg.party_id in job.spec.reveal_to:
             write_result(self.cfg.results_dir, job.id, np.asarray(cents),
-                         len(job.spec.bounds_lo))
+                         len(job.spec.bounds_lo), self._header(job))
             log.info("job %s: result written to the results folder (%s centroids "
                      "suppressed as too small)", job.id, job.suppressed or 0)
         fin = pb.Finished(iterations=int(res.get("iterations", 0)),
@@ -526,8 +674,14 @@ class PartyNode:
             fin.centroids.extend(pb.Centroid(values=c) for c in cents)
             fin.sizes.extend(res.get("sizes") or [])
             fin.suppressed = job.suppressed or 0
+            fin.columns.extend(self._header(job))
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
+
+    @staticmethod
+    def _header(job: Job) -> list:
+        d = len(job.spec.bounds_lo)
+        return list(job.columns) if len(job.columns) == d else [f"x{i}" for i in range(d)]
 
     def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
         log.warning("job %s failed: %s", job.id, reason)
@@ -611,9 +765,13 @@ def _fingerprint(cert_pem: bytes) -> str:
 def job_context(job_id: str, spec: pb.JobSpec, seed: int) -> str:
     """What every rank of a job must agree on (hashed into the job digest)."""
     return f"{job_id}\n{spec.SerializeToString(deterministic=True).hex()}\n{seed:032x}"
-def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int) -> str:
+
+
+def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int,
+                 header: Optional[list] = None) -> str:
     """The party's copy of a result: named from the validated job id only, inside
-    results_dir (0700), owner-only (0600), never following a link."""
+    results_dir (0700), owner-only (0600), never following a link; the header is
+    the data set's column names."""
     if not signing.valid_job_id(job_id):
         raise ValueError("job id is malformed")
     os.makedirs(results_dir, mode=0o700, exist_ok=True)
@@ -622,21 +780,24 @@ def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int) -> 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
         np.savetxt(fh, cents.reshape(-1, dim), delimiter=",", comments="",
-                   header=",".join(f"x{i}" for i in range(dim)))
+                   header=",".join(header or [f"x{i}" for i in range(dim)]))
     return path
 
 
-def run_node(cfg: NodeConfig) -> None:
-    """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out."""
+def run_node(cfg: NodeConfig, checked: Optional[dict] = None) -> None:
+    """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out.
+    SIGHUP checks every data set again. ``checked``: datasets.check_all's result."""
     import signal
 
     if cfg.role == "dealer":
         from .dealer import DealerNode
 
-        node = DealerNode(cfg)
+        node = DealerNode(cfg, checked)
     else:
-        node = PartyNode(cfg)
+        node = PartyNode(cfg, checked)
     signal.signal(signal.SIGTERM, lambda *a: node.stop())
+    signal.signal(signal.SIGHUP, lambda *a: threading.Thread(
+        target=node.recheck_datasets, args=(True,), daemon=True).start())
     try:
         node.run_forever()
     except KeyboardInterrupt:

@@ -51,7 +51,7 @@ def main() -> int:
     if not text.strip():
         return 0                   # a spare worker the node no longer needs
     job = json.loads(text)
-    from secure_meanshift.data import load_points
+    from party_node.datasets import DatasetError, load
     from secure_meanshift.errors import InputError, MPCError
     from secure_meanshift.params import MeanShiftParams
     from secure_meanshift.runtime import MPCConfig, run_dealer, run_party
@@ -70,11 +70,11 @@ def main() -> int:
             dealt = run_dealer(cfg)
             emit({"result": {"dealt": dealt, "wall_s": time.perf_counter() - t0}})
             return 0
-        points = load_points(job["path"], job.get("columns"))
+        points = load(job["dataset"], job["path"], job.get("columns")).points
         params = MeanShiftParams(**job["params"])
         out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
                         name=f"data set {job['dataset']!r}")
-    except InputError as exc:      # may name rows: the node keeps it in its local log
+    except (InputError, DatasetError) as exc:      # may name rows: kept in the local log
         emit({"error": str(exc), "input": True})
         return 2
     except MPCError as exc:

@@ -91,6 +91,8 @@ class CoordinatorServicer:
 
     def Subscribe(self, request, context):
         """party nodes (identity from the TLS client certificate)
+        Once the node is registered the coordinator sends initial metadata
+        "sms-welcome: <party id>": the node counts itself connected only then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -4,6 +4,7 @@ party nodes as separate processes (the `secure-meanshift` CLI), TLS everywhere."
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -50,6 +51,8 @@ class Cluster:
         self.db = os.path.join(tmp, "coordinator.db")
         self.record = os.path.join(tmp, "received.txt")
         self.heartbeat_timeout, self.mpc_timeout = heartbeat_timeout, mpc_timeout
+        # rendezvous ports: a random block per cluster (other test runs share the machine)
+        self.mpc_base = random.randrange(20000, 32000 - 40 * (len(NAMES) + 1), 40)
         make_dev_pki(self.certs, ["coordinator", "analyst:ann", "analyst:eve", f"dealer:{DEALER}"]
                      + [f"party:{n}" for n in NAMES], hosts=["localhost", coord_host])
         pts, self.centres = separated_blobs(points * parties, 4, 2, 0.015, min_gap=0.35,
@@ -70,7 +73,7 @@ class Cluster:
                        "cert": os.path.join(self.certs, f"{who}.pem"),
                        "key": os.path.join(self.certs, f"{who}.key")},
                "rendezvous": {"advertise": (self.node_hosts + [self.dealer_host])[i],
-                              "port_range": [31000 + 40 * i, 31039 + 40 * i]},
+                              "port_range": [self.mpc_base + 40 * i, self.mpc_base + 39 + 40 * i]},
                "results_dir": os.path.join(self.tmp, f"results-{n}"), "mpc_timeout_s": 20,
                "status_file": os.path.join(self.tmp, f"{n}-status.json")}
         if not dealer:
