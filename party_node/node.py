@@ -674,7 +674,8 @@ class PartyNode:
             fin.centroids.extend(pb.Centroid(values=c) for c in cents)
             fin.sizes.extend(res.get("sizes") or [])
             fin.suppressed = job.suppressed or 0
-            fin.columns.extend(self._header(job))
+        if run.carry_result and cents is not None:
+            fin.columns.extend(self._header(job))        # names, not values: in the clear
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
 

@@ -27,7 +27,8 @@ def node():
     cfg = NodeConfig(party_id="beta", coordinator="127.0.0.1:1", datasets={})
     n = PartyNode(cfg)
     yield n
-    n.channel.close()
+    if n.channel is not None:
+        n.channel.close()
 
 
 def job_for(node) -> Job:
