@@ -9,7 +9,9 @@ Every step is one vectorised operation over all dusts and all points:
   kernel   K = flat(D) or gaussian(D)             (kernels.py)
   update   S = K [w x | w];  C' = S_x / S_w       (division.py)
   stop     reveal one bit: did any |C' - C|_inf exceed tol   (not if oblivious)
-  merge    keep_i = no earlier centroid within the merge radius
+  merge    "intensity" (default, scikit-learn's): greedy in decreasing kernel
+           weight sum, drop a centroid within the radius of a kept one;
+           "first": keep_i = no earlier centroid within the merge radius
   shuffle  every party applies a secret permutation, so position reveals nothing
   reveal   [keep * C, keep] to the ranks in reveal_to only
 
@@ -29,8 +31,9 @@ import torch
 from ._compat import import_crypten
 from .division import divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
-from .kernels import secure_kernel
+from .kernels import get_kernel
 from .params import MeanShiftParams, dust_indices
+from .seeds import local_peaks
 
 # Rows per Beaver matmul when fixed-point weights meet fixed-point points: the
 # pre-truncation sum stays below 2^44, so CrypTen's probabilistic truncation
@@ -109,15 +112,73 @@ def _any_bit(bits):
     return 1 - v
 
 
-def _merge_keep(c, radius: float):
-    """keep_i = 1 - [exists j < i: |c_i - c_j|^2 < radius^2], on shares."""
-    m = c.size(0)
+def _pair_sq_distances(c):
     cc = (c * c).sum(dim=1, keepdim=True)
-    d = cc + cc.t() - 2.0 * c.matmul(c.t())
-    (close,) = ge_zero(radius * radius - d)         # (m, m), scale 1
+    return cc + cc.t() - 2.0 * c.matmul(c.t())
+
+
+def _merge_keep(c, radius: float):
+    """The "first" rule: keep_i = 1 - [exists j < i: |c_i - c_j|^2 < radius^2], on shares."""
+    m = c.size(0)
+    (close,) = ge_zero(radius * radius - _pair_sq_distances(c))      # (m, m), scale 1
     earlier = torch.tril(torch.ones(m, m, dtype=torch.long), diagonal=-1)
     dups = (close * earlier).sum(dim=1, keepdim=True)
     return 1 - dups.gt(0)
+
+
+def _rows_all_zero(b):
+    """(m, n) 0/1 shares -> (m, 1) prod_j (1 - b_ij): log2(n) multiplication rounds,
+    no comparison (0/1 values: duplicating a column leaves the product unchanged)."""
+    crypten = import_crypten()
+    v = 1 - b
+    while v.size(1) > 1:
+        if v.size(1) % 2:
+            v = crypten.cat([v, v[:, :1]], dim=1)
+        half = v.size(1) // 2
+        v = v[:, :half] * v[:, half:]
+    return v
+
+
+def _merge_keep_intensity(c, intensity, radius: float):
+    """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
+    weight sum. dom_ij = [I_j - I_i +- TIE >= 0] (ties: lower index wins),
+    A = dom * close, then m rounds of keep_i = nonempty_i * prod_j (1 - A_ij keep_j):
+    after round t the t highest-ranked centroids are final, so m rounds give the
+    greedy answer (plaintext.merge_keep_intensity). One batched comparison,
+    m * (1 + log2 m) multiplication rounds; nothing is opened."""
+    from .plaintext import TIE
+
+    from .division import EMPTY_BELOW
+
+    m = c.size(0)
+    j_lt_i = torch.tril(torch.ones(m, m), diagonal=-1)
+    tie = j_lt_i * TIE - (1 - j_lt_i) * TIE
+    diff = intensity.reshape(1, m) - intensity.reshape(m, 1) + tie
+    close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c), diff,
+                                   intensity - EMPTY_BELOW)
+    a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
+    keep = nonempty
+    for _ in range(m):       # a fixed, public number of rounds
+        keep = nonempty * _rows_all_zero(a * keep.reshape(1, m))
+    return keep
+
+
+def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
+                       total_rows: int, p: MeanShiftParams):
+    """(m, d) initial centroids at p.precision_bits: the dusts (public rows of the
+    shared points), then every party's binned local peaks (seeds.py), each
+    secret-shared by its owner; m = p.n_seeds(world) is public."""
+    crypten = import_crypten()
+    parts = []
+    if p.uses_dust:
+        idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
+        parts.append(pts[idx])
+    if p.uses_bins:
+        k = p.seeds_per_party
+        mine = local_peaks(unit_points, weights, p.h_unit, k)
+        parts.append(_share_rows(mine, [k] * world, mine.shape[1], rank))
+    c = crypten.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+    return rescale(c, p.precision_bits)   # centroids live at the higher precision
 
 
 def _shuffle(y, world_size: int):
@@ -186,18 +247,17 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     pts, sqn = shared[:, :d], shared[:, d:d + 1]
     upd = shared[:, d + 1:] if weighted else pts
 
-    idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
     hi_bits = p.precision_bits
-    c = rescale(pts[idx], hi_bits)     # centroids live at the higher precision
-    m = p.n_dust
+    c = _initial_centroids(pts, unit_points, weights, rank, world, total_rows, p)
+    m = p.n_seeds(world)
     chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
     bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
     share_s = time.perf_counter() - t_share
     notify({"stage": "shared", "rows": total_rows, "points": total_points,
             "seconds": share_s})
 
-    h2 = p.h_unit ** 2
-    flat_kernel = p.kernel == "flat"
+    kernel = get_kernel(p.kernel)
+    flat_kernel = kernel.edge is not None     # a sign test: batched with the pending ones
     per_iter: list = []
     iterations = 0
     # Sign tests of the last update, answered inside the next pass's first
@@ -219,10 +279,10 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             tb = time.perf_counter()
             if flat_kernel:
                 names = list(pending) if ci == 0 else []
-                k, *rest = ge_zero(h2 - dist, *[pending[n] for n in names])
+                k, *rest = ge_zero(kernel.edge(dist, p), *[pending[n] for n in names])
                 answers.update(zip(names, rest))
             else:
-                k = secure_kernel(dist, p)
+                k = kernel.secure(dist, p)
             tc = time.perf_counter()
             s = _weighted_sums(k, upd[a:b], True)
             sums = s if sums is None else sums + s
@@ -306,7 +366,11 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             break
 
     t_merge = time.perf_counter()
-    keep = _merge_keep(c, p.merge_unit)
+    if p.merge == "intensity":
+        # the last pass's weight sums (what the twin calls intensity), public rescaling undone
+        keep = _merge_keep_intensity(c, den * (2**shift) if shift else den, p.merge_unit)
+    else:
+        keep = _merge_keep(c, p.merge_unit)
     out = crypten.cat([keep * c, rescale(keep * 1, p.precision_bits)], dim=1)
     if p.return_sizes:
         sizes_col = _nearest_sizes(rescale(c, BULK_BITS), keep, pts, sqn,
