@@ -10,7 +10,8 @@ Both act on squared distances in the unit box.
   so w ~ exp(-d^2 / (2 h^2)) (Cheon, Kim, Park, SAC 2019).
 
 A kernel with an ``edge`` (flat) is a sign test: the protocol batches
-``edge(d^2) >= 0`` with its other comparisons into one secure comparison.
+``edge(d^2) >= 0`` with its other comparisons into one secure comparison, and
+evaluates it exactly on the integer encodings (``radius2``; protocol._exact_edge).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Kernel:
     plain: Callable          # (sq_dist ndarray, params) -> weights ndarray
     secure: Callable         # (sq_dist MPCTensor, params) -> weights MPCTensor
     edge: Optional[Callable] = None   # (sq_dist, params) -> term whose sign is the weight
+    radius2: Optional[Callable] = None   # params -> squared radius r^2 of a sign-test kernel
 
 
 def _flat_plain(sq, p):
@@ -61,7 +63,7 @@ def _gauss_secure(sq, p):
 
 KERNELS: dict = {
     "flat": Kernel("flat", "weight 1 inside radius h, 0 outside (scikit-learn's)",
-                   _flat_plain, _flat_secure, _flat_edge),
+                   _flat_plain, _flat_secure, _flat_edge, lambda p: p.h_unit**2),
     "gaussian": Kernel("gaussian", "comparison-free polynomial (1 - d^2/B)^(2^k) ~ "
                        "exp(-d^2 / 2h^2)", _gauss_plain, _gauss_secure),
 }

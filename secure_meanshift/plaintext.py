@@ -17,6 +17,14 @@ from .kernels import plain_kernel
 from .params import MeanShiftParams, dust_indices
 from .seeds import local_peaks
 
+POINT_BITS = 16
+
+
+def quantise_points(unit_points) -> np.ndarray:
+    """Points on the 2^-16 grid the secure engine shares them on (protocol.quantise_points)."""
+    q = 2.0**POINT_BITS
+    return np.round(np.asarray(unit_points, dtype=np.float64) * q) / q
+
 TIE = 1.0 / 64      # intensities closer than this tie; the lower seed index wins
 
 
@@ -133,6 +141,7 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
 
         pairs = [summarize(u, p.h_unit * p.summary) for u in units]
         units, weights = [a for a, _ in pairs], [b for _, b in pairs]
+    units = [quantise_points(u) for u in units]    # the engine's 2^-16 grid
     x = np.concatenate(units)
     w = (np.concatenate([np.asarray(v, float) for v in weights]) if weights is not None
          else np.ones(len(x)))

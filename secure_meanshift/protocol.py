@@ -33,6 +33,7 @@ from .division import divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
 from .params import MeanShiftParams, dust_indices
+from .plaintext import POINT_BITS, quantise_points
 from .seeds import local_peaks
 
 # Rows per Beaver matmul when fixed-point weights meet fixed-point points: the
@@ -163,6 +164,45 @@ def _merge_keep_intensity(c, intensity, radius: float):
     return keep
 
 
+def _int_view(x):
+    """The same shares read as integers (scale 1): x's fixed-point encoding itself."""
+    from crypten.encoder import FixedPointEncoder
+
+    y = x.clone()
+    y.encoder = FixedPointEncoder(precision_bits=0)
+    return y
+
+
+def _share_int_column(values: np.ndarray, rows: list, rank: int):
+    """(N, 1) integer shares (scale 1) of each owner's int64 column, in rank order."""
+    crypten = import_crypten()
+    parts = []
+    for src, n in enumerate(rows):
+        data = (torch.from_numpy(np.asarray(values, np.int64)).reshape(-1, 1) if src == rank
+                else torch.zeros(n, 1, dtype=torch.long))
+        parts.append(crypten.cryptensor(data, src=src, precision=0))
+    return crypten.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+
+
+def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
+    """r^2 - |c - x|^2 >= 0, decided exactly on the integer encodings: with
+    c = C 2^-P (P = bits) and x = X 2^-16, at scale 2^(2P)
+        T = floor(r^2 2^2P) - C.C + 2^(P-15) C.X - 2^(2P-32) X.X
+    is an exact ring integer (no truncation: a secret times an integer view needs
+    none) of magnitude < d 2^(2P+2), and its sign is exactly the flat kernel's
+    test for the centroid the parties hold. One Beaver matmul, as before.
+    Returns T relabelled at 16 bits (same shares, same sign) for ge_zero."""
+    from crypten.encoder import FixedPointEncoder
+
+    ci = _int_view(c)
+    cc = _int_view((c * ci).sum(dim=1, keepdim=True))          # C.C
+    cx = _int_view(c.matmul(xi_t))                              # C.X, (m, n)
+    r = int(math.floor(radius2 * 2.0 ** (2 * bits)))
+    t = cx * (2 ** (bits - 15)) - cc - xx * (2 ** (2 * bits - 32)) + r
+    t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
+    return t
+
+
 def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
                        total_rows: int, p: MeanShiftParams):
     """(m, d) initial centroids at p.precision_bits: the dusts (public rows of the
@@ -229,7 +269,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     total_rows, total_points = sum(rows), sum(points)
     p.check_world(world, total_rows)
 
-    x = np.asarray(unit_points, dtype=np.float64)
+    x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)
     sq = (x * x).sum(1, keepdims=True)
     shift = 0
     if weighted:
@@ -247,8 +287,15 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     pts, sqn = shared[:, :d], shared[:, d:d + 1]
     upd = shared[:, d + 1:] if weighted else pts
 
+    kernel = get_kernel(p.kernel)
+    flat_kernel = kernel.edge is not None     # a sign test: batched with the pending ones
     hi_bits = p.precision_bits
-    c = _initial_centroids(pts, unit_points, weights, rank, world, total_rows, p)
+    c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
+    exact_edge = kernel.radius2 is not None
+    if exact_edge:       # |X|^2 of the integer encodings, exact (for _exact_edge)
+        xint = np.round(x * 2.0**POINT_BITS).astype(np.int64)
+        xx = _share_int_column((xint * xint).sum(1), rows, rank).t()    # (1, N)
+        pts_int = _int_view(pts)
     m = p.n_seeds(world)
     chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
     bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
@@ -256,8 +303,6 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     notify({"stage": "shared", "rows": total_rows, "points": total_points,
             "seconds": share_s})
 
-    kernel = get_kernel(p.kernel)
-    flat_kernel = kernel.edge is not None     # a sign test: batched with the pending ones
     per_iter: list = []
     iterations = 0
     # Sign tests of the last update, answered inside the next pass's first
@@ -269,17 +314,22 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     while True:
         t0 = time.perf_counter()
         t_dist = t_kern = t_upd = 0.0
-        c16 = rescale(c, BULK_BITS)
-        cc = (c16 * c16).sum(dim=1, keepdim=True)
+        if not exact_edge:
+            c16 = rescale(c, BULK_BITS)
+            cc = (c16 * c16).sum(dim=1, keepdim=True)
         sums = den = None
         answers: dict = {}
         for ci, (a, b) in enumerate(bounds):
             ta = time.perf_counter()
-            dist = cc - 2.0 * c16.matmul(pts[a:b].t()) + sqn[a:b].t()
+            if exact_edge:
+                edge = _exact_edge(c, pts_int[a:b].t(), xx[:, a:b], kernel.radius2(p), hi_bits)
+            else:
+                dist = cc - 2.0 * c16.matmul(pts[a:b].t()) + sqn[a:b].t()
+                edge = kernel.edge(dist, p) if flat_kernel else None
             tb = time.perf_counter()
             if flat_kernel:
                 names = list(pending) if ci == 0 else []
-                k, *rest = ge_zero(kernel.edge(dist, p), *[pending[n] for n in names])
+                k, *rest = ge_zero(edge, *[pending[n] for n in names])
                 answers.update(zip(names, rest))
             else:
                 k = kernel.secure(dist, p)
