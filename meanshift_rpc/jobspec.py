@@ -10,15 +10,18 @@ import yaml
 
 from meanshift_proto.v1 import service_pb2 as pb
 
-KERNELS = ("flat", "gaussian")
+from secure_meanshift.kernels import KERNEL_NAMES as KERNELS   # the one registry
+from secure_meanshift.params import MERGE_RULES, SEEDINGS
 EXAMPLE = """\
 name: demo
 parties:                 # order = MPC rank
   - {id: hospital-a, dataset: patients}
   - {id: hospital-b, dataset: patients}
-bandwidth: 0.1           # data units
+bandwidth: 0.1           # data units, or auto (estimated under MPC; quantile: 0.3)
 dust: 8
 kernel: flat             # flat | gaussian
+merge: intensity         # intensity (scikit-learn's) | first
+seeding: dust            # dust | bins | both (bins: seeds_per_party local modes per party)
 max_iter: 30
 oblivious: false         # true: always max_iter iterations, nothing revealed early
 bounds: {lo: [0, 0], hi: [1, 1]}   # public feature bounds
@@ -57,7 +60,8 @@ def parse(text: str) -> pb.JobSpec:
     if not isinstance(d, dict):
         raise SpecError("spec: expected a mapping of fields")
     known = {"name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
-             "bounds", "reveal_to", "merge_radius", "return_sizes", "summary"}
+             "bounds", "reveal_to", "merge_radius", "return_sizes", "summary", "merge",
+             "seeding", "seeds_per_party", "quantile"}
     unknown = sorted(set(d) - known)
     if unknown:
         raise SpecError(f"{unknown[0]}: unknown field")
@@ -102,17 +106,29 @@ def parse(text: str) -> pb.JobSpec:
         except (ValueError, AssertionError):
             raise SpecError("summary: 'exact', 'auto' or a cell size in (0, 2] bandwidths") \
                 from None
+    merge = d.get("merge") or "intensity"
+    if merge not in MERGE_RULES:
+        raise SpecError(f"merge: must be one of {', '.join(MERGE_RULES)}")
+    seeding = d.get("seeding") or "dust"
+    if seeding not in SEEDINGS:
+        raise SpecError(f"seeding: must be one of {', '.join(SEEDINGS)}")
+    auto = d.get("bandwidth") == "auto"
+    quantile = _num(d, "quantile", 0.3, positive=True)
+    if quantile > 1:
+        raise SpecError("quantile: must be in (0, 1]")
     for flag in ("oblivious", "return_sizes"):
         if not isinstance(d.get(flag, False), bool):
             raise SpecError(f"{flag}: must be true or false")
     spec = pb.JobSpec(
-        parties=refs, bandwidth=_num(d, "bandwidth", positive=True),
+        parties=refs, bandwidth=0.0 if auto else _num(d, "bandwidth", positive=True),
         n_dust=_num(d, "dust", 8, positive=True, integer=True), kernel=kernel,
         max_iter=_num(d, "max_iter", 30, positive=True, integer=True),
         tol=_num(d, "tol", 0.0), oblivious=bool(d.get("oblivious", False)),
         bounds_lo=lo, bounds_hi=hi, reveal_to=reveal,
         merge_radius=_num(d, "merge_radius", 0.0), return_sizes=bool(d.get("return_sizes", False)),
-        summary=summary, name=str(d.get("name", "")))
+        summary=summary, name=str(d.get("name", "")), merge=merge, seeding=seeding,
+        seeds_per_party=_num(d, "seeds_per_party", 32, positive=True, integer=True),
+        bandwidth_auto=auto, quantile=quantile)
     if spec.bandwidth / max(h - l for l, h in zip(lo, hi)) > math.sqrt(len(lo)):
         raise SpecError("bandwidth: is larger than the whole bounded domain")
     if spec.max_iter > 10_000:
@@ -127,11 +143,14 @@ def parse(text: str) -> pb.JobSpec:
 def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
     return {"name": spec.name, "parties": [{"id": p.id, "dataset": p.dataset}
                                            for p in spec.parties],
-            "bandwidth": spec.bandwidth, "dust": spec.n_dust, "kernel": spec.kernel,
+            "bandwidth": "auto" if spec.bandwidth_auto else spec.bandwidth,
+            "dust": spec.n_dust, "kernel": spec.kernel,
             "max_iter": spec.max_iter, "tol": spec.tol or None, "oblivious": spec.oblivious,
             "bounds": {"lo": list(spec.bounds_lo), "hi": list(spec.bounds_hi)},
             "reveal_to": list(spec.reveal_to), "merge_radius": spec.merge_radius or None,
-            "return_sizes": spec.return_sizes, "summary": spec.summary}
+            "return_sizes": spec.return_sizes, "summary": spec.summary,
+            "merge": spec.merge or "intensity", "seeding": spec.seeding or "dust",
+            "seeds_per_party": spec.seeds_per_party or 32, "quantile": spec.quantile or 0.3}
 
 
 def to_yaml(spec: pb.JobSpec) -> str:

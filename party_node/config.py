@@ -45,7 +45,7 @@ class Dataset:
 
 @dataclass
 class Policy:
-    kernels: list = field(default_factory=lambda: ["flat", "gaussian"])
+    kernels: list = field(default_factory=lambda: list(KERNEL_NAMES))
     min_parties: int = 2
     allowed_submitters: list = field(default_factory=lambda: ["*"])
     allowed_receivers: list = field(default_factory=lambda: ["*"])

@@ -66,7 +66,7 @@ class SecureMeanShift:
                  max_iter: int = 30, tol: Optional[float] = None, oblivious: bool = False,
                  seed: int = 0, summary=None, reveal_to=None, precision_bits: int = 20,
                  cluster_all: bool = True, bounds=None, quantile: float = 0.3,
-                 n_samples: Optional[int] = None, engine: str = "secure",
+                 n_samples: Optional[int] = 300, engine: str = "secure",
                  timeout_s: float = 120.0):
         self.bandwidth = bandwidth
         self.kernel, self.merge, self.merge_radius = kernel, merge, merge_radius
