@@ -238,8 +238,9 @@ class PartyNode:
         ids = [p.id for p in spec.parties]
         ranks = sorted({ids.index(r) for r in spec.reveal_to if r in ids}
                        | ({run.rank} if run.carry_result else set()))
-        return {"bandwidth": spec.bandwidth, "bounds": [list(spec.bounds_lo),
-                                                        list(spec.bounds_hi)],
+        auto = {"quantile": spec.quantile or 0.3} if spec.bandwidth_auto else {}
+        return {**auto, "bandwidth": "auto" if spec.bandwidth_auto else spec.bandwidth,
+                "bounds": [list(spec.bounds_lo), list(spec.bounds_hi)],
                 "n_dust": spec.n_dust, "kernel": spec.kernel, "max_iter": spec.max_iter,
                 "tol": spec.tol or None, "oblivious": spec.oblivious, "seed": seed,
                 "merge_radius": spec.merge_radius or None, "reveal_to": ranks or [0],

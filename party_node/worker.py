@@ -58,12 +58,19 @@ def main() -> int:
 
     try:
         points = load_points(job["path"], job.get("columns"))
-        params = MeanShiftParams(**job["params"])
         cfg = MPCConfig(rank=job["rank"], world_size=job["world_size"],
                         master_addr=job["master_addr"], master_port=job["master_port"],
                         timeout_s=job["timeout_s"], socket_ifname=job.get("ifname"))
-        out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
-                        name=f"data set {job['dataset']!r}")
+        if job["params"].get("bandwidth") == "auto":     # estimated under MPC first
+            from secure_meanshift.bandwidth import run_party_auto
+
+            out, _ = run_party_auto(points, job["params"], cfg,
+                                    progress=lambda ev: emit({"progress": ev}),
+                                    name=f"data set {job['dataset']!r}")
+        else:
+            params = MeanShiftParams(**job["params"])
+            out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
+                            name=f"data set {job['dataset']!r}")
     except InputError as exc:
         emit({"error": str(exc)})
         return 2

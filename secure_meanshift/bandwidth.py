@@ -130,3 +130,30 @@ def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = 0.3,
                            ([np.asarray(q, float) for q in parties], bounds, quantile,
                             n_samples, seed), timeout_s=timeout_s)
     return float(out[0])
+
+
+def run_party_auto(points: np.ndarray, params: dict, mpc, progress=None, name: str = "points"):
+    """One party's side of a ``bandwidth: auto`` job (party node worker): a first
+    MPC session estimates the bandwidth (only h is opened, to every party, as it
+    is a job parameter), a second runs mean-shift with it on the same rendezvous.
+    ``params``: MeanShiftParams fields with bandwidth "auto", plus ``quantile``
+    and optionally ``bandwidth_samples``."""
+    from dataclasses import replace as _replace
+
+    from .params import MeanShiftParams
+    from .runtime import _Session, run_party
+
+    kw = dict(params)
+    quantile = float(kw.pop("quantile", 0.3) or 0.3)
+    n_samples = kw.pop("bandwidth_samples", DEFAULT_SAMPLES)
+    bounds = kw["bounds"]
+    lo = np.asarray(bounds[0], float)
+    scale = float(np.max(np.subtract(bounds[1], bounds[0])))
+    x = check_points(np.asarray(points, float), (tuple(bounds[0]), tuple(bounds[1])), name)
+    probe = MeanShiftParams(**{**kw, "bandwidth": 1e-3 * scale})   # validates the rest
+    with _Session(mpc, probe):
+        h = secure_bandwidth_unit(to_unit(x, lo, scale), quantile, n_samples,
+                                  int(kw.get("seed", 0))) * scale
+    if progress:
+        progress({"stage": "bandwidth", "seconds": 0.0})
+    return run_party(points, _replace(probe, bandwidth=h), mpc, progress, name), h
