@@ -59,6 +59,8 @@ def main() -> int:
         bandwidth=spec.bandwidth, bounds=(list(spec.bounds_lo), list(spec.bounds_hi)),
         n_dust=spec.n_dust, kernel=spec.kernel, max_iter=spec.max_iter, tol=spec.tol or None,
         oblivious=spec.oblivious, merge_radius=spec.merge_radius or None, seed=int(job["seed"]),
+        merge=spec.merge or "intensity", seeding=spec.seeding or "dust",
+        seeds_per_party=spec.seeds_per_party or 32,
         summary="auto" if spec.summary == "auto" else
         (None if spec.summary == "exact" else float(spec.summary)))
     ref = reference_meanshift(synthetic_parts(len(spec.parties), a.points), params)

@@ -31,6 +31,7 @@ from typing import Optional
 import yaml
 
 from meanshift_rpc.tls import TLSFiles
+from secure_meanshift.kernels import KERNEL_NAMES
 
 
 class ConfigError(ValueError):
