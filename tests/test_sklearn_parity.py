@@ -39,8 +39,8 @@ def _check_against_sklearn(est, parts, sk=None):
     return ari, offset
 
 
-def _data(shape, dim, seed, parties=3):
-    x, _ = shapes.SHAPES[shape](seed=seed, dim=dim)
+def _data(shape, dim, seed, parties=3, n=600):
+    x, _ = shapes.SHAPES[shape](seed=seed, dim=dim, n=n)
     return shapes.spread_parties(x, parties, seed)
 
 
@@ -92,8 +92,8 @@ def test_intensity_merge_is_greedy_in_intensity_order():
     assert keep.tolist() == [True, False]
 
 
-def _secure_check(shape, dim):
-    parts = _data(shape, dim, seed=1)
+def _secure_check(shape, dim, parties=3, n=600):
+    parts = _data(shape, dim, seed=1, parties=parties, n=n)
     kw = dict(bounds=([0] * dim, [1] * dim), seeds_per_party=8, max_iter=50)
     est = SecureMeanShift(H, **kw).fit(parts)           # 3 spawned party processes
     twin = SecureMeanShift(H, engine="plaintext", **kw).fit(parts)
@@ -104,13 +104,13 @@ def _secure_check(shape, dim):
     _check_against_sklearn(est, parts)
 
 
-@pytest.mark.parametrize("shape,dim", [("elongated", 2), ("overlapping", 3)])
-def test_secure_default_semantics_match_twin_and_sklearn(shape, dim):
-    _secure_check(shape, dim)
+def test_secure_default_semantics_match_twin_and_sklearn():
+    _secure_check("elongated", 2, parties=2, n=300)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("shape,dim", [("touching", 2), ("elongated", 3), ("overlapping", 2),
+@pytest.mark.slow       # 3 parties, 600 points: 20-50 s each on the shared machine
+@pytest.mark.parametrize("shape,dim", [("elongated", 2), ("overlapping", 3), ("touching", 2),
+                                       ("elongated", 3), ("overlapping", 2),
                                        ("unbalanced", 3), ("separated", 3)])
 def test_secure_more_shapes(shape, dim):
     _secure_check(shape, dim)
