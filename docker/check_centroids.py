@@ -60,7 +60,7 @@ def main() -> int:
         n_dust=spec.n_dust, kernel=spec.kernel, max_iter=spec.max_iter, tol=spec.tol or None,
         oblivious=spec.oblivious, merge_radius=spec.merge_radius or None, seed=int(job["seed"]),
         merge=spec.merge or "intensity", seeding=spec.seeding or "dust",
-        seeds_per_party=spec.seeds_per_party or 32,
+        seeds_per_party=spec.seeds_per_party or 32, min_weight=spec.min_weight,
         summary="auto" if spec.summary == "auto" else
         (None if spec.summary == "exact" else float(spec.summary)))
     ref = reference_meanshift(synthetic_parts(len(spec.parties), a.points), params)

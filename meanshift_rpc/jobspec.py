@@ -61,7 +61,7 @@ def parse(text: str) -> pb.JobSpec:
         raise SpecError("spec: expected a mapping of fields")
     known = {"name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
              "bounds", "reveal_to", "merge_radius", "return_sizes", "summary", "merge",
-             "seeding", "seeds_per_party", "quantile"}
+             "seeding", "seeds_per_party", "quantile", "min_weight"}
     unknown = sorted(set(d) - known)
     if unknown:
         raise SpecError(f"{unknown[0]}: unknown field")
@@ -128,7 +128,9 @@ def parse(text: str) -> pb.JobSpec:
         merge_radius=_num(d, "merge_radius", 0.0), return_sizes=bool(d.get("return_sizes", False)),
         summary=summary, name=str(d.get("name", "")), merge=merge, seeding=seeding,
         seeds_per_party=_num(d, "seeds_per_party", 32, positive=True, integer=True),
-        bandwidth_auto=auto, quantile=quantile)
+        bandwidth_auto=auto, quantile=quantile, min_weight=_num(d, "min_weight", 0.0))
+    if spec.min_weight < 0:
+        raise SpecError("min_weight: must be >= 0")
     if spec.bandwidth / max(h - l for l, h in zip(lo, hi)) > math.sqrt(len(lo)):
         raise SpecError("bandwidth: is larger than the whole bounded domain")
     if spec.max_iter > 10_000:
@@ -150,7 +152,8 @@ def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
             "reveal_to": list(spec.reveal_to), "merge_radius": spec.merge_radius or None,
             "return_sizes": spec.return_sizes, "summary": spec.summary,
             "merge": spec.merge or "intensity", "seeding": spec.seeding or "dust",
-            "seeds_per_party": spec.seeds_per_party or 32, "quantile": spec.quantile or 0.3}
+            "seeds_per_party": spec.seeds_per_party or 32, "quantile": spec.quantile or 0.3,
+            "min_weight": spec.min_weight}
 
 
 def to_yaml(spec: pb.JobSpec) -> str:

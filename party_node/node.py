@@ -246,7 +246,7 @@ class PartyNode:
                 "merge_radius": spec.merge_radius or None, "reveal_to": ranks or [0],
                 "return_sizes": spec.return_sizes,
                 "merge": spec.merge or "intensity", "seeding": spec.seeding or "dust",
-                "seeds_per_party": spec.seeds_per_party or 32,
+                "seeds_per_party": spec.seeds_per_party or 32, "min_weight": spec.min_weight,
                 "summary": "auto" if spec.summary == "auto" else
                 (None if spec.summary == "exact" else float(spec.summary))}
 

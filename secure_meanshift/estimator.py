@@ -50,7 +50,7 @@ class SecureMeanShift:
     Parameters (all reach ``MeanShiftParams``; see its docstring):
         bandwidth: h in data units, or "auto" (secure estimate_bandwidth with
             ``quantile`` / ``n_samples``; only the bandwidth is revealed).
-        kernel, merge, merge_radius, seeding, seeds_per_party, n_dust, max_iter,
+        kernel, merge, merge_radius, seeding, seeds_per_party, n_dust, min_weight, max_iter,
         tol, oblivious, seed, summary, reveal_to, precision_bits: as in MeanShiftParams.
         cluster_all: labels semantics (see module docstring).
         bounds: public (lo, hi); default: the data's range (simulation only).
@@ -63,6 +63,7 @@ class SecureMeanShift:
     def __init__(self, bandwidth=None, *, kernel: str = DEFAULT_KERNEL,
                  merge: str = "intensity", merge_radius: Optional[float] = None,
                  seeding: str = "both", seeds_per_party: int = 32, n_dust: int = 8,
+                 min_weight: float = 0.0,
                  max_iter: int = 30, tol: Optional[float] = None, oblivious: bool = False,
                  seed: int = 0, summary=None, reveal_to=None, precision_bits: int = 20,
                  cluster_all: bool = True, bounds=None, quantile: float = 0.3,
@@ -71,6 +72,7 @@ class SecureMeanShift:
         self.bandwidth = bandwidth
         self.kernel, self.merge, self.merge_radius = kernel, merge, merge_radius
         self.seeding, self.seeds_per_party, self.n_dust = seeding, seeds_per_party, n_dust
+        self.min_weight = min_weight
         self.max_iter, self.tol, self.oblivious, self.seed = max_iter, tol, oblivious, seed
         self.summary, self.reveal_to, self.precision_bits = summary, reveal_to, precision_bits
         self.cluster_all, self.bounds = cluster_all, bounds
@@ -94,7 +96,7 @@ class SecureMeanShift:
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
             seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
             seeding=self.seeding, seeds_per_party=self.seeds_per_party,
-            reveal_to=None if self.reveal_to is None else tuple(self.reveal_to),
+            min_weight=self.min_weight, reveal_to=None if self.reveal_to is None else tuple(self.reveal_to),
             summary=self.summary, precision_bits=self.precision_bits)
 
     def fit(self, parties: Sequence[np.ndarray], y=None):

@@ -43,6 +43,10 @@ class MeanShiftParams:
             seed; ``"bins"``: each party contributes ``seeds_per_party``
             secret-shared seeds at its own binned local density peaks (seeds.py);
             ``"both"``: dusts first, then the binned seeds.
+        min_weight: with ``merge="intensity"``, centroids whose kernel weight sum
+            (points within h, flat kernel) is below this are dropped on shares;
+            0 drops only empty ones. E.g. 5 keeps a lone record from being
+            revealed as its own centroid (docs/leakage.md).
         seeds_per_party: the per-party seed budget for binned seeding (fixed,
             independent of N; padded so the count reveals nothing).
         reveal_to: ranks that receive the merged centroids (default: all).
@@ -69,6 +73,7 @@ class MeanShiftParams:
     merge: str = "intensity"
     seeding: str = "dust"
     seeds_per_party: int = 32
+    min_weight: float = 0.0
     reveal_to: Optional[tuple] = None
     return_sizes: bool = False
     summary: Optional[float] = None
@@ -115,6 +120,13 @@ class MeanShiftParams:
     def gaussian_power(self) -> int:
         """k with (1 - d^2/B)^(2^k) ~ exp(-d^2 / (2 h^2))."""
         return max(0, int(round(math.log2(self.distance_bound / (2 * self.h_unit**2)))))
+
+    @property
+    def keep_threshold(self) -> float:
+        """Smallest intensity a kept centroid may have (intensity merge)."""
+        from .division import EMPTY_BELOW
+
+        return max(EMPTY_BELOW, float(self.min_weight))
 
     @property
     def uses_dust(self) -> bool:
@@ -176,6 +188,9 @@ class MeanShiftParams:
             raise bad("merge", f"must be one of {', '.join(MERGE_RULES)}")
         if self.seeding not in SEEDINGS:
             raise bad("seeding", f"must be one of {', '.join(SEEDINGS)}")
+        if not (isinstance(self.min_weight, (int, float)) and math.isfinite(self.min_weight)
+                and self.min_weight >= 0):
+            raise bad("min_weight", "must be a number >= 0")
         if not isinstance(self.seeds_per_party, int) or not 1 <= self.seeds_per_party <= 1024:
             raise bad("seeds_per_party", "must be an integer in [1, 1024]")
         if self.reveal_to is not None:

@@ -60,14 +60,16 @@ def dominance(intensity: np.ndarray) -> np.ndarray:
     return dom & ~np.eye(m, dtype=bool)
 
 
-def merge_keep_intensity(c: np.ndarray, intensity: np.ndarray, radius: float) -> np.ndarray:
+def merge_keep_intensity(c: np.ndarray, intensity: np.ndarray, radius: float,
+                         min_weight: float = EMPTY_BELOW) -> np.ndarray:
     """scikit-learn's rule: in decreasing intensity, keep a centroid unless a kept
     one lies within the radius; drop empty ones. Computed as m rounds of
     keep_i = nonempty_i * prod_j (1 - A_ij keep_j), A = dominates & close,
-    which reaches the greedy answer after m rounds (the secure engine does the same)."""
+    which reaches the greedy answer after m rounds (the secure engine does the same).
+    "Empty" means an intensity below ``min_weight`` (params.keep_threshold)."""
     m = len(c)
     a = dominance(intensity) & (sq_distances(c, c) <= radius**2)
-    nonempty = intensity >= EMPTY_BELOW
+    nonempty = intensity >= min_weight
     keep = np.ones(m, dtype=bool)
     for _ in range(m):
         keep = nonempty & ~(a & keep[None, :]).any(axis=1)
@@ -118,7 +120,7 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
             break
     intensity = den[:, 0]
     if p.merge == "intensity":
-        keep = merge_keep_intensity(c, intensity, p.merge_unit)
+        keep = merge_keep_intensity(c, intensity, p.merge_unit, p.keep_threshold)
     else:
         keep = merge_keep(c, p.merge_unit)
     return c, keep, it, intensity, gap

@@ -140,7 +140,7 @@ def _rows_all_zero(b):
     return v
 
 
-def _merge_keep_intensity(c, intensity, radius: float):
+def _merge_keep_intensity(c, intensity, radius: float, min_weight: float):
     """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
     weight sum. dom_ij = [I_j - I_i +- TIE >= 0] (ties: lower index wins),
     A = dom * close, then m rounds of keep_i = nonempty_i * prod_j (1 - A_ij keep_j):
@@ -149,14 +149,12 @@ def _merge_keep_intensity(c, intensity, radius: float):
     m * (1 + log2 m) multiplication rounds; nothing is opened."""
     from .plaintext import TIE
 
-    from .division import EMPTY_BELOW
-
     m = c.size(0)
     j_lt_i = torch.tril(torch.ones(m, m), diagonal=-1)
     tie = j_lt_i * TIE - (1 - j_lt_i) * TIE
     diff = intensity.reshape(1, m) - intensity.reshape(m, 1) + tie
     close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c), diff,
-                                   intensity - EMPTY_BELOW)
+                                   intensity - min_weight)
     a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
     keep = nonempty
     for _ in range(m):       # a fixed, public number of rounds
@@ -418,7 +416,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     t_merge = time.perf_counter()
     if p.merge == "intensity":
         # the last pass's weight sums (what the twin calls intensity), public rescaling undone
-        keep = _merge_keep_intensity(c, den * (2**shift) if shift else den, p.merge_unit)
+        keep = _merge_keep_intensity(c, den * (2**shift) if shift else den, p.merge_unit,
+                                     p.keep_threshold)
     else:
         keep = _merge_keep(c, p.merge_unit)
     out = crypten.cat([keep * c, rescale(keep * 1, p.precision_bits)], dim=1)

@@ -44,6 +44,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="default bandwidth (bandwidth / 2 with --merge first)")
     a.add_argument("--seeding", choices=list(SEEDINGS), default="dust",
                    help="dust: public random rows; bins: every party's local modes; both")
+    a.add_argument("--min-weight", type=float, default=0.0,
+                   help="drop centroids with fewer points within h (0: only empty ones)")
     a.add_argument("--seeds-per-party", type=int, default=32,
                    help="fixed per-party seed budget for --seeding bins/both")
     a.add_argument("--reveal-to", help="comma-separated ranks that receive the result "
@@ -161,6 +163,7 @@ def run(args) -> int:
             max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
             merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
             merge=args.merge, seeding=args.seeding, seeds_per_party=args.seeds_per_party,
+            min_weight=args.min_weight,
             summary=resolve_summary(args.summary, sum(map(len, parts))))
         from .data import check_points
 

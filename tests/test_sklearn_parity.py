@@ -201,3 +201,15 @@ def test_secure_finds_all_30_clusters(seed):
     assert _found(got.centroids, true, p.bandwidth) == 30
     err, unmatched = match_error(got.centroids, ref.centroids)
     assert unmatched == 0 and err < 1e-3 * p.bandwidth
+
+
+def test_min_weight_keeps_a_lone_record_from_being_revealed():
+    parts = _data("separated", 2, seed=0, parties=2)
+    lone = np.array([[0.97, 0.03]])                      # far from every cluster
+    parts[1] = np.concatenate([parts[1], lone])
+    kw = dict(engine="plaintext", seeding="bins", seeds_per_party=8, bounds=([0, 0], [1, 1]))
+    plain = SecureMeanShift(H, **kw).fit(parts)
+    assert np.abs(plain.cluster_centers_ - lone).max(axis=1).min() < 1e-4   # revealed exactly
+    guarded = SecureMeanShift(H, min_weight=3, **kw).fit(parts)
+    assert len(guarded.cluster_centers_) == len(plain.cluster_centers_) - 1
+    assert guarded.labels_[1][-1] >= 0                   # cluster_all: still labelled
