@@ -58,6 +58,21 @@ def score(centres, labels, sk_centres, sk_labels):
             "clusters": int(len(centres))}
 
 
+def table(path: str) -> str:
+    """The README's markdown table from a results file."""
+    with open(path) as f:
+        res = json.load(f)
+    out = ["| data (3 parties) | points | scikit-learn clusters | twin ARI / offset | "
+           "secure ARI / offset | secure clusters | secure vs twin |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in res["rows"]:
+        tw, se = r["plaintext"], r["secure"]
+        out.append(f"| {r['shape']} | {r['points']:,} | {r['sklearn']['clusters']} | "
+                   f"{tw['ari']:.3f} / {tw['offset_h']:.4f} h | {se['ari']:.3f} / "
+                   f"{se['offset_h']:.4f} h | {se['clusters']} | {r['secure_vs_twin_h']:.1e} h |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -65,7 +80,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds-per-party", type=int, default=16)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "sklearn_parity.json"))
     ap.add_argument("--only", help="run only shapes whose name contains this")
+    ap.add_argument("--table", metavar="JSON", help="print the README table of a results file")
     a = ap.parse_args(argv)
+    if a.table:
+        print(table(a.table))
+        return 0
     from sklearn.cluster import MeanShift
 
     rows = []
