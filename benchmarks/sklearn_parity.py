@@ -44,9 +44,18 @@ def datasets(quick: bool):
         ("elongated (3-D)", *shapes.elongated(seed=1, n=600, dim=3), 3, {}),
         ("unbalanced (2-D)", *shapes.unbalanced(seed=1, n=1000), 2, {}),
         ("separated (5-D)", *shapes.separated(seed=1, n=600, dim=5), 5, {}),
+        ("report generator: 1,000 points, 8 centres", *_report_blobs(), 2, {}),
         (f"tiny cluster in {big:,} points (2-D)", *shapes.tiny_in_large(seed=1, n=big), 2,
          {"summary": 0.25, "sk_bin_seeding": True}),
     ]
+
+
+def _report_blobs():
+    """The issue's example: `simulate --parties 3 --points 1000 --centers 8`."""
+    from secure_meanshift.data import synthetic_blobs
+
+    x, c = synthetic_blobs(1000, 8, 2, spread=0.03, seed=0)
+    return x, np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
 
 
 def score(centres, labels, sk_centres, sk_labels):
@@ -62,12 +71,14 @@ def table(path: str) -> str:
     """The README's markdown table from a results file."""
     with open(path) as f:
         res = json.load(f)
-    out = ["| data (3 parties) | points | scikit-learn clusters | twin ARI / offset | "
-           "secure ARI / offset | secure clusters | secure vs twin |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| data (3 parties) | points | scikit-learn clusters | old default (twin) ARI / "
+           "clusters | twin ARI / offset | secure ARI / offset | secure clusters | "
+           "secure vs twin |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in res["rows"]:
-        tw, se = r["plaintext"], r["secure"]
-        out.append(f"| {r['shape']} | {r['points']:,} | {r['sklearn']['clusters']} | "
+        tw, se, od = r["plaintext"], r["secure"], r.get("old_default_twin")
+        old = f"{od['ari']:.2f} / {od['clusters']}" if od else "-"
+        out.append(f"| {r['shape']} | {r['points']:,} | {r['sklearn']['clusters']} | {old} | "
                    f"{tw['ari']:.3f} / {tw['offset_h']:.4f} h | {se['ari']:.3f} / "
                    f"{se['offset_h']:.4f} h | {se['clusters']} | {r['secure_vs_twin_h']:.1e} h |")
     return "\n".join(out)
@@ -109,6 +120,10 @@ def main(argv=None) -> int:
             row[engine] = {**score(est.cluster_centers_, np.concatenate(est.labels_),
                                    sk.cluster_centers_, sk.labels_),
                            "iterations": int(est.n_iter_), "wall_s": wall}
+        old = SecureMeanShift(H, engine="plaintext", merge="first", seeding="dust", n_dust=8,
+                              **{k: v for k, v in kw.items() if k != "seeds_per_party"}).fit(parts)
+        row["old_default_twin"] = score(old.cluster_centers_, np.concatenate(old.labels_),
+                                        sk.cluster_centers_, sk.labels_)
         from secure_meanshift.compare import match_error
 
         row["secure_vs_twin_h"] = match_error(est.cluster_centers_,
