@@ -57,3 +57,30 @@ def test_node_passes_new_parameters():
     params = PartyNode._params(None, spec, Run(), 7)
     assert params["bandwidth"] == "auto" and params["quantile"] == pytest.approx(0.3)
     assert params["seeding"] == "bins" and params["merge"] == "first"
+
+
+def test_simulate_cli_takes_the_same_parameters():
+    import argparse
+
+    from secure_meanshift.simcli import add_arguments
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    a = ap.parse_args(["--merge", "first", "--seeding", "both", "--seeds-per-party", "5",
+                       "--min-weight", "3", "--bandwidth", "auto", "--quantile", "0.2",
+                       "--kernel", KERNEL_NAMES[-1]])
+    assert (a.merge, a.seeding, a.seeds_per_party, a.min_weight) == ("first", "both", 5, 3.0)
+    assert a.bandwidth == "auto" and a.quantile == 0.2
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--merge", "biggest"])
+
+
+def test_estimator_params_build_engine_params():
+    from secure_meanshift import SecureMeanShift
+
+    est = SecureMeanShift(0.2, merge="first", seeding="bins", seeds_per_party=4, min_weight=2)
+    p = est.make_params(0.2, ([0, 0], [1, 1]))
+    assert (p.merge, p.seeding, p.seeds_per_party, p.min_weight) == ("first", "bins", 4, 2)
+    assert p.merge_unit == pytest.approx(0.1)                       # h/2 for the old rule
+    assert SecureMeanShift(0.2).make_params(0.2, ([0], [1])).merge_unit == pytest.approx(0.2)
+    assert set(est.get_params()) >= {"bandwidth", "kernel", "merge", "cluster_all"}
