@@ -108,6 +108,10 @@ def test_secure_default_semantics_match_twin_and_sklearn():
     _secure_check("elongated", 2, parties=2, n=300)
 
 
+def test_secure_default_semantics_3d_three_parties():
+    _secure_check("overlapping", 3, parties=3, n=300)
+
+
 @pytest.mark.slow       # 3 parties, 600 points: 20-50 s each on the shared machine
 @pytest.mark.parametrize("shape,dim", [("elongated", 2), ("overlapping", 3), ("touching", 2),
                                        ("elongated", 3), ("overlapping", 2),
