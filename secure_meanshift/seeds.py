@@ -84,16 +84,16 @@ def local_peaks(unit_points: np.ndarray, weights, h_unit: float, budget: int) ->
     if len(starts) > MAX_STARTS:
         starts = starts[np.argsort(-count, kind="stable")[:MAX_STARTS]]
     modes, inten = _local_meanshift(x, w, starts, h_unit)
+    # starts that reached the same mode: one row each (grid of h / 1000), then
+    # scikit-learn's merge, vectorised (plaintext.merge_keep_intensity)
+    key = np.round(modes / (h_unit * 1e-3)).astype(np.int64)
+    _, first = np.unique(key, axis=0, return_index=True)
+    modes, inten = modes[first], inten[first]
     order = np.lexsort((np.arange(len(modes)), -inten))
     modes, inten = modes[order], inten[order]
-    sq = ((modes[:, None, :] - modes[None, :, :]) ** 2).sum(-1)
-    keep = np.ones(len(modes), dtype=bool)
-    for i in range(len(modes)):          # greedy in intensity order (local, plaintext)
-        if keep[i]:
-            close = sq[i] <= h_unit * h_unit
-            close[: i + 1] = False
-            keep &= ~close
-    modes = modes[keep & (inten > 0)]
+    from .plaintext import merge_keep_intensity
+
+    modes = modes[merge_keep_intensity(modes, inten, h_unit, 1e-12)]
     if len(modes) == 0:
         modes = starts[:1]
     chosen = modes[np.arange(budget) % len(modes)]
