@@ -100,8 +100,3 @@ def local_peaks(unit_points: np.ndarray, weights, h_unit: float, budget: int) ->
     q = 2.0 ** SEED_GRID_BITS
     return np.round(chosen * q) / q
 
-
-def n_peaks(unit_points: np.ndarray, weights, h_unit: float) -> int:
-    """How many distinct peaks a party has (to choose a budget; plaintext only)."""
-    s = local_peaks(unit_points, weights, h_unit, 10_000)
-    return len(np.unique(s, axis=0))
