@@ -20,6 +20,8 @@ import logging
 import os
 import sys
 
+from secure_meanshift.kernels import DEFAULT_KERNEL, KERNEL_NAMES
+
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
 
 
@@ -58,7 +60,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
     demo.add_argument("--points", type=int, default=150, help="points per party")
-    demo.add_argument("--kernel", choices=["flat", "gaussian"], default="flat")
+    demo.add_argument("--kernel", choices=list(KERNEL_NAMES), default=DEFAULT_KERNEL)
     demo.add_argument("--bandwidth", type=float, default=0.1, help="data are in the unit box")
     demo.add_argument("--dust", type=int, default=24, help="dust points (initial centroids)")
     demo.add_argument("--plot", default="demo.png", help="PNG to write ('' for none)")

@@ -11,7 +11,9 @@ import yaml
 
 from meanshift_proto.v1 import service_pb2 as pb
 
-KERNELS = ("flat", "gaussian")
+from secure_meanshift.kernels import KERNEL_NAMES as KERNELS   # the one registry
+from secure_meanshift.params import MERGE_RULES, SEEDINGS
+
 # Hard limits every spec meets (the nodes' own policies are usually stricter).
 MAX_SPEC_BYTES = 64 * 1024
 MAX_PARTIES = 32
@@ -28,9 +30,11 @@ name: demo
 parties:                 # order = MPC rank
   - {id: hospital-a, dataset: patients}
   - {id: hospital-b, dataset: patients}
-bandwidth: 0.1           # data units
+bandwidth: 0.1           # data units, or auto (estimated under MPC; quantile: 0.3)
 dust: 8
 kernel: flat             # flat | gaussian
+merge: intensity         # intensity (scikit-learn's) | first
+seeding: dust            # dust | bins | both (bins: seeds_per_party local modes per party)
 max_iter: 30
 oblivious: false         # true: always max_iter iterations, nothing revealed early
 bounds: {lo: [0, 0], hi: [1, 1]}   # public feature bounds
@@ -81,7 +85,8 @@ def parse(text: str) -> pb.JobSpec:
         raise SpecError("spec: expected a mapping of fields")
     known = {"name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
              "bounds", "reveal_to", "merge_radius", "return_sizes", "summary",
-             "min_cluster_size", "dealer", "transport", "provider"}
+             "min_cluster_size", "dealer", "transport", "provider", "merge",
+             "seeding", "seeds_per_party", "quantile", "min_weight"}
     unknown = sorted(map(str, set(d) - known))
     if unknown:
         raise SpecError(f"{unknown[0][:64]}: unknown field")
@@ -143,6 +148,16 @@ def parse(text: str) -> pb.JobSpec:
         except (ValueError, AssertionError, OverflowError):
             raise SpecError("summary: 'exact', 'auto' or a cell size in (0, 2] bandwidths") \
                 from None
+    merge = d.get("merge") or "intensity"
+    if merge not in MERGE_RULES:
+        raise SpecError(f"merge: must be one of {', '.join(MERGE_RULES)}")
+    seeding = d.get("seeding") or "dust"
+    if seeding not in SEEDINGS:
+        raise SpecError(f"seeding: must be one of {', '.join(SEEDINGS)}")
+    auto = d.get("bandwidth") == "auto"
+    quantile = _num(d, "quantile", 0.3, positive=True)
+    if quantile > 1:
+        raise SpecError("quantile: must be in (0, 1]")
     for flag in ("oblivious", "return_sizes"):
         if not isinstance(d.get(flag, False), bool):
             raise SpecError(f"{flag}: must be true or false")
@@ -164,7 +179,7 @@ def parse(text: str) -> pb.JobSpec:
     if not isinstance(name, (str, int, float)) or len(str(name)) > 128:
         raise SpecError("name: a string of at most 128 characters")
     spec = pb.JobSpec(
-        parties=refs, bandwidth=_num(d, "bandwidth", positive=True),
+        parties=refs, bandwidth=0.0 if auto else _num(d, "bandwidth", positive=True),
         n_dust=_num(d, "dust", 8, positive=True, integer=True, maximum=MAX_DUST), kernel=kernel,
         max_iter=_num(d, "max_iter", 30, positive=True, integer=True, maximum=MAX_ITER),
         tol=_num(d, "tol", 0.0), oblivious=bool(d.get("oblivious", False)),
@@ -172,11 +187,17 @@ def parse(text: str) -> pb.JobSpec:
         merge_radius=_num(d, "merge_radius", 0.0), return_sizes=bool(d.get("return_sizes", False)),
         summary=summary, name=str(name), dealer=dealer, transport=transport,
         min_cluster_size=_num(d, "min_cluster_size", DEFAULT_MIN_CLUSTER_SIZE, positive=True,
-                              integer=True, maximum=1_000_000_000))
+                              integer=True, maximum=1_000_000_000),
+        merge=merge, seeding=seeding,
+        seeds_per_party=_num(d, "seeds_per_party", 32, positive=True, integer=True,
+                             maximum=MAX_DUST),
+        bandwidth_auto=auto, quantile=quantile, min_weight=_num(d, "min_weight", 0.0))
+    if spec.min_weight < 0:
+        raise SpecError("min_weight: must be >= 0")
     span = max(h - l for l, h in zip(lo, hi))
     if spec.bandwidth / span > math.sqrt(len(lo)):
         raise SpecError("bandwidth: is larger than the whole bounded domain")
-    if spec.bandwidth / span < MIN_BANDWIDTH_FRACTION:
+    if not spec.bandwidth_auto and spec.bandwidth / span < MIN_BANDWIDTH_FRACTION:
         raise SpecError(f"bandwidth: smaller than {MIN_BANDWIDTH_FRACTION:g} of the bounds' "
                         "largest span")
     if spec.max_iter > 10_000:
@@ -194,23 +215,30 @@ def parse(text: str) -> pb.JobSpec:
 def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
     return {"name": spec.name, "parties": [{"id": p.id, "dataset": p.dataset}
                                            for p in spec.parties],
-            "bandwidth": spec.bandwidth, "dust": spec.n_dust, "kernel": spec.kernel,
+            "bandwidth": "auto" if spec.bandwidth_auto else spec.bandwidth,
+            "dust": spec.n_dust, "kernel": spec.kernel,
             "max_iter": spec.max_iter, "tol": spec.tol or None, "oblivious": spec.oblivious,
             "bounds": {"lo": list(spec.bounds_lo), "hi": list(spec.bounds_hi)},
             "reveal_to": list(spec.reveal_to), "merge_radius": spec.merge_radius or None,
             "return_sizes": spec.return_sizes, "summary": spec.summary,
             "min_cluster_size": spec.min_cluster_size,
-            "dealer": spec.dealer, "transport": spec.transport or "tls"}
+            "dealer": spec.dealer, "transport": spec.transport or "tls",
+            "merge": spec.merge or "intensity", "seeding": spec.seeding or "dust",
+            "seeds_per_party": spec.seeds_per_party or 32, "quantile": spec.quantile or 0.3,
+            "min_weight": spec.min_weight}
 
 
 def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
     """The one place a job spec becomes the engine's parameters (a dict of
     MeanShiftParams keyword arguments, JSON-safe for the worker). ``receivers``:
-    the ranks that get the centroids; default: the parties in reveal_to."""
+    the ranks that get the centroids; default: the parties in reveal_to. With
+    ``bandwidth: auto`` the bandwidth is "auto" and ``quantile`` is added (the
+    worker estimates h under MPC first: bandwidth.run_party_auto)."""
     ids = [p.id for p in spec.parties]
     if receivers is None:
         receivers = sorted({ids.index(r) for r in spec.reveal_to if r in ids})
-    return {"bandwidth": spec.bandwidth,
+    auto = {"quantile": spec.quantile or 0.3} if spec.bandwidth_auto else {}
+    return {**auto, "bandwidth": "auto" if spec.bandwidth_auto else spec.bandwidth,
             "bounds": [list(spec.bounds_lo), list(spec.bounds_hi)],
             "n_dust": spec.n_dust, "kernel": spec.kernel, "max_iter": spec.max_iter,
             "tol": spec.tol or None, "oblivious": spec.oblivious, "seed": int(seed),
@@ -218,7 +246,9 @@ def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
             "reveal_to": list(receivers) or [0], "return_sizes": spec.return_sizes,
             "summary": "auto" if spec.summary == "auto" else
             (None if spec.summary == "exact" else float(spec.summary)),
-            "min_cluster_size": spec.min_cluster_size or 1}
+            "min_cluster_size": spec.min_cluster_size or 1,
+            "merge": spec.merge or "intensity", "seeding": spec.seeding or "dust",
+            "seeds_per_party": spec.seeds_per_party or 32, "min_weight": spec.min_weight}
 
 
 def to_yaml(spec: pb.JobSpec) -> str:

@@ -40,6 +40,7 @@ from typing import Optional
 import yaml
 
 from meanshift_rpc.tls import TLSFiles
+from secure_meanshift.kernels import KERNEL_NAMES
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,7 @@ class Dataset:
 
 @dataclass
 class Policy:
-    kernels: list = field(default_factory=lambda: ["flat", "gaussian"])
+    kernels: list = field(default_factory=lambda: list(KERNEL_NAMES))
     min_parties: int = 2
     allowed_submitters: list = field(default_factory=lambda: ["*"])
     allowed_receivers: list = field(default_factory=lambda: ["*"])

@@ -400,7 +400,7 @@ class PartyNode:
         if "*" not in pol.allowed_submitters and submitter not in pol.allowed_submitters:
             return f"submitter {submitter} may not run jobs on this data"
         span = max(h - l for l, h in zip(spec.bounds_lo, spec.bounds_hi))
-        if spec.bandwidth < pol.min_bandwidth_fraction * span:
+        if not spec.bandwidth_auto and spec.bandwidth < pol.min_bandwidth_fraction * span:
             return "policy: the bandwidth is below this party's minimum (relative to the bounds)"
         if spec.n_dust > pol.max_dust:
             return "policy: more dust points than this party allows"
@@ -591,9 +591,12 @@ class PartyNode:
     def _worker_job(self, job: Job, run: pb.Run, seed: int) -> dict:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
         ds = self.cfg.datasets[me.dataset]
+        params = self._params(job.spec, run, seed)
+        if job.spec.bandwidth_auto:      # this party's floor, checked once h is estimated
+            span = max(h - l for l, h in zip(job.spec.bounds_lo, job.spec.bounds_hi))
+            params["min_bandwidth"] = self.cfg.policy.min_bandwidth_fraction * span
         return {"role": "party", "path": ds.path, "columns": ds.columns,
-                "dataset": me.dataset, "params": self._params(job.spec, run, seed),
-                **self._mpc_payload(job, run, seed)}
+                "dataset": me.dataset, "params": params, **self._mpc_payload(job, run, seed)}
 
     def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
         payload = self._worker_job(job, run, seed)

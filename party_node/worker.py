@@ -71,9 +71,16 @@ def main() -> int:
             emit({"result": {"dealt": dealt, "wall_s": time.perf_counter() - t0}})
             return 0
         points = load(job["dataset"], job["path"], job.get("columns")).points
-        params = MeanShiftParams(**job["params"])
-        out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
-                        name=f"data set {job['dataset']!r}")
+        if job["params"].get("bandwidth") == "auto":     # estimated under MPC first
+            from secure_meanshift.bandwidth import run_party_auto
+
+            out, _ = run_party_auto(points, job["params"], cfg,
+                                    progress=lambda ev: emit({"progress": ev}),
+                                    name=f"data set {job['dataset']!r}")
+        else:
+            params = MeanShiftParams(**job["params"])
+            out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
+                            name=f"data set {job['dataset']!r}")
     except (InputError, DatasetError) as exc:      # may name rows: kept in the local log
         emit({"error": str(exc), "input": True})
         return 2

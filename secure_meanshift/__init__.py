@@ -19,15 +19,21 @@ from .errors import InputError, MPCError
 from .params import MeanShiftParams, dust_indices
 from .plaintext import PlainResult, reference_meanshift
 
-__all__ = ["InputError", "MPCError", "MeanShiftParams", "dust_indices", "PlainResult",
-           "reference_meanshift", "MPCConfig", "PartyOutcome", "run_party", "run_simulation",
-           "run_dealer", "Peer", "LinkSecurity"]
+__all__ = ["SecureMeanShift", "estimate_bandwidth", "InputError", "MPCError", "MeanShiftParams",
+           "dust_indices", "PlainResult", "reference_meanshift", "MPCConfig", "PartyOutcome",
+           "run_party", "run_simulation", "run_dealer", "Peer", "LinkSecurity"]
 
 
 def __getattr__(name):  # heavy (torch / CrypTen) parts load on first use
     if name in ("MPCConfig", "PartyOutcome", "run_party", "run_dealer", "Peer", "LinkSecurity"):
         from . import runtime
         return getattr(runtime, name)
+    if name == "SecureMeanShift":
+        from .estimator import SecureMeanShift
+        return SecureMeanShift
+    if name == "estimate_bandwidth":
+        from .bandwidth import estimate_bandwidth
+        return estimate_bandwidth
     if name == "run_simulation":
         from .simulate import run_simulation
         return run_simulation

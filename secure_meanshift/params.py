@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import InputError
 
-KERNELS = ("flat", "gaussian")
+from .kernels import KERNEL_NAMES as KERNELS  # the one registry
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,24 @@ class MeanShiftParams:
         oblivious: run exactly ``max_iter`` iterations and reveal nothing
             before the end (hides the iteration count).
         seed: shared public seed; picks the dust indices and nothing else.
-        merge_radius: centroids closer than this collapse (default h / 2).
+        merge: how close centroids are merged (both on shares, nothing extra opened):
+            ``"intensity"`` (default, scikit-learn's rule): of centroids within
+            ``merge_radius`` (default h) keep the one with the highest intensity
+            (its kernel weight sum), greedily in intensity order, and drop
+            centroids whose neighbourhood is empty; ``"first"`` (the old rule):
+            drop a centroid within ``merge_radius`` (default h / 2) of one with a
+            lower seed index.
+        merge_radius: centroids closer than this collapse (default: see ``merge``).
+        seeding: initial centroids. ``"dust"``: n_dust rows picked by the public
+            seed; ``"bins"``: each party contributes ``seeds_per_party``
+            secret-shared seeds at its own binned local density peaks (seeds.py);
+            ``"both"``: dusts first, then the binned seeds.
+        min_weight: with ``merge="intensity"``, centroids whose kernel weight sum
+            (points within h, flat kernel) is below this are dropped on shares;
+            0 drops only empty ones. E.g. 5 keeps a lone record from being
+            revealed as its own centroid (docs/leakage.md).
+        seeds_per_party: the per-party seed budget for binned seeding (fixed,
+            independent of N; padded so the count reveals nothing).
         reveal_to: ranks that receive the merged centroids (default: all).
         bounds: public (lo, hi) per feature, each of shape (d,). Every party's
             points must lie inside; one common scale maps them to the unit box.
@@ -56,6 +73,10 @@ class MeanShiftParams:
     oblivious: bool = False
     seed: int = 0
     merge_radius: Optional[float] = None
+    merge: str = "intensity"
+    seeding: str = "dust"
+    seeds_per_party: int = 32
+    min_weight: float = 0.0
     reveal_to: Optional[tuple] = None
     return_sizes: bool = False
     summary: Optional[float] = None
@@ -90,7 +111,8 @@ class MeanShiftParams:
 
     @property
     def merge_unit(self) -> float:
-        r = self.merge_radius if self.merge_radius is not None else self.bandwidth / 2
+        default = self.bandwidth if self.merge == "intensity" else self.bandwidth / 2
+        r = self.merge_radius if self.merge_radius is not None else default
         return r / self.scale
 
     @property
@@ -102,6 +124,26 @@ class MeanShiftParams:
     def gaussian_power(self) -> int:
         """k with (1 - d^2/B)^(2^k) ~ exp(-d^2 / (2 h^2))."""
         return max(0, int(round(math.log2(self.distance_bound / (2 * self.h_unit**2)))))
+
+    @property
+    def keep_threshold(self) -> float:
+        """Smallest intensity a kept centroid may have (intensity merge)."""
+        from .division import EMPTY_BELOW
+
+        return max(EMPTY_BELOW, float(self.min_weight))
+
+    @property
+    def uses_dust(self) -> bool:
+        return self.seeding in ("dust", "both")
+
+    @property
+    def uses_bins(self) -> bool:
+        return self.seeding in ("bins", "both")
+
+    def n_seeds(self, world_size: int) -> int:
+        """m: the (public) number of initial centroids."""
+        return (self.n_dust if self.uses_dust else 0) + \
+            (self.seeds_per_party * world_size if self.uses_bins else 0)
 
     def receivers(self, world_size: int) -> tuple:
         return tuple(range(world_size)) if self.reveal_to is None else tuple(self.reveal_to)
@@ -146,6 +188,15 @@ class MeanShiftParams:
             math.isfinite(self.merge_radius) and self.merge_radius >= 0
         ):
             raise bad("merge_radius", "must be a number >= 0")
+        if self.merge not in MERGE_RULES:
+            raise bad("merge", f"must be one of {', '.join(MERGE_RULES)}")
+        if self.seeding not in SEEDINGS:
+            raise bad("seeding", f"must be one of {', '.join(SEEDINGS)}")
+        if not (isinstance(self.min_weight, (int, float)) and math.isfinite(self.min_weight)
+                and self.min_weight >= 0):
+            raise bad("min_weight", "must be a number >= 0")
+        if not isinstance(self.seeds_per_party, int) or not 1 <= self.seeds_per_party <= 1024:
+            raise bad("seeds_per_party", "must be an integer in [1, 1024]")
         if self.reveal_to is not None:
             r = tuple(self.reveal_to)
             if not r or not all(isinstance(x, int) and x >= 0 for x in r):
@@ -171,7 +222,7 @@ class MeanShiftParams:
             raise InputError("parties: at least 2 parties are needed")
         if total_points < 1:
             raise InputError("points: the parties hold no points at all")
-        if self.n_dust > total_points:
+        if self.uses_dust and self.n_dust > total_points:
             raise InputError(
                 f"n_dust: {self.n_dust} dusts requested but only {total_points} points "
                 "(or summary representatives) in total; need n_dust <= N")
@@ -180,6 +231,8 @@ class MeanShiftParams:
             raise InputError(f"reveal_to: rank {bad[0]} does not exist (world size {world_size})")
 
 
+MERGE_RULES = ("intensity", "first")
+SEEDINGS = ("dust", "bins", "both")
 AUTO_EXACT_UP_TO = 20_000
 AUTO_CELL = 0.25
 

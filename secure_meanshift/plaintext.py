@@ -15,6 +15,17 @@ from .data import from_unit, to_unit
 from .division import EMPTY_BELOW
 from .kernels import plain_kernel
 from .params import MeanShiftParams, dust_indices
+from .seeds import local_peaks
+
+POINT_BITS = 16
+
+
+def quantise_points(unit_points) -> np.ndarray:
+    """Points on the 2^-16 grid the secure engine shares them on (protocol.quantise_points)."""
+    q = 2.0**POINT_BITS
+    return np.round(np.asarray(unit_points, dtype=np.float64) * q) / q
+
+TIE = 1.0 / 64      # intensities closer than this tie; the lower seed index wins
 
 
 @dataclass
@@ -23,6 +34,8 @@ class PlainResult:
     sizes: Optional[np.ndarray]    # (c,) points nearest to each centroid, or None
     iterations: int
     unmerged: np.ndarray           # (m, d) data units, before merging
+    intensity: Optional[np.ndarray] = None   # (m,) kernel weight sums at the last pass
+    edge_gap: Optional[float] = None   # flat kernel: closest | |c - x| - h | seen (data units)
 
 
 def sq_distances(c: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -31,29 +44,86 @@ def sq_distances(c: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def merge_keep(c: np.ndarray, radius: float) -> np.ndarray:
-    """keep_i = no earlier centroid j < i lies within the merge radius."""
+    """The "first" rule: keep_i = no earlier centroid j < i lies within the merge radius."""
     close = sq_distances(c, c) <= radius**2
     earlier = np.tril(np.ones_like(close, dtype=bool), k=-1)
     return ~(close & earlier).any(axis=1)
 
 
-def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams
-                   ) -> tuple[np.ndarray, np.ndarray, int]:
+def dominance(intensity: np.ndarray) -> np.ndarray:
+    """dom[i, j] = centroid j outranks i: higher intensity, or a tie (within TIE)
+    and a lower index. One sign test per pair, exactly as on shares."""
+    m = len(intensity)
+    j_lt_i = np.tril(np.ones((m, m), dtype=bool), k=-1)
+    t = np.where(j_lt_i, TIE, -TIE)
+    dom = intensity[None, :] - intensity[:, None] + t >= 0
+    return dom & ~np.eye(m, dtype=bool)
+
+
+def merge_keep_intensity(c: np.ndarray, intensity: np.ndarray, radius: float,
+                         min_weight: float = EMPTY_BELOW) -> np.ndarray:
+    """scikit-learn's rule: in decreasing intensity, keep a centroid unless a kept
+    one lies within the radius; drop empty ones. Computed as m rounds of
+    keep_i = nonempty_i * prod_j (1 - A_ij keep_j), A = dominates & close,
+    which reaches the greedy answer after m rounds (the secure engine does the same).
+    "Empty" means an intensity below ``min_weight`` (params.keep_threshold)."""
+    m = len(c)
+    a = dominance(intensity) & (sq_distances(c, c) <= radius**2)
+    nonempty = intensity >= min_weight
+    keep = np.ones(m, dtype=bool)
+    for _ in range(m):
+        keep = nonempty & ~(a & keep[None, :]).any(axis=1)
+    return keep
+
+
+def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.ndarray]],
+                  p: MeanShiftParams) -> np.ndarray:
+    """(m, d) initial centroids: dusts, then each party's binned peaks (seeds.py)."""
+    x = np.concatenate(units)
+    parts = []
+    if p.uses_dust:
+        parts.append(x[dust_indices(p.seed, len(x), p.n_dust)])
+    if p.uses_bins:
+        for i, u in enumerate(units):
+            parts.append(local_peaks(u, None if weights is None else weights[i], p.h_unit,
+                                     p.seeds_per_party))
+    return np.concatenate(parts).copy()
+
+
+def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
+                   seeds: Optional[np.ndarray] = None):
     """Weighted mean-shift in the unit box. x (N, d), w (N,).
-    Returns (unmerged centroids (m, d), keep mask (m,), iterations)."""
-    c = x[dust_indices(p.seed, len(x), p.n_dust)].copy()
+    Returns (unmerged centroids (m, d), keep mask (m,), iterations, intensity (m,),
+    closest approach of a point to a flat kernel's edge (unit box))."""
+    c = (x[dust_indices(p.seed, len(x), p.n_dust)] if seeds is None else seeds).copy()
     xw = np.concatenate([x * w[:, None], w[:, None]], axis=1)
     it = 0
+    gap = np.inf
+    den = None
     for it in range(1, p.max_iter + 1):
-        k = plain_kernel(sq_distances(c, x), p)
+        sq = sq_distances(c, x)
+        if p.kernel == "flat":
+            gap = min(gap, float(np.abs(np.sqrt(np.maximum(sq, 0)) - p.h_unit).min()))
+        k = plain_kernel(sq, p)
         s = k @ xw
         den = s[:, -1:]
         new = np.where(den >= EMPTY_BELOW, s[:, :-1] / np.maximum(den, EMPTY_BELOW), c)
         moved = bool((np.abs(new - c) >= p.tol_unit).any())
         c = new
         if not p.oblivious and not moved:
+            if it == p.max_iter:        # the secure engine stops without another pass
+                break
+            # the secure engine learns "stopped" in the next pass, at the new c:
+            # its intensities are that pass's weight sums
+            sq = sq_distances(c, x)
+            den = (plain_kernel(sq, p) @ w[:, None])
             break
-    return c, merge_keep(c, p.merge_unit), it
+    intensity = den[:, 0]
+    if p.merge == "intensity":
+        keep = merge_keep_intensity(c, intensity, p.merge_unit, p.keep_threshold)
+    else:
+        keep = merge_keep(c, p.merge_unit)
+    return c, keep, it, intensity, gap
 
 
 def nearest_sizes(c: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -73,10 +143,12 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
 
         pairs = [summarize(u, p.h_unit * p.summary) for u in units]
         units, weights = [a for a, _ in pairs], [b for _, b in pairs]
+    units = [quantise_points(u) for u in units]    # the engine's 2^-16 grid
     x = np.concatenate(units)
     w = (np.concatenate([np.asarray(v, float) for v in weights]) if weights is not None
          else np.ones(len(x)))
-    c, keep, it = meanshift_unit(x, w, p)
+    seeds = initial_seeds(units, weights, p)
+    c, keep, it, intensity, gap = meanshift_unit(x, w, p, seeds)
     sizes = nearest_sizes(c[keep], x, w) if p.return_sizes else None
     if p.min_cluster_size > 1:         # as protocol.suppress_small (sizes before it)
         big = nearest_sizes(c[keep], x, w) >= p.min_cluster_size - 0.5
@@ -84,8 +156,8 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
         keep[np.flatnonzero(keep)[~big]] = False
     cents, order = sort_rows(from_unit(c[keep], p.lo, p.scale))
     sizes = sizes[order] if sizes is not None else None
-    return PlainResult(cents, sizes, it,
-                       from_unit(c, p.lo, p.scale))
+    return PlainResult(cents, sizes, it, from_unit(c, p.lo, p.scale), intensity,
+                       None if not np.isfinite(gap) else gap * p.scale)
 
 
 def sort_rows(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,9 @@ Every step is one vectorised operation over all dusts and all points:
   kernel   K = flat(D) or gaussian(D)             (kernels.py)
   update   S = K [w x | w];  C' = S_x / S_w       (division.py)
   stop     reveal one bit: did any |C' - C|_inf exceed tol   (not if oblivious)
-  merge    keep_i = no earlier centroid within the merge radius
+  merge    "intensity" (default, scikit-learn's): greedy in decreasing kernel
+           weight sum, drop a centroid within the radius of a kept one;
+           "first": keep_i = no earlier centroid within the merge radius
   shuffle  every party applies a secret permutation, so position reveals nothing
   reveal   [keep * C, keep] to the ranks in reveal_to only
 
@@ -29,8 +31,10 @@ import torch
 from ._compat import import_crypten
 from .division import divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
-from .kernels import secure_kernel
+from .kernels import get_kernel
 from .params import MeanShiftParams, dust_indices
+from .plaintext import POINT_BITS, quantise_points
+from .seeds import local_peaks
 
 # Rows per Beaver matmul when fixed-point weights meet fixed-point points: the
 # pre-truncation sum stays below 2^44, so CrypTen's probabilistic truncation
@@ -110,37 +114,120 @@ def _any_bit(bits):
     return 1 - v
 
 
-def _row_and(bits):
-    """AND along each row of 0/1 (scale 1) shares: log2(columns) multiplication rounds."""
-    crypten = import_crypten()
-    v = bits
-    while v.size(1) > 1:
-        if v.size(1) % 2:
-            v = crypten.cat([v, v[:, :1] * 0 + 1], dim=1)
-        half = v.size(1) // 2
-        v = v[:, :half] * v[:, half:]
-    return v
-
-
 def _keep_if_valid(new, old, den_bits):
     """Oblivious mode: new where the update passed its sanity tests (denominator
     in range, centroid inside the box), else old; one comparison, no opening."""
     crypten = import_crypten()
     m = new.size(0)
     (inside,) = ge_zero(crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new], dim=1))
-    ok = _row_and(crypten.cat([inside, den_bits[:m], den_bits[m:]], dim=1))   # (m, 1)
+    ok = _rows_all_zero(1 - crypten.cat([inside, den_bits[:m], den_bits[m:]], dim=1))
     return old + ok * (new - old)
 
 
-def _merge_keep(c, radius: float):
-    """keep_i = 1 - [exists j < i: |c_i - c_j|^2 < radius^2], on shares."""
-    m = c.size(0)
+def _pair_sq_distances(c):
     cc = (c * c).sum(dim=1, keepdim=True)
-    d = cc + cc.t() - 2.0 * c.matmul(c.t())
-    (close,) = ge_zero(radius * radius - d)         # (m, m), scale 1
+    return cc + cc.t() - 2.0 * c.matmul(c.t())
+
+
+def _merge_keep(c, radius: float):
+    """The "first" rule: keep_i = 1 - [exists j < i: |c_i - c_j|^2 < radius^2], on shares."""
+    m = c.size(0)
+    (close,) = ge_zero(radius * radius - _pair_sq_distances(c))      # (m, m), scale 1
     earlier = torch.tril(torch.ones(m, m, dtype=torch.long), diagonal=-1)
     dups = (close * earlier).sum(dim=1, keepdim=True)
     return 1 - dups.gt(0)
+
+
+def _rows_all_zero(b):
+    """(m, n) 0/1 shares -> (m, 1) prod_j (1 - b_ij): log2(n) multiplication rounds,
+    no comparison (0/1 values: duplicating a column leaves the product unchanged)."""
+    crypten = import_crypten()
+    v = 1 - b
+    while v.size(1) > 1:
+        if v.size(1) % 2:
+            v = crypten.cat([v, v[:, :1]], dim=1)
+        half = v.size(1) // 2
+        v = v[:, :half] * v[:, half:]
+    return v
+
+
+def _merge_keep_intensity(c, intensity, radius: float, min_weight: float):
+    """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
+    weight sum. dom_ij = [I_j - I_i +- TIE >= 0] (ties: lower index wins),
+    A = dom * close, then m rounds of keep_i = nonempty_i * prod_j (1 - A_ij keep_j):
+    after round t the t highest-ranked centroids are final, so m rounds give the
+    greedy answer (plaintext.merge_keep_intensity). One batched comparison,
+    m * (1 + log2 m) multiplication rounds; nothing is opened."""
+    from .plaintext import TIE
+
+    m = c.size(0)
+    j_lt_i = torch.tril(torch.ones(m, m), diagonal=-1)
+    tie = j_lt_i * TIE - (1 - j_lt_i) * TIE
+    diff = intensity.reshape(1, m) - intensity.reshape(m, 1) + tie
+    close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c), diff,
+                                   intensity - min_weight)
+    a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
+    keep = nonempty
+    for _ in range(m):       # a fixed, public number of rounds
+        keep = nonempty * _rows_all_zero(a * keep.reshape(1, m))
+    return keep
+
+
+def _int_view(x):
+    """The same shares read as integers (scale 1): x's fixed-point encoding itself."""
+    from crypten.encoder import FixedPointEncoder
+
+    y = x.clone()
+    y.encoder = FixedPointEncoder(precision_bits=0)
+    return y
+
+
+def _share_int_column(values: np.ndarray, rows: list, rank: int):
+    """(N, 1) integer shares (scale 1) of each owner's int64 column, in rank order."""
+    crypten = import_crypten()
+    parts = []
+    for src, n in enumerate(rows):
+        data = (torch.from_numpy(np.asarray(values, np.int64)).reshape(-1, 1) if src == rank
+                else torch.zeros(n, 1, dtype=torch.long))
+        parts.append(crypten.cryptensor(data, src=src, precision=0))
+    return crypten.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+
+
+def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
+    """r^2 - |c - x|^2 >= 0, decided exactly on the integer encodings: with
+    c = C 2^-P (P = bits) and x = X 2^-16, at scale 2^(2P)
+        T = floor(r^2 2^2P) - C.C + 2^(P-15) C.X - 2^(2P-32) X.X
+    is an exact ring integer (no truncation: a secret times an integer view needs
+    none) of magnitude < d 2^(2P+2), and its sign is exactly the flat kernel's
+    test for the centroid the parties hold. One Beaver matmul, as before.
+    Returns T relabelled at 16 bits (same shares, same sign) for ge_zero."""
+    from crypten.encoder import FixedPointEncoder
+
+    ci = _int_view(c)
+    cc = _int_view((c * ci).sum(dim=1, keepdim=True))          # C.C
+    cx = _int_view(c.matmul(xi_t))                              # C.X, (m, n)
+    r = int(math.floor(radius2 * 2.0 ** (2 * bits)))
+    t = cx * (2 ** (bits - 15)) - cc - xx * (2 ** (2 * bits - 32)) + r
+    t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
+    return t
+
+
+def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
+                       total_rows: int, p: MeanShiftParams):
+    """(m, d) initial centroids at p.precision_bits: the dusts (public rows of the
+    shared points), then every party's binned local peaks (seeds.py), each
+    secret-shared by its owner; m = p.n_seeds(world) is public."""
+    crypten = import_crypten()
+    parts = []
+    if p.uses_dust:
+        idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
+        parts.append(pts[idx])
+    if p.uses_bins:
+        k = p.seeds_per_party
+        mine = local_peaks(unit_points, weights, p.h_unit, k)
+        parts.append(_share_rows(mine, [k] * world, mine.shape[1], rank))
+    c = crypten.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+    return rescale(c, p.precision_bits)   # centroids live at the higher precision
 
 
 def _shuffle(y, world_size: int):
@@ -192,7 +279,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     total_rows, total_points = sum(rows), sum(points)
     p.check_world(world, total_rows)
 
-    x = np.asarray(unit_points, dtype=np.float64)
+    x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)
     sq = (x * x).sum(1, keepdims=True)
     shift = 0
     if weighted:
@@ -210,18 +297,22 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     pts, sqn = shared[:, :d], shared[:, d:d + 1]
     upd = shared[:, d + 1:] if weighted else pts
 
-    idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
+    kernel = get_kernel(p.kernel)
+    flat_kernel = kernel.edge is not None     # a sign test: batched with the pending ones
     hi_bits = p.precision_bits
-    c = rescale(pts[idx], hi_bits)     # centroids live at the higher precision
-    m = p.n_dust
+    c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
+    exact_edge = kernel.radius2 is not None
+    if exact_edge:       # |X|^2 of the integer encodings, exact (for _exact_edge)
+        xint = np.round(x * 2.0**POINT_BITS).astype(np.int64)
+        xx = _share_int_column((xint * xint).sum(1), rows, rank).t()    # (1, N)
+        pts_int = _int_view(pts)
+    m = p.n_seeds(world)
     chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
     bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
     share_s = time.perf_counter() - t_share
     notify({"stage": "shared", "rows": total_rows, "points": total_points,
             "seconds": share_s})
 
-    h2 = p.h_unit ** 2
-    flat_kernel = p.kernel == "flat"
     per_iter: list = []
     iterations = 0
     # Sign tests of the last update, answered inside the next pass's first
@@ -233,20 +324,25 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     while True:
         t0 = time.perf_counter()
         t_dist = t_kern = t_upd = 0.0
-        c16 = rescale(c, BULK_BITS)
-        cc = (c16 * c16).sum(dim=1, keepdim=True)
+        if not exact_edge:
+            c16 = rescale(c, BULK_BITS)
+            cc = (c16 * c16).sum(dim=1, keepdim=True)
         sums = den = None
         answers: dict = {}
         for ci, (a, b) in enumerate(bounds):
             ta = time.perf_counter()
-            dist = cc - 2.0 * c16.matmul(pts[a:b].t()) + sqn[a:b].t()
+            if exact_edge:
+                edge = _exact_edge(c, pts_int[a:b].t(), xx[:, a:b], kernel.radius2(p), hi_bits)
+            else:
+                dist = cc - 2.0 * c16.matmul(pts[a:b].t()) + sqn[a:b].t()
+                edge = kernel.edge(dist, p) if flat_kernel else None
             tb = time.perf_counter()
             if flat_kernel:
                 names = list(pending) if ci == 0 else []
-                k, *rest = ge_zero(h2 - dist, *[pending[n] for n in names])
+                k, *rest = ge_zero(edge, *[pending[n] for n in names])
                 answers.update(zip(names, rest))
             else:
-                k = secure_kernel(dist, p)
+                k = kernel.secure(dist, p)
             tc = time.perf_counter()
             s = _weighted_sums(k, upd[a:b], True)
             sums = s if sums is None else sums + s
@@ -345,7 +441,12 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             break
 
     t_merge = time.perf_counter()
-    keep = _merge_keep(c, p.merge_unit)
+    if p.merge == "intensity":
+        # the last pass's weight sums (what the twin calls intensity), public rescaling undone
+        keep = _merge_keep_intensity(c, den * (2**shift) if shift else den, p.merge_unit,
+                                     p.keep_threshold)
+    else:
+        keep = _merge_keep(c, p.merge_unit)
     small = None
     if p.return_sizes or p.min_cluster_size > 1:
         sizes_col = _nearest_sizes(rescale(c, BULK_BITS), keep, pts, sqn,

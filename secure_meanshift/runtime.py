@@ -18,7 +18,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -241,16 +241,21 @@ def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "poin
 
 
 def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
-              progress: Optional[Progress] = None, name: str = "points") -> PartyOutcome:
+              progress: Optional[Progress] = None, name: str = "points",
+              before: Optional[Callable] = None) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
 
     Bad input raises InputError before any connection is made.
-    A lost peer or a timeout raises MPCError.
+    A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
+    given, runs first inside the same MPC session (e.g. the bandwidth estimate
+    of a ``bandwidth: auto`` job), so the dealer and the links serve both.
     """
     t0 = time.perf_counter()
     check_points(points, params.bounds, name)       # fail before connecting to anyone
     with _Session(mpc, params):
         try:
+            if before is not None:
+                params = before(params)
             if params.summary == "auto":
                 params = replace(params, summary=resolve_summary("auto", _total_points(len(points))))
             rows, weights, n = prepare_local(points, params, name)
@@ -260,9 +265,11 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
         except Exception as exc:
             raise MPCError(f"secure computation aborted: {_describe(exc)}") from None
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
-    return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
-                        res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows, mpc.provider, mpc.transport)
+    out = PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
+                       res.share_s, time.perf_counter() - t0, res.communication,
+                       res.points, res.rows, mpc.provider, mpc.transport)
+    out.params = params
+    return out
 
 
 def _total_points(n: int) -> int:

@@ -10,6 +10,8 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError, MPCError
+from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
+from .params import MERGE_RULES, SEEDINGS
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -26,15 +28,26 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--bounds", help="public feature bounds 'lo1,lo2,..:hi1,hi2,..' "
                    "(default: [0,1] for synthetic data, the files' min/max otherwise)")
     a = ap.add_argument_group("algorithm")
-    a.add_argument("--bandwidth", type=float, default=0.1, help="kernel radius h, data units")
+    a.add_argument("--bandwidth", default="0.1",
+                   help="kernel radius h, data units, or 'auto' (secure estimate_bandwidth)")
+    a.add_argument("--quantile", type=float, default=0.3, help="for --bandwidth auto")
     a.add_argument("--dust", type=int, default=8, help="number of dust points m")
-    a.add_argument("--kernel", choices=["flat", "gaussian"], default="flat")
+    a.add_argument("--kernel", choices=list(KERNEL_NAMES), default=DEFAULT_KERNEL)
     a.add_argument("--max-iter", type=int, default=30)
     a.add_argument("--tol", type=float, default=None, help="default 1e-3 * bandwidth")
     a.add_argument("--oblivious", action="store_true",
                    help="run exactly --max-iter iterations, reveal nothing before the end")
     a.add_argument("--seed", type=int, default=0, help="shared seed choosing the dusts")
-    a.add_argument("--merge-radius", type=float, default=None, help="default bandwidth / 2")
+    a.add_argument("--merge", choices=list(MERGE_RULES), default="intensity",
+                   help="intensity: scikit-learn's rule (default); first: the old rule")
+    a.add_argument("--merge-radius", type=float, default=None,
+                   help="default bandwidth (bandwidth / 2 with --merge first)")
+    a.add_argument("--seeding", choices=list(SEEDINGS), default="dust",
+                   help="dust: public random rows; bins: every party's local modes; both")
+    a.add_argument("--min-weight", type=float, default=0.0,
+                   help="drop centroids with fewer points within h (0: only empty ones)")
+    a.add_argument("--seeds-per-party", type=int, default=32,
+                   help="fixed per-party seed budget for --seeding bins/both")
     a.add_argument("--reveal-to", help="comma-separated ranks that receive the result "
                    "(default: all)")
     a.add_argument("--sizes", action="store_true", help="also reveal cluster sizes")
@@ -149,10 +162,20 @@ def run(args) -> int:
     try:
         parts, bounds = _load_parts(args)
         reveal = tuple(int(r) for r in args.reveal_to.split(",")) if args.reveal_to else None
+        bandwidth = args.bandwidth
+        if str(bandwidth).lower() == "auto":
+            from .bandwidth import estimate_bandwidth
+
+            bandwidth = estimate_bandwidth(parts, quantile=args.quantile, seed=args.seed,
+                                           bounds=bounds, timeout_s=args.timeout * 10)
+            print(f"bandwidth (secure estimate, quantile {args.quantile}): {bandwidth:.6g}",
+                  file=sys.stderr)
         params = MeanShiftParams(
-            bandwidth=args.bandwidth, bounds=bounds, n_dust=args.dust, kernel=args.kernel,
+            bandwidth=float(bandwidth), bounds=bounds, n_dust=args.dust, kernel=args.kernel,
             max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
             merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
+            merge=args.merge, seeding=args.seeding, seeds_per_party=args.seeds_per_party,
+            min_weight=args.min_weight,
             summary=resolve_summary(args.summary, sum(map(len, parts))))
         from .data import check_points
 

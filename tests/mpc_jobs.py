@@ -66,13 +66,14 @@ def counted_openings_job(rank, parts, params, fault_at=0):
                 return _orig(*args, **kwargs)
 
             setattr(cls, name, staticmethod(counting) if name == "reveal_batch" else counting)
-    merge = proto._merge_keep
+    def marking(fn):
+        def marked(*args, **kwargs):
+            state["end"] = True
+            return fn(*args, **kwargs)
+        return marked
 
-    def marked(*args, **kwargs):
-        state["end"] = True
-        return merge(*args, **kwargs)
-
-    proto._merge_keep = marked
+    proto._merge_keep = marking(proto._merge_keep)             # either merge rule
+    proto._merge_keep_intensity = marking(proto._merge_keep_intensity)
     if fault_at:
         division = proto.divide_with_bits
 
@@ -96,3 +97,24 @@ def comparison_job(rank, values, thresholds):
     crypten.comm.get().reset_communication_stats()
     out = [(x >= t).get_plain_text().numpy() for t in thresholds]
     return out, crypten.comm.get().get_communication_stats()
+def exact_edge_job(rank, c, x, radius2, bits):
+    """The flat kernel's edge test on shares, exact path and the old 16-bit path."""
+    import numpy as np
+
+    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.fixedpoint import ge_zero, rescale
+    from secure_meanshift.protocol import _exact_edge, _int_view
+
+    crypten = import_crypten()
+    ct = crypten.cryptensor(torch.tensor(c, dtype=torch.float64), src=0, precision=bits)
+    pts = crypten.cryptensor(torch.tensor(x, dtype=torch.float32), src=1)      # 16 bits
+    xi = np.round(np.asarray(x) * 2.0**16).astype(np.int64)
+    xx = crypten.cryptensor(torch.from_numpy((xi * xi).sum(1)).reshape(1, -1), src=1,
+                            precision=0)
+    (exact,) = ge_zero(_exact_edge(ct, _int_view(pts).t(), xx, radius2, bits))
+    c16 = rescale(ct, 16)
+    sq = crypten.cryptensor(torch.tensor((np.asarray(x) ** 2).sum(1, keepdims=True),
+                                         dtype=torch.float32), src=1)
+    dist = (c16 * c16).sum(dim=1, keepdim=True) - 2.0 * c16.matmul(pts.t()) + sq.t()
+    (old,) = ge_zero(radius2 - dist)
+    return exact.get_plain_text().numpy(), old.get_plain_text().numpy()

@@ -116,6 +116,7 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
 
     runtime.run_protocol = phase("protocol", runtime.run_protocol)
     protocol._merge_keep = phase("merge", protocol._merge_keep)
+    protocol._merge_keep_intensity = phase("merge", protocol._merge_keep_intensity)
     protocol._shuffle = phase("shuffle", protocol._shuffle, after="reveal")
 
     # ---- keys of every cryptographic stream --------------------------------

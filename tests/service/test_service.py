@@ -350,3 +350,28 @@ def test_analyst_result_is_sealed_end_to_end(cluster):
         with pytest.raises(SealError):
             unseal(fh.read(), info["job_id"], sealed.recipient, sealed.ephemeral_key,
                    sealed.nonce, sealed.ciphertext)
+
+
+@pytest.mark.slow
+def test_auto_bandwidth_binned_seeds_job_matches_twin(cluster):
+    """Issue 10: `bandwidth: auto` (estimated under MPC, then the run, in one MPC
+    session) with every party's local modes as seeds and scikit-learn's merge
+    rule, through the service."""
+    from secure_meanshift.bandwidth import DEFAULT_SAMPLES, plain_bandwidth
+
+    spec = cluster.spec(bandwidth="auto", quantile=0.2, seeding="both", seeds_per_party=4,
+                        merge="intensity")
+    info = run_job(cluster, spec)
+    assert info["state"] == "succeeded", info
+    cl = cluster.client()
+    cents = cl.result(info["job_id"])
+    cl.close()
+    seed = int(info["seed_hex"], 16)
+    h = plain_bandwidth(cluster.parts, ([0, 0], [1, 1]), 0.2, DEFAULT_SAMPLES, seed)
+    p = MeanShiftParams(bandwidth=h, bounds=([0, 0], [1, 1]), n_dust=spec["dust"],
+                        max_iter=spec["max_iter"], seed=seed, seeding="both", seeds_per_party=4,
+                        min_cluster_size=5)
+    ref = reference_meanshift(cluster.parts, p)
+    err, unmatched = match_error(cents, ref.centroids)
+    # the secure h is within 2^-16 of the twin's, so allow 1e-2 h rather than 1e-3 h
+    assert unmatched == 0 and err < 1e-2 * h, (err, unmatched)

@@ -1,0 +1,48 @@
+"""Issue 10 (4): the flat kernel's edge is decided exactly on the integer
+encodings, so the secure result equals the twin unless a point lies within the
+centroid's own fixed-point error (about 2^-20 here) of the edge; the twin reports
+how close the nearest point came (PlainResult.edge_gap)."""
+
+import numpy as np
+import pytest
+
+from mpc_jobs import exact_edge_job
+from secure_meanshift.compare import match_error
+from secure_meanshift.data import split_even, synthetic_blobs
+from secure_meanshift.params import MeanShiftParams
+from secure_meanshift.plaintext import reference_meanshift
+from secure_meanshift.simulate import run_mpc_function, run_simulation
+
+H = 0.1
+BITS = 20
+
+
+def test_edge_test_is_exact_on_the_encodings():
+    rng = np.random.default_rng(0)
+    m, n = 4, 400
+    c = np.round(rng.uniform(0.3, 0.7, (m, 2)) * 2.0**BITS) / 2.0**BITS     # what is shared
+    ang = rng.uniform(0, 2 * np.pi, n)
+    delta = rng.choice([-1, 1], n) * 2.0 ** rng.uniform(-24, -14, n)      # 2^-24 .. 2^-14
+    x = c[rng.integers(0, m, n)] + (H + delta)[:, None] * np.c_[np.cos(ang), np.sin(ang)]
+    x = np.round(x * 2.0**16) / 2.0**16                                    # the 2^-16 grid
+    truth = (((c[:, None, :] - x[None]) ** 2).sum(-1) <= H * H).astype(float)
+    exact, old = run_mpc_function(exact_edge_job, 2, (c, x, H * H, BITS))[0]
+    assert (exact == truth).all(), f"{int((exact != truth).sum())} exact-path mismatches"
+    # the previous 16-bit distances get some of these wrong (the issue's 8.2e-3 h error)
+    assert (old != truth).sum() > 0
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])   # ~5 s quiet
+def test_three_parties_1000_points_equal_twin_unless_a_point_is_at_the_edge(seed):
+    """The issue's case: 3 parties, 1,000 points (it measured 8.2e-3 h)."""
+    pts, _ = synthetic_blobs(1000, 8, 2, spread=0.03, seed=seed)
+    parts = split_even(pts, 3, seed)
+    p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=8, max_iter=30,
+                        seed=seed)
+    ref = reference_meanshift(parts, p)
+    assert ref.edge_gap is not None and ref.edge_gap >= 0
+    got = run_simulation(parts, p, timeout_s=120).receiver
+    err, unmatched = match_error(got.centroids, ref.centroids)
+    if ref.edge_gap > 2.0**-20:
+        assert unmatched == 0 and err < 1e-3 * H, f"error {err:.2e}, edge gap {ref.edge_gap:.1e}"
+        assert got.iterations == ref.iterations
