@@ -153,16 +153,19 @@ def _rows_all_zero(b):
 
 def _merge_keep_intensity(c, intensity, radius: float, min_weight: float):
     """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
-    weight sum. dom_ij = [I_j - I_i +- TIE >= 0] (ties: lower index wins),
+    weight sum. dom_ij = [I_j - I_i +- ulp >= 0] (ties: lower index wins),
     A = dom * close, then m rounds of keep_i = nonempty_i * prod_j (1 - A_ij keep_j):
     after round t the t highest-ranked centroids are final, so m rounds give the
     greedy answer (plaintext.merge_keep_intensity). One batched comparison,
     m * (1 + log2 m) multiplication rounds; nothing is opened."""
-    from .plaintext import TIE
-
     m = c.size(0)
+    # Ties go to the lower index by one unit in the last place: the order (I, -i) is
+    # then strict and transitive on the exact encodings. (A wider tie band, like the
+    # twin's TIE, is not transitive: with fixed-point noise it made cycles
+    # 5 > 0 > 2 > 5 among copies of one mode, and all of them were kept.)
+    ulp = 1.0 / intensity.encoder.scale
     j_lt_i = torch.tril(torch.ones(m, m), diagonal=-1)
-    tie = j_lt_i * TIE - (1 - j_lt_i) * TIE
+    tie = j_lt_i * ulp - (1 - j_lt_i) * ulp
     diff = intensity.reshape(1, m) - intensity.reshape(m, 1) + tie
     close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c), diff,
                                    intensity - min_weight)

@@ -9,6 +9,7 @@ from secure_meanshift.kernels import KERNEL_NAMES
 BASE = """
 parties: [{id: a, dataset: d}, {id: b, dataset: d}]
 bounds: {lo: [0, 0], hi: [1, 1]}
+dealer: d
 """
 
 

@@ -105,8 +105,20 @@ class Cluster:
         self._start(DEALER_KEY, ["dealer", "run", "--config",
                                  os.path.join(self.tmp, f"{DEALER}.yaml")])
 
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        """Until the coordinator's port takes connections (nodes started earlier
+        would log a first 'not connected' line)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                socket.create_connection((self.coord_host, self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+
     def start(self, timeout: float = 60.0) -> "Cluster":
         self.start_coordinator()
+        self.wait_listening()
         for n in self.names:
             self.start_node(n)
         self.start_dealer()
