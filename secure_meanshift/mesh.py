@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import selectors
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections import deque
 
@@ -212,11 +214,8 @@ class Mesh:
         try:
             for r in range(self.rank):
                 self._connect(r, cli_ctx, deadline)
-            expected = set(range(self.rank + 1, len(self.peers)))
-            while expected:
-                r = self._accept(lst, srv_ctx, deadline, expected)
-                if r is not None:
-                    expected.discard(r)
+            self._accept_all(lst, srv_ctx, deadline,
+                             set(range(self.rank + 1, len(self.peers))))
         finally:
             if lst is not None:
                 lst.close()
@@ -283,16 +282,34 @@ class Mesh:
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
 
-    def _accept(self, lst, ctx, deadline: float, expected: set) -> Optional[int]:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            names = ", ".join(f"rank {r} ({self.peers[r].identity})" for r in sorted(expected))
-            raise MPCError(f"{names} did not connect in time: {PEER_LOST}")
-        lst.settimeout(min(left, 1.0))
-        try:
-            raw, addr = lst.accept()
-        except socket.timeout:
-            return None
+    def _accept_all(self, lst, ctx, deadline: float, expected: set) -> None:
+        """Accept the higher ranks. Each handshake runs in a thread of its own, so
+        a stranger that connects and stays silent cannot hold up the real peers."""
+        if not expected:
+            return
+        done: queue.Queue = queue.Queue()
+        lst.settimeout(0.2)
+        while expected:
+            if time.monotonic() > deadline:
+                names = ", ".join(f"rank {r} ({self.peers[r].identity})" for r in sorted(expected))
+                raise MPCError(f"{names} did not connect in time: {PEER_LOST}")
+            try:
+                raw, addr = lst.accept()
+                threading.Thread(target=self._handshake, daemon=True,
+                                 args=(raw, addr, ctx, frozenset(expected), done)).start()
+            except socket.timeout:
+                pass
+            while not done.empty():
+                r, sock, err = done.get()
+                if err is not None:
+                    raise err
+                if r in expected:
+                    self.links[r] = _Link(r, sock)
+                    expected.discard(r)
+                else:
+                    _close(sock)          # a second connection for a rank already linked
+
+    def _handshake(self, raw, addr, ctx, expected: frozenset, done: queue.Queue) -> None:
         sock = None
         try:
             raw.settimeout(_HANDSHAKE_S)
@@ -306,20 +323,19 @@ class Mesh:
             sock.sendall(struct.pack("<I", self.rank) + self.digest)
             got = _recv_exact(sock, len(self.digest))
             if got != self.digest:
-                raise MPCError(f"job agreement failed: rank {r} ({self.peers[r].identity}) "
-                               "holds a different job (spec, seed, ranks, identities or "
-                               "dealer); nothing was shared")
+                _close(sock)
+                done.put((None, None, MPCError(
+                    f"job agreement failed: rank {r} ({self.peers[r].identity}) holds a "
+                    "different job (spec, seed, ranks, identities or dealer); nothing was "
+                    "shared")))
+                return
             sock.settimeout(None)
-            self.links[r] = _Link(r, sock)
-            return r
-        except MPCError:
-            _close(sock or raw)
-            raise
+            done.put((r, sock, None))
         except (_Reject, OSError, ssl.SSLError, ValueError) as exc:
             # a stranger, a wrong certificate or a slow client: drop it, keep waiting
-            self.rejected.append(f"{addr[0]}: {exc if isinstance(exc, _Reject) else type(exc).__name__}")
+            self.rejected.append(f"{addr[0]}: "
+                                 f"{exc if isinstance(exc, _Reject) else type(exc).__name__}")
             _close(sock or raw)
-            return None
 
     # ---- messages -------------------------------------------------------
     def send(self, rank: int, payload) -> None:

@@ -667,3 +667,46 @@ def test_job_agreement_failure_aborts_every_party_before_anything_moves(differs)
             assert rec["wall_s"] < 25.0, (differs, rec["rank"], rec["wall_s"])
         assert rec["sends"] == 0 and rec["recvs"] == 0, (differs, rec["rank"], rec)
         assert rec["frames"] == [] and rec["openings"] == []
+
+
+def test_silent_strangers_do_not_keep_the_real_peers_out():
+    """Twenty connections to rank 0's port that never say a word (no TLS
+    handshake) while the job starts: every handshake runs apart, so the real
+    peers still get in and the job finishes well within its timeout."""
+    import multiprocessing as mp
+    import socket
+    import threading
+
+    from secure_meanshift.params import MeanShiftParams
+    from secure_meanshift.simulate import _party_main, local_configs
+
+    cfgs = local_configs(2, timeout_s=20)
+    port0 = cfgs[0].peers[0].port
+    strangers: list = []
+
+    def squat():
+        stop = time.time() + 8
+        while time.time() < stop and len(strangers) < 20:
+            try:
+                strangers.append(socket.create_connection(("127.0.0.1", port0), timeout=0.5))
+            except OSError:
+                time.sleep(0.05)
+
+    threading.Thread(target=squat, daemon=True).start()
+    pts = np.random.default_rng(0).uniform(0.1, 0.9, (40, 2))
+    p = MeanShiftParams(bandwidth=0.2, bounds=([0, 0], [1, 1]), n_dust=3, max_iter=3)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_party_main, daemon=True,
+                         args=(c, pts[:20] if c.rank == 0 else pts[20:], p, q, False))
+             for c in cfgs]
+    t0 = time.time()
+    for pr in procs:
+        pr.start()
+    kinds = sorted(q.get(timeout=60)[0] for _ in procs)
+    for pr in procs:
+        pr.join(timeout=10)
+    for s in strangers:
+        s.close()
+    assert kinds == ["dealer", "result", "result"], kinds
+    assert strangers and time.time() - t0 < 15
