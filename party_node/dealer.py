@@ -10,13 +10,11 @@ reveals itself (the seed is part of the job digest every rank compares)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from typing import Optional
 
 from meanshift_proto.v1 import service_pb2 as pb
-from meanshift_rpc import joint_seed
 
 from .node import Job, PartyNode
 
@@ -43,18 +41,12 @@ class DealerNode(PartyNode):
         job = self.job
         if job is None or job.id != run.job_id:
             return
-        commits = {c.party: c.commitment for c in run.commits}
-        nonces = []
-        for p in job.spec.parties:
-            rev = next((r for r in run.reveals if r.party == p.id), None)
-            if rev is None or hashlib.sha256(rev.nonce).digest() != commits.get(p.id):
-                return self._fail(job, f"seed reveal of party {p.id} does not match its "
-                                  "commitment")
-            nonces.append(rev.nonce)
+        seed = self._joint_seed(job, run, {c.party: c.commitment for c in run.commits})
+        if seed is None:
+            return
         bad = self._check_run(job, run)
         if bad:
             return self._fail(job, bad)
-        seed = joint_seed(nonces)
         threading.Thread(target=self._run_worker, args=(job, run, seed), daemon=True).start()
 
     def _worker_job(self, job: Job, run: pb.Run, seed: int) -> dict:

@@ -556,19 +556,26 @@ class PartyNode:
         mine = next((r.nonce for r in run.reveals if r.party == self.cfg.party_id), None)
         if mine != job.nonce:
             return self._fail(job, "this party's own seed contribution was altered")
-        nonces = []
-        for p in job.spec.parties:
-            rev = next((r for r in run.reveals if r.party == p.id), None)
-            if rev is None or hashlib.sha256(rev.nonce).digest() != commits.get(p.id):
-                return self._fail(job, f"seed reveal of party {p.id} does not match its "
-                                  "commitment")
-            nonces.append(rev.nonce)
-        seed = joint_seed(nonces)
+        seed = self._joint_seed(job, run, commits)
+        if seed is None:
+            return
         bad = self._check_run(job, run)
         if bad:
             return self._fail(job, bad)
         log.info("job %s seed %032x (rank %d of %d)", job.id, seed, run.rank, run.world_size)
         threading.Thread(target=self._run_worker, args=(job, run, seed), daemon=True).start()
+
+    def _joint_seed(self, job: Job, run: pb.Run, commits: dict) -> Optional[int]:
+        """The seed from every party's reveal, each checked against its commitment
+        (None, and the job failed, if one does not match)."""
+        nonces = []
+        for p in job.spec.parties:
+            rev = next((r for r in run.reveals if r.party == p.id), None)
+            if rev is None or hashlib.sha256(rev.nonce).digest() != commits.get(p.id):
+                self._fail(job, f"seed reveal of party {p.id} does not match its commitment")
+                return None
+            nonces.append(rev.nonce)
+        return joint_seed(nonces)
 
     def _params(self, spec: pb.JobSpec, run: pb.Run, seed: int) -> dict:
         ids = [p.id for p in spec.parties]

@@ -99,66 +99,52 @@ class Dealing:
     def __init__(self, streams: list):
         self.streams = streams
 
+    def _draw(self, shared: list, rest) -> tuple:
+        """From every party's stream, in the order that party draws them: the
+        values every party holds a share of (``shared``: (kind, shape) pairs),
+        then, from parties 1.., their share of the product part (``rest``)."""
+        got = [[] for _ in shared]
+        others = []
+        for i, st in enumerate(self.streams):
+            for k, (kind, shape) in enumerate(shared):
+                got[k].append(_sample(st, kind, shape))
+            if i > 0:
+                others.append(_sample(st, *rest))
+        return got, others
+
     def answer(self, req: dict) -> torch.Tensor:
-        kind, S = req["kind"], self.streams
+        """Party 0's correction for one request (kind and shapes only)."""
+        kind = req["kind"]
+        s0, s1 = req["s0"], req.get("s1")
         if kind in ("mul", "matmul"):
-            s0, s1 = req["s0"], req["s1"]
-            cs = _out_size(kind, s0, s1)
-            a_parts, b_parts, c_rest = [], [], []
-            for i, st in enumerate(S):
-                a_parts.append(st.ring(s0))
-                b_parts.append(st.ring(s1))
-                if i > 0:
-                    c_rest.append(st.ring(cs))
-            a, b = sum_ring(a_parts), sum_ring(b_parts)
-            c = torch.matmul(a, b) if kind == "matmul" else a * b
-            return c - sum_ring(c_rest) if c_rest else c
-        if kind == "square":
-            s = req["s0"]
-            r_parts, rest = [], []
-            for i, st in enumerate(S):
-                r_parts.append(st.ring(s))
-                if i > 0:
-                    rest.append(st.ring(s))
-            r = sum_ring(r_parts)
-            return r * r - sum_ring(rest)
+            (a, b), rest = self._draw([("ring", s0), ("ring", s1)],
+                                      ("ring", _out_size(kind, s0, s1)))
+            c = torch.matmul(sum_ring(a), sum_ring(b)) if kind == "matmul" else \
+                sum_ring(a) * sum_ring(b)
+            return c - sum_ring(rest) if rest else c
         if kind == "and":
-            s0, s1 = req["s0"], req["s1"]
-            cs = _out_size("and", s0, s1)
-            a_parts, b_parts, rest = [], [], []
-            for i, st in enumerate(S):
-                a_parts.append(st.bits(s0))
-                b_parts.append(st.bits(s1))
-                if i > 0:
-                    rest.append(st.bits(cs))
-            c = _xor_all(a_parts) & _xor_all(b_parts)
+            (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
+                                      ("bits", _out_size("and", s0, s1)))
+            c = _xor_all(a) & _xor_all(b)
             return c ^ _xor_all(rest) if rest else c
-        if kind == "b2a":
-            s = req["s0"]
-            rb, rest = [], []
-            for i, st in enumerate(S):
-                rb.append(st.bits(s, 1))
-                if i > 0:
-                    rest.append(st.ring(s))
+        if kind == "b2a":                        # a random bit, xor- and additively shared
+            (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
             return _xor_all(rb) - sum_ring(rest)
-        if kind == "edabit":
-            s = req["s0"]
-            r_parts, rest = [], []
-            for i, st in enumerate(S):
-                r_parts.append(st.ring(s))
-                if i > 0:
-                    rest.append(st.ring(s))
-            r = sum_ring(r_parts)
-            return r ^ _xor_all(rest) if rest else r
+        if kind == "edabit":                     # r, additively and xor-shared
+            (r,), rest = self._draw([("ring", s0)], ("ring", s0))
+            return sum_ring(r) ^ _xor_all(rest) if rest else sum_ring(r)
+        (r,), rest = self._draw([("ring", s0)], ("ring", s0))
+        if kind == "square":
+            return sum_ring(r) * sum_ring(r) - sum_ring(rest)
         if kind == "trunc":
-            s, y = req["s0"], int(req["y"])
-            r_parts, rest = [], []
-            for i, st in enumerate(S):
-                r_parts.append(st.ring(s))
-                if i > 0:
-                    rest.append(st.ring(s))
-            return _udiv(sum_ring(r_parts), y) - sum_ring(rest)
+            return _udiv(sum_ring(r), int(req["y"])) - sum_ring(rest)
         raise MPCError("dealer: unknown request")
+
+
+def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
+    if kind == "ring":
+        return stream.ring(shape)
+    return stream.bits(shape, 1 if kind == "bit" else 64)
 
 
 def sum_ring(ts):
