@@ -144,6 +144,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return who[len("party:"):]
 
     @staticmethod
+    def _identity(key: str) -> str:
+        """A node key back to its certificate identity."""
+        return key if key.startswith("dealer:") else f"party:{key}"
+
+    @staticmethod
     def _label(key: str) -> str:
         return key if key.startswith("dealer:") else f"party {key}"
 
@@ -180,7 +185,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     # ---- party nodes -----------------------------------------------------------------
     def Subscribe(self, request, context):
         party = self._party_of(context)
-        self._recv(party if party.startswith("dealer:") else f"party:{party}", request)
+        self._recv(self._identity(party), request)
         conn = NodeConn(party, datasets=list(request.datasets),
                         dataset_status=list(request.dataset_status))
         with self._lock:
@@ -222,7 +227,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 node.last_seen = time.time()
                 if request.dataset_status and \
                         list(request.dataset_status) != node.dataset_status:
-                    self._recv(f"party:{party}", request)
+                    self._recv(self._identity(party), request)
                     node.dataset_status = list(request.dataset_status)
                     log.info("party %s data sets: %s", party, "; ".join(
                         d.problem or f"{d.name} available" for d in node.dataset_status))
@@ -231,7 +236,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def Reply(self, request, context):
         party = self._party_of(context)
-        self._recv(party if party.startswith("dealer:") else f"party:{party}", request)
+        self._recv(self._identity(party), request)
         with self._lock:
             node = self.nodes.get(party)
             if node:
@@ -244,7 +249,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             kind = request.WhichOneof("reply")
             why = unexpected(job, party, kind, getattr(request, kind)) if kind else "empty"
             if why:
-                self.store.audit(f"party:{party}", f"reply:{kind}", job.id, f"refused: {why}")
+                self.store.audit(self._identity(party), f"reply:{kind}", job.id,
+                                 f"refused: {why}")
                 log.warning("job %s: ignored %s from party %s (%s)", job.id, kind, party, why)
                 return pb.Ack(ok=False, message=f"refused: {why}")
             getattr(self, f"_on_{kind}")(job, party, getattr(request, kind))
@@ -325,9 +331,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                     moving=msg.moving, seconds=msg.seconds)
 
     def _on_finished(self, job, party, msg):
-        if party == job.dealer or party in job.finished:
-            return                  # the dealer has no result; a party finishes once
+        if party in job.finished:
+            return                  # a node finishes once
         job.finished[party] = msg
+        if party == job.dealer:     # no result; its worker has exited (it may deal again)
+            return self._maybe_succeed(job)
         job.iterations = max(job.iterations, msg.iterations)
         if msg.centroids or msg.sealed:
             # sealed: ciphertext for each analyst receiver, which this server cannot open
@@ -335,7 +343,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                                   iterations=msg.iterations, suppressed=msg.suppressed,
                                   sealed=msg.sealed, columns=msg.columns)
             self.store.update(job.id, result=result.SerializeToString())
-        if len(job.finished) == len(job.parties):
+        self._maybe_succeed(job)
+
+    def _maybe_succeed(self, job) -> None:
+        """Succeeded once every party and the dealer finished: then every worker of
+        the job has exited and each node can take the next job."""
+        if len(job.finished) == len(job.members):
             self._finish(job, "succeeded")
 
     def _on_failed(self, job, party, msg):

@@ -312,11 +312,14 @@ def test_state_machine_refuses_replays_and_wrong_parties(tmp_path):
         assert not nodes[1].reply(jid, finished=pb.Finished(iterations=3)).ok   # twice
         assert nodes[0].reply(jid, finished=pb.Finished(iterations=3, centroids=cents)).ok
         ann = c.client()
+        assert ann.status(jid)["state"] == "running"     # until the dealer's worker is done
+        assert not nodes[2].reply(jid, finished=pb.Finished(centroids=cents)).ok
+        assert nodes[2].reply(jid, finished=pb.Finished()).ok
         assert ann.status(jid)["state"] == "succeeded"
         assert ann.result(jid).tolist() == [[0.5, 0.5]]
         ann.close()
         refused = [r for r in c.audit(jid) if r[4].startswith("refused")]
-        assert {r[1] for r in refused} == {"party:alpha", "party:beta"}
+        assert {r[1] for r in refused} == {"party:alpha", "party:beta", "dealer:dan"}
         assert {r[2] for r in refused} >= {"reply:reveal", "reply:finished", "reply:accept"}
     finally:
         for n in nodes:
