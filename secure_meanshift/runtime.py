@@ -118,6 +118,7 @@ class PartyOutcome:
     rows: int = 0
     provider: str = "dealer"
     transport: str = "tls"
+    params: Optional[MeanShiftParams] = None    # as run (e.g. with an estimated bandwidth)
 
     def to_dict(self) -> dict:
         return {
@@ -150,7 +151,7 @@ def _connect(c: MPCConfig) -> Mesh:
 class _Session:
     """Links, generators and correlated randomness for one party; one per worker."""
 
-    def __init__(self, cfg: MPCConfig, params: Optional[MeanShiftParams] = None):
+    def __init__(self, cfg: MPCConfig):
         self.cfg = cfg
         self.mesh: Optional[Mesh] = None
         self.corr = None
@@ -252,7 +253,7 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     """
     t0 = time.perf_counter()
     check_points(points, params.bounds, name)       # fail before connecting to anyone
-    with _Session(mpc, params):
+    with _Session(mpc):
         try:
             if before is not None:
                 params = before(params)
@@ -265,11 +266,9 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
         except Exception as exc:
             raise MPCError(f"secure computation aborted: {_describe(exc)}") from None
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
-    out = PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
-                       res.share_s, time.perf_counter() - t0, res.communication,
-                       res.points, res.rows, mpc.provider, mpc.transport)
-    out.params = params
-    return out
+    return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
+                        res.share_s, time.perf_counter() - t0, res.communication,
+                        res.points, res.rows, mpc.provider, mpc.transport, params)
 
 
 def _total_points(n: int) -> int:

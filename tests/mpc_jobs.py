@@ -28,11 +28,9 @@ def crypten_reciprocal_job(rank, den):
     return d.reciprocal().get_plain_text().double().numpy()
 
 
-def faulty_division_job(rank, parts, params, fault_at):
-    """Run the protocol with the division's output corrupted once, as a failed
-    CrypTen truncation would (a huge value), at update number ``fault_at``."""
-    import secure_meanshift.protocol as proto
-
+def corrupt_division(proto, fault_at: int) -> None:
+    """Make the division's output huge once, as a failed truncation would, at
+    update number ``fault_at``."""
     original = proto.divide_with_bits
     calls = {"n": 0}
 
@@ -42,6 +40,13 @@ def faulty_division_job(rank, parts, params, fault_at):
         return out + 1e4 if calls["n"] == fault_at else out
 
     proto.divide_with_bits = corrupted
+
+
+def faulty_division_job(rank, parts, params, fault_at):
+    """Run the protocol with one corrupted update (corrupt_division)."""
+    import secure_meanshift.protocol as proto
+
+    corrupt_division(proto, fault_at)
     events = []
     res = proto.run_protocol(parts[rank], None, params, events.append)
     return res.centroids, res.iterations, [e for e in events if e.get("stage") == "retry"]
@@ -55,7 +60,7 @@ def counted_openings_job(rank, parts, params, fault_at=0):
 
     import secure_meanshift.protocol as proto
 
-    state = {"before_end": 0, "end": False, "div": 0}
+    state = {"before_end": 0, "end": False}
     for cls in (ArithmeticSharedTensor, BinarySharedTensor):
         for name in ("reveal", "reveal_batch"):
             original = getattr(cls, name)
@@ -66,6 +71,7 @@ def counted_openings_job(rank, parts, params, fault_at=0):
                 return _orig(*args, **kwargs)
 
             setattr(cls, name, staticmethod(counting) if name == "reveal_batch" else counting)
+
     def marking(fn):
         def marked(*args, **kwargs):
             state["end"] = True
@@ -75,14 +81,7 @@ def counted_openings_job(rank, parts, params, fault_at=0):
     proto._merge_keep = marking(proto._merge_keep)             # either merge rule
     proto._merge_keep_intensity = marking(proto._merge_keep_intensity)
     if fault_at:
-        division = proto.divide_with_bits
-
-        def corrupted(*args, **kwargs):
-            out = division(*args, **kwargs)
-            state["div"] += 1
-            return out + 1e4 if state["div"] == fault_at else out
-
-        proto.divide_with_bits = corrupted
+        corrupt_division(proto, fault_at)
     events = []
     res = proto.run_protocol(parts[rank], None, params, events.append)
     return res.centroids, res.iterations, state["before_end"], events
