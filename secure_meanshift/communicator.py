@@ -10,6 +10,7 @@ its part straight to the ranks that need it.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -80,13 +81,37 @@ class MeshCommunicator:
         self._base_sent = self.mesh.sent_bytes
         self._base_dealer = self._from_dealer()
         self.comm_time = 0.0
+        self.step = "other"
+        self.steps: dict = {}
+        self._mark = self.mesh.sent_bytes
+
+    def _tally(self) -> dict:
+        """Charge the bytes sent since the last mark to the current step."""
+        entry = self.steps.setdefault(self.step, {"bytes": 0, "rounds": 0,
+                                                  "dealer_bytes": 0})
+        entry["bytes"] += self.mesh.sent_bytes - self._mark
+        self._mark = self.mesh.sent_bytes
+        return entry
+
+    def set_step(self, name: str) -> str:
+        """Charge what follows to protocol step ``name``; returns the previous step."""
+        self._tally()
+        prev, self.step = self.step, name
+        return prev
+
+    def count_dealer(self, nbytes: int) -> None:
+        """A correction of nbytes asked from the dealer (charged when asked)."""
+        self._tally()["dealer_bytes"] += nbytes
 
     def get_communication_stats(self) -> dict:
         """bytes: payload this party sent (to parties and requests to the
-        dealer); dealer_bytes: corrections it received from the dealer."""
+        dealer); dealer_bytes: corrections it received from the dealer;
+        steps: the same per protocol step (see :func:`step`)."""
+        self._tally()
         return {"rounds": self.comm_rounds, "bytes": self.mesh.sent_bytes - self._base_sent,
                 "dealer_bytes": self._from_dealer() - self._base_dealer,
-                "time": self.comm_time}
+                "time": self.comm_time,
+                "steps": {k: dict(v) for k, v in self.steps.items()}}
 
     def print_communication_stats(self) -> None:
         print(self.get_communication_stats())
@@ -97,6 +122,7 @@ class MeshCommunicator:
 
     def _round(self) -> None:
         self.comm_rounds += 1
+        self._tally()["rounds"] += 1
 
     @staticmethod
     def _flat(parts: list) -> torch.Tensor:
@@ -224,6 +250,19 @@ class MeshCommunicator:
             self.mesh.flush()
             return scatter_list[self.rank]
         return from_bytes(self.mesh.recv(src), size).clone()
+
+
+@contextmanager
+def step(name: str):
+    """Charge the communication inside the block to protocol step ``name``."""
+    import crypten.communicator as cc
+
+    comm = cc.get()
+    prev = comm.set_step(name)
+    try:
+        yield
+    finally:
+        comm.set_step(prev)
 
 
 def install(comm: MeshCommunicator) -> None:

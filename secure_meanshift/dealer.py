@@ -15,6 +15,14 @@ part from the dealer, as a correction:
   random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
   truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
   edaBit           r_i, rb_i (i > 0), xor          rb_0 = (sum r mod 2^64) ^ xor rb_i
+  sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
+                                                   (r's bit slices and pair products,
+                                                   signtest.mask_material)
+
+A multiplication by a *fixed* operand (the same shared points every
+iteration, marked with :func:`fixed_operand`) keeps its mask b: the parties
+open y - b once, and later triples draw only a fresh a; the dealer remembers
+sum b and answers c = a op b.
 
 A correction is c minus values party 0 has never seen (they come from the
 other parties' streams), so it is a uniform ring element to party 0. Party 0
@@ -54,6 +62,7 @@ from . import csprng
 from .communicator import from_bytes, to_bytes
 from .errors import MPCError
 from .mesh import Mesh
+from .signtest import MASK_ROWS, and_shares, less_than_zero, mask_material, resolve, words
 
 PROVIDERS = ("dealer", "first-party")
 
@@ -98,6 +107,7 @@ class Dealing:
 
     def __init__(self, streams: list):
         self.streams = streams
+        self.fixed: dict = {}          # fixed operand id -> sum b
 
     def _draw(self, shared: list, rest) -> tuple:
         """From every party's stream, in the order that party draws them: the
@@ -117,11 +127,21 @@ class Dealing:
         kind = req["kind"]
         s0, s1 = req["s0"], req.get("s1")
         if kind in ("mul", "matmul"):
-            (a, b), rest = self._draw([("ring", s0), ("ring", s1)],
-                                      ("ring", _out_size(kind, s0, s1)))
-            c = torch.matmul(sum_ring(a), sum_ring(b)) if kind == "matmul" else \
-                sum_ring(a) * sum_ring(b)
+            fix = req.get("fixed")
+            known = fix is not None and fix in self.fixed
+            drawn = [("ring", s0)] if known else [("ring", s0), ("ring", s1)]
+            got, rest = self._draw(drawn, ("ring", _out_size(kind, s0, s1)))
+            a = sum_ring(got[0])
+            b = self.fixed[fix] if known else sum_ring(got[1])
+            if fix is not None:
+                self.fixed[fix] = b
+            c = torch.matmul(a, b) if kind == "matmul" else a * b
             return c - sum_ring(rest) if rest else c
+        if kind == "ltz":
+            n = int(s0[0])
+            (r,), rest = self._draw([("ring", s0)], ("bits", (MASK_ROWS, words(n))))
+            m = mask_material(sum_ring(r))
+            return m ^ _xor_all(rest) if rest else m
         if kind == "and":
             (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
                                       ("bits", _out_size("and", s0, s1)))
@@ -178,10 +198,14 @@ class Correlations:
         self.local = local              # first-party mode: rank 0 deals itself
         self.pending: deque = deque()
         self.requests = 0
+        self.fixed_ids = 0
+        self.on_request = None          # called with each correction's size in bytes
 
     def _ask(self, req: dict, size) -> _Pending:
         p = _Pending(self, size)
         self.requests += 1
+        if self.on_request is not None:
+            self.on_request(8 * p.size.numel())
         if self.local is not None:
             p.value = self.local.answer(req)
         else:
@@ -198,11 +222,28 @@ class Correlations:
             return self._ask(req, size)
         return draw(size)
 
-    def triple(self, op: str, s0, s1):
-        a, b = self.stream.ring(s0), self.stream.ring(s1)
-        cs = _out_size(op, s0, s1)
-        c = self._value({"kind": op, "s0": list(s0), "s1": list(s1)}, cs, self.stream.ring)
+    def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
+        """(a, b, c = a op b); with ``fixed`` (an id from new_fixed_id) and the
+        mask b of an earlier triple, b is reused and only a is fresh."""
+        a = self.stream.ring(s0)
+        if b is None:
+            b = self.stream.ring(s1)
+        req = {"kind": op, "s0": list(s0), "s1": list(s1)}
+        if fixed is not None:
+            req["fixed"] = fixed
+        c = self._value(req, _out_size(op, s0, s1), self.stream.ring)
         return a, b, c
+
+    def new_fixed_id(self) -> int:
+        self.fixed_ids += 1
+        return self.fixed_ids
+
+    def ltz_mask(self, n: int):
+        """A sign-test mask for n elements: r (ring) and the XOR-shared
+        material of signtest.mask_material(r)."""
+        r = self.stream.ring((n,))
+        size = (MASK_ROWS, words(n))
+        return r, self._value({"kind": "ltz", "s0": [n]}, size, self.stream.ring)
 
     def square(self, s):
         r = self.stream.ring(s)
@@ -236,17 +277,26 @@ class Correlations:
             self.mesh.flush()
 
 
-def _get(v) -> torch.Tensor:
-    return v.get() if isinstance(v, _Pending) else v
-
-
 # ---- the protocols CrypTen runs, fed by Correlations -------------------------
+FIXED = "_sms_fixed_operand"
+
+
+def fixed_operand(t):
+    """Mark the MPCTensor t as a fixed right operand: every later product
+    x op t reuses the mask of the first one, so t - b is opened only once
+    (t's shares must not change afterwards). Returns t."""
+    setattr(t._tensor, FIXED, {})
+    return t
+
+
 def install_protocols(corr: Correlations) -> None:
     """Replace CrypTen's Beaver protocols (which ask a TupleProvider: rank 0 in
     CrypTen's default) by ones fed from ``corr``; any other use of CrypTen's
     providers fails loudly."""
     import crypten
+    from crypten.mpc import MPCTensor
     from crypten.mpc.primitives import beaver
+    from crypten.mpc.ptype import ptype as Ptype
     from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
     from crypten.mpc.primitives.binary import BinarySharedTensor
 
@@ -258,13 +308,26 @@ def install_protocols(corr: Correlations) -> None:
     def _public(z: torch.Tensor) -> torch.Tensor:
         return z if corr.rank == 0 else torch.zeros_like(z)
 
+    def _open_xor(shares: list) -> list:
+        return _open(shares, ReduceOp.BXOR)
+
     def _beaver(op: str, x, y, *args, **kwargs):
         if args or kwargs or op not in ("mul", "matmul"):
             raise MPCError(f"{op}: not supported by this engine")
         f = getattr(torch, op)
-        a, b, c = corr.triple(op, x.size(), y.size())
-        eps, delta = _open([x.share - a, y.share - b])
-        z = _get(c) + f(eps, b) + f(a, delta) + _public(f(eps, delta))
+        fixed = getattr(y, FIXED, None)
+        if fixed is not None and fixed.get("id") is not None:
+            # y - b was opened at y's first product: only x - a travels
+            a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"])
+            (eps,) = _open([x.share - a])
+            delta = fixed["delta"]
+        else:
+            fid = corr.new_fixed_id() if fixed is not None else None
+            a, b, c = corr.triple(op, x.size(), y.size(), fid)
+            eps, delta = _open([x.share - a, y.share - b])
+            if fixed is not None:
+                fixed.update(id=fid, b=b, delta=delta)
+        z = resolve(c) + f(eps, b) + f(a, delta) + _public(f(eps, delta))
         return ArithmeticSharedTensor.from_shares(z, precision=0)
 
     def mul(x, y):
@@ -276,25 +339,30 @@ def install_protocols(corr: Correlations) -> None:
     def square(x):
         r, s = corr.square(x.size())
         (eps,) = _open([x.share - r])
-        z = _get(s) + 2 * r * eps + _public(eps * eps)
+        z = resolve(s) + 2 * r * eps + _public(eps * eps)
         return ArithmeticSharedTensor.from_shares(z, precision=0)
 
     def AND(x, y):
-        a, b, c = corr.binary_triple(x.size(), y.size())
-        eps, delta = _open([x.share ^ a, y.share ^ b], ReduceOp.BXOR)
-        z = _get(c) ^ (b & eps) ^ (a & delta) ^ _public(eps & delta)
-        return BinarySharedTensor.from_shares(z)
+        return BinarySharedTensor.from_shares(
+            and_shares(corr, x.share, y.share, _open_xor, corr.rank == 0))
+
+    def ltz(self):
+        """[self < 0] (0/1, scale 1) with the dealer's sign test (signtest.py)."""
+        if self.ptype != Ptype.arithmetic:
+            return crypten_ltz(self)
+        bits = less_than_zero(self.share, corr, _open, _open_xor, corr.rank == 0)
+        return MPCTensor.from_shares(bits, precision=0)
 
     def B2A_single_bit(xB):
         rb, ra = corr.random_bit(xB.size())
         (z,) = _open([xB.share ^ rb], ReduceOp.BXOR)
-        share = _get(ra) * (1 - 2 * z) + _public(z)
+        share = resolve(ra) * (1 - 2 * z) + _public(z)
         return ArithmeticSharedTensor.from_shares(share, precision=0)
 
     def truncate(x, y):
         r, t = corr.trunc_pair(x.size(), int(y))
         (c,) = _open([x.share + r])
-        x.share = _public(_udiv(c, int(y))) - _get(t)
+        x.share = _public(_udiv(c, int(y))) - resolve(t)
         return x
 
     def A2B(x):
@@ -303,7 +371,7 @@ def install_protocols(corr: Correlations) -> None:
             return crypten_a2b(x)
         r, rb = corr.edabit(x.size())
         (c,) = _open([x.share + r])
-        not_r = BinarySharedTensor.from_shares(_get(rb) ^ _public(torch.full_like(c, -1)))
+        not_r = BinarySharedTensor.from_shares(resolve(rb) ^ _public(torch.full_like(c, -1)))
         out = BinarySharedTensor.from_shares(_public(c + 1)).add(not_r)
         out.encoder = x.encoder
         return out
@@ -316,6 +384,9 @@ def install_protocols(corr: Correlations) -> None:
     crypten_a2b = getattr(converters, "_sms_crypten_a2b", converters._A2B)
     converters._sms_crypten_a2b = crypten_a2b
     converters._A2B = A2B
+    crypten_ltz = getattr(MPCTensor, "_sms_crypten_ltz", MPCTensor._ltz)
+    MPCTensor._sms_crypten_ltz = crypten_ltz
+    MPCTensor._ltz = ltz
 
     for name, fn in (("mul", mul), ("matmul", matmul), ("square", square), ("AND", AND),
                      ("B2A_single_bit", B2A_single_bit), ("truncate", truncate),

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ._compat import import_crypten
+from .dealer import fixed_operand
 from .division import divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
@@ -271,6 +272,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     rank, world = comm.get_rank(), comm.get_world_size()
     p = params
     comm.reset_communication_stats()
+    stage = comm.set_step       # bytes and rounds are charged per protocol step
+    stage("share")
     notify = progress or (lambda ev: None)
     t_share = time.perf_counter()
 
@@ -312,6 +315,10 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     m = p.n_seeds(world)
     chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
     bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
+    # the points are the same every iteration: their Beaver masks are opened once
+    right = [fixed_operand(pts_int[a:b].t() if exact_edge else pts[a:b].t())
+             for a, b in bounds]
+    upd_chunks = [fixed_operand(upd[a:b]) for a, b in bounds]
     share_s = time.perf_counter() - t_share
     notify({"stage": "shared", "rows": total_rows, "points": total_points,
             "seconds": share_s})
@@ -334,12 +341,14 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         answers: dict = {}
         for ci, (a, b) in enumerate(bounds):
             ta = time.perf_counter()
+            stage("distance")
             if exact_edge:
-                edge = _exact_edge(c, pts_int[a:b].t(), xx[:, a:b], kernel.radius2(p), hi_bits)
+                edge = _exact_edge(c, right[ci], xx[:, a:b], kernel.radius2(p), hi_bits)
             else:
-                dist = cc - 2.0 * c16.matmul(pts[a:b].t()) + sqn[a:b].t()
+                dist = cc - 2.0 * c16.matmul(right[ci]) + sqn[a:b].t()
                 edge = kernel.edge(dist, p) if flat_kernel else None
             tb = time.perf_counter()
+            stage("kernel")
             if flat_kernel:
                 names = list(pending) if ci == 0 else []
                 k, *rest = ge_zero(edge, *[pending[n] for n in names])
@@ -347,7 +356,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             else:
                 k = kernel.secure(dist, p)
             tc = time.perf_counter()
-            s = _weighted_sums(k, upd[a:b], True)
+            stage("update")
+            s = _weighted_sums(k, upd_chunks[ci], True)
             sums = s if sums is None else sums + s
             if not weighted:
                 ks = k.sum(dim=1, keepdim=True)
@@ -360,12 +370,14 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                 notify({"stage": "chunk", "iteration": iterations + 1, "chunk": ci + 1,
                         "chunks": len(bounds)})
         tc = time.perf_counter()
+        stage("update")
         sums = rescale(sums, hi_bits)
         if weighted:
             num, den = sums[:, :d], sums[:, d:]
         else:
             num = sums
         den = rescale(den, hi_bits)
+        stage("division")
         parts = {"thr": normaliser_inputs(den, max_den),
                  "den": crypten.cat([den + 0.5, (max_den + 1.0) - den])}
         if flat_kernel and "move" in answers:
@@ -390,6 +402,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
                     "moving": None, "seconds": total})
             continue
+        stage("stop")
         bad = (1 - answers["den"]).sum()
         if "range" in answers:
             bad = bad + (1 - answers["range"]).sum()
@@ -416,6 +429,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                 break
         if iterations >= p.max_iter:     # only reached to check the last update
             break
+        stage("division")
         new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits)
         pending = {"range": crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new])}
         if not p.oblivious:
@@ -444,6 +458,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             break
 
     t_merge = time.perf_counter()
+    stage("merge")
     if p.merge == "intensity":
         # the last pass's weight sums (what the twin calls intensity), public rescaling undone
         keep = _merge_keep_intensity(c, den * (2**shift) if shift else den, p.merge_unit,
@@ -452,12 +467,14 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         keep = _merge_keep(c, p.merge_unit)
     small = None
     if p.return_sizes or p.min_cluster_size > 1:
+        stage("sizes")
         sizes_col = _nearest_sizes(rescale(c, BULK_BITS), keep, pts, sqn,
                                    upd if weighted else None, bounds, p)
         if weighted and shift:
             sizes_col = sizes_col * (2**shift)     # undo the public weight rescaling
         if p.min_cluster_size > 1:
             keep, small = suppress_small(keep, sizes_col, p.min_cluster_size)
+    stage("reveal")
     out = crypten.cat([keep * c, rescale(keep * 1, p.precision_bits)], dim=1)
     if p.return_sizes:
         out = crypten.cat([out, rescale(sizes_col, hi_bits)], dim=1)
@@ -491,7 +508,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     return SecureResult(centroids, sizes, iterations, per_iter, share_s, merge_s,
                         {"bytes": int(stats.get("bytes", 0)),
                          "dealer_bytes": int(stats.get("dealer_bytes", 0)),
-                         "rounds": int(stats.get("rounds", 0))},
+                         "rounds": int(stats.get("rounds", 0)),
+                         "steps": stats.get("steps", {})},
                         total_points, total_rows, suppressed)
 
 

@@ -188,8 +188,10 @@ class _Session:
         from ._compat import freeze_config
 
         freeze_config(crypten)
-        install(MeshCommunicator(mesh, k))
+        comm = MeshCommunicator(mesh, k)
+        install(comm)
         install_protocols(self.corr)
+        self.corr.on_request = comm.count_dealer
         return self
 
     def __exit__(self, exc_type, *exc):

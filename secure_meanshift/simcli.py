@@ -150,8 +150,22 @@ def build_report(parts, params, run, ref, skl) -> dict:
                                     for o in run.outcomes)),
             "rounds": int(max(o.communication.get("rounds", 0) for o in run.outcomes)),
             "per_party_bytes": [int(o.communication.get("bytes", 0)) for o in run.outcomes],
+            "steps": _step_totals(run.outcomes),
         },
     }
+
+
+def _step_totals(outcomes) -> dict:
+    """Per protocol step: bytes and dealer bytes summed over parties, rounds of
+    the busiest party."""
+    out: dict = {}
+    for o in outcomes:
+        for name, v in o.communication.get("steps", {}).items():
+            t = out.setdefault(name, {"bytes": 0, "dealer_bytes": 0, "rounds": 0})
+            t["bytes"] += int(v.get("bytes", 0))
+            t["dealer_bytes"] += int(v.get("dealer_bytes", 0))
+            t["rounds"] = max(t["rounds"], int(v.get("rounds", 0)))
+    return out
 
 
 def run(args) -> int:

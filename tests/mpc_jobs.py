@@ -117,3 +117,48 @@ def exact_edge_job(rank, c, x, radius2, bits):
     dist = (c16 * c16).sum(dim=1, keepdim=True) - 2.0 * c16.matmul(pts.t()) + sq.t()
     (old,) = ge_zero(radius2 - dist)
     return exact.get_plain_text().numpy(), old.get_plain_text().numpy()
+
+
+def ring_sign_job(rank, n):
+    """[x < 0] for n random ring elements plus the extremes, shared by every rank;
+    with the communication of the one comparison."""
+    import numpy as np
+
+    from secure_meanshift._compat import import_crypten
+
+    crypten = import_crypten()
+    from crypten.mpc import MPCTensor
+
+    comm = crypten.comm.get()
+    world = comm.get_world_size()
+    special = np.array([0, -1, 1, 2**63 - 1, -2**63, 2**62, -2**62, 2**62 - 1], np.int64)
+    values = np.concatenate([special, np.random.default_rng(7).integers(
+        -2**63, 2**63 - 1, size=n, dtype=np.int64)])
+    shares = [np.random.default_rng(50 + r).integers(-2**63, 2**63 - 1, size=values.size,
+                                                      dtype=np.int64) for r in range(world)]
+    shares[0] = values - sum(shares[1:], np.zeros_like(values))   # wraps mod 2^64
+    x = MPCTensor.from_shares(torch.from_numpy(shares[rank]), precision=0)
+    comm.reset_communication_stats()
+    bits = x._ltz()
+    stats = comm.get_communication_stats()
+    return bits.get_plain_text().long().numpy(), values, stats
+
+
+def fixed_operand_job(rank, c_rows, x):
+    """C_t @ X for two different C_t with X marked fixed: products and bytes per call."""
+    import numpy as np
+
+    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.dealer import fixed_operand
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    xs = fixed_operand(crypten.cryptensor(torch.tensor(x, dtype=torch.float32), src=1).t())
+    out, sent = [], []
+    for c in c_rows:
+        ct = crypten.cryptensor(torch.tensor(c, dtype=torch.float32), src=0)
+        comm.reset_communication_stats()
+        prod = ct.matmul(xs)
+        sent.append(comm.get_communication_stats()["bytes"])
+        out.append(prod.get_plain_text().double().numpy())
+    return out, sent, [np.asarray(c) @ np.asarray(x).T for c in c_rows]

@@ -1,0 +1,65 @@
+"""The dealer-assisted sign test (secure_meanshift/signtest.py): exact for every
+ring element, at most 20 bytes per element per other party, 7 rounds for any
+number of parties; and multiplications by a fixed operand open its mask once."""
+
+import numpy as np
+import pytest
+import torch
+
+from mpc_jobs import fixed_operand_job, ring_sign_job
+from secure_meanshift import signtest
+from secure_meanshift.simulate import run_mpc_function
+
+SPU_SEMI2K_MSB_BITS = 13 * 2 * 64 + 64   # SPU's cost model: a2b + b2a, 2 parties, K = 64
+
+
+@pytest.mark.parametrize("parties", [2, 3, 4])
+def test_sign_is_exact_for_every_ring_element_and_rounds_are_flat(parties):
+    n = 1000 if parties == 2 else 130       # 130: two words plus a padded third
+    results = run_mpc_function(ring_sign_job, parties, (n,))
+    bits, values, stats = results[0]
+    assert np.array_equal(bits, (values < 0).astype(np.int64))
+    assert stats["rounds"] == 7, stats
+    # to each other party: c (64 bits per element), then whole words of sliced
+    # bits: 92 rows for the AND levels and one for the conversion
+    w = signtest.words(values.size)
+    per_peer = 8 * values.size + (92 + 1) * 8 * w
+    for rank, (_, _, st) in enumerate(results[1:], start=1):   # rank 0 also asks the dealer
+        assert st["bytes"] == (parties - 1) * per_peer, (rank, st)
+    if parties == 2:
+        assert per_peer * 8 / values.size < SPU_SEMI2K_MSB_BITS / 10
+
+
+def test_bit_slicing_round_trips():
+    rng = np.random.default_rng(3)
+    for n in (1, 63, 64, 65, 1000):
+        v = torch.from_numpy(rng.integers(-2**63, 2**63 - 1, size=n, dtype=np.int64))
+        s = signtest.slice_bits(v)
+        assert s.shape == (64, signtest.words(n))
+        for j in (0, 1, 31, 62, 63):
+            want = ((v >> j) & 1).long()
+            assert torch.equal(signtest.unpack_bits(s[j], n), want)
+        b = torch.from_numpy(rng.integers(0, 2, size=n))
+        assert torch.equal(signtest.unpack_bits(signtest.pack_bits(b), n), b)
+
+
+def test_dealer_material_pairs_are_bit_products():
+    v = torch.from_numpy(np.random.default_rng(4).integers(-2**63, 2**63 - 1, size=200,
+                                                           dtype=np.int64))
+    m = signtest.mask_material(v)
+    assert m.shape == (signtest.MASK_ROWS, signtest.words(200))
+    for j in range(signtest.PAIRS):
+        want = ((v >> (2 * j + 1)) & (v >> (2 * j)) & 1).long()
+        assert torch.equal(signtest.unpack_bits(m[64 + j], 200), want)
+
+
+def test_fixed_operand_mask_is_opened_once():
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, size=(300, 2))
+    cs = [rng.uniform(0, 1, size=(8, 2)) for _ in range(3)]
+    out, sent, ref = run_mpc_function(fixed_operand_job, 2, (cs, x))[0]
+    for got, want in zip(out, ref):
+        assert np.abs(got - want).max() < 1e-3
+    # first product opens C - A (8 x 2) and X - B (2 x 300); later ones C - A only
+    assert sent[0] > 8 * 2 * 300
+    assert all(s < 8 * (8 * 2) + 512 for s in sent[1:]), sent
