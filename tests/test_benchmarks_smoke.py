@@ -2,8 +2,8 @@
 folder (as a subprocess, by path: crypten ships a package called `benchmarks`)
 and writes JSON with the expected keys. Timings are not checked.
 
-sweeps.py and targets.py take about 20-30 s each here; scale_report.py about
-two minutes, so it is marked slow."""
+sweeps.py and targets.py take about 20-30 s each here, cost_table.py about 10 s;
+scale_report.py about two minutes, so it is marked slow."""
 
 from __future__ import annotations
 
@@ -73,3 +73,20 @@ def test_scale_report_quick(tmp_path):
     assert "## Targets" in report
     for png in ("scaling.png", "accuracy.png", "headline.png"):
         assert (tmp_path / png).stat().st_size > 0
+
+
+def test_cost_table_quick(tmp_path):
+    # one CLI run (2 parties, 100 points), about 10 s
+    _run("cost_table.py", tmp_path)
+    data = json.loads((tmp_path / "cost_table.json").read_text())
+    row = data["settings"]["p2_n100"]
+    assert {"parties", "points", "m", "d", "J", "iterations", "ours", "spu_model",
+            "ratio_bytes", "ratio_rounds"} <= set(row)
+    steps = {"distance", "kernel", "update", "division", "stop"}
+    assert set(row["ours"]["per_iteration"]) == steps
+    assert set(row["spu_model"]["per_iteration"]) == steps
+    assert row["spu_model"]["protocol"] == "SEMI2K"
+    for s in row["spu_model"]["per_iteration"].values():
+        assert s["bytes"] > 0 and s["rounds"] > 0 and s["model"]
+    assert row["ours"]["total_per_iteration"]["bytes"] > 0
+    assert (tmp_path / "cost_table.png").stat().st_size > 0
