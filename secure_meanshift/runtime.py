@@ -185,9 +185,10 @@ class _Session:
         except MPCError:
             mesh.close()
             raise
-        from ._compat import freeze_config
+        from ._compat import fast_copies, freeze_config
 
         freeze_config(crypten)
+        fast_copies(crypten)
         comm = MeshCommunicator(mesh, k)
         install(comm)
         install_protocols(self.corr)

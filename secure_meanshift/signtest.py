@@ -87,7 +87,13 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     corr: the party's Correlations (dealer.py); open_sum / open_xor: one
     batched all-to-all opening; first: this party adds public constants."""
     shape, n = x.shape, x.numel()
+    w = words(n)
+    # everything the dealer contributes, asked for at once: its answers then
+    # arrive while the parties exchange c, and no level waits for the dealer
     r, material = corr.ltz_mask(n)
+    triples = [corr.binary_triple((1, h, w), (1 if last else 2, h, w))
+               for h, last in _levels(PAIRS + 1)]
+    rho = corr.random_bit(torch.Size([64 * w]))
     (c,) = open_sum([x.reshape(-1) + r])
     cs = slice_bits(c)                                   # public
     nc = ~cs
@@ -107,14 +113,14 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     eq = torch.cat([eq, top_eq])
 
     # levels 2..6: combine adjacent blocks (hi = odd, lo = even) with one AND each
-    while gt.size(0) > 1:
+    for triple in triples:
         g = gt.size(0)
         h = g // 2
         ghi, glo = gt[1:2 * h:2], gt[0:2 * h:2]
         ehi, elo = eq[1:2 * h:2], eq[0:2 * h:2]
         last = g == 2
         y = glo.unsqueeze(0) if last else torch.stack([glo, elo])
-        z = and_shares(corr, ehi.unsqueeze(0), y, open_xor, first)
+        z = and_shares(corr, ehi.unsqueeze(0), y, open_xor, first, triple)
         new_gt, new_eq = ghi ^ z[0], (None if last else z[1])
         if g % 2:                                          # the top block passes through
             new_gt = torch.cat([new_gt, gt[-1:]])
@@ -124,24 +130,33 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     msb = gt[0] ^ rb[63]
     if first:
         msb = msb ^ cs[63]
-    return bit_to_arithmetic(corr, msb, n, open_xor, first).reshape(shape)
+    return bit_to_arithmetic(corr, msb, n, open_xor, first, rho).reshape(shape)
+
+
+def _levels(blocks: int) -> list:
+    """(pairs combined, is last level) for each AND level of the tree."""
+    out = []
+    while blocks > 1:
+        out.append((blocks // 2, blocks == 2))
+        blocks = blocks - blocks // 2
+    return out
 
 
 def and_shares(corr, x: torch.Tensor, y: torch.Tensor, open_xor: Opener,
-               first: bool) -> torch.Tensor:
+               first: bool, triple=None) -> torch.Tensor:
     """XOR shares of x & y (broadcasting) with one binary triple from the dealer:
     open x ^ a and y ^ b (one hop), z = c ^ (b & e) ^ (a & d) ^ e & d."""
-    a, b, c = corr.binary_triple(x.size(), y.size())
+    a, b, c = triple or corr.binary_triple(x.size(), y.size())
     e, d = open_xor([x ^ a, y ^ b])
     z = resolve(c) ^ (b & e) ^ (a & d)
     return z ^ (e & d) if first else z
 
 
 def bit_to_arithmetic(corr, packed: torch.Tensor, n: int, open_xor: Opener,
-                      first: bool) -> torch.Tensor:
+                      first: bool, rho=None) -> torch.Tensor:
     """(n,) additive shares of the bits XOR-shared in ``packed`` (words(n),)."""
     # one random bit per word position, so that even the padding opens uniform
-    rho_b, rho_a = corr.random_bit(torch.Size([64 * packed.numel()]))
+    rho_b, rho_a = rho or corr.random_bit(torch.Size([64 * packed.numel()]))
     (z,) = open_xor([packed ^ pack_bits(rho_b)])
     z = unpack_bits(z, n)
     share = resolve(rho_a)[:n] * (1 - 2 * z)
