@@ -14,7 +14,6 @@ part from the dealer, as a correction:
   binary triple    a_i, b_i, c_i (i > 0), xor      c_0 = (xor a) & (xor b) ^ xor c_i
   random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
   truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
-  edaBit           r_i, rb_i (i > 0), xor          rb_0 = (sum r mod 2^64) ^ xor rb_i
   sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
                                                    (r's bit slices and pair products,
                                                    signtest.mask_material)
@@ -27,15 +26,12 @@ sum b and answers c = a op b.
 A correction is c minus values party 0 has never seen (they come from the
 other parties' streams), so it is a uniform ring element to party 0. Party 0
 asks for each value by kind and shape only (public), before the opening that
-uses it, so the dealer's answer travels while the parties exchange their
-masked values: the dealer adds no round.
+uses it (a sign test asks for all its values at once), so the dealer's answer
+travels while the parties exchange their masked values: the dealer adds no
+round.
 
-Conversion to binary shares (three or more parties; comparisons start with
-it): open c = x + r in one hop, then x = (c + 1) + ~r with one binary adder
-between the public c + 1 and the dealer's bits of r. CrypTen's own conversion
-adds every party's share in binary, log2(k) adders whose openings grow with k;
-this one costs the same for any number of parties (two parties keep CrypTen's
-single adder, which needs no opening first).
+Comparisons: every ``_ltz`` (hence ``ge``, ``lt``, ``argmin``) is the sign
+test of signtest.py, on the values dealt here.
 
 Truncation with a pair (r, r // 2^f): open c = x + r in one hop, then
 x // 2^f = c // 2^f - r // 2^f (up to one unit in the last place), for any
@@ -150,9 +146,6 @@ class Dealing:
         if kind == "b2a":                        # a random bit, xor- and additively shared
             (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
             return _xor_all(rb) - sum_ring(rest)
-        if kind == "edabit":                     # r, additively and xor-shared
-            (r,), rest = self._draw([("ring", s0)], ("ring", s0))
-            return sum_ring(r) ^ _xor_all(rest) if rest else sum_ring(r)
         (r,), rest = self._draw([("ring", s0)], ("ring", s0))
         if kind == "square":
             return sum_ring(r) * sum_ring(r) - sum_ring(rest)
@@ -260,11 +253,6 @@ class Correlations:
         rb = self.stream.bits(s, 1)
         return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
 
-    def edabit(self, s):
-        """r as arithmetic shares and as binary (xor) shares of its 64 bits."""
-        r = self.stream.ring(s)
-        return r, self._value({"kind": "edabit", "s0": list(s)}, s, self.stream.ring)
-
     def trunc_pair(self, s, y: int):
         r = self.stream.ring(s)
         return r, self._value({"kind": "trunc", "s0": list(s), "y": int(y)}, s,
@@ -365,25 +353,9 @@ def install_protocols(corr: Correlations) -> None:
         x.share = _public(_udiv(c, int(y))) - resolve(t)
         return x
 
-    def A2B(x):
-        """Binary shares of x from one opening of x + r and one adder (k > 2)."""
-        if comm().get_world_size() == 2:
-            return crypten_a2b(x)
-        r, rb = corr.edabit(x.size())
-        (c,) = _open([x.share + r])
-        not_r = BinarySharedTensor.from_shares(resolve(rb) ^ _public(torch.full_like(c, -1)))
-        out = BinarySharedTensor.from_shares(_public(c + 1)).add(not_r)
-        out.encoder = x.encoder
-        return out
-
     def _refuse(*args, **kwargs):
         raise MPCError("a protocol step asked CrypTen's own triple provider")
 
-    from crypten.mpc.primitives import converters
-
-    crypten_a2b = getattr(converters, "_sms_crypten_a2b", converters._A2B)
-    converters._sms_crypten_a2b = crypten_a2b
-    converters._A2B = A2B
     crypten_ltz = getattr(MPCTensor, "_sms_crypten_ltz", MPCTensor._ltz)
     MPCTensor._sms_crypten_ltz = crypten_ltz
     MPCTensor._ltz = ltz

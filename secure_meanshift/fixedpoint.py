@@ -42,7 +42,7 @@ def _as_default_scale(x):
 def ge_zero(*parts):
     """[x >= 0] (0/1, scale 1) for several tensors in ONE secure comparison.
 
-    A comparison costs about a dozen communication rounds whatever its size,
+    A comparison costs 7 communication rounds whatever its size (signtest.py),
     so the protocol batches every comparison that is ready at the same time.
     """
     crypten = import_crypten()
