@@ -233,8 +233,10 @@ def run_cli(parties: int, points: int, timeout: float) -> dict:
 
 
 def division_J(points: int) -> int:
-    from secure_meanshift.division import thresholds
-    return len(thresholds(float(points))) - 1
+    """Thresholds per centroid of the division's sign tests (flat kernel: den
+    is a count, so they start at 2^COUNT_EXP_LO)."""
+    from secure_meanshift.division import COUNT_EXP_LO, thresholds
+    return len(thresholds(float(points), COUNT_EXP_LO)) - 1
 
 
 def ours_from(report: dict) -> dict:

@@ -30,7 +30,7 @@ import torch
 
 from ._compat import import_crypten
 from .dealer import fixed_operand
-from .division import divide_with_bits, normaliser_inputs
+from .division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
 from .params import MeanShiftParams, dust_indices
@@ -305,6 +305,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
 
     kernel = get_kernel(p.kernel)
     flat_kernel = kernel.edge is not None     # a sign test: batched with the pending ones
+    # flat weights are 0/1 and counts integers: den is an integer count
+    lo_exp = COUNT_EXP_LO if flat_kernel and shift == 0 else EXP_LO
     hi_bits = p.precision_bits
     c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
     exact_edge = kernel.radius2 is not None
@@ -378,7 +380,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             num = sums
         den = rescale(den, hi_bits)
         stage("division")
-        parts = {"thr": normaliser_inputs(den, max_den),
+        parts = {"thr": normaliser_inputs(den, max_den, lo_exp),
                  "den": crypten.cat([den + 0.5, (max_den + 1.0) - den])}
         if flat_kernel and "move" in answers:
             parts["any"] = rescale(answers["move"].sum() - 1, hi_bits).reshape(1)
@@ -392,7 +394,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
             # update failed a sanity test keeps its position (on shares)
             if iterations >= p.max_iter:
                 break
-            new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits)
+            new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits,
+                                   lo_exp)
             c = _keep_if_valid(new, c, answers["den"])
             iterations += 1
             t_upd += time.perf_counter() - tc
@@ -430,7 +433,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         if iterations >= p.max_iter:     # only reached to check the last update
             break
         stage("division")
-        new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits)
+        new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits,
+                                   lo_exp)
         pending = {"range": crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new])}
         if not p.oblivious:
             pending["move"] = _movement_terms(new, c, p.tol_unit)
