@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from contextlib import contextmanager
 from typing import Optional
 
 import numpy as np
@@ -114,9 +115,15 @@ class Dealing:
         for i, st in enumerate(self.streams):
             for k, (kind, shape) in enumerate(shared):
                 got[k].append(_sample(st, kind, shape))
-            if i > 0:
+            if i > 0 and rest is not None:
                 others.append(_sample(st, *rest))
         return got, others
+
+    def remember(self, req: dict) -> None:
+        """A fixed operand's mask b (every party draws its share of b): kept
+        for the products that reuse it; nothing to answer."""
+        (b,), _ = self._draw([("ring", req["s1"])], None)
+        self.fixed[int(req["fixed"])] = sum_ring(b)
 
     def answer(self, req: dict) -> torch.Tensor:
         """Party 0's correction for one request (kind and shapes only)."""
@@ -193,6 +200,80 @@ class Correlations:
         self.requests = 0
         self.fixed_ids = 0
         self.on_request = None          # called with each correction's size in bytes
+        self.plans: dict = {}           # phase key -> the draws it made the first time
+        self._recording: Optional[list] = None
+        self._reserved: deque = deque()
+
+    # ---- phases: every draw of a repeated phase asked for at its start ------
+    @contextmanager
+    def phase(self, key):
+        """The first time ``key`` runs, record its draws (kinds and shapes, all
+        public); every later time, make them all at the start (party 0 sends
+        every request at once), so no step inside waits for the dealer. Every
+        party runs the same phases, so the streams stay in step."""
+        plan = self.plans.get(key)
+        if plan is None:
+            self._recording = []
+            try:
+                yield
+            finally:
+                self.plans[key], self._recording = self._recording, None
+            return
+        self._reserved = deque((name, args, getattr(self, "_" + name)(*args))
+                               for name, args in plan)
+        try:
+            yield
+        finally:
+            left, self._reserved = len(self._reserved), deque()
+        if left:
+            raise MPCError("correlated randomness: a phase used fewer values than planned")
+
+    def _use(self, name: str, args: tuple):
+        if self._reserved:
+            planned, pargs, out = self._reserved.popleft()
+            if planned != name or len(pargs) != len(args) or not all(
+                    p is a or (not isinstance(p, torch.Tensor) and p == a)
+                    for p, a in zip(pargs, args)):
+                raise MPCError("correlated randomness: a phase drew other values than planned")
+            return out
+        if self._recording is not None:
+            self._recording.append((name, args))
+        return getattr(self, "_" + name)(*args)
+
+    def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
+        """(a, b, c = a op b); with ``fixed`` (an id from new_fixed_id) and the
+        mask b of fixed_mask or an earlier triple, b is reused and only a is fresh."""
+        return self._use("triple", (op, tuple(s0), tuple(s1), fixed, b))
+
+    def square(self, s):
+        return self._use("square", (tuple(s),))
+
+    def binary_triple(self, s0, s1):
+        return self._use("binary_triple", (tuple(s0), tuple(s1)))
+
+    def random_bit(self, s):
+        return self._use("random_bit", (tuple(s),))
+
+    def trunc_pair(self, s, y: int):
+        return self._use("trunc_pair", (tuple(s), int(y)))
+
+    def ltz_mask(self, n: int):
+        """A sign-test mask for n elements: r (ring) and the XOR-shared
+        material of signtest.mask_material(r)."""
+        return self._use("ltz_mask", (int(n),))
+
+    def fixed_mask(self, s1) -> tuple:
+        """(id, b): the mask of a fixed operand of shape s1, drawn once; the
+        dealer keeps sum b for every later triple with this id."""
+        fid = self.new_fixed_id()
+        b = self.stream.ring(s1)
+        if self.rank == 0:
+            req = {"kind": "fixed", "s1": list(s1), "fixed": fid}
+            if self.local is not None:
+                self.local.remember(req)
+            else:
+                self.mesh.send(self.dealer_rank, json.dumps(req).encode())
+        return fid, b
 
     def _ask(self, req: dict, size) -> _Pending:
         p = _Pending(self, size)
@@ -215,9 +296,7 @@ class Correlations:
             return self._ask(req, size)
         return draw(size)
 
-    def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
-        """(a, b, c = a op b); with ``fixed`` (an id from new_fixed_id) and the
-        mask b of an earlier triple, b is reused and only a is fresh."""
+    def _triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
         a = self.stream.ring(s0)
         if b is None:
             b = self.stream.ring(s1)
@@ -231,29 +310,27 @@ class Correlations:
         self.fixed_ids += 1
         return self.fixed_ids
 
-    def ltz_mask(self, n: int):
-        """A sign-test mask for n elements: r (ring) and the XOR-shared
-        material of signtest.mask_material(r)."""
+    def _ltz_mask(self, n: int):
         r = self.stream.ring((n,))
         size = (MASK_ROWS, words(n))
         return r, self._value({"kind": "ltz", "s0": [n]}, size, self.stream.ring)
 
-    def square(self, s):
+    def _square(self, s):
         r = self.stream.ring(s)
         return r, self._value({"kind": "square", "s0": list(s)}, s, self.stream.ring)
 
-    def binary_triple(self, s0, s1):
+    def _binary_triple(self, s0, s1):
         a, b = self.stream.bits(s0), self.stream.bits(s1)
         cs = _out_size("and", s0, s1)
         c = self._value({"kind": "and", "s0": list(s0), "s1": list(s1)}, cs,
                         self.stream.bits)
         return a, b, c
 
-    def random_bit(self, s):
+    def _random_bit(self, s):
         rb = self.stream.bits(s, 1)
         return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
 
-    def trunc_pair(self, s, y: int):
+    def _trunc_pair(self, s, y: int):
         r = self.stream.ring(s)
         return r, self._value({"kind": "trunc", "s0": list(s), "y": int(y)}, s,
                               self.stream.ring)
@@ -269,12 +346,46 @@ class Correlations:
 FIXED = "_sms_fixed_operand"
 
 
+_ACTIVE: list = []       # the session's Correlations (one session per worker process)
+
+
 def fixed_operand(t):
     """Mark the MPCTensor t as a fixed right operand: every later product
     x op t reuses the mask of the first one, so t - b is opened only once
     (t's shares must not change afterwards). Returns t."""
     setattr(t._tensor, FIXED, {})
     return t
+
+
+def prime_fixed(*tensors) -> None:
+    """Draw the masks of fixed operands and open every t - b now, in one
+    round, so that products in later phases all draw alike."""
+    import crypten
+
+    if not tensors:
+        return
+    corr = _ACTIVE[0]
+    states = [getattr(t._tensor, FIXED) for t in tensors]
+    masks = [corr.fixed_mask(t.size()) for t in tensors]
+    deltas = crypten.comm.get().all_reduce([t._tensor.share - b for t, (_, b) in
+                                            zip(tensors, masks)], batched=True)
+    for st, (fid, b), delta in zip(states, masks, deltas):
+        st.update(id=fid, b=b, delta=delta)
+
+
+def release() -> None:
+    """The session is over: forget its Correlations."""
+    _ACTIVE.clear()
+
+
+@contextmanager
+def phase(key):
+    """Correlations.phase of the session, if the session has a dealer's."""
+    if not _ACTIVE:
+        yield
+        return
+    with _ACTIVE[0].phase(key):
+        yield
 
 
 def install_protocols(corr: Correlations) -> None:
@@ -289,6 +400,7 @@ def install_protocols(corr: Correlations) -> None:
     from crypten.mpc.primitives.binary import BinarySharedTensor
 
     comm = crypten.comm.get
+    _ACTIVE[:] = [corr]
 
     def _open(shares: list, op=ReduceOp.SUM) -> list:
         return comm().all_reduce(shares, op=op, batched=True)
@@ -404,5 +516,8 @@ def serve(mesh: Mesh, world: int) -> int:
             raise MPCError("dealer: party 0 sent a malformed request") from None
         if req.get("kind") == "end":
             return served
+        if req.get("kind") == "fixed":
+            dealing.remember(req)
+            continue
         mesh.send(0, to_bytes(dealing.answer(req)))
         served += 1

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ._compat import import_crypten
-from .dealer import fixed_operand
+from .dealer import fixed_operand, phase, prime_fixed
 from .division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
@@ -321,6 +321,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     right = [fixed_operand(pts_int[a:b].t() if exact_edge else pts[a:b].t())
              for a, b in bounds]
     upd_chunks = [fixed_operand(upd[a:b]) for a, b in bounds]
+    prime_fixed(*right, *upd_chunks)
     share_s = time.perf_counter() - t_share
     notify({"stage": "shared", "rows": total_rows, "points": total_points,
             "seconds": share_s})
@@ -339,64 +340,69 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         if not exact_edge:
             c16 = rescale(c, BULK_BITS)
             cc = (c16 * c16).sum(dim=1, keepdim=True)
-        sums = den = None
-        answers: dict = {}
-        for ci, (a, b) in enumerate(bounds):
-            ta = time.perf_counter()
-            stage("distance")
-            if exact_edge:
-                edge = _exact_edge(c, right[ci], xx[:, a:b], kernel.radius2(p), hi_bits)
-            else:
-                dist = cc - 2.0 * c16.matmul(right[ci]) + sqn[a:b].t()
-                edge = kernel.edge(dist, p) if flat_kernel else None
-            tb = time.perf_counter()
-            stage("kernel")
-            if flat_kernel:
-                names = list(pending) if ci == 0 else []
-                k, *rest = ge_zero(edge, *[pending[n] for n in names])
-                answers.update(zip(names, rest))
-            else:
-                k = kernel.secure(dist, p)
+        # every pass of the same shape draws the same correlated values: from the
+        # third on, party 0 asks the dealer for all of them at the start
+        key = ("pass", tuple(sorted((n, tuple(t.size())) for n, t in pending.items())))
+        with phase(key):
+            sums = den = None
+            answers: dict = {}
+            for ci, (a, b) in enumerate(bounds):
+                ta = time.perf_counter()
+                stage("distance")
+                if exact_edge:
+                    edge = _exact_edge(c, right[ci], xx[:, a:b], kernel.radius2(p), hi_bits)
+                else:
+                    dist = cc - 2.0 * c16.matmul(right[ci]) + sqn[a:b].t()
+                    edge = kernel.edge(dist, p) if flat_kernel else None
+                tb = time.perf_counter()
+                stage("kernel")
+                if flat_kernel:
+                    names = list(pending) if ci == 0 else []
+                    k, *rest = ge_zero(edge, *[pending[n] for n in names])
+                    answers.update(zip(names, rest))
+                else:
+                    k = kernel.secure(dist, p)
+                tc = time.perf_counter()
+                stage("update")
+                s = _weighted_sums(k, upd_chunks[ci], True)
+                sums = s if sums is None else sums + s
+                if not weighted:
+                    ks = k.sum(dim=1, keepdim=True)
+                    den = ks if den is None else den + ks
+                td = time.perf_counter()
+                t_dist += tb - ta
+                t_kern += tc - tb
+                t_upd += td - tc
+                if len(bounds) > 1:
+                    notify({"stage": "chunk", "iteration": iterations + 1, "chunk": ci + 1,
+                            "chunks": len(bounds)})
             tc = time.perf_counter()
             stage("update")
-            s = _weighted_sums(k, upd_chunks[ci], True)
-            sums = s if sums is None else sums + s
-            if not weighted:
-                ks = k.sum(dim=1, keepdim=True)
-                den = ks if den is None else den + ks
-            td = time.perf_counter()
-            t_dist += tb - ta
-            t_kern += tc - tb
-            t_upd += td - tc
-            if len(bounds) > 1:
-                notify({"stage": "chunk", "iteration": iterations + 1, "chunk": ci + 1,
-                        "chunks": len(bounds)})
-        tc = time.perf_counter()
-        stage("update")
-        sums = rescale(sums, hi_bits)
-        if weighted:
-            num, den = sums[:, :d], sums[:, d:]
-        else:
-            num = sums
-        den = rescale(den, hi_bits)
-        stage("division")
-        parts = {"thr": normaliser_inputs(den, max_den, lo_exp),
-                 "den": crypten.cat([den + 0.5, (max_den + 1.0) - den])}
-        if flat_kernel and "move" in answers:
-            parts["any"] = rescale(answers["move"].sum() - 1, hi_bits).reshape(1)
-        if not flat_kernel:
-            parts.update(pending)
-        answers.update(zip(parts, ge_zero(*parts.values())))
-        if not flat_kernel and "move" in answers:
-            answers["any"] = _any_bit(answers["move"])
+            sums = rescale(sums, hi_bits)
+            if weighted:
+                num, den = sums[:, :d], sums[:, d:]
+            else:
+                num = sums
+            den = rescale(den, hi_bits)
+            stage("division")
+            parts = {"thr": normaliser_inputs(den, max_den, lo_exp),
+                     "den": crypten.cat([den + 0.5, (max_den + 1.0) - den])}
+            if flat_kernel and "move" in answers:
+                parts["any"] = rescale(answers["move"].sum() - 1, hi_bits).reshape(1)
+            if not flat_kernel:
+                parts.update(pending)
+            answers.update(zip(parts, ge_zero(*parts.values())))
+            if not flat_kernel and "move" in answers:
+                answers["any"] = _any_bit(answers["move"])
         if p.oblivious:
             # nothing is opened before the end, not even a failure count: a row whose
             # update failed a sanity test keeps its position (on shares)
             if iterations >= p.max_iter:
                 break
-            new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits,
-                                   lo_exp)
-            c = _keep_if_valid(new, c, answers["den"])
+            with phase("divide+keep"):
+                new = divide_with_bits(num, den, answers["thr"], c, max_den,
+                                       p.precision_bits, lo_exp)
+                c = _keep_if_valid(new, c, answers["den"])
             iterations += 1
             t_upd += time.perf_counter() - tc
             total = time.perf_counter() - t0
@@ -433,7 +439,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         if iterations >= p.max_iter:     # only reached to check the last update
             break
         stage("division")
-        new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits,
+        with phase("divide"):
+            new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits,
                                    lo_exp)
         pending = {"range": crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new])}
         if not p.oblivious:

@@ -197,7 +197,9 @@ class _Session:
 
     def __exit__(self, exc_type, *exc):
         from .communicator import uninstall
+        from .dealer import release
 
+        release()
         try:
             if exc_type is None and self.corr is not None:
                 self.corr.finish()
