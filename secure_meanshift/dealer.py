@@ -338,6 +338,8 @@ class Correlations:
     def finish(self) -> None:
         """Tell the dealer the job is over (party 0), so it exits cleanly."""
         if self.rank == 0 and self.local is None and self.mesh is not None:
+            while self.pending:          # answers asked for but never used
+                self._resolve_next()
             self.mesh.send(self.dealer_rank, b'{"kind": "end"}')
             self.mesh.flush()
 

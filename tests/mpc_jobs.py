@@ -162,3 +162,30 @@ def fixed_operand_job(rank, c_rows, x):
         sent.append(comm.get_communication_stats()["bytes"])
         out.append(prod.get_plain_text().double().numpy())
     return out, sent, [np.asarray(c) @ np.asarray(x).T for c in c_rows]
+
+
+def phase_job(rank, rounds):
+    """Products inside a repeated dealer phase (recorded, then reserved at its
+    start); then the same key with another shape, which must be refused."""
+    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.dealer import phase
+    from secure_meanshift.errors import MPCError
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    x = crypten.cryptensor(torch.arange(6, dtype=torch.float32).reshape(2, 3), src=0)
+    y = crypten.cryptensor(torch.full((2, 3), 0.5), src=1)
+    out, waits = [], []
+    for _ in range(rounds):
+        with phase("p"):
+            z = (x * y) * y
+            (z >= 1.0).get_plain_text()
+        out.append(z.get_plain_text().numpy())
+    try:
+        with phase("p"):
+            x[:1] * y[:1]
+    except MPCError as exc:
+        refused = str(exc)
+    else:
+        refused = ""
+    return out, refused, comm.get_communication_stats()["rounds"]
