@@ -571,6 +571,12 @@ def ratios(ours: dict, spu: dict) -> dict:
             "bytes_incl_dealer": ours["total_bytes_per_iteration"] / spu["bytes_per_iteration"]}
 
 
+def git_head() -> str:
+    """The checkout's commit (the engine may change under a long run: start and end kept)."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def machine() -> dict:
     info = {"cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -667,6 +673,7 @@ def main(argv=None) -> int:
             for name, s in sets.items() if s["spu_iterations"]}
 
     t_start = time.perf_counter()
+    head_at_start = git_head()
     runs: dict = {n: {m: {"ours": [], "spu": []} for m in modes} for n in sets}
     for rep in range(args.repeats):
         for name, s in sets.items():
@@ -726,8 +733,8 @@ def main(argv=None) -> int:
         "command": " ".join([os.path.relpath(sys.executable, ROOT)
                              if sys.executable.startswith(ROOT) else sys.executable,
                              os.path.relpath(os.path.abspath(__file__), ROOT), *argv]),
-        "git_head": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                   text=True).stdout.strip(),
+        "git_head_at_start": head_at_start,
+        "git_head": git_head(),
         "git_dirty_engine": bool(subprocess.run(
             ["git", "status", "--porcelain", "secure_meanshift"], cwd=ROOT,
             capture_output=True, text=True).stdout.strip()),
