@@ -378,6 +378,23 @@ def prime_fixed(*tensors) -> None:
 def release() -> None:
     """The session is over: forget its Correlations."""
     _ACTIVE.clear()
+    _BEGIN.clear()
+
+
+_BEGIN: dict = {}        # the session's split Beaver protocols (install_protocols)
+
+
+def square_and_matmul(x, y) -> tuple:
+    """(x * x, x @ y) for integer-encoded MPCTensors with ONE opening (x's two
+    masked copies travel together): the ring products, scale 1."""
+    import crypten
+
+    (sq_open, sq_done), (mm_open, mm_done) = _BEGIN["square"](x._tensor), \
+        _BEGIN["matmul"](x._tensor, y._tensor)
+    opened = _BEGIN["open"](sq_open + mm_open)
+    k = len(sq_open)
+    return (crypten.mpc.MPCTensor.from_shares(sq_done(opened[:k]), precision=0),
+            crypten.mpc.MPCTensor.from_shares(mm_done(opened[k:]), precision=0))
 
 
 @contextmanager
@@ -413,24 +430,43 @@ def install_protocols(corr: Correlations) -> None:
     def _open_xor(shares: list) -> list:
         return _open(shares, ReduceOp.BXOR)
 
-    def _beaver(op: str, x, y, *args, **kwargs):
-        if args or kwargs or op not in ("mul", "matmul"):
-            raise MPCError(f"{op}: not supported by this engine")
+    def beaver_begin(op: str, x, y):
+        """A Beaver product split in two: (values to open, finish(opened) ->
+        shares of x op y), so that several products can share one opening."""
         f = getattr(torch, op)
         fixed = getattr(y, FIXED, None)
         if fixed is not None and fixed.get("id") is not None:
-            # y - b was opened at y's first product: only x - a travels
+            # y - b was opened when y was primed: only x - a travels
             a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"])
-            (eps,) = _open([x.share - a])
-            delta = fixed["delta"]
+            opens = [x.share - a]
         else:
             fid = corr.new_fixed_id() if fixed is not None else None
             a, b, c = corr.triple(op, x.size(), y.size(), fid)
-            eps, delta = _open([x.share - a, y.share - b])
-            if fixed is not None:
-                fixed.update(id=fid, b=b, delta=delta)
-        z = resolve(c) + f(eps, b) + f(a, delta) + _public(f(eps, delta))
-        return ArithmeticSharedTensor.from_shares(z, precision=0)
+            opens = [x.share - a, y.share - b]
+
+        def finish(opened: list) -> torch.Tensor:
+            if len(opened) == 1:
+                (eps,), delta = opened, fixed["delta"]
+            else:
+                eps, delta = opened
+                if fixed is not None:
+                    fixed.update(id=fid, b=b, delta=delta)
+            return resolve(c) + f(eps, b) + f(a, delta) + _public(f(eps, delta))
+        return opens, finish
+
+    def square_begin(x):
+        r, s = corr.square(x.size())
+
+        def finish(opened: list) -> torch.Tensor:
+            (eps,) = opened
+            return resolve(s) + 2 * r * eps + _public(eps * eps)
+        return [x.share - r], finish
+
+    def _beaver(op: str, x, y, *args, **kwargs):
+        if args or kwargs or op not in ("mul", "matmul"):
+            raise MPCError(f"{op}: not supported by this engine")
+        opens, finish = beaver_begin(op, x, y)
+        return ArithmeticSharedTensor.from_shares(finish(_open(opens)), precision=0)
 
     def mul(x, y):
         return _beaver("mul", x, y)
@@ -439,10 +475,11 @@ def install_protocols(corr: Correlations) -> None:
         return _beaver("matmul", x, y)
 
     def square(x):
-        r, s = corr.square(x.size())
-        (eps,) = _open([x.share - r])
-        z = resolve(s) + 2 * r * eps + _public(eps * eps)
-        return ArithmeticSharedTensor.from_shares(z, precision=0)
+        opens, finish = square_begin(x)
+        return ArithmeticSharedTensor.from_shares(finish(_open(opens)), precision=0)
+
+    _BEGIN.update(matmul=lambda x, y: beaver_begin("matmul", x, y), square=square_begin,
+                  open=_open)
 
     def AND(x, y):
         return BinarySharedTensor.from_shares(

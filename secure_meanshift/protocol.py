@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ._compat import import_crypten
-from .dealer import fixed_operand, phase, prime_fixed
+from .dealer import fixed_operand, phase, prime_fixed, square_and_matmul
 from .division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
@@ -203,13 +203,12 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
         T = floor(r^2 2^2P) - C.C + 2^(P-15) C.X - 2^(2P-32) X.X
     is an exact ring integer (no truncation: a secret times an integer view needs
     none) of magnitude < d 2^(2P+2), and its sign is exactly the flat kernel's
-    test for the centroid the parties hold. One Beaver matmul, as before.
+    test for the centroid the parties hold. C.C and C.X share one opening.
     Returns T relabelled at 16 bits (same shares, same sign) for ge_zero."""
     from crypten.encoder import FixedPointEncoder
 
-    ci = _int_view(c)
-    cc = _int_view((c * ci).sum(dim=1, keepdim=True))          # C.C
-    cx = _int_view(c.matmul(xi_t))                              # C.X, (m, n)
+    sq, cx = square_and_matmul(_int_view(c), xi_t)              # C*C, C.X (m, n)
+    cc = sq.sum(dim=1, keepdim=True)
     r = int(math.floor(radius2 * 2.0 ** (2 * bits)))
     t = cx * (2 ** (bits - 15)) - cc - xx * (2 ** (2 * bits - 32)) + r
     t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
