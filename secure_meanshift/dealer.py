@@ -14,6 +14,7 @@ part from the dealer, as a correction:
   binary triple    a_i, b_i, c_i (i > 0), xor      c_0 = (xor a) & (xor b) ^ xor c_i
   random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
   truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
+  ... with square  r_i, t_i, u_i (i > 0)           also u_0 = t * t[:, col] - sum u_i
   sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
                                                    (r's bit slices and pair products,
                                                    signtest.mask_material)
@@ -153,11 +154,20 @@ class Dealing:
         if kind == "b2a":                        # a random bit, xor- and additively shared
             (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
             return _xor_all(rb) - sum_ring(rest)
-        (r,), rest = self._draw([("ring", s0)], ("ring", s0))
+        extra = [int(np.prod(s0)) + int(s0[0]) * int(req.get("width", 0))] \
+            if kind == "trunc_sq" else s0
+        (r,), rest = self._draw([("ring", s0)], ("ring", extra))
         if kind == "square":
             return sum_ring(r) * sum_ring(r) - sum_ring(rest)
         if kind == "trunc":
             return _udiv(sum_ring(r), int(req["y"])) - sum_ring(rest)
+        if kind == "trunc_sq":
+            t = _udiv(sum_ring(r), int(req["y"]))
+            width = int(req["width"])
+            out = t.flatten()
+            if width:
+                out = torch.cat([out, (t[:, :width] * t[:, width - 1:width]).flatten()])
+            return out - sum_ring(rest)
         raise MPCError("dealer: unknown request")
 
 
@@ -262,6 +272,12 @@ class Correlations:
         material of signtest.mask_material(r)."""
         return self._use("ltz_mask", (int(n),))
 
+    def trunc_square(self, s, y: int, width: int):
+        """A truncation pair (r, t = r // y) for an (m, w) value, and u = t[:, :width]
+        * t[:, width - 1] (width 0: none): returns r, and a correlated value
+        holding t then u, flattened."""
+        return self._use("trunc_square", (tuple(s), int(y), int(width)))
+
     def fixed_mask(self, s1) -> tuple:
         """(id, b): the mask of a fixed operand of shape s1, drawn once; the
         dealer keeps sum b for every later triple with this id."""
@@ -330,6 +346,12 @@ class Correlations:
         rb = self.stream.bits(s, 1)
         return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
 
+    def _trunc_square(self, s, y: int, width: int):
+        r = self.stream.ring(s)
+        size = (int(np.prod(s)) + int(s[0]) * width,)
+        req = {"kind": "trunc_sq", "s0": list(s), "y": int(y), "width": int(width)}
+        return r, self._value(req, size, self.stream.ring)
+
     def _trunc_pair(self, s, y: int):
         r = self.stream.ring(s)
         return r, self._value({"kind": "trunc", "s0": list(s), "y": int(y)}, s,
@@ -395,6 +417,42 @@ def square_and_matmul(x, y) -> tuple:
     k = len(sq_open)
     return (crypten.mpc.MPCTensor.from_shares(sq_done(opened[:k]), precision=0),
             crypten.mpc.MPCTensor.from_shares(mm_done(opened[k:]), precision=0))
+
+
+def goldschmidt(z, d: int, big: int, bits: int, steps: int):
+    """The division's tail for three or more parties (division.py): z (m, 2d+1)
+    holds [num g, den g, fallback-or-0] * 2^big at scale 2^bits. Every
+    truncation opens c = v + r (one round) and gives v // 2^s = E - t with E
+    public; the next Goldschmidt product nd * (2 - y) is then, on shares,
+    2 nd - (E E_y - E t_y - t E_y + u) with u = t t_y from the dealer: no
+    opening of its own. steps products in steps + 1 rounds (products and
+    truncations separately: 2 * steps + 2). Returns MPCTensor (m, d) at bits."""
+    import crypten
+
+    corr, open_ = _ACTIVE[0], _BEGIN["open"]
+    first = corr.rank == 0
+    width = d + 1
+
+    def truncated(share, y: int, w: int):
+        r, tu = corr.trunc_square(share.shape, y, w)
+        (c,) = open_([share + r])
+        tu = resolve(tu)
+        t = tu[:share.numel()].reshape(share.shape)
+        return _udiv(c, y), t, tu[share.numel():].reshape(share.shape[0], w)
+
+    E, t, u = truncated(z._tensor.share, 2**big, width)
+    kept = (E[:, width:] if first else 0) - t[:, width:]
+    E, t = E[:, :width], t[:, :width]
+    for step in range(steps):
+        ey, ty = E[:, d:d + 1], t[:, d:d + 1]
+        nd_y = u - E * ty - t * ey + (E * ey if first else 0)        # nd * y, scale 2^2bits
+        prod = ((E if first else 0) - t) * 2**(bits + 1) - nd_y       # nd * (2 - y)
+        if step == steps - 1:
+            E, t, _ = truncated(prod[:, :d].contiguous(), 2**bits, 0)
+        else:
+            E, t, u = truncated(prod, 2**bits, width)
+    q = (E if first else 0) - t + kept
+    return crypten.mpc.MPCTensor.from_shares(q, precision=bits)
 
 
 @contextmanager

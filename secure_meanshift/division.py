@@ -10,9 +10,13 @@ CrypTen's own reciprocal converges only for den in about [1, 500]. Here:
    fallback for empty rows. Dens >= 2^12 first lose 12 bits by a plain
    truncation, so every pre-truncation value stays below 2^(17 + precision)
    (CrypTen's truncation fails with probability |value| / 2^64).
-3. one minimax-linear initial guess r0 = c1 - c2 y (|1 - y r0| <= 7e-3) and
-   two Goldschmidt steps (error 5e-5, then 2e-9; one step would leave a
-   one-sided bias that accumulates over mean-shift iterations).
+3. three Goldschmidt steps nd <- nd * (2 - y) from y in [2^-1/8, 2^1/8]
+   (the normaliser aims at the geometric middle of each bin): |1 - y| <= 0.11,
+   then 1.2e-2, 1.4e-4, 2e-8 (a smaller error would not show; a larger one
+   is a one-sided bias that accumulates over mean-shift iterations). Every
+   step is nd * (2 - y) with an integer 2, so with three or more parties each
+   truncation's opening also serves as the next product's (dealer.goldschmidt):
+   5 rounds instead of 8.
    1/den itself, too small for fixed point when den is large, is never formed.
 A den below 2^-8 counts as empty: the caller's fallback value is kept. When
 den is a count (flat kernel: a sum of 0/1 weights times integer counts) the
@@ -34,6 +38,7 @@ COUNT_EXP_LO = -1              # the same when den is an integer count
 EMPTY_BELOW = 2.0 ** EXP_LO    # den below this is treated as an empty neighbourhood
 STEPS_PER_OCTAVE = 4
 G_BITS = 5                     # g_i rounded to integers of >= 5 bits (y range +-3%)
+GOLDSCHMIDT_STEPS = 3
 COARSE = 12                    # dens >= 2^12 are first divided by 2^12
 
 
@@ -44,18 +49,16 @@ def thresholds(max_den: float, lo_exp: int = EXP_LO) -> np.ndarray:
     return 2.0 ** (lo_exp + np.arange(n) / STEPS_PER_OCTAVE)
 
 
-def _normaliser(max_den: float, lo_exp: int = EXP_LO) -> tuple[int, np.ndarray, float, float]:
-    """Public constants: 2^big, integer g_i ~ 2^big / t_(i+1), and the minimax
-    linear initial guess c1 - c2 y for 1/y over the y range these g_i give."""
+def _normaliser(max_den: float, lo_exp: int = EXP_LO) -> tuple[int, np.ndarray, float]:
+    """Public constants: 2^big, integer g_i ~ 2^big / sqrt(t_i t_(i+1)), and the
+    largest |1 - y| over the bins (y = den g_i / 2^big)."""
     t = thresholds(max_den, lo_exp)
     pre = np.where((t[:-1] >= 2.0**COARSE) & (t[-1] > 2.0**COARSE), 2.0**-COARSE, 1.0)
     lo, hi = t[:-1] * pre, t[1:] * pre              # den range per bin after the coarse step
     big = int(math.ceil(math.log2(hi.max()))) + G_BITS
-    ints = np.round(2.0**big / hi).astype(np.int64)
+    ints = np.round(2.0**big / np.sqrt(lo * hi)).astype(np.int64)
     g = ints / 2.0**big
-    a, b = float(np.min(lo * g)), float(np.max(hi * g))
-    c2 = 2.0 / (a * b + (a + b) ** 2 / 4.0)     # equioscillation of 1 - y (c1 - c2 y)
-    return big, ints, c2 * (a + b), c2
+    return big, ints, float(max(np.max(np.abs(1 - lo * g)), np.max(np.abs(1 - hi * g))))
 
 
 def normaliser_inputs(den, max_den: float, lo_exp: int = EXP_LO):
@@ -91,21 +94,22 @@ def divide_with_bits(num, den, bits, fallback, max_den: float, precision_bits: i
         at = (COARSE - lo_exp) * STEPS_PER_OCTAVE          # t[at] == 2^COARSE
         big_rows = bits[:, at:at + 1]
         x = x + big_rows * (x.div(2**COARSE) - x)
-    big, ints, c1, c2 = _normaliser(max_den, lo_exp)
+    big, ints, _ = _normaliser(max_den, lo_exp)
     mult = _pick(onehot, ints)
     # [num, den] * g and the empty-row fallback in one multiplication; the
     # integer factors are exact, one truncation by 2^big brings them back.
     x = crypten.cat([x, fallback], dim=1)
-    x = (x * crypten.cat([mult.expand(-1, d + 1), (empty * 2**big).expand(-1, d)], dim=1)
-         ).div(2**big)
-    nd, kept = x[:, :d + 1], x[:, d + 1:]            # kept = fallback on empty rows, else 0
+    z = x * crypten.cat([mult.expand(-1, d + 1), (empty * 2**big).expand(-1, d)], dim=1)
+    if crypten.comm.get().get_world_size() > 2:
+        from .dealer import goldschmidt
 
-    y = nd[:, -1:]                                    # in [_A, 1), 0 on empty rows
-    nd = nd * (c1 - c2 * y)                           # initial guess r0
-    nd = nd * (2.0 - nd[:, -1:])                      # Goldschmidt: error e -> e^2
-    q = nd[:, :d] * (2.0 - nd[:, -1:])                # and again: a bias of e^2 ~ 5e-5
-    #                                                   would accumulate over iterations
-    return q + kept
+        bits = int(round(math.log2(z.encoder.scale)))         # the operands' own scale
+        return goldschmidt(z, d, big, bits, GOLDSCHMIDT_STEPS)
+    x = z.div(2**big)                                 # two parties: local truncations
+    nd, kept = x[:, :d + 1], x[:, d + 1:]            # kept = fallback on empty rows, else 0
+    for _ in range(GOLDSCHMIDT_STEPS - 1):            # y = nd[:, -1] -> 1, error e -> e^2
+        nd = nd * (2.0 - nd[:, -1:])
+    return nd[:, :d] * (2.0 - nd[:, -1:]) + kept
 
 
 def secure_divide(num, den, fallback, max_den: float, precision_bits: int = 16,

@@ -98,6 +98,11 @@ class _Link:
 
     def flush(self) -> int:
         sent = 0
+        if len(self.out) > 1 and sum(len(v) for v in self.out) <= _COALESCE:
+            # several small frames (party 0's requests to the dealer): one record
+            joined = memoryview(b"".join(self.out))
+            self.out.clear()
+            self.out.append(joined)
         while self.out:
             view = self.out[0]
             try:

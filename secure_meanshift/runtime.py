@@ -185,10 +185,11 @@ class _Session:
         except MPCError:
             mesh.close()
             raise
-        from ._compat import fast_copies, freeze_config
+        from ._compat import fast_copies, freeze_config, lean_dispatch
 
         freeze_config(crypten)
         fast_copies(crypten)
+        lean_dispatch(crypten)
         comm = MeshCommunicator(mesh, k)
         install(comm)
         install_protocols(self.corr)
