@@ -297,7 +297,7 @@ def test_curious_party_learns_nothing(recorded):
             req = json.loads(frame)
             # kind, shapes, truncation divisor, and which operand is reused
             # (the public structure of the program): never a value
-            assert src == 0 and set(req) <= {"kind", "s0", "s1", "y", "fixed"}, req
+            assert src == 0 and set(req) <= {"kind", "s0", "s1", "y", "fixed", "width"}, req
             assert all(isinstance(v, (int, str)) or all(isinstance(x, int) for x in v)
                        for v in req.values()), req
     attempts = sum(r[3]["attempts"] for r in report if isinstance(r[3], dict))
