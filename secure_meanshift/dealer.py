@@ -596,6 +596,43 @@ def party_setup(mesh: Optional[Mesh], rank: int, world: int, provider: str) -> C
     return Correlations(rank, csprng.Stream(bytes(mesh.recv(0))), mesh, world)
 
 
+KINDS = {"mul", "matmul", "square", "and", "b2a", "trunc", "trunc_sq", "ltz", "fixed", "end"}
+MAX_DEALT = 1 << 28              # ring elements in one request (2 GiB of corrections)
+
+
+def check_request(req, dealing: Dealing) -> None:
+    """Refuse, by rule and never by value, a request outside the protocol
+    before the dealer draws anything for it."""
+    def shape(v) -> bool:
+        return isinstance(v, list) and len(v) <= 4 and all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x for x in v) and \
+            int(np.prod(v, dtype=np.float64)) <= MAX_DEALT
+
+    if not isinstance(req, dict) or req.get("kind") not in KINDS:
+        raise MPCError("dealer: request of an unknown kind")
+    kind = req["kind"]
+    if kind == "end":
+        return
+    if kind == "fixed":
+        ok = shape(req.get("s1")) and isinstance(req.get("fixed"), int)
+    else:
+        ok = shape(req.get("s0")) and ("s1" not in req or shape(req["s1"]))
+        if kind in ("mul", "matmul", "and"):
+            fix = req.get("fixed")
+            ok = ok and (shape(req.get("s1")) or (fix in dealing.fixed))
+        if kind in ("trunc", "trunc_sq"):
+            y = req.get("y")
+            ok = ok and isinstance(y, int) and 1 < y < (1 << 62)
+        if kind == "trunc_sq":
+            w = req.get("width")
+            ok = ok and isinstance(w, int) and len(req["s0"]) == 2 and \
+                0 <= w <= req["s0"][1]
+        if kind == "ltz":
+            ok = ok and len(req["s0"]) == 1
+    if not ok:
+        raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
+
+
 def serve(mesh: Mesh, world: int) -> int:
     """The dealer's whole job: hand each party its key, then answer party 0's
     requests until it says the job is over. Returns the number of requests."""
@@ -611,6 +648,7 @@ def serve(mesh: Mesh, world: int) -> int:
             req = json.loads(bytes(mesh.recv(0)))
         except ValueError:
             raise MPCError("dealer: party 0 sent a malformed request") from None
+        check_request(req, dealing)
         if req.get("kind") == "end":
             return served
         if req.get("kind") == "fixed":

@@ -16,3 +16,19 @@ def test_reserved_phases_give_the_same_products_and_refuse_another_plan(parties)
     for got in out:
         assert np.abs(got - want).max() < 1e-3
     assert "other values than planned" in refused
+
+
+def test_dealer_refuses_requests_outside_the_protocol_by_rule():
+    from secure_meanshift.dealer import Dealing, check_request
+    from secure_meanshift.errors import MPCError
+
+    dealing = Dealing([])
+    for req in ({"kind": "mul", "s0": [2, 3], "s1": [2, 3]}, {"kind": "ltz", "s0": [100]},
+                {"kind": "trunc_sq", "s0": [4, 5], "y": 8192, "width": 3}, {"kind": "end"}):
+        check_request(req, dealing)
+    for req in ({"kind": "pickle"}, [], {"kind": "mul", "s0": [1 << 20, 1 << 20], "s1": [1]},
+                {"kind": "trunc", "s0": [3], "y": 0}, {"kind": "ltz", "s0": [-1]},
+                {"kind": "matmul", "s0": [4, 2], "fixed": 7}):
+        with pytest.raises(MPCError) as err:
+            check_request(req, dealing)
+        assert "dealer:" in str(err.value) and "1048576" not in str(err.value)
