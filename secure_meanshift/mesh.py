@@ -141,7 +141,7 @@ class _Link:
                     self.closed = True
                     return
                 self._parse(memoryview(self._buf)[:n])
-                if self._body is None and self.frames and not self.sock.pending():
+                if self._body is None and self.frames and not Mesh._has_pending(self):
                     return      # a whole frame: select says if more arrived (saves a read)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 return
