@@ -34,6 +34,14 @@ round.
 Comparisons: every ``_ltz`` (hence ``ge``, ``lt``, ``argmin``) is the sign
 test of signtest.py, on the values dealt here.
 
+Phases (:func:`phase`): a stretch of the protocol that repeats with the same
+shapes (a pass over the points, the division) records its draws the first
+time; every later time all of them are drawn at its start (party 0 sends every
+request at once), so no step inside waits for the dealer. Every party runs the
+same phases, so the streams stay in step; a phase that would draw anything
+else than planned fails. The dealer checks every request against the
+protocol's kinds and shape bounds (:func:`check_request`) before drawing.
+
 Truncation with a pair (r, r // 2^f): open c = x + r in one hop, then
 x // 2^f = c // 2^f - r // 2^f (up to one unit in the last place), for any
 number of parties. It fails, like CrypTen's two-party truncation, when
@@ -245,10 +253,13 @@ class Correlations:
                     p is a or (not isinstance(p, torch.Tensor) and p == a)
                     for p, a in zip(pargs, args)):
                 raise MPCError("correlated randomness: a phase drew other values than planned")
-            return out
-        if self._recording is not None:
-            self._recording.append((name, args))
-        return getattr(self, "_" + name)(*args)
+        else:
+            if self._recording is not None:
+                self._recording.append((name, args))
+            out = getattr(self, "_" + name)(*args)
+        if self.on_request is not None:     # charged where the value is used
+            self.on_request(sum(8 * v.size.numel() for v in out if isinstance(v, _Pending)))
+        return out
 
     def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
         """(a, b, c = a op b); with ``fixed`` (an id from new_fixed_id) and the
@@ -294,8 +305,6 @@ class Correlations:
     def _ask(self, req: dict, size) -> _Pending:
         p = _Pending(self, size)
         self.requests += 1
-        if self.on_request is not None:
-            self.on_request(8 * p.size.numel())
         if self.local is not None:
             p.value = self.local.answer(req)
         else:
