@@ -37,6 +37,17 @@ def from_bytes(frame, size) -> torch.Tensor:
     return torch.from_numpy(np.asarray(frame).view(np.int64)).reshape(size)
 
 
+def split_like(total, parts: list) -> list:
+    """Cut a flat concatenation back into pieces shaped like ``parts`` (torch
+    tensors or MPCTensors alike)."""
+    out, at = [], 0
+    for t in parts:
+        n = t.nelement()
+        out.append(total[at:at + n].reshape(t.size()))
+        at += n
+    return out
+
+
 class _Done:
     def wait(self) -> None:
         return None
@@ -129,14 +140,6 @@ class MeshCommunicator:
         return torch.cat([t.reshape(-1) for t in parts]) if len(parts) > 1 else \
             parts[0].reshape(-1)
 
-    @staticmethod
-    def _split(total: torch.Tensor, parts: list) -> list:
-        out, at = [], 0
-        for t in parts:
-            n = t.nelement()
-            out.append(total[at:at + n].reshape(t.size()))
-            at += n
-        return out
 
     @staticmethod
     def _combine(acc: torch.Tensor, other: torch.Tensor, op) -> torch.Tensor:
@@ -162,7 +165,7 @@ class MeshCommunicator:
             total = (flat ^ got if op == ReduceOp.BXOR else flat + got) if total is None \
                 else self._combine(total, got, op)
         self._round()
-        out = self._split(flat.clone() if total is None else total, parts)
+        out = split_like(flat.clone() if total is None else total, parts)
         return out if batched else out[0]
 
     def reduce(self, input, dst, op=ReduceOp.SUM, batched=False):
@@ -175,7 +178,7 @@ class MeshCommunicator:
             return None
         for p in self._parties():
             self._combine(flat, from_bytes(self.mesh.recv(p), flat.size()), op)
-        out = self._split(flat, parts)
+        out = split_like(flat, parts)
         return out if batched else out[0]
 
     def all_gather(self, tensor, async_op=False):
@@ -208,7 +211,7 @@ class MeshCommunicator:
             self.mesh.flush()
             return input
         flat = from_bytes(self.mesh.recv(src), self._flat(parts).size())
-        out = self._split(flat.clone(), parts)
+        out = split_like(flat.clone(), parts)
         return out if batched else out[0]
 
     def broadcast_obj(self, obj, src, group=None):

@@ -139,14 +139,11 @@ class Dealing:
         kind = req["kind"]
         s0, s1 = req["s0"], req.get("s1")
         if kind in ("mul", "matmul"):
-            fix = req.get("fixed")
-            known = fix is not None and fix in self.fixed
-            drawn = [("ring", s0)] if known else [("ring", s0), ("ring", s1)]
+            fix = req.get("fixed")          # a primed operand: its b is known
+            drawn = [("ring", s0)] if fix is not None else [("ring", s0), ("ring", s1)]
             got, rest = self._draw(drawn, ("ring", _out_size(kind, s0, s1)))
             a = sum_ring(got[0])
-            b = self.fixed[fix] if known else sum_ring(got[1])
-            if fix is not None:
-                self.fixed[fix] = b
+            b = self.fixed[fix] if fix is not None else sum_ring(got[1])
             c = torch.matmul(a, b) if kind == "matmul" else a * b
             return c - sum_ring(rest) if rest else c
         if kind == "ltz":
@@ -378,14 +375,15 @@ class Correlations:
 # ---- the protocols CrypTen runs, fed by Correlations -------------------------
 FIXED = "_sms_fixed_operand"
 
-
-_ACTIVE: list = []       # the session's Correlations (one session per worker process)
+# The worker's one session (install_protocols, release): its Correlations, its
+# opening, and the split Beaver protocols that let several products share one.
+_SESSION: dict = {}
 
 
 def fixed_operand(t):
-    """Mark the MPCTensor t as a fixed right operand: every later product
-    x op t reuses the mask of the first one, so t - b is opened only once
-    (t's shares must not change afterwards). Returns t."""
+    """Mark the MPCTensor t as a fixed right operand: its Beaver mask b is drawn
+    once and t - b opened once (prime_fixed, or its first product); every
+    product x op t then opens x - a only (t's shares must not change). Returns t."""
     setattr(t._tensor, FIXED, {})
     return t
 
@@ -393,26 +391,22 @@ def fixed_operand(t):
 def prime_fixed(*tensors) -> None:
     """Draw the masks of fixed operands and open every t - b now, in one
     round, so that products in later phases all draw alike."""
-    import crypten
+    _prime([t._tensor for t in tensors])
 
-    if not tensors:
+
+def _prime(shared: list) -> None:
+    if not shared:
         return
-    corr = _ACTIVE[0]
-    states = [getattr(t._tensor, FIXED) for t in tensors]
-    masks = [corr.fixed_mask(t.size()) for t in tensors]
-    deltas = crypten.comm.get().all_reduce([t._tensor.share - b for t, (_, b) in
-                                            zip(tensors, masks)], batched=True)
-    for st, (fid, b), delta in zip(states, masks, deltas):
-        st.update(id=fid, b=b, delta=delta)
+    corr = _SESSION["corr"]
+    masks = [corr.fixed_mask(t.size()) for t in shared]
+    deltas = _SESSION["open"]([t.share - b for t, (_, b) in zip(shared, masks)])
+    for t, (fid, b), delta in zip(shared, masks, deltas):
+        getattr(t, FIXED).update(id=fid, b=b, delta=delta)
 
 
 def release() -> None:
-    """The session is over: forget its Correlations."""
-    _ACTIVE.clear()
-    _BEGIN.clear()
-
-
-_BEGIN: dict = {}        # the session's split Beaver protocols (install_protocols)
+    """The session is over: forget it."""
+    _SESSION.clear()
 
 
 def square_and_matmul(x, y) -> tuple:
@@ -420,57 +414,34 @@ def square_and_matmul(x, y) -> tuple:
     masked copies travel together): the ring products, scale 1."""
     import crypten
 
-    (sq_open, sq_done), (mm_open, mm_done) = _BEGIN["square"](x._tensor), \
-        _BEGIN["matmul"](x._tensor, y._tensor)
-    opened = _BEGIN["open"](sq_open + mm_open)
+    (sq_open, sq_done), (mm_open, mm_done) = _SESSION["square"](x._tensor), \
+        _SESSION["matmul"](x._tensor, y._tensor)
+    opened = _SESSION["open"](sq_open + mm_open)
     k = len(sq_open)
     return (crypten.mpc.MPCTensor.from_shares(sq_done(opened[:k]), precision=0),
             crypten.mpc.MPCTensor.from_shares(mm_done(opened[k:]), precision=0))
 
 
-def goldschmidt(z, d: int, big: int, bits: int, steps: int):
-    """The division's tail for three or more parties (division.py): z (m, 2d+1)
-    holds [num g, den g, fallback-or-0] * 2^big at scale 2^bits. Every
-    truncation opens c = v + r (one round) and gives v // 2^s = E - t with E
-    public; the next Goldschmidt product nd * (2 - y) is then, on shares,
-    2 nd - (E E_y - E t_y - t E_y + u) with u = t t_y from the dealer: no
-    opening of its own. steps products in steps + 1 rounds (products and
-    truncations separately: 2 * steps + 2). Returns MPCTensor (m, d) at bits."""
-    import crypten
-
-    corr, open_ = _ACTIVE[0], _BEGIN["open"]
-    first = corr.rank == 0
-    width = d + 1
-
-    def truncated(share, y: int, w: int):
-        r, tu = corr.trunc_square(share.shape, y, w)
-        (c,) = open_([share + r])
-        tu = resolve(tu)
-        t = tu[:share.numel()].reshape(share.shape)
-        return _udiv(c, y), t, tu[share.numel():].reshape(share.shape[0], w)
-
-    E, t, u = truncated(z._tensor.share, 2**big, width)
-    kept = (E[:, width:] if first else 0) - t[:, width:]
-    E, t = E[:, :width], t[:, :width]
-    for step in range(steps):
-        ey, ty = E[:, d:d + 1], t[:, d:d + 1]
-        nd_y = u - E * ty - t * ey + (E * ey if first else 0)        # nd * y, scale 2^2bits
-        prod = ((E if first else 0) - t) * 2**(bits + 1) - nd_y       # nd * (2 - y)
-        if step == steps - 1:
-            E, t, _ = truncated(prod[:, :d].contiguous(), 2**bits, 0)
-        else:
-            E, t, u = truncated(prod, 2**bits, width)
-    q = (E if first else 0) - t + kept
-    return crypten.mpc.MPCTensor.from_shares(q, precision=bits)
+def open_truncated(share: torch.Tensor, y: int, width: int) -> tuple:
+    """Truncate an (m, w) value v by y with one opening of v + r, keeping what
+    the next product needs: (E public, t shares, u shares) with v // y = E - t
+    (up to one unit in the last place) and u = t[:, :width] * t[:, width - 1]
+    from the dealer (width 0: none). Used by division.py's Goldschmidt steps
+    for three or more parties."""
+    corr = _SESSION["corr"]
+    r, tu = corr.trunc_square(share.shape, y, width)
+    (c,) = _SESSION["open"]([share + r])
+    tu, n = resolve(tu), share.numel()
+    return _udiv(c, y), tu[:n].reshape(share.shape), tu[n:].reshape(share.shape[0], width)
 
 
 @contextmanager
 def phase(key):
     """Correlations.phase of the session, if the session has a dealer's."""
-    if not _ACTIVE:
+    if "corr" not in _SESSION:
         yield
         return
-    with _ACTIVE[0].phase(key):
+    with _SESSION["corr"].phase(key):
         yield
 
 
@@ -486,7 +457,6 @@ def install_protocols(corr: Correlations) -> None:
     from crypten.mpc.primitives.binary import BinarySharedTensor
 
     comm = crypten.comm.get
-    _ACTIVE[:] = [corr]
 
     def _open(shares: list, op=ReduceOp.SUM) -> list:
         return comm().all_reduce(shares, op=op, batched=True)
@@ -502,22 +472,18 @@ def install_protocols(corr: Correlations) -> None:
         shares of x op y), so that several products can share one opening."""
         f = getattr(torch, op)
         fixed = getattr(y, FIXED, None)
-        if fixed is not None and fixed.get("id") is not None:
+        if fixed is not None:
+            if "id" not in fixed:
+                _prime([y])
             # y - b was opened when y was primed: only x - a travels
             a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"])
             opens = [x.share - a]
         else:
-            fid = corr.new_fixed_id() if fixed is not None else None
-            a, b, c = corr.triple(op, x.size(), y.size(), fid)
+            a, b, c = corr.triple(op, x.size(), y.size())
             opens = [x.share - a, y.share - b]
 
         def finish(opened: list) -> torch.Tensor:
-            if len(opened) == 1:
-                (eps,), delta = opened, fixed["delta"]
-            else:
-                eps, delta = opened
-                if fixed is not None:
-                    fixed.update(id=fid, b=b, delta=delta)
+            eps, delta = (opened[0], fixed["delta"]) if fixed is not None else opened
             return resolve(c) + f(eps, b) + f(a, delta) + _public(f(eps, delta))
         return opens, finish
 
@@ -545,8 +511,8 @@ def install_protocols(corr: Correlations) -> None:
         opens, finish = square_begin(x)
         return ArithmeticSharedTensor.from_shares(finish(_open(opens)), precision=0)
 
-    _BEGIN.update(matmul=lambda x, y: beaver_begin("matmul", x, y), square=square_begin,
-                  open=_open)
+    _SESSION.update(corr=corr, open=_open, square=square_begin,
+                    matmul=lambda x, y: beaver_begin("matmul", x, y))
 
     def AND(x, y):
         return BinarySharedTensor.from_shares(
@@ -628,7 +594,7 @@ def check_request(req, dealing: Dealing) -> None:
         ok = shape(req.get("s0")) and ("s1" not in req or shape(req["s1"]))
         if kind in ("mul", "matmul", "and"):
             fix = req.get("fixed")
-            ok = ok and (shape(req.get("s1")) or (fix in dealing.fixed))
+            ok = ok and shape(req.get("s1")) and (fix is None or fix in dealing.fixed)
         if kind in ("trunc", "trunc_sq"):
             y = req.get("y")
             ok = ok and isinstance(y, int) and 1 < y < (1 << 62)

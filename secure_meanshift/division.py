@@ -15,7 +15,7 @@ CrypTen's own reciprocal converges only for den in about [1, 500]. Here:
    then 1.2e-2, 1.4e-4, 2e-8 (a smaller error would not show; a larger one
    is a one-sided bias that accumulates over mean-shift iterations). Every
    step is nd * (2 - y) with an integer 2, so with three or more parties each
-   truncation's opening also serves as the next product's (dealer.goldschmidt):
+   truncation's opening also serves as the next product's (_goldschmidt_openings):
    5 rounds instead of 8.
    1/den itself, too small for fixed point when den is large, is never formed.
 A den below 2^-8 counts as empty: the caller's fallback value is kept. When
@@ -101,15 +101,41 @@ def divide_with_bits(num, den, bits, fallback, max_den: float, precision_bits: i
     x = crypten.cat([x, fallback], dim=1)
     z = x * crypten.cat([mult.expand(-1, d + 1), (empty * 2**big).expand(-1, d)], dim=1)
     if crypten.comm.get().get_world_size() > 2:
-        from .dealer import goldschmidt
-
-        bits = int(round(math.log2(z.encoder.scale)))         # the operands' own scale
-        return goldschmidt(z, d, big, bits, GOLDSCHMIDT_STEPS)
+        return _goldschmidt_openings(z, d, big)
     x = z.div(2**big)                                 # two parties: local truncations
     nd, kept = x[:, :d + 1], x[:, d + 1:]            # kept = fallback on empty rows, else 0
     for _ in range(GOLDSCHMIDT_STEPS - 1):            # y = nd[:, -1] -> 1, error e -> e^2
         nd = nd * (2.0 - nd[:, -1:])
     return nd[:, :d] * (2.0 - nd[:, -1:]) + kept
+
+
+def _goldschmidt_openings(z, d: int, big: int):
+    """The steps above for three or more parties, where every truncation is an
+    opening. z (m, 2d+1) holds [num g, den g, fallback-or-0] * 2^big. Each
+    truncation opens v + r once and leaves v // 2^s = E - t with E public
+    (dealer.open_truncated); the next product nd (2 - y) is then, on shares,
+    2 nd - (E E_y - E t_y - t E_y + u) with u = t t_y from the dealer, so it
+    needs no opening of its own: GOLDSCHMIDT_STEPS products in one round each,
+    plus the first truncation. Returns q (m, d) at z's scale."""
+    from .dealer import open_truncated
+
+    crypten = import_crypten()
+    bits = int(round(math.log2(z.encoder.scale)))
+    first = crypten.comm.get().get_rank() == 0      # adds the public terms
+    width = d + 1
+    E, t, u = open_truncated(z._tensor.share, 2**big, width)
+    kept = (E[:, width:] if first else 0) - t[:, width:]
+    E, t = E[:, :width], t[:, :width]
+    for step in range(GOLDSCHMIDT_STEPS):
+        ey, ty = E[:, d:d + 1], t[:, d:d + 1]
+        nd_y = u - E * ty - t * ey + (E * ey if first else 0)        # nd * y, scale 2^2bits
+        prod = ((E if first else 0) - t) * 2**(bits + 1) - nd_y       # nd * (2 - y)
+        if step == GOLDSCHMIDT_STEPS - 1:
+            E, t, _ = open_truncated(prod[:, :d].contiguous(), 2**bits, 0)
+        else:
+            E, t, u = open_truncated(prod, 2**bits, width)
+    q = (E if first else 0) - t + kept
+    return crypten.mpc.MPCTensor.from_shares(q, precision=bits)
 
 
 def secure_divide(num, den, fallback, max_den: float, precision_bits: int = 16,

@@ -12,6 +12,7 @@ CrypTen tags each shared tensor with an encoder scale: 2^p for fixed point,
 from __future__ import annotations
 
 from ._compat import import_crypten
+from .communicator import split_like
 
 BULK_BITS = 16   # precision of the m x N work (distances, kernel weights); CrypTen's default
 
@@ -50,10 +51,4 @@ def ge_zero(*parts):
              for t in parts]
     if len(fixed) == 1:
         return [fixed[0].ge(0.0)]
-    bits = crypten.cat([t.flatten() for t in fixed]).ge(0.0)
-    out, at = [], 0
-    for t in parts:
-        n = t.nelement()
-        out.append(bits[at:at + n].reshape(t.size()))
-        at += n
-    return out
+    return split_like(crypten.cat([t.flatten() for t in fixed]).ge(0.0), parts)
