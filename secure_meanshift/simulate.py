@@ -23,10 +23,22 @@ from .errors import InputError, MPCError
 from .params import MeanShiftParams
 
 
+def free_ports(k: int) -> list:
+    """k distinct free loopback ports. All k sockets are held open until every
+    port is known: picked one at a time, the kernel may hand out one port twice,
+    and two ranks of a job would then meet at one address."""
+    socks = [socket.socket() for _ in range(k)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
@@ -40,7 +52,7 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
     names = [f"party:sim{r}" for r in range(world)]
     if provider == "dealer":
         names.append("dealer:sim")
-    peers = tuple(Peer(n, "127.0.0.1", free_port()) for n in names)
+    peers = tuple(Peer(n, "127.0.0.1", port) for n, port in zip(names, free_ports(len(names))))
     pki = {}
     if transport == "tls":
         pki = ephemeral_pki(directory or tempfile.mkdtemp(prefix="sms-sim-"), names)

@@ -257,10 +257,10 @@ def job_configs(world: int, transport: str = "tls", directory: Optional[str] = N
     (``extra_identities``). Returns (configs, {identity: LinkSecurity})."""
     from secure_meanshift.devcerts import ephemeral_pki
     from secure_meanshift.runtime import MPCConfig, Peer
-    from secure_meanshift.simulate import free_port
+    from secure_meanshift.simulate import free_ports
 
     names = [f"party:sim{r}" for r in range(world)] + ["dealer:sim"]
-    ports = list(ports) if ports is not None else [free_port() for _ in names]
+    ports = list(ports) if ports is not None else free_ports(len(names))
     peers = tuple(Peer(n, "127.0.0.1", port) for n, port in zip(names, ports))
     pki = {}
     if transport == "tls":
