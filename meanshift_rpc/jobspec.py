@@ -34,7 +34,7 @@ bandwidth: 0.1           # data units, or auto (estimated under MPC; quantile: 0
 dust: 8
 kernel: flat             # flat | gaussian
 merge: intensity         # intensity (scikit-learn's) | first
-seeding: dust            # dust | bins | both (bins: seeds_per_party local modes per party)
+seeding: dust            # dust | bins | both | points (bins: seeds_per_party local modes per party; points: every row, scikit-learn's default, N^2 cost)
 max_iter: 30
 oblivious: false         # true: always max_iter iterations, nothing revealed early
 bounds: {lo: [0, 0], hi: [1, 1]}   # public feature bounds

@@ -20,6 +20,8 @@ import numpy as np
 from .kernels import DEFAULT_KERNEL
 from .params import MeanShiftParams
 
+AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
+
 
 def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
                   cluster_all: bool = True) -> np.ndarray:
@@ -50,7 +52,12 @@ class SecureMeanShift:
     Parameters (all reach ``MeanShiftParams``; see its docstring):
         bandwidth: h in data units, or "auto" (secure estimate_bandwidth with
             ``quantile`` / ``n_samples``; only the bandwidth is revealed).
-        kernel, merge, merge_radius, seeding, seeds_per_party, n_dust, min_weight, max_iter,
+        seeding: as in MeanShiftParams, or "auto" (default): "points" (every point a
+            seed, scikit-learn's own default and exact semantics) up to
+            AUTO_POINT_SEEDS_UP_TO points in total (exact mode), else "both".
+        max_iter: 300 as in scikit-learn (the run stops once every seed has
+            converged; with ``oblivious`` all max_iter iterations run: lower it).
+        kernel, merge, merge_radius, seeds_per_party, n_dust, min_weight,
         tol, oblivious, seed, summary, reveal_to, precision_bits: as in MeanShiftParams.
         cluster_all: labels semantics (see module docstring).
         bounds: public (lo, hi); default: the data's range (simulation only).
@@ -62,9 +69,9 @@ class SecureMeanShift:
 
     def __init__(self, bandwidth=None, *, kernel: str = DEFAULT_KERNEL,
                  merge: str = "intensity", merge_radius: Optional[float] = None,
-                 seeding: str = "both", seeds_per_party: int = 32, n_dust: int = 8,
+                 seeding: str = "auto", seeds_per_party: int = 32, n_dust: int = 8,
                  min_weight: float = 0.0,
-                 max_iter: int = 30, tol: Optional[float] = None, oblivious: bool = False,
+                 max_iter: int = 300, tol: Optional[float] = None, oblivious: bool = False,
                  seed: int = 0, summary=None, reveal_to=None, precision_bits: int = 20,
                  cluster_all: bool = True, bounds=None, quantile: float = 0.3,
                  n_samples: Optional[int] = 300, engine: str = "secure",
@@ -90,12 +97,18 @@ class SecureMeanShift:
             setattr(self, k, v)
         return self
 
-    def make_params(self, bandwidth: float, bounds) -> MeanShiftParams:
+    def seeding_for(self, total_points: int) -> str:
+        if self.seeding != "auto":
+            return self.seeding
+        small = total_points <= AUTO_POINT_SEEDS_UP_TO and self.summary is None
+        return "points" if small else "both"
+
+    def make_params(self, bandwidth: float, bounds, total_points: int = 0) -> MeanShiftParams:
         return MeanShiftParams(
             bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
             seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
-            seeding=self.seeding, seeds_per_party=self.seeds_per_party,
+            seeding=self.seeding_for(total_points), seeds_per_party=self.seeds_per_party,
             min_weight=self.min_weight, reveal_to=None if self.reveal_to is None else tuple(self.reveal_to),
             summary=self.summary, precision_bits=self.precision_bits)
 
@@ -110,7 +123,7 @@ class SecureMeanShift:
                                    seed=self.seed, bounds=bounds, engine=self.engine,
                                    timeout_s=self.timeout_s)
         self.bandwidth_ = float(h)
-        p = self.make_params(h, bounds)
+        p = self.make_params(h, bounds, sum(len(q) for q in parties))
         self.params_ = p
         if self.engine == "plaintext":
             from .plaintext import reference_meanshift

@@ -42,7 +42,10 @@ class MeanShiftParams:
         seeding: initial centroids. ``"dust"``: n_dust rows picked by the public
             seed; ``"bins"``: each party contributes ``seeds_per_party``
             secret-shared seeds at its own binned local density peaks (seeds.py);
-            ``"both"``: dusts first, then the binned seeds.
+            ``"both"``: dusts first, then the binned seeds; ``"points"``: every
+            (shared) row is a seed, scikit-learn's default (``bin_seeding=False``)
+            and its exact semantics, at O(N^2) cost per iteration (at most
+            MAX_POINT_SEEDS rows in total).
         min_weight: with ``merge="intensity"``, centroids whose kernel weight sum
             (points within h, flat kernel) is below this are dropped on shares;
             0 drops only empty ones. E.g. 5 keeps a lone record from being
@@ -140,8 +143,10 @@ class MeanShiftParams:
     def uses_bins(self) -> bool:
         return self.seeding in ("bins", "both")
 
-    def n_seeds(self, world_size: int) -> int:
+    def n_seeds(self, world_size: int, total_rows: int) -> int:
         """m: the (public) number of initial centroids."""
+        if self.seeding == "points":
+            return total_rows
         return (self.n_dust if self.uses_dust else 0) + \
             (self.seeds_per_party * world_size if self.uses_bins else 0)
 
@@ -226,13 +231,19 @@ class MeanShiftParams:
             raise InputError(
                 f"n_dust: {self.n_dust} dusts requested but only {total_points} points "
                 "(or summary representatives) in total; need n_dust <= N")
+        if self.seeding == "points" and total_points > MAX_POINT_SEEDS:
+            raise InputError(
+                f"seeding: 'points' makes every row a seed (N^2 work per iteration) and "
+                f"takes at most {MAX_POINT_SEEDS} rows in total; there are {total_points}. "
+                "Use 'both' (or a summary)")
         bad = [r for r in self.receivers(world_size) if r >= world_size]
         if bad:
             raise InputError(f"reveal_to: rank {bad[0]} does not exist (world size {world_size})")
 
 
 MERGE_RULES = ("intensity", "first")
-SEEDINGS = ("dust", "bins", "both")
+SEEDINGS = ("dust", "bins", "both", "points")
+MAX_POINT_SEEDS = 5000       # seeding="points": m = N seeds, m x N work per iteration
 AUTO_EXACT_UP_TO = 20_000
 AUTO_CELL = 0.25
 

@@ -63,16 +63,20 @@ def dominance(intensity: np.ndarray) -> np.ndarray:
 def merge_keep_intensity(c: np.ndarray, intensity: np.ndarray, radius: float,
                          min_weight: float = EMPTY_BELOW) -> np.ndarray:
     """scikit-learn's rule: in decreasing intensity, keep a centroid unless a kept
-    one lies within the radius; drop empty ones. Computed as m rounds of
-    keep_i = nonempty_i * prod_j (1 - A_ij keep_j), A = dominates & close,
-    which reaches the greedy answer after m rounds (the secure engine does the same).
+    one lies within the radius; drop empty ones. Computed as rounds of
+    keep_i = nonempty_i * prod_j (1 - A_ij keep_j), A = dominates & close, from
+    keep = nonempty until nothing changes: the greedy answer, reached after at
+    most m rounds (the secure engine does the same).
     "Empty" means an intensity below ``min_weight`` (params.keep_threshold)."""
     m = len(c)
     a = dominance(intensity) & (sq_distances(c, c) <= radius**2)
     nonempty = intensity >= min_weight
-    keep = np.ones(m, dtype=bool)
+    keep = nonempty.copy()
     for _ in range(m):
-        keep = nonempty & ~(a & keep[None, :]).any(axis=1)
+        new = nonempty & ~(a & keep[None, :]).any(axis=1)
+        if np.array_equal(new, keep):      # the fixed point: the greedy answer
+            break
+        keep = new
     return keep
 
 
@@ -80,6 +84,8 @@ def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.nda
                   p: MeanShiftParams) -> np.ndarray:
     """(m, d) initial centroids: dusts, then each party's binned peaks (seeds.py)."""
     x = np.concatenate(units)
+    if p.seeding == "points":
+        return x.copy()
     parts = []
     if p.uses_dust:
         parts.append(x[dust_indices(p.seed, len(x), p.n_dust)])

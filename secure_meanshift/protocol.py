@@ -45,6 +45,7 @@ FIXED_MATMUL_ROWS = 4096
 Progress = Callable[[dict], None]
 RANGE_SLACK = 0.05          # centroids stay in the unit box; beyond this slack = corrupted
 MAX_ARITHMETIC_RETRIES = 3
+MERGE_TREE_UP_TO = 32      # more centroids: the merge's rounds by counts (O(m) bytes a round)
 
 
 class ArithmeticFailure(RuntimeError):
@@ -152,13 +153,15 @@ def _rows_all_zero(b):
     return v
 
 
-def _merge_keep_intensity(c, intensity, radius: float, min_weight: float):
+def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
+                          oblivious: bool = True):
     """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
     weight sum. dom_ij = [I_j - I_i +- ulp >= 0] (ties: lower index wins),
-    A = dom * close, then m rounds of keep_i = nonempty_i * prod_j (1 - A_ij keep_j):
+    A = dom * close, then rounds of keep_i = nonempty_i * [no j: A_ij keep_j]:
     after round t the t highest-ranked centroids are final, so m rounds give the
-    greedy answer (plaintext.merge_keep_intensity). One batched comparison,
-    m * (1 + log2 m) multiplication rounds; nothing is opened."""
+    greedy answer (plaintext.merge_keep_intensity). One batched comparison, then
+    for m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
+    opened; for more centroids _merge_rounds_by_counts."""
     m = c.size(0)
     # Ties go to the lower index by one unit in the last place: the order (I, -i) is
     # then strict and transitive on the exact encodings. (A wider tie band, like the
@@ -171,9 +174,45 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float):
     close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c), diff,
                                    intensity - min_weight)
     a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
+    if m > MERGE_TREE_UP_TO:
+        return _merge_rounds_by_counts(a, nonempty, oblivious)
     keep = nonempty
     for _ in range(m):       # a fixed, public number of rounds
         keep = nonempty * _rows_all_zero(a * keep.reshape(1, m))
+    return keep
+
+
+def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
+    """The greedy rounds for many centroids (seeding "points": m = N), in O(m)
+    bytes a round instead of O(m^2): A is a fixed operand (its mask is opened
+    once), so s = A keep costs one opening of m values, and
+    keep_i = [s_i + (m + 1)(1 - nonempty_i) <= 0] one sign test.
+
+    The map is antitone and starts at its maximum (nonempty), so the rounds
+    alternate: keep_t - keep_(t+1) is >= 0 for even t and <= 0 for odd t, and
+    the number of changed entries is the linear (-1)^t sum(keep_t - keep_(t+1)).
+    Once it is 0 the unique greedy answer is reached. Outside oblivious mode
+    that count's zero-test is opened at rounds 2, 4, 8, ...: the parties learn
+    the merge depth rounded up to a power of two (docs/leakage.md), and the
+    merge ends after a few rounds instead of m."""
+    m = a.size(0)
+    at = fixed_operand(a.t())                     # (keep^T A^T)^T = A keep
+    blocked = (m + 1) * (1 - nonempty)            # an empty centroid is never kept
+    keep, prev = nonempty, None
+    check = 2
+    for t in range(m):
+        s = keep.reshape(1, m).matmul(at).reshape(m, 1) + blocked
+        parts = [-s]
+        probe = t >= check and not oblivious and prev is not None
+        if probe:      # did round t change anything? (sign of t known, see above)
+            sign = 1 if (t - 1) % 2 == 0 else -1
+            parts.append((prev - keep).sum().reshape(1) * sign - 1)
+        got = ge_zero(*parts)
+        prev, keep = keep, got[0]
+        if probe:
+            check *= 2
+            if not bool(got[1].get_plain_text().item() > 0.5):
+                return prev          # = keep: the fixed point, the greedy answer
     return keep
 
 
@@ -219,8 +258,11 @@ def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
                        total_rows: int, p: MeanShiftParams):
     """(m, d) initial centroids at p.precision_bits: the dusts (public rows of the
     shared points), then every party's binned local peaks (seeds.py), each
-    secret-shared by its owner; m = p.n_seeds(world) is public."""
+    secret-shared by its owner; m = p.n_seeds(world, N) is public. With
+    seeding "points" every shared row is a seed."""
     crypten = import_crypten()
+    if p.seeding == "points":
+        return rescale(pts, p.precision_bits)
     parts = []
     if p.uses_dust:
         idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
@@ -313,7 +355,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         xint = np.round(x * 2.0**POINT_BITS).astype(np.int64)
         xx = _share_int_column((xint * xint).sum(1), rows, rank).t()    # (1, N)
         pts_int = _int_view(pts)
-    m = p.n_seeds(world)
+    m = p.n_seeds(world, total_rows)
     chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
     bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
     # the points are the same every iteration: their Beaver masks are opened once
@@ -472,7 +514,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     if p.merge == "intensity":
         # the last pass's weight sums (what the twin calls intensity), public rescaling undone
         keep = _merge_keep_intensity(c, den * (2**shift) if shift else den, p.merge_unit,
-                                     p.keep_threshold)
+                                     p.keep_threshold, p.oblivious)
     else:
         keep = _merge_keep(c, p.merge_unit)
     small = None

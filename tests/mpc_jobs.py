@@ -189,3 +189,28 @@ def phase_job(rank, rounds):
     else:
         refused = ""
     return out, refused, comm.get_communication_stats()["rounds"]
+
+
+def merge_job(rank, c, intensity, radius, min_weight, oblivious):
+    """The intensity merge on shares (protocol._merge_keep_intensity) with the
+    rounds it took and the values it opened."""
+    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.protocol import _merge_keep_intensity
+
+    crypten = import_crypten()
+    ct = crypten.cryptensor(torch.tensor(c, dtype=torch.float64), src=0, precision=20)
+    it = crypten.cryptensor(torch.tensor(intensity, dtype=torch.float64).reshape(-1, 1), src=1)
+    comm = crypten.comm.get()
+    comm.reset_communication_stats()
+    opened = []
+    reveal = type(ct).get_plain_text
+
+    def counting(self, *a, **k):
+        opened.append(self.size())
+        return reveal(self, *a, **k)
+
+    type(ct).get_plain_text = counting
+    keep = _merge_keep_intensity(ct, it, radius, min_weight, oblivious)
+    type(ct).get_plain_text = reveal
+    rounds = comm.get_communication_stats()["rounds"]
+    return keep.get_plain_text().numpy().reshape(-1) > 0.5, rounds, [list(s) for s in opened]

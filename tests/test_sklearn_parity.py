@@ -178,7 +178,7 @@ def test_binned_seeds_find_all_30_clusters_twin_100_seeds():
 
 def test_seed_budget_does_not_grow_with_n():
     _, _, p = _coverage(0)
-    assert p.n_seeds(3) == 3 * 32
+    assert p.n_seeds(3, 1_000) == p.n_seeds(3, 100_000) == 3 * 32
     from secure_meanshift.seeds import local_peaks
 
     for n in (1_000, 100_000):
