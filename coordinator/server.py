@@ -23,7 +23,7 @@ from meanshift_rpc.tls import (ANONYMOUS, SERVER_OPTIONS, Revocations, TLSFiles,
                                peer_identity, role_of, server_credentials)
 
 from .jobs import DONE, REVEALING, RUNNING, JobRun, unexpected
-from .store import TERMINAL, Store
+from .store import AUDIT_MAX_ROWS, TERMINAL, Store
 
 log = logging.getLogger("coordinator")
 WELCOME_KEY = "sms-welcome"     # Subscribe's initial metadata: the node is registered
@@ -650,6 +650,7 @@ def _to_event(body: dict) -> pb.JobEvent:
 
 def serve(address: str, db_path: str, tls: Optional[TLSFiles], insecure: bool = False,
           record_path: Optional[str] = None, revocation_list: Optional[str] = None,
+          audit_max_rows: int = AUDIT_MAX_ROWS,
           **timeouts) -> tuple[grpc.Server, CoordinatorService]:
     """Start the coordinator (non-blocking). Mutual TLS unless insecure (loopback only)."""
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -662,7 +663,7 @@ def serve(address: str, db_path: str, tls: Optional[TLSFiles], insecure: bool = 
         creds = server_credentials(tls)          # only a coordinator certificate can serve
         ca_pem = tls.read()[0]
     revoked = Revocations(revocation_list) if revocation_list else None
-    svc = CoordinatorService(Store(db_path), insecure=insecure, record_path=record_path,
+    svc = CoordinatorService(Store(db_path, audit_max_rows), insecure=insecure, record_path=record_path,
                              ca_pem=ca_pem, revoked=revoked, **timeouts)
     # Watch streams hold a thread each: the pool is larger than the stream limit,
     # so unary calls (heartbeats, ListParties) always find a thread.

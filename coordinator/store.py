@@ -13,8 +13,14 @@ from typing import Optional
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
+AUDIT_MAX_ROWS = 100_000       # the audit table keeps this many newest rows by default
+
+
 class Store:
-    def __init__(self, path: str):
+    def __init__(self, path: str, audit_max_rows: int = AUDIT_MAX_ROWS):
+        if audit_max_rows < 1:
+            raise ValueError(f"audit_max_rows must be at least 1, not {audit_max_rows}")
+        self.audit_max_rows = audit_max_rows
         if path != ":memory:":
             # owner-only: job specs, audit and (for analyst receivers) results live here;
             # SQLite gives its -wal/-shm files the database file's mode
@@ -85,9 +91,14 @@ class Store:
                 "SELECT body FROM events WHERE job_id=? ORDER BY rowid", (jid,))]
 
     def audit(self, identity: str, action: str, job_id: str, outcome: str) -> None:
+        """Append a row; rows older than the newest audit_max_rows are dropped. The
+        table only grows at its end and loses rows only at its start, so its rowids
+        are consecutive: the cut is one range delete on the rowid (no scan)."""
         with self._lock:
-            self._db.execute("INSERT INTO audit VALUES (?,?,?,?,?)",
-                             (time.time(), identity, action, job_id, outcome))
+            cur = self._db.execute("INSERT INTO audit VALUES (?,?,?,?,?)",
+                                   (time.time(), identity, action, job_id, outcome))
+            self._db.execute("DELETE FROM audit WHERE rowid <= ?",
+                             (cur.lastrowid - self.audit_max_rows,))
 
     def audit_log(self) -> list:
         with self._lock:

@@ -90,6 +90,9 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="role (analyst) or identity that may submit jobs (repeatable; "
                        "default: analyst and operator)")
     serve.add_argument("--max-streams-per-identity", type=int, default=16)
+    serve.add_argument("--audit-max-rows", type=int, default=100_000,
+                       help="the audit table keeps this many newest rows (older ones are "
+                       "deleted)")
 
     node = sub.add_parser("node", help="a party node")
     nsub = node.add_subparsers(dest="action", required=True)
@@ -264,7 +267,8 @@ def _serve(args) -> int:
                             mpc_timeout=args.mpc_timeout, job_timeout=args.job_timeout,
                             revocation_list=args.revocation_list,
                             submitters=args.submitter or None,
-                            max_streams_per_identity=args.max_streams_per_identity)
+                            max_streams_per_identity=args.max_streams_per_identity,
+                            audit_max_rows=args.audit_max_rows)
     except (OSError, FileNotFoundError, IdentityError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

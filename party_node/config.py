@@ -8,6 +8,7 @@
       patients: {path: data/patients.csv, columns: [age, bmi]}
     rendezvous:               # where this node's MPC worker listens (one port per job)
       advertise: 10.0.0.5     # address the other ranks' workers dial (TLS, pinned identity)
+      # ifname: eth0          # without advertise: advertise this interface's IPv4 address
       port_range: [29500, 29599]   # the one inbound range to open in the firewall
     policy:
       kernels: [flat, gaussian]
@@ -33,7 +34,11 @@ A dealer node uses the same file with ``dealer_id: <name>`` instead of
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
+import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -101,6 +106,43 @@ KNOWN = {
                "trusted_dealers", "allow_plaintext_mpc",
                "min_bandwidth_fraction", "max_dust", "max_iter", "min_cluster_size"},
 }
+
+
+SIOCGIFADDR = 0x8915          # Linux: an interface's (first) IPv4 address
+IFNAMSIZ = 16
+
+
+def interface_ipv4(ifname: str) -> str:
+    """The IPv4 address of the network interface ``ifname`` (Linux); OSError if there
+    is no such interface or it has no IPv4 address."""
+    import fcntl
+
+    name = ifname.encode()
+    if not sys.platform.startswith("linux"):
+        raise OSError("reading an interface's address is supported on Linux only")
+    if not name or len(name) >= IFNAMSIZ or b"\0" in name:
+        raise OSError("not a valid interface name")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name))
+    return socket.inet_ntoa(ifreq[20:24])        # ifr_addr: a sockaddr_in after the name
+
+
+def _advertise(path: str, rv: dict) -> str:
+    """rendezvous.advertise if given, else the IPv4 address of rendezvous.ifname if
+    given, else loopback."""
+    if "advertise" in rv or rv.get("ifname") is None:
+        return str(rv.get("advertise", "127.0.0.1"))
+    ifname = rv["ifname"]
+    if not isinstance(ifname, str):
+        raise ConfigError(f"{path}: rendezvous.ifname: an interface name (a string)")
+    try:
+        return interface_ipv4(ifname)
+    except OSError as exc:
+        why = {errno.ENODEV: "no such network interface",
+               errno.EADDRNOTAVAIL: "the interface has no IPv4 address"}.get(
+                   exc.errno, exc.strerror or str(exc))
+        raise ConfigError(f"{path}: rendezvous.ifname: {ifname!r}: {why} (or set "
+                          "rendezvous.advertise)") from None
 
 
 def _check_keys(path: str, d: dict) -> None:
@@ -196,7 +238,7 @@ def _load(path: str) -> NodeConfig:
         party_id=str(d.get("party_id", d.get("dealer_id"))), role=role,
         coordinator=str(coord["address"]), datasets=sets,
         tls=tls, server_name=coord.get("server_name"),
-        advertise=str(rv.get("advertise", "127.0.0.1")), port_range=(int(pr[0]), int(pr[1])),
+        advertise=_advertise(path, rv), port_range=(int(pr[0]), int(pr[1])),
         ifname=rv.get("ifname"),
         policy=Policy(**{k: pol[k] for k in KNOWN["policy"] if k in pol}),
         revocation_list=rel(d["revocation_list"]) if d.get("revocation_list") else None,

@@ -7,13 +7,13 @@ heartbeats); ``local`` adds the file's path, for the node's own log only."""
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
+
+from secure_meanshift.data import PointsFileError, read_csv_points
 
 
 class DatasetError(ValueError):
@@ -64,55 +64,13 @@ def _load_npy(key: str, path: str, columns) -> Loaded:
 
 def _load_csv(key: str, path: str, columns) -> Loaded:
     try:
-        with open(path, newline="") as fh:
-            return _parse_csv(key, path, csv.reader(fh), columns)
-    except UnicodeDecodeError:
-        raise DatasetError(key, "not a text (UTF-8) CSV file", path) from None
-    except csv.Error:
-        raise DatasetError(key, "not a well-formed CSV file", path) from None
-    except OSError as exc:
-        raise DatasetError(key, f"cannot be read ({exc.strerror or type(exc).__name__})",
-                           path) from None
-
-
-def _parse_csv(key: str, path: str, reader, columns) -> Loaded:
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise DatasetError(key, "line 1: empty file (a header line is required)", path) \
-            from None
-    if columns:
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise DatasetError(key, f"line 1: column {missing[0]!r} (from the node config) is "
-                               "not in the header", path)
-        pick = [header.index(c) for c in columns]
-    else:
-        pick = list(range(len(header)))
-    rows = []
-    for lineno, row in enumerate(reader, start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise DatasetError(key, f"line {lineno}: {len(row)} fields, the header has "
-                               f"{len(header)}", path)
-        vals = []
-        for i in pick:
-            cell = row[i].strip()
-            try:
-                v = float(cell)
-            except ValueError:
-                v = None
-            if v is None or not math.isfinite(v):
-                kind = "empty" if not cell else ("not a number" if v is None
-                                                 else "not a finite number")
-                raise DatasetError(key, f"line {lineno}, column {i + 1} ({header[i]!r}): "
-                                   f"{kind}", path)
-            vals.append(v)
-        rows.append(vals)
-    if not rows:
+        points, names = read_csv_points(path, columns, finite=True,
+                                        columns_from="the node config")
+    except PointsFileError as exc:      # names line, column and rule: no path, no value
+        raise DatasetError(key, str(exc), path) from None
+    if not len(points):
         raise DatasetError(key, "no data rows after the header", path)
-    return Loaded(np.asarray(rows, dtype=np.float64), [header[i] for i in pick])
+    return Loaded(points, names)
 
 
 @dataclass

@@ -171,6 +171,8 @@ class PartyNode:
         self._check_coordinator()
         stream = self.stub.Subscribe(self._hello(), timeout=SUBSCRIBE_DEADLINE_S)
         self._stream, self._stream_since = stream, time.time()
+        if self._stop.is_set():      # request_stop ran before there was this stream to cancel
+            stream.cancel()
         timer = threading.Timer(WELCOME_TIMEOUT_S, stream.cancel)   # a silent connection
         timer.start()
         try:
@@ -217,6 +219,18 @@ class PartyNode:
         if info.role != "coordinator" or self.revoked.revoked(info.serial):
             raise CoordinatorRefused("the coordinator's certificate is revoked or not a "
                                      "coordinator's")
+
+    def request_stop(self) -> None:
+        """Make run_forever return soon (it may be waiting on the command stream). Only
+        that: the stop itself (the reply, the worker, the channel) is stop()'s, called
+        once the main loop is out. Not for a signal handler (see _watch_signals)."""
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.cancel()
+            except Exception:
+                pass
 
     def stop(self) -> None:
         self._stop.set()
@@ -795,20 +809,44 @@ def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int,
     return path
 
 
+def _watch_signals(node: PartyNode) -> None:
+    """SIGTERM asks the node to stop, SIGHUP to check every data set again. The
+    handlers run on the main thread between any two of its steps, maybe while it
+    holds a lock (the node's, an Event's, gRPC's): they only write the signal's
+    number to a pipe; a thread of its own reads it and does the work."""
+    rfd, wfd = os.pipe()
+    os.set_blocking(wfd, False)
+
+    def on_signal(signum, _frame) -> None:
+        try:
+            os.write(wfd, bytes([signum]))
+        except OSError:                   # the pipe is full: a signal is pending anyway
+            pass
+
+    def dispatch() -> None:
+        while True:
+            signum = os.read(rfd, 1)[0]
+            if signum == signal.SIGTERM:
+                node.request_stop()
+            elif signum == signal.SIGHUP:
+                threading.Thread(target=node.recheck_datasets, args=(True,),
+                                 daemon=True).start()
+
+    threading.Thread(target=dispatch, name="signals", daemon=True).start()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+
 def run_node(cfg: NodeConfig, checked: Optional[dict] = None) -> None:
     """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out.
     SIGHUP checks every data set again. ``checked``: datasets.check_all's result."""
-    import signal
-
     if cfg.role == "dealer":
         from .dealer import DealerNode
 
         node = DealerNode(cfg, checked)
     else:
         node = PartyNode(cfg, checked)
-    signal.signal(signal.SIGTERM, lambda *a: node.stop())
-    signal.signal(signal.SIGHUP, lambda *a: threading.Thread(
-        target=node.recheck_datasets, args=(True,), daemon=True).start())
+    _watch_signals(node)
     try:
         node.run_forever()
     except KeyboardInterrupt:

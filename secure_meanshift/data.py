@@ -7,12 +7,80 @@ private point must not reach a log.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 
 from .errors import InputError
+
+
+class PointsFileError(InputError):
+    """A CSV point file broke a rule. ``str(exc)`` names the line, the column (with
+    its header name) and the rule broken, never the file's path nor a value from it:
+    callers add the path where it may be shown (a party node's refusals leave the
+    node, so it adds only the data set's key there)."""
+
+
+def read_csv_points(path: str, columns: Optional[Sequence[str]] = None, finite: bool = False,
+                    columns_from: str = "") -> tuple[np.ndarray, list]:
+    """Read a CSV point file with a header line: (points (n, d) float64, the names of
+    the d columns). Raises PointsFileError.
+
+    ``columns`` picks columns by header name (default: all), ``columns_from`` says
+    where they came from in the message for a missing one. Blank lines are skipped;
+    no data line at all gives an (0, d) array. ``finite``: NaN and infinity are
+    errors here (by line and column) rather than the caller's (see check_finite).
+    """
+    try:
+        with open(path, newline="") as fh:
+            return _parse_csv(csv.reader(fh), columns, finite, columns_from)
+    except UnicodeDecodeError:
+        raise PointsFileError("not a text (UTF-8) CSV file") from None
+    except csv.Error:
+        raise PointsFileError("not a well-formed CSV file") from None
+    except OSError as exc:
+        raise PointsFileError(f"cannot be read ({exc.strerror or type(exc).__name__})") \
+            from None
+
+
+def _parse_csv(reader, columns, finite: bool, columns_from: str) -> tuple[np.ndarray, list]:
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise PointsFileError("line 1: empty file (a header line is required)") from None
+    if columns:
+        missing = [c for c in columns if c not in header]
+        if missing:
+            origin = f" (from {columns_from})" if columns_from else ""
+            raise PointsFileError(f"line 1: column {missing[0]!r}{origin} is not in the "
+                                  "header")
+        pick = [header.index(c) for c in columns]
+    else:
+        pick = list(range(len(header)))
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise PointsFileError(f"line {lineno}: {len(row)} fields, the header has "
+                                  f"{len(header)}")
+        vals = []
+        for i in pick:
+            cell = row[i].strip()
+            try:
+                v = float(cell)
+            except ValueError:
+                v = None
+            if v is None or (finite and not math.isfinite(v)):
+                kind = "empty" if not cell else ("not a number" if v is None
+                                                 else "not a finite number")
+                raise PointsFileError(f"line {lineno}, column {i + 1} ({header[i]!r}): {kind}")
+            vals.append(v)
+        rows.append(vals)
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(pick)), \
+        [header[i] for i in pick]
 
 
 def load_points(path: str, columns: Optional[Sequence[str]] = None) -> np.ndarray:
@@ -37,31 +105,10 @@ def load_points(path: str, columns: Optional[Sequence[str]] = None) -> np.ndarra
             return arr.astype(np.float64)
         except (TypeError, ValueError):
             raise InputError(f"{path}: array is not numeric") from None
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise InputError(f"{path}: empty file (a header line is required)") from None
-        if columns:
-            missing = [c for c in columns if c not in header]
-            if missing:
-                raise InputError(f"{path}: column {missing[0]!r} not in header")
-            pick = [header.index(c) for c in columns]
-        else:
-            pick = list(range(len(header)))
-        rows = []
-        for lineno, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise InputError(
-                    f"{path}: line {lineno} has {len(row)} fields, header has {len(header)}")
-            try:
-                rows.append([float(row[i]) for i in pick])
-            except ValueError:
-                raise InputError(f"{path}: line {lineno} has a non-numeric field") from None
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(pick))
+    try:
+        return read_csv_points(path, columns, columns_from="--columns")[0]
+    except PointsFileError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def check_finite(points: np.ndarray, name: str = "points",

@@ -45,3 +45,38 @@ def test_bad_config_is_named(tmp_path, text, where):
     with pytest.raises(ConfigError) as e:
         load(write(tmp_path, text))
     assert where in str(e.value)
+
+
+def test_ifname_without_advertise_advertises_that_interfaces_ipv4(tmp_path):
+    text = GOOD.replace("advertise: 10.0.0.5, ", "").replace("ifname: eth0", "ifname: lo")
+    assert load(write(tmp_path, text)).advertise == "127.0.0.1"
+
+
+def test_advertise_wins_over_ifname(tmp_path):
+    # eth0 need not exist here: with advertise given it is not looked up
+    assert load(write(tmp_path, GOOD)).advertise == "10.0.0.5"
+
+
+@pytest.mark.parametrize("ifname", ["nosuchif0", "x" * 20, "7"])
+def test_ifname_of_no_interface_is_a_config_error(tmp_path, ifname):
+    text = GOOD.replace("advertise: 10.0.0.5, ", "").replace("ifname: eth0", f"ifname: {ifname}")
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, text))
+    assert "rendezvous.ifname" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_node_run_with_a_bogus_ifname_exits_2_naming_the_key(tmp_path):
+    import subprocess
+    import sys
+
+    from cluster import ROOT, free_port
+
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(f"party_id: alpha\ncoordinator: {{address: '127.0.0.1:{free_port()}'}}\n"
+                   "insecure: true\ndatasets:\n  points: {path: p.csv}\n"
+                   "rendezvous: {ifname: nosuchif0}\n")
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli", "node", "run", "--config",
+                          str(cfg)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert res.returncode == 2, res.stderr
+    assert "rendezvous.ifname" in res.stderr and "no such network interface" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cluster import ROOT, Cluster, free_port
+from hostile import cert_from_ca
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc.tls import TLSFiles, make_dev_pki, open_channel
@@ -193,43 +194,15 @@ def test_results_carry_the_data_sets_column_names(cluster, tmp_path):
     assert status["datasets"] == {"points": {"available": True, "problem": ""}}
 
 
-def _cert_signed_by(ca_dir: str, cn: str, days_from: int, days_to: int, out: str) -> TLSFiles:
-    """A certificate for ``cn`` from the CA in ``ca_dir``, valid between the two
-    offsets (days from now): an expired one, or one from a host whose clock is ahead."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    ca_cert = x509.load_pem_x509_certificate(open(os.path.join(ca_dir, "ca.pem"), "rb").read())
-    ca_key = serialization.load_pem_private_key(
-        open(os.path.join(ca_dir, "ca.key"), "rb").read(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now + datetime.timedelta(days=days_from))
-            .not_valid_after(now + datetime.timedelta(days=days_to))
-            .sign(ca_key, hashes.SHA256()))
-    with open(out + ".pem", "wb") as fh:
-        fh.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(out + ".key", "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    return TLSFiles(os.path.join(ca_dir, "ca.pem"), out + ".pem", out + ".key")
-
-
 def test_own_certificate_expired_early_or_of_another_role(cluster, tmp_path):
     from party_node.connect import check_own_certificate, diagnose
 
-    expired = _cert_signed_by(cluster.certs, "party:alpha", -30, -1, str(tmp_path / "old"))
+    expired = cert_from_ca(cluster.certs, "party:alpha", str(tmp_path / "old"),
+                           days_from=-30, days_to=-1)
     assert "TLS: this node's certificate " + expired.cert + " expired on" in \
         check_own_certificate(expired, "party:alpha")
-    early = _cert_signed_by(cluster.certs, "party:alpha", 2, 30, str(tmp_path / "early"))
+    early = cert_from_ca(cluster.certs, "party:alpha", str(tmp_path / "early"),
+                         days_from=2, days_to=30)
     assert "is not valid before" in check_own_certificate(early, "party:alpha") and \
         "clock" in check_own_certificate(early, "party:alpha")
     analyst = TLSFiles.in_dir(cluster.certs, "analyst:ann")

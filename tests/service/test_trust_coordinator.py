@@ -14,7 +14,7 @@ import pytest
 from cluster import ROOT
 from coordinator.client import Client
 from coordinator.server import serve
-from hostile import Coord, FakeNode, wait_parties
+from hostile import Coord, FakeNode, cert_from_ca, wait_parties
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import signing
 from meanshift_rpc.tls import IdentityError, TLSFiles, issue_certificate
@@ -373,37 +373,12 @@ def test_node_rpcs_only_for_party_and_dealer_certificates(coord):
 
 
 def test_expired_or_foreign_client_certificates_get_nowhere(coord, tmp_path):
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     from meanshift_rpc.tls import make_dev_pki
 
-    with open(os.path.join(coord.certs, "ca.pem"), "rb") as fh:
-        ca = x509.load_pem_x509_certificate(fh.read())
-    with open(os.path.join(coord.certs, "ca.key"), "rb") as fh:
-        ca_key = serialization.load_pem_private_key(fh.read(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "operator:old"),
-                                     x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME,
-                                                        "operator")]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=2))
-            .not_valid_after(now - datetime.timedelta(days=1)).sign(ca_key, hashes.SHA256()))
-    (tmp_path / "old.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "old.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    expired = cert_from_ca(coord.certs, "operator:old", str(tmp_path / "old"), role="operator")
     foreign = make_dev_pki(str(tmp_path / "rogue"), ["operator:olga"])["operator:olga"]
     ca_path = os.path.join(coord.certs, "ca.pem")
-    for files in (TLSFiles(ca_path, str(tmp_path / "old.pem"), str(tmp_path / "old.key")),
-                  TLSFiles(ca_path, foreign.cert, foreign.key)):
+    for files in (expired, TLSFiles(ca_path, foreign.cert, foreign.key)):
         c = Client(coord.address, tls=files, deadline_s=5)
         assert code_of(c.parties)[0] == grpc.StatusCode.UNAVAILABLE
         c.close()

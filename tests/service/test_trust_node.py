@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cluster import ROOT
-from hostile import IDENTITIES, EvilCoordinator
+from hostile import IDENTITIES, EvilCoordinator, cert_from_ca
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import jobspec, signing
 from meanshift_rpc.tls import TLSFiles, make_dev_pki
@@ -304,34 +304,10 @@ def test_malformed_commands_do_not_stop_the_node(env):
 
 
 def test_expired_submitter_certificate_is_refused(env, tmp_path):
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    with open(os.path.join(env.certs, "ca.pem"), "rb") as fh:
-        ca = x509.load_pem_x509_certificate(fh.read())
-    with open(os.path.join(env.certs, "ca.key"), "rb") as fh:
-        ca_key = serialization.load_pem_private_key(fh.read(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "analyst:old"),
-                                     x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME,
-                                                        "analyst")]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=2))
-            .not_valid_after(now - datetime.timedelta(days=1)).sign(ca_key, hashes.SHA256()))
-    d = tmp_path / "old"
+    d = tmp_path / "old"                 # a certificate folder: ca.pem, analyst_old.pem/.key
     d.mkdir()
-    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "analyst_old.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "analyst_old.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    shutil.copy(os.path.join(env.certs, "ca.pem"), d / "ca.pem")
+    cert_from_ca(env.certs, "analyst:old", str(d / "analyst_old"), role="analyst")
     reason = refused(env.ask(env.offer(signer="analyst:old", certs=str(d),
                                        reveal_to=["alpha"])))
     assert "expired" in reason
