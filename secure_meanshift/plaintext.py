@@ -122,6 +122,8 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
             # the secure engine learns "stopped" in the next pass, at the new c:
             # its intensities are that pass's weight sums
             sq = sq_distances(c, x)
+            if p.kernel == "flat":      # that pass's edge tests decide the intensities
+                gap = min(gap, float(np.abs(np.sqrt(np.maximum(sq, 0)) - p.h_unit).min()))
             den = (plain_kernel(sq, p) @ w[:, None])
             break
     intensity = den[:, 0]
