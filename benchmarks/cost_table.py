@@ -46,7 +46,7 @@ JOB_STEPS = ["share", "merge", "sizes", "reveal"]
 
 M_DUSTS = 8
 DIM = 2
-BASE_ARGS = ["--centers", "8", "--bandwidth", "0.1", "--dust", str(M_DUSTS),
+BASE_ARGS = ["--centers", "8", "--bandwidth", "0.1", "--seeding", "dust", "--dust", str(M_DUSTS),
              "--summary", "exact", "--no-sklearn", "--quiet"]
 
 K = 64            # SPU FM64 ring

@@ -51,8 +51,8 @@ SPU_PY = os.path.join(SPU_VENV, "bin", "python")
 SPU_JOB = os.path.join(HERE, "peers_spu_job.py")
 SPU_PIN = "spu==0.9.5"
 
-BASE_ARGS = ["--centers", "8", "--bandwidth", "0.1", "--dust", "8", "--summary", "exact",
-             "--no-sklearn", "--quiet"]
+BASE_ARGS = ["--centers", "8", "--bandwidth", "0.1", "--seeding", "dust", "--dust", "8",
+             "--summary", "exact", "--no-sklearn", "--quiet"]
 BANDWIDTH, DUST, CENTERS = 0.1, 8, 8
 SPU_ITERATIONS = 5          # fixed, no early stopping (as SPU's own k-means)
 

@@ -40,8 +40,8 @@ VARIANTS = {
 
 
 def settings(quick: bool) -> dict:
-    base = ["--centers", "8", "--bandwidth", "0.1", "--dust", "8", "--summary", "exact",
-            "--no-sklearn", "--quiet"]
+    base = ["--centers", "8", "--bandwidth", "0.1", "--seeding", "dust", "--dust", "8",
+            "--summary", "exact", "--no-sklearn", "--quiet"]
     s = {
         "base_100_2p": dict(args=base + ["--points", "100", "--parties", "2"]),
         "points_1000_2p": dict(args=base + ["--points", "1000", "--parties", "2"]),

@@ -71,7 +71,7 @@ def run_demo(args) -> int:
     from coordinator.client import Client
     from secure_meanshift.compare import match_error, sklearn_centres
     from secure_meanshift.data import split_even, synthetic_blobs
-    from secure_meanshift.params import MeanShiftParams
+    from secure_meanshift.params import MeanShiftParams, resolve_seeding
     from secure_meanshift.plaintext import reference_meanshift
 
     from meanshift_rpc.tls import make_dev_pki
@@ -173,8 +173,9 @@ def run_demo(args) -> int:
                                     for c in row)).rstrip())
             say(f"max |secure - twin| = {err:.1e} (bandwidth {h})")
             if len(skl) > len(cents):
-                say(f"(scikit-learn seeds from every point; the {dust} dusts reached "
-                    f"{len(cents)} of its {len(skl)} modes)")
+                rule = resolve_seeding(params.seeding, len(pts), params.summary)
+                say(f"(scikit-learn seeds from every point; this job's seeds "
+                    f"({rule}) reached {len(cents)} of its {len(skl)} modes)")
         if args.plot:
             from secure_meanshift.plot import plot_run
 

@@ -34,7 +34,7 @@ bandwidth: 0.1           # data units, or auto (estimated under MPC; quantile: 0
 dust: 8
 kernel: flat             # flat | gaussian
 merge: intensity         # intensity (scikit-learn's) | first
-seeding: dust            # dust | bins | both | points (bins: seeds_per_party local modes per party; points: every row, scikit-learn's default, N^2 cost)
+seeding: auto            # auto | dust | bins | both | points (auto: points up to 1,000 points, else both; bins: seeds_per_party local modes per party; points: every row, scikit-learn's seeds, N^2 cost)
 max_iter: 30
 oblivious: false         # true: always max_iter iterations, nothing revealed early
 bounds: {lo: [0, 0], hi: [1, 1]}   # public feature bounds
@@ -151,7 +151,7 @@ def parse(text: str) -> pb.JobSpec:
     merge = d.get("merge") or "intensity"
     if merge not in MERGE_RULES:
         raise SpecError(f"merge: must be one of {', '.join(MERGE_RULES)}")
-    seeding = d.get("seeding") or "dust"
+    seeding = d.get("seeding") or "auto"
     if seeding not in SEEDINGS:
         raise SpecError(f"seeding: must be one of {', '.join(SEEDINGS)}")
     auto = d.get("bandwidth") == "auto"
@@ -223,7 +223,7 @@ def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
             "return_sizes": spec.return_sizes, "summary": spec.summary,
             "min_cluster_size": spec.min_cluster_size,
             "dealer": spec.dealer, "transport": spec.transport or "tls",
-            "merge": spec.merge or "intensity", "seeding": spec.seeding or "dust",
+            "merge": spec.merge or "intensity", "seeding": spec.seeding or "auto",
             "seeds_per_party": spec.seeds_per_party or 32, "quantile": spec.quantile or 0.3,
             "min_weight": spec.min_weight}
 
@@ -247,7 +247,7 @@ def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
             "summary": "auto" if spec.summary == "auto" else
             (None if spec.summary == "exact" else float(spec.summary)),
             "min_cluster_size": spec.min_cluster_size or 1,
-            "merge": spec.merge or "intensity", "seeding": spec.seeding or "dust",
+            "merge": spec.merge or "intensity", "seeding": spec.seeding or "auto",
             "seeds_per_party": spec.seeds_per_party or 32, "min_weight": spec.min_weight}
 
 

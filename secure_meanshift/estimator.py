@@ -18,9 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .kernels import DEFAULT_KERNEL
-from .params import MeanShiftParams
-
-AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
+from .params import MeanShiftParams, resolve_seeding
 
 
 def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
@@ -52,7 +50,7 @@ class SecureMeanShift:
     Parameters (all reach ``MeanShiftParams``; see its docstring):
         bandwidth: h in data units, or "auto" (secure estimate_bandwidth with
             ``quantile`` / ``n_samples``; only the bandwidth is revealed).
-        seeding: as in MeanShiftParams, or "auto" (default): "points" (every point a
+        seeding: as in MeanShiftParams; default "auto": "points" (every point a
             seed, scikit-learn's own default and exact semantics) up to
             AUTO_POINT_SEEDS_UP_TO points in total (exact mode), else "both".
         max_iter: 300 as in scikit-learn (the run stops once every seed has
@@ -97,18 +95,13 @@ class SecureMeanShift:
             setattr(self, k, v)
         return self
 
-    def seeding_for(self, total_points: int) -> str:
-        if self.seeding != "auto":
-            return self.seeding
-        small = total_points <= AUTO_POINT_SEEDS_UP_TO and self.summary is None
-        return "points" if small else "both"
-
     def make_params(self, bandwidth: float, bounds, total_points: int = 0) -> MeanShiftParams:
         return MeanShiftParams(
             bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
             seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
-            seeding=self.seeding_for(total_points), seeds_per_party=self.seeds_per_party,
+            seeding=resolve_seeding(self.seeding, total_points, self.summary),
+            seeds_per_party=self.seeds_per_party,
             min_weight=self.min_weight, reveal_to=None if self.reveal_to is None else tuple(self.reveal_to),
             summary=self.summary, precision_bits=self.precision_bits)
 

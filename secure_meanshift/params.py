@@ -45,7 +45,9 @@ class MeanShiftParams:
             ``"both"``: dusts first, then the binned seeds; ``"points"``: every
             (shared) row is a seed, scikit-learn's default (``bin_seeding=False``)
             and its exact semantics, at O(N^2) cost per iteration (at most
-            MAX_POINT_SEEDS rows in total).
+            MAX_POINT_SEEDS rows in total); ``"auto"``: ``"points"`` up to
+            AUTO_POINT_SEEDS_UP_TO points in exact mode, else ``"both"``
+            (resolve_seeding, once the public N is known).
         min_weight: with ``merge="intensity"``, centroids whose kernel weight sum
             (points within h, flat kernel) is below this are dropped on shares;
             0 drops only empty ones. E.g. 5 keeps a lone record from being
@@ -145,6 +147,8 @@ class MeanShiftParams:
 
     def n_seeds(self, world_size: int, total_rows: int) -> int:
         """m: the (public) number of initial centroids."""
+        if self.seeding == "auto":
+            raise ValueError("seeding 'auto' must be resolved first (resolve_seeding)")
         if self.seeding == "points":
             return total_rows
         return (self.n_dust if self.uses_dust else 0) + \
@@ -242,10 +246,20 @@ class MeanShiftParams:
 
 
 MERGE_RULES = ("intensity", "first")
-SEEDINGS = ("dust", "bins", "both", "points")
+SEEDINGS = ("dust", "bins", "both", "points", "auto")
 MAX_POINT_SEEDS = 5000       # seeding="points": m = N seeds, m x N work per iteration
+AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
 AUTO_EXACT_UP_TO = 20_000
 AUTO_CELL = 0.25
+
+
+def resolve_seeding(seeding: str, total_points: int, summary) -> str:
+    """'auto' -> 'points' (every point a seed: scikit-learn's default and exact
+    semantics) for at most AUTO_POINT_SEEDS_UP_TO points in exact mode, else
+    'both' (dusts and every party's local modes); any other rule as it is."""
+    if seeding != "auto":
+        return seeding
+    return "points" if summary is None and total_points <= AUTO_POINT_SEEDS_UP_TO else "both"
 
 
 def resolve_summary(value, total_points: int):

@@ -6,7 +6,7 @@ Works in the unit box; :func:`reference_meanshift` takes and returns data units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -14,7 +14,7 @@ import numpy as np
 from .data import from_unit, to_unit
 from .division import EMPTY_BELOW
 from .kernels import plain_kernel
-from .params import MeanShiftParams, dust_indices
+from .params import MeanShiftParams, dust_indices, resolve_seeding
 from .seeds import local_peaks
 
 POINT_BITS = 16
@@ -152,6 +152,7 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
         pairs = [summarize(u, p.h_unit * p.summary) for u in units]
         units, weights = [a for a, _ in pairs], [b for _, b in pairs]
     units = [quantise_points(u) for u in units]    # the engine's 2^-16 grid
+    p = replace(p, seeding=resolve_seeding(p.seeding, sum(len(q) for q in parts), p.summary))
     x = np.concatenate(units)
     w = (np.concatenate([np.asarray(v, float) for v in weights]) if weights is not None
          else np.ones(len(x)))

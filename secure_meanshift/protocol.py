@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -33,7 +33,7 @@ from .dealer import fixed_operand, phase, prime_fixed, square_and_matmul
 from .division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
-from .params import MeanShiftParams, dust_indices
+from .params import MeanShiftParams, dust_indices, resolve_seeding
 from .plaintext import POINT_BITS, quantise_points
 from .seeds import local_peaks
 
@@ -324,6 +324,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                                    original_points if original_points is not None
                                    else len(unit_points))
     total_rows, total_points = sum(rows), sum(points)
+    p = params = replace(p, seeding=resolve_seeding(p.seeding, total_points, p.summary))
     p.check_world(world, total_rows)
 
     x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)

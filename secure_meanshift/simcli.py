@@ -42,8 +42,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="intensity: scikit-learn's rule (default); first: the old rule")
     a.add_argument("--merge-radius", type=float, default=None,
                    help="default bandwidth (bandwidth / 2 with --merge first)")
-    a.add_argument("--seeding", choices=list(SEEDINGS), default="dust",
-                   help="dust: public random rows; bins: every party's local modes; both")
+    a.add_argument("--seeding", choices=list(SEEDINGS), default="auto",
+                   help="auto (default): points up to 1,000 points, else both; dust: "
+                        "--dust public random rows; bins: every party's local modes; both; "
+                        "points: every row (scikit-learn's seeds, N^2 cost)")
     a.add_argument("--min-weight", type=float, default=0.0,
                    help="drop centroids with fewer points within h (0: only empty ones)")
     a.add_argument("--seeds-per-party", type=int, default=32,
@@ -130,6 +132,7 @@ def build_report(parts, params, run, ref, skl) -> dict:
         "points": int(sum(len(p) for p in parts)),
         "rows_shared": recv.rows,
         "dust": params.n_dust,
+        "seeding": params.seeding,
         "bandwidth": params.bandwidth,
         "kernel": params.kernel,
         "oblivious": params.oblivious,
@@ -169,7 +172,7 @@ def _step_totals(outcomes) -> dict:
 
 
 def run(args) -> int:
-    from .params import MeanShiftParams, resolve_summary
+    from .params import MeanShiftParams, resolve_seeding, resolve_summary
     from .plaintext import reference_meanshift
     from .simulate import run_simulation
 
@@ -188,8 +191,9 @@ def run(args) -> int:
             bandwidth=float(bandwidth), bounds=bounds, n_dust=args.dust, kernel=args.kernel,
             max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
             merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
-            merge=args.merge, seeding=args.seeding, seeds_per_party=args.seeds_per_party,
-            min_weight=args.min_weight,
+            merge=args.merge, seeds_per_party=args.seeds_per_party, min_weight=args.min_weight,
+            seeding=resolve_seeding(args.seeding, sum(map(len, parts)),
+                                    resolve_summary(args.summary, sum(map(len, parts)))),
             summary=resolve_summary(args.summary, sum(map(len, parts))))
         from .data import check_points
 

@@ -78,7 +78,8 @@ def test_empty_party(tmp_path, good):
 
 
 def test_more_dusts_than_points(good):
-    res = simulate("--party-data", good[0], "--party-data", good[1], "--dust", "40")
+    res = simulate("--party-data", good[0], "--party-data", good[1], "--seeding", "dust",
+                   "--dust", "40")
     assert_clean_error(res, "n_dust", "40", "30")
 
 

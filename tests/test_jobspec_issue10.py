@@ -16,7 +16,7 @@ dealer: d
 def test_defaults_and_round_trip():
     spec = jobspec.parse(BASE + "bandwidth: 0.1\n")
     d = jobspec.to_dict(spec)
-    assert d["merge"] == "intensity" and d["seeding"] == "dust" and d["seeds_per_party"] == 32
+    assert d["merge"] == "intensity" and d["seeding"] == "auto" and d["seeds_per_party"] == 32
     assert jobspec.to_dict(jobspec.parse(jobspec.to_yaml(spec))) == d
 
 

@@ -102,3 +102,24 @@ def test_point_seeds_have_a_size_limit():
     assert p.n_seeds(3, 250) == 250
     with pytest.raises(InputError, match="seeding: 'points'.*at most"):
         p.check_world(3, MAX_POINT_SEEDS + 1)
+
+
+def test_cli_default_seeds_from_every_point_and_matches_scikit_learn(tmp_path):
+    """`secure-meanshift simulate` with its defaults on a small job: seeding
+    "auto" resolves to "points", and the revealed centres are scikit-learn's."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.json"
+    res = subprocess.run([sys.executable, "-m", "secure_meanshift.simcli", "--points", "240",
+                          "--parties", "2", "--quiet", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["seeding"] == "points"
+    h = r["bandwidth"]
+    assert r["unmatched_centroids"] == 0 and r["max_abs_error"] < 1e-3 * h
+    err, unmatched = match_error(np.array(r["centroids"]), np.array(r["sklearn_centroids"]))
+    assert len(r["centroids"]) == len(r["sklearn_centroids"]) and unmatched == 0
+    assert err < 1e-2 * h, f"{err / h:.2e} h from scikit-learn"

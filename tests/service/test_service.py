@@ -161,6 +161,10 @@ def test_policy_refusal_and_recovery(cluster):
     assert info["state"] == "failed" and "gamma refused" in info["reason"] \
         and "kernel" in info["reason"]
     assert run_job(cluster, cluster.spec())["state"] == "succeeded"
+    cluster.write_config("gamma", 2)        # later tests (a gaussian job) need gamma as it was
+    cluster.kill("gamma")
+    cluster.start_node("gamma")
+    cluster.wait_connected(["gamma"])
 
 
 def test_first_party_provider_is_refused_with_a_reason(cluster):
