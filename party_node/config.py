@@ -81,7 +81,6 @@ class NodeConfig:
     server_name: Optional[str] = None
     advertise: str = "127.0.0.1"
     port_range: tuple = (29500, 29599)
-    ifname: Optional[str] = None
     policy: Policy = field(default_factory=Policy)
     results_dir: str = "results"
     mpc_timeout_s: float = 30.0
@@ -239,7 +238,6 @@ def _load(path: str) -> NodeConfig:
         coordinator=str(coord["address"]), datasets=sets,
         tls=tls, server_name=coord.get("server_name"),
         advertise=_advertise(path, rv), port_range=(int(pr[0]), int(pr[1])),
-        ifname=rv.get("ifname"),
         policy=Policy(**{k: pol[k] for k in KNOWN["policy"] if k in pol}),
         revocation_list=rel(d["revocation_list"]) if d.get("revocation_list") else None,
         results_dir=rel(d.get("results_dir", "results")),

@@ -95,12 +95,15 @@ class SecureMeanShift:
             setattr(self, k, v)
         return self
 
-    def make_params(self, bandwidth: float, bounds, total_points: int = 0) -> MeanShiftParams:
+    def make_params(self, bandwidth: float, bounds,
+                    total_points: Optional[int] = None) -> MeanShiftParams:
+        """total_points: resolves seeding "auto" now (else the run resolves it)."""
         return MeanShiftParams(
             bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
             seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
-            seeding=resolve_seeding(self.seeding, total_points, self.summary),
+            seeding=self.seeding if total_points is None else
+            resolve_seeding(self.seeding, total_points, self.summary),
             seeds_per_party=self.seeds_per_party,
             min_weight=self.min_weight, reveal_to=None if self.reveal_to is None else tuple(self.reveal_to),
             summary=self.summary, precision_bits=self.precision_bits)

@@ -203,7 +203,7 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
     for t in range(m):
         s = keep.reshape(1, m).matmul(at).reshape(m, 1) + blocked
         parts = [-s]
-        probe = t >= check and not oblivious and prev is not None
+        probe = not oblivious and t >= check     # t >= 2: prev is round t - 1
         if probe:      # did round t change anything? (sign of t known, see above)
             sign = 1 if (t - 1) % 2 == 0 else -1
             parts.append((prev - keep).sum().reshape(1) * sign - 1)
@@ -324,7 +324,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                                    original_points if original_points is not None
                                    else len(unit_points))
     total_rows, total_points = sum(rows), sum(points)
-    p = params = replace(p, seeding=resolve_seeding(p.seeding, total_points, p.summary))
+    p = replace(p, seeding=resolve_seeding(p.seeding, total_points, p.summary))
     p.check_world(world, total_rows)
 
     x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)

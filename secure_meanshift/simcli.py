@@ -178,6 +178,8 @@ def run(args) -> int:
 
     try:
         parts, bounds = _load_parts(args)
+        total = sum(map(len, parts))
+        summary = resolve_summary(args.summary, total)
         reveal = tuple(int(r) for r in args.reveal_to.split(",")) if args.reveal_to else None
         bandwidth = args.bandwidth
         if str(bandwidth).lower() == "auto":
@@ -192,16 +194,14 @@ def run(args) -> int:
             max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
             merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
             merge=args.merge, seeds_per_party=args.seeds_per_party, min_weight=args.min_weight,
-            seeding=resolve_seeding(args.seeding, sum(map(len, parts)),
-                                    resolve_summary(args.summary, sum(map(len, parts)))),
-            summary=resolve_summary(args.summary, sum(map(len, parts))))
+            seeding=resolve_seeding(args.seeding, total, summary), summary=summary)
         from .data import check_points
 
         for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
             check_points(p, params.bounds, f"party {i}")
-        params.check_world(len(parts), sum(map(len, parts)))
+        params.check_world(len(parts), total)
         say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-        say(f"simulating {len(parts)} parties, {sum(map(len, parts))} points, "
+        say(f"simulating {len(parts)} parties, {total} points, "
             f"{params.n_dust} dusts, {params.kernel} kernel, h={params.bandwidth}")
 
         def progress(ev: dict) -> None:
@@ -220,7 +220,7 @@ def run(args) -> int:
                              provider=args.provider, transport=args.transport)
         ref = reference_meanshift(parts, params)
         skl = None
-        if not args.no_sklearn and sum(map(len, parts)) <= 20000:
+        if not args.no_sklearn and total <= 20000:
             from .compare import sklearn_centres
             skl = sklearn_centres(np.concatenate(parts), params.bandwidth)
         report = build_report(parts, params, sim, ref, skl)

@@ -21,14 +21,9 @@ sys.path.insert(0, ROOT)
 from coordinator.client import Client  # noqa: E402
 from meanshift_rpc.tls import make_dev_pki  # noqa: E402
 from secure_meanshift.data import separated_blobs, split_even  # noqa: E402
+from secure_meanshift.simulate import free_port  # noqa: E402  (also used by the service tests)
 
 NAMES = ["alpha", "beta", "gamma", "delta"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 DEALER = "dd"
