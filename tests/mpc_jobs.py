@@ -1,7 +1,15 @@
-"""Functions run inside spawned MPC party processes by the engine tests
-(module-level so that 'spawn' can pickle them)."""
+"""Functions run inside MPC party processes by the engine tests
+(module-level so that 'spawn' can pickle them), and run_local to run them."""
 
 import torch
+
+
+def run_local(fn, world_size: int, args: tuple = (), **kwargs) -> list:
+    """simulate.run_mpc_function over socket pairs between forked ranks, no TLS
+    (transport.LocalLinks): for protocol tests whose subject is not the link."""
+    from secure_meanshift.simulate import run_mpc_function
+
+    return run_mpc_function(fn, world_size, args, transport="local", **kwargs)
 
 
 def divide_job(rank, den, q, max_den):
