@@ -285,7 +285,10 @@ def twin_inputs(parts: Sequence[np.ndarray], p: "MeanShiftParams",
         noise = np.sum([add_noise(np.zeros_like(exact), sigma) for _ in parts], axis=0)
     noise = np.asarray(noise, np.int64).reshape(exact.shape)
     w = clamp(exact + noise, clamp_threshold(p, world)).astype(np.float64)
-    return (quantise_points(grid_cells(p)), w, quantise_points(grid_seeds(p)),
+    # cells of weight 0 add nothing to any sum, intensity or size: the twin skips them
+    # (the secure run cannot: which cells are 0 is secret); at least one row stays
+    used = np.flatnonzero(w) if w.any() else np.arange(1)
+    return (quantise_points(grid_cells(p))[used], w[used], quantise_points(grid_seeds(p)),
             dp_params(p, world))
 
 
