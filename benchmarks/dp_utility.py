@@ -16,9 +16,11 @@ delta = 1e-6. For epsilon 0.1 / 1 / 10 and 1,000 / 10,000 / 100,000 points:
 The secure engine (3 party processes and the dealer) runs epsilon = 1 at 10,000
 points (the issue's target: ARI >= 0.95, every centre within 0.1 h), and, side
 by side in one run with the same points and the same number of seeds, DP mode
-and the exact oblivious mode for 3 iterations each: seconds per iteration.
+and the exact oblivious mode for 3 iterations each, at 1,000 and 10,000 points:
+seconds per iteration.
 
-    .venv/bin/python benchmarks/dp_utility.py [--repeats 5] [--out benchmarks/results/dp_utility.json]
+    .venv/bin/python benchmarks/dp_utility.py [--repeats 5] [--parts utility,secure,cost]
+        [--out benchmarks/results/dp_utility.json]
 
 diffprivlib comes from the ``bench`` extra (``pip install -e ".[bench]"``).
 diffprivlib 0.6.6's tree models do not import with scikit-learn >= 1.6
@@ -164,21 +166,35 @@ def secure_runs() -> dict:
            "cells": got.rows, "seeds": p.n_seeds(PARTIES, 0)}
     print(f"secure DP, 10,000 points, eps 1: ARI {res['ari']:.3f}, offset "
           f"{res['offset_h']:.3f} h, {res['s_per_iteration']:.2f} s/iteration", flush=True)
-    m = p.n_seeds(PARTIES, 0)
-    dp_obl = dp_params(1.0, oblivious=True, max_iter=3)
-    exact = MeanShiftParams(bandwidth=H, bounds=BOUNDS, oblivious=True, max_iter=3,
-                            seeding="dust", n_dust=m, summary=None)
-    cost = {"seeds": m, "iterations": 3, "points": n}
-    for name, q in (("dp_oblivious", dp_obl), ("exact_oblivious", exact)):
-        r = run_simulation(parts, q, timeout_s=300)
-        cost[name] = {"s_per_iteration": per_iteration(r), "share_s": r.receiver.share_s,
-                      "rows": r.receiver.rows,
-                      "bytes": int(sum(o.communication.get("bytes", 0) for o in r.outcomes))}
-        print(f"{name}: {cost[name]['s_per_iteration']:.2f} s/iteration over "
-              f"{cost[name]['rows']} rows", flush=True)
-    cost["ratio_dp_to_exact"] = (cost["dp_oblivious"]["s_per_iteration"]
-                                 / cost["exact_oblivious"]["s_per_iteration"])
-    return {"dp_run": res, "cost_per_iteration": cost}
+    return res
+
+
+def cost_runs(sizes=(1000, 10_000)) -> list:
+    """DP mode against the exact oblivious mode, side by side, the same points and
+    the same number of seeds (the DP grid's seeds; as many dusts in exact mode),
+    3 oblivious iterations each: seconds per iteration."""
+    from secure_meanshift.simulate import run_simulation
+
+    rows = []
+    for n in sizes:
+        _, parts = data(n)
+        dp_obl = dp_params(1.0, oblivious=True, max_iter=3)
+        m = dp_obl.n_seeds(PARTIES, 0)
+        exact = MeanShiftParams(bandwidth=H, bounds=BOUNDS, oblivious=True, max_iter=3,
+                                seeding="dust", n_dust=m, summary=None)
+        cost = {"seeds": m, "iterations": 3, "points": n}
+        for name, q in (("dp_oblivious", dp_obl), ("exact_oblivious", exact)):
+            r = run_simulation(parts, q, timeout_s=300)
+            cost[name] = {"s_per_iteration": per_iteration(r), "share_s": r.receiver.share_s,
+                          "rows": r.receiver.rows,
+                          "bytes": int(sum(o.communication.get("bytes", 0)
+                                           for o in r.outcomes))}
+            print(f"{n} points, {name}: {cost[name]['s_per_iteration']:.2f} s/iteration over "
+                  f"{cost[name]['rows']} rows", flush=True)
+        cost["ratio_dp_to_exact"] = (cost["dp_oblivious"]["s_per_iteration"]
+                                     / cost["exact_oblivious"]["s_per_iteration"])
+        rows.append(cost)
+    return rows
 
 
 def plot(rows: list, path: str) -> None:
@@ -212,21 +228,29 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "dp_utility.json"))
-    ap.add_argument("--no-secure", action="store_true", help="skip the secure runs")
+    ap.add_argument("--parts", default="utility,secure,cost",
+                    help="which parts to (re)run; the others are kept from --out")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    out = {"setting": {"bandwidth": H, "blobs": K, "parties": PARTIES, "delta": DELTA,
-                       "bounds": BOUNDS, "repeats": args.repeats,
-                       "noise_scale_per_party": {str(e): noise_scale(dp_params(e).privacy)
-                                                 for e in EPSILONS}},
-           "utility": utility_grid(args.repeats)}
-    if not args.no_secure:
-        out["secure"] = secure_runs()
-    out["wall_s"] = time.perf_counter() - t0
+    parts = set(args.parts.split(","))
+    out = {}
+    if os.path.exists(args.out) and parts != {"utility", "secure", "cost"}:
+        with open(args.out) as fh:
+            out = json.load(fh)
+    out["setting"] = {"bandwidth": H, "blobs": K, "parties": PARTIES, "delta": DELTA,
+                      "bounds": BOUNDS, "repeats": args.repeats,
+                      "noise_scale_per_party": {str(e): noise_scale(dp_params(e).privacy)
+                                                for e in EPSILONS}}
+    for name, fn in (("utility", lambda: utility_grid(args.repeats)),
+                     ("secure", secure_runs), ("cost", cost_runs)):
+        if name in parts:
+            t0 = time.perf_counter()
+            out[name] = fn()
+            out.setdefault("wall_s", {})[name] = time.perf_counter() - t0
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=2)
-    plot(out["utility"], os.path.splitext(args.out)[0] + ".png")
+    if "utility" in out:
+        plot(out["utility"], os.path.splitext(args.out)[0] + ".png")
     print(f"wrote {args.out}")
     return 0
 

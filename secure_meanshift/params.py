@@ -73,7 +73,7 @@ class MeanShiftParams:
             whole output is (epsilon, delta)-DP per record (privacy.py,
             docs/privacy.md). Implies seeding "grid" ("auto" becomes "grid"; any
             other seeding is refused) and ``summary`` = the public grid's cell side
-            in bandwidths (None/"auto": privacy.default_cell_fraction); the grid
+            in bandwidths (None/"auto": privacy.default_cell_fraction, h/2); the grid
             may have at most privacy.MAX_CELLS cells and 3 features. Only the
             flat kernel.
     """

@@ -55,7 +55,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     a.add_argument("--sizes", action="store_true", help="also reveal cluster sizes")
     a.add_argument("--summary", default="auto",
                    help="local weighted summary: a cell size in bandwidths (e.g. 0.25), "
-                   "'exact', or 'auto' (default: exact up to 20,000 points, else 0.25)")
+                   "'exact', or 'auto' (default: exact up to 20,000 points, else 0.25); "
+                   "in DP mode the public grid's cell (auto: 0.5)")
     d = ap.add_argument_group("differential privacy (docs/privacy.md)")
     d.add_argument("--epsilon", type=float, default=None,
                    help="DP mode: the whole output is (epsilon, delta)-DP per record "

@@ -57,7 +57,7 @@ def test_privacy_spec_refuses_bad_values(kw, text):
 
 
 @pytest.mark.parametrize("kw, text", [
-    (dict(bandwidth=0.01), "40000"),
+    (dict(bandwidth=0.005), "40000"),
     (dict(bandwidth=0.5, bounds=([0] * 4, [1] * 4)), "at most 3 features"),
     (dict(seeding="dust"), "public grid only"),
     (dict(seeding="both"), "public grid only"),
@@ -71,7 +71,7 @@ def test_dp_params_refused_with_a_clear_reason(kw, text):
 
 def test_dp_params_defaults_and_round_trip():
     p = MeanShiftParams(bandwidth=0.1, bounds=UNIT, privacy={})
-    assert (p.seeding, p.summary, p.privacy) == ("grid", 0.25, PrivacySpec(1.0, 1e-6))
+    assert (p.seeding, p.summary, p.privacy) == ("grid", 0.5, PrivacySpec(1.0, 1e-6))
     assert MeanShiftParams(**p.to_dict()) == p
     assert MeanShiftParams(bandwidth=0.1, bounds=UNIT).seeding == "dust"
     with pytest.raises(InputError, match="grid"):
@@ -208,7 +208,7 @@ def test_secure_dp_matches_twin_with_the_same_noise():
 
 # ---- the differencing attack of issue 17, on the twin ---------------------------------
 
-ATTACK_BOUNDS = ([0.1, 0.1], [0.35, 0.35])   # span 0.25: the 0.02 bandwidth gives 625 cells
+ATTACK_BOUNDS = ([0.1, 0.1], [0.35, 0.35])   # span 0.25: the 0.02 bandwidth gives 625 seeds
 SPAN = 0.25
 
 
