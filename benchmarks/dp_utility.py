@@ -123,7 +123,8 @@ def utility_grid(repeats: int) -> list:
         print(f"n={n}: scikit-learn {len(centres)} centres in {time.perf_counter() - t0:.1f} s",
               flush=True)
         for eps in EPSILONS:
-            ours = [score(pts, labels, centres, reference_meanshift(parts, dp_params(eps)).centroids)
+            ours = [score(pts, labels, centres,
+                          reference_meanshift(parts, dp_params(eps)).centroids)
                     for _ in range(repeats)]
             theirs = []
             for _ in range(repeats):

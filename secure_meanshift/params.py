@@ -40,7 +40,8 @@ class MeanShiftParams:
             drop a centroid within ``merge_radius`` (default h / 2) of one with a
             lower seed index.
         merge_radius: centroids closer than this collapse (default: see ``merge``).
-        seeding: initial centroids (default: "dust", in DP mode "grid"). ``"dust"``: n_dust rows picked by the public
+        seeding: initial centroids (default: "dust", in DP mode "grid").
+            ``"dust"``: n_dust rows picked by the public
             seed; ``"bins"``: each party contributes ``seeds_per_party``
             secret-shared seeds at its own binned local density peaks (seeds.py);
             ``"both"``: dusts first, then the binned seeds; ``"points"``: every
