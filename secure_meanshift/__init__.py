@@ -18,10 +18,11 @@ one machine, :func:`run_simulation`. The plaintext twin is
 from .errors import InputError, MPCError
 from .params import MeanShiftParams, dust_indices
 from .plaintext import PlainResult, reference_meanshift
+from .privacy import PrivacySpec
 
 __all__ = ["SecureMeanShift", "estimate_bandwidth", "InputError", "MPCError", "MeanShiftParams",
            "dust_indices", "PlainResult", "reference_meanshift", "MPCConfig", "PartyOutcome",
-           "run_party", "run_simulation", "run_dealer", "Peer", "LinkSecurity"]
+           "run_party", "run_simulation", "run_dealer", "Peer", "LinkSecurity", "PrivacySpec"]
 
 
 def __getattr__(name):  # heavy (torch / CrypTen) parts load on first use
