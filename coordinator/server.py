@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import os
 import queue
 import threading
 import time
@@ -65,7 +66,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self._lock = threading.RLock()
         self.nodes: dict[str, NodeConn] = {}
         self.jobs: dict[str, JobRun] = {}
-        self._record = open(record_path, "a") if record_path else None
+        self._record = _open_private(record_path) if record_path else None
         for jid in store.recover():
             log.warning("job %s was in flight at the last stop: marked failed", jid)
         self._stop = threading.Event()
@@ -602,13 +603,21 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return res
 
     def ListParties(self, request, context):
-        self._known(context, "parties")
+        who = self._known(context, "parties")
         with self._lock:
             return pb.PartyList(parties=[
-                pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen,
-                             datasets=n.datasets, busy_job=n.busy_job,
-                             dataset_status=n.dataset_status)
+                self._party_info(n, who)
                 for n in sorted(self.nodes.values(), key=lambda n: n.party)])
+
+    def _party_info(self, n: NodeConn, who: str) -> pb.PartyInfo:
+        """Name and online state for every caller; data set names, their state and
+        the running job only for operators (and the coordinator) and the node itself."""
+        info = pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen)
+        if role_of(who) == "operator" or who in ("coordinator", self._identity(n.party)):
+            info.datasets.extend(n.datasets)
+            info.busy_job = n.busy_job
+            info.dataset_status.extend(n.dataset_status)
+        return info
 
     def stop(self) -> None:
         self._stop.set()
@@ -616,6 +625,14 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             for n in self.nodes.values():
                 n.connected = False
                 n.commands.put(None)
+
+
+def _open_private(path: str):
+    """A transcript file for appending, owner-only (0600) whether new or old: it
+    holds specs, seed nonces and sealed results."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "a")
 
 
 def _seed_int(stored) -> int:

@@ -27,6 +27,7 @@ from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_
 from . import datasets
 from .config import NodeConfig
 from .connect import diagnose
+from .state import NodeState
 
 log = logging.getLogger("party_node")
 HEARTBEAT_S = 3.0
@@ -75,6 +76,7 @@ class Job:
         self.announced: dict = {}    # party -> (address, port) it signed (verified)
         self.fingerprints: dict = {}  # rank identity -> SHA-256 of the certificate it signed with
         self.columns: list = []      # the data set's column names (the result's header)
+        self.signed_digest = b""     # SHA-256 of the signed job's bytes (result statements)
 
 
 class PartyNode:
@@ -85,7 +87,7 @@ class PartyNode:
             check_key_file(cfg.tls.key)           # refuse a key others can read
             self.ca_pem, self.cert_pem, self.key_pem = cfg.tls.read()
         self.revoked = Revocations(cfg.revocation_list) if cfg.revocation_list else None
-        self._seen: dict = {}                     # signed job ids offered -> when (replays)
+        self._state: Optional[NodeState] = None   # seen offers, privacy ledger (lazily)
         self.channel: Optional[grpc.Channel] = None
         self.stub = None
         self.datasets: dict = checked if checked is not None else datasets.check_all(
@@ -101,6 +103,14 @@ class PartyNode:
         self._renewing = False
         self._spare: Optional[subprocess.Popen] = None
         self._columns: list = []          # of the data set the last accepted offer names
+
+    @property
+    def state(self) -> NodeState:
+        """The node's persistent memory (results_dir/node-state.sqlite), opened on first use."""
+        with self._lock:
+            if self._state is None:
+                self._state = NodeState(self.cfg.results_dir)
+            return self._state
 
     # ---- main loop -----------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -344,16 +354,18 @@ class PartyNode:
             return self._reply(offer.job_id,
                                refuse=pb.Refuse(reason=f"signed job rejected: {exc}"))
         reason = self._policy_check(offer, spec, submitter)
-        if reason:
-            log.info("refusing job %s: %s", offer.job_id, reason)
-            return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         job = Job(offer, spec)
         job.receivers = receivers
         job.columns = self._columns
-        job.port = self._free_port()
-        if not job.port:
-            return self._reply(offer.job_id, refuse=pb.Refuse(
-                reason=f"no free port in {self.cfg.port_range[0]}-{self.cfg.port_range[1]}"))
+        job.signed_digest = hashlib.sha256(offer.signed_spec).digest()
+        if not reason:
+            job.port = self._free_port()
+            if not job.port:
+                reason = f"no free port in {self.cfg.port_range[0]}-{self.cfg.port_range[1]}"
+        reason = reason or self._charge(job)      # the last check: nothing moves before it
+        if reason:
+            log.info("refusing job %s: %s", offer.job_id, reason)
+            return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         with self._lock:
             self.job = job
         log.info("accepting job %s", job.id)
@@ -379,13 +391,9 @@ class PartyNode:
                            self.revoked)
         if v.job_id != offer.job_id:
             raise signing.SignatureError("job_id: not the id the submitter signed")
-        now = time.time()
-        for jid, t in list(self._seen.items()):
-            if now - t > signing.MAX_AGE_S + signing.MAX_SKEW_S:
-                del self._seen[jid]
-        if v.job_id in self._seen:
+        # remembered across restarts: a signed job is valid for MAX_AGE_S after issue
+        if self.state.seen_before(v.job_id, signing.MAX_AGE_S + 2 * signing.MAX_SKEW_S):
             raise signing.SignatureError("job_id: this signed job was offered before (replay)")
-        self._seen[v.job_id] = now
         missing = [r for r in v.spec.reveal_to if r.startswith("analyst:") and
                    r not in v.receivers]
         if missing:
@@ -427,26 +435,56 @@ class PartyNode:
             if bad:
                 return f"the result may not go to {bad[0]}"
         name = me[0].dataset
-        ds = self.cfg.datasets.get(name)
-        if ds is None:
+        if name not in self.cfg.datasets:
             return f"no data set named {name!r} on this node"
-        try:   # catch bad data now, before anybody starts computing
-            loaded = datasets.load(name, ds.path, ds.columns)
-        except datasets.DatasetError as exc:    # names line and column, no path, no value
-            self._set_status(datasets.Status(name, False, str(exc), exc.local,
-                                             stamp=datasets.stamp(ds.path)))
-            return str(exc)
-        try:
-            from secure_meanshift.data import check_points
-
-            check_points(loaded.points, (list(spec.bounds_lo), list(spec.bounds_hi)),
-                         f"data set {name!r}")
-        except ValueError as exc:        # the rows stay in the local log only
-            log.warning("job %s: local data check failed: %s", offer.job_id, exc)
-            return (f"data set {name!r} does not meet the job's input rule (every "
-                    "row finite and inside the bounds); details in the party's local log")
-        self._columns = loaded.columns
+        reason = self._privacy_policy(spec, name)
+        if reason:
+            return reason
+        # The data set's health as checked when it was (re)loaded, never against this
+        # job's bounds: rows outside them are clipped by the worker (runtime.prepare_local),
+        # so whether a job is accepted does not depend on where the data lie.
+        self.recheck_datasets()              # only a file that changed is read again
+        st = self.datasets.get(name)
+        if st is None or not st.available:
+            return st.problem if st is not None else f"data set {name!r} is unavailable"
+        if len(st.columns) != len(spec.bounds_lo):
+            return (f"data set {name!r} has {len(st.columns)} columns, the job's bounds "
+                    f"{len(spec.bounds_lo)}")
+        self._columns = st.columns
         return ""
+
+    def _privacy_policy(self, spec: pb.JobSpec, dataset: str) -> str:
+        """DP required unless the policy allows exact results; a DP job's delta
+        within the data set's budget (the epsilon is checked when charged)."""
+        priv = privacy_of(spec)
+        if priv is None:
+            if not self.cfg.policy.allow_exact_results:
+                return ("policy: this party accepts differentially private jobs only (give "
+                        "the job privacy: {epsilon, delta}; exact results need "
+                        "allow_exact_results: true in the node's policy)")
+            return ""
+        budget = self.cfg.budget(dataset)
+        if priv.delta > budget.delta:
+            return (f"policy: the job's delta {priv.delta:.3g} exceeds the privacy budget's "
+                    f"delta {budget.delta:.3g} of data set {dataset!r}")
+        return ""
+
+    def _charge(self, job: Job) -> str:
+        """Charge a DP job to this party's data set, atomically and before any share
+        moves; '' when charged (or an exact job), else the refusal. A charge is kept
+        even if the job fails later."""
+        priv = privacy_of(job.spec)
+        if priv is None:
+            return ""
+        from secure_meanshift.privacy import noise_scale, spent_epsilon
+
+        name = next(p.dataset for p in job.spec.parties if p.id == self.cfg.party_id)
+        reason = self.state.charge(name, job.id, priv.epsilon, priv.delta, noise_scale(priv),
+                                   self.cfg.budget(name), spent_epsilon)
+        if not reason:
+            log.info("job %s: charged epsilon %.4g, delta %.3g to data set %r", job.id,
+                     priv.epsilon, priv.delta, name)
+        return reason
 
     def _mpc_policy(self, spec: pb.JobSpec) -> str:
         """Who deals and how the links are protected: the node's own rules."""
@@ -455,6 +493,10 @@ class PartyNode:
             return "the job names no dealer (a party would have to deal the randomness)"
         if self.cfg.role == "party" and "*" not in pol.trusted_dealers and \
                 spec.dealer not in pol.trusted_dealers:
+            if not pol.trusted_dealers:
+                return (f"dealer {spec.dealer} is not trusted by local policy (policy."
+                        "trusted_dealers is empty: the operator names the dealers this party "
+                        "trusts not to collude)")
             return f"dealer {spec.dealer} is not trusted by local policy"
         transport = spec.transport or "tls"
         if transport == "trusted-network" and not pol.allow_plaintext_mpc:
@@ -636,6 +678,9 @@ class PartyNode:
                 msg = json.loads(line)
             except ValueError:
                 continue
+            if "local" in msg:          # for this node's own log only
+                log.info("job %s: %s", job.id, msg["local"])
+                continue
             if "progress" in msg:
                 ev = msg["progress"]
                 if ev.get("stage") == "suppressed":     # for receivers only, not progress
@@ -777,6 +822,16 @@ class PartyNode:
         job = self.job
         if job is not None:
             self._stop_worker(job, why)
+
+
+def privacy_of(spec: pb.JobSpec):
+    """The job's differential-privacy parameters (secure_meanshift.privacy.
+    PrivacySpec), or None for an exact job."""
+    if "privacy" not in spec.DESCRIPTOR.fields_by_name or not spec.HasField("privacy"):
+        return None
+    from secure_meanshift.privacy import PrivacySpec
+
+    return PrivacySpec(spec.privacy.epsilon, spec.privacy.delta)
 
 
 def _fingerprint(cert_pem: bytes) -> str:

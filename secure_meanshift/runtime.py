@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ._compat import import_crypten
-from .data import check_points, from_unit, to_unit
+from .data import check_points, clip_to_bounds, from_unit, to_unit
 from .dealer import PROVIDERS
 from .errors import InputError, MPCError
 from .mesh import PEER_LOST, TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
@@ -119,6 +119,7 @@ class PartyOutcome:
     provider: str = "dealer"
     transport: str = "tls"
     params: Optional[MeanShiftParams] = None    # as run (e.g. with an estimated bandwidth)
+    clipped: int = 0          # rows moved into the bounds (clip=True): the owner's log only
 
     def to_dict(self) -> dict:
         return {
@@ -233,11 +234,14 @@ def run_dealer(mpc: MPCConfig) -> int:
         mesh.close()
 
 
-def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "points"
-                  ) -> tuple[np.ndarray, Optional[np.ndarray], int]:
+def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "points",
+                  clip: bool = False) -> tuple[np.ndarray, Optional[np.ndarray], int]:
     """Check the owner's points and map them to the unit box; summarise them
-    locally when the job asks for it. Returns (rows, weights or None, n)."""
-    x = check_points(points, params.bounds, name)
+    locally when the job asks for it. Returns (rows, weights or None, n).
+    ``clip``: rows outside the public bounds are clipped into them (data.
+    clip_to_bounds) instead of rejected, so acceptance never depends on the data."""
+    x = clip_to_bounds(points, params.bounds, name)[0] if clip else \
+        check_points(points, params.bounds, name)
     unit = to_unit(x, params.lo, params.scale)
     if params.summary is None:
         return unit, None, len(x)
@@ -249,15 +253,20 @@ def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "poin
 
 def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
               progress: Optional[Progress] = None, name: str = "points",
-              before: Optional[Callable] = None) -> PartyOutcome:
+              before: Optional[Callable] = None, clip: bool = False) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
 
     Bad input raises InputError before any connection is made.
     A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
     given, runs first inside the same MPC session (e.g. the bandwidth estimate
     of a ``bandwidth: auto`` job), so the dealer and the links serve both.
+    ``clip``: rows outside the bounds are clipped into them (prepare_local);
+    their number is in the outcome's ``clipped``, for the owner's log only.
     """
     t0 = time.perf_counter()
+    clipped = 0
+    if clip:
+        points, clipped = clip_to_bounds(points, params.bounds, name)
     check_points(points, params.bounds, name)       # fail before connecting to anyone
     with _Session(mpc):
         try:
@@ -265,7 +274,7 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
                 params = before(params)
             if params.summary == "auto":
                 params = replace(params, summary=resolve_summary("auto", _total_points(len(points))))
-            rows, weights, n = prepare_local(points, params, name)
+            rows, weights, n = prepare_local(points, params, name, clip=clip)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
         except (InputError, MPCError):
             raise
@@ -274,7 +283,7 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
     return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
                         res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows, mpc.provider, mpc.transport, params)
+                        res.points, res.rows, mpc.provider, mpc.transport, params, clipped)
 
 
 def _total_points(n: int) -> int:

@@ -56,6 +56,7 @@ class Env:
                         "key": os.path.join(self.certs, "party_alpha.key")},
                 "datasets": {"points": {"path": os.path.join(tmp, "alpha.csv")}},
                 "rendezvous": {"advertise": "127.0.0.1", "port_range": [33100, 33139]},
+                "policy": {"trusted_dealers": ["dan"], "allow_exact_results": True},
                 "results_dir": self.results, "prewarm_worker": False,
                 "status_file": os.path.join(tmp, "alpha-status.json"),
                 "revocation_list": os.path.join(tmp, "revoked.txt")}, fh)
