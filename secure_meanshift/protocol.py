@@ -70,6 +70,7 @@ class SecureResult:
     points: int = 0
     rows: int = 0
     suppressed: Optional[int] = None  # receivers: centroids dropped by min_cluster_size
+    share: Optional[dict] = None      # export_shares: this party's share (output.export_share)
 
 
 def _exchange_sizes(comm, rows: int, points: int) -> tuple[list, list]:
@@ -539,6 +540,11 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
         val = out.get_plain_text(dst=r)
         if r == rank:
             mine = val.double().numpy()
+    share = None
+    if p.export_shares:        # for receivers outside the parties: nothing is opened
+        from .output import export_share
+
+        share = export_share(out, rank, d, p.return_sizes, small is not None, p.lo, p.scale)
     merge_s = time.perf_counter() - t_merge
     if per_iter:
         per_iter[-1]["merge_s"] = merge_s
@@ -546,16 +552,12 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
 
     centroids = sizes = suppressed = None
     if mine is not None:
-        kept = mine[:, d] > 0.5
-        if small is not None:      # only the count of suppressed clusters is learned
-            suppressed = int(round(float(mine[:, -1].sum())))
+        from .output import decode
+
+        dec = decode(mine, d, p.return_sizes, small is not None)
+        centroids, sizes, suppressed = dec.centroids, dec.sizes, dec.suppressed
+        if suppressed is not None:      # only the count of suppressed clusters is learned
             notify({"stage": "suppressed", "count": suppressed})
-        centroids = mine[kept, :d]
-        if p.return_sizes:
-            sizes = np.round(mine[kept, d + 1])
-        order = np.lexsort(centroids.T[::-1])
-        centroids = centroids[order]
-        sizes = sizes[order] if sizes is not None else None
     stats = comm.get_communication_stats()
     notify({"stage": "done", "iterations": iterations})
     return SecureResult(centroids, sizes, iterations, per_iter, share_s, merge_s,
@@ -563,7 +565,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                          "dealer_bytes": int(stats.get("dealer_bytes", 0)),
                          "rounds": int(stats.get("rounds", 0)),
                          "steps": stats.get("steps", {})},
-                        total_points, total_rows, suppressed)
+                        total_points, total_rows, suppressed, share)
 
 
 def suppress_small(keep, sizes, k: int):

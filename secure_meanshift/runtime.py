@@ -120,6 +120,8 @@ class PartyOutcome:
     transport: str = "tls"
     params: Optional[MeanShiftParams] = None    # as run (e.g. with an estimated bandwidth)
     clipped: int = 0          # rows moved into the bounds (clip=True): the owner's log only
+    share: Optional[dict] = None   # params.export_shares: this party's output share (sealed
+                                   # by the node to each analyst receiver; never logged)
 
     def to_dict(self) -> dict:
         return {
@@ -283,7 +285,8 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
     return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
                         res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows, mpc.provider, mpc.transport, params, clipped)
+                        res.points, res.rows, mpc.provider, mpc.transport, params, clipped,
+                        res.share)
 
 
 def _total_points(n: int) -> int:
