@@ -12,7 +12,9 @@ import yaml
 from meanshift_proto.v1 import service_pb2 as pb
 
 from secure_meanshift.kernels import KERNEL_NAMES as KERNELS   # the one registry
+from secure_meanshift.errors import InputError
 from secure_meanshift.params import MERGE_RULES, SEEDINGS
+from secure_meanshift.privacy import PrivacySpec
 
 # Hard limits every spec meets (the nodes' own policies are usually stricter).
 MAX_SPEC_BYTES = 64 * 1024
@@ -42,6 +44,8 @@ reveal_to: [hospital-a, "analyst:alice"]
 summary: auto            # exact | auto | cell size in bandwidths
 dealer: dealer-1         # makes the correlated randomness; holds no data
 transport: tls           # MPC links: tls | trusted-network (plaintext; policy must allow)
+privacy: {epsilon: 1.0, delta: 1.0e-6}   # differentially private result (docs/privacy.md);
+                         # null: exact results (a node must allow them)
 """
 TRANSPORTS = ("tls", "trusted-network")
 # names people use for "one of the computing parties deals": always refused
@@ -86,7 +90,7 @@ def parse(text: str) -> pb.JobSpec:
     known = {"name", "parties", "bandwidth", "dust", "kernel", "max_iter", "tol", "oblivious",
              "bounds", "reveal_to", "merge_radius", "return_sizes", "summary",
              "min_cluster_size", "dealer", "transport", "provider", "merge",
-             "seeding", "seeds_per_party", "quantile", "min_weight"}
+             "seeding", "seeds_per_party", "quantile", "min_weight", "privacy"}
     unknown = sorted(map(str, set(d) - known))
     if unknown:
         raise SpecError(f"{unknown[0][:64]}: unknown field")
@@ -175,6 +179,7 @@ def parse(text: str) -> pb.JobSpec:
     transport = d.get("transport", "tls")
     if transport not in TRANSPORTS:
         raise SpecError(f"transport: must be one of {', '.join(TRANSPORTS)}")
+    privacy = _privacy(d.get("privacy"), auto, seeding)
     name = d.get("name", "")
     if not isinstance(name, (str, int, float)) or len(str(name)) > 128:
         raise SpecError("name: a string of at most 128 characters")
@@ -191,7 +196,9 @@ def parse(text: str) -> pb.JobSpec:
         merge=merge, seeding=seeding,
         seeds_per_party=_num(d, "seeds_per_party", 32, positive=True, integer=True,
                              maximum=MAX_DUST),
-        bandwidth_auto=auto, quantile=quantile, min_weight=_num(d, "min_weight", 0.0))
+        bandwidth_auto=auto, quantile=quantile, min_weight=_num(d, "min_weight", 0.0),
+        privacy_epsilon=privacy.epsilon if privacy else 0.0,
+        privacy_delta=privacy.delta if privacy else 0.0)
     if spec.min_weight < 0:
         raise SpecError("min_weight: must be >= 0")
     span = max(h - l for l, h in zip(lo, hi))
@@ -209,7 +216,48 @@ def parse(text: str) -> pb.JobSpec:
     if spec.merge_radius > span * math.sqrt(len(lo)) or spec.tol > span * math.sqrt(len(lo)):
         raise SpecError(("merge_radius" if spec.merge_radius > span * math.sqrt(len(lo))
                          else "tol") + ": larger than the whole bounded domain")
+    if privacy is not None:
+        _check_dp_grid(spec)
     return spec
+
+
+def _privacy(value, bandwidth_auto: bool, seeding: str):
+    """The ``privacy`` field: null/absent (exact results) or {epsilon, delta}."""
+    if value is None:
+        if seeding == "grid":
+            raise SpecError("seeding: 'grid' is the seeding of DP mode (set privacy)")
+        return None
+    if not isinstance(value, dict) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in value.values()):
+        raise SpecError("privacy: expected {epsilon: <number>, delta: <number>} or null")
+    try:
+        spec = PrivacySpec.coerce(value)
+    except InputError as exc:
+        raise SpecError(str(exc)) from None
+    if bandwidth_auto:
+        raise SpecError("bandwidth: 'auto' is refused with privacy (the estimate would "
+                        "reveal a value computed from the data); give a number")
+    if seeding not in ("auto", "grid"):
+        raise SpecError(f"seeding: with privacy only 'grid' (or 'auto') is allowed; "
+                        f"'{seeding}' would depend on the data")
+    return spec
+
+
+def _check_dp_grid(spec: pb.JobSpec) -> None:
+    """The DP grid's limits (cells, features), as the engine checks them."""
+    from secure_meanshift.params import MeanShiftParams
+
+    try:
+        MeanShiftParams(**engine_params(spec, 0))
+    except InputError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def privacy_of(spec: pb.JobSpec):
+    """The job's PrivacySpec, or None for an exact (non-DP) job."""
+    if spec.privacy_epsilon <= 0:
+        return None
+    return PrivacySpec(spec.privacy_epsilon, spec.privacy_delta)
 
 
 def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
@@ -225,7 +273,8 @@ def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
             "dealer": spec.dealer, "transport": spec.transport or "tls",
             "merge": spec.merge or "intensity", "seeding": spec.seeding or "auto",
             "seeds_per_party": spec.seeds_per_party or 32, "quantile": spec.quantile or 0.3,
-            "min_weight": spec.min_weight}
+            "min_weight": spec.min_weight,
+            "privacy": None if privacy_of(spec) is None else privacy_of(spec).to_dict()}
 
 
 def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
@@ -248,7 +297,8 @@ def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
             (None if spec.summary == "exact" else float(spec.summary)),
             "min_cluster_size": spec.min_cluster_size or 1,
             "merge": spec.merge or "intensity", "seeding": spec.seeding or "auto",
-            "seeds_per_party": spec.seeds_per_party or 32, "min_weight": spec.min_weight}
+            "seeds_per_party": spec.seeds_per_party or 32, "min_weight": spec.min_weight,
+            "privacy": None if privacy_of(spec) is None else privacy_of(spec).to_dict()}
 
 
 def to_yaml(spec: pb.JobSpec) -> str:

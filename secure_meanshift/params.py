@@ -11,6 +11,7 @@ import numpy as np
 from .errors import InputError
 
 from .kernels import KERNEL_NAMES as KERNELS  # the one registry
+from .privacy import PrivacySpec
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class MeanShiftParams:
             drop a centroid within ``merge_radius`` (default h / 2) of one with a
             lower seed index.
         merge_radius: centroids closer than this collapse (default: see ``merge``).
-        seeding: initial centroids. ``"dust"``: n_dust rows picked by the public
+        seeding: initial centroids (default: "dust", in DP mode "grid"). ``"dust"``: n_dust rows picked by the public
             seed; ``"bins"``: each party contributes ``seeds_per_party``
             secret-shared seeds at its own binned local density peaks (seeds.py);
             ``"both"``: dusts first, then the binned seeds; ``"points"``: every
@@ -47,7 +48,8 @@ class MeanShiftParams:
             and its exact semantics, at O(N^2) cost per iteration (at most
             MAX_POINT_SEEDS rows in total); ``"auto"``: ``"points"`` up to
             AUTO_POINT_SEEDS_UP_TO points in exact mode, else ``"both"``
-            (resolve_seeding, once the public N is known).
+            (resolve_seeding, once the public N is known); ``"grid"`` (DP mode
+            only): the public seed grid of privacy.grid_seeds.
         min_weight: with ``merge="intensity"``, centroids whose kernel weight sum
             (points within h, flat kernel) is below this are dropped on shares;
             0 drops only empty ones. E.g. 5 keeps a lone record from being
@@ -70,6 +72,13 @@ class MeanShiftParams:
         min_cluster_size: centroids whose cluster (points nearest to them) has
             fewer than this many points are suppressed on shares before anything
             is opened; receivers learn only how many were suppressed. 1 = off.
+        privacy: None (exact results), or a PrivacySpec / {epsilon, delta}: the
+            whole output is (epsilon, delta)-DP per record (privacy.py,
+            docs/privacy.md). Implies seeding "grid" ("auto" becomes "grid"; any
+            other seeding is refused) and ``summary`` = the public grid's cell side
+            in bandwidths (None/"auto": privacy.default_cell_fraction); the grid
+            may have at most privacy.MAX_CELLS cells and 3 features. Only the
+            flat kernel.
     """
 
     bandwidth: float
@@ -82,7 +91,7 @@ class MeanShiftParams:
     seed: int = 0
     merge_radius: Optional[float] = None
     merge: str = "intensity"
-    seeding: str = "dust"
+    seeding: Optional[str] = None      # None: "dust", or "grid" in DP mode
     seeds_per_party: int = 32
     min_weight: float = 0.0
     reveal_to: Optional[tuple] = None
@@ -92,6 +101,7 @@ class MeanShiftParams:
     precision_bits: int = 20
     chunk_elements: int = 1 << 20
     min_cluster_size: int = 1
+    privacy: Optional[PrivacySpec] = None
     extra: dict = field(default_factory=dict, compare=False)
 
     # ---- derived, unit-box quantities -------------------------------------
@@ -142,6 +152,11 @@ class MeanShiftParams:
         return max(EMPTY_BELOW, float(self.min_weight))
 
     @property
+    def dp(self) -> bool:
+        """Differentially private mode (a noisy histogram on the public grid)."""
+        return self.privacy is not None
+
+    @property
     def uses_dust(self) -> bool:
         return self.seeding in ("dust", "both")
 
@@ -155,6 +170,10 @@ class MeanShiftParams:
             raise ValueError("seeding 'auto' must be resolved first (resolve_seeding)")
         if self.seeding == "points":
             return total_rows
+        if self.seeding == "grid":
+            from .privacy import n_grid_seeds
+
+            return n_grid_seeds(self)
         return (self.n_dust if self.uses_dust else 0) + \
             (self.seeds_per_party * world_size if self.uses_bins else 0)
 
@@ -165,6 +184,7 @@ class MeanShiftParams:
         d = asdict(self)
         d["bounds"] = [list(map(float, self.bounds[0])), list(map(float, self.bounds[1]))]
         d.pop("extra")
+        d["privacy"] = None if self.privacy is None else self.privacy.to_dict()
         return d
 
     # ---- validation --------------------------------------------------------
@@ -203,6 +223,8 @@ class MeanShiftParams:
             raise bad("merge_radius", "must be a number >= 0")
         if self.merge not in MERGE_RULES:
             raise bad("merge", f"must be one of {', '.join(MERGE_RULES)}")
+        if self.seeding is None:
+            object.__setattr__(self, "seeding", "dust" if self.privacy is None else "grid")
         if self.seeding not in SEEDINGS:
             raise bad("seeding", f"must be one of {', '.join(SEEDINGS)}")
         if not (isinstance(self.min_weight, (int, float)) and math.isfinite(self.min_weight)
@@ -230,6 +252,27 @@ class MeanShiftParams:
         if isinstance(self.min_cluster_size, bool) or not isinstance(self.min_cluster_size, int) \
                 or self.min_cluster_size < 1:
             raise bad("min_cluster_size", "must be an integer >= 1")
+        self._check_privacy()
+
+    def _check_privacy(self) -> None:
+        """DP mode: public grid seeds and cells only (nothing data-dependent)."""
+        object.__setattr__(self, "privacy", PrivacySpec.coerce(self.privacy))
+        if self.privacy is None:
+            if self.seeding == "grid":
+                raise InputError("seeding: 'grid' is the seeding of DP mode (set privacy)")
+            return
+        from .privacy import check_grid, default_cell_fraction
+
+        if self.seeding == "auto":
+            object.__setattr__(self, "seeding", "grid")
+        if self.seeding != "grid":
+            raise InputError(f"seeding: DP mode (privacy) seeds from a public grid only; "
+                             f"'{self.seeding}' would depend on the data: use 'grid' or 'auto'")
+        if self.kernel != "flat":
+            raise InputError("kernel: DP mode (privacy) supports the flat kernel only")
+        if self.summary in (None, "auto"):
+            object.__setattr__(self, "summary", default_cell_fraction(self.dim))
+        check_grid(self)
 
     def check_world(self, world_size: int, total_points: int) -> None:
         """Checks that need the party count and the (public) total size N."""
@@ -252,7 +295,7 @@ class MeanShiftParams:
 
 
 MERGE_RULES = ("intensity", "first")
-SEEDINGS = ("dust", "bins", "both", "points", "auto")
+SEEDINGS = ("dust", "bins", "both", "points", "auto", "grid")   # grid: DP mode only
 MAX_POINT_SEEDS = 2000   # seeding="points": m x N work and memory per iteration (3,000: 10 s, 4 GB a party)
 AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
 AUTO_EXACT_UP_TO = 20_000
