@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
+import yaml
+
 from . import jobspec
 from .tls import CertInfo, IdentityError, Revocations, verify_chain
 
@@ -154,8 +156,8 @@ def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
     now = time.time() if now is None else now
     if check_age and not (now - MAX_AGE_S <= issued <= now + MAX_SKEW_S):
         raise SignatureError("issued: the signed job is too old or from the future")
-    try:
-        spec = jobspec.parse(json.dumps(spec_dict))
+    try:     # YAML, not JSON text: PyYAML reads JSON's 1e-06 as a string
+        spec = jobspec.parse(yaml.safe_dump(spec_dict))
     except jobspec.SpecError as exc:
         raise SignatureError(f"spec: {exc}") from None
     if jobspec.to_dict(spec) != spec_dict:

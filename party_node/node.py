@@ -456,7 +456,7 @@ class PartyNode:
     def _privacy_policy(self, spec: pb.JobSpec, dataset: str) -> str:
         """DP required unless the policy allows exact results; a DP job's delta
         within the data set's budget (the epsilon is checked when charged)."""
-        priv = privacy_of(spec)
+        priv = jobspec.privacy_of(spec)
         if priv is None:
             if not self.cfg.policy.allow_exact_results:
                 return ("policy: this party accepts differentially private jobs only (give "
@@ -473,7 +473,7 @@ class PartyNode:
         """Charge a DP job to this party's data set, atomically and before any share
         moves; '' when charged (or an exact job), else the refusal. A charge is kept
         even if the job fails later."""
-        priv = privacy_of(job.spec)
+        priv = jobspec.privacy_of(job.spec)
         if priv is None:
             return ""
         from secure_meanshift.privacy import noise_scale, spent_epsilon
@@ -822,16 +822,6 @@ class PartyNode:
         job = self.job
         if job is not None:
             self._stop_worker(job, why)
-
-
-def privacy_of(spec: pb.JobSpec):
-    """The job's differential-privacy parameters (secure_meanshift.privacy.
-    PrivacySpec), or None for an exact job."""
-    if "privacy" not in spec.DESCRIPTOR.fields_by_name or not spec.HasField("privacy"):
-        return None
-    from secure_meanshift.privacy import PrivacySpec
-
-    return PrivacySpec(spec.privacy.epsilon, spec.privacy.delta)
 
 
 def _fingerprint(cert_pem: bytes) -> str:

@@ -37,7 +37,7 @@ def spec(**kw):
 
 
 class Env:
-    def __init__(self, tmp):
+    def __init__(self, tmp, policy=None):
         self.tmp = tmp
         self.certs = os.path.join(tmp, "certs")
         make_dev_pki(self.certs, IDENTITIES)
@@ -56,7 +56,7 @@ class Env:
                         "key": os.path.join(self.certs, "party_alpha.key")},
                 "datasets": {"points": {"path": os.path.join(tmp, "alpha.csv")}},
                 "rendezvous": {"advertise": "127.0.0.1", "port_range": [33100, 33139]},
-                "policy": {"trusted_dealers": ["dan"], "allow_exact_results": True},
+                "policy": policy or {"trusted_dealers": ["dan"], "allow_exact_results": True},
                 "results_dir": self.results, "prewarm_worker": False,
                 "status_file": os.path.join(tmp, "alpha-status.json"),
                 "revocation_list": os.path.join(tmp, "revoked.txt")}, fh)
