@@ -311,14 +311,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         peers = [pb.MpcPeer(identity=m if m == job.dealer else f"party:{m}",
                             host=job.accepts[m].rendezvous_address,
                             port=job.accepts[m].rendezvous_port) for m in job.members]
-        analysts = any(r.startswith("analyst:") for r in job.spec.reveal_to)
-        carrier = next((p for p in job.parties if p in job.spec.reveal_to), job.parties[0])
-        job.carrier = carrier if analysts else ""
         for rank, p in enumerate(job.members):
             self._send(p, pb.NodeCommand(run=pb.Run(
                 job_id=job.id, rank=rank, world_size=len(job.parties), peers=peers,
                 commits=commits, reveals=reveals, dealer=dealer,
-                carry_result=analysts and p == carrier,
                 timeout_s=self.mpc_timeout)))
         self._event(job, stage="running", message="seed agreed; workers starting")
 
@@ -338,19 +334,21 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if party == job.dealer:     # no result; its worker has exited (it may deal again)
             return self._maybe_succeed(job)
         job.iterations = max(job.iterations, msg.iterations)
-        if msg.centroids or msg.sealed:
-            # sealed: ciphertext for each analyst receiver, which this server cannot open
-            result = pb.JobResult(job_id=job.id, centroids=msg.centroids, sizes=msg.sizes,
-                                  iterations=msg.iterations, suppressed=msg.suppressed,
-                                  sealed=msg.sealed, columns=msg.columns)
-            self.store.update(job.id, result=result.SerializeToString())
         self._maybe_succeed(job)
 
     def _maybe_succeed(self, job) -> None:
         """Succeeded once every party and the dealer finished: then every worker of
-        the job has exited and each node can take the next job."""
-        if len(job.finished) == len(job.members):
-            self._finish(job, "succeeded")
+        the job has exited and each node can take the next job. Analyst receivers'
+        result: every party's sealed, signed share, relayed with the signed job."""
+        if len(job.finished) != len(job.members):
+            return
+        shares = [s for p in job.parties for s in job.finished[p].shares]
+        if shares:          # ciphertext for each analyst receiver: this server cannot open it
+            result = pb.JobResult(job_id=job.id, iterations=job.iterations, shares=shares)
+            if job.signed:
+                result.signed_spec, result.signature, result.signer_cert = job.signed
+            self.store.update(job.id, result=result.SerializeToString())
+        self._finish(job, "succeeded")
 
     def _on_failed(self, job, party, msg):
         if party == job.dealer:
@@ -590,15 +588,14 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                           "only parties receive this job's result: read it from your node's "
                           "results folder")
         res = pb.JobResult.FromString(row["result"])
-        if res.sealed:
-            mine = [s for s in res.sealed if s.recipient == who]
-            del res.sealed[:]
-            res.sealed.extend(mine)
-            if not mine:
-                self.store.audit(who, "result", request.job_id, "nothing sealed for this identity")
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              "this job's result is sealed to its analyst receivers only; "
-                              "parties read theirs from their node's results folder")
+        mine = [s for s in res.shares if s.recipient == who]
+        del res.shares[:]
+        res.shares.extend(mine)
+        if not mine:
+            self.store.audit(who, "result", request.job_id, "nothing sealed for this identity")
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this job's result is sealed to its analyst receivers only; "
+                          "parties read theirs from their node's results folder")
         self.store.audit(who, "result", request.job_id, "delivered")
         return res
 

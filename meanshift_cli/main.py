@@ -471,6 +471,7 @@ def _client_command(args) -> int:
     import grpc
 
     from coordinator.client import Client
+    from meanshift_rpc.results import ResultError
 
     if not args.insecure and not (args.tls_dir and args.identity):
         print("error: give --tls-dir and --identity (or SMS_TLS_DIR and SMS_IDENTITY), "
@@ -494,6 +495,9 @@ def _client_command(args) -> int:
             return EXIT_DENIED
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return EXIT_UNREACHABLE
+        return EXIT_JOB_FAILED
+    except ResultError as exc:     # forged, plain, incomplete: never shown as centroids
+        print(f"error: result refused: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED
     except (OSError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -76,7 +76,7 @@ class Job:
         self.announced: dict = {}    # party -> (address, port) it signed (verified)
         self.fingerprints: dict = {}  # rank identity -> SHA-256 of the certificate it signed with
         self.columns: list = []      # the data set's column names (the result's header)
-        self.signed_digest = b""     # SHA-256 of the signed job's bytes (result statements)
+        self.signed_spec = b""       # the job as its submitter signed it (result statements)
 
 
 class PartyNode:
@@ -357,7 +357,7 @@ class PartyNode:
         job = Job(offer, spec)
         job.receivers = receivers
         job.columns = self._columns
-        job.signed_digest = hashlib.sha256(offer.signed_spec).digest()
+        job.signed_spec = offer.signed_spec
         if not reason:
             job.port = self._free_port()
             if not job.port:
@@ -597,15 +597,13 @@ class PartyNode:
         job = self.job
         if job is None or job.id != run.job_id:
             return
-        # ranks, world size and who carries the result follow from the signed spec
+        # ranks and world size follow from the signed spec; run.carry_result (v1.1) is
+        # ignored: no party opens an analyst's result (each seals its share instead)
         ids = [p.id for p in job.spec.parties]
         rank = ids.index(self.cfg.party_id)
         if run.rank != rank or run.world_size != len(ids):
             return self._fail(job, "the coordinator's rank or world size disagrees with the "
                               "signed job")
-        if run.carry_result and not any(r.startswith("analyst:") for r in job.spec.reveal_to):
-            return self._fail(job, "the coordinator asked for the result although the signed "
-                              "job has no analyst receiver")
         commits = {c.party: c.commitment for c in run.commits}
         if not job.commits or commits != job.commits:
             return self._fail(job, "the seed commitments changed after the reveal")
@@ -634,10 +632,9 @@ class PartyNode:
         return joint_seed(nonces)
 
     def _params(self, spec: pb.JobSpec, run: pb.Run, seed: int) -> dict:
-        ids = [p.id for p in spec.parties]
-        ranks = sorted({ids.index(r) for r in spec.reveal_to if r in ids}
-                       | ({run.rank} if run.carry_result else set()))
-        return jobspec.engine_params(spec, seed, ranks)
+        """The engine's parameters, from the signed spec only: the receiving parties
+        open the output, analyst receivers get every party's share."""
+        return jobspec.engine_params(spec, seed)
 
     def _run_worker(self, job: Job, run: pb.Run, seed: int) -> None:
         try:
@@ -730,23 +727,24 @@ class PartyNode:
                      "suppressed as too small)", job.id, job.suppressed or 0)
         fin = pb.Finished(iterations=int(res.get("iterations", 0)),
                           wall_s=float(res.get("wall_s", 0.0)))
-        if run.carry_result and cents is not None and self.ca_pem is not None:
-            # end to end: sealed to each analyst receiver's key, nothing readable upstream
-            from meanshift_rpc.sealing import seal
-
-            doc = {"centroids": cents, "sizes": res.get("sizes") or [],
-                   "suppressed": job.suppressed or 0}
-            for who, pem in sorted(job.receivers.items()):
-                eph, nonce, ct = seal(pem, job.id, who, doc)
-                fin.sealed.add(recipient=who, ephemeral_key=eph, nonce=nonce, ciphertext=ct)
-        elif run.carry_result and cents is not None:      # insecure mode (no keys)
-            fin.centroids.extend(pb.Centroid(values=c) for c in cents)
-            fin.sizes.extend(res.get("sizes") or [])
-            fin.suppressed = job.suppressed or 0
-        if run.carry_result and cents is not None:
-            fin.columns.extend(self._header(job))        # names, not values: in the clear
+        share = res.get("share")
+        if share is not None:       # analyst receivers: this party's share, sealed and signed
+            fin.shares.extend(self._sealed_shares(job, run.rank, share))
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
+
+    def _sealed_shares(self, job: Job, rank: int, share: dict) -> list:
+        """This party's output share for each analyst receiver (meanshift_rpc.results);
+        the share itself is never logged nor written."""
+        from meanshift_rpc import results
+
+        analysts = sorted(r for r in job.spec.reveal_to if r.startswith("analyst:"))
+        if self.key_pem is None:             # insecure mode: local experiments only
+            return [results.plain_share(share, self._header(job), rank, who)
+                    for who in analysts]
+        return [results.seal_share(share, self._header(job), job.id, job.signed_spec, rank,
+                                   self.cfg.party_id, who, job.receivers[who], self.key_pem,
+                                   self.cert_pem) for who in analysts]
 
     @staticmethod
     def _header(job: Job) -> list:

@@ -101,7 +101,8 @@ def main() -> int:
     emit({"result": {
         "centroids": None if out.centroids is None else out.centroids.tolist(),
         "sizes": None if out.sizes is None else out.sizes.tolist(),
-        "iterations": out.iterations, "wall_s": out.wall_s}})
+        "iterations": out.iterations, "wall_s": out.wall_s,
+        "share": out.share}})         # analyst receivers: sealed by the node, never logged
     return 0
 
 
