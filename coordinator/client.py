@@ -40,7 +40,7 @@ class Client:
                 raise ValueError("give tls_dir and identity (or tls files), or insecure=True")
             tls = TLSFiles.in_dir(tls_dir, identity)
         self.deadline = deadline_s
-        self.identity = identity if insecure or tls is None else _cert_identity(tls)
+        self.identity = identity if insecure or tls is None else _cert_identity(tls, identity)
         self.tls = None if insecure else tls
         self.columns: list = []
         self.suppressed = 0
@@ -141,11 +141,15 @@ class Client:
             return False
 
 
-def _cert_identity(tls: TLSFiles) -> str:
-    """The identity in this client's own certificate (what the coordinator sees)."""
-    from meanshift_rpc.tls import cert_info
+def _cert_identity(tls: TLSFiles, given: str) -> str:
+    """The identity in this client's own certificate (what the coordinator sees);
+    ``given`` if the certificate names none (the coordinator then refuses it)."""
+    from meanshift_rpc.tls import IdentityError, cert_info
 
-    return cert_info(tls.read()[1]).identity
+    try:
+        return cert_info(tls.read()[1]).identity
+    except (IdentityError, OSError, ValueError):
+        return given
 
 
 def client_from_env(**kw) -> Client:
