@@ -130,6 +130,26 @@ def test_node_refuses_forged_altered_and_foreign_jobs(env, tmp_path):
     assert "job_id" in refused(env.ask(o))
 
 
+def test_a_replay_after_a_node_restart_is_refused(env):
+    """The node remembers the signed jobs it was offered (results_dir/node-state.sqlite):
+    a restart does not open a replay window within a job's validity."""
+    o = env.offer()
+    r = env.ask(o)
+    assert r.WhichOneof("reply") == "accept", r
+    env.evil.send(cancel=pb.Cancel(job_id=o.job_id, reason="test"))
+    env.proc.terminate()
+    env.proc.wait(timeout=20)
+    env.evil.connected.clear()
+    env.proc = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "node", "run",
+                                 "--config", env.config], stdout=env.log,
+                                stderr=subprocess.STDOUT, cwd=ROOT)
+    assert env.evil.connected.wait(30)
+    r = env.ask(o)
+    while r is not None and r.WhichOneof("reply") == "failed":     # the old run's stop
+        r = env.evil.next_reply(o.job_id)
+    assert "replay" in refused(r)
+
+
 def test_coordinator_copy_of_the_spec_and_submitter_are_ignored(env):
     o = env.offer(kernel="flat")
     o.spec.kernel = "gaussian"            # what the coordinator claims
