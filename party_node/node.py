@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -353,6 +354,8 @@ class PartyNode:
             log.warning("refusing job %s: %s", offer.job_id, exc)
             return self._reply(offer.job_id,
                                refuse=pb.Refuse(reason=f"signed job rejected: {exc}"))
+        except (sqlite3.Error, OSError) as exc:
+            return self._state_failed(offer.job_id, exc)
         reason = self._policy_check(offer, spec, submitter)
         job = Job(offer, spec)
         job.receivers = receivers
@@ -362,7 +365,10 @@ class PartyNode:
             job.port = self._free_port()
             if not job.port:
                 reason = f"no free port in {self.cfg.port_range[0]}-{self.cfg.port_range[1]}"
-        reason = reason or self._charge(job)      # the last check: nothing moves before it
+        try:
+            reason = reason or self._charge(job)  # the last check: nothing moves before it
+        except (sqlite3.Error, OSError) as exc:
+            return self._state_failed(offer.job_id, exc)
         if reason:
             log.info("refusing job %s: %s", offer.job_id, reason)
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
@@ -380,6 +386,14 @@ class PartyNode:
 
     def _commitment(self, job: Job) -> bytes:
         return hashlib.sha256(job.nonce).digest()
+
+    def _state_failed(self, job_id: str, exc: Exception) -> None:
+        """The node's state file (seen offers, privacy ledger) cannot be used: refuse."""
+        log.error("job %s: the node's state file %s cannot be used (%s: %s)", job_id,
+                  self.cfg.results_dir, type(exc).__name__, exc)
+        self._reply(job_id, refuse=pb.Refuse(reason="this node's state file (seen offers, "
+                                             "privacy ledger) cannot be used; details in "
+                                             "its local log"))
 
     def _verified(self, offer: pb.Offer) -> tuple:
         """(spec, submitter) from the submitter's signature, checked against this
