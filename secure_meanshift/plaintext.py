@@ -140,11 +140,21 @@ def nearest_sizes(c: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
-                        weights: Optional[Sequence[np.ndarray]] = None) -> PlainResult:
+                        weights: Optional[Sequence[np.ndarray]] = None,
+                        noise: Optional[np.ndarray] = None) -> PlainResult:
     """Run the twin on the parties' points (data units), concatenated in rank order.
 
     With ``p.summary`` set, each party's points are summarised exactly as the
-    secure run does (summary.py), unless ``weights`` are given explicitly."""
+    secure run does (summary.py), unless ``weights`` are given explicitly.
+    In DP mode (``p.privacy``) the twin runs the same mechanism: the noisy
+    histogram on the public grid (privacy.twin_inputs; ``noise`` is the parties'
+    total noise per cell, e.g. collected from a secure run), the same clamping,
+    seeds and post-processing."""
+    if p.dp:
+        from .privacy import twin_inputs
+
+        x, w, seeds, p = twin_inputs(parts, p, noise)
+        return _run_twin(x, w, seeds, p)
     units = [to_unit(q, p.lo, p.scale) for q in parts]
     if p.summary is not None and weights is None:
         from .summary import summarize
@@ -156,7 +166,13 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
     x = np.concatenate(units)
     w = (np.concatenate([np.asarray(v, float) for v in weights]) if weights is not None
          else np.ones(len(x)))
-    seeds = initial_seeds(units, weights, p)
+    return _run_twin(x, w, initial_seeds(units, weights, p), p)
+
+
+def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParams
+              ) -> PlainResult:
+    """Weighted mean-shift from these seeds, merge, sizes, suppression (unit box in,
+    data units out)."""
     c, keep, it, intensity, gap = meanshift_unit(x, w, p, seeds)
     sizes = nearest_sizes(c[keep], x, w) if p.return_sizes else None
     if p.min_cluster_size > 1:         # as protocol.suppress_small (sizes before it)

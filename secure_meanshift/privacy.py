@@ -266,3 +266,88 @@ def clamp(joint: np.ndarray, tau: float) -> np.ndarray:
     """w = n [n >= tau] (the secure engine computes the same on shares)."""
     joint = np.asarray(joint, np.int64)
     return np.where(joint >= tau, joint, 0)
+
+
+# ---- the plaintext twin's DP inputs -------------------------------------------
+
+def twin_inputs(parts: Sequence[np.ndarray], p: "MeanShiftParams",
+                noise: Optional[np.ndarray] = None):
+    """What the secure DP run computes on shares, in the clear: (cell centres
+    (cells, d) on the engine's 2^-16 grid, clamped joint weights (cells,), public
+    seeds (m, d), the DP run's parameters). ``noise``: the parties' total noise
+    per cell (from a secure run, to compare); default: fresh noise from each party."""
+    from .plaintext import quantise_points
+
+    world = len(parts)
+    exact = np.sum([local_counts(q, p) for q in parts], axis=0)
+    if noise is None:
+        sigma = noise_scale(p.privacy)
+        noise = np.sum([add_noise(np.zeros_like(exact), sigma) for _ in parts], axis=0)
+    noise = np.asarray(noise, np.int64).reshape(exact.shape)
+    w = clamp(exact + noise, clamp_threshold(p, world)).astype(np.float64)
+    return (quantise_points(grid_cells(p)), w, quantise_points(grid_seeds(p)),
+            dp_params(p, world))
+
+
+# ---- the secure engine's DP inputs (inside an MPC session) -------------------
+
+@dataclass
+class SharedHistogram:
+    """The DP run's inputs on shares, named as in protocol.run_protocol."""
+
+    x: np.ndarray            # (R, d) public cell centres on the 2^-16 grid
+    pts: object              # (R, d) MPCTensor of x (public values, dealt by rank 0)
+    sqn: object              # (R, 1) |x|^2
+    upd: object              # (R, d + 1) [w x, w] at 16 bits, w the clamped joint counts
+    total: int               # the opened sum of w (DP: a function of the noisy counts)
+    params: "MeanShiftParams"
+
+
+def _public(values: np.ndarray):
+    """Public values as shares (rank 0 shares them; everyone knows them)."""
+    import torch
+
+    from ._compat import import_crypten
+
+    return import_crypten().cryptensor(torch.from_numpy(np.ascontiguousarray(values)).float(),
+                                       src=0)
+
+
+def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
+                    rank: int, world: int) -> SharedHistogram:
+    """Every party secret-shares its own noisy count vector; the joint counts are
+    their (local) sum; w = n [n >= tau] in one batched comparison; then [w x, w]
+    exactly (w times the public integer encodings of x: no truncation). One value
+    is opened: sum(w), the public bound of the division (post-processing)."""
+    import torch
+    from crypten.encoder import FixedPointEncoder
+
+    from ._compat import import_crypten
+    from .fixedpoint import BULK_BITS, ge_zero, rescale
+    from .plaintext import POINT_BITS, quantise_points
+
+    crypten = import_crypten()
+    x = quantise_points(cells)
+    r = len(x)
+    joint = None
+    for src in range(world):
+        mine = torch.from_numpy(np.asarray(counts, np.int64).reshape(r, 1)) if src == rank \
+            else torch.zeros(r, 1, dtype=torch.long)
+        part = crypten.cryptensor(mine, src=src, precision=0)
+        joint = part if joint is None else joint + part
+    (big,) = ge_zero(joint - clamp_threshold(p, world))
+    w = joint * big                                           # integers, scale 1
+    xint = np.round(x * 2.0**POINT_BITS).astype(np.int64)
+    wx = w * torch.from_numpy(xint)                           # exact: w X, scale 1
+    wx.encoder = FixedPointEncoder(precision_bits=BULK_BITS)  # = w x at 16 bits
+    upd = crypten.cat([wx, rescale(w, BULK_BITS)], dim=1)
+    total = int(round(float(w.sum().get_plain_text().item())))
+    sq = (x * x).sum(1, keepdims=True)
+    return SharedHistogram(x, _public(x), _public(sq), upd, total, dp_params(p, world))
+
+
+def shared_grid_seeds(p: "MeanShiftParams"):
+    """(m, d) public seeds (grid_seeds on the 2^-16 grid) as shares, 16 bits."""
+    from .plaintext import quantise_points
+
+    return _public(quantise_points(grid_seeds(p)))

@@ -264,6 +264,10 @@ def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
     crypten = import_crypten()
     if p.seeding == "points":
         return rescale(pts, p.precision_bits)
+    if p.seeding == "grid":      # DP mode: public seeds
+        from .privacy import shared_grid_seeds
+
+        return rescale(shared_grid_seeds(p), p.precision_bits)
     parts = []
     if p.uses_dust:
         idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
@@ -321,30 +325,38 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
 
     d = unit_points.shape[1]
     weighted = p.summary is not None
-    rows, points = _exchange_sizes(comm, len(unit_points),
-                                   original_points if original_points is not None
-                                   else len(unit_points))
-    total_rows, total_points = sum(rows), sum(points)
-    p = replace(p, seeding=resolve_seeding(p.seeding, total_points, p.summary))
-    p.check_world(world, total_rows)
+    if p.dp:     # DP mode: the noisy histogram on the public grid is shared (privacy.py)
+        from .privacy import share_histogram
 
-    x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)
-    sq = (x * x).sum(1, keepdims=True)
-    shift = 0
-    if weighted:
-        # Gaussian weights are fixed point: keep sum(k w) small (see FIXED_MATMUL_ROWS)
-        # by a public power-of-two rescaling of the counts; the ratio is unchanged.
-        shift = 0 if p.kernel == "flat" else max(0, int(math.floor(
-            math.log2(max(1.0, total_points / max(1, total_rows))))))
-        w = np.asarray(weights, float).reshape(-1, 1) / 2.0**shift
-        local = np.concatenate([x, sq, w * x, w], axis=1)
-        max_den = total_points / 2.0**shift
+        hist = share_histogram(unit_points, weights, p, rank, world)
+        p, x, rows, shift = hist.params, hist.x, [len(hist.x)], 0
+        total_rows, total_points, max_den = len(x), hist.total, float(max(1, hist.total))
+        pts, sqn, upd = hist.pts, hist.sqn, hist.upd
     else:
-        local = np.concatenate([x, sq], axis=1)
-        max_den = float(total_points)
-    shared = _share_rows(local, rows, local.shape[1], rank)
-    pts, sqn = shared[:, :d], shared[:, d:d + 1]
-    upd = shared[:, d + 1:] if weighted else pts
+        rows, points = _exchange_sizes(comm, len(unit_points),
+                                       original_points if original_points is not None
+                                       else len(unit_points))
+        total_rows, total_points = sum(rows), sum(points)
+        p = replace(p, seeding=resolve_seeding(p.seeding, total_points, p.summary))
+        p.check_world(world, total_rows)
+
+        x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)
+        sq = (x * x).sum(1, keepdims=True)
+        shift = 0
+        if weighted:
+            # Gaussian weights are fixed point: keep sum(k w) small (see FIXED_MATMUL_ROWS)
+            # by a public power-of-two rescaling of the counts; the ratio is unchanged.
+            shift = 0 if p.kernel == "flat" else max(0, int(math.floor(
+                math.log2(max(1.0, total_points / max(1, total_rows))))))
+            w = np.asarray(weights, float).reshape(-1, 1) / 2.0**shift
+            local = np.concatenate([x, sq, w * x, w], axis=1)
+            max_den = total_points / 2.0**shift
+        else:
+            local = np.concatenate([x, sq], axis=1)
+            max_den = float(total_points)
+        shared = _share_rows(local, rows, local.shape[1], rank)
+        pts, sqn = shared[:, :d], shared[:, d:d + 1]
+        upd = shared[:, d + 1:] if weighted else pts
 
     kernel = get_kernel(p.kernel)
     flat_kernel = kernel.edge is not None     # a sign test: batched with the pending ones

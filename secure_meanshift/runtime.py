@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ._compat import import_crypten
-from .data import check_points, clip_to_bounds, from_unit, to_unit
+from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
 from .dealer import PROVIDERS
 from .errors import InputError, MPCError
 from .mesh import PEER_LOST, TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
@@ -122,6 +122,9 @@ class PartyOutcome:
     clipped: int = 0          # rows moved into the bounds (clip=True): the owner's log only
     share: Optional[dict] = None   # params.export_shares: this party's output share (sealed
                                    # by the node to each analyst receiver; never logged)
+    # DP mode, tests only (run_party(keep_noise=True)): this party's own noise per
+    # cell, so the twin can replay the run; never in to_dict, never sent anywhere
+    dp_noise: Optional[np.ndarray] = None
 
     def to_dict(self) -> dict:
         return {
@@ -255,28 +258,42 @@ def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "poin
 
 def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
               progress: Optional[Progress] = None, name: str = "points",
-              before: Optional[Callable] = None, clip: bool = False) -> PartyOutcome:
+              before: Optional[Callable] = None, clip: bool = False,
+              keep_noise: bool = False) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
 
     Bad input raises InputError before any connection is made.
     A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
     given, runs first inside the same MPC session (e.g. the bandwidth estimate
     of a ``bandwidth: auto`` job), so the dealer and the links serve both.
-    ``clip``: rows outside the bounds are clipped into them (prepare_local);
+    ``clip``: rows outside the bounds are clipped into them (data.clip_to_bounds);
     their number is in the outcome's ``clipped``, for the owner's log only.
+    In DP mode (``params.privacy``) the party shares only its noisy histogram on
+    the public grid (privacy.local_release; rows outside the bounds are clipped);
+    ``keep_noise`` (tests only) returns this party's own noise in the outcome.
     """
     t0 = time.perf_counter()
     clipped = 0
     if clip:
         points, clipped = clip_to_bounds(points, params.bounds, name)
-    check_points(points, params.bounds, name)       # fail before connecting to anyone
+    if params.dp:
+        check_finite(points, name, params.dim)      # out-of-bounds rows are clipped
+    else:
+        check_points(points, params.bounds, name)   # fail before connecting to anyone
+    noise = None
     with _Session(mpc):
         try:
             if before is not None:
                 params = before(params)
             if params.summary == "auto":
                 params = replace(params, summary=resolve_summary("auto", _total_points(len(points))))
-            rows, weights, n = prepare_local(points, params, name, clip=clip)
+            if params.dp:
+                from .privacy import local_release
+
+                rel = local_release(points, params, keep_noise)
+                rows, weights, n, noise = rel.cells, rel.counts, len(rel.cells), rel.noise
+            else:
+                rows, weights, n = prepare_local(points, params, name, clip=clip)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
         except (InputError, MPCError):
             raise
@@ -285,8 +302,8 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
     return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
                         res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows, mpc.provider, mpc.transport, params, clipped,
-                        res.share)
+                        res.points, res.rows, mpc.provider, mpc.transport, params,
+                        clipped=clipped, share=res.share, dp_noise=noise)
 
 
 def _total_points(n: int) -> int:

@@ -62,7 +62,7 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
 
 
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
-                report_progress: bool) -> None:
+                report_progress: bool, keep_noise: bool = False) -> None:
     from .runtime import run_dealer, run_party
 
     rank = cfg.rank
@@ -75,7 +75,8 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
         if cfg.is_dealer:
             out.put(("dealer", rank, run_dealer(cfg)))
             return
-        res = run_party(points, params, cfg, progress, name=f"party {rank}")
+        res = run_party(points, params, cfg, progress, name=f"party {rank}",
+                        keep_noise=keep_noise)
         out.put(("result", rank, res))
     except (InputError, MPCError) as exc:
         out.put(("error", rank, (type(exc).__name__, str(exc))))
@@ -93,13 +94,23 @@ class SimulationRun:
     def receiver(self):
         return next(o for o in self.outcomes if o.centroids is not None)
 
+    @property
+    def dp_noise(self) -> Optional[np.ndarray]:
+        """DP mode with keep_noise (tests): the parties' total noise per cell, for
+        reference_meanshift(..., noise=...)."""
+        if any(o.dp_noise is None for o in self.outcomes):
+            return None
+        return np.sum([o.dp_noise for o in self.outcomes], axis=0)
+
 
 def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                    timeout_s: float = 120.0,
                    progress: Optional[Callable[[dict], None]] = None,
-                   provider: str = "dealer", transport: str = "tls") -> SimulationRun:
+                   provider: str = "dealer", transport: str = "tls",
+                   keep_noise: bool = False) -> SimulationRun:
     """Run one job with len(parts) party processes (plus the dealer's);
-    raise InputError/MPCError on failure."""
+    raise InputError/MPCError on failure. ``keep_noise`` (DP mode, tests only):
+    every party returns its own noise (SimulationRun.dp_noise)."""
     import json
 
     world = len(parts)
@@ -113,7 +124,7 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     empty = np.zeros((0, params.dim))
     procs = [ctx.Process(target=_party_main,
                          args=(cfg, np.asarray(parts[cfg.rank]) if cfg.rank < world else empty,
-                               params, out, progress is not None), daemon=True)
+                               params, out, progress is not None, keep_noise), daemon=True)
              for cfg in cfgs]
     t0 = time.perf_counter()
     for p in procs:
