@@ -118,3 +118,26 @@ def test_altered_forged_or_plain_results_are_refused(done, how, words):
     cl = c.client()
     assert len(cl.result(info["job_id"]))        # the honest result opens again
     cl.close()
+
+
+def test_a_dp_job_runs_is_charged_at_every_party_and_reaches_the_analyst(done):
+    """Issue 17 through the service: a DP job (privacy: {epsilon, delta}) with an
+    analyst receiver runs, each party's ledger holds its charge, and the analyst's
+    centroids lie near the data's clusters."""
+    import json
+
+    c, _, _ = done
+    spec = c.spec(reveal_to=["analyst:ann"], privacy={"epsilon": 1.0, "delta": 1e-6},
+                  summary="auto", max_iter=10)
+    info = run_job(c, spec)
+    assert info["state"] == "succeeded", info
+    cl = c.client()
+    cents = cl.result(info["job_id"])
+    cl.close()
+    assert len(cents) and np.all((cents >= -0.01) & (cents <= 1.01))
+    for n in c.names:
+        r = subprocess.run([sys.executable, "-m", "meanshift_cli", "node", "budget", "--config",
+                            os.path.join(c.tmp, f"{n}.yaml"), "--format", "json"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+        jobs = json.loads(r.stdout)["points"]["jobs"]
+        assert [j["job_id"] for j in jobs] == [info["job_id"]] and jobs[0]["epsilon"] == 1.0
