@@ -297,6 +297,442 @@ def _shuffle(y, world_size: int):
     return y
 
 
+# ---- the protocol's state, in typed records ----------------------------------
+@dataclass
+class Shared:
+    """What step "share" fixes for the whole job: sizes, the shared points and
+    the operands every pass reuses. Everything but the tensors is public."""
+    p: MeanShiftParams            # the agreed parameters, seeding resolved
+    rank: int
+    world: int
+    rows: list                    # rows each party shares (public)
+    total_points: int             # raw points over all parties (public)
+    x: np.ndarray                 # this party's points exactly as the shares hold them
+    shift: int                    # public power-of-two rescaling of the weights
+    max_den: float                # public bound of a kernel weight sum
+    pts: object                   # (N, d) shared points
+    sqn: object                   # (N, 1) shared |x|^2
+    upd: object                   # what the kernel weights sum: pts, or [w x | w]
+    bounds: list = field(default_factory=list)      # row chunks [(a, b)]
+    right: list = field(default_factory=list)       # per chunk: distance operand
+    upd_chunks: list = field(default_factory=list)  # per chunk: update operand
+    xx: object = None             # (1, N) exact |X|^2 (exact flat edge only)
+
+    @property
+    def d(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows)
+
+    @property
+    def weighted(self) -> bool:
+        return self.p.summary is not None
+
+    @property
+    def kernel(self):
+        return get_kernel(self.p.kernel)
+
+    @property
+    def flat(self) -> bool:
+        """A sign-test kernel: its edge test is batched with the pending tests."""
+        return self.kernel.edge is not None
+
+    @property
+    def exact_edge(self) -> bool:
+        return self.kernel.radius2 is not None
+
+    @property
+    def lo_exp(self) -> int:
+        # flat weights are 0/1 and counts integers: den is an integer count
+        return COUNT_EXP_LO if self.flat and self.shift == 0 else EXP_LO
+
+
+@dataclass
+class Pending:
+    """Sign tests of the last update, answered inside the next pass's first
+    comparison: ``range`` (every centroid inside the box: catches CrypTen's
+    rare truncation failures) and ``move`` (the stop test; not in oblivious mode)."""
+    range: object = None
+    move: object = None
+
+    def items(self) -> list:
+        return [(n, t) for n, t in (("range", self.range), ("move", self.move))
+                if t is not None]
+
+    def phase_key(self) -> tuple:
+        """Every pass of the same shape draws the same correlated values."""
+        return ("pass", tuple(sorted((n, tuple(t.size())) for n, t in self.items())))
+
+
+@dataclass
+class PassAnswers:
+    """One pass's weighted sums and the bits of its batched sign tests (0/1 shares)."""
+    num: object                   # (m, d) sum of k * x (or k * w x)
+    den: object                   # (m, 1) kernel weight sums
+    thr: object                   # the division's threshold bits
+    den_ok: object                # denominator in range (2m, 1)
+    range_ok: object = None       # the last update inside the box (Pending.range)
+    move: object = None           # per coordinate: the last update moved (Pending.move)
+    moving: object = None         # OR of move: the stop bit, not yet opened
+
+
+@dataclass
+class IterationLog:
+    """Seconds spent in one iteration's parts (SecureResult.per_iteration)."""
+    distance_s: float = 0.0
+    kernel_s: float = 0.0
+    update_s: float = 0.0
+    merge_s: float = 0.0
+    total_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter, repr=False)
+    tail: float = field(default=0.0, repr=False)   # when the post-chunk work began
+
+    def finish(self) -> None:
+        now = time.perf_counter()
+        self.update_s += now - self.tail
+        self.total_s = now - self.started
+
+    def as_dict(self) -> dict:
+        return {"distance_s": self.distance_s, "kernel_s": self.kernel_s,
+                "update_s": self.update_s, "merge_s": self.merge_s, "total_s": self.total_s}
+
+
+@dataclass
+class Iterate:
+    """The loop's state: the centroids (and the previous ones, to undo a
+    corrupted update), counters, pending tests and timings."""
+    c: object
+    c_prev: object = None
+    iterations: int = 0
+    failures: int = 0
+    pending: Pending = field(default_factory=Pending)
+    log: list = field(default_factory=list)       # IterationLog per iteration
+
+
+def _stage(name: str) -> None:
+    """Charge the bytes and rounds that follow to protocol step ``name``."""
+    import_crypten().comm.get().set_step(name)
+
+
+# ---- step "share" -------------------------------------------------------------
+def _local_columns(x: np.ndarray, weights, p: MeanShiftParams, total_rows: int,
+                   total_points: int) -> tuple:
+    """This party's columns to share [x, |x|^2 (, w x, w)], the public weight
+    shift and the public bound of a weight sum."""
+    sq = (x * x).sum(1, keepdims=True)
+    if p.summary is None:
+        return np.concatenate([x, sq], axis=1), 0, float(total_points)
+    # Gaussian weights are fixed point: keep sum(k w) small (see FIXED_MATMUL_ROWS)
+    # by a public power-of-two rescaling of the counts; the ratio is unchanged.
+    shift = 0 if p.kernel == "flat" else max(0, int(math.floor(
+        math.log2(max(1.0, total_points / max(1, total_rows))))))
+    w = np.asarray(weights, float).reshape(-1, 1) / 2.0**shift
+    return np.concatenate([x, sq, w * x, w], axis=1), shift, total_points / 2.0**shift
+
+
+def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
+           original_points: int) -> tuple:
+    """Exchange sizes, resolve the seeding, secret-share every party's columns
+    and draw the initial centroids. Returns (Shared, initial centroids)."""
+    comm = import_crypten().comm.get()
+    rank, world = comm.get_rank(), comm.get_world_size()
+    if params.dp:     # DP mode: the noisy histogram on the public grid is shared (privacy.py)
+        from .privacy import share_histogram
+
+        hist = share_histogram(unit_points, weights, params, rank, world)
+        sh = Shared(hist.params, rank, world, [len(hist.x)], hist.total, hist.x, 0,
+                    float(max(1, hist.total)), hist.pts, hist.sqn, hist.upd)
+        c = _initial_centroids(hist.pts, hist.x, weights, rank, world, len(hist.x),
+                               hist.params)
+        _fixed_operands(sh)
+        return sh, c
+    rows, points = _exchange_sizes(comm, len(unit_points), original_points)
+    total_rows, total_points = sum(rows), sum(points)
+    p = replace(params, seeding=resolve_seeding(params.seeding, total_points, params.summary))
+    p.check_world(world, total_rows)
+    x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)
+    local, shift, max_den = _local_columns(x, weights, p, total_rows, total_points)
+    shared = _share_rows(local, rows, local.shape[1], rank)
+    d = x.shape[1]
+    pts = shared[:, :d]
+    sh = Shared(p, rank, world, rows, total_points, x, shift, max_den, pts,
+                shared[:, d:d + 1], shared[:, d + 1:] if p.summary is not None else pts)
+    c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
+    _fixed_operands(sh)
+    return sh, c
+
+
+def _fixed_operands(sh: Shared) -> None:
+    """Chunk the rows and fix the operands every pass reuses: the points are the
+    same every iteration, so their Beaver masks are opened once."""
+    pts = sh.pts
+    if sh.exact_edge:       # |X|^2 of the integer encodings, exact (for _exact_edge)
+        xint = np.round(sh.x * 2.0**POINT_BITS).astype(np.int64)
+        sh.xx = _share_int_column((xint * xint).sum(1), sh.rows, sh.rank).t()    # (1, N)
+        pts = _int_view(sh.pts)
+    m = sh.p.n_seeds(sh.world, sh.total_rows)
+    chunk = max(FIXED_MATMUL_ROWS, sh.p.chunk_elements // m)
+    n = sh.total_rows
+    sh.bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    sh.right = [fixed_operand(pts[a:b].t()) for a, b in sh.bounds]
+    sh.upd_chunks = [fixed_operand(sh.upd[a:b]) for a, b in sh.bounds]
+    prime_fixed(*sh.right, *sh.upd_chunks)
+
+
+# ---- one pass: distance, kernel, update over the chunks; the batched tests ----
+def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: int,
+                notify: Progress) -> tuple:
+    """Distances, kernel weights and weighted sums over every chunk. A flat
+    kernel's edge test also answers the pending tests (first chunk).
+    Returns (sums, den or None if weighted, {pending name: bits})."""
+    p, kernel, flat = sh.p, sh.kernel, sh.flat
+    if not sh.exact_edge:
+        c16 = rescale(c, BULK_BITS)
+        cc = (c16 * c16).sum(dim=1, keepdim=True)
+    sums = den = None
+    answered: dict = {}
+    for ci, (a, b) in enumerate(sh.bounds):
+        ta = time.perf_counter()
+        _stage("distance")
+        if sh.exact_edge:
+            edge = _exact_edge(c, sh.right[ci], sh.xx[:, a:b], kernel.radius2(p),
+                               p.precision_bits)
+        else:
+            dist = cc - 2.0 * c16.matmul(sh.right[ci]) + sh.sqn[a:b].t()
+            edge = kernel.edge(dist, p) if flat else None
+        tb = time.perf_counter()
+        _stage("kernel")
+        if flat:
+            asked = pending.items() if ci == 0 else []
+            k, *rest = ge_zero(edge, *[t for _, t in asked])
+            answered.update(zip([n for n, _ in asked], rest))
+        else:
+            k = kernel.secure(dist, p)
+        tc = time.perf_counter()
+        _stage("update")
+        s = _weighted_sums(k, sh.upd_chunks[ci], True)
+        sums = s if sums is None else sums + s
+        if not sh.weighted:
+            ks = k.sum(dim=1, keepdim=True)
+            den = ks if den is None else den + ks
+        it.distance_s += tb - ta
+        it.kernel_s += tc - tb
+        it.update_s += time.perf_counter() - tc
+        if len(sh.bounds) > 1:
+            notify({"stage": "chunk", "iteration": iteration + 1, "chunk": ci + 1,
+                    "chunks": len(sh.bounds)})
+    return sums, den, answered
+
+
+def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict) -> PassAnswers:
+    """Rescale the sums and answer, in one comparison, the division's threshold
+    and range tests plus the pending tests not answered yet (smooth kernels),
+    or the stop test's OR (flat kernel)."""
+    crypten = import_crypten()
+    hi = sh.p.precision_bits
+    _stage("update")
+    sums = rescale(sums, hi)
+    num, den = (sums[:, :sh.d], sums[:, sh.d:]) if sh.weighted else (sums, den)
+    den = rescale(den, hi)
+    _stage("division")
+    tests = [normaliser_inputs(den, sh.max_den, sh.lo_exp),
+             crypten.cat([den + 0.5, (sh.max_den + 1.0) - den])]
+    if sh.flat and "move" in answered:
+        tests.append(rescale(answered["move"].sum() - 1, hi).reshape(1))
+    if not sh.flat:
+        tests += [t for _, t in pending.items()]
+    bits = ge_zero(*tests)
+    ans = PassAnswers(num, den, bits[0], bits[1])
+    if sh.flat:
+        answers = answered
+        if "move" in answered:
+            ans.moving = bits[2]
+    else:
+        answers = dict(zip([n for n, _ in pending.items()], bits[2:]))
+        if "move" in answers:
+            ans.moving = _any_bit(answers["move"])
+    ans.range_ok, ans.move = answers.get("range"), answers.get("move")
+    return ans
+
+
+def _one_pass(sh: Shared, st: Iterate, it: IterationLog, notify: Progress) -> PassAnswers:
+    """One pass over the shared points for the centroids st.c (step "one pass")."""
+    with phase(st.pending.phase_key()):
+        sums, den, answered = _chunk_sums(sh, st.c, st.pending, it, st.iterations, notify)
+        it.tail = time.perf_counter()
+        return _pass_tests(sh, sums, den, st.pending, answered)
+
+
+# ---- stop or retry; divide and update ----------------------------------------
+def _stop_flags(ans: PassAnswers) -> tuple:
+    """Open the failure count [and the stop bit]: (failed, moving or None)."""
+    crypten = import_crypten()
+    _stage("stop")
+    bad = (1 - ans.den_ok).sum()
+    if ans.range_ok is not None:
+        bad = bad + (1 - ans.range_ok).sum()
+    opened = [bad.reshape(1)] + ([ans.moving.reshape(1)] if ans.moving is not None else [])
+    flags = crypten.cat(opened).get_plain_text()   # failure count [+ the stop bit]
+    return bool(flags[0] > 0.5), (bool(flags[1] > 0.5) if ans.moving is not None else None)
+
+
+def _retry(st: Iterate, notify: Progress, undo) -> None:
+    """Count an arithmetic failure (raise past MAX_ARITHMETIC_RETRIES), undo the
+    last update if ``undo()`` says it was corrupted, and pass again."""
+    st.failures += 1
+    if st.failures > MAX_ARITHMETIC_RETRIES:
+        raise ArithmeticFailure("fixed-point arithmetic failed repeatedly")
+    if undo():
+        st.c, st.iterations = st.c_prev, st.iterations - 1      # undo the corrupted update
+        st.log.pop()
+    st.pending = Pending()
+    notify({"stage": "retry", "iteration": st.iterations + 1})
+
+
+def _notify_iteration(notify: Progress, st: Iterate, p: MeanShiftParams, moving,
+                      seconds: float) -> None:
+    notify({"stage": "iteration", "iteration": st.iterations, "max_iter": p.max_iter,
+            "moving": moving, "seconds": seconds})
+
+
+def _divide(sh: Shared, ans: PassAnswers, c):
+    """The update C' = num / den (rows with a too small den keep c)."""
+    return divide_with_bits(ans.num, ans.den, ans.thr, c, sh.max_den, sh.p.precision_bits,
+                            sh.lo_exp)
+
+
+def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
+    """Iterate until the one opened stop bit says no centroid moved, or max_iter;
+    returns the last pass's weight sums (the merge's intensities)."""
+    crypten = import_crypten()
+    p = sh.p
+    while True:
+        it = IterationLog()
+        ans = _one_pass(sh, st, it, notify)
+        failed, moving = _stop_flags(ans)
+        if failed:
+            rng = ans.range_ok
+            _retry(st, notify, lambda: rng is not None and bool(
+                (1 - rng).sum().get_plain_text() > 0.5))
+            continue
+        if moving is not None:
+            _notify_iteration(notify, st, p, moving, st.log[-1].total_s)
+            if not moving:       # c is the converged update; this pass's update is dropped
+                extra = time.perf_counter() - it.started
+                st.log[-1].update_s += extra
+                st.log[-1].total_s += extra
+                return ans.den
+        _stage("division")
+        with phase("divide"):
+            new = _divide(sh, ans, st.c)
+        st.pending = Pending(range=crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new]),
+                             move=_movement_terms(new, st.c, p.tol_unit))
+        st.c_prev, st.c = st.c, new
+        st.iterations += 1
+        it.finish()
+        st.log.append(it)
+        if st.iterations >= p.max_iter:
+            _notify_iteration(notify, st, p, None, it.total_s)
+            # one more pass only if needed to check the final update
+            if not _check_range(st.pending.range):
+                _retry(st, notify, lambda: True)
+                continue
+            return ans.den
+
+
+def _iterate_oblivious(sh: Shared, st: Iterate, notify: Progress):
+    """Exactly max_iter updates and nothing opened before the end, not even a
+    failure count: a row whose update failed a sanity test keeps its position
+    (on shares). Returns the last pass's weight sums."""
+    p = sh.p
+    while True:
+        it = IterationLog()
+        ans = _one_pass(sh, st, it, notify)
+        if st.iterations >= p.max_iter:
+            return ans.den
+        with phase("divide+keep"):
+            st.c = _keep_if_valid(_divide(sh, ans, st.c), st.c, ans.den_ok)
+        st.iterations += 1
+        it.finish()
+        st.log.append(it)
+        _notify_iteration(notify, st, p, None, it.total_s)
+
+
+# ---- merge, sizes and suppression, reveal --------------------------------------
+def _merge(sh: Shared, c, den):
+    """keep (m, 1) 0/1 shares: which centroids survive the merge."""
+    p = sh.p
+    _stage("merge")
+    if p.merge == "intensity":
+        # the last pass's weight sums (what the twin calls intensity), public rescaling undone
+        return _merge_keep_intensity(c, den * (2**sh.shift) if sh.shift else den,
+                                     p.merge_unit, p.keep_threshold, p.oblivious)
+    return _merge_keep(c, p.merge_unit)
+
+
+def _sizes_and_suppress(sh: Shared, c, keep) -> tuple:
+    """Cluster sizes on shares if asked for or needed, and the suppression of
+    small clusters. Returns (keep, sizes or None, suppressed flags or None)."""
+    p = sh.p
+    if not (p.return_sizes or p.min_cluster_size > 1):
+        return keep, None, None
+    _stage("sizes")
+    sizes = _nearest_sizes(rescale(c, BULK_BITS), keep, sh.pts, sh.sqn,
+                           sh.upd if sh.weighted else None, sh.bounds, p)
+    if sh.weighted and sh.shift:
+        sizes = sizes * (2**sh.shift)     # undo the public weight rescaling
+    small = None
+    if p.min_cluster_size > 1:
+        keep, small = suppress_small(keep, sizes, p.min_cluster_size)
+    return keep, sizes, small
+
+
+def _reveal(sh: Shared, c, keep, sizes, small) -> tuple:
+    """Shuffle [keep * c, keep (, sizes)(, small)] and open it to the receivers
+    only; with ``export_shares`` every party also exports its re-randomised share
+    (secure_meanshift.output) for receivers outside the parties. Returns (the
+    opened table on receiving ranks else None, this party's export or None)."""
+    crypten = import_crypten()
+    p, hi = sh.p, sh.p.precision_bits
+    _stage("reveal")
+    out = crypten.cat([keep * c, rescale(keep * 1, hi)], dim=1)
+    if p.return_sizes:
+        out = crypten.cat([out, rescale(sizes, hi)], dim=1)
+    if small is not None:
+        out = crypten.cat([out, rescale(small * 1, hi)], dim=1)
+    out = _shuffle(out, sh.world)
+    mine = None
+    for r in p.receivers(sh.world):
+        val = out.get_plain_text(dst=r)
+        if r == sh.rank:
+            mine = val.double().numpy()
+    share = None
+    if p.export_shares:        # for receivers outside the parties: nothing is opened
+        from .output import export_share
+
+        share = export_share(out, sh.rank, sh.d, p.return_sizes, small is not None, p.lo,
+                             p.scale)
+        from .disclosure import record
+
+        record("result", out.size(), to=())    # to receivers outside the ranks, sealed
+    return mine, share
+
+
+def _read_output(sh: Shared, mine: Optional[np.ndarray], has_small: bool,
+                 notify: Progress) -> tuple:
+    """(centroids, sizes, suppressed count) from the opened table, sorted rows."""
+    if mine is None:
+        return None, None, None
+    from .output import decode
+
+    dec = decode(mine, sh.d, sh.p.return_sizes, has_small)
+    if dec.suppressed is not None:      # only the count of suppressed clusters is learned
+        notify({"stage": "suppressed", "count": dec.suppressed})
+    return dec.centroids, dec.sizes, dec.suppressed
+
+
 def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                  params: MeanShiftParams, progress: Optional[Progress] = None,
                  original_points: Optional[int] = None) -> SecureResult:
@@ -313,271 +749,36 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     Returns:
         SecureResult; ``centroids`` (unit box) only on ranks in ``reveal_to``.
     """
-    crypten = import_crypten()
-    comm = crypten.comm.get()
-    rank, world = comm.get_rank(), comm.get_world_size()
-    p = params
+    comm = import_crypten().comm.get()
     comm.reset_communication_stats()
-    stage = comm.set_step       # bytes and rounds are charged per protocol step
-    stage("share")
+    _stage("share")
     notify = progress or (lambda ev: None)
     t_share = time.perf_counter()
-
-    d = unit_points.shape[1]
-    weighted = p.summary is not None
-    if p.dp:     # DP mode: the noisy histogram on the public grid is shared (privacy.py)
-        from .privacy import share_histogram
-
-        hist = share_histogram(unit_points, weights, p, rank, world)
-        p, x, rows, shift = hist.params, hist.x, [len(hist.x)], 0
-        total_rows, total_points, max_den = len(x), hist.total, float(max(1, hist.total))
-        pts, sqn, upd = hist.pts, hist.sqn, hist.upd
-    else:
-        rows, points = _exchange_sizes(comm, len(unit_points),
-                                       original_points if original_points is not None
-                                       else len(unit_points))
-        total_rows, total_points = sum(rows), sum(points)
-        p = replace(p, seeding=resolve_seeding(p.seeding, total_points, p.summary))
-        p.check_world(world, total_rows)
-
-        x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)
-        sq = (x * x).sum(1, keepdims=True)
-        shift = 0
-        if weighted:
-            # Gaussian weights are fixed point: keep sum(k w) small (see FIXED_MATMUL_ROWS)
-            # by a public power-of-two rescaling of the counts; the ratio is unchanged.
-            shift = 0 if p.kernel == "flat" else max(0, int(math.floor(
-                math.log2(max(1.0, total_points / max(1, total_rows))))))
-            w = np.asarray(weights, float).reshape(-1, 1) / 2.0**shift
-            local = np.concatenate([x, sq, w * x, w], axis=1)
-            max_den = total_points / 2.0**shift
-        else:
-            local = np.concatenate([x, sq], axis=1)
-            max_den = float(total_points)
-        shared = _share_rows(local, rows, local.shape[1], rank)
-        pts, sqn = shared[:, :d], shared[:, d:d + 1]
-        upd = shared[:, d + 1:] if weighted else pts
-
-    kernel = get_kernel(p.kernel)
-    flat_kernel = kernel.edge is not None     # a sign test: batched with the pending ones
-    # flat weights are 0/1 and counts integers: den is an integer count
-    lo_exp = COUNT_EXP_LO if flat_kernel and shift == 0 else EXP_LO
-    hi_bits = p.precision_bits
-    c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
-    exact_edge = kernel.radius2 is not None
-    if exact_edge:       # |X|^2 of the integer encodings, exact (for _exact_edge)
-        xint = np.round(x * 2.0**POINT_BITS).astype(np.int64)
-        xx = _share_int_column((xint * xint).sum(1), rows, rank).t()    # (1, N)
-        pts_int = _int_view(pts)
-    m = p.n_seeds(world, total_rows)
-    chunk = max(FIXED_MATMUL_ROWS, p.chunk_elements // m)
-    bounds = [(a, min(a + chunk, total_rows)) for a in range(0, total_rows, chunk)]
-    # the points are the same every iteration: their Beaver masks are opened once
-    right = [fixed_operand(pts_int[a:b].t() if exact_edge else pts[a:b].t())
-             for a, b in bounds]
-    upd_chunks = [fixed_operand(upd[a:b]) for a, b in bounds]
-    prime_fixed(*right, *upd_chunks)
+    sh, c = _share(unit_points, weights, params,
+                   original_points if original_points is not None else len(unit_points))
     share_s = time.perf_counter() - t_share
-    notify({"stage": "shared", "rows": total_rows, "points": total_points,
+    notify({"stage": "shared", "rows": sh.total_rows, "points": sh.total_points,
             "seconds": share_s})
-
-    per_iter: list = []
-    iterations = 0
-    # Sign tests of the last update, answered inside the next pass's first
-    # comparison: "move" (stop test; not in oblivious mode) and "range" (is every
-    # centroid inside the box: catches CrypTen's rare truncation failures).
-    pending: dict = {}
-    c_prev = c
-    failures = 0
-    while True:
-        t0 = time.perf_counter()
-        t_dist = t_kern = t_upd = 0.0
-        if not exact_edge:
-            c16 = rescale(c, BULK_BITS)
-            cc = (c16 * c16).sum(dim=1, keepdim=True)
-        # every pass of the same shape draws the same correlated values: from the
-        # third on, party 0 asks the dealer for all of them at the start
-        key = ("pass", tuple(sorted((n, tuple(t.size())) for n, t in pending.items())))
-        with phase(key):
-            sums = den = None
-            answers: dict = {}
-            for ci, (a, b) in enumerate(bounds):
-                ta = time.perf_counter()
-                stage("distance")
-                if exact_edge:
-                    edge = _exact_edge(c, right[ci], xx[:, a:b], kernel.radius2(p), hi_bits)
-                else:
-                    dist = cc - 2.0 * c16.matmul(right[ci]) + sqn[a:b].t()
-                    edge = kernel.edge(dist, p) if flat_kernel else None
-                tb = time.perf_counter()
-                stage("kernel")
-                if flat_kernel:
-                    names = list(pending) if ci == 0 else []
-                    k, *rest = ge_zero(edge, *[pending[n] for n in names])
-                    answers.update(zip(names, rest))
-                else:
-                    k = kernel.secure(dist, p)
-                tc = time.perf_counter()
-                stage("update")
-                s = _weighted_sums(k, upd_chunks[ci], True)
-                sums = s if sums is None else sums + s
-                if not weighted:
-                    ks = k.sum(dim=1, keepdim=True)
-                    den = ks if den is None else den + ks
-                td = time.perf_counter()
-                t_dist += tb - ta
-                t_kern += tc - tb
-                t_upd += td - tc
-                if len(bounds) > 1:
-                    notify({"stage": "chunk", "iteration": iterations + 1, "chunk": ci + 1,
-                            "chunks": len(bounds)})
-            tc = time.perf_counter()
-            stage("update")
-            sums = rescale(sums, hi_bits)
-            if weighted:
-                num, den = sums[:, :d], sums[:, d:]
-            else:
-                num = sums
-            den = rescale(den, hi_bits)
-            stage("division")
-            parts = {"thr": normaliser_inputs(den, max_den, lo_exp),
-                     "den": crypten.cat([den + 0.5, (max_den + 1.0) - den])}
-            if flat_kernel and "move" in answers:
-                parts["any"] = rescale(answers["move"].sum() - 1, hi_bits).reshape(1)
-            if not flat_kernel:
-                parts.update(pending)
-            answers.update(zip(parts, ge_zero(*parts.values())))
-            if not flat_kernel and "move" in answers:
-                answers["any"] = _any_bit(answers["move"])
-        if p.oblivious:
-            # nothing is opened before the end, not even a failure count: a row whose
-            # update failed a sanity test keeps its position (on shares)
-            if iterations >= p.max_iter:
-                break
-            with phase("divide+keep"):
-                new = divide_with_bits(num, den, answers["thr"], c, max_den,
-                                       p.precision_bits, lo_exp)
-                c = _keep_if_valid(new, c, answers["den"])
-            iterations += 1
-            t_upd += time.perf_counter() - tc
-            total = time.perf_counter() - t0
-            per_iter.append({"distance_s": t_dist, "kernel_s": t_kern, "update_s": t_upd,
-                             "merge_s": 0.0, "total_s": total})
-            notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
-                    "moving": None, "seconds": total})
-            continue
-        stage("stop")
-        bad = (1 - answers["den"]).sum()
-        if "range" in answers:
-            bad = bad + (1 - answers["range"]).sum()
-        opened = [bad.reshape(1)] + ([answers["any"].reshape(1)] if "any" in answers else [])
-        flags = crypten.cat(opened).get_plain_text()   # failure count [+ the stop bit]
-        if flags[0] > 0.5:
-            failures += 1
-            if failures > MAX_ARITHMETIC_RETRIES:
-                raise ArithmeticFailure("fixed-point arithmetic failed repeatedly")
-            if "range" in answers and (1 - answers["range"]).sum().get_plain_text() > 0.5:
-                c, iterations = c_prev, iterations - 1      # undo the corrupted update
-                per_iter.pop()
-            pending = {}
-            notify({"stage": "retry", "iteration": iterations + 1})
-            continue
-        if "any" in answers:
-            moving = bool(flags[1] > 0.5)                      # the one revealed bit
-            notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
-                    "moving": moving, "seconds": per_iter[-1]["total_s"]})
-            if not moving:       # c is the converged update; this pass's update is dropped
-                extra = time.perf_counter() - t0
-                per_iter[-1]["update_s"] += extra
-                per_iter[-1]["total_s"] += extra
-                break
-        if iterations >= p.max_iter:     # only reached to check the last update
-            break
-        stage("division")
-        with phase("divide"):
-            new = divide_with_bits(num, den, answers["thr"], c, max_den, p.precision_bits,
-                                   lo_exp)
-        pending = {"range": crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new])}
-        if not p.oblivious:
-            pending["move"] = _movement_terms(new, c, p.tol_unit)
-        c_prev, c = c, new
-        iterations += 1
-        t_upd += time.perf_counter() - tc
-        total = time.perf_counter() - t0
-        per_iter.append({"distance_s": t_dist, "kernel_s": t_kern, "update_s": t_upd,
-                         "merge_s": 0.0, "total_s": total})
-        if p.oblivious or iterations >= p.max_iter:    # progress without any revealed bit
-            notify({"stage": "iteration", "iteration": iterations, "max_iter": p.max_iter,
-                    "moving": None, "seconds": total})
-        if iterations >= p.max_iter:
-            # one more pass only if needed to check the final update
-            pending.pop("move", None)
-            if not _check_range(pending["range"]):
-                failures += 1
-                if failures > MAX_ARITHMETIC_RETRIES:
-                    raise ArithmeticFailure("fixed-point arithmetic failed repeatedly")
-                c, iterations = c_prev, iterations - 1
-                per_iter.pop()
-                pending = {}
-                notify({"stage": "retry", "iteration": iterations + 1})
-                continue
-            break
-
+    st = Iterate(c)
+    den = (_iterate_oblivious if sh.p.oblivious else _iterate_revealing)(sh, st, notify)
     t_merge = time.perf_counter()
-    stage("merge")
-    if p.merge == "intensity":
-        # the last pass's weight sums (what the twin calls intensity), public rescaling undone
-        keep = _merge_keep_intensity(c, den * (2**shift) if shift else den, p.merge_unit,
-                                     p.keep_threshold, p.oblivious)
-    else:
-        keep = _merge_keep(c, p.merge_unit)
-    small = None
-    if p.return_sizes or p.min_cluster_size > 1:
-        stage("sizes")
-        sizes_col = _nearest_sizes(rescale(c, BULK_BITS), keep, pts, sqn,
-                                   upd if weighted else None, bounds, p)
-        if weighted and shift:
-            sizes_col = sizes_col * (2**shift)     # undo the public weight rescaling
-        if p.min_cluster_size > 1:
-            keep, small = suppress_small(keep, sizes_col, p.min_cluster_size)
-    stage("reveal")
-    out = crypten.cat([keep * c, rescale(keep * 1, p.precision_bits)], dim=1)
-    if p.return_sizes:
-        out = crypten.cat([out, rescale(sizes_col, hi_bits)], dim=1)
-    if small is not None:
-        out = crypten.cat([out, rescale(small * 1, hi_bits)], dim=1)
-    out = _shuffle(out, world)
-    mine = None
-    for r in p.receivers(world):
-        val = out.get_plain_text(dst=r)
-        if r == rank:
-            mine = val.double().numpy()
-    share = None
-    if p.export_shares:        # for receivers outside the parties: nothing is opened
-        from .output import export_share
-
-        share = export_share(out, rank, d, p.return_sizes, small is not None, p.lo, p.scale)
+    keep = _merge(sh, st.c, den)
+    keep, sizes, small = _sizes_and_suppress(sh, st.c, keep)
+    mine, share = _reveal(sh, st.c, keep, sizes, small)
     merge_s = time.perf_counter() - t_merge
-    if per_iter:
-        per_iter[-1]["merge_s"] = merge_s
-        per_iter[-1]["total_s"] += merge_s
-
-    centroids = sizes = suppressed = None
-    if mine is not None:
-        from .output import decode
-
-        dec = decode(mine, d, p.return_sizes, small is not None)
-        centroids, sizes, suppressed = dec.centroids, dec.sizes, dec.suppressed
-        if suppressed is not None:      # only the count of suppressed clusters is learned
-            notify({"stage": "suppressed", "count": suppressed})
+    if st.log:
+        st.log[-1].merge_s = merge_s
+        st.log[-1].total_s += merge_s
+    centroids, sizes_out, suppressed = _read_output(sh, mine, small is not None, notify)
     stats = comm.get_communication_stats()
-    notify({"stage": "done", "iterations": iterations})
-    return SecureResult(centroids, sizes, iterations, per_iter, share_s, merge_s,
+    notify({"stage": "done", "iterations": st.iterations})
+    return SecureResult(centroids, sizes_out, st.iterations, [i.as_dict() for i in st.log],
+                        share_s, merge_s,
                         {"bytes": int(stats.get("bytes", 0)),
                          "dealer_bytes": int(stats.get("dealer_bytes", 0)),
                          "rounds": int(stats.get("rounds", 0)),
                          "steps": stats.get("steps", {})},
-                        total_points, total_rows, suppressed, share)
+                        sh.total_points, sh.total_rows, suppressed, share)
 
 
 def suppress_small(keep, sizes, k: int):
