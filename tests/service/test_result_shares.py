@@ -122,8 +122,9 @@ def test_altered_forged_or_plain_results_are_refused(done, how, words):
 
 def test_a_dp_job_runs_is_charged_at_every_party_and_reaches_the_analyst(done):
     """Issue 17 through the service: a DP job (privacy: {epsilon, delta}) with an
-    analyst receiver runs, each party's ledger holds its charge, and the analyst's
-    centroids lie near the data's clusters."""
+    analyst receiver runs, each party's ledger holds its charge, and the analyst
+    opens the parties' signed shares (with 60 points a party and epsilon 1 the noise
+    may suppress every cluster: utility is docs/privacy.md's benchmark, not this test)."""
     import json
 
     c, _, _ = done
@@ -134,7 +135,7 @@ def test_a_dp_job_runs_is_charged_at_every_party_and_reaches_the_analyst(done):
     cl = c.client()
     cents = cl.result(info["job_id"])
     cl.close()
-    assert len(cents) and np.all((cents >= -0.01) & (cents <= 1.01))
+    assert cents.ndim == 2 and np.all((cents >= -0.01) & (cents <= 1.01))
     for n in c.names:
         r = subprocess.run([sys.executable, "-m", "meanshift_cli", "node", "budget", "--config",
                             os.path.join(c.tmp, f"{n}.yaml"), "--format", "json"],
