@@ -57,7 +57,7 @@ def seal_share(export: dict, columns: list, job_id: str, signed_spec: bytes, ran
                                   {"share": export, "columns": list(columns)})
     st = _statement(job_id, job_digest(signed_spec), rank, party, recipient,
                     _ct_hash(eph, nonce, ct))
-    sig = signing._sign_bytes(serialization.load_pem_private_key(key_pem, None), st)
+    sig = signing.sign_bytes(serialization.load_pem_private_key(key_pem, None), st)
     return pb.SealedShare(rank=rank, recipient=recipient, ephemeral_key=eph, nonce=nonce,
                           ciphertext=ct, statement=st, signature=sig, cert=cert_pem)
 
@@ -132,7 +132,7 @@ def _verified_docs(res, job_id, me, key_pem, ca_pem, revoked, spec) -> dict:
         want = _statement(job_id, digest, s.rank, party, me,
                           _ct_hash(s.ephemeral_key, s.nonce, s.ciphertext))
         try:
-            signing._verify_bytes(x509.load_pem_x509_certificate(s.cert).public_key(),
+            signing.verify_bytes(x509.load_pem_x509_certificate(s.cert).public_key(),
                                   s.signature, s.statement)
         except signing.SignatureError:
             raise ResultError(f"share of rank {s.rank}: the signature does not verify "
