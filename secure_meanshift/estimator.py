@@ -60,6 +60,10 @@ class SecureMeanShift:
         cluster_all: labels semantics (see module docstring).
         bounds: public (lo, hi); default: the data's range (simulation only).
         engine: "secure" (spawned party processes) or "plaintext" (the twin).
+        privacy: None (exact results) or {epsilon, delta} (a PrivacySpec also
+            works): DP mode (docs/privacy.md): the whole output is
+            (epsilon, delta)-DP per record; needs public ``bounds`` and a numeric
+            bandwidth; seeding "auto" becomes the public grid.
 
     Attributes after fit: ``cluster_centers_`` (k, d), ``labels_`` (list: one
     array per party), ``n_iter_``, ``params_``, ``bandwidth_``, ``outcomes_``.
@@ -73,7 +77,7 @@ class SecureMeanShift:
                  seed: int = 0, summary=None, reveal_to=None, precision_bits: int = 20,
                  cluster_all: bool = True, bounds=None, quantile: float = 0.3,
                  n_samples: Optional[int] = 300, engine: str = "secure",
-                 timeout_s: float = 120.0):
+                 timeout_s: float = 120.0, privacy=None):
         self.bandwidth = bandwidth
         self.kernel, self.merge, self.merge_radius = kernel, merge, merge_radius
         self.seeding, self.seeds_per_party, self.n_dust = seeding, seeds_per_party, n_dust
@@ -83,6 +87,7 @@ class SecureMeanShift:
         self.cluster_all, self.bounds = cluster_all, bounds
         self.quantile, self.n_samples = quantile, n_samples
         self.engine, self.timeout_s = engine, timeout_s
+        self.privacy = privacy
 
     def get_params(self, deep: bool = True) -> dict:
         import inspect
@@ -97,19 +102,23 @@ class SecureMeanShift:
 
     def make_params(self, bandwidth: float, bounds,
                     total_points: Optional[int] = None) -> MeanShiftParams:
-        """total_points: resolves seeding "auto" now (else the run resolves it)."""
+        """total_points: resolves seeding "auto" now (else the run resolves it;
+        in DP mode MeanShiftParams makes it "grid")."""
+        seeding = self.seeding
+        if self.privacy is None and total_points is not None:
+            seeding = resolve_seeding(self.seeding, total_points, self.summary)
         return MeanShiftParams(
             bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
             seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
-            seeding=self.seeding if total_points is None else
-            resolve_seeding(self.seeding, total_points, self.summary),
-            seeds_per_party=self.seeds_per_party,
+            seeding=seeding, seeds_per_party=self.seeds_per_party,
             min_weight=self.min_weight, reveal_to=None if self.reveal_to is None else tuple(self.reveal_to),
-            summary=self.summary, precision_bits=self.precision_bits)
+            summary=self.summary, precision_bits=self.precision_bits, privacy=self.privacy)
 
     def fit(self, parties: Sequence[np.ndarray], y=None):
         parties = [np.asarray(q, float) for q in parties]
+        if self.privacy is not None:
+            self._check_dp_inputs()
         bounds = self.bounds if self.bounds is not None else data_bounds(parties)
         h = self.bandwidth
         if h is None or h == "auto":
@@ -143,6 +152,17 @@ class SecureMeanShift:
         self.labels_ = [None if c is None else assign_labels(q, c, p.bandwidth, self.cluster_all)
                         for q, c in zip(parties, got_centres)]
         return self
+
+    def _check_dp_inputs(self) -> None:
+        """DP mode needs values that do not depend on the data."""
+        from .errors import InputError
+
+        if self.bounds is None:
+            raise InputError("bounds: DP mode needs public bounds (the data's own range "
+                             "would depend on the data)")
+        if self.bandwidth is None or self.bandwidth == "auto":
+            raise InputError("bandwidth: 'auto' is refused in DP mode (the estimate would "
+                             "reveal a value computed from the data); give a number")
 
     def predict(self, X) -> np.ndarray:
         return assign_labels(X, self.cluster_centers_, self.bandwidth_, self.cluster_all)

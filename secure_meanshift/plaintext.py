@@ -135,6 +135,8 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
 
 
 def nearest_sizes(c: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    if len(c) == 0:        # nothing kept (e.g. DP mode: only noise)
+        return np.zeros(0)
     near = np.argmin(sq_distances(c, x), axis=0)
     return np.bincount(near, weights=w, minlength=len(c))
 

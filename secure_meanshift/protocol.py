@@ -264,10 +264,6 @@ def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
     crypten = import_crypten()
     if p.seeding == "points":
         return rescale(pts, p.precision_bits)
-    if p.seeding == "grid":      # DP mode: public seeds
-        from .privacy import shared_grid_seeds
-
-        return rescale(shared_grid_seeds(p), p.precision_bits)
     parts = []
     if p.uses_dust:
         idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
@@ -438,16 +434,8 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
     and draw the initial centroids. Returns (Shared, initial centroids)."""
     comm = import_crypten().comm.get()
     rank, world = comm.get_rank(), comm.get_world_size()
-    if params.dp:     # DP mode: the noisy histogram on the public grid is shared (privacy.py)
-        from .privacy import share_histogram
-
-        hist = share_histogram(unit_points, weights, params, rank, world)
-        sh = Shared(hist.params, rank, world, [len(hist.x)], hist.total, hist.x, 0,
-                    float(max(1, hist.total)), hist.pts, hist.sqn, hist.upd)
-        c = _initial_centroids(hist.pts, hist.x, weights, rank, world, len(hist.x),
-                               hist.params)
-        _fixed_operands(sh)
-        return sh, c
+    if params.dp:
+        return _share_dp(unit_points, weights, params, rank, world)
     rows, points = _exchange_sizes(comm, len(unit_points), original_points)
     total_rows, total_points = sum(rows), sum(points)
     p = replace(params, seeding=resolve_seeding(params.seeding, total_points, params.summary))
@@ -460,6 +448,21 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
     sh = Shared(p, rank, world, rows, total_points, x, shift, max_den, pts,
                 shared[:, d:d + 1], shared[:, d + 1:] if p.summary is not None else pts)
     c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
+    _fixed_operands(sh)
+    return sh, c
+
+
+def _share_dp(cells: np.ndarray, counts: np.ndarray, params: MeanShiftParams, rank: int,
+              world: int) -> tuple:
+    """DP mode: the parties' noisy histograms on the public grid, joined and clamped
+    on shares (privacy.share_histogram); the public cells count as rank 0's rows,
+    the seeds are the public grid's. Nothing about any party's size is exchanged."""
+    from .privacy import share_histogram, shared_grid_seeds
+
+    h = share_histogram(cells, counts, params, rank, world)
+    sh = Shared(h.params, rank, world, [len(h.x)], h.total, h.x, 0, float(max(1, h.total)),
+                h.pts, h.sqn, h.upd)
+    c = rescale(shared_grid_seeds(h.params), h.params.precision_bits)
     _fixed_operands(sh)
     return sh, c
 

@@ -56,6 +56,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     a.add_argument("--summary", default="auto",
                    help="local weighted summary: a cell size in bandwidths (e.g. 0.25), "
                    "'exact', or 'auto' (default: exact up to 20,000 points, else 0.25)")
+    d = ap.add_argument_group("differential privacy (docs/privacy.md)")
+    d.add_argument("--epsilon", type=float, default=None,
+                   help="DP mode: the whole output is (epsilon, delta)-DP per record "
+                        "(noisy histogram on a public grid; seeding grid; numeric bandwidth)")
+    d.add_argument("--delta", type=float, default=None,
+                   help="DP mode's delta (default 1e-6; implies DP mode)")
     m = ap.add_argument_group("MPC")
     m.add_argument("--provider", choices=["dealer", "first-party"], default="dealer",
                    help="who makes the correlated randomness: a dealer process holding no "
@@ -71,6 +77,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="seconds any rendezvous or collective may take")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
     o.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's MeanShift")
+
+
+def _privacy(args):
+    """--epsilon / --delta -> PrivacySpec (either one turns DP mode on), or None."""
+    from .privacy import DEFAULT_DELTA, DEFAULT_EPSILON, PrivacySpec
+
+    if args.epsilon is None and args.delta is None:
+        return None
+    return PrivacySpec(DEFAULT_EPSILON if args.epsilon is None else args.epsilon,
+                       DEFAULT_DELTA if args.delta is None else args.delta)
 
 
 def _parse_bounds(text: str) -> tuple:
@@ -114,6 +130,7 @@ def _load_parts(args) -> tuple[list, tuple]:
 
 def build_report(parts, params, run, ref, skl) -> dict:
     from .compare import match_error
+    from .privacy import noise_scale
 
     recv = run.receiver
     err, unmatched = match_error(recv.centroids, ref.centroids)
@@ -137,6 +154,8 @@ def build_report(parts, params, run, ref, skl) -> dict:
         "kernel": params.kernel,
         "oblivious": params.oblivious,
         "summary": params.summary,
+        "privacy": None if params.privacy is None else {
+            **params.privacy.to_dict(), "noise_scale_per_party": noise_scale(params.privacy)},
         "params": params.to_dict(),
         "timings": {
             "wall_s": run.wall_s,
@@ -182,6 +201,12 @@ def run(args) -> int:
         summary = resolve_summary(args.summary, total)
         reveal = tuple(int(r) for r in args.reveal_to.split(",")) if args.reveal_to else None
         bandwidth = args.bandwidth
+        privacy = _privacy(args)
+        if privacy is not None:
+            if str(bandwidth).lower() == "auto":
+                raise InputError("--bandwidth: 'auto' is refused in DP mode (the estimate "
+                                 "would reveal a value computed from the data); give a number")
+            summary = None if str(args.summary).lower() == "auto" else summary
         if str(bandwidth).lower() == "auto":
             from .bandwidth import estimate_bandwidth
 
@@ -194,11 +219,14 @@ def run(args) -> int:
             max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
             merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
             merge=args.merge, seeds_per_party=args.seeds_per_party, min_weight=args.min_weight,
-            seeding=resolve_seeding(args.seeding, total, summary), summary=summary)
+            seeding=("grid" if privacy is not None and args.seeding == "auto"
+                     else resolve_seeding(args.seeding, total, summary)),
+            summary=summary, privacy=privacy)
         from .data import check_points
 
         for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
-            check_points(p, params.bounds, f"party {i}")
+            if privacy is None:         # DP mode clips rows into the bounds instead
+                check_points(p, params.bounds, f"party {i}")
         params.check_world(len(parts), total)
         say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
         say(f"simulating {len(parts)} parties, {total} points, "
@@ -216,9 +244,12 @@ def run(args) -> int:
         say(f"  correlated randomness: {args.provider}"
             f"{' (INSECURE: rank 0 deals and could read every share)' if args.provider == 'first-party' else ' (a separate process holding no data)'}"
             f"; links: {'TLS 1.3, identities pinned' if args.transport == 'tls' else 'plaintext TCP'}")
+        # DP mode: the parties' noise comes back (a local simulation holds every
+        # party's data anyway) so that the twin replays the same noisy histogram
         sim = run_simulation(parts, params, timeout_s=args.timeout, progress=progress,
-                             provider=args.provider, transport=args.transport)
-        ref = reference_meanshift(parts, params)
+                             provider=args.provider, transport=args.transport,
+                             keep_noise=params.dp)
+        ref = reference_meanshift(parts, params, noise=sim.dp_noise)
         skl = None
         if not args.no_sklearn and total <= 20000:
             from .compare import sklearn_centres
