@@ -80,7 +80,10 @@ def open_result(res: pb.JobResult, job_id: str, me: str, key_pem: Optional[bytes
         raise ResultError("the result holds no party shares (a plain or carried result, "
                           "not accepted: every party must seal and sign its share)")
     if key_pem is None or ca_pem is None:
-        docs = {s.rank: json.loads(s.ciphertext) for s in res.shares if s.recipient == me}
+        try:
+            docs = {s.rank: json.loads(s.ciphertext) for s in res.shares if s.recipient == me}
+        except ValueError:
+            raise ResultError("a plain share is not readable") from None
         world = len(docs)
     else:
         spec = _signed_job(res, job_id, me, ca_pem)

@@ -8,6 +8,8 @@ import os
 import numpy as np
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import results, signing
@@ -23,6 +25,15 @@ def pki(tmp_path_factory):
     make_dev_pki(d, ["coordinator", "analyst:ann", "analyst:eve", "party:alpha",
                      "party:beta", "party:gamma"])
     return d
+
+
+SIGNED = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _signed(pki):
+    global SIGNED
+    SIGNED = _job(pki)
 
 
 def _files(pki, who):
@@ -104,3 +115,31 @@ def test_a_share_signed_by_another_party_or_for_another_job_id_is_refused(pki):
         _open(pki, good, job_id="0" * 24)
     with pytest.raises(results.ResultError):        # eve is no receiver of this job
         _open(pki, good, who="analyst:eve")
+
+
+FIELDS = ("ephemeral_key", "nonce", "ciphertext", "statement", "signature", "cert")
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(FIELDS), st.integers(0, 1), st.binary(max_size=64),
+       st.integers(0, 10_000))
+def test_any_altered_byte_field_is_refused_with_a_reason(pki, field, rank, junk, at):
+    res = _result(pki, SIGNED)
+    old = getattr(res.shares[rank], field)
+    i = at % (len(old) + 1)
+    new = old[:i] + junk + old[i + len(junk):]
+    setattr(res.shares[rank], field, new)
+    if new == old or (field == "cert" and _same_cert(old, new)):
+        return              # e.g. bytes after the PEM's end: still the party's certificate
+    with pytest.raises(results.ResultError):
+        _open(pki, res)
+
+
+def _same_cert(a: bytes, b: bytes) -> bool:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(a) == x509.load_pem_x509_certificate(b)
+    except ValueError:
+        return False
