@@ -4,6 +4,7 @@
   secure-meanshift simulate [...]               all parties as local processes (engine only)
   secure-meanshift coordinator serve [...]      run the coordinator
   secure-meanshift node run --config node.yaml  run a party node
+  secure-meanshift node budget --config node.yaml   privacy budget spent per data set and job
   secure-meanshift dealer run --config d.yaml   run a dealer (correlated randomness, no data)
   secure-meanshift job submit job.yaml --wait   submit a job and follow it
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
