@@ -40,7 +40,10 @@ class Client:
                 raise ValueError("give tls_dir and identity (or tls files), or insecure=True")
             tls = TLSFiles.in_dir(tls_dir, identity)
         self.deadline = deadline_s
+        self.identity = identity if insecure or tls is None else _cert_identity(tls, identity)
         self.tls = None if insecure else tls
+        self.columns: list = []
+        self.suppressed = 0
         self.tls_dir = tls_dir
         self.channel = open_channel(address, None if insecure else tls, identity, server_name)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
@@ -97,25 +100,25 @@ class Client:
         return self.status(job_id)
 
     def result(self, job_id: str, with_sizes: bool = False):
-        r = self.stub.GetResult(pb.JobRef(job_id=job_id), timeout=self.deadline)
-        self.columns = list(r.columns)
-        if r.sealed:            # end to end: only this identity's key opens it
-            from meanshift_rpc.sealing import unseal
+        """The centroids (data units) of a job this identity receives: every party's
+        sealed share, each signature checked against the CA and the signed job,
+        combined here (meanshift_rpc.results.open_result). A plain, unsigned,
+        forged or incomplete result raises results.ResultError."""
+        from meanshift_rpc.results import open_result
 
-            s = r.sealed[0]
-            doc = unseal(self.tls.read()[2], job_id, s.recipient, s.ephemeral_key, s.nonce,
-                         s.ciphertext)
-            cents = np.array(doc["centroids"], dtype=float)
-            self.suppressed = int(doc.get("suppressed") or 0)
-            sizes = np.array(doc.get("sizes") or [])
-            return (cents, sizes) if with_sizes else cents
-        cents = np.array([list(c.values) for c in r.centroids], dtype=float)
-        self.suppressed = r.suppressed
-        return (cents, np.array(r.sizes)) if with_sizes else cents
+        r = self.stub.GetResult(pb.JobRef(job_id=job_id), timeout=self.deadline)
+        if self.tls is None:                 # insecure: local experiments, nothing to check
+            out, self.columns = open_result(r, job_id, self.identity, None, None)
+        else:
+            ca, _, key = self.tls.read()
+            out, self.columns = open_result(r, job_id, self.identity, key, ca)
+        self.suppressed = out.suppressed or 0
+        sizes = out.sizes if out.sizes is not None else np.zeros(0)
+        return (out.centroids, sizes) if with_sizes else out.centroids
 
     def result_table(self, job_id: str) -> tuple[np.ndarray, list]:
-        """The centroids and their column names (the carrying party's data set's,
-        else x0, x1, ...)."""
+        """The centroids and their column names (rank 0's data set's, as that party
+        sealed them, else x0, x1, ...)."""
         cents = self.result(job_id)
         d = cents.shape[1] if cents.ndim == 2 else 0
         cols = self.columns if len(self.columns) == d else [f"x{i}" for i in range(d)]
@@ -136,6 +139,17 @@ class Client:
             return r.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.RpcError:
             return False
+
+
+def _cert_identity(tls: TLSFiles, given: str) -> str:
+    """The identity in this client's own certificate (what the coordinator sees);
+    ``given`` if the certificate names none (the coordinator then refuses it)."""
+    from meanshift_rpc.tls import IdentityError, cert_info
+
+    try:
+        return cert_info(tls.read()[1]).identity
+    except (IdentityError, OSError, ValueError):
+        return given
 
 
 def client_from_env(**kw) -> Client:

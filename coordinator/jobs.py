@@ -1,8 +1,8 @@
 """The coordinator's job state machine, apart from the gRPC servicer: which
 party's message is expected in which phase. A message that is not expected
 (a replayed seed reveal, a Finished from a party that already finished, a
-progress report from a rank other than 0, centroids from a party that does not
-carry the result) has no effect; the servicer refuses and audits it."""
+progress report from a rank other than 0, plain centroids, a share for someone
+who is not an analyst receiver) has no effect; the servicer refuses and audits it."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ class JobRun:
     blame_at: float = 0.0                           # when to name the silent party
     phase: str = OFFERED
     started: float = field(default_factory=time.time)
-    carrier: str = ""                               # the party that uploads centroids
     signed: Optional[tuple] = None                  # (payload, signature, cert) for offers
 
     @property
@@ -71,12 +70,15 @@ def unexpected(job: JobRun, party: str, kind: str, msg) -> str:
     elif kind == "finished":
         if job.phase != RUNNING or party in job.finished:
             return "finished while not running, or repeated"
-        if (len(msg.centroids) or len(msg.sealed)) and party != job.carrier:
-            return "centroids from a party that does not carry this job's result"
+        if len(msg.centroids) or len(msg.sealed):
+            return "plain or carried centroids (v1.1): each party sends its sealed share"
         analysts = {r for r in job.spec.reveal_to if r.startswith("analyst:")}
-        if any(s.recipient not in analysts for s in msg.sealed) or \
-                len({s.recipient for s in msg.sealed}) != len(msg.sealed):
-            return "a sealed result for someone who is not an analyst receiver"
+        if party == job.dealer and len(msg.shares):
+            return "a dealer holds no share of the output"
+        if any(s.recipient not in analysts or s.rank != job.parties.index(party)
+               for s in msg.shares) or \
+                len({s.recipient for s in msg.shares}) != len(msg.shares):
+            return "a share for someone who is not an analyst receiver, or of another rank"
     elif kind == "failed":
         if job.phase == DONE:
             return "failure report after the end"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import os
 import queue
 import threading
 import time
@@ -65,7 +66,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self._lock = threading.RLock()
         self.nodes: dict[str, NodeConn] = {}
         self.jobs: dict[str, JobRun] = {}
-        self._record = open(record_path, "a") if record_path else None
+        self._record = _open_private(record_path) if record_path else None
         for jid in store.recover():
             log.warning("job %s was in flight at the last stop: marked failed", jid)
         self._stop = threading.Event()
@@ -310,14 +311,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         peers = [pb.MpcPeer(identity=m if m == job.dealer else f"party:{m}",
                             host=job.accepts[m].rendezvous_address,
                             port=job.accepts[m].rendezvous_port) for m in job.members]
-        analysts = any(r.startswith("analyst:") for r in job.spec.reveal_to)
-        carrier = next((p for p in job.parties if p in job.spec.reveal_to), job.parties[0])
-        job.carrier = carrier if analysts else ""
         for rank, p in enumerate(job.members):
             self._send(p, pb.NodeCommand(run=pb.Run(
                 job_id=job.id, rank=rank, world_size=len(job.parties), peers=peers,
                 commits=commits, reveals=reveals, dealer=dealer,
-                carry_result=analysts and p == carrier,
                 timeout_s=self.mpc_timeout)))
         self._event(job, stage="running", message="seed agreed; workers starting")
 
@@ -337,19 +334,21 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if party == job.dealer:     # no result; its worker has exited (it may deal again)
             return self._maybe_succeed(job)
         job.iterations = max(job.iterations, msg.iterations)
-        if msg.centroids or msg.sealed:
-            # sealed: ciphertext for each analyst receiver, which this server cannot open
-            result = pb.JobResult(job_id=job.id, centroids=msg.centroids, sizes=msg.sizes,
-                                  iterations=msg.iterations, suppressed=msg.suppressed,
-                                  sealed=msg.sealed, columns=msg.columns)
-            self.store.update(job.id, result=result.SerializeToString())
         self._maybe_succeed(job)
 
     def _maybe_succeed(self, job) -> None:
         """Succeeded once every party and the dealer finished: then every worker of
-        the job has exited and each node can take the next job."""
-        if len(job.finished) == len(job.members):
-            self._finish(job, "succeeded")
+        the job has exited and each node can take the next job. Analyst receivers'
+        result: every party's sealed, signed share, relayed with the signed job."""
+        if len(job.finished) != len(job.members):
+            return
+        shares = [s for p in job.parties for s in job.finished[p].shares]
+        if shares:          # ciphertext for each analyst receiver: this server cannot open it
+            result = pb.JobResult(job_id=job.id, iterations=job.iterations, shares=shares)
+            if job.signed:
+                result.signed_spec, result.signature, result.signer_cert = job.signed
+            self.store.update(job.id, result=result.SerializeToString())
+        self._finish(job, "succeeded")
 
     def _on_failed(self, job, party, msg):
         if party == job.dealer:
@@ -589,26 +588,34 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                           "only parties receive this job's result: read it from your node's "
                           "results folder")
         res = pb.JobResult.FromString(row["result"])
-        if res.sealed:
-            mine = [s for s in res.sealed if s.recipient == who]
-            del res.sealed[:]
-            res.sealed.extend(mine)
-            if not mine:
-                self.store.audit(who, "result", request.job_id, "nothing sealed for this identity")
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              "this job's result is sealed to its analyst receivers only; "
-                              "parties read theirs from their node's results folder")
+        mine = [s for s in res.shares if s.recipient == who]
+        del res.shares[:]
+        res.shares.extend(mine)
+        legacy = bool(res.centroids or res.sealed)   # stored by v1.1: relayed, clients refuse
+        if not mine and not legacy:
+            self.store.audit(who, "result", request.job_id, "nothing sealed for this identity")
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this job's result is sealed to its analyst receivers only; "
+                          "parties read theirs from their node's results folder")
         self.store.audit(who, "result", request.job_id, "delivered")
         return res
 
     def ListParties(self, request, context):
-        self._known(context, "parties")
+        who = self._known(context, "parties")
         with self._lock:
             return pb.PartyList(parties=[
-                pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen,
-                             datasets=n.datasets, busy_job=n.busy_job,
-                             dataset_status=n.dataset_status)
+                self._party_info(n, who)
                 for n in sorted(self.nodes.values(), key=lambda n: n.party)])
+
+    def _party_info(self, n: NodeConn, who: str) -> pb.PartyInfo:
+        """Name and online state for every caller; data set names, their state and
+        the running job only for operators (and the coordinator) and the node itself."""
+        info = pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen)
+        if role_of(who) == "operator" or who in ("coordinator", self._identity(n.party)):
+            info.datasets.extend(n.datasets)
+            info.busy_job = n.busy_job
+            info.dataset_status.extend(n.dataset_status)
+        return info
 
     def stop(self) -> None:
         self._stop.set()
@@ -616,6 +623,14 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             for n in self.nodes.values():
                 n.connected = False
                 n.commands.put(None)
+
+
+def _open_private(path: str):
+    """A transcript file for appending, owner-only (0600) whether new or old: it
+    holds specs, seed nonces and sealed results."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "a")
 
 
 def _seed_int(stored) -> int:

@@ -4,6 +4,7 @@
   secure-meanshift simulate [...]               all parties as local processes (engine only)
   secure-meanshift coordinator serve [...]      run the coordinator
   secure-meanshift node run --config node.yaml  run a party node
+  secure-meanshift node budget --config node.yaml   privacy budget spent per data set and job
   secure-meanshift dealer run --config d.yaml   run a dealer (correlated randomness, no data)
   secure-meanshift job submit job.yaml --wait   submit a job and follow it
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
@@ -153,6 +154,9 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
     nh.add_argument("--config", required=True)
     nh.add_argument("--max-age", type=float, default=20.0)
+    nb = nsub.add_parser("budget", help="privacy budget per data set: spent per job, remaining")
+    nb.add_argument("--config", required=True)
+    nb.add_argument("--format", choices=["text", "json"], default="text")
 
     certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'request' and "
                            "'sign' for keys that never leave their owner")
@@ -206,6 +210,8 @@ def main(argv=None) -> int:
             return _audit(args)
         if args.cmd in ("node", "dealer") and args.action == "health":
             return _node_health(args)
+        if args.cmd == "node" and args.action == "budget":
+            return _node_budget(args)
         if args.cmd == "dealer":
             return _node(args, role="dealer")
         if args.cmd == "coordinator":
@@ -373,6 +379,49 @@ def _node_health(args) -> int:
     return EXIT_OK
 
 
+def _node_budget(args) -> int:
+    """Each data set's privacy budget, its charges (job, time, epsilon, delta) and
+    what remains, from the node's ledger (read only)."""
+    import time
+
+    from party_node.state import NodeState, spent, state_path
+
+    cfg = _load_node_config(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    path = state_path(cfg.results_dir)
+    if not os.path.exists(path):
+        data = {n: {"epsilon": cfg.budget(n).epsilon, "delta": cfg.budget(n).delta,
+                    "spent_epsilon": 0.0, "jobs": []} for n in sorted(cfg.datasets)}
+        _out(args, f"no privacy budget spent yet (no ledger at {path}); budgets: " +
+             (", ".join(f"{n}: epsilon {d['epsilon']:g}, delta {d['delta']:g}"
+                        for n, d in data.items()) or "no data sets"), data)
+        return EXIT_OK
+    from secure_meanshift.privacy import spent_epsilon
+
+    st = NodeState(cfg.results_dir, create=False)
+    try:
+        charges = st.charges()
+    finally:
+        st.close()
+    data, lines = {}, []
+    for name in sorted(set(cfg.datasets) | {c.dataset for c in charges}):
+        b = cfg.budget(name)
+        mine = [c for c in charges if c.dataset == name]
+        used = spent(mine, b, spent_epsilon)
+        data[name] = {"epsilon": b.epsilon, "delta": b.delta, "spent_epsilon": used,
+                      "remaining_epsilon": max(0.0, b.epsilon - used),
+                      "jobs": [{"job_id": c.job_id, "time": c.time, "epsilon": c.epsilon,
+                                "delta": c.delta} for c in mine]}
+        lines.append(f"data set {name!r}: spent epsilon {used:.4g} of {b.epsilon:g} "
+                     f"(delta {b.delta:g}), remaining {max(0.0, b.epsilon - used):.4g}, "
+                     f"{len(mine)} job(s)")
+        lines += [f"  {c.job_id}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(c.time))}"
+                  f"  epsilon {c.epsilon:g}  delta {c.delta:g}" for c in mine]
+    _out(args, "\n".join(lines) or "no data sets", data)
+    return EXIT_OK
+
+
 def _certs(args) -> int:
     from meanshift_rpc.tls import IdentityError, make_dev_pki, make_request, role_of, sign_request
 
@@ -423,6 +472,7 @@ def _client_command(args) -> int:
     import grpc
 
     from coordinator.client import Client
+    from meanshift_rpc.results import ResultError
 
     if not args.insecure and not (args.tls_dir and args.identity):
         print("error: give --tls-dir and --identity (or SMS_TLS_DIR and SMS_IDENTITY), "
@@ -446,6 +496,9 @@ def _client_command(args) -> int:
             return EXIT_DENIED
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return EXIT_UNREACHABLE
+        return EXIT_JOB_FAILED
+    except ResultError as exc:     # forged, plain, incomplete: never shown as centroids
+        print(f"error: result refused: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED
     except (OSError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -280,7 +280,8 @@ def to_dict(spec: pb.JobSpec) -> dict[str, Any]:
 def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
     """The one place a job spec becomes the engine's parameters (a dict of
     MeanShiftParams keyword arguments, JSON-safe for the worker). ``receivers``:
-    the ranks that get the centroids; default: the parties in reveal_to. With
+    the ranks that get the centroids; default: the parties in reveal_to (with
+    analyst receivers every party also exports its share: ``export_shares``). With
     ``bandwidth: auto`` the bandwidth is "auto" and ``quantile`` is added (the
     worker estimates h under MPC first: bandwidth.run_party_auto)."""
     ids = [p.id for p in spec.parties]
@@ -292,7 +293,9 @@ def engine_params(spec: pb.JobSpec, seed: int, receivers: Any = None) -> dict:
             "n_dust": spec.n_dust, "kernel": spec.kernel, "max_iter": spec.max_iter,
             "tol": spec.tol or None, "oblivious": spec.oblivious, "seed": int(seed),
             "merge_radius": spec.merge_radius or None,
-            "reveal_to": list(receivers) or [0], "return_sizes": spec.return_sizes,
+            "reveal_to": list(receivers), "return_sizes": spec.return_sizes,
+            # analyst receivers: no rank opens, every party exports its share
+            "export_shares": any(r.startswith("analyst:") for r in spec.reveal_to),
             "summary": "auto" if spec.summary == "auto" else
             (None if spec.summary == "exact" else float(spec.summary)),
             "min_cluster_size": spec.min_cluster_size or 1,

@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
+import yaml
+
 from . import jobspec
 from .tls import CertInfo, IdentityError, Revocations, verify_chain
 
@@ -50,7 +52,8 @@ def canonical(spec_dict: dict, job_id: str, issued: float, submitter: str,
                       allow_nan=False).encode()
 
 
-def _sign_bytes(key, data: bytes) -> bytes:
+def sign_bytes(key, data: bytes) -> bytes:
+    """Sign ``data`` with a private key (EC: ECDSA-SHA256, RSA: PSS, Ed25519)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
@@ -64,7 +67,8 @@ def _sign_bytes(key, data: bytes) -> bytes:
     raise SignatureError("signing: unsupported key type")
 
 
-def _verify_bytes(pub, sig: bytes, data: bytes) -> None:
+def verify_bytes(pub, sig: bytes, data: bytes) -> None:
+    """SignatureError unless ``sig`` is the public key's signature of ``data``."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -110,7 +114,7 @@ def sign_spec(spec_yaml: str, key_pem: bytes, cert_pem: bytes,
     data = canonical(jobspec.to_dict(spec), job_id or new_job_id(),
                      time.time() if issued is None else issued, who, receivers)
     key = serialization.load_pem_private_key(key_pem, None)
-    return SignedJob(data, _sign_bytes(key, data), cert_pem)
+    return SignedJob(data, sign_bytes(key, data), cert_pem)
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
         raise SignatureError(f"submitter {exc}") from None
     if info.role not in roles:
         raise SignatureError(f"submitter: role {info.role!r} may not submit jobs")
-    _verify_bytes(x509.load_pem_x509_certificate(cert_pem).public_key(), signature, payload)
+    verify_bytes(x509.load_pem_x509_certificate(cert_pem).public_key(), signature, payload)
     try:
         doc = json.loads(payload)
         assert isinstance(doc, dict) and doc.get("format") == FORMAT
@@ -154,8 +158,8 @@ def verify(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
     now = time.time() if now is None else now
     if check_age and not (now - MAX_AGE_S <= issued <= now + MAX_SKEW_S):
         raise SignatureError("issued: the signed job is too old or from the future")
-    try:
-        spec = jobspec.parse(json.dumps(spec_dict))
+    try:     # YAML, not JSON text: PyYAML reads JSON's 1e-06 as a string
+        spec = jobspec.parse(yaml.safe_dump(spec_dict))
     except jobspec.SpecError as exc:
         raise SignatureError(f"spec: {exc}") from None
     if jobspec.to_dict(spec) != spec_dict:
@@ -185,7 +189,7 @@ def announce(job_id: str, party: str, commitment: bytes, address: str, port: int
     doc = {"format": "sms-accept/1", "job_id": job_id, "party": party,
            "commitment": commitment.hex(), "address": address, "port": int(port)}
     data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    return data, _sign_bytes(serialization.load_pem_private_key(key_pem, None), data)
+    return data, sign_bytes(serialization.load_pem_private_key(key_pem, None), data)
 
 
 def verify_announcement(payload: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes,
@@ -203,7 +207,7 @@ def verify_announcement(payload: bytes, signature: bytes, cert_pem: bytes, ca_pe
         raise SignatureError(f"announcement of {party}: {exc}") from None
     if info.identity != (identity or f"party:{party}"):
         raise SignatureError(f"announcement of {party}: signed by {info.identity}")
-    _verify_bytes(x509.load_pem_x509_certificate(cert_pem).public_key(), signature, payload)
+    verify_bytes(x509.load_pem_x509_certificate(cert_pem).public_key(), signature, payload)
     try:
         doc = json.loads(payload)
         ok = (doc.get("format") == "sms-accept/1" and doc["job_id"] == job_id and

@@ -6,6 +6,7 @@
     # insecure: true          # local experiments only: no TLS at all
     datasets:
       patients: {path: data/patients.csv, columns: [age, bmi]}
+      # per data set: privacy_budget: {epsilon: 1.0, delta: 1.0e-6}  (else the policy's)
     rendezvous:               # where this node's MPC worker listens (one port per job)
       advertise: 10.0.0.5     # address the other ranks' workers dial (TLS, pinned identity)
       # ifname: eth0          # without advertise: advertise this interface's IPv4 address
@@ -15,7 +16,11 @@
       min_parties: 2
       allowed_submitters: ["*"]          # identities, or "*"
       allowed_receivers: ["*"]           # party ids / analyst identities, or "*"
-      trusted_dealers: [dealer-1]        # dealer names this party trusts not to collude
+      trusted_dealers: [dealer-1]        # dealers this party trusts not to collude
+                                         # (default: none, so every job is refused)
+      allow_exact_results: false         # true: also accept exact (non-DP) jobs; two
+                                         # legal exact jobs differenced reveal a record
+      privacy_budget: {epsilon: 3.0, delta: 1.0e-5}   # per data set, over all DP jobs
       allow_plaintext_mpc: false         # true: accept transport "trusted-network"
       min_bandwidth_fraction: 0.01       # bandwidth >= this x the bounds' largest span
       max_dust: 256
@@ -45,6 +50,8 @@ from typing import Optional
 import yaml
 
 from meanshift_rpc.tls import TLSFiles
+
+from .state import Budget
 from secure_meanshift.kernels import KERNEL_NAMES
 
 
@@ -52,10 +59,26 @@ class ConfigError(ValueError):
     pass
 
 
+DEFAULT_BUDGET = Budget(epsilon=3.0, delta=1e-5)   # per data set, unless configured
+
+
 @dataclass
 class Dataset:
     path: str
     columns: Optional[list] = None
+    privacy_budget: Optional[Budget] = None    # None: the policy's
+
+
+def _budget(where: str, d) -> Budget:
+    """A privacy budget from {epsilon, delta}: epsilon > 0, 0 < delta < 1."""
+    if not isinstance(d, dict) or set(map(str, d)) != {"epsilon", "delta"}:
+        raise ConfigError(f"{where}: a mapping with exactly epsilon and delta")
+    eps, delta = d["epsilon"], d["delta"]
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1e6:
+        raise ConfigError(f"{where}.epsilon: a number > 0")
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
+        raise ConfigError(f"{where}.delta: a number in (0, 1)")
+    return Budget(float(eps), float(delta))
 
 
 @dataclass
@@ -64,8 +87,10 @@ class Policy:
     min_parties: int = 2
     allowed_submitters: list = field(default_factory=lambda: ["*"])
     allowed_receivers: list = field(default_factory=lambda: ["*"])
-    trusted_dealers: list = field(default_factory=lambda: ["*"])
+    trusted_dealers: list = field(default_factory=list)
     allow_plaintext_mpc: bool = False
+    allow_exact_results: bool = False
+    privacy_budget: Budget = DEFAULT_BUDGET
     min_bandwidth_fraction: float = 0.01
     max_dust: int = 256
     max_iter: int = 1000
@@ -93,6 +118,12 @@ class NodeConfig:
     def identity(self) -> str:
         return f"{self.role}:{self.party_id}"
 
+    def budget(self, dataset: str) -> Budget:
+        """The privacy budget of one data set: its own, else the policy's."""
+        ds = self.datasets.get(dataset)
+        own = ds.privacy_budget if ds is not None else None
+        return own or self.policy.privacy_budget
+
 
 KNOWN = {
     "": {"party_id", "dealer_id", "coordinator", "tls", "insecure", "datasets", "rendezvous",
@@ -102,10 +133,13 @@ KNOWN = {
     "tls": {"ca", "cert", "key"},
     "rendezvous": {"advertise", "port_range", "ifname"},
     "policy": {"kernels", "min_parties", "allowed_submitters", "allowed_receivers",
-               "trusted_dealers", "allow_plaintext_mpc",
+               "trusted_dealers", "allow_plaintext_mpc", "allow_exact_results",
+               "privacy_budget",
                "min_bandwidth_fraction", "max_dust", "max_iter", "min_cluster_size"},
 }
 
+
+DATASET_KEYS = {"path", "columns", "privacy_budget"}
 
 SIOCGIFADDR = 0x8915          # Linux: an interface's (first) IPv4 address
 IFNAMSIZ = 16
@@ -171,10 +205,11 @@ def load(path: str) -> NodeConfig:
     if not (isinstance(pol.kernels, list) and isinstance(pol.allowed_submitters, list)
             and isinstance(pol.allowed_receivers, list) and isinstance(pol.min_parties, int)
             and isinstance(pol.trusted_dealers, list)
-            and isinstance(pol.allow_plaintext_mpc, bool)):
+            and isinstance(pol.allow_plaintext_mpc, bool)
+            and isinstance(pol.allow_exact_results, bool)):
         raise ConfigError(f"{path}: policy: kernels, allowed_submitters, allowed_receivers "
                           "and trusted_dealers are lists, min_parties an integer, "
-                          "allow_plaintext_mpc true or false")
+                          "allow_plaintext_mpc and allow_exact_results true or false")
     for key in ("max_dust", "max_iter", "min_cluster_size"):
         v = getattr(pol, key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -221,7 +256,14 @@ def _load(path: str) -> NodeConfig:
                      {}).items():
         if not isinstance(ds, dict) or "path" not in ds:
             raise ConfigError(f"{path}: datasets.{name}: needs a 'path'")
-        sets[name] = Dataset(rel(ds["path"]), ds.get("columns"))
+        unknown = sorted(set(map(str, ds)) - DATASET_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: datasets.{name}.{unknown[0]}: unknown setting "
+                              f"(known: {', '.join(sorted(DATASET_KEYS))})")
+        own = ds.get("privacy_budget")
+        sets[name] = Dataset(rel(ds["path"]), ds.get("columns"),
+                             None if own is None else
+                             _budget(f"{path}: datasets.{name}.privacy_budget", own))
     tls = None
     if not d.get("insecure", False):
         t = need("tls")
@@ -232,7 +274,9 @@ def _load(path: str) -> NodeConfig:
                 from None
     rv = d.get("rendezvous", {}) or {}
     pr = rv.get("port_range", [29500, 29599])
-    pol = d.get("policy", {}) or {}
+    pol = dict(d.get("policy", {}) or {})
+    if "privacy_budget" in pol:
+        pol["privacy_budget"] = _budget(f"{path}: policy.privacy_budget", pol["privacy_budget"])
     return NodeConfig(
         party_id=str(d.get("party_id", d.get("dealer_id"))), role=role,
         coordinator=str(coord["address"]), datasets=sets,

@@ -31,6 +31,9 @@ class DealerNode(PartyNode):
             return "this node is not the job's dealer"
         return self._mpc_policy(spec)
 
+    def _charge(self, job: Job) -> str:
+        return ""                        # no data, no privacy budget
+
     def _commitment(self, job: Job) -> bytes:
         return b""                       # the dealer takes no part in the seed
 

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_
 from . import datasets
 from .config import NodeConfig
 from .connect import diagnose
+from .state import NodeState
 
 log = logging.getLogger("party_node")
 HEARTBEAT_S = 3.0
@@ -75,6 +77,7 @@ class Job:
         self.announced: dict = {}    # party -> (address, port) it signed (verified)
         self.fingerprints: dict = {}  # rank identity -> SHA-256 of the certificate it signed with
         self.columns: list = []      # the data set's column names (the result's header)
+        self.signed_spec = b""       # the job as its submitter signed it (result statements)
 
 
 class PartyNode:
@@ -85,7 +88,7 @@ class PartyNode:
             check_key_file(cfg.tls.key)           # refuse a key others can read
             self.ca_pem, self.cert_pem, self.key_pem = cfg.tls.read()
         self.revoked = Revocations(cfg.revocation_list) if cfg.revocation_list else None
-        self._seen: dict = {}                     # signed job ids offered -> when (replays)
+        self._state: Optional[NodeState] = None   # seen offers, privacy ledger (lazily)
         self.channel: Optional[grpc.Channel] = None
         self.stub = None
         self.datasets: dict = checked if checked is not None else datasets.check_all(
@@ -101,6 +104,14 @@ class PartyNode:
         self._renewing = False
         self._spare: Optional[subprocess.Popen] = None
         self._columns: list = []          # of the data set the last accepted offer names
+
+    @property
+    def state(self) -> NodeState:
+        """The node's persistent memory (results_dir/node-state.sqlite), opened on first use."""
+        with self._lock:
+            if self._state is None:
+                self._state = NodeState(self.cfg.results_dir)
+            return self._state
 
     # ---- main loop -----------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -343,17 +354,24 @@ class PartyNode:
             log.warning("refusing job %s: %s", offer.job_id, exc)
             return self._reply(offer.job_id,
                                refuse=pb.Refuse(reason=f"signed job rejected: {exc}"))
+        except (sqlite3.Error, OSError) as exc:
+            return self._state_failed(offer.job_id, exc)
         reason = self._policy_check(offer, spec, submitter)
-        if reason:
-            log.info("refusing job %s: %s", offer.job_id, reason)
-            return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         job = Job(offer, spec)
         job.receivers = receivers
         job.columns = self._columns
-        job.port = self._free_port()
-        if not job.port:
-            return self._reply(offer.job_id, refuse=pb.Refuse(
-                reason=f"no free port in {self.cfg.port_range[0]}-{self.cfg.port_range[1]}"))
+        job.signed_spec = offer.signed_spec
+        if not reason:
+            job.port = self._free_port()
+            if not job.port:
+                reason = f"no free port in {self.cfg.port_range[0]}-{self.cfg.port_range[1]}"
+        try:
+            reason = reason or self._charge(job)  # the last check: nothing moves before it
+        except (sqlite3.Error, OSError) as exc:
+            return self._state_failed(offer.job_id, exc)
+        if reason:
+            log.info("refusing job %s: %s", offer.job_id, reason)
+            return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         with self._lock:
             self.job = job
         log.info("accepting job %s", job.id)
@@ -369,6 +387,14 @@ class PartyNode:
     def _commitment(self, job: Job) -> bytes:
         return hashlib.sha256(job.nonce).digest()
 
+    def _state_failed(self, job_id: str, exc: Exception) -> None:
+        """The node's state file (seen offers, privacy ledger) cannot be used: refuse."""
+        log.error("job %s: the node's state file %s cannot be used (%s: %s)", job_id,
+                  self.cfg.results_dir, type(exc).__name__, exc)
+        self._reply(job_id, refuse=pb.Refuse(reason="this node's state file (seen offers, "
+                                             "privacy ledger) cannot be used; details in "
+                                             "its local log"))
+
     def _verified(self, offer: pb.Offer) -> tuple:
         """(spec, submitter) from the submitter's signature, checked against this
         node's own CA and revocation list, before any policy check. A node without
@@ -379,13 +405,9 @@ class PartyNode:
                            self.revoked)
         if v.job_id != offer.job_id:
             raise signing.SignatureError("job_id: not the id the submitter signed")
-        now = time.time()
-        for jid, t in list(self._seen.items()):
-            if now - t > signing.MAX_AGE_S + signing.MAX_SKEW_S:
-                del self._seen[jid]
-        if v.job_id in self._seen:
+        # remembered across restarts: a signed job is valid for MAX_AGE_S after issue
+        if self.state.seen_before(v.job_id, signing.MAX_AGE_S + 2 * signing.MAX_SKEW_S):
             raise signing.SignatureError("job_id: this signed job was offered before (replay)")
-        self._seen[v.job_id] = now
         missing = [r for r in v.spec.reveal_to if r.startswith("analyst:") and
                    r not in v.receivers]
         if missing:
@@ -427,26 +449,56 @@ class PartyNode:
             if bad:
                 return f"the result may not go to {bad[0]}"
         name = me[0].dataset
-        ds = self.cfg.datasets.get(name)
-        if ds is None:
+        if name not in self.cfg.datasets:
             return f"no data set named {name!r} on this node"
-        try:   # catch bad data now, before anybody starts computing
-            loaded = datasets.load(name, ds.path, ds.columns)
-        except datasets.DatasetError as exc:    # names line and column, no path, no value
-            self._set_status(datasets.Status(name, False, str(exc), exc.local,
-                                             stamp=datasets.stamp(ds.path)))
-            return str(exc)
-        try:
-            from secure_meanshift.data import check_points
-
-            check_points(loaded.points, (list(spec.bounds_lo), list(spec.bounds_hi)),
-                         f"data set {name!r}")
-        except ValueError as exc:        # the rows stay in the local log only
-            log.warning("job %s: local data check failed: %s", offer.job_id, exc)
-            return (f"data set {name!r} does not meet the job's input rule (every "
-                    "row finite and inside the bounds); details in the party's local log")
-        self._columns = loaded.columns
+        reason = self._privacy_policy(spec, name)
+        if reason:
+            return reason
+        # The data set's health as checked when it was (re)loaded, never against this
+        # job's bounds: rows outside them are clipped by the worker (runtime.prepare_local),
+        # so whether a job is accepted does not depend on where the data lie.
+        self.recheck_datasets()              # only a file that changed is read again
+        st = self.datasets.get(name)
+        if st is None or not st.available:
+            return st.problem if st is not None else f"data set {name!r} is unavailable"
+        if len(st.columns) != len(spec.bounds_lo):
+            return (f"data set {name!r} has {len(st.columns)} columns, the job's bounds "
+                    f"{len(spec.bounds_lo)}")
+        self._columns = st.columns
         return ""
+
+    def _privacy_policy(self, spec: pb.JobSpec, dataset: str) -> str:
+        """DP required unless the policy allows exact results; a DP job's delta
+        within the data set's budget (the epsilon is checked when charged)."""
+        priv = jobspec.privacy_of(spec)
+        if priv is None:
+            if not self.cfg.policy.allow_exact_results:
+                return ("policy: this party accepts differentially private jobs only (give "
+                        "the job privacy: {epsilon, delta}; exact results need "
+                        "allow_exact_results: true in the node's policy)")
+            return ""
+        budget = self.cfg.budget(dataset)
+        if priv.delta > budget.delta:
+            return (f"policy: the job's delta {priv.delta:.3g} exceeds the privacy budget's "
+                    f"delta {budget.delta:.3g} of data set {dataset!r}")
+        return ""
+
+    def _charge(self, job: Job) -> str:
+        """Charge a DP job to this party's data set, atomically and before any share
+        moves; '' when charged (or an exact job), else the refusal. A charge is kept
+        even if the job fails later."""
+        priv = jobspec.privacy_of(job.spec)
+        if priv is None:
+            return ""
+        from secure_meanshift.privacy import noise_scale, spent_epsilon
+
+        name = next(p.dataset for p in job.spec.parties if p.id == self.cfg.party_id)
+        reason = self.state.charge(name, job.id, priv.epsilon, priv.delta, noise_scale(priv),
+                                   self.cfg.budget(name), spent_epsilon)
+        if not reason:
+            log.info("job %s: charged epsilon %.4g, delta %.3g to data set %r", job.id,
+                     priv.epsilon, priv.delta, name)
+        return reason
 
     def _mpc_policy(self, spec: pb.JobSpec) -> str:
         """Who deals and how the links are protected: the node's own rules."""
@@ -455,6 +507,10 @@ class PartyNode:
             return "the job names no dealer (a party would have to deal the randomness)"
         if self.cfg.role == "party" and "*" not in pol.trusted_dealers and \
                 spec.dealer not in pol.trusted_dealers:
+            if not pol.trusted_dealers:
+                return (f"dealer {spec.dealer} is not trusted by local policy (policy."
+                        "trusted_dealers is empty: the operator names the dealers this party "
+                        "trusts not to collude)")
             return f"dealer {spec.dealer} is not trusted by local policy"
         transport = spec.transport or "tls"
         if transport == "trusted-network" and not pol.allow_plaintext_mpc:
@@ -555,15 +611,13 @@ class PartyNode:
         job = self.job
         if job is None or job.id != run.job_id:
             return
-        # ranks, world size and who carries the result follow from the signed spec
+        # ranks and world size follow from the signed spec; run.carry_result (v1.1) is
+        # ignored: no party opens an analyst's result (each seals its share instead)
         ids = [p.id for p in job.spec.parties]
         rank = ids.index(self.cfg.party_id)
         if run.rank != rank or run.world_size != len(ids):
             return self._fail(job, "the coordinator's rank or world size disagrees with the "
                               "signed job")
-        if run.carry_result and not any(r.startswith("analyst:") for r in job.spec.reveal_to):
-            return self._fail(job, "the coordinator asked for the result although the signed "
-                              "job has no analyst receiver")
         commits = {c.party: c.commitment for c in run.commits}
         if not job.commits or commits != job.commits:
             return self._fail(job, "the seed commitments changed after the reveal")
@@ -592,10 +646,9 @@ class PartyNode:
         return joint_seed(nonces)
 
     def _params(self, spec: pb.JobSpec, run: pb.Run, seed: int) -> dict:
-        ids = [p.id for p in spec.parties]
-        ranks = sorted({ids.index(r) for r in spec.reveal_to if r in ids}
-                       | ({run.rank} if run.carry_result else set()))
-        return jobspec.engine_params(spec, seed, ranks)
+        """The engine's parameters, from the signed spec only: the receiving parties
+        open the output, analyst receivers get every party's share."""
+        return jobspec.engine_params(spec, seed)
 
     def _run_worker(self, job: Job, run: pb.Run, seed: int) -> None:
         try:
@@ -635,6 +688,9 @@ class PartyNode:
             try:
                 msg = json.loads(line)
             except ValueError:
+                continue
+            if "local" in msg:          # for this node's own log only
+                log.info("job %s: %s", job.id, msg["local"])
                 continue
             if "progress" in msg:
                 ev = msg["progress"]
@@ -685,23 +741,24 @@ class PartyNode:
                      "suppressed as too small)", job.id, job.suppressed or 0)
         fin = pb.Finished(iterations=int(res.get("iterations", 0)),
                           wall_s=float(res.get("wall_s", 0.0)))
-        if run.carry_result and cents is not None and self.ca_pem is not None:
-            # end to end: sealed to each analyst receiver's key, nothing readable upstream
-            from meanshift_rpc.sealing import seal
-
-            doc = {"centroids": cents, "sizes": res.get("sizes") or [],
-                   "suppressed": job.suppressed or 0}
-            for who, pem in sorted(job.receivers.items()):
-                eph, nonce, ct = seal(pem, job.id, who, doc)
-                fin.sealed.add(recipient=who, ephemeral_key=eph, nonce=nonce, ciphertext=ct)
-        elif run.carry_result and cents is not None:      # insecure mode (no keys)
-            fin.centroids.extend(pb.Centroid(values=c) for c in cents)
-            fin.sizes.extend(res.get("sizes") or [])
-            fin.suppressed = job.suppressed or 0
-        if run.carry_result and cents is not None:
-            fin.columns.extend(self._header(job))        # names, not values: in the clear
+        share = res.get("share")
+        if share is not None:       # analyst receivers: this party's share, sealed and signed
+            fin.shares.extend(self._sealed_shares(job, run.rank, share))
         log.info("job %s finished", job.id)
         self._reply(job.id, finished=fin)
+
+    def _sealed_shares(self, job: Job, rank: int, share: dict) -> list:
+        """This party's output share for each analyst receiver (meanshift_rpc.results);
+        the share itself is never logged nor written."""
+        from meanshift_rpc import results
+
+        analysts = sorted(r for r in job.spec.reveal_to if r.startswith("analyst:"))
+        if self.key_pem is None:             # insecure mode: local experiments only
+            return [results.plain_share(share, self._header(job), rank, who)
+                    for who in analysts]
+        return [results.seal_share(share, self._header(job), job.id, job.signed_spec, rank,
+                                   self.cfg.party_id, who, job.receivers[who], self.key_pem,
+                                   self.cert_pem) for who in analysts]
 
     @staticmethod
     def _header(job: Job) -> list:

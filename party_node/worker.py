@@ -76,11 +76,11 @@ def main() -> int:
 
             out, _ = run_party_auto(points, job["params"], cfg,
                                     progress=lambda ev: emit({"progress": ev}),
-                                    name=f"data set {job['dataset']!r}")
+                                    name=f"data set {job['dataset']!r}", clip=True)
         else:
             params = MeanShiftParams(**job["params"])
             out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
-                            name=f"data set {job['dataset']!r}")
+                            name=f"data set {job['dataset']!r}", clip=True)
     except (InputError, DatasetError) as exc:      # may name rows: kept in the local log
         emit({"error": str(exc), "input": True})
         return 2
@@ -92,10 +92,14 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001 - report the kind, never the payload
         emit({"error": f"worker failed: {type(exc).__name__}"})
         return 3
+    if out.clipped:        # the node's own log only (never the coordinator, never a reason)
+        emit({"local": f"{out.clipped} row(s) of data set {job['dataset']!r} lay outside "
+                       "the job's bounds and were clipped into them"})
     emit({"result": {
         "centroids": None if out.centroids is None else out.centroids.tolist(),
         "sizes": None if out.sizes is None else out.sizes.tolist(),
-        "iterations": out.iterations, "wall_s": out.wall_s}})
+        "iterations": out.iterations, "wall_s": out.wall_s,
+        "share": out.share}})         # analyst receivers: sealed by the node, never logged
     return 0
 
 

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .data import check_points, to_unit
+from .data import check_points, clip_to_bounds, to_unit
 from .params import dust_indices
 from .plaintext import POINT_BITS, quantise_points
 
@@ -133,13 +133,15 @@ def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = 0.3,
     return float(out[0])
 
 
-def run_party_auto(points: np.ndarray, params: dict, mpc, progress=None, name: str = "points"):
+def run_party_auto(points: np.ndarray, params: dict, mpc, progress=None, name: str = "points",
+                   clip: bool = False):
     """One party's side of a ``bandwidth: auto`` job (party node worker): in one
     MPC session, first the bandwidth estimate (only h is opened, to every party,
     as it is a job parameter), then mean-shift with it. ``params``:
     MeanShiftParams fields with bandwidth "auto", plus ``quantile``, optionally
     ``bandwidth_samples`` and ``min_bandwidth`` (this party's policy floor, data
     units: a smaller estimate aborts the job before any centroid is computed).
+    ``clip``: rows outside the bounds are clipped into them (runtime.run_party).
     Returns (PartyOutcome, h)."""
     from dataclasses import replace as _replace
 
@@ -154,7 +156,8 @@ def run_party_auto(points: np.ndarray, params: dict, mpc, progress=None, name: s
     bounds = kw["bounds"]
     lo = np.asarray(bounds[0], float)
     scale = float(np.max(np.subtract(bounds[1], bounds[0])))
-    x = check_points(np.asarray(points, float), (tuple(bounds[0]), tuple(bounds[1])), name)
+    box = (tuple(bounds[0]), tuple(bounds[1]))
+    x = clip_to_bounds(points, box, name)[0] if clip else check_points(points, box, name)
     probe = MeanShiftParams(**{**kw, "bandwidth": 1e-3 * scale})   # validates the rest
 
     def estimate(p):
@@ -167,5 +170,5 @@ def run_party_auto(points: np.ndarray, params: dict, mpc, progress=None, name: s
             progress({"stage": "bandwidth", "seconds": 0.0})
         return _replace(p, bandwidth=h)
 
-    out = run_party(points, probe, mpc, progress, name, before=estimate)
+    out = run_party(points, probe, mpc, progress, name, before=estimate, clip=clip)
     return out, out.params.bandwidth

@@ -143,6 +143,20 @@ def check_points(points: np.ndarray, bounds: tuple, name: str = "points") -> np.
     return x
 
 
+def clip_to_bounds(points: np.ndarray, bounds: tuple, name: str = "points"
+                   ) -> tuple[np.ndarray, int]:
+    """Rows clipped into the public bounds, and how many rows were outside them.
+    Shape and finiteness are checked as in :func:`check_points`; a row outside
+    the bounds is moved onto them instead of failing the job, so whether a job
+    runs never depends on where the data lie (the count is for the owner's own
+    log only)."""
+    lo = np.asarray(bounds[0], float)
+    hi = np.asarray(bounds[1], float)
+    x = check_finite(points, name, lo.size)
+    outside = int((~((x >= lo) & (x <= hi)).all(axis=1)).sum())
+    return np.clip(x, lo, hi), outside
+
+
 def to_unit(points: np.ndarray, lo: np.ndarray, scale: float) -> np.ndarray:
     return (np.asarray(points, float) - lo) / scale
 

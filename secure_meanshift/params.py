@@ -58,6 +58,9 @@ class MeanShiftParams:
         seeds_per_party: the per-party seed budget for binned seeding (fixed,
             independent of N; padded so the count reveals nothing).
         reveal_to: ranks that receive the merged centroids (default: all).
+        export_shares: every party also exports its own re-randomised share of
+            the output, for receivers outside the parties (secure_meanshift.
+            output); then reveal_to may be empty (no rank opens anything).
         bounds: public (lo, hi) per feature, each of shape (d,). Every party's
             points must lie inside; one common scale maps them to the unit box.
         return_sizes: also reveal how many points are nearest to each centroid.
@@ -93,6 +96,7 @@ class MeanShiftParams:
     seeds_per_party: int = 32
     min_weight: float = 0.0
     reveal_to: Optional[tuple] = None
+    export_shares: bool = False
     return_sizes: bool = False
     summary: Optional[float] = None
     precision_bits: int = 20
@@ -231,8 +235,10 @@ class MeanShiftParams:
             raise bad("seeds_per_party", "must be an integer in [1, 1024]")
         if self.reveal_to is not None:
             r = tuple(self.reveal_to)
-            if not r or not all(isinstance(x, int) and x >= 0 for x in r):
-                raise bad("reveal_to", "must be a non-empty list of party ranks")
+            if not (r or self.export_shares) or \
+                    not all(isinstance(x, int) and x >= 0 for x in r):
+                raise bad("reveal_to", "must be a non-empty list of party ranks (empty only "
+                          "with export_shares)")
             object.__setattr__(self, "reveal_to", tuple(sorted(set(r))))
         if self.summary == "auto":
             pass          # resolved by the runtime once the (public) total N is known

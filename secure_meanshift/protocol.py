@@ -37,10 +37,11 @@ import torch
 
 from ._compat import import_crypten
 from .dealer import fixed_operand, phase, prime_fixed, square_and_matmul
-from .disclosure import disclose
+from .disclosure import disclose, record
 from .division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
+from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
 from .plaintext import POINT_BITS, quantise_points
 from .seeds import local_peaks
@@ -83,6 +84,7 @@ class SecureResult:
     points: int = 0
     rows: int = 0
     suppressed: Optional[int] = None  # receivers: centroids dropped by min_cluster_size
+    share: Optional[dict] = None      # export_shares: this party's share (output.export_share)
 
 
 def _exchange_sizes(comm, rows: int, points: int) -> tuple[list, list]:
@@ -704,9 +706,11 @@ def _sizes_and_suppress(sh: Shared, c, keep) -> tuple:
     return keep, sizes, small
 
 
-def _reveal(sh: Shared, c, keep, sizes, small) -> Optional[np.ndarray]:
+def _reveal(sh: Shared, c, keep, sizes, small) -> tuple:
     """Shuffle [keep * c, keep (, sizes)(, small)] and open it to the receivers
-    only; returns the opened table on receiving ranks, else None."""
+    only; with ``export_shares`` every party also exports its re-randomised share
+    (secure_meanshift.output) for receivers outside the parties. Returns (the
+    opened table on receiving ranks else None, this party's export or None)."""
     crypten = import_crypten()
     p, hi = sh.p, sh.p.precision_bits
     _stage("reveal")
@@ -715,8 +719,15 @@ def _reveal(sh: Shared, c, keep, sizes, small) -> Optional[np.ndarray]:
         out = crypten.cat([out, rescale(sizes, hi)], dim=1)
     if small is not None:
         out = crypten.cat([out, rescale(small * 1, hi)], dim=1)
-    mine = disclose(_shuffle(out, sh.world), "result", to=p.receivers(sh.world))
-    return None if mine is None else mine.double().numpy()
+    out = _shuffle(out, sh.world)
+    mine = disclose(out, "result", to=p.receivers(sh.world))
+    mine = None if mine is None else mine.double().numpy()
+    share = None
+    if p.export_shares:        # for receivers outside the parties: nothing is opened
+        share = export_share(out, sh.rank, sh.d, p.return_sizes, small is not None, p.lo,
+                             p.scale)
+        record("result", out.size(), to=())    # to receivers outside the ranks, sealed
+    return mine, share
 
 
 def _read_output(sh: Shared, mine: Optional[np.ndarray], has_small: bool,
@@ -724,16 +735,10 @@ def _read_output(sh: Shared, mine: Optional[np.ndarray], has_small: bool,
     """(centroids, sizes, suppressed count) from the opened table, sorted rows."""
     if mine is None:
         return None, None, None
-    d = sh.d
-    kept = mine[:, d] > 0.5
-    suppressed = None
-    if has_small:      # only the count of suppressed clusters is learned
-        suppressed = int(round(float(mine[:, -1].sum())))
-        notify({"stage": "suppressed", "count": suppressed})
-    centroids = mine[kept, :d]
-    sizes = np.round(mine[kept, d + 1]) if sh.p.return_sizes else None
-    order = np.lexsort(centroids.T[::-1])
-    return centroids[order], (sizes[order] if sizes is not None else None), suppressed
+    dec = decode(mine, sh.d, sh.p.return_sizes, has_small)
+    if dec.suppressed is not None:      # only the count of suppressed clusters is learned
+        notify({"stage": "suppressed", "count": dec.suppressed})
+    return dec.centroids, dec.sizes, dec.suppressed
 
 
 def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
@@ -767,7 +772,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     t_merge = time.perf_counter()
     keep = _merge(sh, st.c, den)
     keep, sizes, small = _sizes_and_suppress(sh, st.c, keep)
-    mine = _reveal(sh, st.c, keep, sizes, small)
+    mine, share = _reveal(sh, st.c, keep, sizes, small)
     merge_s = time.perf_counter() - t_merge
     if st.log:
         st.log[-1].merge_s = merge_s
@@ -781,7 +786,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
                          "dealer_bytes": int(stats.get("dealer_bytes", 0)),
                          "rounds": int(stats.get("rounds", 0)),
                          "steps": stats.get("steps", {})},
-                        sh.total_points, sh.total_rows, suppressed)
+                        sh.total_points, sh.total_rows, suppressed, share)
 
 
 def suppress_small(keep, sizes, k: int):

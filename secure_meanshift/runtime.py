@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ._compat import import_crypten
-from .data import check_finite, check_points, from_unit, to_unit
+from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
 from .dealer import PROVIDERS
 from .errors import InputError, MPCError
 from .errors import PEER_LOST, PeerLost
@@ -121,6 +121,9 @@ class PartyOutcome:
     provider: str = "dealer"
     transport: str = "tls"
     params: Optional[MeanShiftParams] = None    # as run (e.g. with an estimated bandwidth)
+    clipped: int = 0          # rows moved into the bounds (clip=True): the owner's log only
+    share: Optional[dict] = None   # params.export_shares: this party's output share (sealed
+                                   # by the node to each analyst receiver; never logged)
     # DP mode, tests only (run_party(keep_noise=True)): this party's own noise per
     # cell, so the twin can replay the run; never in to_dict, never sent anywhere
     dp_noise: Optional[np.ndarray] = None
@@ -242,11 +245,14 @@ def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
         mesh.close()
 
 
-def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "points"
-                  ) -> tuple[np.ndarray, Optional[np.ndarray], int]:
+def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "points",
+                  clip: bool = False) -> tuple[np.ndarray, Optional[np.ndarray], int]:
     """Check the owner's points and map them to the unit box; summarise them
-    locally when the job asks for it. Returns (rows, weights or None, n)."""
-    x = check_points(points, params.bounds, name)
+    locally when the job asks for it. Returns (rows, weights or None, n).
+    ``clip``: rows outside the public bounds are clipped into them (data.
+    clip_to_bounds) instead of rejected, so acceptance never depends on the data."""
+    x = clip_to_bounds(points, params.bounds, name)[0] if clip else \
+        check_points(points, params.bounds, name)
     unit = to_unit(x, params.lo, params.scale)
     if params.summary is None:
         return unit, None, len(x)
@@ -258,7 +264,8 @@ def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "poin
 
 def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
               progress: Optional[Progress] = None, name: str = "points",
-              before: Optional[Callable] = None, keep_noise: bool = False,
+              before: Optional[Callable] = None, clip: bool = False,
+              keep_noise: bool = False,
               transport: Optional[Transport] = None) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
 
@@ -266,12 +273,17 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
     given, runs first inside the same MPC session (e.g. the bandwidth estimate
     of a ``bandwidth: auto`` job), so the dealer and the links serve both.
+    ``clip``: rows outside the bounds are clipped into them (data.clip_to_bounds);
+    their number is in the outcome's ``clipped``, for the owner's log only.
     In DP mode (``params.privacy``) the party shares only its noisy histogram on
     the public grid (privacy.local_release; rows outside the bounds are clipped);
     ``keep_noise`` (tests only) returns this party's own noise in the outcome.
     ``transport``: links already made (tests); default: connect the job's mesh.
     """
     t0 = time.perf_counter()
+    clipped = 0
+    if clip:
+        points, clipped = clip_to_bounds(points, params.bounds, name)
     if params.dp:
         check_finite(points, name, params.dim)      # out-of-bounds rows are clipped
     else:
@@ -289,7 +301,7 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
                 rel = local_release(points, params, keep_noise)
                 rows, weights, n, noise = rel.cells, rel.counts, len(rel.cells), rel.noise
             else:
-                rows, weights, n = prepare_local(points, params, name)
+                rows, weights, n = prepare_local(points, params, name, clip=clip)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
         except (InputError, MPCError):
             raise
@@ -298,7 +310,8 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
     return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
                         res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows, mpc.provider, mpc.transport, params, noise)
+                        res.points, res.rows, mpc.provider, mpc.transport, params,
+                        clipped=clipped, share=res.share, dp_noise=noise)
 
 
 def _total_points(n: int) -> int:

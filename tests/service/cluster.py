@@ -48,7 +48,8 @@ class Cluster:
         self.heartbeat_timeout, self.mpc_timeout = heartbeat_timeout, mpc_timeout
         # rendezvous ports: a random block per cluster (other test runs share the machine)
         self.mpc_base = random.randrange(20000, 32000 - 40 * (len(NAMES) + 1), 40)
-        make_dev_pki(self.certs, ["coordinator", "analyst:ann", "analyst:eve", f"dealer:{DEALER}"]
+        make_dev_pki(self.certs, ["coordinator", "analyst:ann", "analyst:eve", "operator:olga",
+                                  f"dealer:{DEALER}"]
                      + [f"party:{n}" for n in NAMES], hosts=["localhost", coord_host])
         pts, self.centres = separated_blobs(points * parties, 4, 2, 0.015, min_gap=0.35,
                                             seed=11)
@@ -73,6 +74,10 @@ class Cluster:
                "status_file": os.path.join(self.tmp, f"{n}-status.json")}
         if not dealer:
             cfg["datasets"] = {"points": {"path": os.path.join(self.tmp, f"{n}.csv")}}
+            # the tests' own dealer; exact (non-DP) jobs on the tests' synthetic data
+            # (a node's default policy refuses both: a test of those rules overrides them)
+            cfg["policy"] = {"trusted_dealers": [DEALER], "allow_exact_results": True,
+                             **extra.pop("policy", {})}
         cfg.update(extra)
         path = os.path.join(self.tmp, f"{n}.yaml")
         with open(path, "w") as fh:

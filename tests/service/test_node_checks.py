@@ -58,6 +58,9 @@ def test_a_run_that_differs_from_the_spec_is_refused(node, run, rule):
 
 def test_mpc_policy_rules(node):
     s = spec()
+    # by default a node trusts no dealer: its operator names them
+    assert "trusted_dealers is empty" in node._mpc_policy(s)
+    node.cfg.policy.trusted_dealers = ["dd"]
     assert "no TLS identity" in node._mpc_policy(s)          # this node has no certificate
     s.dealer = ""
     assert "names no dealer" in node._mpc_policy(s)

@@ -32,6 +32,18 @@ def test_good_config_resolves_paths_relative_to_the_file(tmp_path):
     assert cfg.policy.kernels == ["flat"] and cfg.policy.min_parties == 3
 
 
+def test_secure_defaults_and_budgets_per_data_set(tmp_path):
+    cfg = load(write(tmp_path, GOOD.replace(
+        "columns: [age, bmi]}",
+        "columns: [age, bmi], privacy_budget: {epsilon: 1, delta: 1.0e-6}}\n"
+        "  other: {path: data/o.csv}")))
+    pol = cfg.policy
+    assert pol.trusted_dealers == [] and pol.allow_exact_results is False
+    assert (cfg.budget("patients").epsilon, cfg.budget("patients").delta) == (1.0, 1e-6)
+    assert cfg.budget("other") == pol.privacy_budget
+    assert (pol.privacy_budget.epsilon, pol.privacy_budget.delta) == (3.0, 1e-5)
+
+
 @pytest.mark.parametrize("text, where", [
     (GOOD.replace("policy:", "polcy:"), "polcy"),
     (GOOD.replace("min_parties", "min_party"), "policy.min_party"),
@@ -40,6 +52,17 @@ def test_good_config_resolves_paths_relative_to_the_file(tmp_path):
     (GOOD.replace("kernels: [flat]", "kernels: flat"), "policy"),
     (GOOD.replace("party_id: alpha\n", ""), "party_id"),
     ("- just\n- a list\n", "mapping"),
+    (GOOD.replace("allowed_receivers: [alpha]}",
+                  "allowed_receivers: [alpha], privacy_budget: {epsilon: 0, delta: 1e-5}}"),
+     "policy.privacy_budget.epsilon"),
+    (GOOD.replace("allowed_receivers: [alpha]}",
+                  "allowed_receivers: [alpha], privacy_budget: {epsilon: 1}}"),
+     "policy.privacy_budget"),
+    (GOOD.replace("allowed_receivers: [alpha]}",
+                  "allowed_receivers: [alpha], allow_exact_results: yes please}"),
+     "allow_exact_results"),
+    (GOOD.replace("columns: [age, bmi]}", "columns: [age, bmi], budget: 1}"),
+     "datasets.patients.budget"),
 ])
 def test_bad_config_is_named(tmp_path, text, where):
     with pytest.raises(ConfigError) as e:

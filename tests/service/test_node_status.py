@@ -146,7 +146,7 @@ def test_data_set_broken_while_running_is_shown_and_refused_without_a_path(clust
     lines[3] = f"{secret},oops"
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    cl = cluster.client()
+    cl = cluster.client("operator:olga")       # data set details: operators only
     try:
         problem = "data set 'points': line 4, column 2 ('bmi'): not a number"
 
@@ -158,8 +158,11 @@ def test_data_set_broken_while_running_is_shown_and_refused_without_a_path(clust
         health = cli("node", "health", "--config", os.path.join(cluster.tmp, "beta.yaml"))
         assert health.returncode == 1 and problem in health.stderr, health
         text = cli("parties", "--coordinator", cluster.address, "--tls-dir", cluster.certs,
-                   "--identity", "analyst:ann", "--server-name", "localhost")
+                   "--identity", "operator:olga", "--server-name", "localhost")
         assert f"unavailable: {problem}" in text.stdout, text
+        other = cli("parties", "--coordinator", cluster.address, "--tls-dir", cluster.certs,
+                    "--identity", "analyst:ann", "--server-name", "localhost")
+        assert "beta" in other.stdout and "unavailable" not in other.stdout, other
         info = cl.wait(cl.submit(cluster.spec())["job_id"], deadline_s=60)
         assert info["state"] == "failed" and info["reason"] == f"party beta refused: {problem}"
     finally:

@@ -321,8 +321,8 @@ def test_gaussian_oblivious_three_parties_match_twin(cluster):
 
 
 def test_analyst_result_is_sealed_end_to_end(cluster):
-    """Issue 9: the carrying party seals the centroids to the analyst's key; the
-    coordinator relays ciphertext and never holds a centroid."""
+    """Issues 9, 17: every party seals its share of the output to the analyst's
+    key and signs it; the coordinator relays ciphertext and never holds a centroid."""
     import struct
 
     from meanshift_rpc.sealing import SealError, unseal
@@ -340,7 +340,7 @@ def test_analyst_result_is_sealed_end_to_end(cluster):
     with open(cluster.record) as fh:
         fh.seek(size_before)
         text = fh.read()
-    assert "sealed" in text and "centroids {" not in text
+    assert "shares {" in text and "centroids {" not in text
     numbers = {round(float(x), 4) for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)}
     assert not numbers & {round(float(v), 4) for v in cents.ravel()}
     blob = sqlite3.connect(cluster.db).execute("SELECT result FROM jobs WHERE id=?",
@@ -349,7 +349,7 @@ def test_analyst_result_is_sealed_end_to_end(cluster):
     # what the coordinator holds opens with no other key
     from meanshift_proto.v1 import service_pb2 as pb
 
-    sealed = pb.JobResult.FromString(blob).sealed[0]
+    sealed = pb.JobResult.FromString(blob).shares[0]
     with open(os.path.join(cluster.certs, "analyst_eve.key"), "rb") as fh:
         with pytest.raises(SealError):
             unseal(fh.read(), info["job_id"], sealed.recipient, sealed.ephemeral_key,

@@ -9,6 +9,7 @@ import sys
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 from cluster import ROOT
@@ -280,11 +281,35 @@ def test_stream_limits_and_a_responsive_server_with_hundreds_of_watches(tmp_path
         c.stop()
 
 
+SIGNED: dict = {}       # job id -> the signed job the nodes were offered
+
+
+def _shares(c, jid: str, table=(0.5, 0.5, 1.0)) -> list:
+    """Honest parties' sealed, signed shares of a one-row output ``table`` (two
+    parties, receiver analyst:ann), as party nodes make them."""
+    from meanshift_rpc.results import seal_share
+
+    enc = np.array([round(v * 2**16) for v in table], dtype=np.int64)
+    r = np.frombuffer(os.urandom(8 * len(table)), dtype=np.int64)
+    parts = [enc - r, r]                       # wraps modulo 2^64, like the ring
+    ann = open(os.path.join(c.certs, "analyst_ann.pem"), "rb").read()
+    out = []
+    for rank, (name, vals) in enumerate(zip(("alpha", "beta"), parts)):
+        _, cert, key = TLSFiles.in_dir(c.certs, f"party:{name}").read()
+        export = {"format": "sms-share/1", "rank": rank, "rows": 1, "cols": len(table),
+                  "frac_scale": 2**16, "dim": len(table) - 1, "sizes": False, "small": False,
+                  "lo": [0.0] * (len(table) - 1), "scale": 1.0,
+                  "values": [int(v) for v in vals]}
+        out.append(seal_share(export, ["x", "y"], jid, SIGNED[jid], rank, name, "analyst:ann",
+                              ann, key, cert))
+    return out
+
+
 def _running_job(c, nodes, **kw):
     ann = c.client()
     jid = ann.submit(spec(**kw))["job_id"]
     for n in nodes:
-        n.next("offer")
+        SIGNED[jid] = n.next("offer").signed_spec
         assert n.accept(jid).ok
     for n in nodes:
         if n.role == "party":       # the dealer takes no part in the seed
@@ -301,19 +326,21 @@ def test_state_machine_refuses_replays_and_wrong_parties(tmp_path):
     try:
         wait_parties(c, ["alpha", "beta", "dealer:dan"])
         jid, runs = _running_job(c, nodes)
-        assert [r.rank for r in runs] == [0, 1, 2] and runs[0].carry_result
-        assert not runs[1].carry_result
+        assert [r.rank for r in runs] == [0, 1, 2] and not any(r.carry_result for r in runs)
         assert not nodes[0].reveal(jid).ok                       # replayed seed reveal
         assert not nodes[0].accept(jid).ok                       # acceptance after the fact
         cents = [pb.Centroid(values=[0.5, 0.5])]
-        # beta does not carry the result: its centroids are refused
-        assert not nodes[1].reply(jid, finished=pb.Finished(iterations=3, centroids=cents)).ok
-        assert nodes[1].reply(jid, finished=pb.Finished(iterations=3)).ok
+        shares = _shares(c, jid)
+        # plain centroids (v1.1's carrier) from anyone, or another rank's share: refused
+        assert not nodes[0].reply(jid, finished=pb.Finished(iterations=3, centroids=cents)).ok
+        assert not nodes[1].reply(jid, finished=pb.Finished(iterations=3,
+                                                            shares=[shares[0]])).ok
+        assert nodes[1].reply(jid, finished=pb.Finished(iterations=3, shares=[shares[1]])).ok
         assert not nodes[1].reply(jid, finished=pb.Finished(iterations=3)).ok   # twice
-        assert nodes[0].reply(jid, finished=pb.Finished(iterations=3, centroids=cents)).ok
+        assert nodes[0].reply(jid, finished=pb.Finished(iterations=3, shares=[shares[0]])).ok
         ann = c.client()
         assert ann.status(jid)["state"] == "running"     # until the dealer's worker is done
-        assert not nodes[2].reply(jid, finished=pb.Finished(centroids=cents)).ok
+        assert not nodes[2].reply(jid, finished=pb.Finished(shares=[shares[0]])).ok
         assert nodes[2].reply(jid, finished=pb.Finished()).ok
         assert ann.status(jid)["state"] == "succeeded"
         assert ann.result(jid).tolist() == [[0.5, 0.5]]
@@ -352,12 +379,42 @@ def test_job_wall_clock_limit(tmp_path):
 
 def test_database_is_owner_only_and_insecure_only_on_loopback(coord, tmp_path):
     assert stat.S_IMODE(os.stat(coord.db).st_mode) == 0o600
+    rec = tmp_path / "received.txt"
+    rec.write_text("")
+    os.chmod(rec, 0o644)                                    # an old world-readable transcript
+    for path in (rec, tmp_path / "new.txt"):
+        s, svc = serve("127.0.0.1:0", str(tmp_path / "r.db"),
+                       TLSFiles.in_dir(coord.certs, "coordinator"), record_path=str(path))
+        svc.stop()
+        s.stop(0)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     with pytest.raises(OSError, match="loopback"):
         serve("0.0.0.0:0", str(tmp_path / "i.db"), None, insecure=True)
     r = subprocess.run([sys.executable, "-m", "meanshift_cli", "coordinator", "serve",
                         "--listen", "0.0.0.0:0", "--db", str(tmp_path / "j.db"), "--insecure"],
                        capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert r.returncode == 2 and "loopback" in r.stderr
+
+
+def test_list_parties_details_only_for_operators_and_the_node_itself(coord):
+    nodes = [FakeNode(coord, "alpha"), FakeNode(coord, "beta")]
+    try:
+        wait_parties(coord, ["alpha", "beta"])
+        for who, sees in (("analyst:ann", set()), ("operator:olga", {"alpha", "beta"})):
+            cl = coord.client(who)
+            ps = {p["id"]: p for p in cl.parties()}
+            cl.close()
+            assert {"alpha", "beta"} <= {i for i, p in ps.items() if p["connected"]}
+            assert {i for i, p in ps.items() if p["datasets"]} >= sees
+            if not sees:
+                assert not any(p["datasets"] or p["dataset_status"] for p in ps.values())
+        stub, ch = coord.stub("party:alpha")
+        ps = {p.id: p for p in stub.ListParties(pb.Empty(), timeout=10).parties}
+        ch.close()
+        assert list(ps["alpha"].datasets) == ["points"] and not list(ps["beta"].datasets)
+    finally:
+        for n in nodes:
+            n.close()
 
 
 def test_node_rpcs_only_for_party_and_dealer_certificates(coord):
