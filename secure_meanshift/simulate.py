@@ -9,11 +9,18 @@ only; the outcome says which were used."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import signal
 import socket
+import sys
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
+from multiprocessing import context as _mp_context
+from multiprocessing import popen_spawn_posix, spawn
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -61,10 +68,103 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
                       timeout_s=timeout_s) for r, n in enumerate(names)]
 
 
+# ---- starting party processes without the caller's __main__ -------------------
+# multiprocessing's spawn re-runs the caller's main script (or module) in every
+# child before unpickling the target: a script without an
+# ``if __name__ == "__main__":`` guard would call fit again in each party
+# process. The targets here live in this package, so the children need nothing
+# from __main__: the preparation data is sent without it.
+
+_PREP_LOCK = threading.Lock()
+
+
+class _NoMainPopen(popen_spawn_posix.Popen):
+    def _launch(self, process_obj):
+        original = spawn.get_preparation_data
+
+        def without_main(name):
+            data = original(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        with _PREP_LOCK:
+            spawn.get_preparation_data = without_main
+            try:
+                super()._launch(process_obj)
+            finally:
+                spawn.get_preparation_data = original
+
+
+class PartyProcess(_mp_context.SpawnProcess):
+    """A spawned process that does not import the caller's ``__main__``: ``fit``
+    works from a plain script without a ``__main__`` guard, and from a notebook.
+    Its target must be importable (a function of this package)."""
+
+    @staticmethod
+    def _Popen(process_obj):
+        return _NoMainPopen(process_obj)
+
+
+def _child_setup() -> None:
+    """In a party process: leave Ctrl-C to the caller (which ends every party at
+    once) and die with the caller if it is killed (Linux parent-death signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() == 1:           # the caller died before the signal was armed
+        os._exit(1)
+
+
+class Cancelled(KeyboardInterrupt):
+    """The caller received SIGTERM during a run (every party process was ended)."""
+
+
+@contextmanager
+def _sigterm_cancels():
+    """While a run is going: SIGTERM raises Cancelled (so the parties are ended)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Cancelled("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def end_processes(procs: Sequence, grace_s: float = 5.0, at_once: bool = False) -> None:
+    """Join every process (after grace_s kill it); ``at_once``: kill them all now."""
+    if at_once:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        for p in procs:
+            p.join(timeout=2)
+        return
+    end = time.monotonic() + grace_s
+    for p in procs:
+        p.join(timeout=max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=2)
+
+
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
                 report_progress: bool) -> None:
     from .runtime import run_dealer, run_party
 
+    _child_setup()
     rank = cfg.rank
 
     def progress(ev: dict) -> None:
@@ -99,7 +199,14 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                    progress: Optional[Callable[[dict], None]] = None,
                    provider: str = "dealer", transport: str = "tls") -> SimulationRun:
     """Run one job with len(parts) party processes (plus the dealer's);
-    raise InputError/MPCError on failure."""
+    raise InputError/MPCError on failure.
+
+    Deadline: the run may go on as long as it makes progress; it fails when
+    party 0 reports nothing (no stage, chunk or iteration) for ``timeout_s``
+    seconds (the same limit every link uses for a silent peer), so the limit
+    scales with the job instead of being a fixed multiple of max_iter.
+    Ctrl-C (KeyboardInterrupt) or SIGTERM in the caller ends every party process
+    at once; the parties ignore Ctrl-C themselves and die with the caller."""
     import json
 
     world = len(parts)
@@ -111,48 +218,20 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     cfgs = local_configs(world, provider, transport, tmp.name, timeout_s,
                          context=json.dumps(params.to_dict(), sort_keys=True))
     empty = np.zeros((0, params.dim))
-    procs = [ctx.Process(target=_party_main,
-                         args=(cfg, np.asarray(parts[cfg.rank]) if cfg.rank < world else empty,
-                               params, out, progress is not None), daemon=True)
+    procs = [PartyProcess(target=_party_main,
+                          args=(cfg, np.asarray(parts[cfg.rank]) if cfg.rank < world else empty,
+                                params, out, True), daemon=True)
              for cfg in cfgs]
     t0 = time.perf_counter()
-    for p in procs:
-        p.start()
-    results: dict = {}
-    errors: list = []
-    dealt = None
-    deadline = time.monotonic() + timeout_s * (params.max_iter + 10)
+    ok = False
     try:
-        while len(results) + len(errors) < world:
-            try:
-                kind, rank, payload = out.get(timeout=1.0)
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise MPCError("simulation timed out") from None
-                dead = [r for r, p in enumerate(procs)
-                        if r < world and not p.is_alive() and r not in results
-                        and r not in {e[0] for e in errors}]
-                if dead and out.empty():
-                    time.sleep(0.5)
-                    if out.empty():
-                        raise MPCError(f"party {dead[0]} exited without a result") from None
-                continue
-            if kind == "progress":
-                progress(payload)
-            elif kind == "dealer":
-                dealt = payload
-            elif kind == "result":
-                results[rank] = payload
-            else:
-                errors.append((rank, payload))
-                if payload[0] == "InputError":
-                    break
+        with _sigterm_cancels():
+            for p in procs:
+                p.start()
+            results, errors = _collect(out, procs, world, timeout_s, progress)
+            ok = True
     finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
+        end_processes(procs, at_once=not ok)
         tmp.cleanup()
     if errors:
         input_errs = [e for e in errors if e[1][0] == "InputError"]
@@ -161,9 +240,47 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     return SimulationRun([results[r] for r in range(world)], time.perf_counter() - t0)
 
 
+def _collect(out, procs: list, world: int, timeout_s: float,
+             progress: Optional[Callable[[dict], None]]) -> tuple[dict, list]:
+    """Read the parties' messages until every party has a result or an error."""
+    results: dict = {}
+    errors: list = []
+    heard = time.monotonic()
+    while len(results) + len(errors) < world:
+        try:
+            kind, rank, payload = out.get(timeout=1.0)
+        except queue.Empty:
+            tick = getattr(progress, "render", None)      # e.g. progress.ProgressLine
+            if tick is not None:
+                tick()
+            if time.monotonic() - heard > timeout_s:
+                raise MPCError(f"simulation timed out: no progress from the parties for "
+                               f"{timeout_s:g} s (timeout_s)") from None
+            dead = [r for r, p in enumerate(procs)
+                    if r < world and not p.is_alive() and r not in results
+                    and r not in {e[0] for e in errors}]
+            if dead and out.empty():
+                time.sleep(0.5)
+                if out.empty():
+                    raise MPCError(f"party {dead[0]} exited without a result") from None
+            continue
+        heard = time.monotonic()
+        if kind == "progress":
+            if progress is not None:
+                progress(payload)
+        elif kind == "result":
+            results[rank] = payload
+        elif kind == "error":
+            errors.append((rank, payload))
+            if payload[0] == "InputError":
+                break
+    return results, errors
+
+
 def _fn_main(cfg, fn, args, out) -> None:
     from .runtime import _Session, run_dealer
 
+    _child_setup()
     try:
         if cfg.is_dealer:
             run_dealer(cfg)
@@ -183,24 +300,24 @@ def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 6
     out = ctx.Queue()
     tmp = tempfile.TemporaryDirectory(prefix="sms-fn-")
     cfgs = local_configs(world_size, provider, transport, tmp.name, timeout_s)
-    procs = [ctx.Process(target=_fn_main, args=(cfg, fn, args, out), daemon=True)
+    procs = [PartyProcess(target=_fn_main, args=(cfg, fn, args, out), daemon=True)
              for cfg in cfgs]
-    for p in procs:
-        p.start()
     results: dict = {}
+    ok = False
     try:
-        while len(results) < world_size:
-            try:
-                kind, rank, payload = out.get(timeout=timeout_s)
-            except queue.Empty:
-                raise MPCError("MPC function timed out") from None
-            if kind == "error":
-                raise MPCError(f"rank {rank}: {payload}")
-            results[rank] = payload
+        with _sigterm_cancels():
+            for p in procs:
+                p.start()
+            while len(results) < world_size:
+                try:
+                    kind, rank, payload = out.get(timeout=timeout_s)
+                except queue.Empty:
+                    raise MPCError("MPC function timed out") from None
+                if kind == "error":
+                    raise MPCError(f"rank {rank}: {payload}")
+                results[rank] = payload
+            ok = True
     finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
+        end_processes(procs, at_once=not ok)
         tmp.cleanup()
     return [results[r] for r in range(world_size)]
