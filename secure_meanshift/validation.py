@@ -326,7 +326,7 @@ def check_grid(bounds, bandwidth: float, names=None) -> float:
     j = int(np.argmax(span))
     ratio = grid_step(bounds) / float(bandwidth)
     widest = (f"the widest feature ({_col(j, names)}) spans more than "
-              f"{math.floor(1 / GRID_REFUSE if ratio > GRID_REFUSE else 1 / GRID_WARN) * 2**POINT_BITS:,} "
+              f"{math.floor((GRID_REFUSE if ratio > GRID_REFUSE else GRID_WARN) * 2**POINT_BITS):,} "
               "bandwidths")
     advice = ("Give tighter bounds, clip or remove outliers, or standardise the features "
               "so that no feature's range dwarfs the bandwidth")
