@@ -1,0 +1,112 @@
+"""Issue 18: the README's snippet runs as pasted in a plain script (no
+``if __name__ == "__main__":`` guard), and Ctrl-C / SIGTERM / the caller's death
+end every party process at once."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SNIPPET = textwrap.dedent("""\
+    import numpy as np
+    from secure_meanshift import SecureMeanShift
+
+    rng = np.random.default_rng(0)
+    points_of_party0 = np.r_[rng.normal(0, 0.05, (20, 2)), rng.normal(1, 0.05, (20, 2))]
+    points_of_party1 = np.r_[rng.normal(0, 0.05, (20, 2)), rng.normal(1, 0.05, (20, 2))]
+    ms = SecureMeanShift(bandwidth=0.5).fit([points_of_party0, points_of_party1])
+    print("centres", np.round(ms.cluster_centers_, 1).tolist())
+    print("labels", [len(lab) for lab in ms.labels_])
+    """)
+
+LONG_FIT = textwrap.dedent("""\
+    import numpy as np
+    from secure_meanshift import SecureMeanShift
+
+    rng = np.random.default_rng(0)
+    parts = [rng.uniform(0, 1, (900, 3)), rng.uniform(0, 1, (900, 3))]
+    SecureMeanShift(bandwidth=0.05, seeding="points", max_iter=300, verbose=0).fit(parts)
+    print("finished")
+    """)
+
+
+def _run_script(tmp_path, text: str, **kw) -> subprocess.Popen:
+    script = tmp_path / "user_script.py"
+    script.write_text(text)
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.Popen([sys.executable, str(script)], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _children(pid: int) -> set:
+    """Every live descendant of pid (scanning /proc; zombies count as gone)."""
+    parent = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parent[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parent.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set) -> set:
+    left = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    left.add(pid)
+        except OSError:
+            pass
+    return left
+
+
+def test_readme_snippet_runs_without_a_main_guard(tmp_path):
+    proc = _run_script(tmp_path, SNIPPET)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-2000:]
+    assert "centres [[1.0, 1.0], [-0.0, 0.0]]" in out or "centres [[1.0, 1.0], [0.0, 0.0]]" in out
+    assert "labels [40, 40]" in out
+    assert "Traceback" not in err and "freeze_support" not in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT,
+                                 pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
+                                 pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_cancelling_the_caller_ends_every_party_process(tmp_path, sig):
+    proc = _run_script(tmp_path, LONG_FIT)
+    try:
+        deadline = time.monotonic() + 120
+        kids: set = set()
+        while time.monotonic() < deadline and len(kids) < 3:   # 2 parties + the dealer
+            time.sleep(0.5)
+            kids = _children(proc.pid)
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert len(kids) >= 3, "the party processes did not start"
+        time.sleep(3.0)                      # let them get going
+        kids |= _children(proc.pid)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=15)
+        end = time.monotonic() + 5
+        while _alive(kids) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert not _alive(kids), f"left running after {sig.name}: {sorted(_alive(kids))}"
+        assert "finished" not in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
