@@ -117,7 +117,8 @@ def _child_setup() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
-    if os.getppid() == 1:           # the caller died before the signal was armed
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:   # the caller died before that
         os._exit(1)
 
 
