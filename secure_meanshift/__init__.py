@@ -15,6 +15,7 @@ one machine, :func:`run_simulation`. The plaintext twin is
 :func:`reference_meanshift`.
 """
 
+from . import _lifeline  # noqa: F401  (first: a party process dies with its caller)
 from .errors import InputError, MPCError
 from .params import MeanShiftParams, dust_indices
 from .plaintext import PlainResult, reference_meanshift

@@ -13,7 +13,6 @@ import os
 import queue
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -88,12 +87,16 @@ class _NoMainPopen(popen_spawn_posix.Popen):
             data.pop("init_main_from_name", None)
             return data
 
+        from ._lifeline import CALLER_ENV
+
         with _PREP_LOCK:
             spawn.get_preparation_data = without_main
+            os.environ[CALLER_ENV] = str(os.getpid())    # the child's _lifeline reads it
             try:
                 super()._launch(process_obj)
             finally:
                 spawn.get_preparation_data = original
+                os.environ.pop(CALLER_ENV, None)
 
 
 class PartyProcess(_mp_context.SpawnProcess):
@@ -109,14 +112,10 @@ class PartyProcess(_mp_context.SpawnProcess):
 def _child_setup() -> None:
     """In a party process: leave Ctrl-C to the caller (which ends every party at
     once) and die with the caller if it is killed (Linux parent-death signal)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+    from ._lifeline import arm_parent_death_signal
 
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    arm_parent_death_signal()        # armed at import already (_lifeline); again for other starts
     parent = mp.parent_process()
     if parent is not None and os.getppid() != parent.pid:   # the caller died before that
         os._exit(1)

@@ -13,14 +13,16 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SNIPPET = textwrap.dedent("""\
-    import numpy as np
-    from secure_meanshift import SecureMeanShift
+def readme_snippet() -> str:
+    """The first Python block of the README's "The engine in one screen"."""
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        text = fh.read()
+    section = text[text.index("## The engine in one screen"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
 
-    rng = np.random.default_rng(0)
-    points_of_party0 = np.r_[rng.normal(0, 0.05, (20, 2)), rng.normal(1, 0.05, (20, 2))]
-    points_of_party1 = np.r_[rng.normal(0, 0.05, (20, 2)), rng.normal(1, 0.05, (20, 2))]
-    ms = SecureMeanShift(bandwidth=0.5).fit([points_of_party0, points_of_party1])
+
+SNIPPET = readme_snippet() + textwrap.dedent("""\
     print("centres", np.round(ms.cluster_centers_, 1).tolist())
     print("labels", [len(lab) for lab in ms.labels_])
     """)
