@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import InputError
 from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
-from .params import MERGE_RULES, SEEDINGS, MeanShiftParams, resolve_seeding
+from .params import MERGE_RULES, SEEDINGS, MeanShiftParams, resolve_seeding, resolve_summary
 from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells, check_grid,
                          check_inside)
 
@@ -215,6 +215,9 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
     seeding_ : str
         The seeding rule used ("auto" resolved).
 
+    summary_ : float or None
+        The summary cell (in bandwidths) used, None for exact ("auto" resolved).
+
     params_ : MeanShiftParams
         Everything the parties agreed on.
 
@@ -314,8 +317,11 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
 
     def make_params(self, bandwidth: float, bounds,
                     total_points: Optional[int] = None) -> MeanShiftParams:
-        """total_points: resolves seeding "auto" now (else the run resolves it)."""
+        """total_points: resolves summary and seeding "auto" now (else the run
+        resolves them)."""
         summary = None if self.summary == "exact" else self.summary
+        if total_points is not None:
+            summary = resolve_summary(summary, total_points)
         return MeanShiftParams(
             bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
@@ -394,6 +400,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         self.bandwidth_ = p.bandwidth
         self.params_ = p
         self.seeding_ = p.seeding
+        self.summary_ = p.summary
         if self.engine == "plaintext":
             received = self._fit_plaintext(data, p)
         else:
@@ -426,7 +433,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         from .progress import ProgressLine
         from .simulate import run_simulation
 
-        line = ProgressLine(int(self.verbose), p.max_iter)
+        line = ProgressLine(int(self.verbose), p.max_iter, header=self._header(data, p))
         try:
             run = run_simulation(data.parties, p, timeout_s=self.timeout_s, progress=line)
         finally:
@@ -436,6 +443,16 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         self.cluster_centers_ = cents[sklearn_order(cents, None)]
         self.n_iter_ = sklearn_n_iter(run.receiver.iterations, p.max_iter)
         return [o.centroids is not None for o in run.outcomes]
+
+    def _header(self, data, p: MeanShiftParams) -> str:
+        """The choices of this fit, in one line (public parameters only)."""
+        estimated = self.bandwidth is None or self.bandwidth == "auto"
+        summary = "exact" if p.summary is None else f"cells of {p.summary:g} h"
+        return (f"{len(data.parties)} parties, {data.n_samples:,} points, {data.n_features} "
+                f"features; bandwidth {p.bandwidth:.6g}{' (estimated)' if estimated else ''}, "
+                f"kernel {p.kernel}, seeding {p.seeding}"
+                f"{' (auto)' if self.seeding == 'auto' else ''}, summary {summary}"
+                f"{' (auto)' if self.summary == 'auto' else ''}, max_iter {p.max_iter}")
 
     def predict(self, X) -> np.ndarray:
         """Index of the nearest centre for each row of X (one party's or pooled

@@ -1,6 +1,7 @@
 """A progress line for long fits, fed by party 0's progress events.
 
-Shows the stage, the iteration (of max_iter), the chunk within it, the elapsed
+First a line with the fit's choices (parties, points, bandwidth, seeding,
+summary: the estimator's header), then a line that shows the stage, the iteration (of max_iter), the chunk within it, the elapsed
 time and an estimate of the time left. The events carry no data: stage names,
 counts and seconds (and, outside oblivious mode, whether any seed still moves,
 which every party learns anyway).
@@ -31,8 +32,10 @@ class ProgressLine:
     """Callable progress sink: ``ProgressLine(verbose)(event)``; ``close()`` at the end."""
 
     def __init__(self, verbose: int = 1, max_iter: Optional[int] = None,
-                 stream: Optional[TextIO] = None, label: str = "secure mean-shift"):
+                 stream: Optional[TextIO] = None, label: str = "secure mean-shift",
+                 header: str = ""):
         self.verbose = int(verbose)
+        self.header = header
         self.max_iter = max_iter
         self.stream = stream if stream is not None else sys.stderr
         self.label = label
@@ -89,6 +92,8 @@ class ProgressLine:
         if not self.tty and not final and now - self.last_write < LOG_EVERY_S and self.shown:
             return
         line = self.text(now)
+        if not self.shown and self.header:
+            self.stream.write(f"{self.label}: {self.header}\n")
         if self.tty:
             self.stream.write("\r" + line.ljust(100)[:100] + ("\n" if final else ""))
         else:

@@ -136,3 +136,18 @@ def test_small_secure_fit_matches_the_twin_and_scikit_learn(capsys):
     err_sk, _ = match_error(est.cluster_centers_, sk.cluster_centers_)
     assert err_sk < 1e-3 * 1.5
     assert "secure mean-shift" in capsys.readouterr().err, f"no progress line in {wall:.0f} s"
+
+
+def test_auto_choices_are_resolved_in_the_fitted_attributes():
+    x = _blobs()
+    est = SecureMeanShift(1.5, engine="plaintext", summary="auto").fit(x)
+    assert est.summary_ is None and est.seeding_ == "points"     # 240 points: exact, every point
+    big = SecureMeanShift(1.5, summary="auto").make_params(1.5, ([-9, -9], [9, 9]), 30_000)
+    assert big.summary == 0.25 and big.seeding == "both"
+
+
+def test_progress_header_names_the_choices():
+    out = io.StringIO()
+    line = ProgressLine(verbose=2, max_iter=5, stream=out, header="2 parties, 80 points")
+    line({"stage": "shared"})
+    assert out.getvalue().startswith("secure mean-shift: 2 parties, 80 points\n")
