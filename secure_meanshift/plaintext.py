@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .data import from_unit, to_unit
+from .data import check_points, from_unit, to_unit
 from .division import EMPTY_BELOW
 from .kernels import plain_kernel
 from .params import MeanShiftParams, dust_indices, resolve_seeding
@@ -144,7 +144,11 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
     """Run the twin on the parties' points (data units), concatenated in rank order.
 
     With ``p.summary`` set, each party's points are summarised exactly as the
-    secure run does (summary.py), unless ``weights`` are given explicitly."""
+    secure run does (summary.py), unless ``weights`` are given explicitly. Every
+    party's points are checked as the secure engine's owners check them
+    (data.check_points: 2-D, the job's width, not empty, finite, inside the
+    bounds), raising InputError."""
+    parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
     units = [to_unit(q, p.lo, p.scale) for q in parts]
     if p.summary is not None and weights is None:
         from .summary import summarize

@@ -112,3 +112,57 @@ def test_cancelling_the_caller_ends_every_party_process(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+class _Alive:
+    def is_alive(self):
+        return True
+
+
+def test_a_silent_run_fails_after_timeout_s_without_progress():
+    import queue as q
+
+    from secure_meanshift.errors import MPCError
+    from secure_meanshift.simulate import _collect
+
+    t = time.perf_counter()
+    with pytest.raises(MPCError, match=r"no progress from the parties for 1 s"):
+        _collect(q.Queue(), [_Alive(), _Alive(), _Alive()], 2, 1.0, None)
+    assert time.perf_counter() - t < 4
+
+
+def test_a_run_that_keeps_progressing_is_not_cut_off():
+    """The deadline scales with the job: events reset it (not timeout_s * max_iter)."""
+    import queue as q
+    import threading
+
+    from secure_meanshift.simulate import _collect
+
+    out, seen = q.Queue(), []
+
+    def parties():
+        for i in range(1, 7):
+            time.sleep(0.4)
+            out.put(("progress", 0, {"stage": "iteration", "iteration": i, "max_iter": 6}))
+        out.put(("result", 0, "r0"))
+        out.put(("result", 1, "r1"))
+
+    threading.Thread(target=parties, daemon=True).start()
+    results, errors = _collect(out, [_Alive(), _Alive(), _Alive()], 2, 1.0, seen.append)
+    assert results == {0: "r0", 1: "r1"} and not errors and len(seen) == 6
+
+
+def test_the_twin_checks_points_as_the_parties_do():
+    import numpy as np
+
+    from secure_meanshift import InputError, MeanShiftParams, reference_meanshift
+
+    p = MeanShiftParams(bandwidth=0.2, bounds=([0, 0], [1, 1]))
+    good = np.full((5, 2), 0.5)
+    bad = good.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(InputError, match="party 1: row 2 contains NaN"):
+        reference_meanshift([good, bad], p)
+    bad[2, 1] = 1.5
+    with pytest.raises(InputError, match="party 1: row 2 is outside the public bounds"):
+        reference_meanshift([good, bad], p)
