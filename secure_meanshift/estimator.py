@@ -17,6 +17,7 @@ is opened (a party that receives no centres gets no labels).
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 from typing import Optional, Sequence
 
@@ -27,9 +28,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import InputError
 from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
-from .params import MERGE_RULES, SEEDINGS, MeanShiftParams, resolve_seeding, resolve_summary
+from .params import (AUTO_POINT_SEEDS_UP_TO, MAX_POINT_SEEDS, MERGE_RULES, SEEDINGS,
+                     MeanShiftParams, resolve_seeding, resolve_summary)
 from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells, check_grid,
                          check_inside)
+
+
+class SeedingWarning(UserWarning):
+    """seeding="auto" picked seeds other than every point (above the every-point limit)."""
 
 
 def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
@@ -108,8 +114,9 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         exact semantics, O(N^2) per iteration, at most 2,000 rows); "dust":
         ``n_dust`` rows picked by ``seed``; "bins": every party's own binned
         local modes; "both": dusts then binned modes; "auto": "points" up to
-        1,000 rows in exact mode, else "both". The choice made is in
-        ``seeding_``.
+        1,000 rows in exact mode, else "both" (with a SeedingWarning: the
+        centres may then differ from ``MeanShift()``'s). The choice made is
+        in ``seeding_``.
 
     seeds_per_party : int, default=32
         Seeds each party contributes with "bins"/"both" (a fixed budget).
@@ -378,6 +385,15 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         check_grid(bounds, float(h), data.names)
         p = self.make_params(h, bounds, n)
         p.check_world(world, n)
+        if self.seeding == "auto" and p.seeding != "points":
+            warnings.warn(
+                f"seeding: {n:,} points{' summarised' if p.summary is not None else ''}, so "
+                f"'auto' picked {p.seeding!r} (dusts and every party's local modes), not every "
+                f"point as seed (scikit-learn's MeanShift() semantics, at most "
+                f"{AUTO_POINT_SEEDS_UP_TO:,} points in exact mode here): centres may differ from "
+                "MeanShift()'s. seeding='points' takes up to "
+                f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.", SeedingWarning,
+                stacklevel=3)
         return p
 
     def fit(self, X, y=None):

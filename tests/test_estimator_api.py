@@ -151,3 +151,12 @@ def test_progress_header_names_the_choices():
     line = ProgressLine(verbose=2, max_iter=5, stream=out, header="2 parties, 80 points")
     line({"stage": "shared"})
     assert out.getvalue().startswith("secure mean-shift: 2 parties, 80 points\n")
+
+
+def test_switching_away_from_every_point_seeds_is_said():
+    from secure_meanshift.estimator import SeedingWarning
+
+    x, _ = make_blobs(1100, centers=[[0, 0], [6, 0]], random_state=0)
+    with pytest.warns(SeedingWarning, match="'auto' picked 'both'.*seeding_"):
+        est = SecureMeanShift(1.5, engine="plaintext", seeds_per_party=4).fit(x)
+    assert est.seeding_ == "both"
