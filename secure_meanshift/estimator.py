@@ -166,7 +166,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         point must lie inside. None: the data's range (a simulation
         convenience; in a deployment the bounds are agreed up front). The
         secure engine shares points on a grid of 2^-16 of the widest span:
-        a fit whose grid is coarser than h/8 is refused before anything starts
+        a fit whose grid is coarser than h/32 is refused before anything starts
         (h/100: a PrecisionWarning).
 
     quantile : float, default=0.3
