@@ -86,6 +86,31 @@ def test_readme_snippet_runs_without_a_main_guard(tmp_path):
     assert "Traceback" not in err and "freeze_support" not in err
 
 
+@pytest.mark.slow     # a kernel start plus a secure fit: about a minute on the shared machine
+def test_readme_snippet_runs_in_a_notebook_kernel(tmp_path):
+    pytest.importorskip("ipykernel")
+    manager = pytest.importorskip("jupyter_client.manager")
+    km, kc = manager.start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                                      env={**os.environ, "PYTHONPATH": ROOT},
+                                      startup_timeout=120)
+    out: list = []
+
+    def collect(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("ERROR " + msg["content"]["ename"])
+
+    try:
+        reply = kc.execute_interactive(SNIPPET, timeout=240, output_hook=collect)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    text = "".join(out)
+    assert reply["content"]["status"] == "ok", text[-2000:]
+    assert "labels [40, 40]" in text and "centres [[1.0, 1.0]" in text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT,
                                  pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
                                  pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
