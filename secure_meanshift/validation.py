@@ -207,8 +207,13 @@ def _party_list(X) -> Optional[list]:
     dims = [_ndim(q) for q in X]
     if all(d == 2 for d in dims):
         return list(X)
-    if all(d in (0, 1) for d in dims) and len({np.size(q) for q in X}) == 1:
-        return None                    # a list of rows: one 2-D array
+    if all(d in (0, 1) for d in dims):
+        sizes = [np.size(q) for q in X]
+        if len(set(sizes)) == 1:
+            return None                # a list of rows: one 2-D array
+        odd = next(i for i, n in enumerate(sizes) if n != sizes[0])
+        raise InputError(f"X: row {odd} has {sizes[odd]} values, row 0 has {sizes[0]}; "
+                         "expected a 2-D array (or a list with one 2-D array per party)")
     odd = next(i for i, d in enumerate(dims) if d != 2)
     raise InputError(
         f"party {odd}: expected a 2-D array (rows = points, columns = features), got "

@@ -50,6 +50,10 @@ def test_one_dimensional_party():
     refused([a, b[:, 0]], r"party 1: expected a 2-D array")
 
 
+def test_rows_of_different_lengths():
+    refused([[0.0, 1.0], [2.0, 3.0, 4.0]], r"X: row 1 has 3 values, row 0 has 2")
+
+
 def test_empty_list():
     refused([], r"X: an empty list")
 
