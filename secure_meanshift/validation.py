@@ -154,6 +154,9 @@ def as_matrix(obj, who: str, n_features: Optional[int] = None,
             _wrong_ndim(a, who)
         if np.iscomplexobj(a):
             raise InputError(f"{who}: Complex data not supported")
+        if a.dtype.kind in "Mm":
+            raise InputError(f"{who}: dtype {a.dtype} is not numeric (convert dates and "
+                             "durations to numbers first)")
         arr = _float_cells(a, who, None) if a.dtype.kind in "OUSV" else None
         if arr is None:
             try:
