@@ -185,9 +185,9 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         "plaintext": the numpy twin (same checks, same arithmetic grid).
 
     timeout_s : float, default=120.0
-        A run fails when the parties report no progress for this long (and a
-        silent peer is given up after this long); it does not bound a run that
-        keeps progressing.
+        A silent peer is given up after this long, and a run fails when the
+        parties report no progress for 3 x this long; it does not bound a run
+        that keeps progressing.
 
     verbose : int, default=1
         0: silent; 1: a progress line (stage, iteration, elapsed, time left at

@@ -194,6 +194,9 @@ class SimulationRun:
         return next(o for o in self.outcomes if o.centroids is not None)
 
 
+STALL_FACTOR = 3     # run_simulation fails after STALL_FACTOR * timeout_s without an event
+
+
 def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                    timeout_s: float = 120.0,
                    progress: Optional[Callable[[dict], None]] = None,
@@ -202,9 +205,11 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     raise InputError/MPCError on failure.
 
     Deadline: the run may go on as long as it makes progress; it fails when
-    party 0 reports nothing (no stage, chunk or iteration) for ``timeout_s``
-    seconds (the same limit every link uses for a silent peer), so the limit
-    scales with the job instead of being a fixed multiple of max_iter.
+    party 0 reports nothing (no sharing, chunk or iteration event) for
+    STALL_FACTOR * ``timeout_s`` seconds, so the limit scales with the job
+    instead of being a fixed multiple of max_iter. (A silent peer is given up
+    after ``timeout_s`` by the links themselves; the factor leaves room for the
+    phases without events: start-up, sharing, merge and reveal.)
     Ctrl-C (KeyboardInterrupt) or SIGTERM in the caller ends every party process
     at once; the parties ignore Ctrl-C themselves and die with the caller."""
     import json
@@ -253,9 +258,10 @@ def _collect(out, procs: list, world: int, timeout_s: float,
             tick = getattr(progress, "render", None)      # e.g. progress.ProgressLine
             if tick is not None:
                 tick()
-            if time.monotonic() - heard > timeout_s:
+            if time.monotonic() - heard > STALL_FACTOR * timeout_s:
                 raise MPCError(f"simulation timed out: no progress from the parties for "
-                               f"{timeout_s:g} s (timeout_s)") from None
+                               f"{STALL_FACTOR * timeout_s:g} s ({STALL_FACTOR} x timeout_s)"
+                               ) from None
             dead = [r for r, p in enumerate(procs)
                     if r < world and not p.is_alive() and r not in results
                     and r not in {e[0] for e in errors}]
