@@ -15,12 +15,13 @@ one machine, :func:`run_simulation`. The plaintext twin is
 :func:`reference_meanshift`.
 """
 
+from . import _lifeline  # noqa: F401  (first: a party process dies with its caller)
 from .errors import InputError, MPCError
 from .params import MeanShiftParams, dust_indices
 from .plaintext import PlainResult, reference_meanshift
 from .privacy import PrivacySpec
 
-__all__ = ["SecureMeanShift", "estimate_bandwidth", "InputError", "MPCError", "MeanShiftParams",
+__all__ = ["SecureMeanShift", "SecureStandardScaler", "estimate_bandwidth", "InputError", "MPCError", "MeanShiftParams",
            "dust_indices", "PlainResult", "reference_meanshift", "MPCConfig", "PartyOutcome",
            "run_party", "run_simulation", "run_dealer", "Peer", "LinkSecurity", "PrivacySpec"]
 
@@ -32,6 +33,9 @@ def __getattr__(name):  # heavy (torch / CrypTen) parts load on first use
     if name == "SecureMeanShift":
         from .estimator import SecureMeanShift
         return SecureMeanShift
+    if name == "SecureStandardScaler":
+        from .scaler import SecureStandardScaler
+        return SecureStandardScaler
     if name == "estimate_bandwidth":
         from .bandwidth import estimate_bandwidth
         return estimate_bandwidth

@@ -1,8 +1,12 @@
-"""scikit-learn-style entry point: ``SecureMeanShift(bandwidth=...).fit(parties)``.
+"""scikit-learn estimator: ``SecureMeanShift(bandwidth=...).fit(parties)``.
 
-``fit`` runs a local simulation (one OS process per party, as run_simulation)
-or, with ``engine="plaintext"``, the plaintext twin. The same parameters reach
-the CLI (``secure-meanshift simulate``) and the job spec (meanshift_rpc/jobspec.py).
+``fit`` runs a local simulation (one OS process per party and one for the
+dealer, as run_simulation) or, with ``engine="plaintext"``, the plaintext twin.
+The same parameters reach the CLI (``secure-meanshift simulate``) and the job
+spec (meanshift_rpc/jobspec.py).
+
+Every input is checked in the caller's process before any party process starts
+(secure_meanshift/validation.py); both engines apply the same checks.
 
 Labels follow scikit-learn's ``cluster_all`` semantics: every point gets the
 index of its nearest centre (``cluster_all=True``) or -1 when no centre lies
@@ -13,12 +17,26 @@ is opened (a party that receives no centres gets no labels).
 
 from __future__ import annotations
 
+import warnings
+from numbers import Integral, Real
 from typing import Optional, Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .kernels import DEFAULT_KERNEL
-from .params import MeanShiftParams, resolve_seeding
+from .errors import InputError
+from .privacy import PrivacySpec
+from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
+from .params import (AUTO_POINT_SEEDS_UP_TO, MAX_POINT_SEEDS, MERGE_RULES, SEEDINGS,
+                     MeanShiftParams, resolve_seeding, resolve_summary)
+from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells, check_grid,
+                         check_inside)
+
+
+class SeedingWarning(UserWarning):
+    """seeding="auto" picked seeds other than every point (above the every-point limit)."""
 
 
 def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
@@ -37,126 +55,361 @@ def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
 
 def data_bounds(parties: Sequence[np.ndarray], pad: float = 0.0) -> tuple:
     """Bounds covering every party's points (local simulation only: in a
-    deployment the bounds are public knowledge agreed up front)."""
+    deployment the bounds are public knowledge agreed up front). A data set
+    with no spread at all gets a unit box, so that some hi > lo."""
     x = np.concatenate([np.asarray(q, float) for q in parties])
     lo, hi = x.min(0), x.max(0)
-    span = float(np.max(hi - lo)) or 1.0
+    span = float(np.max(hi - lo))
+    if span <= 0:
+        return lo.tolist(), (hi + 1.0).tolist()
     return (lo - pad * span).tolist(), (hi + pad * span).tolist()
 
 
-class SecureMeanShift:
-    """Mean-shift over several parties' data under MPC, in scikit-learn's style.
+def sklearn_order(centres: np.ndarray, intensity: Optional[np.ndarray]) -> np.ndarray:
+    """Row order of scikit-learn's ``cluster_centers_``: decreasing (intensity,
+    centre coordinates) as tuples. Without intensities (the secure engine does
+    not open them): decreasing coordinates, scikit-learn's tie order."""
+    keys = [((0.0 if intensity is None else float(intensity[i])), tuple(map(float, c)))
+            for i, c in enumerate(centres)]
+    return np.asarray(sorted(range(len(centres)), key=lambda i: keys[i], reverse=True),
+                      dtype=int)
 
-    Parameters (all reach ``MeanShiftParams``; see its docstring):
-        bandwidth: h in data units, or "auto" (secure estimate_bandwidth with
-            ``quantile`` / ``n_samples``; only the bandwidth is revealed).
-        seeding: as in MeanShiftParams; default "auto": "points" (every point a
-            seed, scikit-learn's own default and exact semantics) up to
-            AUTO_POINT_SEEDS_UP_TO points in total (exact mode), else "both".
-        max_iter: 300 as in scikit-learn (the run stops once every seed has
-            converged; with ``oblivious`` all max_iter iterations run: lower it).
-        kernel, merge, merge_radius, seeds_per_party, n_dust, min_weight,
-        tol, oblivious, seed, summary, reveal_to, precision_bits: as in MeanShiftParams.
-        cluster_all: labels semantics (see module docstring).
-        bounds: public (lo, hi); default: the data's range (simulation only).
-        engine: "secure" (spawned party processes) or "plaintext" (the twin).
-        privacy: None (exact results) or {epsilon, delta} (a PrivacySpec also
-            works): DP mode (docs/privacy.md): the whole output is
-            (epsilon, delta)-DP per record; needs public ``bounds`` and a numeric
-            bandwidth; seeding "auto" becomes the public grid.
 
-    Attributes after fit: ``cluster_centers_`` (k, d), ``labels_`` (list: one
-    array per party), ``n_iter_``, ``params_``, ``bandwidth_``, ``outcomes_``.
+def sklearn_n_iter(iterations: int, max_iter: int) -> int:
+    """scikit-learn counts the updates before the one that did not move (its
+    last update is not counted), and max_iter when the limit was reached; the
+    engine counts every update it made (the non-moving one included)."""
+    return max_iter if iterations >= max_iter else max(0, iterations - 1)
+
+
+class SecureMeanShift(ClusterMixin, BaseEstimator):
+    """Mean-shift clustering over several parties' data under MPC, as
+    scikit-learn's ``MeanShift``.
+
+    Only the final centres are revealed (to the ranks in ``reveal_to``); each
+    party labels its own points locally from them. ``fit`` runs a local
+    simulation (``engine="secure"``: one OS process per party plus the
+    dealer's) or the plaintext twin (``engine="plaintext"``).
+
+    Parameters
+    ----------
+    bandwidth : float, "auto" or None, default=None
+        Kernel radius h in the data's units. None or "auto": estimated first
+        with scikit-learn's ``estimate_bandwidth`` formula under MPC (only h is
+        revealed), from ``n_samples`` rows picked by ``seed`` and ``quantile``.
+
+    kernel : {"flat", "gaussian"}, default="flat"
+        "flat" is scikit-learn's (weight 1 within h); "gaussian" is a
+        comparison-free polynomial approximation of exp(-d^2 / 2h^2).
+
+    merge : {"intensity", "first"}, default="intensity"
+        How near-duplicate centres are merged: "intensity" is scikit-learn's
+        rule (of centres within ``merge_radius`` keep the one with the most
+        points within h); "first" keeps the lowest seed index.
+
+    merge_radius : float or None, default=None
+        Centres closer than this collapse; None: h ("intensity") or h/2 ("first").
+
+    seeding : {"auto", "points", "dust", "bins", "both"}, default="auto"
+        Initial centres. "points": every row is a seed (scikit-learn's default,
+        exact semantics, O(N^2) per iteration, at most 2,000 rows); "dust":
+        ``n_dust`` rows picked by ``seed``; "bins": every party's own binned
+        local modes; "both": dusts then binned modes; "auto": "points" up to
+        1,000 rows in exact mode, else "both" (with a SeedingWarning: the
+        centres may then differ from ``MeanShift()``'s). The choice made is
+        in ``seeding_``.
+
+    seeds_per_party : int, default=32
+        Seeds each party contributes with "bins"/"both" (a fixed budget).
+
+    n_dust : int, default=8
+        Number of dust seeds with "dust"/"both".
+
+    min_weight : float, default=0.0
+        With ``merge="intensity"``: centres with fewer points than this within
+        h are dropped on shares (e.g. 5 keeps a lone record from becoming a
+        revealed centre); 0 drops only empty ones.
+
+    max_iter : int, default=300
+        Largest number of mean-shift updates (the run stops once no seed
+        moves; with ``oblivious`` exactly max_iter updates run).
+
+    tol : float or None, default=None
+        A seed has moved if a coordinate changed by more than tol; None:
+        1e-3 h (scikit-learn's threshold), floored at the fixed-point resolution.
+
+    oblivious : bool, default=False
+        Run exactly ``max_iter`` updates and reveal nothing before the end
+        (hides the iteration count).
+
+    seed : int, default=0
+        Public seed for the dust rows and the bandwidth sample (no secret
+        depends on it).
+
+    summary : float, "auto", "exact" or None, default=None
+        None/"exact": every point takes part; a float: each party first
+        summarises its points in cells of that many bandwidths; "auto": exact
+        up to 20,000 points, else cells of h/4.
+
+    reveal_to : list of int or None, default=None
+        Ranks that receive the centres (default: every party). Parties not
+        listed get no centres and so no labels.
+
+    precision_bits : int, default=20
+        Fixed-point fractional bits of centres, sums and the division (16-24).
+
+    cluster_all : bool, default=True
+        True: every point gets the nearest centre's label; False: points
+        farther than h from every centre get -1 (scikit-learn's semantics).
+
+    bounds : (lo, hi) or None, default=None
+        Public bounds per feature (two sequences of n_features numbers). Every
+        point must lie inside. None: the data's range (a simulation
+        convenience; in a deployment the bounds are agreed up front). The
+        secure engine shares points on a grid of 2^-16 of the widest span:
+        a fit whose grid is coarser than h/32 is refused before anything starts
+        (h/100: a PrecisionWarning).
+
+    quantile : float, default=0.3
+        ``estimate_bandwidth``'s quantile (bandwidth None/"auto").
+
+    n_samples : int or None, default=300
+        Rows sampled for the bandwidth estimate (None: all rows, as
+        scikit-learn; the work is n_samples^2).
+
+    n_parties : int, default=2
+        Only when X is a single array: it is split into this many contiguous
+        blocks of rows, one per party (party 0 gets the first rows).
+
+    engine : {"secure", "plaintext"}, default="secure"
+        "secure": spawned party processes and a dealer over TLS on loopback;
+        "plaintext": the numpy twin (same checks, same arithmetic grid).
+
+    timeout_s : float, default=120.0
+        A silent peer is given up after this long, and a run fails when the
+        parties report no progress for 3 x this long; it does not bound a run
+        that keeps progressing.
+
+    privacy : dict, PrivacySpec or None, default=None
+        None: exact results. ``{"epsilon": e, "delta": d}``: DP mode
+        (docs/privacy.md): the whole output is (epsilon, delta)-DP per record;
+        needs public ``bounds`` and a numeric bandwidth; seeding "auto" becomes
+        the public grid.
+
+    verbose : int, default=1
+        0: silent; 1: a progress line (stage, iteration, elapsed, time left at
+        most) on stderr once a secure fit has run for 3 s; 2: from the start.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+        The centres, in scikit-learn's order with ``engine="plaintext"``
+        (decreasing intensity, then decreasing coordinates). The secure engine
+        does not open intensities, so its centres are in decreasing
+        coordinate order (scikit-learn's tie order).
+
+    labels_ : list of ndarray, or ndarray
+        X a list of parties: one int array per party (None for a party that
+        received no centres). X a single array: one array of n_samples labels
+        (-1 for rows of a party that received no centres).
+
+    n_iter_ : int
+        As scikit-learn counts: the updates before the first that did not move
+        (max_iter when the limit was reached).
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names seen during fit (DataFrames with string column names only).
+
+    bandwidth_ : float
+        The bandwidth used (given or estimated).
+
+    seeding_ : str
+        The seeding rule used ("auto" resolved).
+
+    summary_ : float or None
+        The summary cell (in bandwidths) used, None for exact ("auto" resolved).
+
+    params_ : MeanShiftParams
+        Everything the parties agreed on.
+
+    outcomes_ : list of PartyOutcome or None
+        Per party (secure engine): timings, communication, iterations.
+
+    Notes
+    -----
+    ``X`` is a list with one 2-D array or DataFrame per party, or a single 2-D
+    array that is split into ``n_parties`` parties (see validation.py). With
+    scikit-learn's ``check_estimator`` (``engine="plaintext"``) every check
+    passes except those listed in the README ("scikit-learn's checks").
     """
 
-    def __init__(self, bandwidth=None, *, kernel: str = DEFAULT_KERNEL,
-                 merge: str = "intensity", merge_radius: Optional[float] = None,
-                 seeding: str = "auto", seeds_per_party: int = 32, n_dust: int = 8,
-                 min_weight: float = 0.0,
-                 max_iter: int = 300, tol: Optional[float] = None, oblivious: bool = False,
-                 seed: int = 0, summary=None, reveal_to=None, precision_bits: int = 20,
-                 cluster_all: bool = True, bounds=None, quantile: float = 0.3,
-                 n_samples: Optional[int] = 300, engine: str = "secure",
-                 timeout_s: float = 120.0, privacy=None):
+    _parameter_constraints: dict = {
+        "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}), None],
+        "kernel": [StrOptions(set(KERNEL_NAMES))],
+        "merge": [StrOptions(set(MERGE_RULES))],
+        "merge_radius": [Interval(Real, 0, None, closed="left"), None],
+        "seeding": [StrOptions(set(SEEDINGS))],
+        "seeds_per_party": [Interval(Integral, 1, 1024, closed="both")],
+        "n_dust": [Interval(Integral, 1, None, closed="left")],
+        "min_weight": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, 10_000, closed="both")],
+        "tol": [Interval(Real, 0, None, closed="neither"), None],
+        "oblivious": ["boolean"],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "summary": [Interval(Real, 0, 2, closed="right"), StrOptions({"auto", "exact"}), None],
+        "reveal_to": ["array-like", None],
+        "precision_bits": [Interval(Integral, 16, 24, closed="both")],
+        "cluster_all": ["boolean"],
+        "bounds": ["array-like", None],
+        "quantile": [Interval(Real, 0, 1, closed="right")],
+        "n_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "n_parties": [Interval(Integral, 1, None, closed="left")],
+        "engine": [StrOptions({"secure", "plaintext"})],
+        "timeout_s": [Interval(Real, 0, None, closed="neither")],
+        "verbose": ["verbose"],
+        "privacy": [dict, PrivacySpec, None],
+    }
+
+    def __init__(
+        self,
+        bandwidth=None,
+        *,
+        kernel: str = DEFAULT_KERNEL,
+        merge: str = "intensity",
+        merge_radius: Optional[float] = None,
+        seeding: str = "auto",
+        seeds_per_party: int = 32,
+        n_dust: int = 8,
+        min_weight: float = 0.0,
+        max_iter: int = 300,
+        tol: Optional[float] = None,
+        oblivious: bool = False,
+        seed: int = 0,
+        summary=None,
+        reveal_to=None,
+        precision_bits: int = 20,
+        cluster_all: bool = True,
+        bounds=None,
+        quantile: float = 0.3,
+        n_samples: Optional[int] = 300,
+        n_parties: int = 2,
+        engine: str = "secure",
+        timeout_s: float = 120.0,
+        verbose: int = 1,
+        privacy=None,
+    ):
         self.bandwidth = bandwidth
-        self.kernel, self.merge, self.merge_radius = kernel, merge, merge_radius
-        self.seeding, self.seeds_per_party, self.n_dust = seeding, seeds_per_party, n_dust
+        self.kernel = kernel
+        self.merge = merge
+        self.merge_radius = merge_radius
+        self.seeding = seeding
+        self.seeds_per_party = seeds_per_party
+        self.n_dust = n_dust
         self.min_weight = min_weight
-        self.max_iter, self.tol, self.oblivious, self.seed = max_iter, tol, oblivious, seed
-        self.summary, self.reveal_to, self.precision_bits = summary, reveal_to, precision_bits
-        self.cluster_all, self.bounds = cluster_all, bounds
-        self.quantile, self.n_samples = quantile, n_samples
-        self.engine, self.timeout_s = engine, timeout_s
+        self.max_iter = max_iter
+        self.tol = tol
+        self.oblivious = oblivious
+        self.seed = seed
+        self.summary = summary
+        self.reveal_to = reveal_to
+        self.precision_bits = precision_bits
+        self.cluster_all = cluster_all
+        self.bounds = bounds
+        self.quantile = quantile
+        self.n_samples = n_samples
+        self.n_parties = n_parties
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self.verbose = verbose
         self.privacy = privacy
 
-    def get_params(self, deep: bool = True) -> dict:
-        import inspect
-
-        names = [p for p in inspect.signature(self.__init__).parameters if p != "self"]
-        return {k: getattr(self, k) for k in names}
-
-    def set_params(self, **kw):
-        for k, v in kw.items():
-            setattr(self, k, v)
-        return self
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = self.engine == "secure"   # fixed-point truncation noise
+        return tags
 
     def make_params(self, bandwidth: float, bounds,
                     total_points: Optional[int] = None) -> MeanShiftParams:
-        """total_points: resolves seeding "auto" now (else the run resolves it;
-        in DP mode MeanShiftParams makes it "grid")."""
-        seeding = self.seeding
-        if self.privacy is None and total_points is not None:
-            seeding = resolve_seeding(self.seeding, total_points, self.summary)
+        """total_points: resolves summary and seeding "auto" now (else the run
+        resolves them)."""
+        summary = None if self.summary == "exact" else self.summary
+        if total_points is not None:
+            summary = resolve_summary(summary, total_points)
         return MeanShiftParams(
             bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
             seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
-            seeding=seeding, seeds_per_party=self.seeds_per_party,
-            min_weight=self.min_weight, reveal_to=None if self.reveal_to is None else tuple(self.reveal_to),
-            summary=self.summary, precision_bits=self.precision_bits, privacy=self.privacy)
+            seeding=self.seeding if total_points is None or self.privacy is not None else
+            resolve_seeding(self.seeding, total_points, summary),
+            seeds_per_party=self.seeds_per_party,
+            min_weight=self.min_weight,
+            reveal_to=None if self.reveal_to is None else tuple(int(r) for r in self.reveal_to),
+            summary=summary, precision_bits=self.precision_bits, privacy=self.privacy)
 
-    def fit(self, parties: Sequence[np.ndarray], y=None):
-        parties = [np.asarray(q, float) for q in parties]
+    # ---- fit: every check first, then the run ------------------------------
+    def _check_fit_input(self, X):
+        """(PartyData, bounds): everything checked before any process starts."""
+        secure = self.engine == "secure"
+        if secure and self.n_parties < 2:
+            raise InputError("n_parties: the secure engine needs at least 2 parties")
+        data = as_parties(X, self.n_parties, min_parties=2 if secure else 1)
         if self.privacy is not None:
             self._check_dp_inputs()
-        bounds = self.bounds if self.bounds is not None else data_bounds(parties)
+        names_from = next((f for f in data.frames if f is not None), None) \
+            if data.names is not None else None
+        validate_data(self, X if data.single else
+                      (names_from if names_from is not None else data.parties[0]),
+                      reset=True, skip_check_array=True)
+        if data.names is not None and not data.single:     # reordered: party 0's order
+            self.feature_names_in_ = np.asarray(data.names, dtype=object)
+        if self.bounds is not None:
+            bounds = check_bounds(self.bounds, data.n_features, data.names)
+            check_inside(data.parties, bounds, data.names)
+        else:
+            bounds = data_bounds(data.parties)
+        if self.reveal_to is not None:
+            bad = [r for r in self.reveal_to if not 0 <= int(r) < len(data.parties)]
+            if bad:
+                raise InputError(f"reveal_to: party {bad[0]} does not exist "
+                                 f"({len(data.parties)} parties)")
+        return data, bounds
+
+    def _resolve(self, data, bounds) -> MeanShiftParams:
+        """The bandwidth (estimated if asked) and the agreed parameters, checked."""
+        n = data.n_samples
+        world = max(2, len(data.parties))
+        scale = float(np.max(np.subtract(bounds[1], bounds[0])))
         h = self.bandwidth
         if h is None or h == "auto":
+            self.make_params(1e-3 * scale, bounds, n).check_world(world, n)   # before spawning
             from .bandwidth import estimate_bandwidth
 
-            h = estimate_bandwidth(parties, quantile=self.quantile, n_samples=self.n_samples,
-                                   seed=self.seed, bounds=bounds, engine=self.engine,
-                                   timeout_s=self.timeout_s)
-        self.bandwidth_ = float(h)
-        p = self.make_params(h, bounds, sum(len(q) for q in parties))
-        self.params_ = p
-        if self.engine == "plaintext":
-            from .plaintext import reference_meanshift
-
-            ref = reference_meanshift(parties, p)
-            self.cluster_centers_, self.n_iter_ = ref.centroids, ref.iterations
-            self.outcomes_ = None
-            self.reference_ = ref
-            got_centres = [ref.centroids] * len(parties)
-        elif self.engine == "secure":
-            from .simulate import run_simulation
-
-            run = run_simulation(parties, p, timeout_s=self.timeout_s)
-            self.outcomes_ = run.outcomes
-            self.cluster_centers_ = run.receiver.centroids
-            self.n_iter_ = run.receiver.iterations
-            got_centres = [o.centroids for o in run.outcomes]
-        else:
-            raise ValueError("engine: 'secure' or 'plaintext'")
-        # each party labels its own points from the centres it received
-        self.labels_ = [None if c is None else assign_labels(q, c, p.bandwidth, self.cluster_all)
-                        for q, c in zip(parties, got_centres)]
-        return self
+            h = estimate_bandwidth(data.parties, quantile=self.quantile,
+                                   n_samples=self.n_samples, seed=self.seed, bounds=bounds,
+                                   engine=self.engine, timeout_s=self.timeout_s)
+            if not h > 0:
+                raise InputError("bandwidth: the estimate is 0 (too few distinct points, "
+                                 f"n_samples = {n}); give a bandwidth")
+        check_grid(bounds, float(h), data.names)
+        p = self.make_params(h, bounds, n)
+        p.check_world(world, n)
+        if self.seeding == "auto" and p.seeding != "points":
+            warnings.warn(
+                f"seeding: {n:,} points{' summarised' if p.summary is not None else ''}, so "
+                f"'auto' picked {p.seeding!r} (dusts and every party's local modes), not every "
+                f"point as seed (scikit-learn's MeanShift() semantics, at most "
+                f"{AUTO_POINT_SEEDS_UP_TO:,} points in exact mode here): centres may differ from "
+                "MeanShift()'s. seeding='points' takes up to "
+                f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.", SeedingWarning,
+                stacklevel=3)
+        return p
 
     def _check_dp_inputs(self) -> None:
         """DP mode needs values that do not depend on the data."""
-        from .errors import InputError
-
         if self.bounds is None:
             raise InputError("bounds: DP mode needs public bounds (the data's own range "
                              "would depend on the data)")
@@ -164,8 +417,90 @@ class SecureMeanShift:
             raise InputError("bandwidth: 'auto' is refused in DP mode (the estimate would "
                              "reveal a value computed from the data); give a number")
 
-    def predict(self, X) -> np.ndarray:
-        return assign_labels(X, self.cluster_centers_, self.bandwidth_, self.cluster_all)
+    def fit(self, X, y=None):
+        """Cluster the parties' points.
 
-    def fit_predict(self, parties, y=None) -> list:
-        return self.fit(parties).labels_
+        Parameters
+        ----------
+        X : list of array-like of shape (n_i, n_features), or array-like of shape (n_samples, n_features)
+            One 2-D array or DataFrame per party, or a single array split into
+            ``n_parties`` parties.
+        y : Ignored
+
+        Returns
+        -------
+        self : SecureMeanShift
+        """
+        self._validate_params()
+        data, bounds = self._check_fit_input(X)
+        p = self._resolve(data, bounds)
+        self.bandwidth_ = p.bandwidth
+        self.params_ = p
+        self.seeding_ = p.seeding
+        self.summary_ = p.summary
+        if self.engine == "plaintext":
+            received = self._fit_plaintext(data, p)
+        else:
+            received = self._fit_secure(data, p)
+        labels = [None if not got else assign_labels(q, self.cluster_centers_, p.bandwidth,
+                                                     self.cluster_all)
+                  for q, got in zip(data.parties, received)]
+        if data.single:
+            labels = np.concatenate([np.full(len(q), -1) if lab is None else lab
+                                     for q, lab in zip(data.parties, labels)])
+        self.labels_ = labels
+        return self
+
+    def _fit_plaintext(self, data, p: MeanShiftParams) -> list:
+        from .plaintext import reference_meanshift
+
+        ref = reference_meanshift(data.parties, p)
+        cents = ref.centroids
+        intensity = None
+        if len(cents) and ref.intensity is not None:   # a kept centre is an unmerged row
+            d2 = ((cents[:, None, :] - ref.unmerged[None, :, :]) ** 2).sum(-1)
+            intensity = ref.intensity[np.argmin(d2, axis=1)]
+        self.cluster_centers_ = cents[sklearn_order(cents, intensity)]
+        self.n_iter_ = sklearn_n_iter(ref.iterations, p.max_iter)
+        self.outcomes_ = None
+        self.reference_ = ref
+        return [True] * len(data.parties)
+
+    def _fit_secure(self, data, p: MeanShiftParams) -> list:
+        from .progress import ProgressLine
+        from .simulate import run_simulation
+
+        line = ProgressLine(int(self.verbose), p.max_iter, header=self._header(data, p))
+        try:
+            run = run_simulation(data.parties, p, timeout_s=self.timeout_s, progress=line)
+        finally:
+            line.close()
+        self.outcomes_ = run.outcomes
+        cents = run.receiver.centroids
+        self.cluster_centers_ = cents[sklearn_order(cents, None)]
+        self.n_iter_ = sklearn_n_iter(run.receiver.iterations, p.max_iter)
+        return [o.centroids is not None for o in run.outcomes]
+
+    def _header(self, data, p: MeanShiftParams) -> str:
+        """The choices of this fit, in one line (public parameters only)."""
+        estimated = self.bandwidth is None or self.bandwidth == "auto"
+        summary = "exact" if p.summary is None else f"cells of {p.summary:g} h"
+        return (f"{len(data.parties)} parties, {data.n_samples:,} points, {data.n_features} "
+                f"features; bandwidth {p.bandwidth:.6g}{' (estimated)' if estimated else ''}, "
+                f"kernel {p.kernel}, seeding {p.seeding}"
+                f"{' (auto)' if self.seeding == 'auto' else ''}, summary {summary}"
+                f"{' (auto)' if self.summary == 'auto' else ''}, max_iter {p.max_iter}")
+
+    def predict(self, X) -> np.ndarray:
+        """Index of the nearest centre for each row of X (one party's or pooled
+        data, array-like of shape (n_samples, n_features))."""
+        check_is_fitted(self)
+        arr, names = as_matrix(X, "X", finite=False)
+        validate_data(self, X, reset=False, skip_check_array=True)   # width and names
+        check_finite_cells(arr, "X", names)
+        return assign_labels(arr, self.cluster_centers_, self.bandwidth_, self.cluster_all)
+
+    def fit_predict(self, X, y=None, **kwargs):
+        """``fit(X).labels_``: a list with one label array per party when X is a
+        list of parties, else one array of n_samples labels."""
+        return self.fit(X).labels_

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .data import from_unit, to_unit
+from .data import check_points, from_unit, to_unit
 from .division import EMPTY_BELOW
 from .kernels import plain_kernel
 from .params import MeanShiftParams, dust_indices, resolve_seeding
@@ -151,12 +151,16 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
     In DP mode (``p.privacy``) the twin runs the same mechanism: the noisy
     histogram on the public grid (privacy.twin_inputs; ``noise`` is the parties'
     total noise per cell, e.g. collected from a secure run), the same clamping,
-    seeds and post-processing."""
+    seeds and post-processing (rows outside the bounds are clipped). Otherwise
+    every party's points are checked as the secure engine's owners check them
+    (data.check_points: 2-D, the job's width, not empty, finite, inside the
+    bounds), raising InputError."""
     if p.dp:
         from .privacy import twin_inputs
 
         x, w, seeds, p = twin_inputs(parts, p, noise)
         return _run_twin(x, w, seeds, p)
+    parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
     units = [to_unit(q, p.lo, p.scale) for q in parts]
     if p.summary is not None and weights is None:
         from .summary import summarize

@@ -9,11 +9,17 @@ only; the outcome says which were used."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
+from multiprocessing import context as _mp_context
+from multiprocessing import popen_spawn_posix, spawn
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -61,10 +67,104 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
                       timeout_s=timeout_s) for r, n in enumerate(names)]
 
 
+# ---- starting party processes without the caller's __main__ -------------------
+# multiprocessing's spawn re-runs the caller's main script (or module) in every
+# child before unpickling the target: a script without an
+# ``if __name__ == "__main__":`` guard would call fit again in each party
+# process. The targets here live in this package, so the children need nothing
+# from __main__: the preparation data is sent without it.
+
+_PREP_LOCK = threading.Lock()
+
+
+class _NoMainPopen(popen_spawn_posix.Popen):
+    def _launch(self, process_obj):
+        original = spawn.get_preparation_data
+
+        def without_main(name):
+            data = original(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        from ._lifeline import CALLER_ENV
+
+        with _PREP_LOCK:
+            spawn.get_preparation_data = without_main
+            os.environ[CALLER_ENV] = str(os.getpid())    # the child's _lifeline reads it
+            try:
+                super()._launch(process_obj)
+            finally:
+                spawn.get_preparation_data = original
+                os.environ.pop(CALLER_ENV, None)
+
+
+class PartyProcess(_mp_context.SpawnProcess):
+    """A spawned process that does not import the caller's ``__main__``: ``fit``
+    works from a plain script without a ``__main__`` guard, and from a notebook.
+    Its target must be importable (a function of this package)."""
+
+    @staticmethod
+    def _Popen(process_obj):
+        return _NoMainPopen(process_obj)
+
+
+def _child_setup() -> None:
+    """In a party process: leave Ctrl-C to the caller (which ends every party at
+    once) and die with the caller if it is killed (Linux parent-death signal)."""
+    from ._lifeline import arm_parent_death_signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    arm_parent_death_signal()        # armed at import already (_lifeline); again for other starts
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:   # the caller died before that
+        os._exit(1)
+
+
+class Cancelled(KeyboardInterrupt):
+    """The caller received SIGTERM during a run (every party process was ended)."""
+
+
+@contextmanager
+def _sigterm_cancels():
+    """While a run is going: SIGTERM raises Cancelled (so the parties are ended)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Cancelled("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def end_processes(procs: Sequence, grace_s: float = 5.0, at_once: bool = False) -> None:
+    """Join every process (after grace_s kill it); ``at_once``: kill them all now."""
+    if at_once:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        for p in procs:
+            p.join(timeout=2)
+        return
+    end = time.monotonic() + grace_s
+    for p in procs:
+        p.join(timeout=max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=2)
+
+
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
                 report_progress: bool, keep_noise: bool = False, links=None) -> None:
     from .runtime import run_dealer, run_party
 
+    _child_setup()
     rank = cfg.rank
 
     def progress(ev: dict) -> None:
@@ -103,6 +203,9 @@ class SimulationRun:
         return np.sum([o.dp_noise for o in self.outcomes], axis=0)
 
 
+STALL_FACTOR = 3     # run_simulation fails after STALL_FACTOR * timeout_s without an event
+
+
 def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                    timeout_s: float = 120.0,
                    progress: Optional[Callable[[dict], None]] = None,
@@ -112,7 +215,16 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     raise InputError/MPCError on failure. ``transport``: "tls" (default),
     "trusted-network" (plaintext TCP) or "local" (tests: see _start_ranks).
     ``keep_noise`` (DP mode, tests only): every party returns its own noise
-    (SimulationRun.dp_noise)."""
+    (SimulationRun.dp_noise).
+
+    Deadline: the run may go on as long as it makes progress; it fails when
+    party 0 reports nothing (no sharing, chunk or iteration event) for
+    STALL_FACTOR * ``timeout_s`` seconds, so the limit scales with the job
+    instead of being a fixed multiple of max_iter. (A silent peer is given up
+    after ``timeout_s`` by the links themselves; the factor leaves room for the
+    phases without events: start-up, sharing, merge and reveal.)
+    Ctrl-C (KeyboardInterrupt) or SIGTERM in the caller ends every party process
+    at once; the parties ignore Ctrl-C themselves and die with the caller."""
     import json
 
     world = len(parts)
@@ -125,44 +237,17 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                          timeout_s, context=json.dumps(params.to_dict(), sort_keys=True))
     empty = np.zeros((0, params.dim))
     t0 = time.perf_counter()
-    procs = _start_ranks(cfgs, _party_main, lambda cfg: (
-        np.asarray(parts[cfg.rank]) if cfg.rank < world else empty, params, out,
-        progress is not None, keep_noise), local)
-    results: dict = {}
-    errors: list = []
-    dealt = None
-    deadline = time.monotonic() + timeout_s * (params.max_iter + 10)
+    ok = False
+    procs: list = []
     try:
-        while len(results) + len(errors) < world:
-            try:
-                kind, rank, payload = out.get(timeout=1.0)
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise MPCError("simulation timed out") from None
-                dead = [r for r, p in enumerate(procs)
-                        if r < world and not p.is_alive() and r not in results
-                        and r not in {e[0] for e in errors}]
-                if dead and out.empty():
-                    time.sleep(0.5)
-                    if out.empty():
-                        raise MPCError(f"party {dead[0]} exited without a result") from None
-                continue
-            if kind == "progress":
-                progress(payload)
-            elif kind == "dealer":
-                dealt = payload
-            elif kind == "result":
-                results[rank] = payload
-            else:
-                errors.append((rank, payload))
-                if payload[0] == "InputError":
-                    break
+        with _sigterm_cancels():
+            _start_ranks(procs, cfgs, _party_main, lambda cfg: (
+                np.asarray(parts[cfg.rank]) if cfg.rank < world else empty, params, out,
+                True, keep_noise), local)
+            results, errors = _collect(out, procs, world, timeout_s, progress)
+            ok = True
     finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
+        end_processes(procs, at_once=not ok)
         tmp.cleanup()
     if errors:
         input_errs = [e for e in errors if e[1][0] == "InputError"]
@@ -171,9 +256,48 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     return SimulationRun([results[r] for r in range(world)], time.perf_counter() - t0)
 
 
+def _collect(out, procs: list, world: int, timeout_s: float,
+             progress: Optional[Callable[[dict], None]]) -> tuple[dict, list]:
+    """Read the parties' messages until every party has a result or an error."""
+    results: dict = {}
+    errors: list = []
+    heard = time.monotonic()
+    while len(results) + len(errors) < world:
+        try:
+            kind, rank, payload = out.get(timeout=1.0)
+        except queue.Empty:
+            tick = getattr(progress, "render", None)      # e.g. progress.ProgressLine
+            if tick is not None:
+                tick()
+            if time.monotonic() - heard > STALL_FACTOR * timeout_s:
+                raise MPCError(f"simulation timed out: no progress from the parties for "
+                               f"{STALL_FACTOR * timeout_s:g} s ({STALL_FACTOR} x timeout_s)"
+                               ) from None
+            dead = [r for r, p in enumerate(procs)
+                    if r < world and not p.is_alive() and r not in results
+                    and r not in {e[0] for e in errors}]
+            if dead and out.empty():
+                time.sleep(0.5)
+                if out.empty():
+                    raise MPCError(f"party {dead[0]} exited without a result") from None
+            continue
+        heard = time.monotonic()
+        if kind == "progress":
+            if progress is not None:
+                progress(payload)
+        elif kind == "result":
+            results[rank] = payload
+        elif kind == "error":
+            errors.append((rank, payload))
+            if payload[0] == "InputError":
+                break
+    return results, errors
+
+
 def _fn_main(cfg, fn, args, out, links=None) -> None:
     from .runtime import _Session, run_dealer
 
+    _child_setup()
     try:
         if cfg.is_dealer:
             run_dealer(cfg, links)
@@ -182,41 +306,6 @@ def _fn_main(cfg, fn, args, out, links=None) -> None:
             out.put(("result", cfg.rank, fn(cfg.rank, *args)))
     except BaseException as exc:
         out.put(("error", cfg.rank, f"{type(exc).__name__}: {exc}"))
-
-
-def _context(local: bool):
-    return mp.get_context("fork" if local else "spawn")
-
-
-def _local_rank(target, cfg, args: tuple, ends: list) -> None:
-    """A forked rank over its socket pairs (transport "local")."""
-    from .transport import LocalLinks, keep_own
-
-    target(cfg, *args, links=LocalLinks(cfg.rank, keep_own(ends, cfg.rank), cfg.timeout_s))
-
-
-def _start_ranks(cfgs: list, target, args_of: Callable, local: bool) -> list:
-    """Start target(cfg, *args_of(cfg)) for every rank: in spawned processes
-    that connect the job's mesh, or (local) in processes forked from this one
-    over socket pairs made before the fork: no TLS, no handshake, no fresh
-    interpreter (transport.LocalLinks; for tests whose subject is not the link)."""
-    ctx = _context(local)
-    if not local:
-        procs = [ctx.Process(target=target, args=(cfg, *args_of(cfg)), daemon=True)
-                 for cfg in cfgs]
-    else:
-        from .transport import socket_pairs
-
-        ends = socket_pairs(len(cfgs))
-        procs = [ctx.Process(target=_local_rank, args=(target, cfg, args_of(cfg), ends),
-                             daemon=True) for cfg in cfgs]
-    for p in procs:
-        p.start()
-    if local:
-        for socks in ends:          # every rank holds its own ends now
-            for s in socks.values():
-                s.close()
-    return procs
 
 
 def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 60.0,
@@ -230,21 +319,62 @@ def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 6
     tmp = tempfile.TemporaryDirectory(prefix="sms-fn-")
     cfgs = local_configs(world_size, provider, "trusted-network" if local else transport,
                          tmp.name, timeout_s)
-    procs = _start_ranks(cfgs, _fn_main, lambda cfg: (fn, args, out), local)
     results: dict = {}
+    ok = False
+    procs: list = []
     try:
-        while len(results) < world_size:
-            try:
-                kind, rank, payload = out.get(timeout=timeout_s)
-            except queue.Empty:
-                raise MPCError("MPC function timed out") from None
-            if kind == "error":
-                raise MPCError(f"rank {rank}: {payload}")
-            results[rank] = payload
+        with _sigterm_cancels():
+            _start_ranks(procs, cfgs, _fn_main, lambda cfg: (fn, args, out), local)
+            while len(results) < world_size:
+                try:
+                    kind, rank, payload = out.get(timeout=timeout_s)
+                except queue.Empty:
+                    raise MPCError("MPC function timed out") from None
+                if kind == "error":
+                    raise MPCError(f"rank {rank}: {payload}")
+                results[rank] = payload
+            ok = True
     finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
+        end_processes(procs, at_once=not ok)
         tmp.cleanup()
     return [results[r] for r in range(world_size)]
+
+
+def _context(local: bool):
+    return mp.get_context("fork" if local else "spawn")
+
+
+def _local_rank(target, cfg, args: tuple, ends: list) -> None:
+    """A forked rank over its socket pairs (transport "local")."""
+    from .transport import LocalLinks, keep_own
+
+    target(cfg, *args, links=LocalLinks(cfg.rank, keep_own(ends, cfg.rank), cfg.timeout_s))
+
+
+def _start_ranks(procs: list, cfgs: list, target, args_of: Callable, local: bool) -> None:
+    """Start target(cfg, *args_of(cfg)) for every rank, appending each process to
+    ``procs`` as it starts (so the caller can end them all on an interrupt): in
+    spawned processes that connect the job's mesh and do not import the
+    caller's __main__ (PartyProcess), or (local) in processes forked from this
+    one over socket pairs made before the fork: no TLS, no handshake, no fresh
+    interpreter (transport.LocalLinks; for tests whose subject is not the link)."""
+    if not local:
+        for cfg in cfgs:
+            p = PartyProcess(target=target, args=(cfg, *args_of(cfg)), daemon=True)
+            p.start()
+            procs.append(p)
+        return
+    from .transport import socket_pairs
+
+    ctx = _context(True)
+    ends = socket_pairs(len(cfgs))
+    try:
+        for cfg in cfgs:
+            p = ctx.Process(target=_local_rank, args=(target, cfg, args_of(cfg), ends),
+                            daemon=True)
+            p.start()
+            procs.append(p)
+    finally:
+        for socks in ends:          # every rank holds its own ends now
+            for s in socks.values():
+                s.close()
