@@ -29,6 +29,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from numbers import Real, Integral
 
+from .disclosure import disclose
 from .errors import InputError
 from .validation import as_matrix, as_parties, check_finite_cells
 
@@ -57,7 +58,7 @@ def _secure_sum(local: np.ndarray, rank: int, world: int) -> np.ndarray:
         t = crypten.cryptensor(enc if src == rank else torch.zeros_like(enc), src=src,
                                precision=0)
         total = t if total is None else total + t
-    opened = total.get_plain_text().numpy().astype(np.int64)
+    opened = disclose(total, "pooled-moments").numpy().astype(np.int64)
     return opened.astype(np.float64) / 2.0 ** FRACTION_BITS
 
 
