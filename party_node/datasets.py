@@ -1,5 +1,7 @@
 """A node's data sets, checked when the node starts, on reload and before every
-job: a CSV with a header (or a .npy array), every cell a finite number.
+job: a CSV with a header (or a .npy array), every cell a finite number; or a
+Parquet file/directory/glob or an SQL query (secure_meanshift.sources), checked
+in chunks and summarised out of core by the job's worker (LocalData).
 
 Problems are reported twice: ``problem`` names the data set key, the line and
 the column, never a local path nor a value (it may leave the node: refusals,
@@ -14,6 +16,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from secure_meanshift.data import PointsFileError, read_csv_points
+from secure_meanshift.sources import Source, SourceError, iter_chunks, parquet_files
+
+IN_MEMORY = ("csv", "npy")      # read whole, as before; the other kinds stream
 
 
 class DatasetError(ValueError):
@@ -83,7 +88,19 @@ class Status:
     stamp: tuple = ()          # (mtime_ns, size) when checked: a change means "check again"
 
 
-def stamp(path: str) -> tuple:
+def stamp(path) -> tuple:
+    """(mtime_ns, size) of a file; for a Parquet directory or glob (a Source) the
+    newest mtime, total size and file count; () for SQL (checked on reload only)."""
+    if isinstance(path, Source):
+        if path.kind == "sql":
+            return ()
+        if path.kind == "parquet":
+            try:
+                sts = [os.stat(f) for f in parquet_files(path)]
+            except (OSError, SourceError):
+                return ()
+            return (max(s.st_mtime_ns for s in sts), sum(s.st_size for s in sts), len(sts))
+        path = path.path
     try:
         st = os.stat(path)
         return (st.st_mtime_ns, st.st_size)
@@ -91,16 +108,78 @@ def stamp(path: str) -> tuple:
         return ()
 
 
-def check(name: str, path: str, columns: Optional[Sequence[str]] = None) -> Status:
-    """Check one data set; never raises."""
-    st = stamp(path)
+def _source(name: str, ds) -> Source:
+    """A config Dataset's Source, under the data set's name."""
+    from dataclasses import replace
+
+    return replace(ds.source, key=name)
+
+
+def scan(name: str, src: Source) -> Loaded:
+    """A streaming source read once in chunks (nothing kept): its column names,
+    every cell checked. ``points`` is empty (the worker reads the rows)."""
+    from secure_meanshift.sources import column_names
+
     try:
-        loaded = load(name, path, columns)
+        cols = column_names(src)
+        n = 0
+        for off, arr in iter_chunks(src):
+            n = off + len(arr)
+    except SourceError as exc:
+        raise DatasetError(name, exc.what, exc.where) from None
+    if not n:
+        raise DatasetError(name, "no data rows", src.where)
+    return Loaded(np.zeros((0, len(cols))), cols)
+
+
+def check(name: str, path, columns: Optional[Sequence[str]] = None) -> Status:
+    """Check one data set (a path, or a config Dataset); never raises."""
+    ds = path if not isinstance(path, str) else None
+    st = stamp(_source(name, ds) if ds is not None else path)
+    try:
+        if ds is not None and ds.source.kind not in IN_MEMORY:
+            loaded = scan(name, _source(name, ds))
+        else:
+            loaded = load(name, ds.path if ds is not None else path,
+                          ds.columns if ds is not None else columns)
     except DatasetError as exc:
         return Status(name, False, str(exc), exc.local, stamp=st)
     return Status(name, True, columns=loaded.columns, stamp=st)
 
 
 def check_all(datasets: dict) -> dict:
-    """{name: Status} for a node config's ``datasets`` ({name: Dataset(path, columns)})."""
-    return {name: check(name, ds.path, ds.columns) for name, ds in sorted(datasets.items())}
+    """{name: Status} for a node config's ``datasets`` ({name: Dataset})."""
+    return {name: check(name, ds) for name, ds in sorted(datasets.items())}
+
+
+def check_for_job(name: str, ds, bounds) -> list:
+    """A job's input rule on one data set (every row finite and inside the
+    bounds) before the job is accepted; returns the column names. DatasetError:
+    the data set is unreadable (path-free); ValueError: a row breaks the rule
+    (names the row: the node's local log only)."""
+    src = _source(name, ds)
+    if src.kind in IN_MEMORY:
+        from secure_meanshift.data import check_points
+
+        loaded = load(name, ds.path, ds.columns)
+        check_points(loaded.points, bounds, f"data set {name!r}")
+        return loaded.columns
+    from secure_meanshift.local_data import LocalData
+
+    data = LocalData(src)
+    try:
+        data.check(bounds, f"data set {name!r}")
+    except SourceError as exc:
+        raise DatasetError(name, exc.what, exc.where) from None
+    return data.columns
+
+
+def job_data(job: dict, progress=None):
+    """The worker's view of its data set: an (n, d) array for CSV/.npy (read as
+    before), a LocalData (checked and summarised out of core) for the rest."""
+    spec = job.get("source")
+    if not spec or spec.get("kind") in IN_MEMORY:
+        return load(job["dataset"], job["path"], job.get("columns")).points
+    from secure_meanshift.local_data import LocalData
+
+    return LocalData(Source.from_dict({**spec, "key": job["dataset"]}), progress)

@@ -297,9 +297,9 @@ class PartyNode:
         SIGHUP); log what changed. The next heartbeat tells the coordinator."""
         for name, ds in sorted(self.cfg.datasets.items()):
             old = self.datasets.get(name)
-            if not force and old is not None and old.stamp == datasets.stamp(ds.path):
+            if not force and old is not None and old.stamp == datasets.stamp(ds.source):
                 continue
-            self._set_status(datasets.check(name, ds.path, ds.columns))
+            self._set_status(datasets.check(name, ds))
 
     def _set_status(self, st: "datasets.Status") -> None:
         old = self.datasets.get(st.name)
@@ -430,22 +430,18 @@ class PartyNode:
         ds = self.cfg.datasets.get(name)
         if ds is None:
             return f"no data set named {name!r} on this node"
-        try:   # catch bad data now, before anybody starts computing
-            loaded = datasets.load(name, ds.path, ds.columns)
+        try:   # catch bad data now, before anybody starts computing (streamed: sources.py)
+            columns = datasets.check_for_job(name, ds, (list(spec.bounds_lo),
+                                                        list(spec.bounds_hi)))
         except datasets.DatasetError as exc:    # names line and column, no path, no value
             self._set_status(datasets.Status(name, False, str(exc), exc.local,
-                                             stamp=datasets.stamp(ds.path)))
+                                             stamp=datasets.stamp(ds.source)))
             return str(exc)
-        try:
-            from secure_meanshift.data import check_points
-
-            check_points(loaded.points, (list(spec.bounds_lo), list(spec.bounds_hi)),
-                         f"data set {name!r}")
         except ValueError as exc:        # the rows stay in the local log only
             log.warning("job %s: local data check failed: %s", offer.job_id, exc)
             return (f"data set {name!r} does not meet the job's input rule (every "
                     "row finite and inside the bounds); details in the party's local log")
-        self._columns = loaded.columns
+        self._columns = columns
         return ""
 
     def _mpc_policy(self, spec: pb.JobSpec) -> str:
@@ -617,6 +613,7 @@ class PartyNode:
             span = max(h - l for l, h in zip(job.spec.bounds_lo, job.spec.bounds_hi))
             params["min_bandwidth"] = self.cfg.policy.min_bandwidth_fraction * span
         return {"role": "party", "path": ds.path, "columns": ds.columns,
+                "source": ds.source.to_dict(),
                 "dataset": me.dataset, "params": params, **self._mpc_payload(job, run, seed)}
 
     def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
@@ -641,6 +638,10 @@ class PartyNode:
                 if ev.get("stage") == "suppressed":     # for receivers only, not progress
                     job.suppressed = int(ev.get("count", 0) or 0)
                     continue
+                if ev.get("stage") == "local":          # counts only, never values
+                    log.info("job %s: local summary (%s): %d rows read, %d cells%s", job.id,
+                             ev.get("engine", ""), int(ev.get("rows", 0)),
+                             int(ev.get("cells", 0)), ", done" if ev.get("done") else "")
                 mv = ev.get("moving")
                 self._reply(job.id, progress=pb.Progress(
                     stage=ev.get("stage", ""), iteration=int(ev.get("iteration", 0) or 0),

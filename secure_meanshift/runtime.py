@@ -233,10 +233,21 @@ def run_dealer(mpc: MPCConfig) -> int:
         mesh.close()
 
 
-def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "points"
+def prepare_local(points, params: MeanShiftParams, name: str = "points"
                   ) -> tuple[np.ndarray, Optional[np.ndarray], int]:
     """Check the owner's points and map them to the unit box; summarise them
-    locally when the job asks for it. Returns (rows, weights or None, n)."""
+    locally when the job asks for it. Returns (rows, weights or None, n).
+
+    ``points``: an (n, d) array, or a LocalData (local_data.py) already checked
+    by its ``check``: summarised out of core, read whole only in exact mode."""
+    from .local_data import LocalData
+
+    if isinstance(points, LocalData):
+        if params.summary is not None:
+            reps, w, info = points.summarize(params.lo, params.scale,
+                                             params.h_unit * params.summary)
+            return reps, w, info.points
+        points = points.points()
     x = check_points(points, params.bounds, name)
     unit = to_unit(x, params.lo, params.scale)
     if params.summary is None:
@@ -247,24 +258,30 @@ def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "poin
     return reps, w, len(x)
 
 
-def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
+def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
               progress: Optional[Progress] = None, name: str = "points",
               before: Optional[Callable] = None) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
+    ``points``: an (n, d) array or a LocalData (rows where they live).
 
     Bad input raises InputError before any connection is made.
     A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
     given, runs first inside the same MPC session (e.g. the bandwidth estimate
     of a ``bandwidth: auto`` job), so the dealer and the links serve both.
     """
+    from .local_data import LocalData
+
     t0 = time.perf_counter()
-    check_points(points, params.bounds, name)       # fail before connecting to anyone
+    if isinstance(points, LocalData):                # fail before connecting to anyone
+        n_rows = points.check(params.bounds, name)
+    else:
+        n_rows = len(check_points(points, params.bounds, name))
     with _Session(mpc):
         try:
             if before is not None:
                 params = before(params)
             if params.summary == "auto":
-                params = replace(params, summary=resolve_summary("auto", _total_points(len(points))))
+                params = replace(params, summary=resolve_summary("auto", _total_points(n_rows)))
             rows, weights, n = prepare_local(points, params, name)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
         except (InputError, MPCError):

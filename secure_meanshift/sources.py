@@ -200,6 +200,25 @@ def source_for_path(key: str, path: str, columns=None) -> Source:
     return Source(key, _kind_of(path), path=path, columns=tuple(columns) if columns else None)
 
 
+def source_from_arg(arg: str, columns=None, key: str = "") -> Source:
+    """``simulate --party-data ARG``: a CSV, .npy or Parquet file, directory or
+    glob; or a YAML file holding one data-set mapping (as in the node config:
+    ``sql:``/``url:``/``password_env:``, ``summary_engine:`` ...)."""
+    if arg.lower().endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            with open(arg) as fh:
+                d = yaml.safe_load(fh)
+        except (OSError, yaml.YAMLError):
+            raise InputError(f"{arg}: not a readable YAML data-set description") from None
+        if columns and isinstance(d, dict) and "columns" not in d:
+            d = {**d, "columns": list(columns)}
+        return parse_source(key or os.path.basename(arg), d,
+                            os.path.dirname(os.path.abspath(arg)))
+    return source_for_path(key or arg, arg, columns)
+
+
 # ---------------------------------------------------------------- reading in chunks
 
 def column_names(src: Source) -> list:
