@@ -84,6 +84,13 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
         traceback.print_exc(limit=0)
 
 
+def _party_input(part):
+    """An array, or a LocalData (rows where they live: local_data.py) as it is."""
+    from .local_data import LocalData
+
+    return part if isinstance(part, LocalData) else np.asarray(part)
+
+
 @dataclass
 class SimulationRun:
     outcomes: list            # PartyOutcome per rank
@@ -112,7 +119,8 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                          context=json.dumps(params.to_dict(), sort_keys=True))
     empty = np.zeros((0, params.dim))
     procs = [ctx.Process(target=_party_main,
-                         args=(cfg, np.asarray(parts[cfg.rank]) if cfg.rank < world else empty,
+                         args=(cfg, _party_input(parts[cfg.rank]) if cfg.rank < world
+                               else empty,
                                params, out, progress is not None), daemon=True)
              for cfg in cfgs]
     t0 = time.perf_counter()
