@@ -24,6 +24,7 @@ from .summary import MAX_REPRESENTATIVES, CellSums, SummaryInfo, cell_side
 
 Progress = Optional[Callable[[dict], None]]
 DUCKDB_MEMORY = "1GB"          # DuckDB spills beyond this (temp dir) instead of growing
+DASK_CONNECT_S = 30            # how long to try reaching the Dask scheduler
 
 
 class LocalData:
@@ -201,7 +202,7 @@ def _client(src: Source):
     from distributed import Client
 
     try:
-        return Client(src.dask_scheduler, timeout=30, set_as_default=False)
+        return Client(src.dask_scheduler, timeout=DASK_CONNECT_S, set_as_default=False)
     except Exception as exc:    # noqa: BLE001 - the address is configuration, not data
         raise SourceError(src.key, "cannot reach the Dask scheduler "
                           f"({type(exc).__name__})", src.dask_scheduler) from None

@@ -231,3 +231,45 @@ def test_mixed_sources_job_equals_the_twin(pg, tmp_path, monkeypatch):
     ref = reference_meanshift(parts, params)
     err, unmatched = match_error(run.receiver.centroids, ref.centroids)
     assert unmatched == 0 and err < 2e-3, (err, unmatched)
+
+
+# ---------------------------------------------------------------------------- Dask
+
+def test_dask_cluster_sums_partitions_to_the_same_summary(tmp_path):
+    """A real dask.distributed LocalCluster (2 worker processes): per row group
+    cell sums on the workers, added up there; only the summary comes back."""
+    distributed = pytest.importorskip("distributed")
+    x, _ = synthetic_blobs(50_000, 4, 2, 0.03, seed=7)
+    x[123, 0] = np.nan
+    folder = write_parquet(tmp_path / "lake", x, ["a", "b"], files=4, row_group=4_000)
+    lo, hi, scale, cell = np.zeros(2), np.ones(2), 1.0, 0.025
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", scheduler_port=0, dashboard_address=None,
+                                  silence_logs=40) as cluster:
+        src = parse_source("bank", {"path": folder, "summary_engine": "dask",
+                                    "dask_scheduler": cluster.scheduler_address})
+        with pytest.raises(InputError, match=r"^bank: row 124, column 'a': not a finite"):
+            LocalData(src).check((lo, hi), "bank")
+        x[123, 0] = 0.5
+        folder = write_parquet(tmp_path / "lake", x, ["a", "b"], files=4, row_group=4_000)
+        data = LocalData(src)
+        assert data.check((lo, hi)) == len(x)
+        reps, w, info = data.summarize(lo, scale, cell)
+    ref_r, ref_w, ref_info = summarize_info(to_unit(x, lo, scale), cell)
+    np.testing.assert_array_equal(reps, ref_r)
+    np.testing.assert_array_equal(w, ref_w)
+    assert info == ref_info
+
+
+def test_dask_scheduler_unreachable_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from secure_meanshift.simulate import free_port
+
+    folder = write_parquet(tmp_path / "lake", np.full((10, 2), 0.5), ["a", "b"], files=1)
+    src = parse_source("bank", {"path": folder, "summary_engine": "dask",
+                                "dask_scheduler": f"tcp://127.0.0.1:{free_port()}"})
+    from secure_meanshift import local_data
+
+    monkeypatch.setattr(local_data, "DASK_CONNECT_S", 2)
+    with pytest.raises(SourceError, match="^data set 'bank': cannot reach the Dask scheduler"):
+        LocalData(src).check(([0, 0], [1, 1]))
