@@ -648,7 +648,8 @@ class PartyNode:
                     max_iter=int(ev.get("max_iter", 0) or 0),
                     moving="" if mv is None else ("yes" if mv else "no"),
                     seconds=float(ev.get("seconds", 0.0) or 0.0),
-                    chunk=int(ev.get("chunk", 0) or 0), chunks=int(ev.get("chunks", 0) or 0)))
+                    chunk=int(ev.get("chunk", 0) or 0), chunks=int(ev.get("chunks", 0) or 0),
+                    rows=int(ev.get("rows", 0) or 0), cells=int(ev.get("cells", 0) or 0)))
             else:
                 outcome = msg
         code = proc.wait()
