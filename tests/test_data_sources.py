@@ -273,3 +273,31 @@ def test_dask_scheduler_unreachable_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(local_data, "DASK_CONNECT_S", 2)
     with pytest.raises(SourceError, match="^data set 'bank': cannot reach the Dask scheduler"):
         LocalData(src).check(([0, 0], [1, 1]))
+
+
+# ------------------------------------------------------------------- the node's view
+
+def test_node_checks_parquet_data_sets_without_loading_them(tmp_path):
+    from party_node import datasets
+    from party_node.config import load
+
+    x = np.random.default_rng(2).uniform(size=(500, 2))
+    write_parquet(tmp_path / "lake", x, ["a", "b"], files=2, row_group=100)
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text("party_id: a\ncoordinator: {address: 'x:1'}\ninsecure: true\n"
+                   "datasets:\n  tx: {path: lake, columns: [b, a]}\n"
+                   "  gone: {path: nowhere/*.parquet}\n")
+    sets = load(str(cfg)).datasets
+    status = datasets.check_all(sets)
+    assert status["tx"].available and status["tx"].columns == ["b", "a"]
+    assert status["tx"].stamp == datasets.stamp(sets["tx"].source)
+    assert not status["gone"].available
+    assert status["gone"].problem == "data set 'gone': no Parquet file found"
+    assert "nowhere" in status["gone"].local
+    assert datasets.check_for_job("tx", sets["tx"], ([0, 0], [1, 1])) == ["b", "a"]
+    with pytest.raises(ValueError, match="row 1 is outside the public bounds"):
+        datasets.check_for_job("tx", sets["tx"], ([0, 0], [0.001, 1]))
+    data = datasets.job_data({"dataset": "tx", "path": sets["tx"].path,
+                              "source": sets["tx"].source.to_dict()})
+    assert isinstance(data, LocalData) and data.src.key == "tx"
+    np.testing.assert_array_equal(data.points(), x[:, [1, 0]])
