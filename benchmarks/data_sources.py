@@ -86,7 +86,7 @@ def measure(engine: str, folder: str) -> dict:
 
             cluster = LocalCluster(n_workers=int(engine.split("-")[1]), threads_per_worker=1,
                                    processes=True, host="127.0.0.1", scheduler_port=0,
-                                   dashboard_address=None, silence_logs=40)
+                                   dashboard_address=":0", silence_logs=40)
             entry["dask_scheduler"] = cluster.scheduler_address
             t0 = time.perf_counter()           # the cluster's start-up is not the summary's
         data = LocalData(parse_source("bench", entry))

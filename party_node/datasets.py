@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from secure_meanshift.data import PointsFileError, read_csv_points
-from secure_meanshift.sources import Source, SourceError, iter_chunks, parquet_files
+from secure_meanshift.sources import Source, SourceError, parquet_files
 
 IN_MEMORY = ("csv", "npy")      # read whole, as before; the other kinds stream
 
@@ -118,12 +118,11 @@ def _source(name: str, ds) -> Source:
 def scan(name: str, src: Source) -> Loaded:
     """A streaming source read once in chunks (nothing kept): its column names,
     every cell checked. ``points`` is empty (the worker reads the rows)."""
-    from secure_meanshift.sources import column_names
+    from secure_meanshift.sources import named_chunks
 
+    cols, n = [], 0
     try:
-        cols = column_names(src)
-        n = 0
-        for off, arr in iter_chunks(src):
+        for cols, off, arr in named_chunks(src):      # one pass, names with the first chunk
             n = off + len(arr)
     except SourceError as exc:
         raise DatasetError(name, exc.what, exc.where) from None

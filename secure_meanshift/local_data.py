@@ -18,8 +18,8 @@ import numpy as np
 
 from .data import to_unit
 from .errors import InputError
-from .sources import (Source, SourceError, column_names, iter_chunks, parquet_files,
-                      parquet_parts, read_all, read_part)
+from .sources import (Source, SourceError, column_names, iter_chunks, named_chunks,
+                      parquet_files, parquet_parts, read_all, read_part)
 from .summary import MAX_REPRESENTATIVES, CellSums, SummaryInfo, cell_side
 
 Progress = Optional[Callable[[dict], None]]
@@ -53,25 +53,32 @@ class LocalData:
         """Every row finite and inside the public bounds; returns the row count.
         InputError names the row (1-based) and the column, never a value."""
         lo, hi = np.asarray(bounds[0], float), np.asarray(bounds[1], float)
+        if self.src.engine == "numpy":     # one pass: the names come with the first chunk
+            n = self._numpy_check(lo, hi, name)
+            if n == 0:
+                raise InputError(f"{name}: no points (an empty party cannot take part)")
+            self.n = n
+            return n
         names = self.columns
-        if len(names) != lo.size:
-            raise InputError(f"{name}: {len(names)} columns but the job has {lo.size} features")
+        _width(names, lo, name)
         if self.src.engine == "duckdb":
             n = _duckdb_check(self.src, names, lo, hi)
             if n is None:                       # something is wrong: find the first row
-                n = self._numpy_check(names, lo, hi, name)
-        elif self.src.engine == "dask":
-            n = _dask_check(self.src, names, lo, hi, name)
+                n = self._numpy_check(lo, hi, name)
         else:
-            n = self._numpy_check(names, lo, hi, name)
+            n = _dask_check(self.src, names, lo, hi, name)
         if n == 0:
             raise InputError(f"{name}: no points (an empty party cannot take part)")
         self.n = n
         return n
 
-    def _numpy_check(self, names, lo, hi, name: str) -> int:
+    def _numpy_check(self, lo, hi, name: str) -> int:
         n = 0
-        for off, arr in iter_chunks(self.src):
+        for names, off, arr in named_chunks(self.src):
+            if self._names is None:
+                self._names = names
+            if off == 0:
+                _width(names, lo, name)
             problem = _outside(arr, lo, hi, names, off)
             if problem:
                 raise InputError(f"{name}: {problem}")
@@ -105,6 +112,11 @@ class LocalData:
         out = agg.finish(seed)
         self._say(agg.n, agg.cells, t0, done=True)
         return out
+
+
+def _width(names: list, lo: np.ndarray, name: str) -> None:
+    if len(names) != lo.size:
+        raise InputError(f"{name}: {len(names)} columns but the job has {lo.size} features")
 
 
 def _outside(arr: np.ndarray, lo, hi, names, offset: int) -> str:

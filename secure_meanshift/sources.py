@@ -229,7 +229,7 @@ def column_names(src: Source) -> list:
         arr = _npy(src)
         return list(src.columns) if src.columns else [f"x{i}" for i in range(arr.shape[1])]
     names = None
-    for names, _, _ in _chunks(src):
+    for names, _, _ in named_chunks(src):      # SQL: runs the query for its first chunk
         break
     return names or []
 
@@ -237,7 +237,7 @@ def column_names(src: Source) -> list:
 def iter_chunks(src: Source) -> Iterator[tuple[int, np.ndarray]]:
     """(offset of the chunk's first row, (m, d) float64 rows): every cell checked
     (numeric type, not empty, finite), errors by key, row and column."""
-    for _, offset, arr in _chunks(src):
+    for _, offset, arr in named_chunks(src):
         yield offset, arr
 
 
@@ -248,7 +248,8 @@ def read_all(src: Source) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, d))
 
 
-def _chunks(src: Source):
+def named_chunks(src: Source) -> Iterator[tuple[list, int, np.ndarray]]:
+    """(column names, offset, rows) for every chunk: :func:`iter_chunks` with names."""
     if src.kind == "csv":
         yield from _csv_chunks(src)
     elif src.kind == "npy":

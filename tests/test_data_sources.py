@@ -244,7 +244,7 @@ def test_dask_cluster_sums_partitions_to_the_same_summary(tmp_path):
     folder = write_parquet(tmp_path / "lake", x, ["a", "b"], files=4, row_group=4_000)
     lo, hi, scale, cell = np.zeros(2), np.ones(2), 1.0, 0.025
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", scheduler_port=0, dashboard_address=None,
+                                  host="127.0.0.1", scheduler_port=0, dashboard_address=":0",
                                   silence_logs=40) as cluster:
         src = parse_source("bank", {"path": folder, "summary_engine": "dask",
                                     "dask_scheduler": cluster.scheduler_address})
