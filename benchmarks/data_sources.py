@@ -107,7 +107,7 @@ def measure(engine: str, folder: str) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "workers_peak_rss_mb": workers_rss, "cells": info.cells,
             "representatives": info.representatives, "method": info.method,
-            "digest": digest}
+            "digest": digest, "load_average": os.getloadavg()[0]}
 
 
 def run_one(engine: str, folder: str, timeout: float) -> dict:

@@ -55,18 +55,14 @@ class LocalData:
         lo, hi = np.asarray(bounds[0], float), np.asarray(bounds[1], float)
         if self.src.engine == "numpy":     # one pass: the names come with the first chunk
             n = self._numpy_check(lo, hi, name)
-            if n == 0:
-                raise InputError(f"{name}: no points (an empty party cannot take part)")
-            self.n = n
-            return n
-        names = self.columns
-        _width(names, lo, name)
-        if self.src.engine == "duckdb":
-            n = _duckdb_check(self.src, names, lo, hi)
-            if n is None:                       # something is wrong: find the first row
-                n = self._numpy_check(lo, hi, name)
         else:
-            n = _dask_check(self.src, names, lo, hi, name)
+            _width(self.columns, lo, name)
+            if self.src.engine == "duckdb":
+                n = _duckdb_check(self.src, self.columns, lo, hi)
+                if n is None:                       # something is wrong: find the first row
+                    n = self._numpy_check(lo, hi, name)
+            else:
+                n = _dask_check(self.src, self.columns, lo, hi, name)
         if n == 0:
             raise InputError(f"{name}: no points (an empty party cannot take part)")
         self.n = n
@@ -109,9 +105,20 @@ class LocalData:
                 self._say(off + len(arr), agg.cells, t0)
         if agg.n <= MAX_REPRESENTATIVES and agg.few is None:
             agg = replace(agg, few=to_unit(self.points(), lo, scale))
+        if self.n is not None and agg.n != self.n or not _in_box(agg):
+            raise InputError(f"data set {self.src.key!r}: the data changed between the check "
+                             "and the summary; run the job again")
         out = agg.finish(seed)
         self._say(agg.n, agg.cells, t0, done=True)
         return out
+
+
+def _in_box(agg: CellSums) -> bool:
+    """Every cell inside the unit box (the checked rows' cells are)."""
+    if not agg.cells:
+        return True
+    top = int(np.floor(1.0 / (agg.side * 2**agg.level)))
+    return bool(agg.keys.min() >= 0 and agg.keys.max() <= top)
 
 
 def _width(names: list, lo: np.ndarray, name: str) -> None:

@@ -89,9 +89,10 @@ def _group_rows(keys: np.ndarray, q: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_group` for rows (count 1 each), without a sort when the chunk's
     cells fit a dense table. Sums by float bincounts of 15-bit halves of q:
-    exact while a cell's partial sums stay below 2^53 (checked, else _group)."""
+    exact while every partial sum stays below 2^53 in magnitude (n times the
+    largest half; checked, else _group)."""
     n = len(keys)
-    if not n or n > 2**22 or np.abs(q).max() >= 2**40:
+    if not n or n * max(int(np.abs(q).max()) >> 15 | 1, 2**15) >= 2**53:
         return _group(keys, np.ones(n, np.int64), q)
     lo = keys.min(axis=0)
     span = keys.max(axis=0) - lo + 1

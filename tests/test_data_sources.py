@@ -301,3 +301,13 @@ def test_node_checks_parquet_data_sets_without_loading_them(tmp_path):
                               "source": sets["tx"].source.to_dict()})
     assert isinstance(data, LocalData) and data.src.key == "tx"
     np.testing.assert_array_equal(data.points(), x[:, [1, 0]])
+
+
+def test_data_changed_after_the_check_is_caught(tmp_path):
+    x = np.random.default_rng(5).uniform(size=(30_000, 2))
+    folder = write_parquet(tmp_path / "l", x, ["a", "b"], files=2)
+    data = LocalData(parse_source("t", {"path": folder, "summary_engine": "duckdb"}))
+    assert data.check(([0, 0], [1, 1])) == 30_000
+    write_parquet(tmp_path / "l", x * 2, ["a", "b"], files=2)        # now outside the bounds
+    with pytest.raises(InputError, match="the data changed between the check and the summary"):
+        data.summarize(np.zeros(2), 1.0, 0.05)
