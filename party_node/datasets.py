@@ -18,7 +18,12 @@ import numpy as np
 from secure_meanshift.data import PointsFileError, read_csv_points
 from secure_meanshift.sources import Source, SourceError, parquet_files
 
-IN_MEMORY = ("csv", "npy")      # read whole, as before; the other kinds stream
+
+
+def in_memory(src: Source) -> bool:
+    """Read whole, as before: .npy, and CSV unless a summary_engine is chosen;
+    everything else streams (LocalData)."""
+    return src.kind == "npy" or (src.kind == "csv" and src.summary_engine == "auto")
 
 
 class DatasetError(ValueError):
@@ -136,7 +141,7 @@ def check(name: str, path, columns: Optional[Sequence[str]] = None) -> Status:
     ds = path if not isinstance(path, str) else None
     st = stamp(_source(name, ds) if ds is not None else path)
     try:
-        if ds is not None and ds.source.kind not in IN_MEMORY:
+        if ds is not None and not in_memory(ds.source):
             loaded = scan(name, _source(name, ds))
         else:
             loaded = load(name, ds.path if ds is not None else path,
@@ -157,7 +162,7 @@ def check_for_job(name: str, ds, bounds) -> list:
     the data set is unreadable (path-free); ValueError: a row breaks the rule
     (names the row: the node's local log only)."""
     src = _source(name, ds)
-    if src.kind in IN_MEMORY:
+    if in_memory(src):
         from secure_meanshift.data import check_points
 
         loaded = load(name, ds.path, ds.columns)
@@ -177,8 +182,9 @@ def job_data(job: dict, progress=None):
     """The worker's view of its data set: an (n, d) array for CSV/.npy (read as
     before), a LocalData (checked and summarised out of core) for the rest."""
     spec = job.get("source")
-    if not spec or spec.get("kind") in IN_MEMORY:
+    src = Source.from_dict({**spec, "key": job["dataset"]}) if spec else None
+    if src is None or in_memory(src):
         return load(job["dataset"], job["path"], job.get("columns")).points
     from secure_meanshift.local_data import LocalData
 
-    return LocalData(Source.from_dict({**spec, "key": job["dataset"]}), progress)
+    return LocalData(src, progress)

@@ -1,6 +1,6 @@
 """A party's rows where they live (sources.py), checked and summarised without
-loading them all: the numpy engine in chunks, DuckDB embedded over Parquet, or a
-Dask cluster over Parquet row groups. Every engine builds the same exact
+loading them all: the numpy engine in chunks, DuckDB embedded over Parquet or
+CSV, or a Dask cluster over Parquet row groups. Every engine builds the same exact
 aggregate (summary.CellSums), so all give identical representatives.
 
 Progress (``stage: "local"``) carries counts only: rows read, cells so far.
@@ -18,8 +18,8 @@ import numpy as np
 
 from .data import to_unit
 from .errors import InputError
-from .sources import (Source, SourceError, column_names, iter_chunks, named_chunks,
-                      parquet_files, parquet_parts, read_all, read_part)
+from .sources import (Source, SourceError, column_names, csv_header, iter_chunks,
+                      named_chunks, parquet_files, parquet_parts, read_all, read_part)
 from .summary import MAX_REPRESENTATIVES, CellSums, SummaryInfo, cell_side
 
 Progress = Optional[Callable[[dict], None]]
@@ -36,6 +36,7 @@ class LocalData:
         self.progress = progress
         self.n: Optional[int] = None
         self._names: Optional[list] = None
+        self._chunked = False           # DuckDB could not read it as Python does
 
     @property
     def columns(self) -> list:
@@ -59,8 +60,9 @@ class LocalData:
             _width(self.columns, lo, name)
             if self.src.engine == "duckdb":
                 n = _duckdb_check(self.src, self.columns, lo, hi)
-                if n is None:                       # something is wrong: find the first row
-                    n = self._numpy_check(lo, hi, name)
+                if n is None:          # something is wrong: find the first row (or, for a
+                    n = self._numpy_check(lo, hi, name)    # CSV DuckDB reads otherwise than
+                    self._chunked = True                   # Python: summarise in chunks)
             else:
                 n = _dask_check(self.src, self.columns, lo, hi, name)
         if n == 0:
@@ -94,7 +96,7 @@ class LocalData:
         t0 = time.perf_counter()
         if self.n is not None and self.n <= MAX_REPRESENTATIVES:
             agg = CellSums.of(to_unit(self.points(), lo, scale), side)
-        elif self.src.engine == "duckdb":
+        elif self.src.engine == "duckdb" and not self._chunked:
             agg = _duckdb_cells(self.src, self.columns, lo, scale, side)
         elif self.src.engine == "dask":
             agg = _dask_cells(self.src, self.columns, lo, scale, side)
@@ -149,20 +151,38 @@ def _duckdb(src: Source):
                                   "threads": max(1, min(4, os.cpu_count() or 1))})
 
 
+def _duckdb_from(src: Source, names: list) -> tuple[str, list, dict]:
+    """(FROM clause, a DOUBLE expression per chosen column, parameters). A CSV is
+    read as text with the header skipped and plain positional names, each cell
+    trimmed and TRY_CAST (a cell DuckDB cannot read is NULL: the check fails and
+    the Python reader names the line)."""
+    if src.kind == "parquet":
+        return "read_parquet($files)", [f"{_q(c)}::DOUBLE" for c in names], \
+            {"files": parquet_files(src)}
+    header, pick = csv_header(src)
+    cols = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
+    frm = (f"read_csv($path, header=false, skip=1, delim=',', quote='\"', escape='\"', "
+           f"columns={cols}, auto_detect=false, null_padding=false)")
+    return frm, [f"TRY_CAST(trim(c{i}) AS DOUBLE)" for i in pick], {"path": src.path}
+
+
 def _duckdb_check(src: Source, names, lo, hi) -> Optional[int]:
     """Row count if every row is fine, None if some is not (the numpy pass then
-    names the first one)."""
-    conds, params = [], {"files": parquet_files(src)}
-    for j, c in enumerate(names):
-        x = f"{_q(c)}::DOUBLE"
-        conds.append(f"({_q(c)} IS NOT NULL AND coalesce(isfinite({x}) AND {x} >= $lo{j} "
-                     f"AND {x} <= $hi{j}, false))")
+    names the first one) or DuckDB cannot read the data."""
+    import duckdb
+
+    frm, exprs, params = _duckdb_from(src, names)
+    conds = []
+    for j, x in enumerate(exprs):
+        conds.append(f"coalesce({x} IS NOT NULL AND isfinite({x}) AND {x} >= $lo{j} "
+                     f"AND {x} <= $hi{j}, false)")
         params[f"lo{j}"], params[f"hi{j}"] = float(lo[j]), float(hi[j])
-    sql = (f"SELECT count(*), count(*) FILTER (WHERE NOT ({' AND '.join(conds)})) "
-           "FROM read_parquet($files)")
+    sql = f"SELECT count(*), count(*) FILTER (WHERE NOT ({' AND '.join(conds)})) FROM {frm}"
     con = _duckdb(src)
     try:
         n, bad = con.execute(sql, params).fetchone()
+    except duckdb.Error:       # never shown: its message may quote the data
+        return None
     finally:
         con.close()
     return None if bad else int(n)
@@ -173,17 +193,17 @@ def _duckdb_cells(src: Source, names, lo, scale: float, side: float) -> CellSums
     ((x - lo) / scale, then / side and * 2^30, floored), integer sums."""
     from .summary import SUM_BITS
 
-    params = {"files": parquet_files(src), "scale": float(scale), "side": float(side),
-              "q": float(2.0**SUM_BITS)}
+    frm, exprs, params = _duckdb_from(src, names)
+    params.update({"scale": float(scale), "side": float(side), "q": float(2.0**SUM_BITS)})
     keys, sums = [], []
-    for j, c in enumerate(names):
-        u = f"(({_q(c)}::DOUBLE - $lo{j}) / $scale)"
+    for j, x in enumerate(exprs):
+        u = f"(({x} - $lo{j}) / $scale)"
         params[f"lo{j}"] = float(lo[j])
         keys.append(f"floor({u} / $side)::BIGINT AS k{j}")
         sums.append(f"sum(floor({u} * $q)::BIGINT)::BIGINT AS s{j}")
     group = ", ".join(f"k{j}" for j in range(len(names)))
     sql = (f"SELECT {', '.join(keys)}, count(*) AS n, {', '.join(sums)} "
-           f"FROM read_parquet($files) GROUP BY {group}")
+           f"FROM {frm} GROUP BY {group}")
     con = _duckdb(src)
     try:
         res = con.execute(sql, params).fetchnumpy()

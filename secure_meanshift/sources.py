@@ -19,7 +19,7 @@ or a YAML file given to ``simulate --party-data``)::
     sql: "SELECT age, bmi FROM patients" # instead of path: a query ...
     url: postgresql+psycopg://analyst@db:5432/clinic   # ... against this URL (no password)
     password_file: secrets/db-password   # or password_env: CLINIC_DB_PASSWORD
-    summary_engine: auto                 # auto | numpy | duckdb | dask
+    summary_engine: auto                 # auto | numpy | duckdb (Parquet, CSV) | dask
     dask_scheduler: tcp://10.0.0.9:8786  # with summary_engine: dask
     chunk_rows: 1000000                  # rows per chunk (numpy engine, SQL)
 """
@@ -81,7 +81,8 @@ class Source:
 
     @property
     def engine(self) -> str:
-        """The summary engine in use: ``auto`` is DuckDB for Parquet, numpy otherwise."""
+        """The summary engine in use: ``auto`` is DuckDB for Parquet, numpy otherwise
+    (a CSV is read whole with ``auto``, in chunks with ``numpy`` or ``duckdb``)."""
         if self.summary_engine != "auto":
             return self.summary_engine
         return "duckdb" if self.kind == "parquet" else "numpy"
@@ -144,8 +145,11 @@ def parse_source(key: str, d: dict, base_dir: str = "") -> Source:
         src = _parse_sql(key, d, base_dir, common)
     else:
         src = _parse_path(key, d, base_dir, common)
-    if src.engine in ("duckdb", "dask") and src.kind != "parquet":
-        raise InputError(f"{where}.summary_engine: {src.engine} reads Parquet sources only "
+    if src.engine == "dask" and src.kind != "parquet":
+        raise InputError(f"{where}.summary_engine: dask reads Parquet sources only "
+                         "(use auto, numpy or duckdb)")
+    if src.engine == "duckdb" and src.kind not in ("parquet", "csv"):
+        raise InputError(f"{where}.summary_engine: duckdb reads Parquet and CSV sources only "
                          "(use auto or numpy)")
     if src.engine == "dask" and not src.dask_scheduler:
         raise InputError(f"{where}.dask_scheduler: required with summary_engine: dask "
@@ -264,16 +268,32 @@ def named_chunks(src: Source) -> Iterator[tuple[list, int, np.ndarray]]:
 
 
 def _csv_chunks(src: Source):
-    from .data import PointsFileError, read_csv_points
+    from .data import PointsFileError, iter_csv_points
 
     if not os.path.isfile(src.path):
         raise SourceError(src.key, "file not found", src.where)
-    try:
-        pts, names = read_csv_points(src.path, src.columns, finite=True,
-                                     columns_from="the node config")
-    except PointsFileError as exc:      # names line, column and rule: no path, no value
+    try:           # names line, column and rule: no path, no value
+        yield from iter_csv_points(src.path, src.columns, finite=True,
+                                   columns_from="the node config", chunk_rows=src.chunk_rows)
+    except PointsFileError as exc:
         raise SourceError(src.key, str(exc), src.where) from None
-    yield names, 0, pts
+
+
+def csv_header(src: Source) -> tuple[list, list]:
+    """(all header names, indices of the chosen columns) of a CSV source."""
+    import csv
+
+    try:
+        with open(src.path, newline="") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        raise SourceError(src.key, "cannot read the header line", src.where) from None
+    cols = list(src.columns) if src.columns else header
+    missing = [c for c in cols if c not in header]
+    if missing:
+        raise SourceError(src.key, f"line 1: column {missing[0]!r} (from the node config) is "
+                          "not in the header", src.where)
+    return header, [header.index(c) for c in cols]
 
 
 def _npy(src: Source) -> np.ndarray:

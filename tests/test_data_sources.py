@@ -34,7 +34,8 @@ def write_parquet(folder, x, names=None, files=3, row_group=5_000):
     ({"sql": "SELECT 1"}, "url"),
     ({"path": "a.csv", "sql": "SELECT 1"}, "not both"),
     ({"path": "a.parquet", "summary_engine": "dask"}, "dask_scheduler"),
-    ({"path": "a.csv", "summary_engine": "duckdb"}, "Parquet sources only"),
+    ({"path": "a.npy", "summary_engine": "duckdb"}, "Parquet and CSV sources only"),
+    ({"path": "a.csv", "summary_engine": "dask", "dask_scheduler": "tcp://h:1"}, "Parquet sources only"),
     ({"path": "a.csv", "url": "postgresql://h/db"}, "only applies to an 'sql'"),
     ({"path": "a.csv", "colums": ["x"]}, "unknown setting"),
     ({"sql": "SELECT 1", "url": "postgresql://h/db", "password_file": "f",
@@ -311,3 +312,30 @@ def test_data_changed_after_the_check_is_caught(tmp_path):
     write_parquet(tmp_path / "l", x * 2, ["a", "b"], files=2)        # now outside the bounds
     with pytest.raises(InputError, match="the data changed between the check and the summary"):
         data.summarize(np.zeros(2), 1.0, 0.05)
+
+
+def test_csv_in_chunks_and_through_duckdb_equal_the_in_memory_summary(tmp_path):
+    x, _ = synthetic_blobs(30_000, 4, 2, 0.03, seed=9)
+    path = tmp_path / "p.csv"
+    with open(path, "w") as fh:
+        fh.write("id, a ,b\n")
+        for i, (a, b) in enumerate(x):
+            fh.write(f"{i},{float(a)!r}, {float(b)!r}\n" + ("\n" if i == 100 else ""))  # + blank
+    lo, scale, cell = np.zeros(2), 1.0, 0.025
+    ref = summarize_info(to_unit(x, lo, scale), cell)
+    for engine in ("numpy", "duckdb"):
+        src = parse_source("c", {"path": str(path), "columns": ["a", "b"],
+                                 "summary_engine": engine, "chunk_rows": 7_000})
+        data = LocalData(src)
+        assert data.check(([0, 0], [1, 1])) == len(x)
+        reps, w, _ = data.summarize(lo, scale, cell)
+        np.testing.assert_array_equal(reps, ref[0])
+        np.testing.assert_array_equal(w, ref[1])
+    with open(path, "a") as fh:
+        fh.write("30000,0.5,oops\n")
+    for engine in ("numpy", "duckdb"):
+        src = parse_source("c", {"path": str(path), "columns": ["a", "b"],
+                                 "summary_engine": engine, "chunk_rows": 7_000})
+        with pytest.raises(SourceError) as exc:
+            LocalData(src).check(([0, 0], [1, 1]))
+        assert str(exc.value) == "data set 'c': line 30003, column 3 ('b'): not a number"
