@@ -10,6 +10,7 @@ peak RSS (and the Dask workers' peak RSS) is recorded. Every engine must give
 the same representatives (checked: a digest of them).
 
     .venv/bin/python benchmarks/data_sources.py --sizes 1e6,1e7,1e8
+    .venv/bin/python benchmarks/data_sources.py --end-to-end 1e8   # 3 parties, a secure job
 
 Generated data go to a temp folder (--dir) and are deleted at the end. Not
 attempted here: 10^9 rows (16 GB of Parquet; the Dask path is for that).
@@ -149,6 +150,45 @@ def plot(path: str, results: list) -> None:
     fig.savefig(path, dpi=110)
 
 
+def end_to_end(rows: int, base: str, parties: int = 3, max_iter: int = 10) -> dict:
+    """A 3-party secure job whose parties each read ``rows`` rows of their own
+    Parquet out of core (DuckDB): wall time, every party's peak RSS, and the
+    secure centroids against the plaintext twin on the same summaries."""
+    from _bench_common import secure_run
+
+    from secure_meanshift.compare import match_error
+    from secure_meanshift.data import from_unit
+    from secure_meanshift.local_data import LocalData
+    from secure_meanshift.params import MeanShiftParams
+    from secure_meanshift.plaintext import reference_meanshift
+    from secure_meanshift.sources import parse_source
+
+    folders = [os.path.join(base, f"party-{i}") for i in range(parties)]
+    gen = [generate(f, rows, seed=i) for i, f in enumerate(folders)]
+    params = MeanShiftParams(bandwidth=0.1, bounds=BOUNDS, n_dust=8, max_iter=max_iter,
+                             summary=0.25, seeding="dust", seed=3)
+    srcs = [parse_source(f"p{i}", {"path": f}) for i, f in enumerate(folders)]
+    res = secure_run([LocalData(s) for s in srcs], params, timeout_s=1800)
+    reps, weights = [], []
+    for s in srcs:                       # the twin on the same summaries
+        data = LocalData(s)
+        data.check(BOUNDS)
+        r, w, _ = data.summarize(params.lo, params.scale, params.h_unit * params.summary)
+        reps.append(from_unit(r, params.lo, params.scale))
+        weights.append(w)
+    ref = reference_meanshift(reps, params, weights=weights)
+    err, unmatched = match_error(np.asarray(res["centroids"]), ref.centroids)
+    for f in folders:
+        shutil.rmtree(f, ignore_errors=True)
+    return {"rows_per_party": rows, "parties": parties, "generate_s": gen,
+            "max_abs_error_vs_twin": err, "unmatched": unmatched,
+            "bound": 1e-3 * params.bandwidth, **{k: res[k] for k in (
+                "wall_s", "secure_s", "share_s", "iterations", "s_per_iteration",
+                "rows_shared", "peak_rss_gib_each_party", "peak_rss_gib_per_party",
+                "centroids")},
+            "load_average": os.getloadavg()[0]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,11 +200,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results", "data_sources.json"))
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--end-to-end", type=float, metavar="ROWS",
+                    help="instead: a 3-party secure job, ROWS rows of Parquet per party "
+                         "(DuckDB), against the twin; writes results/data_sources_e2e.json")
     args = ap.parse_args(argv)
     if args.one:          # the measured process: nothing imported beyond what it needs
         print(json.dumps(measure(args.one, args.dir)))
         return 0
     from _bench_common import log, machine, write_json
+
+    if args.end_to_end:
+        base = args.dir or tempfile.mkdtemp(prefix="sms-bench-e2e-")
+        try:
+            out = end_to_end(int(args.end_to_end), base)
+        finally:
+            if not args.dir:
+                shutil.rmtree(base, ignore_errors=True)
+        out["machine"] = machine()
+        path = os.path.join(os.path.dirname(args.out), "data_sources_e2e.json")
+        write_json(path, out)
+        log(f"{json.dumps({k: v for k, v in out.items() if k != 'centroids'})}\nwrote {path}")
+        return 0
     base = args.dir or tempfile.mkdtemp(prefix="sms-bench-data-")
     results, generated = [], {}
     try:
