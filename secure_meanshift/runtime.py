@@ -272,8 +272,13 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
     from .local_data import LocalData
 
     t0 = time.perf_counter()
+    pre, local = None, None
     if isinstance(points, LocalData):                # fail before connecting to anyone
         n_rows = points.check(params.bounds, name)
+        if before is None:     # the cell is known (summary "auto": the total is >= n_rows):
+            local = resolve_summary(params.summary, n_rows)   # summarise before connecting,
+            if local is not None:                            # not while the peers wait
+                pre = points.summarize(params.lo, params.scale, params.h_unit * local)
     else:
         n_rows = len(check_points(points, params.bounds, name))
     with _Session(mpc):
@@ -282,7 +287,10 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
                 params = before(params)
             if params.summary == "auto":
                 params = replace(params, summary=resolve_summary("auto", _total_points(n_rows)))
-            rows, weights, n = prepare_local(points, params, name)
+            if pre is not None and params.summary == local:
+                rows, weights, n = pre[0], pre[1], pre[2].points
+            else:
+                rows, weights, n = prepare_local(points, params, name)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
         except (InputError, MPCError):
             raise
