@@ -197,13 +197,20 @@ def main(argv=None) -> int:
     ap.add_argument("--max-in-memory", type=float, default=1e7,
                     help="skip the in-memory engine above this many rows")
     ap.add_argument("--dir", help="folder for the generated data (default: a temp folder)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "data_sources.json"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "data_sources.json"),
+                    help="JSON file (or a folder for data_sources.json); the PNG beside it")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--end-to-end", type=float, metavar="ROWS",
                     help="instead: a 3-party secure job, ROWS rows of Parquet per party "
                          "(DuckDB), against the twin; writes results/data_sources_e2e.json")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 10^5 rows, in-memory, numpy, duckdb and dask-1")
     args = ap.parse_args(argv)
+    if os.path.isdir(args.out):
+        args.out = os.path.join(args.out, "data_sources.json")
+    if args.quick:
+        args.sizes, args.engines = "1e5", "in-memory,numpy,duckdb,dask-1"
     if args.one:          # the measured process: nothing imported beyond what it needs
         print(json.dumps(measure(args.one, args.dir)))
         return 0
