@@ -339,3 +339,27 @@ def test_csv_in_chunks_and_through_duckdb_equal_the_in_memory_summary(tmp_path):
         with pytest.raises(SourceError) as exc:
             LocalData(src).check(([0, 0], [1, 1]))
         assert str(exc.value) == "data set 'c': line 30003, column 3 ('b'): not a number"
+
+
+# ---------------------------------------------------------------------- simulate
+
+def test_simulate_party_data_sources_fail_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    good = write_parquet(tmp_path / "good", np.full((20, 2), 0.5), ["a", "b"], files=1)
+    yml = tmp_path / "clinic.yaml"
+    yml.write_text("sql: SELECT a, b FROM t\nurl: postgresql+psycopg://u:pw123@h/db\n")
+    bad = tmp_path / "bad"
+    write_parquet(bad, np.full((20, 2), 0.5), ["a", "b"], files=1)
+    pq.write_table(pa.table({"a": pa.array([0.5, None]), "b": pa.array([0.5, 0.5])}),
+                   str(bad / "z.parquet"))
+    for args, needle in (([good, str(yml)], "contains a password"),
+                         ([good, str(bad)], "row 22, column 'a': empty (null)")):
+        cmd = [sys.executable, "-m", "secure_meanshift.simcli", "--quiet", "--no-sklearn"]
+        for a in args:
+            cmd += ["--party-data", a]
+        res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and needle in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and "pw123" not in res.stderr
