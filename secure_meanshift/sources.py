@@ -226,12 +226,15 @@ def source_from_arg(arg: str, columns=None, key: str = "") -> Source:
 # ---------------------------------------------------------------- reading in chunks
 
 def column_names(src: Source) -> list:
-    """The names of the columns the data set provides (checked, nothing read)."""
+    """The names of the columns the data set provides (checked; SQL runs the query)."""
     if src.kind == "parquet":
         return _parquet_columns(src, parquet_files(src))[0]
     if src.kind == "npy":
         arr = _npy(src)
         return list(src.columns) if src.columns else [f"x{i}" for i in range(arr.shape[1])]
+    if src.kind == "csv":
+        header, pick = csv_header(src)
+        return [header[i] for i in pick]
     names = None
     for names, _, _ in named_chunks(src):      # SQL: runs the query for its first chunk
         break
@@ -283,11 +286,15 @@ def csv_header(src: Source) -> tuple[list, list]:
     """(all header names, indices of the chosen columns) of a CSV source."""
     import csv
 
+    if not os.path.isfile(src.path):
+        raise SourceError(src.key, "file not found", src.where)
     try:
         with open(src.path, newline="") as fh:
             header = [h.strip() for h in next(csv.reader(fh), [])]
     except (OSError, UnicodeDecodeError, csv.Error):
         raise SourceError(src.key, "cannot read the header line", src.where) from None
+    if not header:
+        raise SourceError(src.key, "line 1: empty file (a header line is required)", src.where)
     cols = list(src.columns) if src.columns else header
     missing = [c for c in cols if c not in header]
     if missing:
