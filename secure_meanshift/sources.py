@@ -18,7 +18,7 @@ or a YAML file given to ``simulate --party-data``)::
     columns: [age, bmi]                  # by name (default: all)
     sql: "SELECT age, bmi FROM patients" # instead of path: a query ...
     url: postgresql+psycopg://analyst@db:5432/clinic   # ... against this URL (no password)
-    password_file: secrets/db-password   # or password_env: CLINIC_DB_PASSWORD
+    password_file: secrets/db-password   # mode 0600 (else refused); or password_env: NAME
     summary_engine: auto                 # auto | numpy | duckdb (Parquet, CSV) | dask
     dask_scheduler: tcp://10.0.0.9:8786  # with summary_engine: dask
     chunk_rows: 1000000                  # rows per chunk (numpy engine, SQL)
@@ -430,6 +430,9 @@ def _password(src: Source) -> Optional[str]:
         return pw
     if src.password_file:
         try:
+            if os.stat(src.password_file).st_mode & 0o077:
+                raise SourceError(src.key, "password_file is readable by others than its "
+                                  "owner (chmod 600 it)", src.where)
             with open(src.password_file) as fh:
                 return fh.read().rstrip("\r\n")
         except OSError as exc:

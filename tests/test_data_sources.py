@@ -167,6 +167,10 @@ def test_postgres_streams_with_credentials_from_file_or_env(pg, tmp_path, monkey
     q = "SELECT age, bmi FROM visits ORDER BY id"
     by_file = parse_source("clinic", {"sql": q, "url": pg.url, "password_file": str(pwf),
                                       "chunk_rows": 700})
+    os.chmod(pwf, 0o644)
+    with pytest.raises(SourceError, match=r"readable by others .* \(chmod 600 it\)"):
+        read_all(by_file)
+    os.chmod(pwf, 0o600)
     np.testing.assert_array_equal(read_all(by_file), x)
     monkeypatch.setenv("SMS_TEST_PG_PW", pg.password)
     by_env = parse_source("clinic", {"sql": q, "url": pg.url, "password_env": "SMS_TEST_PG_PW",
