@@ -121,14 +121,14 @@ def _source(name: str, ds) -> Source:
 
 
 def scan(name: str, src: Source) -> Loaded:
-    """A streaming source read once in chunks (nothing kept): its column names,
-    every cell checked. ``points`` is empty (the worker reads the rows)."""
-    from secure_meanshift.sources import named_chunks
+    """A streaming source checked without keeping its rows (LocalData.scan): its
+    column names and row count. ``points`` is empty (the worker reads the rows)."""
+    from secure_meanshift.local_data import LocalData
 
-    cols, n = [], 0
+    data = LocalData(src)
     try:
-        for cols, off, arr in named_chunks(src):      # one pass, names with the first chunk
-            n = off + len(arr)
+        n = data.scan()             # DuckDB, Parquet metadata (Dask) or a pass in chunks
+        cols = data.columns
     except SourceError as exc:
         raise DatasetError(name, exc.what, exc.where) from None
     if not n:

@@ -70,6 +70,26 @@ class LocalData:
         self.n = n
         return n
 
+    def scan(self) -> int:
+        """The node's standing check (no job, so no bounds): every chosen cell
+        present and finite; the row count. DuckDB: one query (the Python reader
+        names the first bad row); Dask: Parquet metadata only (the schema,
+        numeric columns; rows are checked on the cluster for each job). Raises
+        SourceError."""
+        n = None
+        if self.src.engine == "dask":
+            _ = self.columns                        # the schema, every file
+            n = sum(p[3] for p in parquet_parts(self.src))
+        elif self.src.engine == "duckdb":
+            inf = np.full(len(self.columns), np.inf)
+            n = _duckdb_check(self.src, self.columns, -inf, inf)
+        if n is None:
+            n = 0
+            for names, off, arr in named_chunks(self.src):
+                self._names = names
+                n = off + len(arr)
+        return n
+
     def _numpy_check(self, lo, hi, name: str) -> int:
         n = 0
         for names, off, arr in named_chunks(self.src):

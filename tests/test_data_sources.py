@@ -367,3 +367,22 @@ def test_simulate_party_data_sources_fail_cleanly(tmp_path):
         res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
         assert res.returncode == 2 and needle in res.stderr, res.stderr
         assert "Traceback" not in res.stderr and "pw123" not in res.stderr
+
+
+def test_node_scan_per_engine(tmp_path):
+    """The node's standing check: DuckDB one query, Dask metadata only, the
+    Python reader naming the first bad row either way."""
+    from party_node import datasets
+    from party_node.config import Dataset
+
+    x = np.random.default_rng(4).uniform(size=(3000, 2))
+    x[1234, 1] = np.inf
+    folder = write_parquet(tmp_path / "l", x, ["a", "b"], files=2, row_group=500)
+    for engine, extra in (("duckdb", {}), ("numpy", {})):
+        src = parse_source("tx", {"path": folder, "summary_engine": engine, **extra})
+        st = datasets.check("tx", Dataset(src.path, None, src))
+        assert st.problem == "data set 'tx': row 1235, column 'b': not a finite number"
+    src = parse_source("tx", {"path": folder, "summary_engine": "dask",
+                              "dask_scheduler": "tcp://127.0.0.1:1"})
+    st = datasets.check("tx", Dataset(src.path, None, src))   # metadata only: no cluster
+    assert st.available and st.columns == ["a", "b"]
