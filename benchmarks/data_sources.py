@@ -189,7 +189,7 @@ def end_to_end(rows: int, base: str, parties: int = 3, max_iter: int = 10) -> di
             "load_average": os.getloadavg()[0]}
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1e6,1e7,1e8", help="row counts, comma-separated")
@@ -206,28 +206,27 @@ def main(argv=None) -> int:
                          "(DuckDB), against the twin; writes results/data_sources_e2e.json")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 10^5 rows, in-memory, numpy, duckdb and dask-1")
-    args = ap.parse_args(argv)
-    if os.path.isdir(args.out):
-        args.out = os.path.join(args.out, "data_sources.json")
-    if args.quick:
-        args.sizes, args.engines = "1e5", "in-memory,numpy,duckdb,dask-1"
-    if args.one:          # the measured process: nothing imported beyond what it needs
-        print(json.dumps(measure(args.one, args.dir)))
-        return 0
+    return ap
+
+
+def _run_end_to_end(args) -> None:
     from _bench_common import log, machine, write_json
 
-    if args.end_to_end:
-        base = args.dir or tempfile.mkdtemp(prefix="sms-bench-e2e-")
-        try:
-            out = end_to_end(int(args.end_to_end), base)
-        finally:
-            if not args.dir:
-                shutil.rmtree(base, ignore_errors=True)
-        out["machine"] = machine()
-        path = os.path.join(os.path.dirname(args.out), "data_sources_e2e.json")
-        write_json(path, out)
-        log(f"{json.dumps({k: v for k, v in out.items() if k != 'centroids'})}\nwrote {path}")
-        return 0
+    base = args.dir or tempfile.mkdtemp(prefix="sms-bench-e2e-")
+    try:
+        out = end_to_end(int(args.end_to_end), base)
+    finally:
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
+    out["machine"] = machine()
+    path = os.path.join(os.path.dirname(args.out), "data_sources_e2e.json")
+    write_json(path, out)
+    log(f"{json.dumps({k: v for k, v in out.items() if k != 'centroids'})}\nwrote {path}")
+
+
+def _run_engines(args) -> None:
+    from _bench_common import log, machine, write_json
+
     base = args.dir or tempfile.mkdtemp(prefix="sms-bench-data-")
     results, generated = [], {}
     try:
@@ -245,17 +244,31 @@ def main(argv=None) -> int:
     finally:
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
-    digests = {}
+    digests: dict = {}
     for r in results:
         if "digest" in r:
             digests.setdefault(r["rows"], set()).add(r["digest"])
-    data = {"machine": machine(), "cell_unit": CELL, "bounds": BOUNDS,
-            "generate_s": generated, "results": results,
-            "identical_across_engines": {str(k): len(v) == 1 for k, v in digests.items()},
-            "not_attempted": "10^9 rows (about 16 GB of Parquet) was not run in this session"}
-    write_json(args.out, data)
+    write_json(args.out, {
+        "machine": machine(), "cell_unit": CELL, "bounds": BOUNDS,
+        "generate_s": generated, "results": results,
+        "identical_across_engines": {str(k): len(v) == 1 for k, v in digests.items()},
+        "not_attempted": "10^9 rows (about 16 GB of Parquet) was not run in this session"})
     plot(os.path.splitext(args.out)[0] + ".png", results)
     log(f"wrote {args.out}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if os.path.isdir(args.out):
+        args.out = os.path.join(args.out, "data_sources.json")
+    if args.quick:
+        args.sizes, args.engines = "1e5", "in-memory,numpy,duckdb,dask-1"
+    if args.one:          # the measured process: nothing imported beyond what it needs
+        print(json.dumps(measure(args.one, args.dir)))
+    elif args.end_to_end:
+        _run_end_to_end(args)
+    else:
+        _run_engines(args)
     return 0
 
 
