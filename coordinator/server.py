@@ -324,8 +324,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if msg.iteration > job.iterations:
             job.iterations = msg.iteration
             self.store.update(job.id, iterations=job.iterations)   # `job status` shows it
+        local = {"rows": msg.rows, "cells": msg.cells} if msg.stage == "local" else {}
         self._event(job, stage=msg.stage, iteration=msg.iteration, max_iter=msg.max_iter,
-                    moving=msg.moving, seconds=msg.seconds)
+                    moving=msg.moving, seconds=msg.seconds, **local)
 
     def _on_finished(self, job, party, msg):
         if party in job.finished:

@@ -588,6 +588,9 @@ def follow(c, job_id: str, json_mode: bool = False) -> dict:
             bar = "#" * int(30 * it / mx)
             mv = {"yes": "moving", "no": "converged"}.get(ev.get("moving", ""), "")
             line = f"[{bar:<30}] iteration {it}/{mx}  {ev.get('seconds', 0):.2f} s/it  {mv}"
+        elif stage == "local":
+            line = (f"local summary (rank 0): {int(ev.get('rows', 0)):,} rows read, "
+                    f"{int(ev.get('cells', 0)):,} cells, {ev.get('seconds', 0):.1f} s")
         else:
             line = f"{ev.get('state', '')}: {ev.get('message', '') or stage}"
         if tty:

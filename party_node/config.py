@@ -4,8 +4,12 @@
     coordinator: {address: "coord.example.org:50051"}   # server_name: optional TLS name
     tls: {ca: certs/ca.pem, cert: certs/party_hospital-a.pem, key: certs/party_hospital-a.key}
     # insecure: true          # local experiments only: no TLS at all
-    datasets:
+    datasets:                 # docs/operating.md "Data sources": CSV, .npy, Parquet, SQL
       patients: {path: data/patients.csv, columns: [age, bmi]}
+      # visits: {sql: "SELECT age, bmi FROM visits", url: "postgresql+psycopg://app@db/clinic",
+      #          password_file: secrets/db-password}
+      # tx: {path: "lake/tx/*.parquet", columns: [amount, hour], summary_engine: dask,
+      #      dask_scheduler: "tcp://10.0.0.9:8786"}
       # per data set: privacy_budget: {epsilon: 1.0, delta: 1.0e-6}  (else the policy's)
     rendezvous:               # where this node's MPC worker listens (one port per job)
       advertise: 10.0.0.5     # address the other ranks' workers dial (TLS, pinned identity)
@@ -50,9 +54,11 @@ from typing import Optional
 import yaml
 
 from meanshift_rpc.tls import TLSFiles
+from secure_meanshift.errors import InputError
 
 from .state import Budget
 from secure_meanshift.kernels import KERNEL_NAMES
+from secure_meanshift.sources import Source, parse_source, source_for_path
 
 
 class ConfigError(ValueError):
@@ -64,9 +70,17 @@ DEFAULT_BUDGET = Budget(epsilon=3.0, delta=1e-5)   # per data set, unless config
 
 @dataclass
 class Dataset:
+    """One data set: ``path`` (a file, directory or glob; "" for SQL), ``columns``,
+    and the full description (secure_meanshift.sources.Source)."""
+
     path: str
     columns: Optional[list] = None
+    source: Optional[Source] = None
     privacy_budget: Optional[Budget] = None    # None: the policy's
+
+    def __post_init__(self) -> None:
+        if self.source is None:          # built in code from a path (tests, tools)
+            self.source = source_for_path("", self.path, self.columns)
 
 
 def _budget(where: str, d) -> Budget:
@@ -138,8 +152,6 @@ KNOWN = {
                "min_bandwidth_fraction", "max_dust", "max_iter", "min_cluster_size"},
 }
 
-
-DATASET_KEYS = {"path", "columns", "privacy_budget"}
 
 SIOCGIFADDR = 0x8915          # Linux: an interface's (first) IPv4 address
 IFNAMSIZ = 16
@@ -223,6 +235,27 @@ def load(path: str) -> NodeConfig:
     return cfg
 
 
+def _datasets(path: str, base: str, entries: dict) -> dict:
+    """{name: Dataset} from the config's ``datasets`` section (sources.parse_source)."""
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{path}: datasets: expected a mapping of data set names")
+    sets = {}
+    for name, ds in entries.items():
+        if not isinstance(ds, dict) or not ("path" in ds or "sql" in ds):
+            raise ConfigError(f"{path}: datasets.{name}: needs a 'path' (or an 'sql' query "
+                              "with a 'url')")
+        own = ds.get("privacy_budget")      # the node's setting, not the source's
+        try:
+            src = parse_source(str(name), {k: v for k, v in ds.items()
+                                           if k != "privacy_budget"}, base)
+        except InputError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        sets[str(name)] = Dataset(
+            src.path, list(src.columns) if src.columns else None, src,
+            None if own is None else _budget(f"{path}: datasets.{name}.privacy_budget", own))
+    return sets
+
+
 def _load(path: str) -> NodeConfig:
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} does not exist")
@@ -251,19 +284,8 @@ def _load(path: str) -> NodeConfig:
         raise ConfigError(f"{path}: exactly one of 'party_id' (a party node) and "
                           "'dealer_id' (a dealer node) is required")
     role = "dealer" if "dealer_id" in d else "party"
-    sets = {}
-    for name, ds in ((need("datasets") if role == "party" else d.get("datasets")) or
-                     {}).items():
-        if not isinstance(ds, dict) or "path" not in ds:
-            raise ConfigError(f"{path}: datasets.{name}: needs a 'path'")
-        unknown = sorted(set(map(str, ds)) - DATASET_KEYS)
-        if unknown:
-            raise ConfigError(f"{path}: datasets.{name}.{unknown[0]}: unknown setting "
-                              f"(known: {', '.join(sorted(DATASET_KEYS))})")
-        own = ds.get("privacy_budget")
-        sets[name] = Dataset(rel(ds["path"]), ds.get("columns"),
-                             None if own is None else
-                             _budget(f"{path}: datasets.{name}.privacy_budget", own))
+    sets = _datasets(path, base, (need("datasets") if role == "party"
+                                  else d.get("datasets")) or {})
     tls = None
     if not d.get("insecure", False):
         t = need("tls")

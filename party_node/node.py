@@ -308,9 +308,9 @@ class PartyNode:
         SIGHUP); log what changed. The next heartbeat tells the coordinator."""
         for name, ds in sorted(self.cfg.datasets.items()):
             old = self.datasets.get(name)
-            if not force and old is not None and old.stamp == datasets.stamp(ds.path):
+            if not force and old is not None and old.stamp == datasets.stamp(ds.source):
                 continue
-            self._set_status(datasets.check(name, ds.path, ds.columns))
+            self._set_status(datasets.check(name, ds))
 
     def _set_status(self, st: "datasets.Status") -> None:
         old = self.datasets.get(st.name)
@@ -670,6 +670,7 @@ class PartyNode:
             span = max(h - l for l, h in zip(job.spec.bounds_lo, job.spec.bounds_hi))
             params["min_bandwidth"] = self.cfg.policy.min_bandwidth_fraction * span
         return {"role": "party", "path": ds.path, "columns": ds.columns,
+                "source": ds.source.to_dict(),
                 "dataset": me.dataset, "params": params, **self._mpc_payload(job, run, seed)}
 
     def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
@@ -697,13 +698,18 @@ class PartyNode:
                 if ev.get("stage") == "suppressed":     # for receivers only, not progress
                     job.suppressed = int(ev.get("count", 0) or 0)
                     continue
+                if ev.get("stage") == "local":          # counts only, never values
+                    log.info("job %s: local summary (%s): %d rows read, %d cells%s", job.id,
+                             ev.get("engine", ""), int(ev.get("rows", 0)),
+                             int(ev.get("cells", 0)), ", done" if ev.get("done") else "")
                 mv = ev.get("moving")
                 self._reply(job.id, progress=pb.Progress(
                     stage=ev.get("stage", ""), iteration=int(ev.get("iteration", 0) or 0),
                     max_iter=int(ev.get("max_iter", 0) or 0),
                     moving="" if mv is None else ("yes" if mv else "no"),
                     seconds=float(ev.get("seconds", 0.0) or 0.0),
-                    chunk=int(ev.get("chunk", 0) or 0), chunks=int(ev.get("chunks", 0) or 0)))
+                    chunk=int(ev.get("chunk", 0) or 0), chunks=int(ev.get("chunks", 0) or 0),
+                    rows=int(ev.get("rows", 0) or 0), cells=int(ev.get("cells", 0) or 0)))
             else:
                 outcome = msg
         code = proc.wait()

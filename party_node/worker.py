@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 
 def emit(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
@@ -51,7 +53,7 @@ def main() -> int:
     if not text.strip():
         return 0                   # a spare worker the node no longer needs
     job = json.loads(text)
-    from party_node.datasets import DatasetError, load
+    from party_node.datasets import DatasetError, job_data
     from secure_meanshift.errors import InputError, MPCError, PeerLost
     from secure_meanshift.params import MeanShiftParams
     from secure_meanshift.runtime import MPCConfig, run_dealer, run_party
@@ -70,10 +72,12 @@ def main() -> int:
             dealt = run_dealer(cfg)
             emit({"result": {"dealt": dealt, "wall_s": time.perf_counter() - t0}})
             return 0
-        points = load(job["dataset"], job["path"], job.get("columns")).points
+        points = job_data(job, progress=lambda ev: emit({"progress": ev}))
         if job["params"].get("bandwidth") == "auto":     # estimated under MPC first
             from secure_meanshift.bandwidth import run_party_auto
 
+            if not isinstance(points, np.ndarray):       # the estimate needs the rows
+                points = points.points()
             out, _ = run_party_auto(points, job["params"], cfg,
                                     progress=lambda ev: emit({"progress": ev}),
                                     name=f"data set {job['dataset']!r}", clip=True)

@@ -33,9 +33,19 @@ def read_csv_points(path: str, columns: Optional[Sequence[str]] = None, finite: 
     no data line at all gives an (0, d) array. ``finite``: NaN and infinity are
     errors here (by line and column) rather than the caller's (see check_finite).
     """
+    names, parts = [], []
+    for names, _, arr in iter_csv_points(path, columns, finite, columns_from):
+        parts.append(arr)
+    return np.concatenate(parts), names
+
+
+def iter_csv_points(path: str, columns: Optional[Sequence[str]] = None, finite: bool = False,
+                    columns_from: str = "", chunk_rows: int = 0):
+    """:func:`read_csv_points` in chunks of ``chunk_rows`` rows (0: one chunk):
+    yields (names, offset of the chunk's first row, (m, d) float64), at least once."""
     try:
         with open(path, newline="") as fh:
-            return _parse_csv(csv.reader(fh), columns, finite, columns_from)
+            yield from _parse_csv(csv.reader(fh), columns, finite, columns_from, chunk_rows)
     except UnicodeDecodeError:
         raise PointsFileError("not a text (UTF-8) CSV file") from None
     except csv.Error:
@@ -45,7 +55,7 @@ def read_csv_points(path: str, columns: Optional[Sequence[str]] = None, finite: 
             from None
 
 
-def _parse_csv(reader, columns, finite: bool, columns_from: str) -> tuple[np.ndarray, list]:
+def _parse_csv(reader, columns, finite: bool, columns_from: str, chunk_rows: int = 0):
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -59,28 +69,36 @@ def _parse_csv(reader, columns, finite: bool, columns_from: str) -> tuple[np.nda
         pick = [header.index(c) for c in columns]
     else:
         pick = list(range(len(header)))
-    rows = []
+    names = [header[i] for i in pick]
+    rows, done = [], 0
     for lineno, row in enumerate(reader, start=2):
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) != len(header):
-            raise PointsFileError(f"line {lineno}: {len(row)} fields, the header has "
-                                  f"{len(header)}")
-        vals = []
-        for i in pick:
-            cell = row[i].strip()
-            try:
-                v = float(cell)
-            except ValueError:
-                v = None
-            if v is None or (finite and not math.isfinite(v)):
-                kind = "empty" if not cell else ("not a number" if v is None
-                                                 else "not a finite number")
-                raise PointsFileError(f"line {lineno}, column {i + 1} ({header[i]!r}): {kind}")
-            vals.append(v)
-        rows.append(vals)
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(pick)), \
-        [header[i] for i in pick]
+        rows.append(_csv_row(row, lineno, header, pick, finite))
+        if chunk_rows and len(rows) == chunk_rows:
+            yield names, done, np.asarray(rows, dtype=np.float64)
+            done, rows = done + len(rows), []
+    if rows or not done:
+        yield names, done, np.asarray(rows, dtype=np.float64).reshape(len(rows), len(pick))
+
+
+def _csv_row(row: list, lineno: int, header: list, pick: list, finite: bool) -> list:
+    if len(row) != len(header):
+        raise PointsFileError(f"line {lineno}: {len(row)} fields, the header has "
+                              f"{len(header)}")
+    vals = []
+    for i in pick:
+        cell = row[i].strip()
+        try:
+            v = float(cell)
+        except ValueError:
+            v = None
+        if v is None or (finite and not math.isfinite(v)):
+            kind = "empty" if not cell else ("not a number" if v is None
+                                             else "not a finite number")
+            raise PointsFileError(f"line {lineno}, column {i + 1} ({header[i]!r}): {kind}")
+        vals.append(v)
+    return vals
 
 
 def load_points(path: str, columns: Optional[Sequence[str]] = None) -> np.ndarray:

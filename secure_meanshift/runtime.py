@@ -25,8 +25,7 @@ import numpy as np
 from ._compat import import_crypten
 from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
 from .dealer import PROVIDERS
-from .errors import InputError, MPCError
-from .errors import PEER_LOST, PeerLost
+from .errors import PEER_LOST, InputError, MPCError, PeerLost
 from .mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
 from .transport import Transport
 from .params import MeanShiftParams, resolve_summary
@@ -245,12 +244,23 @@ def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
         mesh.close()
 
 
-def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "points",
+def prepare_local(points, params: MeanShiftParams, name: str = "points",
                   clip: bool = False) -> tuple[np.ndarray, Optional[np.ndarray], int]:
     """Check the owner's points and map them to the unit box; summarise them
     locally when the job asks for it. Returns (rows, weights or None, n).
+
+    ``points``: an (n, d) array, or a LocalData (local_data.py) already checked
+    by its ``check``: summarised out of core, read whole only in exact mode.
     ``clip``: rows outside the public bounds are clipped into them (data.
     clip_to_bounds) instead of rejected, so acceptance never depends on the data."""
+    from .local_data import LocalData
+
+    if isinstance(points, LocalData):
+        if params.summary is not None:      # clipped as its check was told
+            reps, w, info = points.summarize(params.lo, params.scale,
+                                             params.h_unit * params.summary)
+            return reps, w, info.points
+        points = points.points()
     x = clip_to_bounds(points, params.bounds, name)[0] if clip else \
         check_points(points, params.bounds, name)
     unit = to_unit(x, params.lo, params.scale)
@@ -262,12 +272,39 @@ def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "poin
     return reps, w, len(x)
 
 
-def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
+def _check_before_connecting(points, params: MeanShiftParams, name: str, clip: bool,
+                             before: Optional[Callable]) -> tuple:
+    """(points, n_rows, clipped, summary made in advance or None, its cell)."""
+    from .local_data import LocalData
+
+    if isinstance(points, LocalData) and params.dp:
+        points = points.points()        # the DP histogram counts rows in memory
+    if isinstance(points, LocalData):
+        n_rows = points.check(params.bounds, name, clip=clip)
+        local = None
+        if before is None:     # the cell is known (summary "auto": the total is >= n_rows):
+            local = resolve_summary(params.summary, n_rows)   # summarise before connecting,
+            if local is not None:                            # not while the peers wait
+                return points, n_rows, 0, points.summarize(
+                    params.lo, params.scale, params.h_unit * local), local
+        return points, n_rows, 0, None, local
+    clipped = 0
+    if clip:
+        points, clipped = clip_to_bounds(points, params.bounds, name)
+    if params.dp:
+        check_finite(points, name, params.dim)      # out-of-bounds rows are clipped
+    else:
+        check_points(points, params.bounds, name)
+    return points, len(points), clipped, None, None
+
+
+def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
               progress: Optional[Progress] = None, name: str = "points",
               before: Optional[Callable] = None, clip: bool = False,
               keep_noise: bool = False,
               transport: Optional[Transport] = None) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
+    ``points``: an (n, d) array or a LocalData (rows where they live).
 
     Bad input raises InputError before any connection is made.
     A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
@@ -281,25 +318,22 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     ``transport``: links already made (tests); default: connect the job's mesh.
     """
     t0 = time.perf_counter()
-    clipped = 0
-    if clip:
-        points, clipped = clip_to_bounds(points, params.bounds, name)
-    if params.dp:
-        check_finite(points, name, params.dim)      # out-of-bounds rows are clipped
-    else:
-        check_points(points, params.bounds, name)   # fail before connecting to anyone
+    points, n_rows, clipped, pre, local = _check_before_connecting(
+        points, params, name, clip, before)          # fail before connecting to anyone
     noise = None
     with _Session(mpc, transport):
         try:
             if before is not None:
                 params = before(params)
             if params.summary == "auto":
-                params = replace(params, summary=resolve_summary("auto", _total_points(len(points))))
+                params = replace(params, summary=resolve_summary("auto", _total_points(n_rows)))
             if params.dp:
                 from .privacy import local_release
 
                 rel = local_release(points, params, keep_noise)
                 rows, weights, n, noise = rel.cells, rel.counts, len(rel.cells), rel.noise
+            elif pre is not None and params.summary == local:
+                rows, weights, n = pre[0], pre[1], pre[2].points
             else:
                 rows, weights, n = prepare_local(points, params, name, clip=clip)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)

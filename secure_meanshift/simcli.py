@@ -23,7 +23,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--spread", type=float, default=0.03, help="synthetic cluster std-dev")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic generator")
     g.add_argument("--party-data", action="append", metavar="FILE",
-                   help="CSV (with header) or .npy file of one party; repeat once per party")
+                   help="one party's data: a CSV (with header), .npy or Parquet file, a "
+                   "Parquet directory or glob, or a YAML data-set description (e.g. an "
+                   "SQL query; docs/operating.md 'Data sources'); repeat once per party")
     g.add_argument("--columns", help="comma-separated CSV columns to use (default all)")
     g.add_argument("--bounds", help="public feature bounds 'lo1,lo2,..:hi1,hi2,..' "
                    "(default: [0,1] for synthetic data, the files' min/max otherwise)")
@@ -98,14 +100,29 @@ def _parse_bounds(text: str) -> tuple:
         raise InputError("--bounds: expected 'lo1,lo2,...:hi1,hi2,...'") from None
 
 
+def _party_points(arg: str, cols) -> np.ndarray:
+    """One --party-data argument in memory: CSV/.npy as before (data.load_points),
+    Parquet (file, directory, glob) or a YAML data-set description (sources.py)."""
+    from .data import load_points
+    from .sources import SourceError, read_all, source_from_arg
+
+    src = source_from_arg(arg, cols)
+    if src.kind in ("csv", "npy") and not arg.lower().endswith((".yaml", ".yml")):
+        return load_points(arg, cols)
+    try:
+        return read_all(src)
+    except SourceError as exc:          # local: the path may be shown
+        raise InputError(exc.local) from None
+
+
 def _load_parts(args) -> tuple[list, tuple]:
-    from .data import check_finite, load_points, split_even, synthetic_blobs
+    from .data import check_finite, split_even, synthetic_blobs
 
     if args.party_data:
         cols = args.columns.split(",") if args.columns else None
         if len(args.party_data) < 2:
             raise InputError("--party-data: give one file per party, at least 2")
-        parts = [check_finite(load_points(f, cols), f"party {i} ({f})")
+        parts = [check_finite(_party_points(f, cols), f"party {i} ({f})")
                  for i, f in enumerate(args.party_data)]
         if len({p.shape[1] for p in parts}) > 1:
             raise InputError("--party-data: the files have different column counts "

@@ -185,6 +185,13 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
         traceback.print_exc(limit=0)
 
 
+def _party_input(part):
+    """An array, or a LocalData (rows where they live: local_data.py) as it is."""
+    from .local_data import LocalData
+
+    return part if isinstance(part, LocalData) else np.asarray(part)
+
+
 @dataclass
 class SimulationRun:
     outcomes: list            # PartyOutcome per rank
@@ -242,7 +249,7 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     try:
         with _sigterm_cancels():
             _start_ranks(procs, cfgs, _party_main, lambda cfg: (
-                np.asarray(parts[cfg.rank]) if cfg.rank < world else empty, params, out,
+                _party_input(parts[cfg.rank]) if cfg.rank < world else empty, params, out,
                 True, keep_noise), local)
             results, errors = _collect(out, procs, world, timeout_s, progress)
             ok = True

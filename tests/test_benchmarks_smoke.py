@@ -91,3 +91,14 @@ def test_cost_table_quick(tmp_path):
         assert s["bytes"] > 0 and s["rounds"] > 0 and s["model"]
     assert row["ours"]["total_per_iteration"]["bytes"] > 0
     assert (tmp_path / "cost_table.png").stat().st_size > 0
+
+
+@pytest.mark.slow        # five fresh processes (each imports the engine): ~20 s quiet, 80 s loaded
+def test_data_sources_quick(tmp_path):
+    _run("data_sources.py", tmp_path)
+    data = json.loads((tmp_path / "data_sources.json").read_text())
+    assert data["identical_across_engines"] == {"100000": True}
+    assert {r["engine"] for r in data["results"]} == {"in-memory", "numpy", "duckdb", "dask-1"}
+    for r in data["results"]:
+        assert r["rows"] == 100_000 and r["seconds"] > 0 and r["peak_rss_mb"] > 0
+    assert (tmp_path / "data_sources.png").stat().st_size > 0
