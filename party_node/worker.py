@@ -52,7 +52,7 @@ def main() -> int:
         return 0                   # a spare worker the node no longer needs
     job = json.loads(text)
     from party_node.datasets import DatasetError, load
-    from secure_meanshift.errors import InputError, MPCError
+    from secure_meanshift.errors import InputError, MPCError, PeerLost
     from secure_meanshift.params import MeanShiftParams
     from secure_meanshift.runtime import MPCConfig, run_dealer, run_party
 
@@ -85,12 +85,9 @@ def main() -> int:
         emit({"error": str(exc), "input": True})
         return 2
     except MPCError as exc:
-        # a peer left, or connecting / an exchange timed out (the engine says so with
-        # PEER_LOST): the coordinator then looks for the party at fault
-        from secure_meanshift import runtime
-
-        hint = getattr(runtime, "PEER_LOST", None)
-        emit({"error": str(exc), "peer_lost": hint is None or hint in str(exc)})
+        # a peer left, or connecting / an exchange timed out (PeerLost): the
+        # coordinator then looks for the party at fault
+        emit({"error": str(exc), "peer_lost": isinstance(exc, PeerLost)})
         return 2
     except Exception as exc:  # noqa: BLE001 - report the kind, never the payload
         emit({"error": f"worker failed: {type(exc).__name__}"})

@@ -17,7 +17,7 @@ import torch
 from torch.distributed import ReduceOp
 
 from .errors import MPCError
-from .mesh import Mesh
+from .transport import Transport
 
 
 def to_bytes(t: torch.Tensor) -> memoryview:
@@ -62,7 +62,7 @@ class MeshCommunicator:
 
     BYTES_PER_ELEMENT = 8
 
-    def __init__(self, mesh: Mesh, world_size: int):
+    def __init__(self, mesh: Transport, world_size: int):
         self.mesh = mesh
         self.rank = mesh.rank
         self.world_size = world_size
@@ -84,8 +84,7 @@ class MeshCommunicator:
 
     # ---- statistics ------------------------------------------------------
     def _from_dealer(self) -> int:
-        link = self.mesh.links.get(self.world_size)
-        return link.received if link is not None else 0
+        return self.mesh.received_from(self.world_size)
 
     def reset_communication_stats(self) -> None:
         self.comm_rounds = 0

@@ -67,7 +67,7 @@ from torch.distributed import ReduceOp
 from . import csprng
 from .communicator import from_bytes, to_bytes
 from .errors import MPCError
-from .mesh import Mesh
+from .transport import Transport
 from .signtest import MASK_ROWS, and_shares, less_than_zero, mask_material, resolve, words
 
 PROVIDERS = ("dealer", "first-party")
@@ -204,7 +204,7 @@ class _Pending:
 class Correlations:
     """A party's side: its stream with the dealer, and party 0's requests."""
 
-    def __init__(self, rank: int, stream: csprng.Stream, mesh: Optional[Mesh],
+    def __init__(self, rank: int, stream: csprng.Stream, mesh: Optional[Transport],
                  dealer_rank: int, local: Optional[Dealing] = None):
         self.rank = rank
         self.stream = stream
@@ -553,7 +553,7 @@ def install_protocols(corr: Correlations) -> None:
 
 
 # ---- set-up and the dealer's own loop ----------------------------------------
-def party_setup(mesh: Optional[Mesh], rank: int, world: int, provider: str) -> Correlations:
+def party_setup(mesh: Optional[Transport], rank: int, world: int, provider: str) -> Correlations:
     """Receive this party's dealer key (or, in first-party mode, rank 0 draws
     and hands out every key) and return its Correlations."""
     if provider == "dealer":
@@ -608,7 +608,7 @@ def check_request(req, dealing: Dealing) -> None:
         raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
 
 
-def serve(mesh: Mesh, world: int) -> int:
+def serve(mesh: Transport, world: int) -> int:
     """The dealer's whole job: hand each party its key, then answer party 0's
     requests until it says the job is over. Returns the number of requests."""
     keys = [csprng.new_key() for _ in range(world)]

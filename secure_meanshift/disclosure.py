@@ -82,6 +82,15 @@ def disclose(value, why: str, to: Optional[Sequence[int]] = None):
     return mine
 
 
+def add_observer(fn: Observer) -> None:
+    """Call ``fn(Disclosure)`` for every later disclosure in this process."""
+    _OBSERVERS.append(fn)
+
+
+def remove_observer(fn: Observer) -> None:
+    _OBSERVERS.remove(fn)
+
+
 @contextlib.contextmanager
 def observe(callback: Optional[Observer] = None) -> Iterator[list]:
     """Within the block, collect every disclosure of this process in the
@@ -93,8 +102,8 @@ def observe(callback: Optional[Observer] = None) -> Iterator[list]:
         if callback is not None:
             callback(event)
 
-    _OBSERVERS.append(fn)
+    add_observer(fn)
     try:
         yield seen
     finally:
-        _OBSERVERS.remove(fn)
+        remove_observer(fn)

@@ -1,5 +1,7 @@
 """User-facing errors: their message is what the operator sees, never a traceback."""
 
+PEER_LOST = "a peer left or stopped answering"   # ends every PeerLost message
+
 
 class InputError(ValueError):
     """Bad parameters or bad data, found before any secret sharing starts.
@@ -10,3 +12,16 @@ class InputError(ValueError):
 
 class MPCError(RuntimeError):
     """The multi-party run failed (peer gone, timeout, rendezvous failure)."""
+
+
+class PeerLost(MPCError):
+    """A peer left, could not be reached or stopped answering in time. The
+    party node reports it as such, and the coordinator then looks for the party
+    at fault. The message is ``"<detail>: " + PEER_LOST``."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"{detail}: {PEER_LOST}")
+        self.detail = detail
+
+    def __reduce__(self):
+        return (type(self), (self.detail,))

@@ -35,11 +35,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import MPCError
+from .errors import PEER_LOST, MPCError, PeerLost  # noqa: F401 (PEER_LOST: re-exported)
 
 log = logging.getLogger("secure_meanshift.mesh")
 
-PEER_LOST = "a peer left or stopped answering"   # the coordinator keys its blame on this
 TRANSPORTS = ("tls", "trusted-network")
 _HEADER = struct.Struct("<Q")
 _CHUNK = 1 << 20
@@ -173,23 +172,33 @@ class _Link:
 
 
 class Mesh:
-    """Framed, ordered messages between this rank and every other rank."""
+    """Framed, ordered messages between this rank and every other rank: the
+    job's transport (transport.Transport) over TLS 1.3 (or plaintext TCP)."""
 
     def __init__(self, rank: int, peers: Sequence[Peer], digest: bytes,
                  security: Optional[LinkSecurity], timeout_s: float = 60.0,
                  listen_host: Optional[str] = None):
-        self.rank = rank
-        self.peers = list(peers)
+        self._init_links(rank, peers, timeout_s)
         self.digest = digest
         self.security = security
+        self._listen_host = listen_host
+        self._connect_all()
+
+    def _init_links(self, rank: int, peers: Sequence[Peer], timeout_s: float) -> None:
+        self.rank = rank
+        self.peers = list(peers)
         self.timeout_s = timeout_s
         self.links: dict[int, _Link] = {}
         self.sent_bytes = 0
         self.recv_bytes = 0
         self._sel = selectors.DefaultSelector()
         self.rejected: list[str] = []      # why unexpected connections were dropped
-        self._listen_host = listen_host
-        self._connect_all()
+
+    def _watch_links(self) -> None:
+        """Make every link non-blocking and let the pump watch it."""
+        for link in self.links.values():
+            link.sock.setblocking(False)
+            self._sel.register(link.sock, selectors.EVENT_READ, link)
 
     # ---- set-up ---------------------------------------------------------
     def _contexts(self):
@@ -227,9 +236,7 @@ class Mesh:
         finally:
             if lst is not None:
                 lst.close()
-        for link in self.links.values():
-            link.sock.setblocking(False)
-            self._sel.register(link.sock, selectors.EVENT_READ, link)
+        self._watch_links()
 
     def _check_identity(self, sock, rank: int) -> None:
         if self.security is None:
@@ -288,8 +295,8 @@ class Mesh:
             except OSError:
                 _close(sock)
                 if time.monotonic() + delay > deadline:
-                    raise MPCError(f"could not reach rank {r} ({peer.identity}) at "
-                                   f"{peer.host}:{peer.port}: {PEER_LOST}") from None
+                    raise PeerLost(f"could not reach rank {r} ({peer.identity}) at "
+                                   f"{peer.host}:{peer.port}") from None
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
 
@@ -303,7 +310,7 @@ class Mesh:
         while expected:
             if time.monotonic() > deadline:
                 names = ", ".join(f"rank {r} ({self.peers[r].identity})" for r in sorted(expected))
-                raise MPCError(f"{names} did not connect in time: {PEER_LOST}")
+                raise PeerLost(f"{names} did not connect in time")
             try:
                 raw, addr = lst.accept()
                 threading.Thread(target=self._handshake, daemon=True,
@@ -370,7 +377,13 @@ class Mesh:
         return frame
 
     def flush(self) -> None:
+        """Send everything queued (waiting as long as the peers need to read it)."""
         self.pump(lambda: not any(lk.out for lk in self.links.values()))
+
+    def received_from(self, rank: int) -> int:
+        """Payload bytes received from rank so far (0 if there is no such link)."""
+        link = self.links.get(rank)
+        return link.received if link is not None else 0
 
     def pump(self, done: Callable[[], bool], need: Optional[int] = None) -> None:
         """Send and receive on every link until done(); a peer that closed
@@ -385,8 +398,8 @@ class Mesh:
             for link in self.links.values():
                 if link.closed and (link.out or link.rank == need) and not (
                         link.rank == need and link.frames and not link.out):
-                    raise MPCError(f"rank {link.rank} ({self.peers[link.rank].identity}) "
-                                   f"closed its connection: {PEER_LOST}")
+                    raise PeerLost(f"rank {link.rank} ({self.peers[link.rank].identity}) "
+                                   "closed its connection")
             for lk in self.links.values():
                 if bool(lk.out) != lk.watching_write:
                     lk.watching_write = bool(lk.out)
@@ -394,7 +407,7 @@ class Mesh:
                                      | (selectors.EVENT_WRITE if lk.out else 0), lk)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise MPCError(f"no answer within {self.timeout_s:.0f} s: {PEER_LOST}")
+                raise PeerLost(f"no answer within {self.timeout_s:.0f} s")
             events = self._sel.select(timeout=min(left, 1.0))
             for key, mask in events:
                 if mask & selectors.EVENT_READ:

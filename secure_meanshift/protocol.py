@@ -15,7 +15,14 @@ Every step is one vectorised operation over all dusts and all points:
   shuffle  every party applies a secret permutation, so position reveals nothing
   reveal   [keep * C, keep] to the ranks in reveal_to only
 
-What each party learns is listed in docs/leakage.md.
+In the code (run_protocol): _share -> Shared (and the initial centroids);
+_iterate_revealing / _iterate_oblivious, each iteration _one_pass (_chunk_sums,
+_pass_tests) -> PassAnswers, then _stop_flags and _retry (default mode) and
+_divide; _merge, _sizes_and_suppress, _reveal. Loop state: Iterate, Pending,
+IterationLog.
+
+What each party learns is listed in docs/leakage.md; every opening goes
+through disclosure.disclose, which names its row there.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 
 from ._compat import import_crypten
 from .dealer import fixed_operand, phase, prime_fixed, square_and_matmul
+from .disclosure import disclose
 from .division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
@@ -55,7 +63,12 @@ class ArithmeticFailure(RuntimeError):
 def _check_range(terms) -> bool:
     """Open only whether any range test failed (a count, not a value)."""
     (bits,) = ge_zero(terms)
-    return bool((1 - bits).sum().get_plain_text().item() < 0.5)
+    return not _range_failed(bits)
+
+
+def _range_failed(bits) -> bool:
+    """Open only whether any of these range-test bits is 0 (a count, not a value)."""
+    return bool(disclose((1 - bits).sum(), "failure-count").item() > 0.5)
 
 
 @dataclass
@@ -211,7 +224,7 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
         prev, keep = keep, got[0]
         if probe:
             check *= 2
-            if not bool(got[1].get_plain_text().item() > 0.5):
+            if not bool(disclose(got[1], "merge-depth").item() > 0.5):
                 return prev          # = keep: the fixed point, the greedy answer
     return keep
 
@@ -576,7 +589,8 @@ def _stop_flags(ans: PassAnswers) -> tuple:
     if ans.range_ok is not None:
         bad = bad + (1 - ans.range_ok).sum()
     opened = [bad.reshape(1)] + ([ans.moving.reshape(1)] if ans.moving is not None else [])
-    flags = crypten.cat(opened).get_plain_text()   # failure count [+ the stop bit]
+    flags = disclose(crypten.cat(opened), "stop-bit" if ans.moving is not None
+                     else "failure-count")       # failure count [+ the stop bit]
     return bool(flags[0] > 0.5), (bool(flags[1] > 0.5) if ans.moving is not None else None)
 
 
@@ -616,8 +630,7 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
         failed, moving = _stop_flags(ans)
         if failed:
             rng = ans.range_ok
-            _retry(st, notify, lambda: rng is not None and bool(
-                (1 - rng).sum().get_plain_text() > 0.5))
+            _retry(st, notify, lambda: rng is not None and _range_failed(rng))
             continue
         if moving is not None:
             _notify_iteration(notify, st, p, moving, st.log[-1].total_s)
@@ -702,13 +715,8 @@ def _reveal(sh: Shared, c, keep, sizes, small) -> Optional[np.ndarray]:
         out = crypten.cat([out, rescale(sizes, hi)], dim=1)
     if small is not None:
         out = crypten.cat([out, rescale(small * 1, hi)], dim=1)
-    out = _shuffle(out, sh.world)
-    mine = None
-    for r in p.receivers(sh.world):
-        val = out.get_plain_text(dst=r)
-        if r == sh.rank:
-            mine = val.double().numpy()
-    return mine
+    mine = disclose(_shuffle(out, sh.world), "result", to=p.receivers(sh.world))
+    return None if mine is None else mine.double().numpy()
 
 
 def _read_output(sh: Shared, mine: Optional[np.ndarray], has_small: bool,

@@ -26,7 +26,9 @@ from ._compat import import_crypten
 from .data import check_finite, check_points, from_unit, to_unit
 from .dealer import PROVIDERS
 from .errors import InputError, MPCError
-from .mesh import PEER_LOST, TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
+from .errors import PEER_LOST, PeerLost
+from .mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
+from .transport import Transport
 from .params import MeanShiftParams, resolve_summary
 from .protocol import Progress, SecureResult, run_protocol
 
@@ -147,16 +149,17 @@ def _connect(c: MPCConfig) -> Mesh:
                     listen_host=c.listen_host)
     except OSError as exc:
         me = c.peers[c.rank]
-        raise MPCError(f"could not listen on {me.host}:{me.port} "
-                       f"({type(exc).__name__}): {PEER_LOST}") from None
+        raise PeerLost(f"could not listen on {me.host}:{me.port} "
+                       f"({type(exc).__name__})") from None
 
 
 class _Session:
-    """Links, generators and correlated randomness for one party; one per worker."""
+    """Links, generators and correlated randomness for one party; one per worker.
+    ``transport``: the links to use (default: connect the job's mesh, _connect)."""
 
-    def __init__(self, cfg: MPCConfig):
+    def __init__(self, cfg: MPCConfig, transport: Optional[Transport] = None):
         self.cfg = cfg
-        self.mesh: Optional[Mesh] = None
+        self.mesh: Optional[Transport] = transport
         self.corr = None
 
     def __enter__(self):
@@ -170,7 +173,9 @@ class _Session:
         c = self.cfg
         torch.set_num_threads(max(1, c.threads))
         crypten.cfg.encoder.precision_bits = 16   # bulk work; see fixedpoint.BULK_BITS
-        self.mesh = mesh = _connect(c)
+        if self.mesh is None:
+            self.mesh = _connect(c)
+        mesh = self.mesh
         try:
             k, r = c.world_size, c.rank
             # keys for zero sharings: one with each neighbour, one for all
@@ -215,9 +220,10 @@ class _Session:
         return False
 
 
-def run_dealer(mpc: MPCConfig) -> int:
-    """The dealer rank's whole job (holds no data): connect, hand out keys,
-    answer party 0's requests. Returns the number of values dealt."""
+def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
+    """The dealer rank's whole job (holds no data): connect (or use
+    ``transport``), hand out keys, answer party 0's requests. Returns the number
+    of values dealt."""
     if not mpc.is_dealer:
         raise InputError("rank: the dealer's rank is world_size")
     import torch
@@ -225,13 +231,13 @@ def run_dealer(mpc: MPCConfig) -> int:
     from .dealer import serve
 
     torch.set_num_threads(max(1, mpc.threads))
-    mesh = _connect(mpc)
+    mesh = transport if transport is not None else _connect(mpc)
     try:
         return serve(mesh, mpc.world_size)
     except MPCError:
         raise
     except Exception as exc:
-        raise MPCError(f"dealer aborted: {_describe(exc)}") from None
+        raise _aborted("dealer aborted", exc) from None
     finally:
         mesh.close()
 
@@ -252,13 +258,16 @@ def prepare_local(points: np.ndarray, params: MeanShiftParams, name: str = "poin
 
 def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
               progress: Optional[Progress] = None, name: str = "points",
-              before: Optional[Callable] = None, keep_noise: bool = False) -> PartyOutcome:
+              before: Optional[Callable] = None,
+              transport: Optional[Transport] = None,
+              keep_noise: bool = False) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
 
     Bad input raises InputError before any connection is made.
     A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
     given, runs first inside the same MPC session (e.g. the bandwidth estimate
     of a ``bandwidth: auto`` job), so the dealer and the links serve both.
+    ``transport``: links already made (tests); default: connect the job's mesh.
     In DP mode (``params.privacy``) the party shares only its noisy histogram on
     the public grid (privacy.local_release; rows outside the bounds are clipped);
     ``keep_noise`` (tests only) returns this party's own noise in the outcome.
@@ -269,7 +278,7 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
     else:
         check_points(points, params.bounds, name)   # fail before connecting to anyone
     noise = None
-    with _Session(mpc):
+    with _Session(mpc, transport):
         try:
             if before is not None:
                 params = before(params)
@@ -286,7 +295,7 @@ def run_party(points: np.ndarray, params: MeanShiftParams, mpc: MPCConfig,
         except (InputError, MPCError):
             raise
         except Exception as exc:
-            raise MPCError(f"secure computation aborted: {_describe(exc)}") from None
+            raise _aborted("secure computation aborted", exc) from None
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
     return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
                         res.share_s, time.perf_counter() - t0, res.communication,
@@ -300,11 +309,24 @@ def _total_points(n: int) -> int:
     return int(sum(int(t) for t in crypten.comm.get().all_gather(torch.tensor([n]))))
 
 
-def _describe(exc: BaseException) -> str:
-    """A reason without payloads: exception type plus a short, value-free hint."""
-    text = str(exc)
-    for hint in ("Connection closed by peer", "Connection reset", "Timed out",
-                 "timeout", "Broken pipe", "Connection refused"):
-        if hint.lower() in text.lower():
-            return f"{type(exc).__name__} ({hint.lower()}): {PEER_LOST}"
-    return type(exc).__name__
+_LOST_HINTS = ("Connection closed by peer", "Connection reset", "Timed out",
+               "timeout", "Broken pipe", "Connection refused")
+
+
+def _describe(exc: BaseException) -> tuple:
+    """A reason without payloads: (exception type plus a short, value-free hint,
+    whether the hint says a peer was lost)."""
+    if isinstance(exc, PeerLost):
+        return exc.detail, True
+    text = str(exc).lower()
+    for hint in _LOST_HINTS:
+        if hint.lower() in text:
+            return f"{type(exc).__name__} ({hint.lower()})", True
+    return type(exc).__name__, False
+
+
+def _aborted(what: str, exc: BaseException) -> MPCError:
+    """The error to raise for an unexpected exception: PeerLost if it says a
+    peer was lost, else MPCError; the message names only the exception's kind."""
+    reason, lost = _describe(exc)
+    return PeerLost(f"{what}: {reason}") if lost else MPCError(f"{what}: {reason}")

@@ -62,7 +62,7 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
 
 
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
-                report_progress: bool, keep_noise: bool = False) -> None:
+                report_progress: bool, keep_noise: bool = False, links=None) -> None:
     from .runtime import run_dealer, run_party
 
     rank = cfg.rank
@@ -73,9 +73,9 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
 
     try:
         if cfg.is_dealer:
-            out.put(("dealer", rank, run_dealer(cfg)))
+            out.put(("dealer", rank, run_dealer(cfg, links)))
             return
-        res = run_party(points, params, cfg, progress, name=f"party {rank}",
+        res = run_party(points, params, cfg, progress, name=f"party {rank}", transport=links,
                         keep_noise=keep_noise)
         out.put(("result", rank, res))
     except (InputError, MPCError) as exc:
@@ -109,26 +109,25 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                    provider: str = "dealer", transport: str = "tls",
                    keep_noise: bool = False) -> SimulationRun:
     """Run one job with len(parts) party processes (plus the dealer's);
-    raise InputError/MPCError on failure. ``keep_noise`` (DP mode, tests only):
-    every party returns its own noise (SimulationRun.dp_noise)."""
+    raise InputError/MPCError on failure. ``transport``: "tls" (default),
+    "trusted-network" (plaintext TCP) or "local" (tests: see _start_ranks).
+    ``keep_noise`` (DP mode, tests only): every party returns its own noise
+    (SimulationRun.dp_noise)."""
     import json
 
     world = len(parts)
     if world < 2:
         raise InputError("parties: at least 2 parties are needed")
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
+    local = transport == "local"
+    out = _context(local).Queue()
     tmp = tempfile.TemporaryDirectory(prefix="sms-sim-")
-    cfgs = local_configs(world, provider, transport, tmp.name, timeout_s,
-                         context=json.dumps(params.to_dict(), sort_keys=True))
+    cfgs = local_configs(world, provider, "trusted-network" if local else transport, tmp.name,
+                         timeout_s, context=json.dumps(params.to_dict(), sort_keys=True))
     empty = np.zeros((0, params.dim))
-    procs = [ctx.Process(target=_party_main,
-                         args=(cfg, np.asarray(parts[cfg.rank]) if cfg.rank < world else empty,
-                               params, out, progress is not None, keep_noise), daemon=True)
-             for cfg in cfgs]
     t0 = time.perf_counter()
-    for p in procs:
-        p.start()
+    procs = _start_ranks(cfgs, _party_main, lambda cfg: (
+        np.asarray(parts[cfg.rank]) if cfg.rank < world else empty, params, out,
+        progress is not None, keep_noise), local)
     results: dict = {}
     errors: list = []
     dealt = None
@@ -172,32 +171,66 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     return SimulationRun([results[r] for r in range(world)], time.perf_counter() - t0)
 
 
-def _fn_main(cfg, fn, args, out) -> None:
+def _fn_main(cfg, fn, args, out, links=None) -> None:
     from .runtime import _Session, run_dealer
 
     try:
         if cfg.is_dealer:
-            run_dealer(cfg)
+            run_dealer(cfg, links)
             return
-        with _Session(cfg):
+        with _Session(cfg, links):
             out.put(("result", cfg.rank, fn(cfg.rank, *args)))
     except BaseException as exc:
         out.put(("error", cfg.rank, f"{type(exc).__name__}: {exc}"))
 
 
-def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 60.0,
-                     provider: str = "dealer", transport: str = "tls") -> list:
-    """Run fn(rank, *args) inside an MPC session in world_size spawned processes
-    (plus the dealer's); return the per-rank results. For tests and experiments
-    with protocol pieces."""
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    tmp = tempfile.TemporaryDirectory(prefix="sms-fn-")
-    cfgs = local_configs(world_size, provider, transport, tmp.name, timeout_s)
-    procs = [ctx.Process(target=_fn_main, args=(cfg, fn, args, out), daemon=True)
-             for cfg in cfgs]
+def _context(local: bool):
+    return mp.get_context("fork" if local else "spawn")
+
+
+def _local_rank(target, cfg, args: tuple, ends: list) -> None:
+    """A forked rank over its socket pairs (transport "local")."""
+    from .transport import LocalLinks, keep_own
+
+    target(cfg, *args, links=LocalLinks(cfg.rank, keep_own(ends, cfg.rank), cfg.timeout_s))
+
+
+def _start_ranks(cfgs: list, target, args_of: Callable, local: bool) -> list:
+    """Start target(cfg, *args_of(cfg)) for every rank: in spawned processes
+    that connect the job's mesh, or (local) in processes forked from this one
+    over socket pairs made before the fork: no TLS, no handshake, no fresh
+    interpreter (transport.LocalLinks; for tests whose subject is not the link)."""
+    ctx = _context(local)
+    if not local:
+        procs = [ctx.Process(target=target, args=(cfg, *args_of(cfg)), daemon=True)
+                 for cfg in cfgs]
+    else:
+        from .transport import socket_pairs
+
+        ends = socket_pairs(len(cfgs))
+        procs = [ctx.Process(target=_local_rank, args=(target, cfg, args_of(cfg), ends),
+                             daemon=True) for cfg in cfgs]
     for p in procs:
         p.start()
+    if local:
+        for socks in ends:          # every rank holds its own ends now
+            for s in socks.values():
+                s.close()
+    return procs
+
+
+def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 60.0,
+                     provider: str = "dealer", transport: str = "tls") -> list:
+    """Run fn(rank, *args) inside an MPC session in world_size processes (plus
+    the dealer's); return the per-rank results. For tests and experiments with
+    protocol pieces. ``transport="local"``: forked ranks over socket pairs
+    (see _start_ranks)."""
+    local = transport == "local"
+    out = _context(local).Queue()
+    tmp = tempfile.TemporaryDirectory(prefix="sms-fn-")
+    cfgs = local_configs(world_size, provider, "trusted-network" if local else transport,
+                         tmp.name, timeout_s)
+    procs = _start_ranks(cfgs, _fn_main, lambda cfg: (fn, args, out), local)
     results: dict = {}
     try:
         while len(results) < world_size:

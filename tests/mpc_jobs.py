@@ -1,7 +1,15 @@
-"""Functions run inside spawned MPC party processes by the engine tests
-(module-level so that 'spawn' can pickle them)."""
+"""Functions run inside MPC party processes by the engine tests
+(module-level so that 'spawn' can pickle them), and run_local to run them."""
 
 import torch
+
+
+def run_local(fn, world_size: int, args: tuple = (), **kwargs) -> list:
+    """simulate.run_mpc_function over socket pairs between forked ranks, no TLS
+    (transport.LocalLinks): for protocol tests whose subject is not the link."""
+    from secure_meanshift.simulate import run_mpc_function
+
+    return run_mpc_function(fn, world_size, args, transport="local", **kwargs)
 
 
 def divide_job(rank, den, q, max_den):
@@ -53,38 +61,18 @@ def faulty_division_job(rank, parts, params, fault_at):
 
 
 def counted_openings_job(rank, parts, params, fault_at=0):
-    """Run the protocol counting every opening (reveal of a shared value) made
+    """Run the protocol counting every disclosure (disclosure.observe) made
     before the final merge and reveal; optionally corrupt one division."""
-    from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
-    from crypten.mpc.primitives.binary import BinarySharedTensor
-
     import secure_meanshift.protocol as proto
+    from secure_meanshift.disclosure import observe
 
-    state = {"before_end": 0, "end": False}
-    for cls in (ArithmeticSharedTensor, BinarySharedTensor):
-        for name in ("reveal", "reveal_batch"):
-            original = getattr(cls, name)
-
-            def counting(*args, _orig=original, **kwargs):
-                if not state["end"]:
-                    state["before_end"] += 1
-                return _orig(*args, **kwargs)
-
-            setattr(cls, name, staticmethod(counting) if name == "reveal_batch" else counting)
-
-    def marking(fn):
-        def marked(*args, **kwargs):
-            state["end"] = True
-            return fn(*args, **kwargs)
-        return marked
-
-    proto._merge_keep = marking(proto._merge_keep)             # either merge rule
-    proto._merge_keep_intensity = marking(proto._merge_keep_intensity)
     if fault_at:
         corrupt_division(proto, fault_at)
     events = []
-    res = proto.run_protocol(parts[rank], None, params, events.append)
-    return res.centroids, res.iterations, state["before_end"], events
+    with observe() as seen:
+        res = proto.run_protocol(parts[rank], None, params, events.append)
+    before_end = [e for e in seen if e.why not in ("merge-depth", "result")]
+    return res.centroids, res.iterations, len(before_end), events
 
 
 def comparison_job(rank, values, thresholds):
@@ -195,6 +183,7 @@ def merge_job(rank, c, intensity, radius, min_weight, oblivious):
     """The intensity merge on shares (protocol._merge_keep_intensity) with the
     rounds it took and the values it opened."""
     from secure_meanshift._compat import import_crypten
+    from secure_meanshift.disclosure import observe
     from secure_meanshift.protocol import _merge_keep_intensity
 
     crypten = import_crypten()
@@ -202,15 +191,8 @@ def merge_job(rank, c, intensity, radius, min_weight, oblivious):
     it = crypten.cryptensor(torch.tensor(intensity, dtype=torch.float64).reshape(-1, 1), src=1)
     comm = crypten.comm.get()
     comm.reset_communication_stats()
-    opened = []
-    reveal = type(ct).get_plain_text
-
-    def counting(self, *a, **k):
-        opened.append(self.size())
-        return reveal(self, *a, **k)
-
-    type(ct).get_plain_text = counting
-    keep = _merge_keep_intensity(ct, it, radius, min_weight, oblivious)
-    type(ct).get_plain_text = reveal
+    with observe() as seen:
+        keep = _merge_keep_intensity(ct, it, radius, min_weight, oblivious)
     rounds = comm.get_communication_stats()["rounds"]
-    return keep.get_plain_text().numpy().reshape(-1) > 0.5, rounds, [list(s) for s in opened]
+    opened = [list(e.shape) for e in seen]
+    return keep.get_plain_text().numpy().reshape(-1) > 0.5, rounds, opened

@@ -39,7 +39,7 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
     from torch.distributed import ReduceOp
 
     from secure_meanshift import communicator as cm
-    from secure_meanshift import csprng, dealer, protocol
+    from secure_meanshift import csprng, dealer, disclosure
     from secure_meanshift import mesh as meshmod
 
     state = {"phase": "connect", "op": None, "in_setup": False}
@@ -102,22 +102,22 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
                  "broadcast_obj", "scatter", "send", "recv"):
         wrap(name)
 
-    # ---- protocol phases: the end (merge, shuffle, final reveal) is marked ----
-    def phase(name, fn, after=None):
-        def f(*args, **kwargs):
-            state["phase"] = name
-            out = fn(*args, **kwargs)
-            if after:
-                state["phase"] = after
-            return out
-        return f
+    # ---- protocol phases: the end (merge, shuffle, final reveal) is marked by
+    # the engine's own seams: the step it charges traffic to, and the one
+    # disclosure of the result (disclosure.py) ----
+    ends = {"merge": "merge", "sizes": "merge", "reveal": "shuffle"}
+    orig_set_step = cm.MeshCommunicator.set_step
 
-    from secure_meanshift import runtime
+    def set_step(self, name):
+        state["phase"] = ends.get(name, "protocol")
+        return orig_set_step(self, name)
 
-    runtime.run_protocol = phase("protocol", runtime.run_protocol)
-    protocol._merge_keep = phase("merge", protocol._merge_keep)
-    protocol._merge_keep_intensity = phase("merge", protocol._merge_keep_intensity)
-    protocol._shuffle = phase("shuffle", protocol._shuffle, after="reveal")
+    def on_disclosure(event):
+        if event.why == "result":
+            state["phase"] = "reveal"
+
+    cm.MeshCommunicator.set_step = set_step
+    disclosure.add_observer(on_disclosure)
 
     # ---- keys of every cryptographic stream --------------------------------
     orig_stream_init = csprng.Stream.__init__
@@ -163,8 +163,9 @@ def recorded_rank(cfg, points, params, out, opts: Optional[dict] = None) -> None
                 rec["outcome"] = run_dealer(cfg)
             else:
                 rec["outcome"] = run_party(points, params, cfg, name=f"party {cfg.rank}")
-        except (InputError, MPCError) as exc:
-            rec["error"] = (type(exc).__name__, str(exc))
+        except (InputError, MPCError) as exc:     # PeerLost is an MPCError
+            rec["error"] = ("InputError" if isinstance(exc, InputError) else "MPCError",
+                            str(exc))
     except BaseException as exc:   # never let a rank die silently
         rec["error"] = ("crash", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
     rec["wall_s"] = time.monotonic() - t0

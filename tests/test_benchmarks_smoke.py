@@ -2,8 +2,9 @@
 folder (as a subprocess, by path: crypten ships a package called `benchmarks`)
 and writes JSON with the expected keys. Timings are not checked.
 
-sweeps.py and targets.py take about 20-30 s each here, cost_table.py about 10 s;
-scale_report.py about two minutes, so it is marked slow."""
+They test the benchmark programs, not the engine, and take minutes (sweeps.py
+and targets.py about 50 s each here, cost_table.py about 25 s, scale_report.py
+about two minutes): the whole module is marked slow (run with -m slow)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
+pytestmark = pytest.mark.slow
 
 
 def _run(script: str, out, *extra: str, timeout: float = 240.0) -> None:
@@ -57,7 +59,6 @@ def test_targets_quick(tmp_path):
         _run_keys(r)
 
 
-@pytest.mark.slow
 def test_scale_report_quick(tmp_path):
     _run("scale_report.py", tmp_path, "--no-sweeps", timeout=600.0)
     data = json.loads((tmp_path / "scale.json").read_text())

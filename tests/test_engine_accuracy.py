@@ -27,7 +27,7 @@ def test_secure_matches_plaintext_twin(parties, kernel):
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=6, kernel=kernel,
                         max_iter=15, seed=parties)
     ref = reference_meanshift(parts, p)
-    run = run_simulation(parts, p, timeout_s=60)
+    run = run_simulation(parts, p, transport="local", timeout_s=60)
     got = run.receiver
     assert all(o.centroids is not None for o in run.outcomes)      # default: all receive
     assert len(got.centroids) == len(ref.centroids)
@@ -44,7 +44,7 @@ def test_data_units_and_bounds_scaling():
     p = MeanShiftParams(bandwidth=H * scale, bounds=(lo.tolist(), (lo + scale).tolist()),
                         n_dust=5, max_iter=10, seed=1)
     ref = reference_meanshift(parts, p)
-    got = run_simulation(parts, p).receiver
+    got = run_simulation(parts, p, transport="local").receiver
     err, unmatched = match_error(got.centroids, ref.centroids)
     assert unmatched == 0 and err < 1e-3 * p.bandwidth
 
@@ -54,7 +54,7 @@ def test_oblivious_runs_exactly_max_iter_and_reveals_nothing_early():
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=4,
                         oblivious=True)
     events = []
-    run = run_simulation(parts, p, progress=events.append)
+    run = run_simulation(parts, p, transport="local", progress=events.append)
     assert run.receiver.iterations == 4
     its = [e for e in events if e.get("stage") == "iteration"]
     assert [e["iteration"] for e in its] == [1, 2, 3, 4]     # progress, but
@@ -68,7 +68,7 @@ def test_reveal_only_to_chosen_rank_with_sizes():
     parts, _ = blobs(parties=3)
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=6, max_iter=10,
                         reveal_to=(1,), return_sizes=True)
-    run = run_simulation(parts, p)
+    run = run_simulation(parts, p, transport="local")
     assert run.outcomes[0].centroids is None and run.outcomes[2].centroids is None
     got = run.outcomes[1]
     ref = reference_meanshift(parts, p)
@@ -92,7 +92,7 @@ def test_large_data_with_tiny_cluster_stays_finite_and_correct():
     p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=m, max_iter=6,
                         seed=seed, return_sizes=False)
     ref = reference_meanshift(parts, p)
-    got = run_simulation(parts, p, timeout_s=120).receiver
+    got = run_simulation(parts, p, transport="local", timeout_s=120).receiver
     assert np.isfinite(got.centroids).all()
     assert len(got.centroids) == 2 == len(ref.centroids)
     err, _ = match_error(got.centroids, ref.centroids)

@@ -3,12 +3,11 @@ element) is detected by the in-box range test and recomputed, never returned."""
 
 import pytest
 
-from mpc_jobs import counted_openings_job, faulty_division_job
+from mpc_jobs import counted_openings_job, faulty_division_job, run_local
 from secure_meanshift.compare import match_error
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
-from secure_meanshift.simulate import run_mpc_function
 
 
 @pytest.mark.parametrize("max_iter", [20, 2])   # mid-run, and the very last update
@@ -16,7 +15,7 @@ def test_corrupted_update_is_detected_and_redone(max_iter):
     pts, _ = separated_blobs(100, 4, 2, 0.02, seed=1)
     parts = split_even(pts, 2)
     p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=6, max_iter=max_iter)
-    cents, iterations, retries = run_mpc_function(faulty_division_job, 2, (parts, p, 2))[0]
+    cents, iterations, retries = run_local(faulty_division_job, 2, (parts, p, 2))[0]
     ref = reference_meanshift(parts, p)
     assert len(retries) == 1
     assert iterations == ref.iterations
@@ -33,7 +32,7 @@ def test_oblivious_opens_nothing_before_the_end_even_after_a_failure():
                         oblivious=True)
     ref = reference_meanshift(parts, p)
     for fault_at in (0, 3):
-        cents, iterations, opened, events = run_mpc_function(
+        cents, iterations, opened, events = run_local(
             counted_openings_job, 2, (parts, p, fault_at))[0]
         assert opened == 0, f"{opened} openings before the end (fault_at={fault_at})"
         assert iterations == 8
@@ -44,6 +43,6 @@ def test_oblivious_opens_nothing_before_the_end_even_after_a_failure():
 def test_non_oblivious_mode_opens_only_its_stop_bits():
     parts = split_even(separated_blobs(100, 4, 2, 0.02, seed=3)[0], 2)
     p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=8)
-    cents, iterations, opened, _ = run_mpc_function(counted_openings_job, 2, (parts, p))[0]
+    cents, iterations, opened, _ = run_local(counted_openings_job, 2, (parts, p))[0]
     # one opening per pass (the failure count with the stop bit), nothing else
     assert 0 < opened <= iterations + 2

@@ -6,12 +6,12 @@ how close the nearest point came (PlainResult.edge_gap)."""
 import numpy as np
 import pytest
 
-from mpc_jobs import exact_edge_job
+from mpc_jobs import exact_edge_job, run_local
 from secure_meanshift.compare import match_error
 from secure_meanshift.data import split_even, synthetic_blobs
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
-from secure_meanshift.simulate import run_mpc_function, run_simulation
+from secure_meanshift.simulate import run_simulation
 
 H = 0.1
 BITS = 20
@@ -26,7 +26,7 @@ def test_edge_test_is_exact_on_the_encodings():
     x = c[rng.integers(0, m, n)] + (H + delta)[:, None] * np.c_[np.cos(ang), np.sin(ang)]
     x = np.round(x * 2.0**16) / 2.0**16                                    # the 2^-16 grid
     truth = (((c[:, None, :] - x[None]) ** 2).sum(-1) <= H * H).astype(float)
-    exact, old = run_mpc_function(exact_edge_job, 2, (c, x, H * H, BITS))[0]
+    exact, old = run_local(exact_edge_job, 2, (c, x, H * H, BITS))[0]
     assert (exact == truth).all(), f"{int((exact != truth).sum())} exact-path mismatches"
     # the previous 16-bit distances get some of these wrong (the issue's 8.2e-3 h error)
     assert (old != truth).sum() > 0
@@ -41,7 +41,7 @@ def test_three_parties_1000_points_equal_twin_unless_a_point_is_at_the_edge(seed
                         seed=seed)
     ref = reference_meanshift(parts, p)
     assert ref.edge_gap is not None and ref.edge_gap >= 0
-    got = run_simulation(parts, p, timeout_s=120).receiver
+    got = run_simulation(parts, p, transport="local", timeout_s=120).receiver
     err, unmatched = match_error(got.centroids, ref.centroids)
     if ref.edge_gap > 2.0**-20:
         assert unmatched == 0 and err < 1e-3 * H, f"error {err:.2e}, edge gap {ref.edge_gap:.1e}"

@@ -31,7 +31,7 @@ def test_secure_run_suppresses_on_shares_and_reveals_only_the_count():
     parts = _data()
     p = MeanShiftParams(bandwidth=0.05, bounds=([0, 0], [1, 1]), n_dust=26, max_iter=20,
                         seed=3, min_cluster_size=5)
-    run = run_simulation(parts, p)
+    run = run_simulation(parts, p, transport="local")
     ref = reference_meanshift(parts, p)
     got = run.receiver.centroids
     assert len(got) == len(ref.centroids) == 2

@@ -12,13 +12,12 @@ Bounds stated here:
 import numpy as np
 import pytest
 
-from mpc_jobs import merge_job
+from mpc_jobs import merge_job, run_local
 from secure_meanshift import SecureMeanShift
 from secure_meanshift.compare import match_error
 from secure_meanshift.errors import InputError
 from secure_meanshift.params import MAX_POINT_SEEDS, MeanShiftParams
 from secure_meanshift.plaintext import merge_keep_intensity
-from secure_meanshift.simulate import run_mpc_function
 
 sk = pytest.importorskip("sklearn")
 from sklearn import datasets  # noqa: E402
@@ -88,7 +87,7 @@ def _merge_case(m=48, seed=5):
 def test_merge_for_many_centroids_is_the_greedy_answer(oblivious):
     c, inten, r = _merge_case()
     want = merge_keep_intensity(c, inten, r, 0.5)
-    keep, rounds, opened = run_mpc_function(merge_job, 2, (c, inten, r, 0.5, oblivious))[0]
+    keep, rounds, opened = run_local(merge_job, 2, (c, inten, r, 0.5, oblivious))[0]
     assert keep.tolist() == want.tolist()
     if oblivious:
         assert opened == []                          # m rounds, nothing opened

@@ -196,7 +196,7 @@ def test_secure_dp_matches_twin_with_the_same_noise():
     parts[1] = np.concatenate([parts[1], [[1.5, -0.2]]])      # clipped, not refused
     p = MeanShiftParams(bandwidth=0.25, bounds=UNIT, privacy={"epsilon": 1, "delta": 1e-6},
                         return_sizes=True, min_cluster_size=5, max_iter=20)
-    run = run_simulation(parts, p, keep_noise=True)
+    run = run_simulation(parts, p, keep_noise=True, transport="local")
     got = run.receiver
     assert run.dp_noise is not None and run.dp_noise.shape == (len(privacy.grid_cells(p)),)
     ref = reference_meanshift(parts, p, noise=run.dp_noise)
@@ -266,12 +266,11 @@ def test_differencing_attack_exact_mode_succeeds_dp_mode_fails():
     assert fails >= 95, f"the attack came within 0.1 of the span in {100 - fails} trials"
 
 
-@pytest.mark.slow
 def test_differencing_attack_through_the_secure_engine():
     from secure_meanshift.simulate import run_simulation
 
     def secure_run(parts, p):
-        r = run_simulation(parts, p).receiver
+        r = run_simulation(parts, p, transport="local").receiver
         return r.centroids, r.sizes
 
     rng = np.random.default_rng(18)

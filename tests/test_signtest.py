@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mpc_jobs import fixed_operand_job, ring_sign_job
+from mpc_jobs import fixed_operand_job, ring_sign_job, run_local
 from secure_meanshift import signtest
-from secure_meanshift.simulate import run_mpc_function
 
 SPU_SEMI2K_MSB_BITS = 13 * 2 * 64 + 64   # SPU's cost model: a2b + b2a, 2 parties, K = 64
 
@@ -16,7 +15,7 @@ SPU_SEMI2K_MSB_BITS = 13 * 2 * 64 + 64   # SPU's cost model: a2b + b2a, 2 partie
 @pytest.mark.parametrize("parties", [2, 3, 4])
 def test_sign_is_exact_for_every_ring_element_and_rounds_are_flat(parties):
     n = 1000 if parties == 2 else 130       # 130: two words plus a padded third
-    results = run_mpc_function(ring_sign_job, parties, (n,))
+    results = run_local(ring_sign_job, parties, (n,))
     bits, values, stats = results[0]
     assert np.array_equal(bits, (values < 0).astype(np.int64))
     assert stats["rounds"] == 7, stats
@@ -57,7 +56,7 @@ def test_fixed_operand_mask_is_opened_once():
     rng = np.random.default_rng(5)
     x = rng.uniform(0, 1, size=(300, 2))
     cs = [rng.uniform(0, 1, size=(8, 2)) for _ in range(3)]
-    out, sent, ref = run_mpc_function(fixed_operand_job, 2, (cs, x))[0]
+    out, sent, ref = run_local(fixed_operand_job, 2, (cs, x))[0]
     for got, want in zip(out, ref):
         assert np.abs(got - want).max() < 1e-3
     # first product opens C - A (8 x 2) and X - B (2 x 300); later ones C - A only

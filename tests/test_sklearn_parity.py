@@ -126,7 +126,7 @@ def test_secure_old_merge_rule_still_matches_twin():
                         max_iter=20)
     from secure_meanshift.simulate import run_simulation
 
-    got = run_simulation(parts, p).receiver
+    got = run_simulation(parts, p, transport="local").receiver
     ref = reference_meanshift(parts, p)
     err, unmatched = match_error(got.centroids, ref.centroids)
     assert unmatched == 0 and err < TWIN_BOUND
@@ -200,7 +200,7 @@ def test_secure_finds_all_30_clusters(seed):
     from secure_meanshift.simulate import run_simulation
 
     parts, true, p = _coverage(seed)
-    got = run_simulation(parts, p, timeout_s=600).receiver
+    got = run_simulation(parts, p, transport="local", timeout_s=600).receiver
     ref = reference_meanshift(parts, p)
     assert _found(got.centroids, true, p.bandwidth) == 30
     err, unmatched = match_error(got.centroids, ref.centroids)

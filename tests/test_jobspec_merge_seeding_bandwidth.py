@@ -1,5 +1,5 @@
-"""Issue 10 parameters reach the job spec (merge, seeding, bandwidth: auto) and
-come from the one kernel registry."""
+"""The merge, seeding and `bandwidth: auto` parameters (issue 10) reach the job spec,
+the node, the simulator CLI and the estimator, and come from the one kernel registry."""
 
 import pytest
 
