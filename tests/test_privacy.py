@@ -276,3 +276,20 @@ def test_differencing_attack_through_the_secure_engine():
     rng = np.random.default_rng(18)
     parts, lone = _attack_parts(rng)
     assert _attack_fails(_attack(parts, 1.0, secure_run), lone)
+
+
+def test_noise_is_integer_and_uses_no_numpy_or_torch_generator(monkeypatch):
+    import torch
+
+    def refuse(*a, **k):
+        raise AssertionError("a numpy/torch generator was used for DP noise")
+
+    for name in ("default_rng", "normal", "randint", "random", "laplace"):
+        monkeypatch.setattr(np.random, name, refuse)
+    for name in ("randn", "randint", "normal", "rand"):
+        monkeypatch.setattr(torch, name, refuse)
+    p = MeanShiftParams(bandwidth=0.5, bounds=UNIT, privacy={"epsilon": 1, "delta": 1e-6})
+    rel = privacy.local_release(np.full((4, 2), 0.3), p, keep_noise=True)
+    assert rel.counts.dtype == np.int64 and rel.noise.dtype == np.int64
+    assert np.array_equal(rel.counts - rel.noise, privacy.local_counts(np.full((4, 2), 0.3), p))
+    assert rel.noise.std() > 0
