@@ -1,12 +1,13 @@
 """Differential privacy for mean-shift: a noisy histogram on a PUBLIC grid, then
 mean-shift on it as post-processing (docs/privacy.md has the argument).
 
-- The grid is public: cells of side ``cell_fraction(d) * h`` over the public
+- The grid is public: cells of side ``summary * h`` (default h/2) over the public
   bounds' unit box; every cell is a representative at its centre, empty or not.
 - Each party clips its rows into the public bounds, counts them per cell (one
   record changes one count by 1: L2 sensitivity 1 under add/remove-one) and adds
   its OWN integer discrete-Gaussian noise of scale ``noise_scale(spec)`` to every
-  cell (OpenDP's sampler; randomness from OpenSSL's CSPRNG), before sharing.
+  cell (OpenDP's sampler; its bits from OpenSSL's RAND_priv_bytes in opendp
+  0.16.0, docs/privacy.md), before sharing.
 - Calibration and accounting are OpenDP's (zCDP, then conversion to
   (epsilon, delta)); nothing here is computed by hand.
 

@@ -196,7 +196,7 @@ def test_secure_dp_matches_twin_with_the_same_noise():
     parts[1] = np.concatenate([parts[1], [[1.5, -0.2]]])      # clipped, not refused
     p = MeanShiftParams(bandwidth=0.25, bounds=UNIT, privacy={"epsilon": 1, "delta": 1e-6},
                         return_sizes=True, min_cluster_size=5, max_iter=20)
-    run = run_simulation(parts, p, keep_noise=True)
+    run = run_simulation(parts, p, keep_noise=True, transport="local")
     got = run.receiver
     assert run.dp_noise is not None and run.dp_noise.shape == (len(privacy.grid_cells(p)),)
     ref = reference_meanshift(parts, p, noise=run.dp_noise)
@@ -266,14 +266,30 @@ def test_differencing_attack_exact_mode_succeeds_dp_mode_fails():
     assert fails >= 95, f"the attack came within 0.1 of the span in {100 - fails} trials"
 
 
-@pytest.mark.slow
 def test_differencing_attack_through_the_secure_engine():
     from secure_meanshift.simulate import run_simulation
 
     def secure_run(parts, p):
-        r = run_simulation(parts, p).receiver
+        r = run_simulation(parts, p, transport="local").receiver
         return r.centroids, r.sizes
 
     rng = np.random.default_rng(18)
     parts, lone = _attack_parts(rng)
     assert _attack_fails(_attack(parts, 1.0, secure_run), lone)
+
+
+def test_noise_is_integer_and_uses_no_numpy_or_torch_generator(monkeypatch):
+    import torch
+
+    def refuse(*a, **k):
+        raise AssertionError("a numpy/torch generator was used for DP noise")
+
+    for name in ("default_rng", "normal", "randint", "random", "laplace"):
+        monkeypatch.setattr(np.random, name, refuse)
+    for name in ("randn", "randint", "normal", "rand"):
+        monkeypatch.setattr(torch, name, refuse)
+    p = MeanShiftParams(bandwidth=0.5, bounds=UNIT, privacy={"epsilon": 1, "delta": 1e-6})
+    rel = privacy.local_release(np.full((4, 2), 0.3), p, keep_noise=True)
+    assert rel.counts.dtype == np.int64 and rel.noise.dtype == np.int64
+    assert np.array_equal(rel.counts - rel.noise, privacy.local_counts(np.full((4, 2), 0.3), p))
+    assert rel.noise.std() > 0
