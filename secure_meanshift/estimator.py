@@ -368,7 +368,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(data.names, dtype=object)
         if self.bounds is not None:
             bounds = check_bounds(self.bounds, data.n_features, data.names)
-            check_inside(data.parties, bounds, data.names)
+            if self.privacy is None:        # DP mode clips rows into the bounds instead
+                check_inside(data.parties, bounds, data.names)
         else:
             bounds = data_bounds(data.parties)
         if self.reveal_to is not None:
