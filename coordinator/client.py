@@ -130,6 +130,11 @@ class Client:
     def parties(self) -> list:
         return [_d(p) for p in self.stub.ListParties(pb.Empty(), timeout=self.deadline).parties]
 
+    def audit(self, limit: int = 200, job_id: str = "") -> list:
+        """The newest audit rows (operators only; PERMISSION_DENIED for others)."""
+        return [_d(e) for e in self.stub.ListAudit(pb.AuditRequest(limit=limit, job_id=job_id),
+                                                   timeout=self.deadline).entries]
+
     def healthy(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 

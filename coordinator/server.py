@@ -607,6 +607,21 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 self._party_info(n, who)
                 for n in sorted(self.nodes.values(), key=lambda n: n.party)])
 
+    def ListAudit(self, request, context):
+        """The newest audit rows, read only, for operators (and the coordinator)."""
+        who = self._known(context, "audit")
+        if role_of(who) != "operator" and who != "coordinator":
+            self.store.audit(who, "audit", "", "PERMISSION_DENIED")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who} may not read the audit log (operators only)")
+        limit = min(max(request.limit, 0) or 200, 5000)
+        job = request.job_id if signing.valid_job_id(request.job_id) or \
+            _legacy_id(request.job_id) else ""
+        rows = self.store.audit_tail(limit, job)
+        self.store.audit(who, "audit", job, f"{len(rows)} rows")
+        return pb.AuditList(entries=[pb.AuditEntry(time=t, identity=i, action=a, job_id=j or "",
+                                                   outcome=o or "") for t, i, a, j, o in rows])
+
     def _party_info(self, n: NodeConn, who: str) -> pb.PartyInfo:
         """Name and online state for every caller; data set names, their state and
         the running job only for operators (and the coordinator) and the node itself."""

@@ -7,6 +7,7 @@
   secure-meanshift dealer run --config d.yaml   run a dealer (correlated randomness, no data)
   secure-meanshift job submit job.yaml --wait   submit a job and follow it
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
+  secure-meanshift dashboard [--port 0]         live read-only view in a local browser
   secure-meanshift certs --out DIR ...          development CA and certificates
   secure-meanshift certs request --identity party:x --out DIR   own key + CSR
   secure-meanshift certs sign --ca-dir DIR --csr X.csr --out X.pem   the CA signs a CSR
@@ -133,6 +134,16 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     parties = sub.add_parser("parties", help="parties known to the coordinator")
     _client_args(parties)
+
+    dash = sub.add_parser("dashboard", help="a live read-only view of the federation in "
+                          "your browser, served on 127.0.0.1 with your certificate")
+    dash.add_argument("--port", type=int, default=0,
+                      help="local port (default 0: a random free port, printed)")
+    dash.add_argument("--refresh", type=float, default=5.0,
+                      help="seconds between reads of the coordinator (each read adds one "
+                      "'list' row to its audit log)")
+    dash.add_argument("--jobs", type=int, default=50, help="newest jobs shown")
+    _client_args(dash)
 
     ini = sub.add_parser("init-cluster", help="certificates, demo data and configs for a "
                          "local federation (docker-compose's init service)")
@@ -506,6 +517,30 @@ def _client_command(args) -> int:
         c.close()
 
 
+def _dashboard(c, args) -> int:
+    """Serve the dashboard until interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+    import threading
+
+    from .dashboard import start
+
+    if not 0 <= args.port < 65536 or args.refresh < 0.5 or args.jobs < 1:
+        print("error: --port must be 0..65535, --refresh at least 0.5 s, --jobs at least 1",
+              file=sys.stderr)
+        return EXIT_USAGE
+    httpd, url = start(c, port=args.port, refresh_s=args.refresh, jobs=args.jobs)
+    print(f"dashboard for {c.identity}: {url}", flush=True)
+    print("read only; stop with Ctrl-C", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    httpd.shutdown()
+    return EXIT_OK
+
+
 def _job_line(j: dict) -> str:
     reason = f"  ({j['reason']})" if j.get("reason") else ""
     return f"{j['job_id']}  {j['state']:<10} iterations={j.get('iterations', 0)}  " \
@@ -517,6 +552,8 @@ def _dispatch(c, args) -> int:
         ok = c.healthy()
         print("SERVING" if ok else "NOT SERVING")
         return EXIT_OK if ok else EXIT_UNREACHABLE
+    if args.cmd == "dashboard":
+        return _dashboard(c, args)
     if args.cmd == "parties":
         ps = c.parties()
         _out(args, "\n".join(f"{p['id']:<20} {'connected' if p['connected'] else 'offline':<10}"
