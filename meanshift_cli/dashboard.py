@@ -105,10 +105,8 @@ class Collector:
                         "message", "time")}
         except grpc.RpcError as exc:
             log.info("stopped following job %s: %s", job_id, _rpc_message(exc))
-        finally:
+        finally:                          # followed again at the next read if still live
             self._watching.discard(job_id)
-            with self._lock:
-                self._at = 0.0            # the job changed state: read again next time
 
     def result(self, job_id: str) -> dict:
         """The job's centroids opened with this identity's key, or why not."""

@@ -4,7 +4,7 @@
 "use strict";
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const REFRESH_MS = Math.max(500, parseInt(document.body.dataset.refreshMs, 10) || 5000);
-let plotted = null;
+const AUDIT_ROWS = 25;
 
 function api(path) {
   return fetch(path, {headers: {"X-Dashboard-Token": TOKEN}, cache: "no-store"})
@@ -103,7 +103,11 @@ function drawJobs(s) {
 function drawAudit(s) {
   document.getElementById("audit-note").textContent =
     s.audit === null ? "not shown: " + (s.audit_note || "operators only") : "";
-  fill("audit", (s.audit || []).slice().reverse().map(a => row([
+  const rows = (s.audit || []).slice(-AUDIT_ROWS).reverse();
+  if (s.audit && s.audit.length > rows.length)
+    document.getElementById("audit-note").textContent = "the newest " + rows.length +
+      " rows (secure-meanshift coordinator audit --db FILE lists them all)";
+  fill("audit", rows.map(a => row([
     clock(a.time), a.identity, a.action, a.job_id || "", a.outcome])),
     s.audit === null ? "-" : "empty", 5);
 }
@@ -129,7 +133,6 @@ function svg(tag, attrs, text) {
 }
 
 function plot(jobId) {
-  plotted = jobId;
   document.getElementById("plot-section").hidden = false;
   document.getElementById("plot-job").textContent = jobId;
   const box = document.getElementById("plot"), note = document.getElementById("plot-note");

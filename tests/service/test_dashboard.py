@@ -203,6 +203,7 @@ def test_browser_shows_progress_blame_audit_and_plot(federation, browser):
         drv.get(url)
         _until(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
         assert "operators only" in drv.find_element(By.ID, "audit-note").text
+        _until(lambda: re.search(r"iteration \d+/400", _row_text(drv, federation["running"])))
         drv.find_element(By.CSS_SELECTOR,
                          f'#jobs tr[data-job="{federation["ok"]}"] button').click()
         dots = _until(lambda: drv.find_elements(By.CSS_SELECTOR, "#centroid-plot circle"))
