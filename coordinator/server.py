@@ -21,7 +21,7 @@ from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import jobspec, joint_seed, signing
 from meanshift_rpc.tls import (ANONYMOUS, SERVER_OPTIONS, Revocations, TLSFiles, check_key_file,
-                               peer_identity, role_of, server_credentials)
+                               peer_identity, refusal, role_of, server_credentials)
 
 from .jobs import DONE, REVEALING, RUNNING, JobRun, unexpected
 from .store import AUDIT_MAX_ROWS, TERMINAL, Store
@@ -80,10 +80,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         """The caller, who must hold a valid role certificate (else PERMISSION_DENIED)."""
         who = self._who(context)
         if who == ANONYMOUS:
-            self.store.audit(who, action, _safe_id(job_id), "PERMISSION_DENIED (no valid "
-                             "role certificate)")
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          "no valid role certificate (revoked, or role and name disagree)")
+            why = refusal(context, self.insecure, self.revoked)
+            self.store.audit(who, action, _safe_id(job_id), f"PERMISSION_DENIED ({why})")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         return who
 
     def _may_read(self, who: str, row: dict) -> bool:
@@ -136,6 +135,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         who = self._who(context)
         if role_of(who) == "dealer":
             return who
+        if who == ANONYMOUS:                 # revoked, or role and name disagree: say which
+            why = refusal(context, self.insecure, self.revoked)
+            log.warning("rejected a node call from %s: %s", context.peer(), why)
+            self.store.audit(who, "node-rpc", "", f"PERMISSION_DENIED ({why})")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         if role_of(who) != "party":
             log.warning("rejected a node call from %s: identity %s is not a party or a "
                         "dealer (wrong role)", context.peer(), who)

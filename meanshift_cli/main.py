@@ -194,6 +194,18 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The CLI; output that stops being read (`job list | head`) ends it quietly."""
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        # the reader went away: nothing more to say, and no error at exit's flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv=None) -> int:
     args = build_parser(argv).parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     if getattr(args, "format", "text") == "json" and args.cmd in ("coordinator", "node",
@@ -241,8 +253,6 @@ def main(argv=None) -> int:
         return _client_command(args)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 class _JSONLog(logging.Formatter):
@@ -505,11 +515,13 @@ def _client_command(args) -> int:
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return EXIT_DENIED
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return EXIT_UNREACHABLE
+            return _unreachable(args, exc.details() or "")
         return EXIT_JOB_FAILED
     except ResultError as exc:     # forged, plain, incomplete: never shown as centroids
         print(f"error: result refused: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except BrokenPipeError:        # our reader went away (main ends quietly)
+        raise
     except (OSError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -539,6 +551,24 @@ def _dashboard(c, args) -> int:
         pass
     httpd.shutdown()
     return EXIT_OK
+
+
+def _unreachable(args, detail: str) -> int:
+    """Name why the coordinator did not answer: this client's own certificate
+    (expired, not yet valid, another CA: exit 4) or the network/TLS (exit 3)."""
+    from meanshift_rpc.tls import TLSFiles
+    from party_node.connect import diagnose
+
+    if args.insecure:
+        return EXIT_UNREACHABLE
+    files = TLSFiles.in_dir(args.tls_dir, args.identity)
+    why = diagnose(args.coordinator, files, args.identity, args.server_name, detail,
+                   whose="your")
+    if why.startswith("the coordinator did not accept"):
+        return EXIT_UNREACHABLE          # reachable and TLS fine: gRPC's detail was printed
+    print(f"cause: {why}", file=sys.stderr)
+    own = why.startswith(("expired:", "wrong role:")) or "your certificate" in why
+    return EXIT_DENIED if own else EXIT_UNREACHABLE
 
 
 def _job_line(j: dict) -> str:

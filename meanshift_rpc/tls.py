@@ -428,6 +428,30 @@ def peer_identity(context: grpc.ServicerContext, insecure: bool,
     return info.identity
 
 
+def refusal(context: grpc.ServicerContext, insecure: bool,
+            revoked: Optional[Revocations] = None) -> str:
+    """Why peer_identity found no identity, naming the certificate (its identity
+    and serial) and the cause: revoked, role and name disagreeing, or none."""
+    if insecure:
+        return "no valid identity header (insecure mode)"
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if not pems:
+        return "no client certificate"
+    try:
+        info = cert_info(pems[0])
+    except (IdentityError, ValueError) as exc:
+        return f"the client certificate is not a role certificate ({exc})"
+    if revoked is not None and revoked.revoked(info.serial):
+        return (f"the certificate of {info.identity} (serial {serial_hex(info.serial)}) is "
+                "revoked (on the coordinator's revocation list)")
+    return "no valid role certificate"
+
+
+def serial_hex(serial: int) -> str:
+    """A certificate serial as revocation lists write it (hex)."""
+    return f"{serial:x}"
+
+
 class _IdentityHeader(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     def __init__(self, identity: str):
         self.identity = identity

@@ -46,11 +46,13 @@ def check_own_certificate(files: TLSFiles, identity: str) -> str:
         return (f"wrong role: the certificate {files.cert} is for "
                 f"{cns[0] if cns else 'no name'!r}, this node is {identity!r}")
     now = datetime.datetime.now(datetime.timezone.utc)
+    serial = f"serial {cert.serial_number:x}"
     if cert.not_valid_after_utc < now:
-        return (f"TLS: this node's certificate {files.cert} expired on "
-                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+        return (f"expired: this node's certificate {files.cert} ({serial}) expired on "
+                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC (valid from "
+                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC)")
     if cert.not_valid_before_utc > now:
-        return (f"TLS: this node's certificate {files.cert} is not valid before "
+        return (f"TLS: this node's certificate {files.cert} ({serial}) is not valid before "
                 f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is this host's clock right?)")
     try:
         cert.verify_directly_issued_by(ca)
@@ -133,14 +135,13 @@ def probe(address: str, files: Optional[TLSFiles], server_name: Optional[str] = 
 
 
 def diagnose(address: str, files: Optional[TLSFiles], identity: str,
-             server_name: Optional[str] = None, grpc_detail: str = "") -> str:
-    """One line: why this node is not connected to the coordinator."""
-    if files is not None:
-        own = check_own_certificate(files, identity)
-        if own:
-            return own
-    found = probe(address, files, server_name)
-    if found:
-        return found
-    detail = grpc_detail.splitlines()[0][:200] if grpc_detail else "no reason given"
-    return f"the coordinator did not accept the node's command stream ({detail})"
+             server_name: Optional[str] = None, grpc_detail: str = "",
+             whose: str = "this node's") -> str:
+    """One line: why this node (or, with whose="your", a client) is not connected
+    to the coordinator; independent of any revocation list."""
+    found = check_own_certificate(files, identity) if files is not None else ""
+    found = found or probe(address, files, server_name)
+    if not found:
+        detail = grpc_detail.splitlines()[0][:200] if grpc_detail else "no reason given"
+        found = f"the coordinator did not accept the node's command stream ({detail})"
+    return found.replace("this node's", whose).replace("the node's", whose)

@@ -1,0 +1,219 @@
+"""Messages that name the real cause (issue 20), one test per message: revoked
+and expired said outright with the certificate's serial and dates on both
+sides, an analyst's expired certificate is not "coordinator unreachable", a
+node with a revocation list still names a network problem, YAML errors carry a
+line and a column, policy refusals state the rule and its threshold, job JSON
+has no empty dealer, and the CLI survives a closed pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from cluster import ROOT, free_port
+from hostile import cert_from_ca
+from coordinator.server import serve
+from meanshift_proto.v1 import service_pb2 as pb
+from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
+from meanshift_rpc.tls import TLSFiles, cert_info, make_dev_pki, open_channel
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "meanshift_cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout)
+
+
+def _serial(files: TLSFiles) -> int:
+    return cert_info(files.read()[1]).serial
+
+
+@pytest.fixture(scope="module")
+def coord(tmp_path_factory):
+    """An in-process coordinator whose revocation list holds analyst:eve and party:beta."""
+    tmp = str(tmp_path_factory.mktemp("msg"))
+    certs = os.path.join(tmp, "certs")
+    files = make_dev_pki(certs, ["coordinator", "analyst:ann", "analyst:eve", "party:alpha",
+                                 "party:beta"], hosts=["localhost", "127.0.0.1"])
+    revoked = os.path.join(tmp, "revoked.txt")
+    with open(revoked, "w") as fh:
+        fh.write(f"{_serial(files['analyst:eve']):x}\n{_serial(files['party:beta']):x}\n")
+    server, svc = serve("127.0.0.1:0", os.path.join(tmp, "c.db"), files["coordinator"],
+                        revocation_list=revoked)
+    yield {"tmp": tmp, "certs": certs, "files": files, "address": f"127.0.0.1:{svc.port}"}
+    svc.stop()
+    server.stop(0)
+
+
+def _client_args(coord, identity, tls_dir=None):
+    return ["--coordinator", coord["address"], "--tls-dir", tls_dir or coord["certs"],
+            "--identity", identity, "--server-name", "localhost"]
+
+
+def test_revoked_analyst_is_told_revoked_with_its_serial(coord):
+    r = cli("job", "list", *_client_args(coord, "analyst:eve"))
+    serial = f"{_serial(coord['files']['analyst:eve']):x}"
+    assert r.returncode == 4, r.stderr
+    assert f"the certificate of analyst:eve (serial {serial}) is revoked" in r.stderr
+    assert "role" not in r.stderr
+
+
+def test_revoked_party_is_told_revoked_not_wrong_role(coord):
+    ch = open_channel(coord["address"], coord["files"]["party:beta"], server_name="localhost")
+    try:
+        stream = pb_grpc.CoordinatorStub(ch).Subscribe(pb.NodeHello(version="2"), timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            next(iter(stream))
+    finally:
+        ch.close()
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "party:beta" in e.value.details() and "is revoked" in e.value.details()
+
+
+def test_node_names_a_revoked_coordinator_and_a_refusal_as_revoked(coord, tmp_path, caplog):
+    from party_node.node import CoordinatorRefused, PartyNode
+
+    node = _node(coord, tmp_path, revoke=f"{_serial(coord['files']['coordinator']):x}")
+    with pytest.raises(CoordinatorRefused) as e:
+        node._check_coordinator()
+    assert str(e.value).startswith("revoked: the coordinator's certificate (serial ")
+
+    class Refused(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.PERMISSION_DENIED
+
+        def details(self):
+            return "the certificate of party:alpha (serial 1f) is revoked"
+
+    caplog.set_level("WARNING")
+    node._not_connected(Refused(), 1.0)
+    assert "revoked: the coordinator refused party:alpha: the certificate" in caplog.text
+    assert isinstance(node, PartyNode)
+
+
+def _node(coord, tmp_path, revoke: str = "", address: str = ""):
+    from party_node.config import load
+    from party_node.node import PartyNode
+
+    rev = tmp_path / "revoked.txt"
+    rev.write_text(revoke + "\n")
+    f = coord["files"]["party:alpha"]
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(json.dumps({
+        "party_id": "alpha", "coordinator": {"address": address or coord["address"],
+                                             "server_name": "localhost"},
+        "tls": {"ca": f.ca, "cert": f.cert, "key": f.key}, "datasets": {},
+        "revocation_list": str(rev), "results_dir": str(tmp_path / "results")}))
+    return PartyNode(load(str(cfg)), checked={})
+
+
+def test_node_with_a_revocation_list_names_the_network_problem(coord, tmp_path):
+    from party_node.node import CoordinatorRefused
+
+    node = _node(coord, tmp_path, address=f"127.0.0.1:{free_port()}")
+    with pytest.raises(CoordinatorRefused) as e:
+        node._check_coordinator()
+    assert str(e.value).startswith("unreachable: cannot open a TCP connection"), str(e.value)
+    assert "could not be checked" not in str(e.value)
+
+
+def test_expired_analyst_certificate_is_not_unreachable(coord, tmp_path):
+    old = cert_from_ca(coord["certs"], "analyst:ann", str(tmp_path / "old"), role="analyst",
+                       days_from=-30, days_to=-1)
+    me = tmp_path / "me"
+    me.mkdir()
+    shutil.copy(old.ca, me / "ca.pem")
+    shutil.copy(old.cert, me / "analyst_ann.pem")
+    shutil.copy(old.key, me / "analyst_ann.key")
+    os.chmod(me / "analyst_ann.key", 0o600)
+    r = cli("parties", *_client_args(coord, "analyst:ann", str(me)))
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert "cause: expired: your certificate" in r.stderr and "(serial " in r.stderr
+    assert "expired on" in r.stderr and "valid from" in r.stderr
+
+
+def test_unreachable_coordinator_is_named_as_such(coord):
+    args = _client_args(coord, "analyst:ann")
+    args[1] = f"127.0.0.1:{free_port()}"
+    r = cli("parties", *args)
+    assert r.returncode == 3 and "cause: unreachable: cannot open a TCP connection" in r.stderr
+
+
+def test_yaml_errors_name_line_and_column(tmp_path):
+    from party_node.config import ConfigError, load
+
+    bad = tmp_path / "node.yaml"
+    bad.write_text("party_id: a\ncoordinator: {address: 'x:1'}\npolicy:\n  max_dust: 3\n"
+                   "   max_iter: 4\n")
+    with pytest.raises(ConfigError, match=r"line 5, column 12: not valid YAML"):
+        load(str(bad))
+    bad.write_text("party_id: a\nresults_dir: r\ncoordinator: {address: 'x:1'}\n"
+                   "results_dir: s\n")
+    with pytest.raises(ConfigError, match=r"line 4, column 1: not valid YAML \(duplicate key "
+                                          r"'results_dir' \(first on line 2\)\)"):
+        load(str(bad))
+    r = cli("node", "run", "--config", str(bad))
+    assert r.returncode == 2 and "line 4, column 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_policy_refusals_state_rule_and_threshold(coord, tmp_path):
+    import yaml
+
+    from meanshift_rpc import jobspec
+
+    node = _node(coord, tmp_path)
+    node.cfg.datasets = {}
+    pol = node.cfg.policy
+    pol.trusted_dealers, pol.allow_exact_results = ["d"], True
+    base = {"parties": [{"id": "alpha", "dataset": "p"}, {"id": "beta", "dataset": "p"}],
+            "bandwidth": 0.5, "bounds": {"lo": [0, 0], "hi": [1, 1]}, "dealer": "d",
+            "reveal_to": ["alpha"], "summary": "exact"}
+
+    def why(**kw):
+        spec = jobspec.parse(yaml.safe_dump({**base, **kw}))
+        return node._policy_check(pb.Offer(job_id="x", spec=spec, submitter="analyst:ann"),
+                                  spec, "analyst:ann")
+
+    pol.max_dust = 10
+    assert why(dust=12) == "policy: 12 dust points, more than this party allows " \
+                           "(policy.max_dust 10)"
+    pol.max_iter = 5
+    assert "(policy.max_iter 5)" in why(dust=4, max_iter=6)
+    pol.min_bandwidth_fraction = 0.6
+    assert "(policy.min_bandwidth_fraction 0.6 x the bounds' largest span 1)" in why(dust=4,
+                                                                                    max_iter=5)
+    pol.min_bandwidth_fraction = 0.01
+    pol.allowed_receivers = ["analyst:ann"]
+    assert why(dust=4, max_iter=5) == "the result may not go to alpha " \
+                                      "(policy.allowed_receivers: analyst:ann)"
+
+
+def test_job_json_has_no_empty_dealer():
+    from coordinator.client import _job
+
+    with_dealer = _job(pb.JobInfo(job_id="j", state="failed", spec_yaml="dealer: dd\n"))
+    assert with_dealer["dealer"] == "dd"
+    assert "dealer" not in _job(pb.JobInfo(job_id="j", state="failed", spec_yaml="x: 1\n"))
+
+
+def test_cli_output_survives_a_closed_pipe(tmp_path):
+    from coordinator.store import Store
+
+    db = str(tmp_path / "c.db")
+    st = Store(db)
+    for _ in range(5000):                  # more than a pipe's buffer
+        st.audit("analyst:ann", "read", "", "ok")
+    p = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "coordinator", "audit", "--db",
+                          db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    p.stdout.readline()
+    p.stdout.close()                       # `| head -1`
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=30) == 0, err
+    assert "Traceback" not in err and "Broken pipe" not in err and "Exception" not in err
