@@ -207,9 +207,12 @@ def test_cli_output_survives_a_closed_pipe(tmp_path):
     from coordinator.store import Store
 
     db = str(tmp_path / "c.db")
-    st = Store(db)
-    for _ in range(5000):                  # more than a pipe's buffer
-        st.audit("analyst:ann", "read", "", "ok")
+    Store(db)
+    import sqlite3
+
+    with sqlite3.connect(db) as con:       # more than a pipe's buffer, in one transaction
+        con.executemany("INSERT INTO audit VALUES (?,?,?,?,?)",
+                        [(1.0e9, "analyst:ann", "read", "", "ok")] * 5000)
     p = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "coordinator", "audit", "--db",
                           db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     p.stdout.readline()
