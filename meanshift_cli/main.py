@@ -9,6 +9,7 @@
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
   secure-meanshift dashboard [--port 0]         live read-only view in a local browser
   secure-meanshift certs --out DIR ...          development CA and certificates
+  secure-meanshift certs ca --out DIR           only a CA (ca.pem, ca.key)
   secure-meanshift certs request --identity party:x --out DIR   own key + CSR
   secure-meanshift certs sign --ca-dir DIR --csr X.csr --out X.pem   the CA signs a CSR
 """
@@ -168,28 +169,35 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     nb.add_argument("--config", required=True)
     nb.add_argument("--format", choices=["text", "json"], default="text")
 
-    certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'request' and "
-                           "'sign' for keys that never leave their owner")
-    certs.add_argument("action", nargs="?", choices=["dev", "request", "sign"], default="dev",
-                       help="dev (default): a CA and every key in one folder; request: your "
-                       "own key and a CSR; sign: the CA signs a CSR")
+    certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'ca' for the "
+                           "CA alone, 'request' and 'sign' for keys that never leave their owner")
+    certs.add_argument("action", nargs="?", choices=["dev", "ca", "request", "sign"],
+                       default="dev",
+                       help="dev (default): a CA and every key in one folder; ca: only the CA "
+                       "(ca.pem, ca.key); request: your own key and a CSR; sign: the CA signs a "
+                       "CSR")
     certs.add_argument("--out", required=True,
-                       help="dev/request: folder; sign: the certificate file to write")
+                       help="dev/ca/request: folder; sign: the certificate file to write")
     certs.add_argument("--identity", help="request: e.g. party:hospital-a, analyst:alice")
     certs.add_argument("--ca-dir", help="sign: folder with ca.pem and ca.key")
     certs.add_argument("--csr", help="sign: the request to sign")
     certs.add_argument("--expect", help="sign: refuse unless the CSR is for this identity")
     certs.add_argument("--host", action="append", default=[],
                        help="sign, coordinator only: host names/addresses it serves on")
-    certs.add_argument("--days", type=int, default=90)
+    certs.add_argument("--days", type=int, default=90,
+                       help="dev/sign: days each certificate is valid, 1 to 3650 (default 90)")
     certs.add_argument("--coordinator-host", action="append", default=[],
-                       help="name or address clients use for the coordinator (repeatable)")
-    certs.add_argument("--party", action="append", default=[], help="party id (repeatable)")
-    certs.add_argument("--analyst", action="append", default=[], help="analyst name (repeatable)")
-    certs.add_argument("--dealer", action="append", default=[], help="dealer name (repeatable)")
+                       help="dev: name or address clients use for the coordinator (repeatable)")
+    certs.add_argument("--party", action="append", default=[],
+                       help="dev: party id (repeatable)")
+    certs.add_argument("--analyst", action="append", default=[],
+                       help="dev: analyst name (repeatable)")
+    certs.add_argument("--dealer", action="append", default=[],
+                       help="dev: dealer name (repeatable)")
     certs.add_argument("--operator", action="append", default=[],
-                       help="operator name (repeatable): reads and cancels every job")
-    certs.add_argument("--format", choices=["text", "json"], default="text")
+                       help="dev: operator name (repeatable): reads and cancels every job")
+    certs.add_argument("--format", choices=["text", "json"], default="text",
+                       help="text (default) or json")
     return ap
 
 
@@ -445,6 +453,19 @@ def _node_budget(args) -> int:
 def _certs(args) -> int:
     from meanshift_rpc.tls import IdentityError, make_dev_pki, make_request, role_of, sign_request
 
+    if not 1 <= args.days <= 3650:
+        print(f"error: --days must be 1 to 3650 (days the certificate is valid), not "
+              f"{args.days}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "ca":
+        existed = os.path.exists(os.path.join(args.out, "ca.key"))
+        make_dev_pki(args.out, [])
+        ca = os.path.join(args.out, "ca.pem")
+        _out(args, f"CA: {ca} and {os.path.join(args.out, 'ca.key')} (keep ca.key private)"
+             + (" - existed already, kept" if existed else ""),
+             {"ca": ca, "key": os.path.join(args.out, "ca.key"), "existed": existed})
+        return EXIT_OK
+
     if args.action == "request":
         if not args.identity:
             print("error: certs request needs --identity (e.g. party:hospital-a)",
@@ -481,7 +502,8 @@ def _certs(args) -> int:
         print(f"error: {bad[0]!r} is not a valid identity (names: letters, digits, '.', '_', "
               "'-')", file=sys.stderr)
         return EXIT_USAGE
-    files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"])
+    files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"],
+                         days=args.days)
     _out(args, "\n".join(f"{n}: {f.cert}, {f.key}" for n, f in files.items())
          + f"\nCA: {os.path.join(args.out, 'ca.pem')} (keep ca.key private)",
          {n: f.__dict__ for n, f in files.items()})
