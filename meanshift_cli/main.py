@@ -379,32 +379,17 @@ def _node(args, role: str = "party") -> int:
 
 
 def _node_health(args) -> int:
-    import time
+    from .probe import node_health
 
     cfg = _load_node_config(args.config)
     if cfg is None:
         return EXIT_USAGE
-    try:
-        age = time.time() - os.path.getmtime(cfg.status_file)
-    except OSError:
-        print("unhealthy: the node has not reached the coordinator yet", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    if age > args.max_age:
-        print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    try:
-        with open(cfg.status_file) as fh:
-            sets = json.load(fh).get("datasets") or {}
-    except (OSError, ValueError, AttributeError):
-        sets = {}
-    bad = {n: d for n, d in sets.items() if not d.get("available", True)}
-    for n, d in sorted(bad.items()):
-        print(f"unavailable: {d.get('problem') or n}", file=sys.stderr)
-    if bad:            # connected, but a job naming that data set would be refused
-        print(f"degraded: last heartbeat {age:.1f} s ago; {len(bad)} data set(s) unavailable")
-        return EXIT_JOB_FAILED
-    print(f"healthy: last heartbeat {age:.1f} s ago")
-    return EXIT_OK
+    rc, out, err = node_health(cfg.status_file, args.max_age)
+    for line in err:
+        print(line, file=sys.stderr)
+    for line in out:
+        print(line)
+    return rc
 
 
 def _node_budget(args) -> int:

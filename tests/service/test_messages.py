@@ -220,3 +220,12 @@ def test_cli_output_survives_a_closed_pipe(tmp_path):
     err = p.stderr.read().decode()
     assert p.wait(timeout=30) == 0, err
     assert "Traceback" not in err and "Broken pipe" not in err and "Exception" not in err
+
+
+def test_coordinator_probe_answers_serving(coord):
+    from meanshift_cli.probe import main
+
+    assert main(["coordinator", coord["address"], "--tls-dir", coord["certs"], "--identity",
+                 "analyst:ann", "--server-name", "localhost"]) == 0
+    assert main(["coordinator", f"127.0.0.1:{free_port()}", "--tls-dir", coord["certs"],
+                 "--identity", "analyst:ann", "--server-name", "localhost"]) == 3
