@@ -22,8 +22,6 @@ import logging
 import os
 import sys
 
-from secure_meanshift.kernels import DEFAULT_KERNEL, KERNEL_NAMES
-
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
 
 
@@ -35,7 +33,8 @@ def _client_args(ap: argparse.ArgumentParser) -> None:
                    help="folder with ca.pem and <identity>.pem/.key (env SMS_TLS_DIR)")
     g.add_argument("--identity", default=os.environ.get("SMS_IDENTITY", ""),
                    help="who you are, e.g. analyst:alice (env SMS_IDENTITY)")
-    g.add_argument("--server-name", help="TLS name of the coordinator if not its address")
+    g.add_argument("--server-name", help="accepted and ignored: the coordinator is verified "
+                   "under the name 'coordinator' whatever its address (SECURITY.md)")
     g.add_argument("--insecure", action="store_true",
                    help="plaintext gRPC, identity sent as a header (local experiments only)")
     g.add_argument("--format", choices=["text", "json"], default="text")
@@ -62,7 +61,12 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
     demo.add_argument("--points", type=int, default=150, help="points per party")
-    demo.add_argument("--kernel", choices=list(KERNEL_NAMES), default=DEFAULT_KERNEL)
+    if words[:1] == ["demo"]:     # the kernel registry loads the engine (torch): demo only
+        from secure_meanshift.kernels import DEFAULT_KERNEL, KERNEL_NAMES
+
+        demo.add_argument("--kernel", choices=list(KERNEL_NAMES), default=DEFAULT_KERNEL)
+    else:
+        demo.add_argument("--kernel", help="flat (default) or gaussian")
     demo.add_argument("--bandwidth", type=float, default=0.1, help="data are in the unit box")
     demo.add_argument("--dust", type=int, default=24, help="dust points (initial centroids)")
     demo.add_argument("--plot", default="demo.png", help="PNG to write ('' for none)")
@@ -499,7 +503,6 @@ def _client_command(args) -> int:
     import grpc
 
     from coordinator.client import Client
-    from meanshift_rpc.results import ResultError
 
     if not args.insecure and not (args.tls_dir and args.identity):
         print("error: give --tls-dir and --identity (or SMS_TLS_DIR and SMS_IDENTITY), "
@@ -524,14 +527,19 @@ def _client_command(args) -> int:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return _unreachable(args, exc.details() or "")
         return EXIT_JOB_FAILED
-    except ResultError as exc:     # forged, plain, incomplete: never shown as centroids
-        print(f"error: result refused: {exc}", file=sys.stderr)
-        return EXIT_JOB_FAILED
     except BrokenPipeError:        # our reader went away (main ends quietly)
         raise
     except (OSError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:       # noqa: BLE001 - only results.ResultError is handled here
+        # (results loads the engine's registry: imported only by the commands that open a
+        # result, so status, list and cancel start in a fraction of a second)
+        results = sys.modules.get("meanshift_rpc.results")
+        if results is None or not isinstance(exc, results.ResultError):
+            raise
+        print(f"error: result refused: {exc}", file=sys.stderr)  # never shown as centroids
+        return EXIT_JOB_FAILED
     finally:
         c.close()
 

@@ -1,7 +1,7 @@
 """The node's YAML config: who it is, where its data is, whom it trusts, what it allows.
 
     party_id: hospital-a
-    coordinator: {address: "coord.example.org:50051"}   # server_name: optional TLS name
+    coordinator: {address: "coord.example.org:50051"}   # server_name: accepted, ignored
     tls: {ca: certs/ca.pem, cert: certs/party_hospital-a.pem, key: certs/party_hospital-a.key}
     # insecure: true          # local experiments only: no TLS at all
     datasets:

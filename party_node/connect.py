@@ -13,7 +13,7 @@ import socket
 import ssl
 from typing import Optional
 
-from meanshift_rpc.tls import TLSFiles
+from meanshift_rpc.tls import COORDINATOR_NAME, TLSFiles
 
 # the client half of an HTTP/2 start: the preface and an empty SETTINGS frame
 _H2_START = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -70,8 +70,9 @@ def _verify_problem(exc: ssl.SSLCertVerificationError, ca: str, name: str) -> st
         return ("TLS: the coordinator's certificate is not yet valid (is this host's "
                 "clock right?)")
     if code in (62, 64):                                 # hostname / IP mismatch
-        return (f"TLS: the coordinator's certificate does not name {name!r} "
-                "(set coordinator.server_name to the name it carries)")
+        return (f"TLS: the server's certificate does not name {name!r}: it is not the "
+                "federation's coordinator (only the coordinator's certificate carries "
+                "that name)")
     return f"TLS: the coordinator's certificate is not signed by the configured CA {ca}"
 
 
@@ -111,7 +112,9 @@ def probe(address: str, files: Optional[TLSFiles], server_name: Optional[str] = 
         raw.close()
         return f"TLS: cannot load the certificate, key or CA file ({exc})"
     ctx.set_alpn_protocols(["h2"])
-    name = server_name or host
+    # as open_channel: the server must be the coordinator whatever address was dialled
+    # (server_name is accepted and ignored)
+    name = COORDINATOR_NAME
     try:
         with ctx.wrap_socket(raw, server_hostname=name) as tls:
             tls.settimeout(timeout)

@@ -47,3 +47,17 @@ def test_node_probe_does_not_load_the_engine(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, _config(tmp_path)], capture_output=True,
                        text=True, cwd=ROOT, timeout=60)
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
+
+
+def test_status_list_and_cancel_do_not_load_the_engine():
+    """`job cancel` took 8 s: most of it loading torch for the kernel registry. The
+    commands that do not open a result start without the engine."""
+    code = ("import sys; from meanshift_cli.main import main\n"
+            "for a in (['job', 'cancel', 'x'], ['job', 'list'], ['job', 'status', 'x'], "
+            "['parties']):\n"
+            "    main(a + ['--insecure', '--coordinator', '127.0.0.1:1'])\n"
+            "print(sorted(m for m in ('torch', 'crypten', 'secure_meanshift') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
