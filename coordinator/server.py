@@ -637,8 +637,15 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return info
 
     def stop(self) -> None:
+        """A graceful stop: every job in flight fails as "the coordinator stopped"
+        (not blamed on the first party whose stream then closes), then the nodes'
+        streams end."""
         self._stop.set()
         with self._lock:
+            for job in list(self.jobs.values()):
+                if job.state not in TERMINAL:
+                    self._finish(job, "failed", "the coordinator stopped while the job was "
+                                 f"{job.state} (not a party's fault)")
             for n in self.nodes.values():
                 n.connected = False
                 n.commands.put(None)

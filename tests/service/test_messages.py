@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import subprocess
 import sys
 
@@ -229,3 +230,58 @@ def test_coordinator_probe_answers_serving(coord):
                  "analyst:ann", "--server-name", "localhost"]) == 0
     assert main(["coordinator", f"127.0.0.1:{free_port()}", "--tls-dir", coord["certs"],
                  "--identity", "analyst:ann", "--server-name", "localhost"]) == 3
+
+
+def test_a_coordinator_stop_is_recorded_as_such_not_blamed_on_a_party(tmp_path):
+    """Nodes subscribed, a job offered (agreeing): a graceful stop fails it naming the
+    coordinator, and each node is told so (cancel) before its stream ends."""
+    import threading
+
+    import yaml
+
+    from coordinator.client import Client
+
+    certs = str(tmp_path / "certs")
+    files = make_dev_pki(certs, ["coordinator", "analyst:ann", "party:alpha", "party:beta",
+                                 "dealer:dd"], hosts=["localhost"])
+    server, svc = serve("127.0.0.1:0", str(tmp_path / "c.db"), files["coordinator"])
+    address = f"127.0.0.1:{svc.port}"
+    seen: dict = {}
+
+    def node(identity):
+        ch = open_channel(address, files[identity], server_name="localhost")
+        try:
+            for cmd in pb_grpc.CoordinatorStub(ch).Subscribe(pb.NodeHello(version="2"),
+                                                             timeout=30):
+                seen.setdefault(identity, []).append(cmd.WhichOneof("command"))
+        except grpc.RpcError:
+            pass
+        finally:
+            ch.close()
+
+    threads = [threading.Thread(target=node, args=(i,), daemon=True)
+               for i in ("party:alpha", "party:beta", "dealer:dd")]
+    for t in threads:
+        t.start()
+    c = Client(address, tls_dir=certs, identity="analyst:ann", server_name="localhost")
+    try:
+        for _ in range(100):
+            if sum(p["connected"] for p in c.parties()) == 3:
+                break
+            time.sleep(0.1)
+        job = c.submit(yaml.safe_dump({
+            "parties": [{"id": "alpha", "dataset": "p"}, {"id": "beta", "dataset": "p"}],
+            "bandwidth": 0.5, "bounds": {"lo": [0, 0], "hi": [1, 1]}, "dealer": "dd",
+            "reveal_to": ["analyst:ann"], "summary": "exact"}))
+        assert job["state"] == "agreeing", job
+    finally:
+        c.close()
+    svc.stop()
+    server.stop(1)
+    for t in threads:
+        t.join(timeout=10)
+    row = svc.store.get(job["job_id"])
+    assert row["state"] == "failed"
+    assert row["reason"].startswith("the coordinator stopped while the job was agreeing")
+    assert "party" not in row["reason"].split("(")[0]
+    assert seen["party:alpha"][-1] == "cancel" and seen["dealer:dd"][-1] == "cancel"
