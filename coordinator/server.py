@@ -39,8 +39,13 @@ class NodeConn:
     last_seen: float = field(default_factory=time.time)
     connected: bool = True
     busy_job: str = ""
+    peer: str = ""                  # where its command stream comes from (logs, duplicates)
 
 
+# one identity replacing its own connection more than DUPLICATE_KICKS times within
+# DUPLICATE_WINDOW_S is two nodes sharing a certificate: newer streams are then refused
+# (ALREADY_EXISTS, naming both addresses) for DUPLICATE_HOLD_S while the first is connected
+DUPLICATE_KICKS, DUPLICATE_WINDOW_S, DUPLICATE_HOLD_S = 3, 10.0, 60.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_REASON_CHARS = 500
 SUBMIT_ROLES = ("analyst", "operator")      # who may submit unless --submitter says otherwise
@@ -66,6 +71,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self._lock = threading.RLock()
         self.nodes: dict[str, NodeConn] = {}
         self.jobs: dict[str, JobRun] = {}
+        self._kicks: dict = {}          # node key -> times it replaced its own connection
+        self._dup_until: dict = {}      # node key -> refuse second connections until then
         self._record = _open_private(record_path) if record_path else None
         for jid in store.recover():
             log.warning("job %s was in flight at the last stop: marked failed", jid)
@@ -192,9 +199,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         party = self._party_of(context)
         self._recv(self._identity(party), request)
         conn = NodeConn(party, datasets=list(request.datasets),
-                        dataset_status=list(request.dataset_status))
+                        dataset_status=list(request.dataset_status), peer=context.peer())
         with self._lock:
             old = self.nodes.get(party)
+            if old is not None and old.connected:
+                dup = self._duplicate(party, old, conn.peer)
+                if dup:
+                    self.store.audit(self._identity(party), "subscribe", "",
+                                     f"ALREADY_EXISTS ({dup})")
+                    log.warning("refused a second connection: %s", dup)
+                    context.abort(grpc.StatusCode.ALREADY_EXISTS, dup)
+                log.warning("%s connected again from %s while connected from %s: the older "
+                            "connection is closed", self._label(party), conn.peer, old.peer)
             if old is not None:
                 old.connected = False
                 old.commands.put(None)
@@ -216,6 +232,20 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             with self._lock:
                 if self.nodes.get(party) is conn:
                     self._lost(conn, "disconnected")
+
+    def _duplicate(self, party: str, old: NodeConn, peer: str) -> str:
+        """Why a new connection of a connected node is refused (two nodes with one
+        identity replacing each other), or '' to let it replace the old one."""
+        now = time.time()
+        kicks = [t for t in self._kicks.get(party, []) if now - t < DUPLICATE_WINDOW_S]
+        self._kicks[party] = kicks + [now]
+        if len(kicks) >= DUPLICATE_KICKS:
+            self._dup_until[party] = now + DUPLICATE_HOLD_S
+        if self._dup_until.get(party, 0.0) <= now:
+            return ""
+        return (f"{self._label(party)} is already connected from {old.peer}; a second "
+                f"connection with the same identity from {peer} is refused (two nodes "
+                "sharing one certificate?)")
 
     def _lost(self, conn: NodeConn, why: str) -> None:
         conn.connected = False

@@ -285,3 +285,29 @@ def test_a_coordinator_stop_is_recorded_as_such_not_blamed_on_a_party(tmp_path):
     assert row["reason"].startswith("the coordinator stopped while the job was agreeing")
     assert "party" not in row["reason"].split("(")[0]
     assert seen["party:alpha"][-1] == "cancel" and seen["dealer:dd"][-1] == "cancel"
+
+
+def test_two_nodes_with_one_identity_are_detected_and_named(coord):
+    """Each new stream of a connected identity replaces the old one; a node that keeps
+    doing so (two nodes sharing a certificate) is refused, naming both addresses."""
+    ch = open_channel(coord["address"], coord["files"]["party:alpha"], server_name="localhost")
+    stub = pb_grpc.CoordinatorStub(ch)
+    streams, refused = [], None
+    try:
+        for _ in range(6):
+            st = stub.Subscribe(pb.NodeHello(version="2"), timeout=30)
+            md = dict(st.initial_metadata() or ())
+            if "sms-welcome" not in md:
+                with pytest.raises(grpc.RpcError) as e:
+                    next(iter(st))
+                refused = e.value
+                break
+            streams.append(st)
+        assert refused is not None and len(streams) == 4
+        assert refused.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert refused.details().startswith("party alpha is already connected from ipv4:127.0.0.1:")
+        assert "same identity from ipv4:127.0.0.1:" in refused.details()
+    finally:
+        for st in streams:
+            st.cancel()
+        ch.close()
