@@ -21,7 +21,8 @@ from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import jobspec, joint_seed, signing
 from meanshift_rpc.tls import (ANONYMOUS, SERVER_OPTIONS, Revocations, TLSFiles, check_key_file,
-                               peer_identity, refusal, role_of, server_credentials)
+                               peer_cert_info, peer_identity, refusal, role_of,
+                               serial_hex, server_credentials)
 
 from .jobs import DONE, REVEALING, RUNNING, JobRun, unexpected
 from .store import AUDIT_MAX_ROWS, TERMINAL, Store
@@ -145,6 +146,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if who == ANONYMOUS:                 # revoked, or role and name disagree: say which
             why = refusal(context, self.insecure, self.revoked)
             log.warning("rejected a node call from %s: %s", context.peer(), why)
+            self._drop_revoked(context, why)
             self.store.audit(who, "node-rpc", "", f"PERMISSION_DENIED ({why})")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         if role_of(who) != "party":
@@ -232,6 +234,19 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             with self._lock:
                 if self.nodes.get(party) is conn:
                     self._lost(conn, "disconnected")
+
+    def _drop_revoked(self, context, why: str) -> None:
+        """A connected node whose certificate was revoked since it subscribed (its
+        heartbeat is refused): close its stream now, its job fails naming why."""
+        info = peer_cert_info(context)
+        if info is None or "revoked" not in why:
+            return
+        key = info.identity if info.role == "dealer" else info.identity.partition(":")[2]
+        with self._lock:
+            conn = self.nodes.get(key)
+            if conn is not None and conn.connected:
+                conn.commands.put(None)
+                self._lost(conn, f"was revoked (certificate serial {serial_hex(info.serial)})")
 
     def _duplicate(self, party: str, old: NodeConn, peer: str) -> str:
         """Why a new connection of a connected node is refused (two nodes with one

@@ -311,3 +311,31 @@ def test_two_nodes_with_one_identity_are_detected_and_named(coord):
         for st in streams:
             st.cancel()
         ch.close()
+
+
+def test_revoking_a_connected_node_applies_at_its_next_heartbeat(tmp_path):
+    certs = str(tmp_path / "certs")
+    files = make_dev_pki(certs, ["coordinator", "operator:olga", "party:alpha"],
+                         hosts=["localhost"])
+    rl = tmp_path / "revoked.txt"
+    rl.write_text("")
+    server, svc = serve("127.0.0.1:0", str(tmp_path / "c.db"), files["coordinator"],
+                        revocation_list=str(rl))
+    address = f"127.0.0.1:{svc.port}"
+    ch = open_channel(address, files["party:alpha"], server_name="localhost")
+    try:
+        stub = pb_grpc.CoordinatorStub(ch)
+        st = stub.Subscribe(pb.NodeHello(version="2"), timeout=30)
+        assert "sms-welcome" in dict(st.initial_metadata() or ())
+        assert stub.Beat(pb.Heartbeat(), timeout=10).ok
+        rl.write_text(f"{_serial(files['party:alpha']):x}\n")
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Beat(pb.Heartbeat(), timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "is revoked" in e.value.details()
+        assert list(st) == []                      # the command stream ends at once
+        assert not svc.nodes["alpha"].connected
+    finally:
+        ch.close()
+        svc.stop()
+        server.stop(0)
