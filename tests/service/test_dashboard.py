@@ -116,8 +116,10 @@ def test_http_surface_token_and_local_host(federation):
 def test_operator_reads_the_audit_log_analyst_does_not(federation):
     c = federation["cluster"].client("operator:olga")
     try:
-        rows = c.audit(50)
-        assert any(r["action"] == "submit" and r["job_id"] == federation["ok"] for r in rows)
+        rows = c.audit(5000, job_id=federation["ok"])     # every row of that job
+        assert rows and all(r["job_id"] == federation["ok"] for r in rows)
+        assert any(r["action"] == "submit" and r["identity"] == "analyst:ann" for r in rows)
+        assert len(c.audit(3)) == 3                        # the newest rows, any job
     finally:
         c.close()
     import grpc
