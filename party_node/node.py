@@ -458,8 +458,8 @@ class PartyNode:
             return (f"policy: max_iter {spec.max_iter}, more iterations than this party "
                     f"allows (policy.max_iter {pol.max_iter})")
         if (spec.min_cluster_size or 1) < pol.min_cluster_size:
-            return (f"policy: min_cluster_size {spec.min_cluster_size or 1} is below this "
-                    f"party's (policy.min_cluster_size {pol.min_cluster_size})")
+            return (f"policy: the minimum cluster size {spec.min_cluster_size or 1} is below "
+                    f"this party's (policy.min_cluster_size {pol.min_cluster_size})")
         if "*" not in pol.allowed_receivers:
             bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
             if bad:
