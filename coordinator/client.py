@@ -31,6 +31,23 @@ def _d(msg) -> dict:
                          always_print_fields_with_no_presence=True)
 
 
+def _job(msg) -> dict:
+    """A JobInfo as a dict; its dealer read from the job's spec when the
+    coordinator leaves the field empty (no `"dealer": ""` in job JSON)."""
+    d = _d(msg)
+    if not d.get("dealer"):
+        try:
+            spec = yaml.safe_load(d.get("spec_yaml") or "")
+        except yaml.YAMLError:
+            spec = None
+        dealer = spec.get("dealer") if isinstance(spec, dict) else None
+        if dealer:
+            d["dealer"] = str(dealer)
+        else:
+            d.pop("dealer", None)
+    return d
+
+
 class Client:
     def __init__(self, address: str, tls_dir: Optional[str] = None, identity: str = "",
                  tls: Optional[TLSFiles] = None, insecure: bool = False,
@@ -67,7 +84,7 @@ class Client:
                     signed.payload, signed.signature, signed.cert_pem)
             except jobspec.SpecError:
                 pass
-        return _d(self.stub.SubmitJob(req, timeout=self.deadline))
+        return _job(self.stub.SubmitJob(req, timeout=self.deadline))
 
     def _receiver_certs(self, text: str) -> dict:
         """Other analyst receivers' certificates, from the TLS folder when present
@@ -83,10 +100,10 @@ class Client:
         return out
 
     def status(self, job_id: str) -> dict:
-        return _d(self.stub.GetJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
+        return _job(self.stub.GetJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
 
     def list(self, limit: int = 50) -> list:
-        return [_d(j) for j in self.stub.ListJobs(pb.ListJobsRequest(limit=limit),
+        return [_job(j) for j in self.stub.ListJobs(pb.ListJobsRequest(limit=limit),
                                                   timeout=self.deadline).jobs]
 
     def watch(self, job_id: str, deadline_s: float = WATCH_DEADLINE_S) -> Iterator[dict]:
@@ -125,10 +142,15 @@ class Client:
         return cents, cols
 
     def cancel(self, job_id: str) -> dict:
-        return _d(self.stub.CancelJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
+        return _job(self.stub.CancelJob(pb.JobRef(job_id=job_id), timeout=self.deadline))
 
     def parties(self) -> list:
         return [_d(p) for p in self.stub.ListParties(pb.Empty(), timeout=self.deadline).parties]
+
+    def audit(self, limit: int = 200, job_id: str = "") -> list:
+        """The newest audit rows (operators only; PERMISSION_DENIED for others)."""
+        return [_d(e) for e in self.stub.ListAudit(pb.AuditRequest(limit=limit, job_id=job_id),
+                                                   timeout=self.deadline).entries]
 
     def healthy(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -21,7 +21,8 @@ from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import jobspec, joint_seed, signing
 from meanshift_rpc.tls import (ANONYMOUS, SERVER_OPTIONS, Revocations, TLSFiles, check_key_file,
-                               peer_identity, role_of, server_credentials)
+                               peer_cert_info, peer_identity, refusal, role_of,
+                               serial_hex, server_credentials)
 
 from .jobs import DONE, REVEALING, RUNNING, JobRun, unexpected
 from .store import AUDIT_MAX_ROWS, TERMINAL, Store
@@ -39,8 +40,13 @@ class NodeConn:
     last_seen: float = field(default_factory=time.time)
     connected: bool = True
     busy_job: str = ""
+    peer: str = ""                  # where its command stream comes from (logs, duplicates)
 
 
+# one identity replacing its own connection more than DUPLICATE_KICKS times within
+# DUPLICATE_WINDOW_S is two nodes sharing a certificate: newer streams are then refused
+# (ALREADY_EXISTS, naming both addresses) for DUPLICATE_HOLD_S while the first is connected
+DUPLICATE_KICKS, DUPLICATE_WINDOW_S, DUPLICATE_HOLD_S = 3, 10.0, 60.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_REASON_CHARS = 500
 SUBMIT_ROLES = ("analyst", "operator")      # who may submit unless --submitter says otherwise
@@ -66,6 +72,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self._lock = threading.RLock()
         self.nodes: dict[str, NodeConn] = {}
         self.jobs: dict[str, JobRun] = {}
+        self._kicks: dict = {}          # node key -> times it replaced its own connection
+        self._dup_until: dict = {}      # node key -> refuse second connections until then
         self._record = _open_private(record_path) if record_path else None
         for jid in store.recover():
             log.warning("job %s was in flight at the last stop: marked failed", jid)
@@ -80,10 +88,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         """The caller, who must hold a valid role certificate (else PERMISSION_DENIED)."""
         who = self._who(context)
         if who == ANONYMOUS:
-            self.store.audit(who, action, _safe_id(job_id), "PERMISSION_DENIED (no valid "
-                             "role certificate)")
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          "no valid role certificate (revoked, or role and name disagree)")
+            why = refusal(context, self.insecure, self.revoked)
+            self.store.audit(who, action, _safe_id(job_id), f"PERMISSION_DENIED ({why})")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         return who
 
     def _may_read(self, who: str, row: dict) -> bool:
@@ -136,6 +143,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         who = self._who(context)
         if role_of(who) == "dealer":
             return who
+        if who == ANONYMOUS:                 # revoked, or role and name disagree: say which
+            why = refusal(context, self.insecure, self.revoked)
+            log.warning("rejected a node call from %s: %s", context.peer(), why)
+            self._drop_revoked(context, why)
+            self.store.audit(who, "node-rpc", "", f"PERMISSION_DENIED ({why})")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         if role_of(who) != "party":
             log.warning("rejected a node call from %s: identity %s is not a party or a "
                         "dealer (wrong role)", context.peer(), who)
@@ -188,9 +201,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         party = self._party_of(context)
         self._recv(self._identity(party), request)
         conn = NodeConn(party, datasets=list(request.datasets),
-                        dataset_status=list(request.dataset_status))
+                        dataset_status=list(request.dataset_status), peer=context.peer())
         with self._lock:
             old = self.nodes.get(party)
+            if old is not None and old.connected:
+                dup = self._duplicate(party, old, conn.peer)
+                if dup:
+                    self.store.audit(self._identity(party), "subscribe", "",
+                                     f"ALREADY_EXISTS ({dup})")
+                    log.warning("refused a second connection: %s", dup)
+                    context.abort(grpc.StatusCode.ALREADY_EXISTS, dup)
+                log.warning("%s connected again from %s while connected from %s: the older "
+                            "connection is closed", self._label(party), conn.peer, old.peer)
             if old is not None:
                 old.connected = False
                 old.commands.put(None)
@@ -212,6 +234,33 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             with self._lock:
                 if self.nodes.get(party) is conn:
                     self._lost(conn, "disconnected")
+
+    def _drop_revoked(self, context, why: str) -> None:
+        """A connected node whose certificate was revoked since it subscribed (its
+        heartbeat is refused): close its stream now, its job fails naming why."""
+        info = peer_cert_info(context)
+        if info is None or "revoked" not in why:
+            return
+        key = info.identity if info.role == "dealer" else info.identity.partition(":")[2]
+        with self._lock:
+            conn = self.nodes.get(key)
+            if conn is not None and conn.connected:
+                conn.commands.put(None)
+                self._lost(conn, f"was revoked (certificate serial {serial_hex(info.serial)})")
+
+    def _duplicate(self, party: str, old: NodeConn, peer: str) -> str:
+        """Why a new connection of a connected node is refused (two nodes with one
+        identity replacing each other), or '' to let it replace the old one."""
+        now = time.time()
+        kicks = [t for t in self._kicks.get(party, []) if now - t < DUPLICATE_WINDOW_S]
+        self._kicks[party] = kicks + [now]
+        if len(kicks) >= DUPLICATE_KICKS:
+            self._dup_until[party] = now + DUPLICATE_HOLD_S
+        if self._dup_until.get(party, 0.0) <= now:
+            return ""
+        return (f"{self._label(party)} is already connected from {old.peer}; a second "
+                f"connection with the same identity from {peer} is refused (two nodes "
+                "sharing one certificate?)")
 
     def _lost(self, conn: NodeConn, why: str) -> None:
         conn.connected = False
@@ -608,6 +657,21 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 self._party_info(n, who)
                 for n in sorted(self.nodes.values(), key=lambda n: n.party)])
 
+    def ListAudit(self, request, context):
+        """The newest audit rows, read only, for operators (and the coordinator)."""
+        who = self._known(context, "audit")
+        if role_of(who) != "operator" and who != "coordinator":
+            self.store.audit(who, "audit", "", "PERMISSION_DENIED")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who} may not read the audit log (operators only)")
+        limit = min(max(request.limit, 0) or 200, 5000)
+        job = request.job_id if signing.valid_job_id(request.job_id) or \
+            _legacy_id(request.job_id) else ""
+        rows = self.store.audit_tail(limit, job)
+        self.store.audit(who, "audit", job, f"{len(rows)} rows")
+        return pb.AuditList(entries=[pb.AuditEntry(time=t, identity=i, action=a, job_id=j or "",
+                                                   outcome=o or "") for t, i, a, j, o in rows])
+
     def _party_info(self, n: NodeConn, who: str) -> pb.PartyInfo:
         """Name and online state for every caller; data set names, their state and
         the running job only for operators (and the coordinator) and the node itself."""
@@ -619,8 +683,15 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return info
 
     def stop(self) -> None:
+        """A graceful stop: every job in flight fails as "the coordinator stopped"
+        (not blamed on the first party whose stream then closes), then the nodes'
+        streams end."""
         self._stop.set()
         with self._lock:
+            for job in list(self.jobs.values()):
+                if job.state not in TERMINAL:
+                    self._finish(job, "failed", "the coordinator stopped while the job was "
+                                 f"{job.state} (not a party's fault)")
             for n in self.nodes.values():
                 n.connected = False
                 n.commands.put(None)

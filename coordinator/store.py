@@ -104,3 +104,13 @@ class Store:
         with self._lock:
             return self._db.execute("SELECT time, identity, action, job_id, outcome FROM audit "
                                     "ORDER BY rowid").fetchall()
+
+    def audit_tail(self, limit: int, job_id: str = "") -> list:
+        """The newest ``limit`` audit rows (of one job if given), oldest first."""
+        q = "SELECT time, identity, action, job_id, outcome FROM audit"
+        args: tuple = ()
+        if job_id:
+            q, args = q + " WHERE job_id=?", (job_id,)
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY rowid DESC LIMIT ?", (*args, limit)).fetchall()
+        return rows[::-1]

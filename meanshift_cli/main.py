@@ -8,7 +8,9 @@
   secure-meanshift dealer run --config d.yaml   run a dealer (correlated randomness, no data)
   secure-meanshift job submit job.yaml --wait   submit a job and follow it
   secure-meanshift job status|watch|result|cancel JOB_ID,  job list,  parties
+  secure-meanshift dashboard [--port 0]         live read-only view in a local browser
   secure-meanshift certs --out DIR ...          development CA and certificates
+  secure-meanshift certs ca --out DIR           only a CA (ca.pem, ca.key)
   secure-meanshift certs request --identity party:x --out DIR   own key + CSR
   secure-meanshift certs sign --ca-dir DIR --csr X.csr --out X.pem   the CA signs a CSR
 """
@@ -21,8 +23,6 @@ import logging
 import os
 import sys
 
-from secure_meanshift.kernels import DEFAULT_KERNEL, KERNEL_NAMES
-
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
 
 
@@ -34,7 +34,8 @@ def _client_args(ap: argparse.ArgumentParser) -> None:
                    help="folder with ca.pem and <identity>.pem/.key (env SMS_TLS_DIR)")
     g.add_argument("--identity", default=os.environ.get("SMS_IDENTITY", ""),
                    help="who you are, e.g. analyst:alice (env SMS_IDENTITY)")
-    g.add_argument("--server-name", help="TLS name of the coordinator if not its address")
+    g.add_argument("--server-name", help="accepted and ignored: the coordinator is verified "
+                   "under the name 'coordinator' whatever its address (SECURITY.md)")
     g.add_argument("--insecure", action="store_true",
                    help="plaintext gRPC, identity sent as a header (local experiments only)")
     g.add_argument("--format", choices=["text", "json"], default="text")
@@ -61,7 +62,12 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
     demo.add_argument("--points", type=int, default=150, help="points per party")
-    demo.add_argument("--kernel", choices=list(KERNEL_NAMES), default=DEFAULT_KERNEL)
+    if words[:1] == ["demo"]:     # the kernel registry loads the engine (torch): demo only
+        from secure_meanshift.kernels import DEFAULT_KERNEL, KERNEL_NAMES
+
+        demo.add_argument("--kernel", choices=list(KERNEL_NAMES), default=DEFAULT_KERNEL)
+    else:
+        demo.add_argument("--kernel", help="flat (default) or gaussian")
     demo.add_argument("--bandwidth", type=float, default=0.1, help="data are in the unit box")
     demo.add_argument("--dust", type=int, default=24, help="dust points (initial centroids)")
     demo.add_argument("--plot", default="demo.png", help="PNG to write ('' for none)")
@@ -135,6 +141,16 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     parties = sub.add_parser("parties", help="parties known to the coordinator")
     _client_args(parties)
 
+    dash = sub.add_parser("dashboard", help="a live read-only view of the federation in "
+                          "your browser, served on 127.0.0.1 with your certificate")
+    dash.add_argument("--port", type=int, default=0,
+                      help="local port (default 0: a random free port, printed)")
+    dash.add_argument("--refresh", type=float, default=5.0,
+                      help="seconds between reads of the coordinator (each read adds one "
+                      "'list' row to its audit log)")
+    dash.add_argument("--jobs", type=int, default=50, help="newest jobs shown")
+    _client_args(dash)
+
     ini = sub.add_parser("init-cluster", help="certificates, demo data and configs for a "
                          "local federation (docker-compose's init service)")
     ini.add_argument("--out", required=True)
@@ -158,32 +174,51 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     nb.add_argument("--config", required=True)
     nb.add_argument("--format", choices=["text", "json"], default="text")
 
-    certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'request' and "
-                           "'sign' for keys that never leave their owner")
-    certs.add_argument("action", nargs="?", choices=["dev", "request", "sign"], default="dev",
-                       help="dev (default): a CA and every key in one folder; request: your "
-                       "own key and a CSR; sign: the CA signs a CSR")
+    certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'ca' for the "
+                           "CA alone, 'request' and 'sign' for keys that never leave their owner")
+    certs.add_argument("action", nargs="?", choices=["dev", "ca", "request", "sign"],
+                       default="dev",
+                       help="dev (default): a CA and every key in one folder; ca: only the CA "
+                       "(ca.pem, ca.key); request: your own key and a CSR; sign: the CA signs a "
+                       "CSR")
     certs.add_argument("--out", required=True,
-                       help="dev/request: folder; sign: the certificate file to write")
+                       help="dev/ca/request: folder; sign: the certificate file to write")
     certs.add_argument("--identity", help="request: e.g. party:hospital-a, analyst:alice")
     certs.add_argument("--ca-dir", help="sign: folder with ca.pem and ca.key")
     certs.add_argument("--csr", help="sign: the request to sign")
     certs.add_argument("--expect", help="sign: refuse unless the CSR is for this identity")
     certs.add_argument("--host", action="append", default=[],
                        help="sign, coordinator only: host names/addresses it serves on")
-    certs.add_argument("--days", type=int, default=90)
+    certs.add_argument("--days", type=int, default=90,
+                       help="dev/sign: days each certificate is valid, 1 to 3650 (default 90)")
     certs.add_argument("--coordinator-host", action="append", default=[],
-                       help="name or address clients use for the coordinator (repeatable)")
-    certs.add_argument("--party", action="append", default=[], help="party id (repeatable)")
-    certs.add_argument("--analyst", action="append", default=[], help="analyst name (repeatable)")
-    certs.add_argument("--dealer", action="append", default=[], help="dealer name (repeatable)")
+                       help="dev: name or address clients use for the coordinator (repeatable)")
+    certs.add_argument("--party", action="append", default=[],
+                       help="dev: party id (repeatable)")
+    certs.add_argument("--analyst", action="append", default=[],
+                       help="dev: analyst name (repeatable)")
+    certs.add_argument("--dealer", action="append", default=[],
+                       help="dev: dealer name (repeatable)")
     certs.add_argument("--operator", action="append", default=[],
-                       help="operator name (repeatable): reads and cancels every job")
-    certs.add_argument("--format", choices=["text", "json"], default="text")
+                       help="dev: operator name (repeatable): reads and cancels every job")
+    certs.add_argument("--format", choices=["text", "json"], default="text",
+                       help="text (default) or json")
     return ap
 
 
 def main(argv=None) -> int:
+    """The CLI; output that stops being read (`job list | head`) ends it quietly."""
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        # the reader went away: nothing more to say, and no error at exit's flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv=None) -> int:
     args = build_parser(argv).parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     if getattr(args, "format", "text") == "json" and args.cmd in ("coordinator", "node",
@@ -231,8 +266,6 @@ def main(argv=None) -> int:
         return _client_command(args)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 class _JSONLog(logging.Formatter):
@@ -351,32 +384,17 @@ def _node(args, role: str = "party") -> int:
 
 
 def _node_health(args) -> int:
-    import time
+    from .probe import node_health
 
     cfg = _load_node_config(args.config)
     if cfg is None:
         return EXIT_USAGE
-    try:
-        age = time.time() - os.path.getmtime(cfg.status_file)
-    except OSError:
-        print("unhealthy: the node has not reached the coordinator yet", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    if age > args.max_age:
-        print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    try:
-        with open(cfg.status_file) as fh:
-            sets = json.load(fh).get("datasets") or {}
-    except (OSError, ValueError, AttributeError):
-        sets = {}
-    bad = {n: d for n, d in sets.items() if not d.get("available", True)}
-    for n, d in sorted(bad.items()):
-        print(f"unavailable: {d.get('problem') or n}", file=sys.stderr)
-    if bad:            # connected, but a job naming that data set would be refused
-        print(f"degraded: last heartbeat {age:.1f} s ago; {len(bad)} data set(s) unavailable")
-        return EXIT_JOB_FAILED
-    print(f"healthy: last heartbeat {age:.1f} s ago")
-    return EXIT_OK
+    rc, out, err = node_health(cfg.status_file, args.max_age)
+    for line in err:
+        print(line, file=sys.stderr)
+    for line in out:
+        print(line)
+    return rc
 
 
 def _node_budget(args) -> int:
@@ -425,6 +443,19 @@ def _node_budget(args) -> int:
 def _certs(args) -> int:
     from meanshift_rpc.tls import IdentityError, make_dev_pki, make_request, role_of, sign_request
 
+    if not 1 <= args.days <= 3650:
+        print(f"error: --days must be 1 to 3650 (days the certificate is valid), not "
+              f"{args.days}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "ca":
+        existed = os.path.exists(os.path.join(args.out, "ca.key"))
+        make_dev_pki(args.out, [])
+        ca = os.path.join(args.out, "ca.pem")
+        _out(args, f"CA: {ca} and {os.path.join(args.out, 'ca.key')} (keep ca.key private)"
+             + (" - existed already, kept" if existed else ""),
+             {"ca": ca, "key": os.path.join(args.out, "ca.key"), "existed": existed})
+        return EXIT_OK
+
     if args.action == "request":
         if not args.identity:
             print("error: certs request needs --identity (e.g. party:hospital-a)",
@@ -461,7 +492,8 @@ def _certs(args) -> int:
         print(f"error: {bad[0]!r} is not a valid identity (names: letters, digits, '.', '_', "
               "'-')", file=sys.stderr)
         return EXIT_USAGE
-    files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"])
+    files = make_dev_pki(args.out, names, args.coordinator_host or ["localhost", "127.0.0.1"],
+                         days=args.days)
     _out(args, "\n".join(f"{n}: {f.cert}, {f.key}" for n, f in files.items())
          + f"\nCA: {os.path.join(args.out, 'ca.pem')} (keep ca.key private)",
          {n: f.__dict__ for n, f in files.items()})
@@ -472,7 +504,6 @@ def _client_command(args) -> int:
     import grpc
 
     from coordinator.client import Client
-    from meanshift_rpc.results import ResultError
 
     if not args.insecure and not (args.tls_dir and args.identity):
         print("error: give --tls-dir and --identity (or SMS_TLS_DIR and SMS_IDENTITY), "
@@ -495,16 +526,65 @@ def _client_command(args) -> int:
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return EXIT_DENIED
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return EXIT_UNREACHABLE
+            return _unreachable(args, exc.details() or "")
         return EXIT_JOB_FAILED
-    except ResultError as exc:     # forged, plain, incomplete: never shown as centroids
-        print(f"error: result refused: {exc}", file=sys.stderr)
-        return EXIT_JOB_FAILED
+    except BrokenPipeError:        # our reader went away (main ends quietly)
+        raise
     except (OSError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:       # noqa: BLE001 - only results.ResultError is handled here
+        # (results loads the engine's registry: imported only by the commands that open a
+        # result, so status, list and cancel start in a fraction of a second)
+        results = sys.modules.get("meanshift_rpc.results")
+        if results is None or not isinstance(exc, results.ResultError):
+            raise
+        print(f"error: result refused: {exc}", file=sys.stderr)  # never shown as centroids
+        return EXIT_JOB_FAILED
     finally:
         c.close()
+
+
+def _dashboard(c, args) -> int:
+    """Serve the dashboard until interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+    import threading
+
+    from .dashboard import start
+
+    if not 0 <= args.port < 65536 or args.refresh < 0.5 or args.jobs < 1:
+        print("error: --port must be 0..65535, --refresh at least 0.5 s, --jobs at least 1",
+              file=sys.stderr)
+        return EXIT_USAGE
+    httpd, url = start(c, port=args.port, refresh_s=args.refresh, jobs=args.jobs)
+    print(f"dashboard for {c.identity}: {url}", flush=True)
+    print("read only; stop with Ctrl-C", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    httpd.shutdown()
+    return EXIT_OK
+
+
+def _unreachable(args, detail: str) -> int:
+    """Name why the coordinator did not answer: this client's own certificate
+    (expired, not yet valid, another CA: exit 4) or the network/TLS (exit 3)."""
+    from meanshift_rpc.tls import TLSFiles
+    from party_node.connect import diagnose
+
+    if args.insecure:
+        return EXIT_UNREACHABLE
+    files = TLSFiles.in_dir(args.tls_dir, args.identity)
+    why = diagnose(args.coordinator, files, args.identity, args.server_name, detail,
+                   whose="your")
+    if why.startswith("the coordinator did not accept"):
+        return EXIT_UNREACHABLE          # reachable and TLS fine: gRPC's detail was printed
+    print(f"cause: {why}", file=sys.stderr)
+    own = why.startswith(("expired:", "wrong role:")) or "your certificate" in why
+    return EXIT_DENIED if own else EXIT_UNREACHABLE
 
 
 def _job_line(j: dict) -> str:
@@ -518,6 +598,8 @@ def _dispatch(c, args) -> int:
         ok = c.healthy()
         print("SERVING" if ok else "NOT SERVING")
         return EXIT_OK if ok else EXIT_UNREACHABLE
+    if args.cmd == "dashboard":
+        return _dashboard(c, args)
     if args.cmd == "parties":
         ps = c.parties()
         _out(args, "\n".join(f"{p['id']:<20} {'connected' if p['connected'] else 'offline':<10}"

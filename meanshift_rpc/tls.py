@@ -156,12 +156,14 @@ class TLSFiles:
 
 
 def make_dev_pki(directory: str, names: Sequence[str],
-                 hosts: Sequence[str] = ("localhost", "127.0.0.1")) -> dict:
+                 hosts: Sequence[str] = ("localhost", "127.0.0.1"), days: int = 90) -> dict:
     """Create ca.pem/ca.key and a key/cert pair per identity in ``directory``.
 
     Only the coordinator's certificate carries ``hosts`` (plus the reserved
     name ``coordinator``) as subject alt names and server usage; every
-    certificate names its role in the subject OU. Returns {identity: TLSFiles}.
+    certificate names its role in the subject OU and is valid ``days`` days
+    (the CA 365; an existing CA in ``directory`` is reused). With no names, only
+    the CA. Returns {identity: TLSFiles}.
     Development use: the CA key sits next to it, and the CA generates every key
     (in a deployment use ``certs request`` / ``certs sign`` instead).
     """
@@ -203,7 +205,8 @@ def make_dev_pki(directory: str, names: Sequence[str],
         key = ec.generate_private_key(ec.SECP256R1())
         role = role_of(name)
         cert = issue_certificate(ca_cert, ca_key, key.public_key(), name,
-                                 hosts if role == "coordinator" else (), role=role or None)
+                                 hosts if role == "coordinator" else (), days=days,
+                                 role=role or None)
         files = TLSFiles.in_dir(directory, name)
         write_key(files.key, key)
         with open(files.cert, "wb") as fh:
@@ -426,6 +429,30 @@ def peer_identity(context: grpc.ServicerContext, insecure: bool,
     if info is None or (revoked is not None and revoked.revoked(info.serial)):
         return ANONYMOUS
     return info.identity
+
+
+def refusal(context: grpc.ServicerContext, insecure: bool,
+            revoked: Optional[Revocations] = None) -> str:
+    """Why peer_identity found no identity, naming the certificate (its identity
+    and serial) and the cause: revoked, role and name disagreeing, or none."""
+    if insecure:
+        return "no valid identity header (insecure mode)"
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if not pems:
+        return "no client certificate"
+    try:
+        info = cert_info(pems[0])
+    except (IdentityError, ValueError) as exc:
+        return f"the client certificate is not a role certificate ({exc})"
+    if revoked is not None and revoked.revoked(info.serial):
+        return (f"the certificate of {info.identity} (serial {serial_hex(info.serial)}) is "
+                "revoked (on the coordinator's revocation list)")
+    return "no valid role certificate"
+
+
+def serial_hex(serial: int) -> str:
+    """A certificate serial as revocation lists write it (hex)."""
+    return f"{serial:x}"
 
 
 class _IdentityHeader(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

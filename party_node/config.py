@@ -1,7 +1,7 @@
 """The node's YAML config: who it is, where its data is, whom it trusts, what it allows.
 
     party_id: hospital-a
-    coordinator: {address: "coord.example.org:50051"}   # server_name: optional TLS name
+    coordinator: {address: "coord.example.org:50051"}   # server_name: accepted, ignored
     tls: {ca: certs/ca.pem, cert: certs/party_hospital-a.pem, key: certs/party_hospital-a.key}
     # insecure: true          # local experiments only: no TLS at all
     datasets:                 # docs/operating.md "Data sources": CSV, .npy, Parquet, SQL
@@ -256,14 +256,45 @@ def _datasets(path: str, base: str, entries: dict) -> dict:
     return sets
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the
+    last silently: a duplicated section would drop the settings above it)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            m = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", m)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def parse_yaml(text: str, path: str):
+    """The YAML document in ``text``; a ConfigError naming the line and column of
+    the first problem (bad syntax, a key given twice) otherwise."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        m = exc.problem_mark or exc.context_mark
+        where = f"line {m.line + 1}, column {m.column + 1}: " if m else ""
+        what = exc.problem or exc.context or "not valid YAML"
+        raise ConfigError(f"{path}: {where}not valid YAML ({what})") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+
+
 def _load(path: str) -> NodeConfig:
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} does not exist")
     with open(path) as fh:
-        try:
-            d = yaml.safe_load(fh) or {}
-        except yaml.YAMLError:
-            raise ConfigError(f"{path}: not valid YAML") from None
+        d = parse_yaml(fh.read(), path) or {}
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: expected a mapping of settings")
     _check_keys(path, d)

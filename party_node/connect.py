@@ -13,7 +13,7 @@ import socket
 import ssl
 from typing import Optional
 
-from meanshift_rpc.tls import TLSFiles
+from meanshift_rpc.tls import COORDINATOR_NAME, TLSFiles
 
 # the client half of an HTTP/2 start: the preface and an empty SETTINGS frame
 _H2_START = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -46,11 +46,13 @@ def check_own_certificate(files: TLSFiles, identity: str) -> str:
         return (f"wrong role: the certificate {files.cert} is for "
                 f"{cns[0] if cns else 'no name'!r}, this node is {identity!r}")
     now = datetime.datetime.now(datetime.timezone.utc)
+    serial = f"serial {cert.serial_number:x}"
     if cert.not_valid_after_utc < now:
-        return (f"TLS: this node's certificate {files.cert} expired on "
-                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+        return (f"expired: this node's certificate {files.cert} ({serial}) expired on "
+                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC (valid from "
+                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC)")
     if cert.not_valid_before_utc > now:
-        return (f"TLS: this node's certificate {files.cert} is not valid before "
+        return (f"TLS: this node's certificate {files.cert} ({serial}) is not valid before "
                 f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is this host's clock right?)")
     try:
         cert.verify_directly_issued_by(ca)
@@ -68,8 +70,9 @@ def _verify_problem(exc: ssl.SSLCertVerificationError, ca: str, name: str) -> st
         return ("TLS: the coordinator's certificate is not yet valid (is this host's "
                 "clock right?)")
     if code in (62, 64):                                 # hostname / IP mismatch
-        return (f"TLS: the coordinator's certificate does not name {name!r} "
-                "(set coordinator.server_name to the name it carries)")
+        return (f"TLS: the server's certificate does not name {name!r}: it is not the "
+                "federation's coordinator (only the coordinator's certificate carries "
+                "that name)")
     return f"TLS: the coordinator's certificate is not signed by the configured CA {ca}"
 
 
@@ -109,7 +112,9 @@ def probe(address: str, files: Optional[TLSFiles], server_name: Optional[str] = 
         raw.close()
         return f"TLS: cannot load the certificate, key or CA file ({exc})"
     ctx.set_alpn_protocols(["h2"])
-    name = server_name or host
+    # as open_channel: the server must be the coordinator whatever address was dialled
+    # (server_name is accepted and ignored)
+    name = COORDINATOR_NAME
     try:
         with ctx.wrap_socket(raw, server_hostname=name) as tls:
             tls.settimeout(timeout)
@@ -133,14 +138,13 @@ def probe(address: str, files: Optional[TLSFiles], server_name: Optional[str] = 
 
 
 def diagnose(address: str, files: Optional[TLSFiles], identity: str,
-             server_name: Optional[str] = None, grpc_detail: str = "") -> str:
-    """One line: why this node is not connected to the coordinator."""
-    if files is not None:
-        own = check_own_certificate(files, identity)
-        if own:
-            return own
-    found = probe(address, files, server_name)
-    if found:
-        return found
-    detail = grpc_detail.splitlines()[0][:200] if grpc_detail else "no reason given"
-    return f"the coordinator did not accept the node's command stream ({detail})"
+             server_name: Optional[str] = None, grpc_detail: str = "",
+             whose: str = "this node's") -> str:
+    """One line: why this node (or, with whose="your", a client) is not connected
+    to the coordinator; independent of any revocation list."""
+    found = check_own_certificate(files, identity) if files is not None else ""
+    found = found or probe(address, files, server_name)
+    if not found:
+        detail = grpc_detail.splitlines()[0][:200] if grpc_detail else "no reason given"
+        found = f"the coordinator did not accept the node's command stream ({detail})"
+    return found.replace("this node's", whose).replace("the node's", whose)

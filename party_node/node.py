@@ -23,7 +23,8 @@ import numpy as np
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
-from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_identity
+from meanshift_rpc.tls import (Revocations, check_key_file, open_channel, serial_hex,
+                               server_identity)
 
 from . import datasets
 from .config import NodeConfig
@@ -198,7 +199,9 @@ class PartyNode:
         if isinstance(exc, _NoChannel):
             return                  # _new_channel has said why
         code, detail = exc.code(), exc.details() or ""
-        if code == grpc.StatusCode.PERMISSION_DENIED:
+        if code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in detail:
+            why = f"revoked: the coordinator refused {self.cfg.identity}: {detail}"
+        elif code == grpc.StatusCode.PERMISSION_DENIED:
             why = f"wrong role: the coordinator refused {self.cfg.identity} ({detail})"
         else:
             if code == grpc.StatusCode.CANCELLED:          # our WELCOME_TIMEOUT_S timer
@@ -224,12 +227,18 @@ class PartyNode:
             return
         try:
             info = server_identity(self.cfg.coordinator, self.cfg.tls)
-        except (OSError, ValueError) as exc:
-            raise CoordinatorRefused(f"the coordinator's certificate could not be checked "
-                                     f"({type(exc).__name__})") from None
-        if info.role != "coordinator" or self.revoked.revoked(info.serial):
-            raise CoordinatorRefused("the coordinator's certificate is revoked or not a "
+        except (OSError, ValueError):    # the network or TLS: name the cause (connect.py)
+            raise CoordinatorRefused(diagnose(self.cfg.coordinator, self.cfg.tls,
+                                              self.cfg.identity, self.cfg.server_name)
+                                     or "the coordinator's certificate could not be checked") \
+                from None
+        if info.role != "coordinator":
+            raise CoordinatorRefused(f"the server's certificate is {info.identity}'s, not a "
                                      "coordinator's")
+        if self.revoked.revoked(info.serial):
+            raise CoordinatorRefused(f"revoked: the coordinator's certificate (serial "
+                                     f"{serial_hex(info.serial)}) is on this node's "
+                                     "revocation list")
 
     def request_stop(self) -> None:
         """Make run_forever return soon (it may be waiting on the command stream). Only
@@ -430,24 +439,32 @@ class PartyNode:
         if not me:
             return "this node is not a party of the job"
         if spec.kernel not in pol.kernels:
-            return f"kernel {spec.kernel!r} not allowed by local policy"
+            return (f"kernel {spec.kernel!r} not allowed by local policy (policy.kernels: "
+                    f"{', '.join(pol.kernels)})")
         if len(spec.parties) < pol.min_parties:
-            return f"local policy requires at least {pol.min_parties} parties"
+            return (f"local policy requires at least {pol.min_parties} parties "
+                    f"(policy.min_parties; the job has {len(spec.parties)})")
         if "*" not in pol.allowed_submitters and submitter not in pol.allowed_submitters:
             return f"submitter {submitter} may not run jobs on this data"
         span = max(h - l for l, h in zip(spec.bounds_lo, spec.bounds_hi))
         if not spec.bandwidth_auto and spec.bandwidth < pol.min_bandwidth_fraction * span:
-            return "policy: the bandwidth is below this party's minimum (relative to the bounds)"
+            return (f"policy: the bandwidth {spec.bandwidth:g} is below this party's minimum "
+                    f"{pol.min_bandwidth_fraction * span:g} (policy.min_bandwidth_fraction "
+                    f"{pol.min_bandwidth_fraction:g} x the bounds' largest span {span:g})")
         if spec.n_dust > pol.max_dust:
-            return "policy: more dust points than this party allows"
+            return (f"policy: {spec.n_dust} dust points, more than this party allows "
+                    f"(policy.max_dust {pol.max_dust})")
         if spec.max_iter > pol.max_iter:
-            return "policy: more iterations than this party allows"
+            return (f"policy: max_iter {spec.max_iter}, more iterations than this party "
+                    f"allows (policy.max_iter {pol.max_iter})")
         if (spec.min_cluster_size or 1) < pol.min_cluster_size:
-            return "policy: the minimum cluster size is below this party's"
+            return (f"policy: the minimum cluster size {spec.min_cluster_size or 1} is below "
+                    f"this party's (policy.min_cluster_size {pol.min_cluster_size})")
         if "*" not in pol.allowed_receivers:
             bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
             if bad:
-                return f"the result may not go to {bad[0]}"
+                return (f"the result may not go to {bad[0]} (policy.allowed_receivers: "
+                        f"{', '.join(map(str, pol.allowed_receivers))})")
         name = me[0].dataset
         if name not in self.cfg.datasets:
             return f"no data set named {name!r} on this node"

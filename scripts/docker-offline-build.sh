@@ -10,7 +10,9 @@
 #      plus the project's own wheel;
 #   4. `docker build --build-arg BASE=<that base>`, no network inside the build.
 # Big things are cached under $SMS_CACHE (default /var/cache/secure-meanshift):
-# the base rootfs tarball and the wheelhouse; a warm rerun takes seconds.
+# the base rootfs tarball and the wheelhouse; a warm rerun takes seconds. The
+# build context is a temporary folder (SMS_BUILD_DIR=DIR keeps it there): the
+# script writes nothing into the checkout.
 #
 #   scripts/docker-offline-build.sh            # -> image secure-meanshift:latest
 #   SMS_REFRESH=1 scripts/docker-offline-build.sh   # rebuild base and wheelhouse
@@ -88,22 +90,19 @@ if [ ! -f "$WH/.complete-$KEY" ]; then
   touch "$WH.part/.complete-$KEY"
   rm -rf "$WH" && mv "$WH.part" "$WH"
 fi
-# the build context: hard links into docker/wheels (same filesystem) or copies;
-# the project's own wheel, always fresh, into docker/dist
-mkdir -p docker/wheels docker/dist
-find docker/wheels docker/dist -name '*.whl' -delete
-cp -al "$WH"/*.whl docker/wheels/ 2>/dev/null || cp -a "$WH"/*.whl docker/wheels/
-log "project wheel -> docker/dist"
-SRC=$(mktemp -d)      # a clean copy: no stale build/ of the working tree in the wheel
-cp -rp pyproject.toml README.md secure_meanshift meanshift_proto meanshift_rpc meanshift_cli \
-  coordinator party_node "$SRC"/
-find "$SRC" -name __pycache__ -prune -exec rm -rf {} +
-"$PY" -m pip wheel -q --no-deps -w docker/dist "$SRC" 2>&1 | grep -v "^WARNING: Location 'file:" || true
-rm -rf "$SRC"
-ls docker/dist/secure_meanshift-*.whl >/dev/null || { echo "project wheel was not built"; exit 1; }
+# the build context: a temporary folder (or SMS_BUILD_DIR, a new or empty folder,
+# kept), never the checkout: sources, wheelhouse and the project's fresh wheel
+if [ -n "${SMS_BUILD_DIR:-}" ]; then
+  CTX=$SMS_BUILD_DIR
+else
+  CTX=$(mktemp -d "${TMPDIR:-/tmp}/sms-build.XXXXXX")
+  trap 'rm -rf "$CTX"' EXIT
+fi
+log "build context -> $CTX"
+PYTHON="$PY" scripts/docker-context.sh "$WH" "$CTX"
 
 # 4. the image
 log "docker build --build-arg BASE=$BASE_IMAGE -> $IMAGE"
-docker build -q --build-arg BASE="$BASE_IMAGE" -t "$IMAGE" . 2>&1 >/dev/null | { grep -vE "DEPRECATED: The legacy builder|buildx|docs.docker.com/go/buildx|^ *$" || true; }
+docker build -q --build-arg BASE="$BASE_IMAGE" -t "$IMAGE" "$CTX" 2>&1 >/dev/null | { grep -vE "DEPRECATED: The legacy builder|buildx|docs.docker.com/go/buildx|^ *$" || true; }
 test "${PIPESTATUS[0]}" -eq 0 || { echo "docker build failed"; exit 1; }
 log "done: $IMAGE, $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"

@@ -84,6 +84,11 @@ class CoordinatorStub:
                 request_serializer=meanshift__proto_dot_v1_dot_service__pb2.Empty.SerializeToString,
                 response_deserializer=meanshift__proto_dot_v1_dot_service__pb2.PartyList.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/secure_meanshift.v1.Coordinator/ListAudit',
+                request_serializer=meanshift__proto_dot_v1_dot_service__pb2.AuditRequest.SerializeToString,
+                response_deserializer=meanshift__proto_dot_v1_dot_service__pb2.AuditList.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -153,6 +158,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """read only, operators only (the dashboard's audit view)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +217,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ListParties,
                     request_deserializer=meanshift__proto_dot_v1_dot_service__pb2.Empty.FromString,
                     response_serializer=meanshift__proto_dot_v1_dot_service__pb2.PartyList.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=meanshift__proto_dot_v1_dot_service__pb2.AuditRequest.FromString,
+                    response_serializer=meanshift__proto_dot_v1_dot_service__pb2.AuditList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +494,33 @@ class Coordinator:
             '/secure_meanshift.v1.Coordinator/ListParties',
             meanshift__proto_dot_v1_dot_service__pb2.Empty.SerializeToString,
             meanshift__proto_dot_v1_dot_service__pb2.PartyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secure_meanshift.v1.Coordinator/ListAudit',
+            meanshift__proto_dot_v1_dot_service__pb2.AuditRequest.SerializeToString,
+            meanshift__proto_dot_v1_dot_service__pb2.AuditList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -188,7 +188,11 @@ def test_revoked_submitter_is_refused(env):
 def test_policy_refusals_name_the_rule_never_a_value(env, change, rule):
     reason = refused(env.ask(env.offer(**change)))
     assert rule in reason, reason
-    no_value(reason, env.data)
+    # the rule's threshold and the job's own parameter are named (issue 20), nothing else:
+    # every number in the reason is one of the job's or the policy's
+    public = {0.12, 0.005, 80, 1000, 5000, 1, 6, 20, 0.01, 256, 5}   # job, policy, bounds span
+    numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", reason)]
+    assert numbers and all(n in public for n in numbers), reason
 
 
 def test_acceptance_does_not_depend_on_where_the_data_lie(env):
@@ -358,8 +362,11 @@ def test_node_refuses_a_revoked_coordinator(env, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "node", "run", "--config",
                           str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        assert not evil.connected.wait(3)
-        assert "revoked" in open(tmp_path / "n.log").read()
+        deadline = time.time() + 30            # the node's start takes seconds on a busy host
+        while "revoked" not in open(tmp_path / "n.log").read() and time.time() < deadline:
+            time.sleep(0.3)
+        assert not evil.connected.is_set()
+        assert "revoked: the coordinator's certificate (serial" in open(tmp_path / "n.log").read()
         (tmp_path / "revoked.txt").write_text("")       # un-revoked: it connects
         assert evil.connected.wait(30)
     finally:
