@@ -37,6 +37,7 @@ HEARTBEAT_S = 3.0
 SUBSCRIBE_DEADLINE_S = 24 * 3600.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 4.0     # between attempts to (re)connect
 WELCOME_TIMEOUT_S = 10.0     # the coordinator acknowledges a command stream within this
+STALE_OFFER_S = 300.0        # an accepted job never run (its cancel lost) frees its slot
 WELCOME_KEY = "sms-welcome"  # coordinator.server.WELCOME_KEY (the node does not import it)
 
 
@@ -71,6 +72,8 @@ class Job:
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
         self.cancelled = False
+        self.ended = False           # its last word (finished, failed) is sent: a free slot
+        self.accepted_at = time.time()
         self.commits: dict = {}      # party -> commitment, as shown before we revealed
         self.suppressed: Optional[int] = None
         self.receivers: dict = {}    # analyst receiver -> verified certificate (sealing)
@@ -96,7 +99,7 @@ class PartyNode:
         self._last_problem, self._problem_logged = "", 0.0
         self._diagnosed = ("", "", 0.0)        # (gRPC's detail, our reason, when)
         self._connected = False                # acknowledged by the coordinator
-        self.job: Optional[Job] = None
+        self.jobs: dict = {}                   # job id -> Job, at most max_concurrent_jobs
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stream = None
@@ -170,7 +173,8 @@ class PartyNode:
 
     def _hello(self) -> pb.NodeHello:
         return pb.NodeHello(version="2", datasets=sorted(self.cfg.datasets),
-                            dataset_status=self._dataset_status())
+                            dataset_status=self._dataset_status(),
+                            max_concurrent_jobs=self.cfg.max_concurrent_jobs)
 
     def _subscribe(self):
         """Open the command stream; return it once the coordinator has acknowledged
@@ -245,9 +249,10 @@ class PartyNode:
 
     def stop(self) -> None:
         self._stop.set()
-        job = self.job
-        if job is not None and not job.cancelled:
-            self._reply(job.id, failed=pb.Failed(reason="the party's node is shutting down"))
+        for job in list(self.jobs.values()):
+            if not job.cancelled and not job.ended:
+                self._reply(job.id, failed=pb.Failed(reason="the party's node is shutting "
+                                                     "down"))
         self._abort_job("node stopping")
         self._drop_spare()
         try:
@@ -261,7 +266,7 @@ class PartyNode:
         refused = 0
         while not self._stop.wait(HEARTBEAT_S):
             self.recheck_datasets()
-            if self.job is None and self._stream is not None and \
+            if not self.jobs and self._stream is not None and \
                     time.time() - self._stream_since > SUBSCRIBE_DEADLINE_S / 2:
                 self._renewing = True
                 self._stream.cancel()
@@ -270,7 +275,8 @@ class PartyNode:
                 refused = 0
                 continue
             try:
-                ack = stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else "",
+                busy = sorted(self.jobs)
+                ack = stub.Beat(pb.Heartbeat(busy_job=busy[0] if busy else "", busy_jobs=busy,
                                              dataset_status=self._dataset_status()),
                                 timeout=DEFAULT_DEADLINE_S)
                 if ack.ok:
@@ -292,7 +298,7 @@ class PartyNode:
         try:
             with open(self.cfg.status_file, "w") as fh:
                 json.dump({"party": self.cfg.party_id, "time": time.time(),
-                           "busy_job": self.job.id if self.job else "",
+                           "busy_job": ", ".join(sorted(self.jobs)),
                            "datasets": {n: {"available": st.available, "problem": st.problem}
                                         for n, st in self.datasets.items()}}, fh)
         except OSError:
@@ -348,6 +354,10 @@ class PartyNode:
         if not signing.valid_job_id(offer.job_id):
             log.warning("ignored an offer whose job id is malformed")
             return
+        if not self._slot_free():   # the coordinator schedules within the limit: a race only
+            log.info("refusing job %s: at max_concurrent_jobs (%d)", offer.job_id,
+                     self.cfg.max_concurrent_jobs)
+            return self._reply(offer.job_id, refuse=pb.Refuse(reason="busy"))
         try:
             spec, submitter, receivers = self._verified(offer)
         except signing.SignatureError as exc:
@@ -373,7 +383,7 @@ class PartyNode:
             log.info("refusing job %s: %s", offer.job_id, reason)
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         with self._lock:
-            self.job = job
+            self.jobs[job.id] = job
         log.info("accepting job %s", job.id)
         acc = pb.Accept(seed_commitment=self._commitment(job),
                         rendezvous_address=self.cfg.advertise, rendezvous_port=job.port)
@@ -421,8 +431,6 @@ class PartyNode:
         spec = offer.spec if spec is None else spec
         submitter = offer.submitter if submitter is None else submitter
         pol = self.cfg.policy
-        if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
-            return f"busy with job {self.job.id}"
         reason = self._mpc_policy(spec)
         if reason:
             return reason
@@ -573,9 +581,24 @@ class PartyNode:
                 "context": job_context(job.id, job.spec, seed),
                 "timeout_s": run.timeout_s or self.cfg.mpc_timeout_s}
 
+    def _slot_free(self) -> bool:
+        """Fewer jobs than max_concurrent_jobs that have not ended. A job offered
+        but never run (its cancel lost) stops counting after STALE_OFFER_S."""
+        now = time.time()
+        with self._lock:
+            for jid, job in list(self.jobs.items()):
+                if job.ended or (job.proc is None and now - job.accepted_at > STALE_OFFER_S):
+                    del self.jobs[jid]
+            return len(self.jobs) < self.cfg.max_concurrent_jobs
+
     def _free_port(self) -> int:
+        """A port of the range that no job of this node holds and nothing listens on."""
         lo, hi = self.cfg.port_range
+        with self._lock:
+            held = {j.port for j in self.jobs.values()}
         for port in range(lo, hi + 1):
+            if port in held:
+                continue
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -586,8 +609,8 @@ class PartyNode:
         return 0
 
     def _on_reveal(self, req: pb.RevealRequest) -> None:
-        job = self.job
-        if job is None or job.id != req.job_id:
+        job = self.jobs.get(req.job_id)
+        if job is None:
             return
         commits = {c.party: c.commitment for c in req.commits}
         if set(commits) != {p.id for p in job.spec.parties} or len(commits) != len(req.commits) \
@@ -608,8 +631,8 @@ class PartyNode:
 
     # ---- run -------------------------------------------------------------------------------
     def _on_run(self, run: pb.Run) -> None:
-        job = self.job
-        if job is None or job.id != run.job_id:
+        job = self.jobs.get(run.job_id)
+        if job is None:
             return
         # ranks and world size follow from the signed spec; run.carry_result (v1.1) is
         # ignored: no party opens an analyst's result (each seals its share instead)
@@ -658,9 +681,7 @@ class PartyNode:
             log.warning("job %s: the worker could not be run (%s)", job.id, type(exc).__name__)
             if not job.cancelled:
                 self._fail(job, f"the worker could not be run ({type(exc).__name__})")
-            with self._lock:
-                if self.job is job:
-                    self.job = None
+            self._forget(job)
 
     def _worker_job(self, job: Job, run: pb.Run, seed: int) -> dict:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
@@ -728,9 +749,7 @@ class PartyNode:
             else:
                 why = f"worker exited with code {code}"
             self._fail(job, why, peer_lost=peer_lost)
-        with self._lock:
-            if self.job is job:
-                self.job = None
+        self._forget(job)
 
     def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
         cents = res.get("centroids")
@@ -745,6 +764,7 @@ class PartyNode:
         if share is not None:       # analyst receivers: this party's share, sealed and signed
             fin.shares.extend(self._sealed_shares(job, run.rank, share))
         log.info("job %s finished", job.id)
+        job.ended = True        # before the reply: the coordinator may offer the next job
         self._reply(job.id, finished=fin)
 
     def _sealed_shares(self, job: Job, rank: int, share: dict) -> list:
@@ -767,14 +787,13 @@ class PartyNode:
 
     def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
         log.warning("job %s failed: %s", job.id, reason)
+        job.ended = True
         self._reply(job.id, failed=pb.Failed(reason=reason, peer_lost=peer_lost))
-        with self._lock:
-            if self.job is job:
-                self.job = None
+        self._forget(job)
 
     def _on_cancel(self, c: pb.Cancel) -> None:
-        job = self.job
-        if job is None or job.id != c.job_id:
+        job = self.jobs.get(c.job_id)
+        if job is None:
             return
         self._stop_worker(job, c.reason or "cancelled")
 
@@ -787,9 +806,7 @@ class PartyNode:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        with self._lock:
-            if self.job is job:
-                self.job = None
+        self._forget(job)
 
     # ---- worker processes -----------------------------------------------------------------
     def _spawn_worker(self, prewarm: bool) -> subprocess.Popen:
@@ -831,9 +848,16 @@ class PartyNode:
                 spare.kill()
 
     def _abort_job(self, why: str) -> None:
-        job = self.job
-        if job is not None:
+        """Stop every job of this node."""
+        for job in list(self.jobs.values()):
             self._stop_worker(job, why)
+
+    def _forget(self, job: Job) -> None:
+        """The job holds no slot nor port any more."""
+        job.ended = True
+        with self._lock:
+            if self.jobs.get(job.id) is job:
+                del self.jobs[job.id]
 
 
 def _fingerprint(cert_pem: bytes) -> str:
