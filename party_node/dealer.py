@@ -55,4 +55,4 @@ class DealerNode(PartyNode):
 
     def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
         log.info("job %s: dealt %s values", job.id, res.get("dealt", "?"))
-        self._reply(job.id, finished=pb.Finished(wall_s=float(res.get("wall_s", 0.0))))
+        self._last_reply(job, finished=pb.Finished(wall_s=float(res.get("wall_s", 0.0))))

@@ -764,8 +764,7 @@ class PartyNode:
         if share is not None:       # analyst receivers: this party's share, sealed and signed
             fin.shares.extend(self._sealed_shares(job, run.rank, share))
         log.info("job %s finished", job.id)
-        job.ended = True        # before the reply: the coordinator may offer the next job
-        self._reply(job.id, finished=fin)
+        self._last_reply(job, finished=fin)
 
     def _sealed_shares(self, job: Job, rank: int, share: dict) -> list:
         """This party's output share for each analyst receiver (meanshift_rpc.results);
@@ -787,8 +786,7 @@ class PartyNode:
 
     def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
         log.warning("job %s failed: %s", job.id, reason)
-        job.ended = True
-        self._reply(job.id, failed=pb.Failed(reason=reason, peer_lost=peer_lost))
+        self._last_reply(job, failed=pb.Failed(reason=reason, peer_lost=peer_lost))
         self._forget(job)
 
     def _on_cancel(self, c: pb.Cancel) -> None:
@@ -851,6 +849,12 @@ class PartyNode:
         """Stop every job of this node."""
         for job in list(self.jobs.values()):
             self._stop_worker(job, why)
+
+    def _last_reply(self, job: Job, **kind) -> None:
+        """The job's last word (finished, failed): its slot is free before the
+        coordinator reads it (it may offer this node the next job at once)."""
+        job.ended = True
+        self._reply(job.id, **kind)
 
     def _forget(self, job: Job) -> None:
         """The job holds no slot nor port any more."""
