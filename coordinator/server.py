@@ -247,7 +247,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self._announce_positions()
 
     def _positions(self) -> dict:
-        return {w.job_id: i + 1 for i, w in enumerate(self._waiting())}
+        """Each queued job's place (1 = next to start)."""
+        with self._lock:
+            return {w.job_id: i + 1 for i, w in enumerate(self._waiting())}
 
     def _announce_positions(self) -> None:
         """Each queued job's watchers learn its new place (not stored: the history
