@@ -16,6 +16,7 @@ from typing import Optional
 
 from meanshift_proto.v1 import service_pb2 as pb
 
+from . import policy
 from .node import Job, PartyNode
 
 log = logging.getLogger("dealer_node")
@@ -27,7 +28,7 @@ class DealerNode(PartyNode):
         spec = offer.spec if spec is None else spec
         if spec.dealer != self.cfg.party_id:
             return "this node is not the job's dealer"
-        return self._mpc_policy(spec)
+        return policy.mpc_reason(self.cfg, spec)
 
     def _charge(self, job: Job) -> str:
         return ""                        # no data, no privacy budget

@@ -25,7 +25,7 @@ from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
 from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_identity
 
-from . import datasets
+from . import datasets, policy
 from .config import NodeConfig
 from .connect import diagnose
 from .state import NodeState
@@ -427,69 +427,19 @@ class PartyNode:
 
     def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
                       submitter: Optional[str] = None) -> str:
-        """A reason naming the rule (never a row or a value), or ''."""
+        """A reason naming the rule (never a row or a value), or '' (party_node.policy)."""
         spec = offer.spec if spec is None else spec
         submitter = offer.submitter if submitter is None else submitter
-        pol = self.cfg.policy
-        reason = self._mpc_policy(spec)
+        reason = policy.job_reason(self.cfg, spec, submitter)
         if reason:
             return reason
-        me = [p for p in spec.parties if p.id == self.cfg.party_id]
-        if not me:
-            return "this node is not a party of the job"
-        if spec.kernel not in pol.kernels:
-            return f"kernel {spec.kernel!r} not allowed by local policy"
-        if len(spec.parties) < pol.min_parties:
-            return f"local policy requires at least {pol.min_parties} parties"
-        if "*" not in pol.allowed_submitters and submitter not in pol.allowed_submitters:
-            return f"submitter {submitter} may not run jobs on this data"
-        span = max(h - l for l, h in zip(spec.bounds_lo, spec.bounds_hi))
-        if not spec.bandwidth_auto and spec.bandwidth < pol.min_bandwidth_fraction * span:
-            return "policy: the bandwidth is below this party's minimum (relative to the bounds)"
-        if spec.n_dust > pol.max_dust:
-            return "policy: more dust points than this party allows"
-        if spec.max_iter > pol.max_iter:
-            return "policy: more iterations than this party allows"
-        if (spec.min_cluster_size or 1) < pol.min_cluster_size:
-            return "policy: the minimum cluster size is below this party's"
-        if "*" not in pol.allowed_receivers:
-            bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
-            if bad:
-                return f"the result may not go to {bad[0]}"
-        name = me[0].dataset
-        if name not in self.cfg.datasets:
-            return f"no data set named {name!r} on this node"
-        reason = self._privacy_policy(spec, name)
-        if reason:
-            return reason
-        # The data set's health as checked when it was (re)loaded, never against this
-        # job's bounds: rows outside them are clipped by the worker (runtime.prepare_local),
-        # so whether a job is accepted does not depend on where the data lie.
+        name = policy.my_dataset(self.cfg, spec)
         self.recheck_datasets()              # only a file that changed is read again
         st = self.datasets.get(name)
-        if st is None or not st.available:
-            return st.problem if st is not None else f"data set {name!r} is unavailable"
-        if len(st.columns) != len(spec.bounds_lo):
-            return (f"data set {name!r} has {len(st.columns)} columns, the job's bounds "
-                    f"{len(spec.bounds_lo)}")
-        self._columns = st.columns
-        return ""
-
-    def _privacy_policy(self, spec: pb.JobSpec, dataset: str) -> str:
-        """DP required unless the policy allows exact results; a DP job's delta
-        within the data set's budget (the epsilon is checked when charged)."""
-        priv = jobspec.privacy_of(spec)
-        if priv is None:
-            if not self.cfg.policy.allow_exact_results:
-                return ("policy: this party accepts differentially private jobs only (give "
-                        "the job privacy: {epsilon, delta}; exact results need "
-                        "allow_exact_results: true in the node's policy)")
-            return ""
-        budget = self.cfg.budget(dataset)
-        if priv.delta > budget.delta:
-            return (f"policy: the job's delta {priv.delta:.3g} exceeds the privacy budget's "
-                    f"delta {budget.delta:.3g} of data set {dataset!r}")
-        return ""
+        reason = policy.dataset_reason(spec, name, st)
+        if not reason:
+            self._columns = st.columns
+        return reason
 
     def _charge(self, job: Job) -> str:
         """Charge a DP job to this party's data set, atomically and before any share
@@ -507,25 +457,6 @@ class PartyNode:
             log.info("job %s: charged epsilon %.4g, delta %.3g to data set %r", job.id,
                      priv.epsilon, priv.delta, name)
         return reason
-
-    def _mpc_policy(self, spec: pb.JobSpec) -> str:
-        """Who deals and how the links are protected: the node's own rules."""
-        pol = self.cfg.policy
-        if not spec.dealer:
-            return "the job names no dealer (a party would have to deal the randomness)"
-        if self.cfg.role == "party" and "*" not in pol.trusted_dealers and \
-                spec.dealer not in pol.trusted_dealers:
-            if not pol.trusted_dealers:
-                return (f"dealer {spec.dealer} is not trusted by local policy (policy."
-                        "trusted_dealers is empty: the operator names the dealers this party "
-                        "trusts not to collude)")
-            return f"dealer {spec.dealer} is not trusted by local policy"
-        transport = spec.transport or "tls"
-        if transport == "trusted-network" and not pol.allow_plaintext_mpc:
-            return "transport 'trusted-network' (plaintext MPC links) not allowed by local policy"
-        if transport == "tls" and self.cfg.tls is None:
-            return "this node has no TLS identity for transport 'tls'"
-        return ""
 
     def _expected_peers(self, spec: pb.JobSpec) -> list:
         """Identities at each rank, from the spec alone: parties in order, then the dealer."""
