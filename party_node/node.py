@@ -12,7 +12,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from typing import Optional
@@ -29,6 +28,7 @@ from . import datasets, policy
 from .config import NodeConfig
 from .connect import diagnose
 from .state import NodeState
+from .workers import WorkerPool
 
 log = logging.getLogger("party_node")
 HEARTBEAT_S = 3.0
@@ -105,7 +105,7 @@ class PartyNode:
         self._stream = None
         self._stream_since = time.time()
         self._renewing = False
-        self._spare: Optional[subprocess.Popen] = None
+        self.workers = WorkerPool(cfg.prewarm_worker)   # a spare worker, prewarmed
         self._columns: list = []          # of the data set the last accepted offer names
 
     @property
@@ -254,7 +254,7 @@ class PartyNode:
                 self._reply(job.id, failed=pb.Failed(reason="the party's node is shutting "
                                                      "down"))
         self._abort_job("node stopping")
-        self._drop_spare()
+        self.workers.drop()
         try:
             self._stream.cancel()
         except Exception:
@@ -626,7 +626,7 @@ class PartyNode:
 
     def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
         payload = self._worker_job(job, run, seed)
-        proc = self._take_worker()
+        proc = self.workers.take()
         job.proc = proc
         if job.cancelled:
             proc.kill()
@@ -737,44 +737,9 @@ class PartyNode:
                 proc.kill()
         self._forget(job)
 
-    # ---- worker processes -----------------------------------------------------------------
-    def _spawn_worker(self, prewarm: bool) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", SMS_NODE_PID=str(os.getpid()),
-                   SMS_WORKER_PREWARM="1" if prewarm else "0")
-        return subprocess.Popen([sys.executable, "-m", "party_node.worker"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=env)
-
-    def _take_worker(self) -> subprocess.Popen:
-        """This job's worker: the spare started after the last job (torch and CrypTen
-        already loaded, nothing else done) if it is alive, else a new process."""
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None:
-            return spare
-        return self._spawn_worker(prewarm=False)
-
     def _refill_spare(self) -> None:
-        if not self.cfg.prewarm_worker or self._stop.is_set():
-            return
-        with self._lock:
-            if self._spare is not None and self._spare.poll() is None:
-                return
-            try:
-                self._spare = self._spawn_worker(prewarm=True)
-            except OSError as exc:
-                log.warning("could not start a spare worker (%s)", type(exc).__name__)
-                self._spare = None
-
-    def _drop_spare(self) -> None:
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None:
-            try:
-                spare.stdin.close()         # an empty job: the spare exits by itself
-                spare.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                spare.kill()
+        if not self._stop.is_set():
+            self.workers.refill()
 
     def _abort_job(self, why: str) -> None:
         """Stop every job of this node."""
