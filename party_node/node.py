@@ -24,10 +24,11 @@ from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
 from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_identity
 
-from . import datasets, policy
+from . import datasets, output, policy
 from .config import NodeConfig
 from .connect import diagnose
 from .state import NodeState
+from .output import write_result
 from .workers import WorkerPool
 
 log = logging.getLogger("party_node")
@@ -698,22 +699,15 @@ class PartyNode:
         self._last_reply(job, finished=fin)
 
     def _sealed_shares(self, job: Job, rank: int, share: dict) -> list:
-        """This party's output share for each analyst receiver (meanshift_rpc.results);
-        the share itself is never logged nor written."""
-        from meanshift_rpc import results
-
+        """This party's output share for each analyst receiver (party_node.output)."""
         analysts = sorted(r for r in job.spec.reveal_to if r.startswith("analyst:"))
-        if self.key_pem is None:             # insecure mode: local experiments only
-            return [results.plain_share(share, self._header(job), rank, who)
-                    for who in analysts]
-        return [results.seal_share(share, self._header(job), job.id, job.signed_spec, rank,
-                                   self.cfg.party_id, who, job.receivers[who], self.key_pem,
-                                   self.cert_pem) for who in analysts]
+        return output.sealed_shares(share, self._header(job), analysts, job.receivers, job.id,
+                                    job.signed_spec, rank, self.cfg.party_id, self.key_pem,
+                                    self.cert_pem)
 
     @staticmethod
     def _header(job: Job) -> list:
-        d = len(job.spec.bounds_lo)
-        return list(job.columns) if len(job.columns) == d else [f"x{i}" for i in range(d)]
+        return output.header(job.columns, len(job.spec.bounds_lo))
 
     def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
         log.warning("job %s failed: %s", job.id, reason)
@@ -771,23 +765,6 @@ def _fingerprint(cert_pem: bytes) -> str:
 def job_context(job_id: str, spec: pb.JobSpec, seed: int) -> str:
     """What every rank of a job must agree on (hashed into the job digest)."""
     return f"{job_id}\n{spec.SerializeToString(deterministic=True).hex()}\n{seed:032x}"
-
-
-def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int,
-                 header: Optional[list] = None) -> str:
-    """The party's copy of a result: named from the validated job id only, inside
-    results_dir (0700), owner-only (0600), never following a link; the header is
-    the data set's column names."""
-    if not signing.valid_job_id(job_id):
-        raise ValueError("job id is malformed")
-    os.makedirs(results_dir, mode=0o700, exist_ok=True)
-    os.chmod(results_dir, 0o700)
-    path = os.path.join(results_dir, f"{job_id}.csv")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        np.savetxt(fh, cents.reshape(-1, dim), delimiter=",", comments="",
-                   header=",".join(header or [f"x{i}" for i in range(dim)]))
-    return path
 
 
 def _watch_signals(node: PartyNode) -> None:
