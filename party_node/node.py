@@ -24,7 +24,7 @@ from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
 from meanshift_rpc.tls import Revocations, check_key_file, open_channel, server_identity
 
-from . import datasets, output, policy
+from . import agreement, datasets, output, policy
 from .config import NodeConfig
 from .connect import diagnose
 from .state import NodeState
@@ -407,24 +407,12 @@ class PartyNode:
                                              "its local log"))
 
     def _verified(self, offer: pb.Offer) -> tuple:
-        """(spec, submitter) from the submitter's signature, checked against this
-        node's own CA and revocation list, before any policy check. A node without
-        TLS (insecure: local experiments) takes the coordinator's word."""
+        """(spec, submitter, receivers) from the submitter's signature, before any
+        policy check (party_node.agreement). A node without TLS (insecure: local
+        experiments) takes the coordinator's word."""
         if self.ca_pem is None:
             return offer.spec, offer.submitter, {}
-        v = signing.verify(offer.signed_spec, offer.signature, offer.signer_cert, self.ca_pem,
-                           self.revoked)
-        if v.job_id != offer.job_id:
-            raise signing.SignatureError("job_id: not the id the submitter signed")
-        # remembered across restarts: a signed job is valid for MAX_AGE_S after issue
-        if self.state.seen_before(v.job_id, signing.MAX_AGE_S + 2 * signing.MAX_SKEW_S):
-            raise signing.SignatureError("job_id: this signed job was offered before (replay)")
-        missing = [r for r in v.spec.reveal_to if r.startswith("analyst:") and
-                   r not in v.receivers]
-        if missing:
-            raise signing.SignatureError(f"receivers: no certificate for {missing[0]} in the "
-                                         "signed job (results are sealed end to end)")
-        return v.spec, v.submitter, v.receivers
+        return agreement.verify_offer(offer, self.ca_pem, self.revoked, self.state.seen_before)
 
     def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
                       submitter: Optional[str] = None) -> str:
@@ -459,48 +447,16 @@ class PartyNode:
                      priv.epsilon, priv.delta, name)
         return reason
 
-    def _expected_peers(self, spec: pb.JobSpec) -> list:
-        """Identities at each rank, from the spec alone: parties in order, then the dealer."""
-        return [f"party:{p.id}" for p in spec.parties] + [f"dealer:{spec.dealer}"]
-
     def _check_run(self, job: Job, run: pb.Run) -> str:
-        """Everything the coordinator says about ranks and peers, against the
-        signed spec and every node's own signed announcement."""
-        expected = self._expected_peers(job.spec)
-        got = [p.identity for p in run.peers]
-        if got != expected:
-            return "the peer list does not match the job's parties and dealer"
-        if run.world_size != len(job.spec.parties):
-            return "the world size does not match the job's parties"
-        if run.rank != expected.index(self.cfg.identity):
-            return "this node's rank does not match its place in the job"
-        me = run.peers[run.rank]
-        if me.port != job.port or me.host != self.cfg.advertise:
-            return "this node's own MPC address was altered"
-        if any(not 0 < p.port < 65536 or not 0 < len(p.host) <= 253 or
-               not all(c.isalnum() or c in ".-:[]_" for c in p.host) for p in run.peers):
-            return "a peer address is malformed"
-        if self.ca_pem is None:
-            return ""
-        try:        # where each rank listens, as that rank itself signed it
-            announced, certs = {}, {}
-            for c in run.commits:
-                announced[f"party:{c.party}"] = signing.verify_announcement(
-                    c.announcement, c.signature, c.cert, self.ca_pem, job.id, c.party,
-                    c.commitment, self.revoked)
-                certs[f"party:{c.party}"] = c.cert
-            d = run.dealer
-            announced[expected[-1]] = signing.verify_announcement(
-                d.announcement, d.signature, d.cert, self.ca_pem, job.id, job.spec.dealer, b"",
-                self.revoked, identity=expected[-1])
-            certs[expected[-1]] = d.cert
-        except signing.SignatureError as exc:
-            return f"a peer's address is not as that node signed it ({exc})"
-        if any(announced.get(p.identity) != (p.host, p.port) for p in run.peers):
-            return "a peer's address is not the one that node announced"
-        # the MPC links then accept exactly the certificate each rank signed with
-        job.fingerprints = {who: _fingerprint(pem) for who, pem in certs.items()}
-        return ""
+        """The Run against the signed spec and the signed announcements
+        (party_node.agreement); the MPC links then accept exactly the certificate
+        each rank signed with."""
+        reason, fingerprints = agreement.check_run(
+            job.id, job.spec, run, self.cfg.identity, job.port, self.cfg.advertise,
+            self.ca_pem, self.revoked)
+        if not reason:
+            job.fingerprints = fingerprints
+        return reason
 
     def _mpc_payload(self, job: Job, run: pb.Run, seed: int) -> dict:
         tls = self.cfg.tls
@@ -510,7 +466,7 @@ class PartyNode:
                 "security": None if tls is None else [tls.ca, tls.cert, tls.key],
                 "transport": job.spec.transport or "tls", "listen_host": "",
                 # every rank hashes this before anything secret moves (runtime.MPCConfig)
-                "context": job_context(job.id, job.spec, seed),
+                "context": agreement.job_context(job.id, job.spec, seed),
                 "timeout_s": run.timeout_s or self.cfg.mpc_timeout_s}
 
     def _slot_free(self) -> bool:
@@ -752,19 +708,6 @@ class PartyNode:
         with self._lock:
             if self.jobs.get(job.id) is job:
                 del self.jobs[job.id]
-
-
-def _fingerprint(cert_pem: bytes) -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
-    return hashlib.sha256(der).hexdigest()
-
-
-def job_context(job_id: str, spec: pb.JobSpec, seed: int) -> str:
-    """What every rank of a job must agree on (hashed into the job digest)."""
-    return f"{job_id}\n{spec.SerializeToString(deterministic=True).hex()}\n{seed:032x}"
 
 
 def _watch_signals(node: PartyNode) -> None:
