@@ -57,7 +57,9 @@ def stage_times(db: str, job_id: str) -> dict:
 
 def run_setting(n_jobs: int, analysts: list, mcj: int, points: int) -> dict:
     tmp = tempfile.mkdtemp(prefix=f"sms-load-{mcj}-")
-    c = Cluster(tmp, parties=3, points=points, max_concurrent_jobs=mcj,
+    # --mpc-timeout 60: a worker started cold on a loaded 2-core host can take longer
+    # than the tests' 20 s to listen (one job of the first run failed so)
+    c = Cluster(tmp, parties=3, points=points, max_concurrent_jobs=mcj, mpc_timeout=60.0,
                 analysts=tuple(analysts),
                 coordinator_args=["--max-queued-per-submitter", str(n_jobs)]).start()
     jobs, lock = [], threading.Lock()

@@ -73,7 +73,9 @@ def test_twelve_jobs_at_once_all_succeed_in_order(tmp_path):
         c.stop()
 
 
+@pytest.mark.slow
 def test_cancel_of_a_queued_job_is_immediate_and_limits_refuse_clearly(tmp_path):
+    """(test_queue_inprocess.py checks the same in the default run, in seconds)"""
     c = Cluster(str(tmp_path), parties=2,
                 coordinator_args=["--max-queued-per-submitter", "2"]).start()
     try:
