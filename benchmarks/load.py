@@ -119,7 +119,7 @@ def plot(results: list, path: str) -> None:
     for r in results:
         w = [j["queue_wait_s"] or 0 for j in r["per_job"]]
         a1.plot(range(len(w)), w, marker=".", label=f"max_concurrent_jobs {r['max_concurrent_jobs']}")
-    a1.set_xlabel("job (submission order)")
+    a1.set_xlabel("job index (the analysts submit in parallel)")
     a1.set_ylabel("queue wait (s)")
     a1.legend()
     a2.bar([str(r["max_concurrent_jobs"]) for r in results], [r["jobs_per_min"] for r in results])
