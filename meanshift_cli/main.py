@@ -345,7 +345,7 @@ def _load_node_config(path: str):
 
 def _node(args, role: str = "party") -> int:
     from party_node.datasets import check_all
-    from party_node.node import run_node
+    from party_node.startup import run_node
 
     cfg = _load_node_config(args.config)
     if cfg is None:
