@@ -1,10 +1,12 @@
-"""The coordinator's gRPC service: parties, agreement (offer, seed commit,
-seed reveal), run, progress, results, cancel, failure handling."""
+"""The coordinator's gRPC service: a thin servicer. It checks callers
+(coordinator.authz), turns node replies, cancels and the watchdog's ticks into
+events for the job state machine (coordinator.machine) and applies the effects
+it returns; queued jobs start when coordinator.scheduler finds their members free."""
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
+import json
 import logging
 import os
 import queue
@@ -19,12 +21,14 @@ from google.protobuf import text_format
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc import jobspec, joint_seed, signing
+from meanshift_rpc import jobspec, signing
 from meanshift_rpc.tls import (ANONYMOUS, SERVER_OPTIONS, Revocations, TLSFiles, check_key_file,
                                peer_cert_info, peer_identity, refusal, role_of,
                                serial_hex, server_credentials)
 
-from .jobs import DONE, REVEALING, RUNNING, JobRun, unexpected
+from . import authz, machine, scheduler
+from .authz import SUBMIT_ROLES
+from .machine import MAX_REASON_CHARS, JobRun, Phase, Timing
 from .store import AUDIT_MAX_ROWS, TERMINAL, Store
 
 log = logging.getLogger("coordinator")
@@ -41,6 +45,11 @@ class NodeConn:
     connected: bool = True
     busy_job: str = ""
     peer: str = ""                  # where its command stream comes from (logs, duplicates)
+    limit: int = 1                     # max_concurrent_jobs, as the node announced it
+    jobs: set = field(default_factory=set)      # jobs given to it that have not ended
+
+    def free(self) -> int:
+        return max(0, self.limit - len(self.jobs))
 
 
 # one identity replacing its own connection more than DUPLICATE_KICKS times within
@@ -48,8 +57,14 @@ class NodeConn:
 # (ALREADY_EXISTS, naming both addresses) for DUPLICATE_HOLD_S while the first is connected
 DUPLICATE_KICKS, DUPLICATE_WINDOW_S, DUPLICATE_HOLD_S = 3, 10.0, 60.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-MAX_REASON_CHARS = 500
-SUBMIT_ROLES = ("analyst", "operator")      # who may submit unless --submitter says otherwise
+MAX_CONCURRENT_LIMIT = 64           # a node's announced limit is capped at this
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-submitter limits (`coordinator serve` flags); 0 = no limit."""
+    max_queued: int = 100
+    jobs_per_hour: int = 0
 
 
 class CoordinatorService(pb_grpc.CoordinatorServicer):
@@ -58,17 +73,20 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                  mpc_timeout: float = 30.0, blame_grace: float = 5.0,
                  job_timeout: float = 6 * 3600.0, ca_pem: Optional[bytes] = None,
                  revoked: Optional[Revocations] = None, submitters: Optional[list] = None,
-                 max_streams_per_identity: int = 16, max_streams: int = 400):
+                 max_streams_per_identity: int = 16, max_streams: int = 400,
+                 queue_timeout: float = 3000.0, limits: Limits = Limits()):
         self.store, self.insecure = store, insecure
         self.ca_pem, self.revoked = ca_pem, revoked
-        self.job_timeout = job_timeout
+        self.timing = Timing(agreement_timeout=agreement_timeout, mpc_timeout=mpc_timeout,
+                             blame_grace=blame_grace, job_timeout=job_timeout,
+                             queue_timeout=queue_timeout)
+        self.limits = limits
         # coordinator policy: roles ("analyst") and/or identities ("analyst:alice") that
         # may submit; parties never by default
         self.submitters = list(submitters) if submitters else list(SUBMIT_ROLES)
         self.max_streams_per_identity, self.max_streams = max_streams_per_identity, max_streams
         self._streams: dict = {}
-        self.heartbeat_timeout, self.agreement_timeout = heartbeat_timeout, agreement_timeout
-        self.mpc_timeout, self.blame_grace = mpc_timeout, blame_grace
+        self.heartbeat_timeout = heartbeat_timeout
         self._lock = threading.RLock()
         self.nodes: dict[str, NodeConn] = {}
         self.jobs: dict[str, JobRun] = {}
@@ -77,8 +95,21 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self._record = _open_private(record_path) if record_path else None
         for jid in store.recover():
             log.warning("job %s was in flight at the last stop: marked failed", jid)
+        self._restore_queue()
         self._stop = threading.Event()
         threading.Thread(target=self._watchdog, daemon=True).start()
+
+    def _restore_queue(self) -> None:
+        """The queued jobs of the last run, in their order (they start once their
+        members connect)."""
+        for row in self.store.queued():
+            signed = (row["signed_spec"], row["signature"], row["signer_cert"]) \
+                if row["signed_spec"] else None
+            self.jobs[row["id"]] = JobRun(row["id"], pb.JobSpec.FromString(row["spec"]),
+                                          row["submitter"], queued_at=row["created"],
+                                          signed=signed)
+        if self.jobs:
+            log.info("%d queued jobs kept from the last run", len(self.jobs))
 
     # ---- helpers ---------------------------------------------------------------------
     def _who(self, context) -> str:
@@ -93,14 +124,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         return who
 
-    def _may_read(self, who: str, row: dict) -> bool:
-        """Job reads: its submitter, its parties, the operator (and the coordinator)."""
-        import json
-
-        return who in (row["submitter"], "coordinator") or role_of(who) == "operator" or (
-            role_of(who) == "party" and who[6:] in json.loads(row["parties"]))
-
-    def _row_for_read(self, context, action: str, job_id: str) -> tuple:
+    def _row_for(self, context, action: str, job_id: str) -> tuple:
+        """(caller, row) for an action on a job the caller may read (else aborted)."""
         who = self._known(context, action, job_id)
         if not signing.valid_job_id(job_id) and not _legacy_id(job_id):
             self.store.audit(who, action, _safe_id(job_id), "INVALID_ARGUMENT")
@@ -109,12 +134,13 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if not row:
             self.store.audit(who, action, job_id, "NOT_FOUND")
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r}")
-        if not self._may_read(who, row):
+        if not authz.may_read(who, row):
             self.store.audit(who, action, job_id, "PERMISSION_DENIED")
             log.warning("denied %s of job %s to %s", action, job_id, who)
+            what = "cancel" if action == "cancel" else "read"
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"{who} may not read job {job_id} (only its submitter, its parties "
-                          "and the operator)")
+                          f"{who} may not {what} job {job_id} (only its submitter, its "
+                          "parties and the operator)")
         return who, row
 
     def _stream_slot(self, who: str, context) -> None:
@@ -141,34 +167,30 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def _party_of(self, context) -> str:
         """The calling node's key: a party's id, or "dealer:<name>" for a dealer."""
         who = self._who(context)
-        if role_of(who) == "dealer":
-            return who
         if who == ANONYMOUS:                 # revoked, or role and name disagree: say which
             why = refusal(context, self.insecure, self.revoked)
             log.warning("rejected a node call from %s: %s", context.peer(), why)
             self._drop_revoked(context, why)
             self.store.audit(who, "node-rpc", "", f"PERMISSION_DENIED ({why})")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
-        if role_of(who) != "party":
+        key = authz.node_key(who)
+        if not key:
             log.warning("rejected a node call from %s: identity %s is not a party or a "
                         "dealer (wrong role)", context.peer(), who)
             self.store.audit(who, "node-rpc", "", "PERMISSION_DENIED")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "only party or dealer nodes "
                           "may call this")
-        return who[len("party:"):]
+        return key
 
     @staticmethod
     def _identity(key: str) -> str:
         """A node key back to its certificate identity."""
         return key if key.startswith("dealer:") else f"party:{key}"
 
-    @staticmethod
-    def _label(key: str) -> str:
-        return key if key.startswith("dealer:") else f"party {key}"
-
-    def _event(self, job: JobRun, **fields) -> None:
+    def _event(self, job: JobRun, store: bool = True, **fields) -> None:
         body = {"job_id": job.id, "state": job.state, "time": time.time(), **fields}
-        self.store.add_event(job.id, body)
+        if store:
+            self.store.add_event(job.id, body)
         for w in list(job.watchers):
             w.put(body)
 
@@ -179,29 +201,90 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         node.commands.put(cmd)
         return True
 
-    def _finish(self, job: JobRun, state: str, reason: str = "", notify_nodes: bool = True):
-        if job.state in TERMINAL:
-            return
-        job.state, job.phase = state, DONE
-        reason = reason[:MAX_REASON_CHARS]
-        self.store.update(job.id, state=state, reason=reason, iterations=job.iterations)
-        self._event(job, stage="end", message=reason or state)
-        log.info("job %s %s %s", job.id, state, reason)
+    # ---- the state machine's effects -------------------------------------------------------
+    def _step(self, job: JobRun, step: machine.Step) -> Optional[str]:
+        """Apply a transition: the job's new phase and values, then each effect in
+        order. Returns the refusal, if the machine refused the event."""
+        machine.apply(job, step)
+        for eff in step.effects:
+            if isinstance(eff, machine.Send):
+                self._send(eff.member, eff.command)
+            elif isinstance(eff, machine.Persist):
+                self.store.update(job.id, **eff.fields)
+            elif isinstance(eff, machine.Emit):
+                self._event(job, stage=eff.stage, message=eff.message, **eff.extra)
+            elif isinstance(eff, machine.Finish):
+                self._finish(job, eff)
+            elif isinstance(eff, machine.Refused):
+                return eff.why
+        return None
+
+    def _finish(self, job: JobRun, eff: machine.Finish) -> None:
+        reason = eff.reason[:MAX_REASON_CHARS]
+        self.store.update(job.id, state=eff.phase.value, reason=reason,
+                          iterations=job.iterations)
+        self._event(job, stage="end", message=reason or eff.phase.value)
+        log.info("job %s %s %s", job.id, eff.phase.value, reason)
         for p in job.members:
             node = self.nodes.get(p)
-            if node and node.busy_job == job.id:
-                node.busy_job = ""
-            if notify_nodes and state != "succeeded":
+            if node:
+                node.jobs.discard(job.id)
+            if eff.notify_nodes and eff.phase != Phase.SUCCEEDED:
                 self._send(p, pb.NodeCommand(cancel=pb.Cancel(job_id=job.id, reason=reason)))
         for w in list(job.watchers):
             w.put(None)
+        self.jobs.pop(job.id, None)
+        self._schedule()
+
+    # ---- the queue ----------------------------------------------------------------------
+    def _waiting(self) -> list:
+        """The queued jobs, oldest first."""
+        return [scheduler.Waiting(j.id, tuple(j.members))
+                for j in sorted(self.jobs.values(), key=lambda j: j.queued_at)
+                if j.phase == Phase.QUEUED]
+
+    def _connected(self) -> set:
+        return {k for k, n in self.nodes.items() if n.connected}
+
+    def _schedule(self) -> None:
+        """Offer every queued job whose members are all free now (coordinator.scheduler);
+        nothing once the server is stopping (queued jobs wait for the restart)."""
+        if self._stop.is_set():
+            return
+        now = time.time()
+        waiting = self._waiting()
+        free = {k: n.free() for k, n in self.nodes.items() if n.connected}
+        started = scheduler.pick(waiting, free, self._connected())
+        for jid in started:
+            job = self.jobs[jid]
+            for m in job.members:
+                self.nodes[m].jobs.add(jid)
+            self._step(job, machine.dispatch(job, now, self.timing))
+        if started:
+            self._announce_positions()
+
+    def _positions(self) -> dict:
+        """Each queued job's place (1 = next to start)."""
+        with self._lock:
+            return {w.job_id: i + 1 for i, w in enumerate(self._waiting())}
+
+    def _announce_positions(self) -> None:
+        """Each queued job's watchers learn its new place (not stored: the history
+        keeps the place at submission)."""
+        for jid, pos in self._positions().items():
+            job = self.jobs[jid]
+            if job.watchers:
+                self._event(job, store=False, stage="queued", queue_position=pos,
+                            message=f"queued: position {pos}")
 
     # ---- party nodes -----------------------------------------------------------------
     def Subscribe(self, request, context):
         party = self._party_of(context)
         self._recv(self._identity(party), request)
+        limit = min(max(request.max_concurrent_jobs, 1), MAX_CONCURRENT_LIMIT)
         conn = NodeConn(party, datasets=list(request.datasets),
-                        dataset_status=list(request.dataset_status), peer=context.peer())
+                        dataset_status=list(request.dataset_status), peer=context.peer(),
+                        limit=limit)
         with self._lock:
             old = self.nodes.get(party)
             if old is not None and old.connected:
@@ -219,8 +302,11 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self.nodes[party] = conn
         # the node counts itself connected only on this acknowledgement
         context.send_initial_metadata(((WELCOME_KEY, party),))
-        log.info("party %s connected from %s%s", party, context.peer(),
+        log.info("party %s connected from %s (max_concurrent_jobs %d)%s", party,
+                 context.peer(), limit,
                  "".join(f"; {d.problem}" for d in conn.dataset_status if not d.available))
+        with self._lock:
+            self._schedule()
         try:
             while context.is_active() and conn.connected:
                 try:
@@ -266,8 +352,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         conn.connected = False
         log.warning("party %s %s", conn.party, why)
         for job in list(self.jobs.values()):
-            if job.state not in TERMINAL and conn.party in job.members:
-                self._finish(job, "failed", f"{self._label(conn.party)} {why}")
+            self._step(job, machine.node_lost(job, conn.party, why))
 
     def Beat(self, request, context):
         party = self._party_of(context)
@@ -293,146 +378,20 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 node.last_seen = time.time()
             job = self.jobs.get(request.job_id)
             if job is None or party not in job.members:
+                row = self.store.get(request.job_id) if job is None else None
+                if row and row["state"] in TERMINAL and party in _members(row):
+                    return pb.Ack(ok=False, message=f"job is {row['state']}")
                 return pb.Ack(ok=False, message="unknown job")
-            if job.state in TERMINAL:
-                return pb.Ack(ok=False, message=f"job is {job.state}")
             kind = request.WhichOneof("reply")
-            why = unexpected(job, party, kind, getattr(request, kind)) if kind else "empty"
+            msg = getattr(request, kind) if kind else None
+            why = self._step(job, machine.reply(job, party, kind, msg, time.time(),
+                                                self.timing))
             if why:
                 self.store.audit(self._identity(party), f"reply:{kind}", job.id,
                                  f"refused: {why}")
                 log.warning("job %s: ignored %s from party %s (%s)", job.id, kind, party, why)
                 return pb.Ack(ok=False, message=f"refused: {why}")
-            getattr(self, f"_on_{kind}")(job, party, getattr(request, kind))
         return pb.Ack(ok=True)
-
-    def _on_refuse(self, job, party, msg):
-        self._finish(job, "failed", f"{self._label(party)} refused: "
-                     f"{msg.reason[:MAX_REASON_CHARS]}")
-
-    def _on_accept(self, job, party, msg):
-        is_dealer = party == job.dealer
-        if job.state != "agreeing" or party in job.accepts or \
-                len(msg.seed_commitment) != (0 if is_dealer else 32) or \
-                not msg.rendezvous_address or not 0 < msg.rendezvous_port < 65536:
-            return self._finish(job, "failed", f"{self._label(party)} sent an invalid "
-                                "acceptance")
-        job.accepts[party] = msg
-        self._event(job, stage="agreement", message=f"{party} accepted")
-        if is_dealer:
-            return self._maybe_run(job)
-        if len([p for p in job.accepts if p in job.parties]) == len(job.parties):
-            job.phase = REVEALING
-            commits = self._commits(job)
-            for p in job.parties:
-                self._send(p, pb.NodeCommand(reveal=pb.RevealRequest(job_id=job.id,
-                                                                     commits=commits)))
-
-    def _commits(self, job) -> list:
-        """Every party's commitment with its own signed announcement, unchanged."""
-        return [pb.SeedCommit(party=p, commitment=job.accepts[p].seed_commitment,
-                              announcement=job.accepts[p].announcement,
-                              signature=job.accepts[p].signature, cert=job.accepts[p].cert)
-                for p in job.parties]
-
-    def _on_reveal(self, job, party, msg):
-        commit = job.accepts.get(party)
-        if party == job.dealer or commit is None or party in job.reveals or \
-                hashlib.sha256(msg.nonce).digest() != commit.seed_commitment:
-            return self._finish(job, "failed",
-                                f"party {party}'s seed reveal does not match its commitment")
-        job.reveals[party] = msg.nonce
-        self._maybe_run(job)
-
-    def _maybe_run(self, job: JobRun) -> None:
-        """Start the workers once every party revealed and the dealer accepted."""
-        if job.state != "agreeing" or len(job.reveals) < len(job.parties) or \
-                job.dealer not in job.accepts:
-            return
-        job.state, job.phase, job.started = "running", RUNNING, time.time()
-        seed = joint_seed([job.reveals[p] for p in job.parties])
-        self.store.update(job.id, state="running", seed=f"0x{seed:032x}")
-        commits = self._commits(job)
-        d = job.accepts[job.dealer]
-        dealer = pb.SeedCommit(party=job.dealer, announcement=d.announcement,
-                               signature=d.signature, cert=d.cert)
-        reveals = [pb.SeedReveal(party=p, nonce=job.reveals[p]) for p in job.parties]
-        peers = [pb.MpcPeer(identity=m if m == job.dealer else f"party:{m}",
-                            host=job.accepts[m].rendezvous_address,
-                            port=job.accepts[m].rendezvous_port) for m in job.members]
-        for rank, p in enumerate(job.members):
-            self._send(p, pb.NodeCommand(run=pb.Run(
-                job_id=job.id, rank=rank, world_size=len(job.parties), peers=peers,
-                commits=commits, reveals=reveals, dealer=dealer,
-                timeout_s=self.mpc_timeout)))
-        self._event(job, stage="running", message="seed agreed; workers starting")
-
-    def _on_progress(self, job, party, msg):
-        if party != job.parties[0]:
-            return                      # rank 0 speaks for the job; all ranks see the same
-        if msg.iteration > job.iterations:
-            job.iterations = msg.iteration
-            self.store.update(job.id, iterations=job.iterations)   # `job status` shows it
-        local = {"rows": msg.rows, "cells": msg.cells} if msg.stage == "local" else {}
-        self._event(job, stage=msg.stage, iteration=msg.iteration, max_iter=msg.max_iter,
-                    moving=msg.moving, seconds=msg.seconds, **local)
-
-    def _on_finished(self, job, party, msg):
-        if party in job.finished:
-            return                  # a node finishes once
-        job.finished[party] = msg
-        if party == job.dealer:     # no result; its worker has exited (it may deal again)
-            return self._maybe_succeed(job)
-        job.iterations = max(job.iterations, msg.iterations)
-        self._maybe_succeed(job)
-
-    def _maybe_succeed(self, job) -> None:
-        """Succeeded once every party and the dealer finished: then every worker of
-        the job has exited and each node can take the next job. Analyst receivers'
-        result: every party's sealed, signed share, relayed with the signed job."""
-        if len(job.finished) != len(job.members):
-            return
-        shares = [s for p in job.parties for s in job.finished[p].shares]
-        if shares:          # ciphertext for each analyst receiver: this server cannot open it
-            result = pb.JobResult(job_id=job.id, iterations=job.iterations, shares=shares)
-            if job.signed:
-                result.signed_spec, result.signature, result.signer_cert = job.signed
-            self.store.update(job.id, result=result.SerializeToString())
-        self._finish(job, "succeeded")
-
-    def _on_failed(self, job, party, msg):
-        if party == job.dealer:
-            if msg.peer_lost:
-                return          # a party is at fault; the parties' reports will name it
-            return self._finish(job, "failed", f"{party}: {msg.reason}")
-        if not msg.peer_lost:
-            return self._finish(job, "failed", f"party {party}: {msg.reason[:MAX_REASON_CHARS]}")
-        if job.phase != RUNNING:
-            return self._finish(job, "failed", f"party {party}: lost a peer before the run")
-        # This party's worker lost contact with a peer: the party at fault is the one
-        # whose node drops (_lost) or that stays silent while the others report.
-        job.peer_lost[party] = msg.reason
-        if not job.blame_at:
-            job.blame_at = time.time() + self.blame_grace
-            self._event(job, stage="fault", message=f"{party}'s worker lost contact with a "
-                        "peer; identifying the party at fault")
-        if len(job.peer_lost) == len(job.parties):
-            self._blame(job)
-
-    def _blame(self, job: JobRun) -> None:
-        """Fail a job after MPC peer-loss reports, naming the party at fault."""
-        reporters = [p for p in job.parties if p in job.peer_lost]
-        silent = [p for p in job.parties if p not in job.peer_lost and p not in job.finished]
-        if silent:
-            who = ", ".join(silent)
-            reason = (f"party {who} stopped answering: the workers of "
-                      f"{', '.join(reporters)} lost contact with it "
-                      f"({job.peer_lost[reporters[0]]})")
-        else:
-            reason = ("the parties' workers lost contact with each other (network between "
-                      f"the parties broken?): " +
-                      "; ".join(f"party {p}: {job.peer_lost[p]}" for p in reporters))
-        self._finish(job, "failed", reason)
 
     def _watchdog(self) -> None:
         while not self._stop.wait(1.0):
@@ -442,23 +401,17 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                     if node.connected and now - node.last_seen > self.heartbeat_timeout:
                         node.commands.put(None)
                         self._lost(node, f"missed heartbeats for {self.heartbeat_timeout:.0f} s")
+                connected = self._connected()
                 for job in list(self.jobs.values()):
-                    if job.state == "running" and job.blame_at and now > job.blame_at:
-                        self._blame(job)
-                    if job.state == "running" and now - job.started > self.job_timeout:
-                        self._finish(job, "failed", "the job exceeded the wall-clock limit of "
-                                     f"{self.job_timeout:.0f} s")
-                    if job.state == "agreeing" and now > job.deadline:
-                        silent = [p for p in job.members if p not in job.accepts] or \
-                                 [p for p in job.parties if p not in job.reveals]
-                        self._finish(job, "failed", f"{self._label(silent[0]) if silent else '?'} did "
-                                     f"not answer within {self.agreement_timeout:.0f} s")
+                    waits = scheduler.waiting_for(scheduler.Waiting(job.id, tuple(job.members)),
+                                                  connected)
+                    self._step(job, machine.tick(job, now, self.timing, waits))
 
     # ---- clients -------------------------------------------------------------------------
     def SubmitJob(self, request, context):
         who = self._known(context, "submit")
         self._recv(who, request)
-        if not (role_of(who) in self.submitters or who in self.submitters):
+        if not authz.may_submit(who, self.submitters):
             self.store.audit(who, "submit", "", "PERMISSION_DENIED")
             log.warning("denied submit to %s", who)
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
@@ -490,40 +443,49 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             if self.store.get(v.job_id):
                 self.store.audit(who, "submit", v.job_id, "ALREADY_EXISTS (replay)")
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"job {v.job_id} exists already")
-        return self._submit(who, spec, signed, signed and v.job_id)
+        return self._submit(who, spec, signed, signed and v.job_id, context)
 
-    def _submit(self, who: str, spec: pb.JobSpec, signed, job_id) -> pb.JobInfo:
+    def _limit_reached(self, who: str) -> str:
+        """Why this submitter may not submit now (coordinator limits), or ''."""
+        lim = self.limits
+        if lim.max_queued and self.store.count(who, state="queued") >= lim.max_queued:
+            return (f"limit: {who} has {lim.max_queued} jobs queued already (coordinator "
+                    "--max-queued-per-submitter); submit again when some have started")
+        if lim.jobs_per_hour and \
+                self.store.count(who, since=time.time() - 3600) >= lim.jobs_per_hour:
+            return (f"limit: {who} submitted {lim.jobs_per_hour} jobs in the last hour "
+                    "(coordinator --max-jobs-per-hour); submit again later")
+        return ""
+
+    def _submit(self, who: str, spec: pb.JobSpec, signed, job_id, context) -> pb.JobInfo:
         jid = job_id or signing.new_job_id()
         with self._lock:
-            job = JobRun(jid, spec, who, deadline=time.time() + self.agreement_timeout,
-                         signed=signed)
+            why = self._limit_reached(who)
+            if why:
+                self.store.audit(who, "submit", jid, f"RESOURCE_EXHAUSTED ({why})")
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+            job = JobRun(jid, spec, who, signed=signed)
             self.jobs[jid] = job
             self.store.create(jid, spec.name, jobspec.to_yaml(spec), spec.SerializeToString(),
-                              who, job.parties)
+                              who, job.parties, signed)
             self.store.audit(who, "submit", jid, "accepted")
             self._event(job, stage="submitted", message=f"submitted by {who}")
             missing = [p for p in job.members
                        if p not in self.nodes or not self.nodes[p].connected]
-            busy = [p for p in job.members if p in self.nodes and self.nodes[p].busy_job]
             if missing:
-                self._finish(job, "failed", f"{self._label(missing[0])} is not connected",
-                             notify_nodes=False)
-            elif busy:
-                self._finish(job, "failed", f"{self._label(busy[0])} is busy with job "
-                             f"{self.nodes[busy[0]].busy_job}", notify_nodes=False)
-            else:
-                for p in job.members:
-                    self.nodes[p].busy_job = jid
-                    offer = pb.Offer(job_id=jid, spec=spec, submitter=who)
-                    if signed:
-                        offer.signed_spec, offer.signature, offer.signer_cert = signed
-                    self._send(p, pb.NodeCommand(offer=offer))
+                self._finish(job, machine.Finish(Phase.FAILED, f"{machine.label(missing[0])} "
+                                                 "is not connected", notify_nodes=False))
+                return self._info(jid)
+            self._schedule()
+            pos = self._positions().get(jid)
+            if pos:         # a member is busy: "busy", never which job keeps it so
+                self._event(job, stage="queued", queue_position=pos,
+                            message=f"queued: position {pos} (a party or the dealer is busy)")
         return self._info(jid)
 
     def _info(self, jid: str) -> pb.JobInfo:
         row = self.store.get(jid)
-        import json
-
+        pos = self._positions().get(jid, 0) if row["state"] == "queued" else 0
         return pb.JobInfo(job_id=row["id"], state=row["state"], reason=row["reason"] or "",
                           submitter=row["submitter"], parties=json.loads(row["parties"]),
                           created=row["created"], updated=row["updated"],
@@ -531,49 +493,36 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                           seed=_seed_int(row["seed"]) & (2**63 - 1)
                           if row["seed"] is not None else -1,
                           seed_hex=f"{_seed_int(row['seed']):032x}"
-                          if row["seed"] is not None else "")
+                          if row["seed"] is not None else "", queue_position=pos)
 
     def GetJob(self, request, context):
-        who, _ = self._row_for_read(context, "read", request.job_id)
+        who, _ = self._row_for(context, "read", request.job_id)
         self.store.audit(who, "read", request.job_id, "ok")
         return self._info(request.job_id)
 
     def ListJobs(self, request, context):
         who = self._known(context, "list")
         limit = min(max(request.limit, 0) or 50, 1000)
-        rows = [r for r in self.store.list(10_000) if self._may_read(who, r)][:limit]
+        rows = [r for r in self.store.list(10_000) if authz.may_read(who, r)][:limit]
         self.store.audit(who, "list", "", f"{len(rows)} jobs")
         return pb.JobList(jobs=[self._info(r["id"]) for r in rows])
 
     def CancelJob(self, request, context):
-        who = self._known(context, "cancel", request.job_id)
-        if not signing.valid_job_id(request.job_id) and not _legacy_id(request.job_id):
-            self.store.audit(who, "cancel", _safe_id(request.job_id), "INVALID_ARGUMENT")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: not a job id")
+        """The submitter, a party of the job (it can always withdraw its data) or an
+        operator; a queued job ends at once (its nodes never heard of it)."""
+        who, row = self._row_for(context, "cancel", request.job_id)
         with self._lock:
-            row = self.store.get(request.job_id)
-            if not row:
-                context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-            import json
-
-            # the submitter, any party of the job (it can always withdraw its data) and
-            # the coordinator's operator may cancel; nobody else
-            may = who in (row["submitter"], "coordinator") or role_of(who) == "operator" or (
-                role_of(who) == "party" and who[6:] in json.loads(row["parties"]))
-            if not may:
-                self.store.audit(who, "cancel", request.job_id, "PERMISSION_DENIED")
-                log.warning("denied cancel of job %s to %s", request.job_id, who)
-                context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                              f"{who} may not cancel job {request.job_id} (only its submitter "
-                              "or one of its parties)")
             job = self.jobs.get(request.job_id)
-            if job is not None and job.state not in TERMINAL:
-                self._finish(job, "cancelled", f"cancelled by {who}")
+            if job is not None:
+                was_queued = job.phase == Phase.QUEUED
+                self._step(job, machine.cancel(job, who))
+                if was_queued:
+                    self._announce_positions()
             self.store.audit(who, "cancel", request.job_id, row["state"])
         return self._info(request.job_id)
 
     def WatchJob(self, request, context):
-        who, row = self._row_for_read(context, "watch", request.job_id)
+        who, row = self._row_for(context, "watch", request.job_id)
         self._stream_slot(who, context)
         self.store.audit(who, "watch", request.job_id, "ok")
         try:
@@ -615,14 +564,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         if not row:
             self.store.audit(who, "result", request.job_id, "NOT_FOUND")
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-        spec = pb.JobSpec.FromString(row["spec"])
-        allowed = set(spec.reveal_to)
-        # bare names in reveal_to are party ids (only a "party:<id>" certificate matches);
-        # analysts are listed with their full "analyst:<name>" identity
-        ok = (who.startswith("party:") and who[6:] in allowed
-              and who[6:] in {p.id for p in spec.parties}) or \
-             (who.startswith("analyst:") and who in allowed)
-        if not ok:
+        if not authz.may_receive(who, pb.JobSpec.FromString(row["spec"])):
             self.store.audit(who, "result", request.job_id, "PERMISSION_DENIED")
             log.warning("denied result of job %s to %s", request.job_id, who)
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
@@ -676,9 +618,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         """Name and online state for every caller; data set names, their state and
         the running job only for operators (and the coordinator) and the node itself."""
         info = pb.PartyInfo(id=n.party, connected=n.connected, last_seen=n.last_seen)
-        if role_of(who) == "operator" or who in ("coordinator", self._identity(n.party)):
+        info.max_concurrent_jobs, info.running_jobs = n.limit, len(n.jobs)
+        if authz.sees_node_details(who, self._identity(n.party)):
             info.datasets.extend(n.datasets)
-            info.busy_job = n.busy_job
+            info.busy_job = ", ".join(sorted(n.jobs))
             info.dataset_status.extend(n.dataset_status)
         return info
 
@@ -689,9 +632,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self._stop.set()
         with self._lock:
             for job in list(self.jobs.values()):
-                if job.state not in TERMINAL:
-                    self._finish(job, "failed", "the coordinator stopped while the job was "
-                                 f"{job.state} (not a party's fault)")
+                self._step(job, machine.coordinator_stopped(job))
             for n in self.nodes.values():
                 n.connected = False
                 n.commands.put(None)
@@ -708,6 +649,11 @@ def _open_private(path: str):
 def _seed_int(stored) -> int:
     """Seeds are stored as "0x..." text (128 bits do not fit SQLite's INTEGER)."""
     return int(stored, 16) if isinstance(stored, str) else int(stored)
+def _members(row: dict) -> list:
+    """A stored job's member keys: its parties and its dealer."""
+    return json.loads(row["parties"]) + [f"dealer:{pb.JobSpec.FromString(row['spec']).dealer}"]
+
+
 def _legacy_id(job_id: str) -> bool:
     """Job ids made by earlier versions (12 hex digits) stay readable."""
     return isinstance(job_id, str) and len(job_id) == 12 and all(

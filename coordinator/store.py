@@ -1,5 +1,6 @@
-"""Persistent job records (SQLite): a coordinator restart loses no job, and a
-job that was in flight is marked failed, never left running forever."""
+"""Persistent job records (SQLite): a coordinator restart loses no job. A job
+that was in flight (agreeing or running) is marked failed with RESTART_REASON,
+never left running forever; a queued job keeps its place and starts later."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import time
 from typing import Optional
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+RESTART_REASON = ("coordinator restarted while the job was {state}: its workers were "
+                  "stopped; submit it again")
+# columns added since the first schema (an older database gains them on open)
+ADDED_COLUMNS = {"signed_spec": "BLOB", "signature": "BLOB", "signer_cert": "BLOB"}
 
 
 AUDIT_MAX_ROWS = 100_000       # the audit table keeps this many newest rows by default
@@ -40,26 +45,49 @@ class Store:
                 CREATE TABLE IF NOT EXISTS audit (time REAL, identity TEXT, action TEXT,
                                                   job_id TEXT, outcome TEXT);
             """)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for col, kind in ADDED_COLUMNS.items():
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
 
     def recover(self) -> list:
-        """Jobs in flight when the coordinator stopped: mark them failed."""
+        """Jobs in flight (not queued) when the coordinator stopped: mark them failed."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, state FROM jobs WHERE state NOT IN (?, ?, ?)", TERMINAL).fetchall()
+                "SELECT id, state FROM jobs WHERE state NOT IN (?, ?, ?, 'queued')",
+                TERMINAL).fetchall()
             for jid, state in rows:
                 self._db.execute("UPDATE jobs SET state='failed', reason=?, updated=? WHERE id=?",
-                                 (f"coordinator restarted while the job was {state}",
-                                  time.time(), jid))
+                                 (RESTART_REASON.format(state=state), time.time(), jid))
         return [r[0] for r in rows]
 
+    def queued(self) -> list:
+        """The queued jobs' rows, oldest first (the queue's order)."""
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY rowid")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def count(self, submitter: str, since: float = 0.0, state: Optional[str] = None) -> int:
+        """Jobs of one submitter created since a time (in one state, if given)."""
+        q, args = "SELECT COUNT(*) FROM jobs WHERE submitter=? AND created>=?", [submitter, since]
+        if state:
+            q, args = q + " AND state=?", args + [state]
+        with self._lock:
+            return self._db.execute(q, args).fetchone()[0]
+
     def create(self, jid: str, name: str, spec_yaml: str, spec: bytes, submitter: str,
-               parties: list) -> None:
+               parties: list, signed: Optional[tuple] = None, state: str = "queued") -> None:
+        """A new job row; ``signed``: (payload, signature, cert), kept so that a queued
+        job can be offered after a restart."""
         now = time.time()
+        payload, sig, cert = signed or (None, None, None)
         with self._lock:
             self._db.execute("INSERT INTO jobs (id, name, spec_yaml, spec, submitter, parties, "
-                             "state, reason, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             "state, reason, created, updated, signed_spec, signature, "
+                             "signer_cert) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                              (jid, name, spec_yaml, spec, submitter, json.dumps(parties),
-                              "agreeing", "", now, now))
+                              state, "", now, now, payload, sig, cert))
 
     def update(self, jid: str, **fields) -> None:
         fields["updated"] = time.time()

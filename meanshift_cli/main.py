@@ -97,6 +97,13 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="role (analyst) or identity that may submit jobs (repeatable; "
                        "default: analyst and operator)")
     serve.add_argument("--max-streams-per-identity", type=int, default=16)
+    serve.add_argument("--queue-timeout", type=float, default=3000.0,
+                       help="a queued job fails after waiting this long (s), naming the party "
+                            "it waits for")
+    serve.add_argument("--max-queued-per-submitter", type=int, default=100,
+                       help="queued jobs per submitter (0: no limit)")
+    serve.add_argument("--max-jobs-per-hour", type=int, default=0,
+                       help="jobs a submitter may submit per hour (0: no limit)")
     serve.add_argument("--audit-max-rows", type=int, default=100_000,
                        help="the audit table keeps this many newest rows (older ones are "
                        "deleted)")
@@ -285,8 +292,18 @@ def _serve(args) -> int:
     import signal
     import threading
 
-    from coordinator.server import serve
+    from coordinator.server import Limits, serve
     from meanshift_rpc.tls import TLSFiles
+
+    from meanshift_rpc.signing import MAX_AGE_S, MAX_SKEW_S
+
+    longest = MAX_AGE_S - MAX_SKEW_S     # nodes refuse a signed job older than MAX_AGE_S
+    if not 0 < args.queue_timeout <= longest or args.max_queued_per_submitter < 0 or \
+            args.max_jobs_per_hour < 0:
+        print(f"error: --queue-timeout must be > 0 and at most {longest:.0f} s (a signed job "
+              f"is valid for {MAX_AGE_S:.0f} s), --max-queued-per-submitter and "
+              "--max-jobs-per-hour >= 0", file=sys.stderr)
+        return EXIT_USAGE
 
     tls = None
     if not args.insecure:
@@ -307,6 +324,9 @@ def _serve(args) -> int:
                             revocation_list=args.revocation_list,
                             submitters=args.submitter or None,
                             max_streams_per_identity=args.max_streams_per_identity,
+                            queue_timeout=args.queue_timeout,
+                            limits=Limits(args.max_queued_per_submitter,
+                                          args.max_jobs_per_hour),
                             audit_max_rows=args.audit_max_rows)
     except (OSError, FileNotFoundError, IdentityError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -359,7 +379,7 @@ def _load_node_config(path: str):
 
 def _node(args, role: str = "party") -> int:
     from party_node.datasets import check_all
-    from party_node.node import run_node
+    from party_node.startup import run_node
 
     cfg = _load_node_config(args.config)
     if cfg is None:
@@ -589,6 +609,8 @@ def _unreachable(args, detail: str) -> int:
 
 def _job_line(j: dict) -> str:
     reason = f"  ({j['reason']})" if j.get("reason") else ""
+    if j.get("queue_position"):
+        reason = f"  (position {j['queue_position']} in the queue){reason}"
     return f"{j['job_id']}  {j['state']:<10} iterations={j.get('iterations', 0)}  " \
            f"parties={','.join(j.get('parties', []))}{reason}"
 
@@ -622,7 +644,7 @@ def _dispatch(c, args) -> int:
             info["centroids"] = cents.tolist()
             text += "\n" + "\n".join("  ".join(f"{v: .6f}" for v in row) for row in cents)
         _out(args, text, info)
-        return EXIT_OK if info["state"] in ("succeeded", "agreeing", "running") else \
+        return EXIT_OK if info["state"] in ("succeeded", "queued", "agreeing", "running") else \
             EXIT_JOB_FAILED
     if a == "status":
         info = c.status(args.job_id)
@@ -673,6 +695,8 @@ def follow(c, job_id: str, json_mode: bool = False) -> dict:
         elif stage == "local":
             line = (f"local summary (rank 0): {int(ev.get('rows', 0)):,} rows read, "
                     f"{int(ev.get('cells', 0)):,} cells, {ev.get('seconds', 0):.1f} s")
+        elif stage == "queued":
+            line = f"queued: position {ev.get('queue_position', '?')} in the queue"
         else:
             line = f"{ev.get('state', '')}: {ev.get('message', '') or stage}"
         if tty:

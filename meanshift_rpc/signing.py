@@ -25,7 +25,8 @@ from .tls import CertInfo, IdentityError, Revocations, verify_chain
 
 JOB_ID_RE = re.compile(r"[0-9a-f]{24}")
 FORMAT = "sms-job/1"
-MAX_AGE_S = 600.0        # a signed job must reach the nodes within this long
+MAX_AGE_S = 3600.0       # a signed job must reach the nodes within this long (it may wait
+                         # in the coordinator's queue: --queue-timeout stays below it)
 MAX_SKEW_S = 120.0       # clock skew tolerated for jobs "from the future"
 SUBMITTER_ROLES = ("analyst", "operator")
 

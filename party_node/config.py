@@ -36,6 +36,8 @@
     status_file: node-status.json   # touched on every heartbeat (container health checks)
     prewarm_worker: true      # start the next job's (fresh) worker ahead of time: torch and
                               # CrypTen load while idle (~1.5 s less per job, ~250 MB idle)
+    max_concurrent_jobs: 1    # jobs run at once, each its own worker and port from
+                              # port_range (the coordinator schedules within it)
 
 A dealer node uses the same file with ``dealer_id: <name>`` instead of
 ``party_id`` and no ``datasets``; it holds no data.
@@ -65,6 +67,7 @@ class ConfigError(ValueError):
     pass
 
 
+MAX_CONCURRENT_JOBS = 64        # the coordinator caps an announced limit at this too
 DEFAULT_BUDGET = Budget(epsilon=3.0, delta=1e-5)   # per data set, unless configured
 
 
@@ -127,6 +130,7 @@ class NodeConfig:
     prewarm_worker: bool = True
     role: str = "party"                # "party" | "dealer"
     revocation_list: Optional[str] = None
+    max_concurrent_jobs: int = 1
 
     @property
     def identity(self) -> str:
@@ -142,7 +146,7 @@ class NodeConfig:
 KNOWN = {
     "": {"party_id", "dealer_id", "coordinator", "tls", "insecure", "datasets", "rendezvous",
          "policy", "results_dir", "mpc_timeout_s", "status_file", "prewarm_worker",
-         "revocation_list"},
+         "revocation_list", "max_concurrent_jobs"},
     "coordinator": {"address", "server_name"},
     "tls": {"ca", "cert", "key"},
     "rendezvous": {"advertise", "port_range", "ifname"},
@@ -232,6 +236,13 @@ def load(path: str) -> NodeConfig:
     lo, hi = cfg.port_range
     if not 1 <= lo <= hi <= 65535:
         raise ConfigError(f"{path}: rendezvous.port_range: need 1 <= low <= high <= 65535")
+    m = cfg.max_concurrent_jobs
+    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_CONCURRENT_JOBS:
+        raise ConfigError(f"{path}: max_concurrent_jobs: an integer from 1 to "
+                          f"{MAX_CONCURRENT_JOBS}")
+    if m > hi - lo + 1:
+        raise ConfigError(f"{path}: max_concurrent_jobs: {m} jobs need {m} ports, "
+                          f"rendezvous.port_range has {hi - lo + 1}")
     return cfg
 
 
@@ -340,4 +351,5 @@ def _load(path: str) -> NodeConfig:
         results_dir=rel(d.get("results_dir", "results")),
         status_file=rel(d.get("status_file", "node-status.json")),
         mpc_timeout_s=float(d.get("mpc_timeout_s", 30)),
-        prewarm_worker=bool(d.get("prewarm_worker", True)))
+        prewarm_worker=bool(d.get("prewarm_worker", True)),
+        max_concurrent_jobs=d.get("max_concurrent_jobs", 1))

@@ -1,5 +1,5 @@
 """The dealer node: the same daemon as a party's (dial out, heartbeat, one
-fresh worker per job), for a role that holds no data. It joins each job that
+fresh worker per job, up to max_concurrent_jobs at once), for a role that holds no data. It joins each job that
 names it as the extra rank world_size and deals the correlated randomness
 (secure_meanshift.dealer); it takes no part in the seed and receives no result.
 
@@ -16,6 +16,7 @@ from typing import Optional
 
 from meanshift_proto.v1 import service_pb2 as pb
 
+from . import policy
 from .node import Job, PartyNode
 
 log = logging.getLogger("dealer_node")
@@ -25,11 +26,9 @@ class DealerNode(PartyNode):
     def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
                       submitter: Optional[str] = None) -> str:
         spec = offer.spec if spec is None else spec
-        if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
-            return f"busy with job {self.job.id}"
         if spec.dealer != self.cfg.party_id:
             return "this node is not the job's dealer"
-        return self._mpc_policy(spec)
+        return policy.mpc_reason(self.cfg, spec)
 
     def _charge(self, job: Job) -> str:
         return ""                        # no data, no privacy budget
@@ -41,8 +40,8 @@ class DealerNode(PartyNode):
         return None                      # the dealer takes no part in the seed
 
     def _on_run(self, run: pb.Run) -> None:
-        job = self.job
-        if job is None or job.id != run.job_id:
+        job = self.jobs.get(run.job_id)
+        if job is None:
             return
         seed = self._joint_seed(job, run, {c.party: c.commitment for c in run.commits})
         if seed is None:
@@ -57,4 +56,4 @@ class DealerNode(PartyNode):
 
     def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
         log.info("job %s: dealt %s values", job.id, res.get("dealt", "?"))
-        self._reply(job.id, finished=pb.Finished(wall_s=float(res.get("wall_s", 0.0))))
+        self._last_reply(job, finished=pb.Finished(wall_s=float(res.get("wall_s", 0.0))))

@@ -12,7 +12,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from typing import Optional
@@ -26,10 +25,12 @@ from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
 from meanshift_rpc.tls import (Revocations, check_key_file, open_channel, serial_hex,
                                server_identity)
 
-from . import datasets
+from . import agreement, datasets, output, policy
 from .config import NodeConfig
 from .connect import diagnose
 from .state import NodeState
+from .output import write_result
+from .workers import WorkerPool
 
 log = logging.getLogger("party_node")
 HEARTBEAT_S = 3.0
@@ -38,6 +39,7 @@ HEARTBEAT_S = 3.0
 SUBSCRIBE_DEADLINE_S = 24 * 3600.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 4.0     # between attempts to (re)connect
 WELCOME_TIMEOUT_S = 10.0     # the coordinator acknowledges a command stream within this
+STALE_OFFER_S = 300.0        # an accepted job never run (its cancel lost) frees its slot
 WELCOME_KEY = "sms-welcome"  # coordinator.server.WELCOME_KEY (the node does not import it)
 
 
@@ -72,6 +74,8 @@ class Job:
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
         self.cancelled = False
+        self.ended = False           # its last word (finished, failed) is sent: a free slot
+        self.accepted_at = time.time()
         self.commits: dict = {}      # party -> commitment, as shown before we revealed
         self.suppressed: Optional[int] = None
         self.receivers: dict = {}    # analyst receiver -> verified certificate (sealing)
@@ -97,13 +101,13 @@ class PartyNode:
         self._last_problem, self._problem_logged = "", 0.0
         self._diagnosed = ("", "", 0.0)        # (gRPC's detail, our reason, when)
         self._connected = False                # acknowledged by the coordinator
-        self.job: Optional[Job] = None
+        self.jobs: dict = {}                   # job id -> Job, at most max_concurrent_jobs
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stream = None
         self._stream_since = time.time()
         self._renewing = False
-        self._spare: Optional[subprocess.Popen] = None
+        self.workers = WorkerPool(cfg.prewarm_worker)   # a spare worker, prewarmed
         self._columns: list = []          # of the data set the last accepted offer names
 
     @property
@@ -171,7 +175,8 @@ class PartyNode:
 
     def _hello(self) -> pb.NodeHello:
         return pb.NodeHello(version="2", datasets=sorted(self.cfg.datasets),
-                            dataset_status=self._dataset_status())
+                            dataset_status=self._dataset_status(),
+                            max_concurrent_jobs=self.cfg.max_concurrent_jobs)
 
     def _subscribe(self):
         """Open the command stream; return it once the coordinator has acknowledged
@@ -243,7 +248,7 @@ class PartyNode:
     def request_stop(self) -> None:
         """Make run_forever return soon (it may be waiting on the command stream). Only
         that: the stop itself (the reply, the worker, the channel) is stop()'s, called
-        once the main loop is out. Not for a signal handler (see _watch_signals)."""
+        once the main loop is out. Not for a signal handler (see party_node.startup)."""
         self._stop.set()
         stream = self._stream
         if stream is not None:
@@ -254,11 +259,12 @@ class PartyNode:
 
     def stop(self) -> None:
         self._stop.set()
-        job = self.job
-        if job is not None and not job.cancelled:
-            self._reply(job.id, failed=pb.Failed(reason="the party's node is shutting down"))
+        for job in list(self.jobs.values()):
+            if not job.cancelled and not job.ended:
+                self._reply(job.id, failed=pb.Failed(reason="the party's node is shutting "
+                                                     "down"))
         self._abort_job("node stopping")
-        self._drop_spare()
+        self.workers.drop()
         try:
             self._stream.cancel()
         except Exception:
@@ -270,7 +276,7 @@ class PartyNode:
         refused = 0
         while not self._stop.wait(HEARTBEAT_S):
             self.recheck_datasets()
-            if self.job is None and self._stream is not None and \
+            if not self.jobs and self._stream is not None and \
                     time.time() - self._stream_since > SUBSCRIBE_DEADLINE_S / 2:
                 self._renewing = True
                 self._stream.cancel()
@@ -279,7 +285,8 @@ class PartyNode:
                 refused = 0
                 continue
             try:
-                ack = stub.Beat(pb.Heartbeat(busy_job=self.job.id if self.job else "",
+                busy = sorted(self.jobs)
+                ack = stub.Beat(pb.Heartbeat(busy_job=busy[0] if busy else "", busy_jobs=busy,
                                              dataset_status=self._dataset_status()),
                                 timeout=DEFAULT_DEADLINE_S)
                 if ack.ok:
@@ -301,7 +308,7 @@ class PartyNode:
         try:
             with open(self.cfg.status_file, "w") as fh:
                 json.dump({"party": self.cfg.party_id, "time": time.time(),
-                           "busy_job": self.job.id if self.job else "",
+                           "busy_job": ", ".join(sorted(self.jobs)),
                            "datasets": {n: {"available": st.available, "problem": st.problem}
                                         for n, st in self.datasets.items()}}, fh)
         except OSError:
@@ -357,6 +364,10 @@ class PartyNode:
         if not signing.valid_job_id(offer.job_id):
             log.warning("ignored an offer whose job id is malformed")
             return
+        if not self._slot_free():   # the coordinator schedules within the limit: a race only
+            log.info("refusing job %s: at max_concurrent_jobs (%d)", offer.job_id,
+                     self.cfg.max_concurrent_jobs)
+            return self._reply(offer.job_id, refuse=pb.Refuse(reason="busy"))
         try:
             spec, submitter, receivers = self._verified(offer)
         except signing.SignatureError as exc:
@@ -382,7 +393,7 @@ class PartyNode:
             log.info("refusing job %s: %s", offer.job_id, reason)
             return self._reply(offer.job_id, refuse=pb.Refuse(reason=reason))
         with self._lock:
-            self.job = job
+            self.jobs[job.id] = job
         log.info("accepting job %s", job.id)
         acc = pb.Accept(seed_commitment=self._commitment(job),
                         rendezvous_address=self.cfg.advertise, rendezvous_port=job.port)
@@ -405,100 +416,28 @@ class PartyNode:
                                              "its local log"))
 
     def _verified(self, offer: pb.Offer) -> tuple:
-        """(spec, submitter) from the submitter's signature, checked against this
-        node's own CA and revocation list, before any policy check. A node without
-        TLS (insecure: local experiments) takes the coordinator's word."""
+        """(spec, submitter, receivers) from the submitter's signature, before any
+        policy check (party_node.agreement). A node without TLS (insecure: local
+        experiments) takes the coordinator's word."""
         if self.ca_pem is None:
             return offer.spec, offer.submitter, {}
-        v = signing.verify(offer.signed_spec, offer.signature, offer.signer_cert, self.ca_pem,
-                           self.revoked)
-        if v.job_id != offer.job_id:
-            raise signing.SignatureError("job_id: not the id the submitter signed")
-        # remembered across restarts: a signed job is valid for MAX_AGE_S after issue
-        if self.state.seen_before(v.job_id, signing.MAX_AGE_S + 2 * signing.MAX_SKEW_S):
-            raise signing.SignatureError("job_id: this signed job was offered before (replay)")
-        missing = [r for r in v.spec.reveal_to if r.startswith("analyst:") and
-                   r not in v.receivers]
-        if missing:
-            raise signing.SignatureError(f"receivers: no certificate for {missing[0]} in the "
-                                         "signed job (results are sealed end to end)")
-        return v.spec, v.submitter, v.receivers
+        return agreement.verify_offer(offer, self.ca_pem, self.revoked, self.state.seen_before)
 
     def _policy_check(self, offer: pb.Offer, spec: Optional[pb.JobSpec] = None,
                       submitter: Optional[str] = None) -> str:
-        """A reason naming the rule (never a row or a value), or ''."""
+        """A reason naming the rule (never a row or a value), or '' (party_node.policy)."""
         spec = offer.spec if spec is None else spec
         submitter = offer.submitter if submitter is None else submitter
-        pol = self.cfg.policy
-        if self.job is not None and self.job.proc is not None and self.job.proc.poll() is None:
-            return f"busy with job {self.job.id}"
-        reason = self._mpc_policy(spec)
+        reason = policy.job_reason(self.cfg, spec, submitter)
         if reason:
             return reason
-        me = [p for p in spec.parties if p.id == self.cfg.party_id]
-        if not me:
-            return "this node is not a party of the job"
-        if spec.kernel not in pol.kernels:
-            return (f"kernel {spec.kernel!r} not allowed by local policy (policy.kernels: "
-                    f"{', '.join(pol.kernels)})")
-        if len(spec.parties) < pol.min_parties:
-            return (f"local policy requires at least {pol.min_parties} parties "
-                    f"(policy.min_parties; the job has {len(spec.parties)})")
-        if "*" not in pol.allowed_submitters and submitter not in pol.allowed_submitters:
-            return f"submitter {submitter} may not run jobs on this data"
-        span = max(h - l for l, h in zip(spec.bounds_lo, spec.bounds_hi))
-        if not spec.bandwidth_auto and spec.bandwidth < pol.min_bandwidth_fraction * span:
-            return (f"policy: the bandwidth {spec.bandwidth:g} is below this party's minimum "
-                    f"{pol.min_bandwidth_fraction * span:g} (policy.min_bandwidth_fraction "
-                    f"{pol.min_bandwidth_fraction:g} x the bounds' largest span {span:g})")
-        if spec.n_dust > pol.max_dust:
-            return (f"policy: {spec.n_dust} dust points, more than this party allows "
-                    f"(policy.max_dust {pol.max_dust})")
-        if spec.max_iter > pol.max_iter:
-            return (f"policy: max_iter {spec.max_iter}, more iterations than this party "
-                    f"allows (policy.max_iter {pol.max_iter})")
-        if (spec.min_cluster_size or 1) < pol.min_cluster_size:
-            return (f"policy: the minimum cluster size {spec.min_cluster_size or 1} is below "
-                    f"this party's (policy.min_cluster_size {pol.min_cluster_size})")
-        if "*" not in pol.allowed_receivers:
-            bad = [r for r in spec.reveal_to if r not in pol.allowed_receivers]
-            if bad:
-                return (f"the result may not go to {bad[0]} (policy.allowed_receivers: "
-                        f"{', '.join(map(str, pol.allowed_receivers))})")
-        name = me[0].dataset
-        if name not in self.cfg.datasets:
-            return f"no data set named {name!r} on this node"
-        reason = self._privacy_policy(spec, name)
-        if reason:
-            return reason
-        # The data set's health as checked when it was (re)loaded, never against this
-        # job's bounds: rows outside them are clipped by the worker (runtime.prepare_local),
-        # so whether a job is accepted does not depend on where the data lie.
+        name = policy.my_dataset(self.cfg, spec)
         self.recheck_datasets()              # only a file that changed is read again
         st = self.datasets.get(name)
-        if st is None or not st.available:
-            return st.problem if st is not None else f"data set {name!r} is unavailable"
-        if len(st.columns) != len(spec.bounds_lo):
-            return (f"data set {name!r} has {len(st.columns)} columns, the job's bounds "
-                    f"{len(spec.bounds_lo)}")
-        self._columns = st.columns
-        return ""
-
-    def _privacy_policy(self, spec: pb.JobSpec, dataset: str) -> str:
-        """DP required unless the policy allows exact results; a DP job's delta
-        within the data set's budget (the epsilon is checked when charged)."""
-        priv = jobspec.privacy_of(spec)
-        if priv is None:
-            if not self.cfg.policy.allow_exact_results:
-                return ("policy: this party accepts differentially private jobs only (give "
-                        "the job privacy: {epsilon, delta}; exact results need "
-                        "allow_exact_results: true in the node's policy)")
-            return ""
-        budget = self.cfg.budget(dataset)
-        if priv.delta > budget.delta:
-            return (f"policy: the job's delta {priv.delta:.3g} exceeds the privacy budget's "
-                    f"delta {budget.delta:.3g} of data set {dataset!r}")
-        return ""
+        reason = policy.dataset_reason(spec, name, st)
+        if not reason:
+            self._columns = st.columns
+        return reason
 
     def _charge(self, job: Job) -> str:
         """Charge a DP job to this party's data set, atomically and before any share
@@ -517,67 +456,16 @@ class PartyNode:
                      priv.epsilon, priv.delta, name)
         return reason
 
-    def _mpc_policy(self, spec: pb.JobSpec) -> str:
-        """Who deals and how the links are protected: the node's own rules."""
-        pol = self.cfg.policy
-        if not spec.dealer:
-            return "the job names no dealer (a party would have to deal the randomness)"
-        if self.cfg.role == "party" and "*" not in pol.trusted_dealers and \
-                spec.dealer not in pol.trusted_dealers:
-            if not pol.trusted_dealers:
-                return (f"dealer {spec.dealer} is not trusted by local policy (policy."
-                        "trusted_dealers is empty: the operator names the dealers this party "
-                        "trusts not to collude)")
-            return f"dealer {spec.dealer} is not trusted by local policy"
-        transport = spec.transport or "tls"
-        if transport == "trusted-network" and not pol.allow_plaintext_mpc:
-            return "transport 'trusted-network' (plaintext MPC links) not allowed by local policy"
-        if transport == "tls" and self.cfg.tls is None:
-            return "this node has no TLS identity for transport 'tls'"
-        return ""
-
-    def _expected_peers(self, spec: pb.JobSpec) -> list:
-        """Identities at each rank, from the spec alone: parties in order, then the dealer."""
-        return [f"party:{p.id}" for p in spec.parties] + [f"dealer:{spec.dealer}"]
-
     def _check_run(self, job: Job, run: pb.Run) -> str:
-        """Everything the coordinator says about ranks and peers, against the
-        signed spec and every node's own signed announcement."""
-        expected = self._expected_peers(job.spec)
-        got = [p.identity for p in run.peers]
-        if got != expected:
-            return "the peer list does not match the job's parties and dealer"
-        if run.world_size != len(job.spec.parties):
-            return "the world size does not match the job's parties"
-        if run.rank != expected.index(self.cfg.identity):
-            return "this node's rank does not match its place in the job"
-        me = run.peers[run.rank]
-        if me.port != job.port or me.host != self.cfg.advertise:
-            return "this node's own MPC address was altered"
-        if any(not 0 < p.port < 65536 or not 0 < len(p.host) <= 253 or
-               not all(c.isalnum() or c in ".-:[]_" for c in p.host) for p in run.peers):
-            return "a peer address is malformed"
-        if self.ca_pem is None:
-            return ""
-        try:        # where each rank listens, as that rank itself signed it
-            announced, certs = {}, {}
-            for c in run.commits:
-                announced[f"party:{c.party}"] = signing.verify_announcement(
-                    c.announcement, c.signature, c.cert, self.ca_pem, job.id, c.party,
-                    c.commitment, self.revoked)
-                certs[f"party:{c.party}"] = c.cert
-            d = run.dealer
-            announced[expected[-1]] = signing.verify_announcement(
-                d.announcement, d.signature, d.cert, self.ca_pem, job.id, job.spec.dealer, b"",
-                self.revoked, identity=expected[-1])
-            certs[expected[-1]] = d.cert
-        except signing.SignatureError as exc:
-            return f"a peer's address is not as that node signed it ({exc})"
-        if any(announced.get(p.identity) != (p.host, p.port) for p in run.peers):
-            return "a peer's address is not the one that node announced"
-        # the MPC links then accept exactly the certificate each rank signed with
-        job.fingerprints = {who: _fingerprint(pem) for who, pem in certs.items()}
-        return ""
+        """The Run against the signed spec and the signed announcements
+        (party_node.agreement); the MPC links then accept exactly the certificate
+        each rank signed with."""
+        reason, fingerprints = agreement.check_run(
+            job.id, job.spec, run, self.cfg.identity, job.port, self.cfg.advertise,
+            self.ca_pem, self.revoked)
+        if not reason:
+            job.fingerprints = fingerprints
+        return reason
 
     def _mpc_payload(self, job: Job, run: pb.Run, seed: int) -> dict:
         tls = self.cfg.tls
@@ -587,12 +475,27 @@ class PartyNode:
                 "security": None if tls is None else [tls.ca, tls.cert, tls.key],
                 "transport": job.spec.transport or "tls", "listen_host": "",
                 # every rank hashes this before anything secret moves (runtime.MPCConfig)
-                "context": job_context(job.id, job.spec, seed),
+                "context": agreement.job_context(job.id, job.spec, seed),
                 "timeout_s": run.timeout_s or self.cfg.mpc_timeout_s}
 
+    def _slot_free(self) -> bool:
+        """Fewer jobs than max_concurrent_jobs that have not ended. A job offered
+        but never run (its cancel lost) stops counting after STALE_OFFER_S."""
+        now = time.time()
+        with self._lock:
+            for jid, job in list(self.jobs.items()):
+                if job.ended or (job.proc is None and now - job.accepted_at > STALE_OFFER_S):
+                    del self.jobs[jid]
+            return len(self.jobs) < self.cfg.max_concurrent_jobs
+
     def _free_port(self) -> int:
+        """A port of the range that no job of this node holds and nothing listens on."""
         lo, hi = self.cfg.port_range
+        with self._lock:
+            held = {j.port for j in self.jobs.values()}
         for port in range(lo, hi + 1):
+            if port in held:
+                continue
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -603,8 +506,8 @@ class PartyNode:
         return 0
 
     def _on_reveal(self, req: pb.RevealRequest) -> None:
-        job = self.job
-        if job is None or job.id != req.job_id:
+        job = self.jobs.get(req.job_id)
+        if job is None:
             return
         commits = {c.party: c.commitment for c in req.commits}
         if set(commits) != {p.id for p in job.spec.parties} or len(commits) != len(req.commits) \
@@ -625,8 +528,8 @@ class PartyNode:
 
     # ---- run -------------------------------------------------------------------------------
     def _on_run(self, run: pb.Run) -> None:
-        job = self.job
-        if job is None or job.id != run.job_id:
+        job = self.jobs.get(run.job_id)
+        if job is None:
             return
         # ranks and world size follow from the signed spec; run.carry_result (v1.1) is
         # ignored: no party opens an analyst's result (each seals its share instead)
@@ -675,9 +578,7 @@ class PartyNode:
             log.warning("job %s: the worker could not be run (%s)", job.id, type(exc).__name__)
             if not job.cancelled:
                 self._fail(job, f"the worker could not be run ({type(exc).__name__})")
-            with self._lock:
-                if self.job is job:
-                    self.job = None
+            self._forget(job)
 
     def _worker_job(self, job: Job, run: pb.Run, seed: int) -> dict:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
@@ -692,7 +593,7 @@ class PartyNode:
 
     def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
         payload = self._worker_job(job, run, seed)
-        proc = self._take_worker()
+        proc = self.workers.take()
         job.proc = proc
         if job.cancelled:
             proc.kill()
@@ -751,9 +652,7 @@ class PartyNode:
             else:
                 why = f"worker exited with code {code}"
             self._fail(job, why, peer_lost=peer_lost)
-        with self._lock:
-            if self.job is job:
-                self.job = None
+        self._forget(job)
 
     def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
         cents = res.get("centroids")
@@ -768,36 +667,27 @@ class PartyNode:
         if share is not None:       # analyst receivers: this party's share, sealed and signed
             fin.shares.extend(self._sealed_shares(job, run.rank, share))
         log.info("job %s finished", job.id)
-        self._reply(job.id, finished=fin)
+        self._last_reply(job, finished=fin)
 
     def _sealed_shares(self, job: Job, rank: int, share: dict) -> list:
-        """This party's output share for each analyst receiver (meanshift_rpc.results);
-        the share itself is never logged nor written."""
-        from meanshift_rpc import results
-
+        """This party's output share for each analyst receiver (party_node.output)."""
         analysts = sorted(r for r in job.spec.reveal_to if r.startswith("analyst:"))
-        if self.key_pem is None:             # insecure mode: local experiments only
-            return [results.plain_share(share, self._header(job), rank, who)
-                    for who in analysts]
-        return [results.seal_share(share, self._header(job), job.id, job.signed_spec, rank,
-                                   self.cfg.party_id, who, job.receivers[who], self.key_pem,
-                                   self.cert_pem) for who in analysts]
+        return output.sealed_shares(share, self._header(job), analysts, job.receivers, job.id,
+                                    job.signed_spec, rank, self.cfg.party_id, self.key_pem,
+                                    self.cert_pem)
 
     @staticmethod
     def _header(job: Job) -> list:
-        d = len(job.spec.bounds_lo)
-        return list(job.columns) if len(job.columns) == d else [f"x{i}" for i in range(d)]
+        return output.header(job.columns, len(job.spec.bounds_lo))
 
     def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
         log.warning("job %s failed: %s", job.id, reason)
-        self._reply(job.id, failed=pb.Failed(reason=reason, peer_lost=peer_lost))
-        with self._lock:
-            if self.job is job:
-                self.job = None
+        self._last_reply(job, failed=pb.Failed(reason=reason, peer_lost=peer_lost))
+        self._forget(job)
 
     def _on_cancel(self, c: pb.Cancel) -> None:
-        job = self.job
-        if job is None or job.id != c.job_id:
+        job = self.jobs.get(c.job_id)
+        if job is None:
             return
         self._stop_worker(job, c.reason or "cancelled")
 
@@ -810,126 +700,26 @@ class PartyNode:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        with self._lock:
-            if self.job is job:
-                self.job = None
-
-    # ---- worker processes -----------------------------------------------------------------
-    def _spawn_worker(self, prewarm: bool) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", SMS_NODE_PID=str(os.getpid()),
-                   SMS_WORKER_PREWARM="1" if prewarm else "0")
-        return subprocess.Popen([sys.executable, "-m", "party_node.worker"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=env)
-
-    def _take_worker(self) -> subprocess.Popen:
-        """This job's worker: the spare started after the last job (torch and CrypTen
-        already loaded, nothing else done) if it is alive, else a new process."""
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None:
-            return spare
-        return self._spawn_worker(prewarm=False)
+        self._forget(job)
 
     def _refill_spare(self) -> None:
-        if not self.cfg.prewarm_worker or self._stop.is_set():
-            return
-        with self._lock:
-            if self._spare is not None and self._spare.poll() is None:
-                return
-            try:
-                self._spare = self._spawn_worker(prewarm=True)
-            except OSError as exc:
-                log.warning("could not start a spare worker (%s)", type(exc).__name__)
-                self._spare = None
-
-    def _drop_spare(self) -> None:
-        with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None:
-            try:
-                spare.stdin.close()         # an empty job: the spare exits by itself
-                spare.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                spare.kill()
+        if not self._stop.is_set():
+            self.workers.refill()
 
     def _abort_job(self, why: str) -> None:
-        job = self.job
-        if job is not None:
+        """Stop every job of this node."""
+        for job in list(self.jobs.values()):
             self._stop_worker(job, why)
 
+    def _last_reply(self, job: Job, **kind) -> None:
+        """The job's last word (finished, failed): its slot is free before the
+        coordinator reads it (it may offer this node the next job at once)."""
+        job.ended = True
+        self._reply(job.id, **kind)
 
-def _fingerprint(cert_pem: bytes) -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
-    return hashlib.sha256(der).hexdigest()
-
-
-def job_context(job_id: str, spec: pb.JobSpec, seed: int) -> str:
-    """What every rank of a job must agree on (hashed into the job digest)."""
-    return f"{job_id}\n{spec.SerializeToString(deterministic=True).hex()}\n{seed:032x}"
-
-
-def write_result(results_dir: str, job_id: str, cents: np.ndarray, dim: int,
-                 header: Optional[list] = None) -> str:
-    """The party's copy of a result: named from the validated job id only, inside
-    results_dir (0700), owner-only (0600), never following a link; the header is
-    the data set's column names."""
-    if not signing.valid_job_id(job_id):
-        raise ValueError("job id is malformed")
-    os.makedirs(results_dir, mode=0o700, exist_ok=True)
-    os.chmod(results_dir, 0o700)
-    path = os.path.join(results_dir, f"{job_id}.csv")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        np.savetxt(fh, cents.reshape(-1, dim), delimiter=",", comments="",
-                   header=",".join(header or [f"x{i}" for i in range(dim)]))
-    return path
-
-
-def _watch_signals(node: PartyNode) -> None:
-    """SIGTERM asks the node to stop, SIGHUP to check every data set again. The
-    handlers run on the main thread between any two of its steps, maybe while it
-    holds a lock (the node's, an Event's, gRPC's): they only write the signal's
-    number to a pipe; a thread of its own reads it and does the work."""
-    rfd, wfd = os.pipe()
-    os.set_blocking(wfd, False)
-
-    def on_signal(signum, _frame) -> None:
-        try:
-            os.write(wfd, bytes([signum]))
-        except OSError:                   # the pipe is full: a signal is pending anyway
-            pass
-
-    def dispatch() -> None:
-        while True:
-            signum = os.read(rfd, 1)[0]
-            if signum == signal.SIGTERM:
-                node.request_stop()
-            elif signum == signal.SIGHUP:
-                threading.Thread(target=node.recheck_datasets, args=(True,),
-                                 daemon=True).start()
-
-    threading.Thread(target=dispatch, name="signals", daemon=True).start()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-
-def run_node(cfg: NodeConfig, checked: Optional[dict] = None) -> None:
-    """Run until SIGTERM / Ctrl-C; stops the current job's worker on the way out.
-    SIGHUP checks every data set again. ``checked``: datasets.check_all's result."""
-    if cfg.role == "dealer":
-        from .dealer import DealerNode
-
-        node = DealerNode(cfg, checked)
-    else:
-        node = PartyNode(cfg, checked)
-    _watch_signals(node)
-    try:
-        node.run_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.stop()
+    def _forget(self, job: Job) -> None:
+        """The job holds no slot nor port any more."""
+        job.ended = True
+        with self._lock:
+            if self.jobs.get(job.id) is job:
+                del self.jobs[job.id]

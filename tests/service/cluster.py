@@ -34,7 +34,8 @@ class Cluster:
     def __init__(self, tmp: str, parties: int = 3, points: int = 60, coord_host="127.0.0.1",
                  node_hosts: Optional[list] = None, wrap: Optional[dict] = None,
                  heartbeat_timeout: float = 6.0, mpc_timeout: float = 20.0,
-                 dealer_host: str = "127.0.0.1"):
+                 dealer_host: str = "127.0.0.1", coordinator_args: Optional[list] = None,
+                 max_concurrent_jobs: int = 1, analysts: tuple = ("ann", "eve")):
         self.tmp, self.names = tmp, NAMES[:parties]
         self.certs = os.path.join(tmp, "certs")
         self.coord_host = coord_host
@@ -46,10 +47,12 @@ class Cluster:
         self.db = os.path.join(tmp, "coordinator.db")
         self.record = os.path.join(tmp, "received.txt")
         self.heartbeat_timeout, self.mpc_timeout = heartbeat_timeout, mpc_timeout
+        self.coordinator_args = list(coordinator_args or [])   # more `coordinator serve` flags
+        self.max_concurrent_jobs = max_concurrent_jobs         # every node's and the dealer's
         # rendezvous ports: a random block per cluster (other test runs share the machine)
         self.mpc_base = random.randrange(20000, 32000 - 40 * (len(NAMES) + 1), 40)
-        make_dev_pki(self.certs, ["coordinator", "analyst:ann", "analyst:eve", "operator:olga",
-                                  f"dealer:{DEALER}"]
+        make_dev_pki(self.certs, ["coordinator", *(f"analyst:{a}" for a in analysts),
+                                  "operator:olga", f"dealer:{DEALER}"]
                      + [f"party:{n}" for n in NAMES], hosts=["localhost", coord_host])
         pts, self.centres = separated_blobs(points * parties, 4, 2, 0.015, min_gap=0.35,
                                             seed=11)
@@ -72,6 +75,8 @@ class Cluster:
                               "port_range": [self.mpc_base + 40 * i, self.mpc_base + 39 + 40 * i]},
                "results_dir": os.path.join(self.tmp, f"results-{n}"), "mpc_timeout_s": 20,
                "status_file": os.path.join(self.tmp, f"{n}-status.json")}
+        if self.max_concurrent_jobs != 1:
+            cfg["max_concurrent_jobs"] = self.max_concurrent_jobs
         if not dealer:
             cfg["datasets"] = {"points": {"path": os.path.join(self.tmp, f"{n}.csv")}}
             # the tests' own dealer; exact (non-DP) jobs on the tests' synthetic data
@@ -96,7 +101,8 @@ class Cluster:
                                     "--record", self.record,
                                     "--heartbeat-timeout", str(self.heartbeat_timeout),
                                     "--agreement-timeout", "20",
-                                    "--mpc-timeout", str(self.mpc_timeout)])
+                                    "--mpc-timeout", str(self.mpc_timeout),
+                                    *self.coordinator_args])
 
     def start_node(self, n: str) -> None:
         self._start(n, ["node", "run", "--config", os.path.join(self.tmp, f"{n}.yaml")])

@@ -7,6 +7,7 @@ import pytest
 from meanshift_proto.v1 import service_pb2 as pb
 from party_node.config import NodeConfig
 from party_node.node import Job, PartyNode
+from party_node.policy import mpc_reason
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -59,15 +60,15 @@ def test_a_run_that_differs_from_the_spec_is_refused(node, run, rule):
 def test_mpc_policy_rules(node):
     s = spec()
     # by default a node trusts no dealer: its operator names them
-    assert "trusted_dealers is empty" in node._mpc_policy(s)
+    assert "trusted_dealers is empty" in mpc_reason(node.cfg, s)
     node.cfg.policy.trusted_dealers = ["dd"]
-    assert "no TLS identity" in node._mpc_policy(s)          # this node has no certificate
+    assert "no TLS identity" in mpc_reason(node.cfg, s)          # this node has no certificate
     s.dealer = ""
-    assert "names no dealer" in node._mpc_policy(s)
+    assert "names no dealer" in mpc_reason(node.cfg, s)
     s = spec()
     s.transport = "trusted-network"
-    assert "not allowed by local policy" in node._mpc_policy(s)
+    assert "not allowed by local policy" in mpc_reason(node.cfg, s)
     node.cfg.policy.allow_plaintext_mpc = True
-    assert node._mpc_policy(s) == ""
+    assert mpc_reason(node.cfg, s) == ""
     node.cfg.policy.trusted_dealers = ["other"]
-    assert "not trusted" in node._mpc_policy(s)
+    assert "not trusted" in mpc_reason(node.cfg, s)

@@ -1,0 +1,50 @@
+"""A node's policy as pure functions of (config, signed job): no node, no file."""
+
+import pytest
+
+from meanshift_proto.v1 import service_pb2 as pb
+from party_node import policy
+from party_node.config import Dataset, NodeConfig, Policy
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def cfg(**pol) -> NodeConfig:
+    return NodeConfig(party_id="alpha", coordinator="c:1", datasets={"d": Dataset("d.csv")},
+                      policy=Policy(trusted_dealers=["dd"], allow_exact_results=True, **pol))
+
+
+def spec(**kw) -> pb.JobSpec:
+    d = dict(parties=[pb.PartyRef(id="alpha", dataset="d"), pb.PartyRef(id="beta", dataset="d")],
+             bandwidth=0.1, n_dust=4, kernel="flat", max_iter=5, bounds_lo=[0, 0],
+             bounds_hi=[1, 1], dealer="dd", transport="trusted-network", min_cluster_size=5)
+    d.update(kw)
+    return pb.JobSpec(**d)
+
+
+def test_rules_in_order_each_named():
+    ok = cfg(allow_plaintext_mpc=True)
+    assert policy.job_reason(ok, spec(), "analyst:ann") == ""
+    assert "not allowed by local policy" in policy.job_reason(cfg(), spec(), "analyst:ann")
+    assert policy.job_reason(ok, spec(parties=[pb.PartyRef(id="beta", dataset="d")]),
+                             "analyst:ann") == "this node is not a party of the job"
+    assert "kernel" in policy.job_reason(cfg(allow_plaintext_mpc=True, kernels=["gaussian"]),
+                                         spec(), "analyst:ann")
+    assert policy.job_reason(cfg(allow_plaintext_mpc=True, allowed_submitters=["analyst:x"]),
+                             spec(), "analyst:ann") == \
+        "submitter analyst:ann may not run jobs on this data"
+    assert policy.job_reason(ok, spec(n_dust=1000), "a") == \
+        "policy: more dust points than this party allows"
+    assert policy.job_reason(ok, spec(parties=[pb.PartyRef(id="alpha", dataset="x"),
+                                               pb.PartyRef(id="beta", dataset="d")]), "a") == \
+        "no data set named 'x' on this node"
+
+
+def test_dataset_reason_reads_the_status_only():
+    class St:
+        available, problem, columns = True, "", ["a", "b"]
+
+    assert policy.dataset_reason(spec(), "d", St()) == ""
+    assert "unavailable" in policy.dataset_reason(spec(), "d", None)
+    assert "has 2 columns" in policy.dataset_reason(spec(bounds_lo=[0], bounds_hi=[1]), "d",
+                                                    St())
