@@ -295,7 +295,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                     log.warning("refused a second connection: %s", dup)
                     context.abort(grpc.StatusCode.ALREADY_EXISTS, dup)
                 log.warning("%s connected again from %s while connected from %s: the older "
-                            "connection is closed", self._label(party), conn.peer, old.peer)
+                            "connection is closed", machine.label(party), conn.peer, old.peer)
             if old is not None:
                 old.connected = False
                 old.commands.put(None)
@@ -344,7 +344,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self._dup_until[party] = now + DUPLICATE_HOLD_S
         if self._dup_until.get(party, 0.0) <= now:
             return ""
-        return (f"{self._label(party)} is already connected from {old.peer}; a second "
+        return (f"{machine.label(party)} is already connected from {old.peer}; a second "
                 f"connection with the same identity from {peer} is refused (two nodes "
                 "sharing one certificate?)")
 
