@@ -34,7 +34,7 @@ def test_rules_in_order_each_named():
                              spec(), "analyst:ann") == \
         "submitter analyst:ann may not run jobs on this data"
     assert policy.job_reason(ok, spec(n_dust=1000), "a") == \
-        "policy: more dust points than this party allows"
+        "policy: 1000 dust points, more than this party allows (policy.max_dust 256)"
     assert policy.job_reason(ok, spec(parties=[pb.PartyRef(id="alpha", dataset="x"),
                                                pb.PartyRef(id="beta", dataset="d")]), "a") == \
         "no data set named 'x' on this node"
