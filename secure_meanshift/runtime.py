@@ -26,6 +26,7 @@ from ._compat import import_crypten
 from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
 from .dealer import PROVIDERS
 from .errors import PEER_LOST, InputError, MPCError, PeerLost
+from .local_data import LocalData
 from .mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
 from .transport import Transport
 from .params import MeanShiftParams, resolve_summary
@@ -253,8 +254,6 @@ def prepare_local(points, params: MeanShiftParams, name: str = "points",
     by its ``check``: summarised out of core, read whole only in exact mode.
     ``clip``: rows outside the public bounds are clipped into them (data.
     clip_to_bounds) instead of rejected, so acceptance never depends on the data."""
-    from .local_data import LocalData
-
     if isinstance(points, LocalData):
         if params.summary is not None:      # clipped as its check was told
             reps, w, info = points.summarize(params.lo, params.scale,
@@ -275,8 +274,6 @@ def prepare_local(points, params: MeanShiftParams, name: str = "points",
 def _check_before_connecting(points, params: MeanShiftParams, name: str, clip: bool,
                              before: Optional[Callable]) -> tuple:
     """(points, n_rows, clipped, summary made in advance or None, its cell)."""
-    from .local_data import LocalData
-
     if isinstance(points, LocalData) and params.dp:
         points = points.points()        # the DP histogram counts rows in memory
     if isinstance(points, LocalData):
