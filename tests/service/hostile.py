@@ -200,3 +200,13 @@ class EvilCoordinator(pb_grpc.CoordinatorServicer):
 
     def stop(self):
         self.server.stop(0)
+
+
+def spec(**kw) -> dict:
+    """The two-party job the trust and queue tests submit, with fields replaced by kw."""
+    d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
+                                  {"id": "beta", "dataset": "points"}],
+         "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
+         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact", "dealer": "dan"}
+    d.update(kw)
+    return d

@@ -10,19 +10,11 @@ import time
 import grpc
 import pytest
 
-from hostile import Coord, FakeNode, wait_parties
+from hostile import Coord, FakeNode, wait_parties, spec
 from meanshift_proto.v1 import service_pb2 as pb
 
 pytestmark = pytest.mark.timeout(120)
 
-
-def spec(**kw):
-    d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
-                                  {"id": "beta", "dataset": "points"}],
-         "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
-         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact", "dealer": "dan"}
-    d.update(kw)
-    return d
 
 
 def nodes_of(c: Coord) -> list:

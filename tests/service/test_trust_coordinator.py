@@ -15,7 +15,7 @@ import pytest
 from cluster import ROOT
 from coordinator.client import Client
 from coordinator.server import serve
-from hostile import Coord, FakeNode, cert_from_ca, wait_parties
+from hostile import Coord, FakeNode, cert_from_ca, wait_parties, spec
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import signing
 from meanshift_rpc.tls import IdentityError, TLSFiles, issue_certificate
@@ -29,14 +29,6 @@ def coord(tmp_path_factory):
     yield c
     c.stop()
 
-
-def spec(**kw):
-    d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
-                                  {"id": "beta", "dataset": "points"}],
-         "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
-         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact", "dealer": "dan"}
-    d.update(kw)
-    return d
 
 
 def code_of(fn):

@@ -19,21 +19,13 @@ import pytest
 import yaml
 
 from cluster import ROOT
-from hostile import IDENTITIES, EvilCoordinator, cert_from_ca
+from hostile import IDENTITIES, EvilCoordinator, cert_from_ca, spec
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import jobspec, signing
 from meanshift_rpc.tls import TLSFiles, make_dev_pki
 
 pytestmark = pytest.mark.timeout(120)
 
-
-def spec(**kw):
-    d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
-                                  {"id": "beta", "dataset": "points"}],
-         "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
-         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact", "dealer": "dan"}
-    d.update(kw)
-    return d
 
 
 class Env:
