@@ -27,7 +27,7 @@
       privacy_budget: {epsilon: 3.0, delta: 1.0e-5}   # per data set, over all DP jobs
       allow_plaintext_mpc: false         # true: accept transport "trusted-network"
       min_bandwidth_fraction: 0.01       # bandwidth >= this x the bounds' largest span
-      max_dust: 256
+      max_dust: 1000                     # initial centroids (dusts, binned modes, every point)
       max_iter: 1000
       min_cluster_size: 5                # jobs must suppress clusters smaller than this
     revocation_list: revoked.txt         # optional: certificate serials (hex), one a line
@@ -109,7 +109,7 @@ class Policy:
     allow_exact_results: bool = False
     privacy_budget: Budget = DEFAULT_BUDGET
     min_bandwidth_fraction: float = 0.01
-    max_dust: int = 256
+    max_dust: int = 1000         # initial centroids of any seeding (auto: every point to 1,000)
     max_iter: int = 1000
     min_cluster_size: int = 5
 

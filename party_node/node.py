@@ -589,7 +589,8 @@ class PartyNode:
             params["min_bandwidth"] = self.cfg.policy.min_bandwidth_fraction * span
         return {"role": "party", "path": ds.path, "columns": ds.columns,
                 "source": ds.source.to_dict(),
-                "dataset": me.dataset, "params": params, **self._mpc_payload(job, run, seed)}
+                "dataset": me.dataset, "params": params, "max_seeds": self.cfg.policy.max_dust,
+                **self._mpc_payload(job, run, seed)}
 
     def _run_worker_inner(self, job: Job, run: pb.Run, seed: int) -> None:
         payload = self._worker_job(job, run, seed)

@@ -9,6 +9,7 @@ from typing import Optional
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import jobspec
+from secure_meanshift.errors import Refused
 
 from .config import NodeConfig
 
@@ -62,9 +63,9 @@ def _limits_reason(cfg: NodeConfig, spec: pb.JobSpec) -> str:
         return (f"policy: the bandwidth {spec.bandwidth:g} is below this party's minimum "
                 f"{pol.min_bandwidth_fraction * span:g} (policy.min_bandwidth_fraction "
                 f"{pol.min_bandwidth_fraction:g} x the bounds' largest span {span:g})")
-    if spec.n_dust > pol.max_dust:
-        return (f"policy: {spec.n_dust} dust points, more than this party allows "
-                f"(policy.max_dust {pol.max_dust})")
+    known = seeds_known_at_acceptance(spec)
+    if known is not None and known > pol.max_dust:
+        return seeds_reason(known, spec.seeding, pol.max_dust)
     if spec.max_iter > pol.max_iter:
         return (f"policy: max_iter {spec.max_iter}, more iterations than this party "
                 f"allows (policy.max_iter {pol.max_iter})")
@@ -72,6 +73,42 @@ def _limits_reason(cfg: NodeConfig, spec: pb.JobSpec) -> str:
         return (f"policy: the minimum cluster size {spec.min_cluster_size or 1} is below "
                 f"this party's (policy.min_cluster_size {pol.min_cluster_size})")
     return ""
+
+
+class PolicyRefusal(Refused):
+    """A rule of the party's policy that can only be checked once the job runs
+    (the seeds of every-point seeding depend on the parties' row counts, which
+    are exchanged at the start: public, docs/leakage.md [sizes])."""
+
+
+def seeds_reason(seeds: int, seeding: str, max_dust: int) -> str:
+    """The refusal for a job that starts more centroids than policy.max_dust."""
+    return (f"policy: {seeds} initial centroids (seeding {seeding or 'auto'}), more than "
+            f"this party allows (policy.max_dust {max_dust})")
+
+
+def seeds_known_at_acceptance(spec: pb.JobSpec) -> Optional[int]:
+    """The most seeds the job's own fields allow: its dusts plus every party's
+    binned modes (seeding auto: the branch above AUTO_POINT_SEEDS_UP_TO points),
+    or None where only the row counts fix them (every-point seeding, the DP
+    grid): those are checked when the sizes are exchanged (run_time_seeds_check)."""
+    d = jobspec.to_dict(spec)             # the defaults filled in
+    seeding = d["seeding"]
+    if seeding not in ("dust", "bins", "both", "auto"):
+        return None
+    dust = d["dust"] if seeding in ("dust", "both", "auto") else 0
+    bins = d["seeds_per_party"] * len(spec.parties) if seeding != "dust" else 0
+    return dust + bins
+
+
+def run_time_seeds_check(max_dust: int):
+    """A progress hook for the worker: at the engine's "sizes" event, refuse a
+    job whose seeds exceed policy.max_dust (raises PolicyRefusal)."""
+    def check(ev: dict) -> None:
+        if ev.get("stage") == "sizes" and int(ev.get("seeds", 0)) > max_dust:
+            raise PolicyRefusal(seeds_reason(int(ev["seeds"]), ev.get("seeding", ""),
+                                             max_dust))
+    return check
 
 
 def job_reason(cfg: NodeConfig, spec: pb.JobSpec, submitter: str) -> str:

@@ -54,6 +54,7 @@ def main() -> int:
         return 0                   # a spare worker the node no longer needs
     job = json.loads(text)
     from party_node.datasets import DatasetError, job_data
+    from party_node.policy import PolicyRefusal, run_time_seeds_check
     from secure_meanshift.errors import InputError, MPCError, PeerLost
     from secure_meanshift.params import MeanShiftParams
     from secure_meanshift.runtime import MPCConfig, run_dealer, run_party
@@ -72,19 +73,28 @@ def main() -> int:
             dealt = run_dealer(cfg)
             emit({"result": {"dealt": dealt, "wall_s": time.perf_counter() - t0}})
             return 0
-        points = job_data(job, progress=lambda ev: emit({"progress": ev}))
+        limits = run_time_seeds_check(int(job.get("max_seeds") or 0) or 10**9)
+
+        def report(ev: dict) -> None:
+            limits(ev)              # before the event leaves: a refusal stops the job here
+            emit({"progress": ev})
+
+        points = job_data(job, progress=report)
         if job["params"].get("bandwidth") == "auto":     # estimated under MPC first
             from secure_meanshift.bandwidth import run_party_auto
 
             if not isinstance(points, np.ndarray):       # the estimate needs the rows
                 points = points.points()
             out, _ = run_party_auto(points, job["params"], cfg,
-                                    progress=lambda ev: emit({"progress": ev}),
+                                    progress=report,
                                     name=f"data set {job['dataset']!r}", clip=True)
         else:
             params = MeanShiftParams(**job["params"])
-            out = run_party(points, params, cfg, progress=lambda ev: emit({"progress": ev}),
+            out = run_party(points, params, cfg, progress=report,
                             name=f"data set {job['dataset']!r}", clip=True)
+    except PolicyRefusal as exc:                   # the rule and its numbers, no data
+        emit({"error": str(exc), "policy": True})
+        return 2
     except (InputError, DatasetError) as exc:      # may name rows: kept in the local log
         emit({"error": str(exc), "input": True})
         return 2

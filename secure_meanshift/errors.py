@@ -25,3 +25,9 @@ class PeerLost(MPCError):
 
     def __reduce__(self):
         return (type(self), (self.detail,))
+
+
+class Refused(Exception):
+    """A caller's progress hook stopped the job on public figures (e.g. a party's
+    limit on the number of seeds, checked at the "sizes" event). The engine
+    passes it through unchanged; its message is the caller's."""

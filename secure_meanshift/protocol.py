@@ -443,17 +443,21 @@ def _local_columns(x: np.ndarray, weights, p: MeanShiftParams, total_rows: int,
 
 
 def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
-           original_points: int) -> tuple:
+           original_points: int, notify: Progress) -> tuple:
     """Exchange sizes, resolve the seeding, secret-share every party's columns
-    and draw the initial centroids. Returns (Shared, initial centroids)."""
+    and draw the initial centroids. Returns (Shared, initial centroids).
+    The "sizes" event (public: the total rows and the number of seeds) comes
+    before anything is shared, so a party's limits can stop the job there."""
     comm = import_crypten().comm.get()
     rank, world = comm.get_rank(), comm.get_world_size()
     if params.dp:
-        return _share_dp(unit_points, weights, params, rank, world)
+        return _share_dp(unit_points, weights, params, rank, world, notify)
     rows, points = _exchange_sizes(comm, len(unit_points), original_points)
     total_rows, total_points = sum(rows), sum(points)
     p = replace(params, seeding=resolve_seeding(params.seeding, total_points, params.summary))
     p.check_world(world, total_rows)
+    notify({"stage": "sizes", "rows": total_rows, "seeds": p.n_seeds(world, total_rows),
+            "seeding": p.seeding})
     x = quantise_points(unit_points)      # exactly what the shares hold (2^-16 grid)
     local, shift, max_den = _local_columns(x, weights, p, total_rows, total_points)
     shared = _share_rows(local, rows, local.shape[1], rank)
@@ -467,12 +471,13 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
 
 
 def _share_dp(cells: np.ndarray, counts: np.ndarray, params: MeanShiftParams, rank: int,
-              world: int) -> tuple:
+              world: int, notify: Progress) -> tuple:
     """DP mode: the parties' noisy histograms on the public grid, joined and clamped
     on shares (privacy.share_histogram); the public cells count as rank 0's rows,
     the seeds are the public grid's. Nothing about any party's size is exchanged."""
     from .privacy import share_histogram, shared_grid_seeds
 
+    notify({"stage": "sizes", "seeds": params.n_seeds(world, 0), "seeding": params.seeding})
     h = share_histogram(cells, counts, params, rank, world)
     sh = Shared(h.params, rank, world, [len(h.x)], h.total, h.x, 0, float(max(1, h.total)),
                 h.pts, h.sqn, h.upd)
@@ -763,7 +768,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     notify = progress or (lambda ev: None)
     t_share = time.perf_counter()
     sh, c = _share(unit_points, weights, params,
-                   original_points if original_points is not None else len(unit_points))
+                   original_points if original_points is not None else len(unit_points), notify)
     share_s = time.perf_counter() - t_share
     notify({"stage": "shared", "rows": sh.total_rows, "points": sh.total_points,
             "seconds": share_s})

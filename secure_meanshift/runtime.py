@@ -25,7 +25,7 @@ import numpy as np
 from ._compat import import_crypten
 from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
 from .dealer import PROVIDERS
-from .errors import PEER_LOST, InputError, MPCError, PeerLost
+from .errors import PEER_LOST, InputError, MPCError, PeerLost, Refused
 from .local_data import LocalData
 from .mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
 from .transport import Transport
@@ -334,7 +334,7 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
             else:
                 rows, weights, n = prepare_local(points, params, name, clip=clip)
             res: SecureResult = run_protocol(rows, weights, params, progress, n)
-        except (InputError, MPCError):
+        except (InputError, MPCError, Refused):
             raise
         except Exception as exc:
             raise _aborted("secure computation aborted", exc) from None

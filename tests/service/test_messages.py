@@ -183,8 +183,9 @@ def test_policy_refusals_state_rule_and_threshold(coord, tmp_path):
                                   spec, "analyst:ann")
 
     pol.max_dust = 10
-    assert why(dust=12) == "policy: 12 dust points, more than this party allows " \
-                           "(policy.max_dust 10)"
+    assert why(dust=12, seeding="dust") == "policy: 12 initial centroids (seeding dust), " \
+                                           "more than this party allows (policy.max_dust 10)"
+    pol.max_dust = 1000
     pol.max_iter = 5
     assert "(policy.max_iter 5)" in why(dust=4, max_iter=6)
     pol.min_bandwidth_fraction = 0.6

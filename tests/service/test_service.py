@@ -153,14 +153,19 @@ def test_missing_data_set_is_refused_with_reason(cluster):
 
 
 def test_policy_refusal_and_recovery(cluster):
-    cluster.write_config("gamma", 2, policy={"kernels": ["flat"]})
+    cluster.write_config("gamma", 2, policy={"kernels": ["flat"], "max_dust": 179})
     cluster.kill("gamma")
     cluster.start_node("gamma")
     cluster.wait_connected(["gamma"])
     info = run_job(cluster, cluster.spec(kernel="gaussian"))
     assert info["state"] == "failed" and "gamma refused" in info["reason"] \
         and "kernel" in info["reason"]
-    assert run_job(cluster, cluster.spec())["state"] == "succeeded"
+    # every-point seeding: 3 x 60 rows, 180 seeds, known once the sizes are exchanged
+    info = run_job(cluster, cluster.spec(seeding="points"))
+    assert info["state"] == "failed" and "gamma" in info["reason"] and \
+        "policy: 180 initial centroids (seeding points), more than this party allows " \
+        "(policy.max_dust 179)" in info["reason"], info["reason"]
+    assert run_job(cluster, cluster.spec(seeding="dust"))["state"] == "succeeded"
     cluster.write_config("gamma", 2)        # later tests (a gaussian job) need gamma as it was
     cluster.kill("gamma")
     cluster.start_node("gamma")
