@@ -75,6 +75,7 @@ class JobRun:
     reveals: dict = field(default_factory=dict)     # party -> nonce
     finished: dict = field(default_factory=dict)    # member -> Finished
     peer_lost: dict = field(default_factory=dict)   # party -> reason ("lost a peer")
+    lost_from: dict = field(default_factory=dict)   # party -> the members it lost
     blame_at: float = 0.0                           # when to name the silent party
     iterations: int = 0
     signed: Optional[tuple] = None                  # (payload, signature, cert) for offers
@@ -383,26 +384,49 @@ def _on_failed(job, member, msg, now, timing) -> Step:
     # This party's worker lost contact with a peer: the party at fault is the one
     # whose node drops (node_lost) or that stays silent while the others report.
     lost = {**job.peer_lost, member: msg.reason}
-    step = Step(job.phase, [], {"peer_lost": lost})
+    lost_from = {**job.lost_from, member: _members(job, msg.lost_peers)}
+    step = Step(job.phase, [], {"peer_lost": lost, "lost_from": lost_from})
     if not job.blame_at:
         step.updates["blame_at"] = now + timing.blame_grace
         step.effects.append(Emit("fault", f"{member}'s worker lost contact with a peer; "
                                  "identifying the party at fault"))
-    if len(lost) == len(job.parties):
-        return _merge(step, blame(job, lost))
+    if len(lost) == len(job.parties) or _cut_links(lost_from):
+        return _merge(step, blame(job, lost, lost_from))
     return step
+
+
+def _members(job: JobRun, identities) -> tuple:
+    """MPC identities ("party:beta", the dealer's name) -> the job's member names."""
+    names = set(job.parties) | {job.dealer}
+    out = [i.split(":", 1)[1] if i.startswith("party:") else i for i in identities]
+    return tuple(m for m in out if m in names)
+
+
+def _cut_links(lost_from: dict) -> list:
+    """Pairs of members each of whose workers lost the other: a broken link
+    between them (a party gone silent is named by the others, and names no one)."""
+    return sorted({tuple(sorted((a, b))) for a, peers in lost_from.items() for b in peers
+                   if a in lost_from.get(b, ())})
 
 
 def _merge(first: Step, then: Step) -> Step:
     return Step(then.phase, first.effects + then.effects, {**first.updates, **then.updates})
 
 
-def blame(job: JobRun, peer_lost: Optional[dict] = None) -> Step:
-    """Fail a job after MPC peer-loss reports, naming the party at fault."""
+def blame(job: JobRun, peer_lost: Optional[dict] = None,
+          lost_from: Optional[dict] = None) -> Step:
+    """Fail a job after MPC peer-loss reports, naming the party at fault, or the
+    pair of parties that cannot reach each other."""
     lost = job.peer_lost if peer_lost is None else peer_lost
+    cut = _cut_links(job.lost_from if lost_from is None else lost_from)
     reporters = [p for p in job.parties if p in lost]
     silent = [p for p in job.parties if p not in lost and p not in job.finished]
-    if silent:
+    if cut:
+        pairs = "; ".join(f"{a} and {b}" for a, b in cut)
+        reason = (f"the link between {pairs} is broken: each one's worker lost contact "
+                  "with the other (" + "; ".join(f"party {p}: {lost[p]}" for p in reporters
+                                                 if any(p in c for c in cut)) + ")")
+    elif silent:
         reason = (f"party {', '.join(silent)} stopped answering: the workers of "
                   f"{', '.join(reporters)} lost contact with it ({lost[reporters[0]]})")
     else:

@@ -652,7 +652,8 @@ class PartyNode:
                 why = f"worker died (signal {-code})"
             else:
                 why = f"worker exited with code {code}"
-            self._fail(job, why, peer_lost=peer_lost)
+            self._fail(job, why, peer_lost=peer_lost,
+                       lost_peers=(outcome or {}).get("lost_peers") or ())
         self._forget(job)
 
     def _finished(self, job: Job, run: pb.Run, res: dict) -> None:
@@ -681,9 +682,11 @@ class PartyNode:
     def _header(job: Job) -> list:
         return output.header(job.columns, len(job.spec.bounds_lo))
 
-    def _fail(self, job: Job, reason: str, peer_lost: bool = False) -> None:
+    def _fail(self, job: Job, reason: str, peer_lost: bool = False,
+              lost_peers=()) -> None:
         log.warning("job %s failed: %s", job.id, reason)
-        self._last_reply(job, failed=pb.Failed(reason=reason, peer_lost=peer_lost))
+        self._last_reply(job, failed=pb.Failed(reason=reason, peer_lost=peer_lost,
+                                               lost_peers=list(lost_peers)))
         self._forget(job)
 
     def _on_cancel(self, c: pb.Cancel) -> None:

@@ -101,7 +101,8 @@ def main() -> int:
     except MPCError as exc:
         # a peer left, or connecting / an exchange timed out (PeerLost): the
         # coordinator then looks for the party at fault
-        emit({"error": str(exc), "peer_lost": isinstance(exc, PeerLost)})
+        emit({"error": str(exc), "peer_lost": isinstance(exc, PeerLost),
+              "lost_peers": list(getattr(exc, "peers", ()))})
         return 2
     except Exception as exc:  # noqa: BLE001 - report the kind, never the payload
         emit({"error": f"worker failed: {type(exc).__name__}"})

@@ -17,14 +17,17 @@ class MPCError(RuntimeError):
 class PeerLost(MPCError):
     """A peer left, could not be reached or stopped answering in time. The
     party node reports it as such, and the coordinator then looks for the party
-    at fault. The message is ``"<detail>: " + PEER_LOST``."""
+    at fault. The message is ``"<detail>: " + PEER_LOST``; ``peers`` names the
+    identities this rank lost (the ones it waited for or could not send to),
+    so that a cut link can be told from a party gone silent."""
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, peers: tuple = ()):
         super().__init__(f"{detail}: {PEER_LOST}")
         self.detail = detail
+        self.peers = tuple(peers)
 
     def __reduce__(self):
-        return (type(self), (self.detail,))
+        return (type(self), (self.detail, self.peers))
 
 
 class Refused(Exception):

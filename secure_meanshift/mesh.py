@@ -296,7 +296,7 @@ class Mesh:
                 _close(sock)
                 if time.monotonic() + delay > deadline:
                     raise PeerLost(f"could not reach rank {r} ({peer.identity}) at "
-                                   f"{peer.host}:{peer.port}") from None
+                                   f"{peer.host}:{peer.port}", (peer.identity,)) from None
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
 
@@ -310,7 +310,8 @@ class Mesh:
         while expected:
             if time.monotonic() > deadline:
                 names = ", ".join(f"rank {r} ({self.peers[r].identity})" for r in sorted(expected))
-                raise PeerLost(f"{names} did not connect in time")
+                raise PeerLost(f"{names} did not connect in time",
+                               tuple(self.peers[r].identity for r in sorted(expected)))
             try:
                 raw, addr = lst.accept()
                 threading.Thread(target=self._handshake, daemon=True,
@@ -385,6 +386,16 @@ class Mesh:
         link = self.links.get(rank)
         return link.received if link is not None else 0
 
+    def _timed_out(self, need: Optional[int]) -> PeerLost:
+        """The timeout, naming the ranks it waited for: the one whose frame it
+        needs, and those that did not take the bytes owed to them."""
+        ranks = sorted({lk.rank for lk in self.links.values() if lk.out}
+                       | ({need} if need is not None else set()))
+        names = tuple(self.peers[r].identity for r in ranks)
+        who = ", ".join(f"rank {r} ({n})" for r, n in zip(ranks, names))
+        return PeerLost(f"no answer within {self.timeout_s:.0f} s"
+                        + (f" from {who}" if who else ""), names)
+
     def pump(self, done: Callable[[], bool], need: Optional[int] = None) -> None:
         """Send and receive on every link until done(); a peer that closed
         fails the job only if we still wait for it (need) or owe it bytes."""
@@ -399,7 +410,7 @@ class Mesh:
                 if link.closed and (link.out or link.rank == need) and not (
                         link.rank == need and link.frames and not link.out):
                     raise PeerLost(f"rank {link.rank} ({self.peers[link.rank].identity}) "
-                                   "closed its connection")
+                                   "closed its connection", (self.peers[link.rank].identity,))
             for lk in self.links.values():
                 if bool(lk.out) != lk.watching_write:
                     lk.watching_write = bool(lk.out)
@@ -407,7 +418,7 @@ class Mesh:
                                      | (selectors.EVENT_WRITE if lk.out else 0), lk)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise PeerLost(f"no answer within {self.timeout_s:.0f} s")
+                raise self._timed_out(need)
             events = self._sel.select(timeout=min(left, 1.0))
             for key, mask in events:
                 if mask & selectors.EVENT_READ:

@@ -8,11 +8,11 @@ from secure_meanshift.runtime import _aborted
 
 
 def test_peer_lost_is_an_mpc_error_with_the_known_message_and_survives_pickling():
-    exc = PeerLost("rank 1 (party:b) closed its connection")
+    exc = PeerLost("rank 1 (party:b) closed its connection", ("party:b",))
     assert isinstance(exc, MPCError)
     assert str(exc) == f"rank 1 (party:b) closed its connection: {PEER_LOST}"
     back = pickle.loads(pickle.dumps(exc))
-    assert type(back) is PeerLost and str(back) == str(exc)
+    assert type(back) is PeerLost and str(back) == str(exc) and back.peers == ("party:b",)
 
 
 def test_unexpected_exceptions_become_peer_lost_only_when_they_say_so():

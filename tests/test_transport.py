@@ -43,6 +43,21 @@ def test_local_links_carry_frames_and_count_bytes():
         lk.close()
 
 
+def test_a_timeout_names_the_ranks_it_waited_for():
+    """What lets the coordinator tell a cut link from a silent party."""
+    ends = socket_pairs(3)
+    links = [LocalLinks(r, dict(ends[r]), timeout_s=0.3) for r in range(3)]
+    with pytest.raises(PeerLost) as err:
+        links[0].recv(2)                               # rank 2 never sends
+    assert err.value.peers == ("local:2",) and "from rank 2 (local:2)" in str(err.value)
+    links[1].close()
+    with pytest.raises(PeerLost) as err:
+        links[2].recv(1)
+    assert err.value.peers == ("local:1",)
+    for lk in (links[0], links[2]):
+        lk.close()
+
+
 def test_keep_own_closes_the_other_ranks_ends():
     ends = socket_pairs(2)
     mine = keep_own(ends, 0)

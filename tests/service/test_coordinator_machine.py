@@ -127,6 +127,34 @@ def test_peer_loss_blames_the_silent_party_after_the_grace():
     assert s.effects[0].reason.startswith("party beta, gamma stopped answering")
 
 
+def test_a_cut_link_names_the_pair_not_every_party():
+    """beta and gamma cannot reach each other; alpha reaches both. Each worker
+    names the ranks it waited for: the mutual pair is the broken link."""
+    j = job(("alpha", "beta", "gamma"))
+    running(j)
+    lost = lambda *who: pb.Failed(reason="no answer within 30 s", peer_lost=True,  # noqa: E731
+                                  lost_peers=[f"party:{w}" for w in who])
+    s = step(j, machine.reply(j, "alpha", "failed", lost("beta"), 10, T))
+    assert kinds(s) == ["Emit"] and j.phase == Phase.RUNNING
+    step(j, machine.reply(j, "beta", "failed", lost("gamma"), 10.5, T))
+    assert j.phase == Phase.RUNNING               # no pair yet: beta may be the silent one
+    s = step(j, machine.reply(j, "gamma", "failed", lost("beta"), 10.6, T))
+    assert j.phase == Phase.FAILED
+    assert s.effects[-1].reason.startswith("the link between beta and gamma is broken")
+    assert "alpha" not in s.effects[-1].reason
+
+
+def test_a_silent_party_is_blamed_even_if_its_peers_name_it():
+    j = job(("alpha", "beta", "gamma"))
+    running(j)
+    for who, t in (("alpha", 10), ("beta", 10.2)):
+        step(j, machine.reply(j, who, "failed", pb.Failed(
+            reason="no answer", peer_lost=True, lost_peers=["party:gamma"]), t, T))
+    s = step(j, machine.tick(j, 13, T))
+    assert j.phase == Phase.FAILED and s.effects[0].reason.startswith(
+        "party gamma stopped answering")
+
+
 def test_deadlines_agreement_job_and_queue():
     j = job()
     step(j, machine.dispatch(j, 0.0, T))

@@ -263,3 +263,42 @@ def test_half_open_connection_is_noticed_and_the_node_rejoins(tmp_path, namespac
             sh("ip", "netns", "exec", ns, "iptables", "-D", chain, flag, dev, "-j", "DROP",
                check=False)
         c.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_cut_link_between_two_parties_names_that_pair(tmp_path, namespaces):
+    """beta and gamma stop reaching each other (a firewall rule in beta's host);
+    both still reach alpha, the dealer and the coordinator. The job fails naming
+    the link between beta and gamma, not alpha, and the next job runs once the
+    rule is gone."""
+    import time
+
+    c = netns_cluster(tmp_path, namespaces)
+    c.start()
+    ns, gamma_ip = namespaces["ns"]["beta"], f"{SUBNET}.12"
+    rules = [["INPUT", "-s", gamma_ip], ["OUTPUT", "-d", gamma_ip]]
+    try:
+        cl = c.client()
+        job = cl.submit(c.spec(max_iter=300, oblivious=True, dust=12))
+        for ev in cl.watch(job["job_id"], deadline_s=120):
+            if ev.get("stage") == "iteration":
+                break
+        t0 = time.time()
+        for chain, flag, ip in rules:
+            sh("ip", "netns", "exec", ns, "iptables", "-I", chain, flag, ip, "-j", "DROP")
+        info = cl.wait(job["job_id"], deadline_s=120)
+        assert info["state"] == "failed", info
+        assert info["reason"].startswith("the link between beta and gamma is broken"), info
+        assert "alpha" not in info["reason"].split("(")[0]
+        assert time.time() - t0 < 90
+        for chain, flag, ip in rules:
+            sh("ip", "netns", "exec", ns, "iptables", "-D", chain, flag, ip, "-j", "DROP")
+        nxt = cl.wait(cl.submit(c.spec())["job_id"], deadline_s=150)
+        assert nxt["state"] == "succeeded", nxt
+        cl.close()
+    finally:
+        for chain, flag, ip in rules:
+            sh("ip", "netns", "exec", ns, "iptables", "-D", chain, flag, ip, "-j", "DROP",
+               check=False)
+        c.stop()
