@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -114,6 +114,12 @@ class LocalData:
         """Every row in memory (exact mode, the secure bandwidth estimate),
         clipped into the bounds when the check was told to clip."""
         return self._clipped(read_all(self.src))
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The rows chunk by chunk (bounded memory), clipped like ``points``: what
+        the DP histogram counts (privacy.count_cells)."""
+        for _, arr in iter_chunks(self.src):
+            yield self._clipped(arr)
 
     def _clipped(self, arr: np.ndarray) -> np.ndarray:
         return arr if self._clip is None else np.clip(arr, self._clip[0], self._clip[1])

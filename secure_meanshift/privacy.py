@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -216,13 +216,22 @@ def cell_index(unit_points: np.ndarray, p: "MeanShiftParams") -> np.ndarray:
 def local_counts(points: np.ndarray, p: "MeanShiftParams") -> np.ndarray:
     """This party's exact (int64) count per public cell, rows clipped into the public
     bounds first: one record always changes exactly one count by one."""
+    return count_cells([points], p)[0]
+
+
+def count_cells(chunks: Iterable[np.ndarray], p: "MeanShiftParams") -> tuple:
+    """(exact int64 count per public cell, rows): local_counts over row chunks, so
+    a data set read where it lives (local_data.LocalData.chunks) never has to
+    fit in memory: only one chunk and the grid's counts do."""
     from .data import check_finite, to_unit
 
-    x = check_finite(points, "points", p.dim)
-    x = np.clip(x, p.lo, np.asarray(p.bounds[1], float))
-    cells = int(np.prod(grid_shape(p)))
-    return np.bincount(cell_index(to_unit(x, p.lo, p.scale), p), minlength=cells
-                       ).astype(np.int64)
+    total = np.zeros(int(np.prod(grid_shape(p))), np.int64)
+    hi, rows = np.asarray(p.bounds[1], float), 0
+    for arr in chunks:
+        x = np.clip(check_finite(arr, "points", p.dim), p.lo, hi)
+        total += np.bincount(cell_index(to_unit(x, p.lo, p.scale), p), minlength=len(total))
+        rows += len(arr)
+    return total, rows
 
 
 @functools.lru_cache(maxsize=16)
@@ -247,13 +256,15 @@ class NoisyHistogram:
     noise: Optional[np.ndarray] = None
 
 
-def local_release(points: np.ndarray, p: "MeanShiftParams", keep_noise: bool = False
+def local_release(points, p: "MeanShiftParams", keep_noise: bool = False
                   ) -> NoisyHistogram:
-    """The local mechanism every party runs before sharing anything in DP mode."""
-    exact = local_counts(points, p)
+    """The local mechanism every party runs before sharing anything in DP mode.
+    ``points``: an (n, d) array, or rows where they live (anything with a
+    ``chunks()`` method yielding (m, d) arrays: local_data.LocalData)."""
+    exact, rows = count_cells([points] if isinstance(points, np.ndarray)
+                              else points.chunks(), p)
     noisy = add_noise(exact, noise_scale(p.privacy))
-    return NoisyHistogram(grid_cells(p), noisy, len(points),
-                          noisy - exact if keep_noise else None)
+    return NoisyHistogram(grid_cells(p), noisy, rows, noisy - exact if keep_noise else None)
 
 
 def clamp_threshold(p: "MeanShiftParams", world: int) -> int:

@@ -274,8 +274,8 @@ def prepare_local(points, params: MeanShiftParams, name: str = "points",
 def _check_before_connecting(points, params: MeanShiftParams, name: str, clip: bool,
                              before: Optional[Callable]) -> tuple:
     """(points, n_rows, clipped, summary made in advance or None, its cell)."""
-    if isinstance(points, LocalData) and params.dp:
-        points = points.points()        # the DP histogram counts rows in memory
+    if isinstance(points, LocalData) and params.dp:     # counted chunk by chunk later
+        return points, points.check(params.bounds, name, clip=True), 0, None, None
     if isinstance(points, LocalData):
         n_rows = points.check(params.bounds, name, clip=clip)
         local = None

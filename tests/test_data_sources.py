@@ -388,3 +388,26 @@ def test_node_scan_per_engine(tmp_path):
                               "dask_scheduler": "tcp://127.0.0.1:1"})
     st = datasets.check("tx", Dataset(src.path, None, src))   # metadata only: no cluster
     assert st.available and st.columns == ["a", "b"]
+
+
+def test_dp_histogram_is_counted_chunk_by_chunk_from_the_source(tmp_path, monkeypatch):
+    """A DP job reads a data set where it lives: the noisy histogram's exact
+    counts come from the source's chunks (never every row in memory), equal to
+    the counts of the same rows in memory, rows outside the bounds clipped."""
+    from secure_meanshift.params import MeanShiftParams
+    from secure_meanshift.privacy import local_counts, local_release
+    from secure_meanshift.runtime import _check_before_connecting
+
+    x = np.random.default_rng(3).uniform(-0.1, 1.1, size=(9_000, 2))
+    csv = tmp_path / "p.csv"
+    np.savetxt(csv, x, delimiter=",", header="a,b", comments="", fmt="%.6f")
+    x = np.loadtxt(csv, delimiter=",", skiprows=1)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]),
+                        privacy={"epsilon": 1.0, "delta": 1e-6})
+    data = LocalData(parse_source("p", {"path": str(csv), "chunk_rows": 1000}))
+    monkeypatch.setattr(LocalData, "points", lambda self: pytest.fail("read into memory"))
+    got, n_rows, *_ = _check_before_connecting(data, p, "p", clip=True, before=None)
+    assert got is data and n_rows == 9_000
+    rel = local_release(data, p, keep_noise=True)
+    np.testing.assert_array_equal(rel.counts - rel.noise, local_counts(x, p))
+    assert rel.points == 9_000
