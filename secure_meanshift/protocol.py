@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .mpc._compat import import_crypten
-from .mpc.dealer import fixed_operand, phase, prime_fixed, square_and_matmul
+from .mpc.beaver import fixed_operand, phase, prime_fixed, square_and_matmul
 from .disclosure import disclose, record
 from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
