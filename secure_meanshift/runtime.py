@@ -173,10 +173,8 @@ class _Session:
         from .mpc import correlations, crypten_patches, csprng
         from .mpc.communicator import MeshCommunicator
 
-        crypten = import_crypten()
         c = self.cfg
         torch.set_num_threads(max(1, c.threads))
-        crypten.cfg.encoder.precision_bits = 16   # bulk work; see fixedpoint.BULK_BITS
         if self.mesh is None:
             self.mesh = _connect(c)
         mesh = self.mesh

@@ -10,6 +10,7 @@ nowhere else) for one session, and undone after it:
 - protocols: CrypTen's Beaver protocols and MPCTensor's ``_ltz`` become the
   dealer-fed ones of beaver.py; CrypTen's own tuple providers, and the
   protocols mean-shift never uses, refuse to run;
+- config: fixed-point precision fixedpoint.BULK_BITS for bulk work;
 - speed: CrypTen's config as plain attributes (:func:`freeze_config`), copies
   without a zero sharing (:func:`fast_copies`), method calls without the
   autograd and validation wrappers (:func:`lean_dispatch`).
@@ -30,6 +31,7 @@ from ._compat import import_crypten
 from .communicator import MeshCommunicator
 from .correlations import Correlations
 from .csprng import Stream
+from .fixedpoint import BULK_BITS
 from ..errors import MPCError
 
 _REFUSED = ("wraps", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
@@ -40,6 +42,7 @@ def install_session(comm: MeshCommunicator, corr: Correlations) -> None:
     the session's keys) for one session: ``comm`` carries every message,
     ``corr`` feeds every protocol."""
     crypten = import_crypten()
+    crypten.cfg.encoder.precision_bits = BULK_BITS
     freeze_config(crypten)
     fast_copies(crypten)
     lean_dispatch(crypten)
