@@ -173,9 +173,3 @@ def _cert_identity(tls: TLSFiles, given: str) -> str:
     except (IdentityError, OSError, ValueError):
         return given
 
-
-def client_from_env(**kw) -> Client:
-    """Address/TLS from SMS_COORDINATOR, SMS_TLS_DIR, SMS_IDENTITY (notebook convenience)."""
-    return Client(os.environ.get("SMS_COORDINATOR", "localhost:50051"),
-                  tls_dir=os.environ.get("SMS_TLS_DIR"), identity=os.environ.get("SMS_IDENTITY", ""),
-                  **kw)

@@ -78,7 +78,3 @@ def get_kernel(name: str) -> Kernel:
 def plain_kernel(sq_dist: np.ndarray, p) -> np.ndarray:
     return KERNELS[p.kernel].plain(sq_dist, p)
 
-
-def secure_kernel(sq_dist, p):
-    """Returns an MPCTensor of weights."""
-    return KERNELS[p.kernel].secure(sq_dist, p)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
+from .data import POINT_BITS, check_finite, quantise_points, to_unit
 from .errors import InputError
 
 if TYPE_CHECKING:                      # params imports this module
@@ -216,8 +217,6 @@ def cell_index(unit_points: np.ndarray, p: "MeanShiftParams") -> np.ndarray:
 def local_counts(points: np.ndarray, p: "MeanShiftParams") -> np.ndarray:
     """This party's exact (int64) count per public cell, rows clipped into the public
     bounds first: one record always changes exactly one count by one."""
-    from .data import check_finite, to_unit
-
     x = check_finite(points, "points", p.dim)
     x = np.clip(x, p.lo, np.asarray(p.bounds[1], float))
     cells = int(np.prod(grid_shape(p)))
@@ -265,8 +264,6 @@ def clamp_threshold(p: "MeanShiftParams", world: int) -> int:
 def dp_params(p: "MeanShiftParams", world: int) -> "MeanShiftParams":
     """The parameters the DP run uses: min_weight raised to KEEP_STDS joint noise
     standard deviations, so noise alone rarely makes a cluster."""
-    from dataclasses import replace
-
     keep = KEEP_STDS * math.sqrt(world) * noise_scale(p.privacy)
     return replace(p, min_weight=max(float(p.min_weight), keep))
 
@@ -285,8 +282,6 @@ def twin_inputs(parts: Sequence[np.ndarray], p: "MeanShiftParams",
     (cells, d) on the engine's 2^-16 grid, clamped joint weights (cells,), public
     seeds (m, d), the DP run's parameters). ``noise``: the parties' total noise
     per cell (from a secure run, to compare); default: fresh noise from each party."""
-    from .plaintext import quantise_points
-
     world = len(parts)
     exact = np.sum([local_counts(q, p) for q in parts], axis=0)
     if noise is None:
@@ -337,7 +332,6 @@ def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
     from .mpc._compat import import_crypten
     from .disclosure import disclose
     from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
-    from .plaintext import POINT_BITS, quantise_points
 
     crypten = import_crypten()
     x = quantise_points(cells)
@@ -361,6 +355,4 @@ def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
 
 def shared_grid_seeds(p: "MeanShiftParams"):
     """(m, d) public seeds (grid_seeds on the 2^-16 grid) as shares, 16 bits."""
-    from .plaintext import quantise_points
-
     return _public(quantise_points(grid_seeds(p)))

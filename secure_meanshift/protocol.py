@@ -43,7 +43,7 @@ from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
 from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
-from .plaintext import POINT_BITS, quantise_points
+from .data import POINT_BITS, quantise_points
 from .seeds import local_peaks
 
 # Rows per Beaver matmul when fixed-point weights meet fixed-point points: the
@@ -174,7 +174,7 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     weight sum. dom_ij = [I_j - I_i +- ulp >= 0] (ties: lower index wins),
     A = dom * close, then rounds of keep_i = nonempty_i * [no j: A_ij keep_j]:
     after round t the t highest-ranked centroids are final, so m rounds give the
-    greedy answer (plaintext.merge_keep_intensity). One batched comparison, then
+    greedy answer (merge.merge_keep_intensity). One batched comparison, then
     for m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
     opened; for more centroids _merge_rounds_by_counts."""
     m = c.size(0)

@@ -34,6 +34,8 @@ from .mpc.transport import Transport
 from .params import MeanShiftParams, resolve_summary
 from .protocol import Progress, SecureResult, run_protocol
 
+TORCH_THREADS = 1     # per rank: a job's ranks often share a machine's cores
+
 __all__ = ["MPCConfig", "Peer", "LinkSecurity", "PartyOutcome", "run_party", "run_dealer",
            "PEER_LOST", "PROVIDERS", "TRANSPORTS"]
 
@@ -66,7 +68,6 @@ class MPCConfig:
     provider: str = "dealer"
     context: str = ""
     timeout_s: float = 60.0
-    threads: int = 1
     listen_host: Optional[str] = None   # bind address if not this rank's advertised host
                                         # ("" = every interface)
 
@@ -174,7 +175,7 @@ class _Session:
         from .mpc.communicator import MeshCommunicator
 
         c = self.cfg
-        torch.set_num_threads(max(1, c.threads))
+        torch.set_num_threads(TORCH_THREADS)
         if self.mesh is None:
             self.mesh = _connect(c)
         mesh = self.mesh
@@ -224,7 +225,7 @@ def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
 
     from .mpc.dealer_service import serve
 
-    torch.set_num_threads(max(1, mpc.threads))
+    torch.set_num_threads(TORCH_THREADS)
     mesh = transport if transport is not None else _connect(mpc)
     try:
         return serve(mesh, mpc.world_size)
