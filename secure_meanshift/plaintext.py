@@ -16,7 +16,9 @@ from .mpc.division import EMPTY_BELOW
 from .kernels import plain_kernel
 from .merge import merge_keep, merge_keep_intensity, sq_distances
 from .params import MeanShiftParams, dust_indices, resolve_seeding
+from .privacy import twin_inputs
 from .seeds import local_peaks
+from .summary import summarize
 
 
 @dataclass
@@ -105,15 +107,11 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
     (data.check_points: 2-D, the job's width, not empty, finite, inside the
     bounds), raising InputError."""
     if p.dp:
-        from .privacy import twin_inputs
-
         x, w, seeds, p = twin_inputs(parts, p, noise)
         return _run_twin(x, w, seeds, p)
     parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
     units = [to_unit(q, p.lo, p.scale) for q in parts]
     if p.summary is not None and weights is None:
-        from .summary import summarize
-
         pairs = [summarize(u, p.h_unit * p.summary) for u in units]
         units, weights = [a for a, _ in pairs], [b for _, b in pairs]
     units = [quantise_points(u) for u in units]    # the engine's 2^-16 grid

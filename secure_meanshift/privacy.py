@@ -23,9 +23,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
+import torch
 
 from .data import POINT_BITS, check_finite, quantise_points, to_unit
+from .disclosure import disclose
 from .errors import InputError
+from .mpc._compat import import_crypten
+from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 
 if TYPE_CHECKING:                      # params imports this module
     from .params import MeanShiftParams
@@ -79,7 +83,7 @@ class PrivacySpec:
 # ---- calibration and accounting (OpenDP) -----------------------------------
 
 def _opendp():
-    import opendp.prelude as dp
+    import opendp.prelude as dp  # a large native library (seconds to load): DP jobs only
 
     dp.enable_features("contrib")
     return dp
@@ -312,10 +316,6 @@ class SharedHistogram:
 
 def _public(values: np.ndarray):
     """Public values as shares (rank 0 shares them; everyone knows them)."""
-    import torch
-
-    from .mpc._compat import import_crypten
-
     return import_crypten().cryptensor(torch.from_numpy(np.ascontiguousarray(values)).float(),
                                        src=0)
 
@@ -326,12 +326,7 @@ def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
     their (local) sum; w = n [n >= tau] in one batched comparison; then [w x, w]
     exactly (w times the public integer encodings of x: no truncation). One value
     is opened: sum(w), the public bound of the division (post-processing)."""
-    import torch
-    from crypten.encoder import FixedPointEncoder
-
-    from .mpc._compat import import_crypten
-    from .disclosure import disclose
-    from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     crypten = import_crypten()
     x = quantise_points(cells)

@@ -43,6 +43,7 @@ from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
 from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
+from .privacy import share_histogram, shared_grid_seeds
 from .data import POINT_BITS, quantise_points
 from .seeds import local_peaks
 
@@ -471,8 +472,6 @@ def _share_dp(cells: np.ndarray, counts: np.ndarray, params: MeanShiftParams, ra
     """DP mode: the parties' noisy histograms on the public grid, joined and clamped
     on shares (privacy.share_histogram); the public cells count as rank 0's rows,
     the seeds are the public grid's. Nothing about any party's size is exchanged."""
-    from .privacy import share_histogram, shared_grid_seeds
-
     h = share_histogram(cells, counts, params, rank, world)
     sh = Shared(h.params, rank, world, [len(h.x)], h.total, h.x, 0, float(max(1, h.total)),
                 h.pts, h.sqn, h.upd)

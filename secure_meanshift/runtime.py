@@ -23,16 +23,22 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import torch
 
-from .mpc._compat import import_crypten
 from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
-from .mpc.correlations import PROVIDERS
 from .errors import PEER_LOST, InputError, MPCError, PeerLost
 from .local_data import LocalData
+from .mpc import correlations, crypten_patches, csprng
+from .mpc._compat import import_crypten
+from .mpc.communicator import MeshCommunicator
+from .mpc.correlations import PROVIDERS
+from .mpc.dealer_service import serve
 from .mpc.mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
 from .mpc.transport import Transport
 from .params import MeanShiftParams, resolve_summary
+from .privacy import local_release
 from .protocol import Progress, SecureResult, run_protocol
+from .summary import summarize
 
 TORCH_THREADS = 1     # per rank: a job's ranks often share a machine's cores
 
@@ -169,11 +175,6 @@ class _Session:
         self.corr = None
 
     def __enter__(self):
-        import torch
-
-        from .mpc import correlations, crypten_patches, csprng
-        from .mpc.communicator import MeshCommunicator
-
         c = self.cfg
         torch.set_num_threads(TORCH_THREADS)
         if self.mesh is None:
@@ -202,14 +203,12 @@ class _Session:
         return self
 
     def __exit__(self, exc_type, *exc):
-        from .mpc.crypten_patches import uninstall_session
-
         try:
             if exc_type is None and self.corr is not None:
                 self.corr.finish()
         except MPCError:
             pass
-        uninstall_session()
+        crypten_patches.uninstall_session()
         if self.mesh is not None:
             self.mesh.close()
         return False
@@ -221,10 +220,6 @@ def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
     of values dealt."""
     if not mpc.is_dealer:
         raise InputError("rank: the dealer's rank is world_size")
-    import torch
-
-    from .mpc.dealer_service import serve
-
     torch.set_num_threads(TORCH_THREADS)
     mesh = transport if transport is not None else _connect(mpc)
     try:
@@ -257,7 +252,6 @@ def prepare_local(points, params: MeanShiftParams, name: str = "points",
     unit = to_unit(x, params.lo, params.scale)
     if params.summary is None:
         return unit, None, len(x)
-    from .summary import summarize
 
     reps, w = summarize(unit, params.h_unit * params.summary)
     return reps, w, len(x)
@@ -317,8 +311,6 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
             if params.summary == "auto":
                 params = replace(params, summary=resolve_summary("auto", _total_points(n_rows)))
             if params.dp:
-                from .privacy import local_release
-
                 rel = local_release(points, params, keep_noise)
                 rows, weights, n, noise = rel.cells, rel.counts, len(rel.cells), rel.noise
             elif pre is not None and params.summary == local:
@@ -338,8 +330,6 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
 
 
 def _total_points(n: int) -> int:
-    import torch
-
     crypten = import_crypten()
     return int(sum(int(t) for t in crypten.comm.get().all_gather(torch.tensor([n]))))
 

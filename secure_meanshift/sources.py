@@ -26,6 +26,7 @@ or a YAML file given to ``simulate --party-data``)::
 
 from __future__ import annotations
 
+import csv
 import glob
 import numbers
 import os
@@ -34,7 +35,9 @@ from decimal import Decimal
 from typing import Iterator, Optional
 
 import numpy as np
+import yaml
 
+from .data import PointsFileError, iter_csv_points
 from .errors import InputError
 
 KINDS = ("csv", "npy", "parquet", "sql")
@@ -209,8 +212,6 @@ def source_from_arg(arg: str, columns=None, key: str = "") -> Source:
     glob; or a YAML file holding one data-set mapping (as in the node config:
     ``sql:``/``url:``/``password_env:``, ``summary_engine:`` ...)."""
     if arg.lower().endswith((".yaml", ".yml")):
-        import yaml
-
         try:
             with open(arg) as fh:
                 d = yaml.safe_load(fh)
@@ -271,8 +272,6 @@ def named_chunks(src: Source) -> Iterator[tuple[list, int, np.ndarray]]:
 
 
 def _csv_chunks(src: Source):
-    from .data import PointsFileError, iter_csv_points
-
     if not os.path.isfile(src.path):
         raise SourceError(src.key, "file not found", src.where)
     try:           # names line, column and rule: no path, no value
@@ -284,8 +283,6 @@ def _csv_chunks(src: Source):
 
 def csv_header(src: Source) -> tuple[list, list]:
     """(all header names, indices of the chosen columns) of a CSV source."""
-    import csv
-
     if not os.path.isfile(src.path):
         raise SourceError(src.key, "file not found", src.where)
     try:

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .data import POINT_BITS
 from .errors import InputError
 
 # The secure engine shares points on a grid of 2^-16 of the widest feature's span
@@ -321,8 +322,6 @@ def check_inside(parties: Sequence[np.ndarray], bounds, names=None) -> None:
 
 def grid_step(bounds) -> float:
     """The data-unit step of the grid the secure engine shares points on."""
-    from .data import POINT_BITS
-
     span = np.subtract(np.asarray(bounds[1], float), np.asarray(bounds[0], float))
     return float(np.max(span)) * 2.0 ** -POINT_BITS
 
@@ -331,8 +330,6 @@ def check_grid(bounds, bandwidth: float, names=None) -> float:
     """Refuse (InputError) when the fixed-point grid is coarser than h/32, warn
     (PrecisionWarning) above h/100. Returns step / h. The message gives ratios
     and thresholds only, never the span itself (derived from the data)."""
-    from .data import POINT_BITS
-
     span = np.subtract(np.asarray(bounds[1], float), np.asarray(bounds[0], float))
     j = int(np.argmax(span))
     ratio = grid_step(bounds) / float(bandwidth)

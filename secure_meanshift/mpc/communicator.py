@@ -139,7 +139,6 @@ class MeshCommunicator:
         return torch.cat([t.reshape(-1) for t in parts]) if len(parts) > 1 else \
             parts[0].reshape(-1)
 
-
     @staticmethod
     def _combine(acc: torch.Tensor, other: torch.Tensor, op) -> torch.Tensor:
         if op == ReduceOp.BXOR:
