@@ -21,9 +21,21 @@ import argparse
 import json
 import logging
 import os
+import signal
+import sqlite3
 import sys
+import threading
+import time
 
+from party_node.state import NodeState, spent, state_path
+
+from .probe import node_health
 from .watch import follow
+
+# Each command imports the rest of what it needs inside its function: the
+# engine (torch) and grpc load only for the commands that use them, so that
+# `job list`, `job cancel` and the health probes start at once
+# (tests/test_probe.py).
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
 
@@ -291,9 +303,6 @@ def _out(args, text: str, data) -> None:
 
 
 def _serve(args) -> int:
-    import signal
-    import threading
-
     from coordinator.server import Limits, serve
     from meanshift_rpc.tls import TLSFiles
 
@@ -346,9 +355,6 @@ def _serve(args) -> int:
 
 
 def _audit(args) -> int:
-    import sqlite3
-    import time
-
     if not os.path.exists(args.db):
         print(f"error: no coordinator database at {args.db}", file=sys.stderr)
         return EXIT_USAGE
@@ -406,8 +412,6 @@ def _node(args, role: str = "party") -> int:
 
 
 def _node_health(args) -> int:
-    from .probe import node_health
-
     cfg = _load_node_config(args.config)
     if cfg is None:
         return EXIT_USAGE
@@ -422,10 +426,6 @@ def _node_health(args) -> int:
 def _node_budget(args) -> int:
     """Each data set's privacy budget, its charges (job, time, epsilon, delta) and
     what remains, from the node's ledger (read only)."""
-    import time
-
-    from party_node.state import NodeState, spent, state_path
-
     cfg = _load_node_config(args.config)
     if cfg is None:
         return EXIT_USAGE
@@ -569,9 +569,6 @@ def _client_command(args) -> int:
 
 def _dashboard(c, args) -> int:
     """Serve the dashboard until interrupted (Ctrl-C or SIGTERM)."""
-    import signal
-    import threading
-
     from .dashboard import start
 
     if not 0 <= args.port < 65536 or args.refresh < 0.5 or args.jobs < 1:
@@ -665,7 +662,7 @@ def _dispatch(c, args) -> int:
         _out(args, "\n".join(_job_line(j) for j in jobs) or "no jobs", jobs)
         return EXIT_OK
     if a == "result":
-        import numpy as np
+        import numpy as np  # only this command needs it (see the note at the imports)
 
         cents, columns = c.result_table(args.job_id)
         gone = getattr(c, "suppressed", 0) or 0

@@ -46,6 +46,7 @@ A dealer node uses the same file with ``dealer_id: <name>`` instead of
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import struct
@@ -205,8 +206,6 @@ IFNAMSIZ = 16
 def interface_ipv4(ifname: str) -> str:
     """The IPv4 address of the network interface ``ifname`` (Linux); OSError if there
     is no such interface or it has no IPv4 address."""
-    import fcntl
-
     name = ifname.encode()
     if not sys.platform.startswith("linux"):
         raise OSError("reading an interface's address is supported on Linux only")
