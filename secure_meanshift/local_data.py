@@ -174,7 +174,7 @@ def _q(name: str) -> str:
 
 
 def _duckdb(src: Source):
-    import duckdb
+    import duckdb  # loaded only for the data sources that use it (start-up cost)
 
     tmp = os.path.join(tempfile.gettempdir(), "sms-duckdb")
     os.makedirs(tmp, mode=0o700, exist_ok=True)
@@ -200,7 +200,7 @@ def _duckdb_from(src: Source, names: list) -> tuple[str, list, dict]:
 def _duckdb_check(src: Source, names, lo, hi) -> Optional[int]:
     """Row count if every row is fine, None if some is not (the numpy pass then
     names the first one) or DuckDB cannot read the data."""
-    import duckdb
+    import duckdb  # loaded only for the data sources that use it (start-up cost)
 
     frm, exprs, params = _duckdb_from(src, names)
     conds = []

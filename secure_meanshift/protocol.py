@@ -234,7 +234,7 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
 
 def _int_view(x):
     """The same shares read as integers (scale 1): x's fixed-point encoding itself."""
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     y = x.clone()
     y.encoder = FixedPointEncoder(precision_bits=0)
@@ -260,7 +260,7 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     none) of magnitude < d 2^(2P+2), and its sign is exactly the flat kernel's
     test for the centroid the parties hold. C.C and C.X share one opening.
     Returns T relabelled at 16 bits (same shares, same sign) for ge_zero."""
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     sq, cx = square_and_matmul(_int_view(c), xi_t)              # C*C, C.X (m, n)
     cc = sq.sum(dim=1, keepdim=True)

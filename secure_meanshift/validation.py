@@ -93,7 +93,7 @@ def _ndim(obj) -> int:
 
 def _reject_sparse(obj, who: str) -> None:
     try:
-        import scipy.sparse as sp
+        import scipy.sparse as sp  # loaded only for sparse input (start-up cost)
     except ImportError:         # pragma: no cover - scipy comes with scikit-learn
         return
     if sp.issparse(obj):

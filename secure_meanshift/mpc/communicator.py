@@ -256,7 +256,7 @@ class MeshCommunicator:
 @contextmanager
 def step(name: str):
     """Charge the communication inside the block to protocol step ``name``."""
-    import crypten.communicator as cc
+    import crypten.communicator as cc  # CrypTen: loaded late (start-up cost)
 
     comm = cc.get()
     prev = comm.set_step(name)

@@ -62,7 +62,8 @@ def _size(args) -> torch.Size:
     return torch.Size(args)
 
 
-def install_generators(prev_key: bytes, next_key: bytes, local_key: bytes, global_key: bytes) -> None:
+def install_generators(prev_key: bytes, next_key: bytes, local_key: bytes,
+                       global_key: bytes) -> None:
     """Make CrypTen draw every random value from cryptographic streams.
 
     prev_key / next_key: shared with the previous / next party (zero sharings);
