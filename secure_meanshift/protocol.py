@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -73,17 +73,27 @@ def _range_failed(bits) -> bool:
     return bool(disclose((1 - bits).sum(), "failure-count").item() > 0.5)
 
 
-@dataclass
-class SecureResult:
-    centroids: Optional[np.ndarray]   # (c, d) unit box; None unless this rank receives
-    sizes: Optional[np.ndarray]
+@dataclass(kw_only=True)
+class RunFigures:
+    """What a run measured: the protocol's result and a party's outcome carry it."""
+
     iterations: int
     per_iteration: list = field(default_factory=list)
     share_s: float = 0.0
-    merge_s: float = 0.0
     communication: dict = field(default_factory=dict)
     points: int = 0
     rows: int = 0
+
+    def figures(self) -> dict:
+        """These fields by name (to hand them on, e.g. to a PartyOutcome)."""
+        return {f.name: getattr(self, f.name) for f in fields(RunFigures)}
+
+
+@dataclass(kw_only=True)
+class SecureResult(RunFigures):
+    centroids: Optional[np.ndarray]   # (c, d) unit box; None unless this rank receives
+    sizes: Optional[np.ndarray]
+    merge_s: float = 0.0
     suppressed: Optional[int] = None  # receivers: centroids dropped by min_cluster_size
     share: Optional[dict] = None      # export_shares: this party's share (output.export_share)
 
@@ -779,13 +789,15 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     centroids, sizes_out, suppressed = _read_output(sh, mine, small is not None, notify)
     stats = comm.get_communication_stats()
     notify({"stage": "done", "iterations": st.iterations})
-    return SecureResult(centroids, sizes_out, st.iterations, [i.as_dict() for i in st.log],
-                        share_s, merge_s,
-                        {"bytes": int(stats.get("bytes", 0)),
-                         "dealer_bytes": int(stats.get("dealer_bytes", 0)),
-                         "rounds": int(stats.get("rounds", 0)),
-                         "steps": stats.get("steps", {})},
-                        sh.total_points, sh.total_rows, suppressed, share)
+    return SecureResult(centroids=centroids, sizes=sizes_out, iterations=st.iterations,
+                        per_iteration=[i.as_dict() for i in st.log],
+                        share_s=share_s, merge_s=merge_s,
+                        communication={"bytes": int(stats.get("bytes", 0)),
+                                       "dealer_bytes": int(stats.get("dealer_bytes", 0)),
+                                       "rounds": int(stats.get("rounds", 0)),
+                                       "steps": stats.get("steps", {})},
+                        points=sh.total_points, rows=sh.total_rows, suppressed=suppressed,
+                        share=share)
 
 
 def suppress_small(keep, sizes, k: int):

@@ -37,7 +37,7 @@ from .mpc.mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
 from .mpc.transport import Transport
 from .params import MeanShiftParams, resolve_summary
 from .privacy import local_release
-from .protocol import Progress, SecureResult, run_protocol
+from .protocol import Progress, RunFigures, SecureResult, run_protocol
 from .summary import summarize
 
 TORCH_THREADS = 1     # per rank: a job's ranks often share a machine's cores
@@ -112,21 +112,15 @@ class MPCConfig:
                           self.provider, self.transport, str(self.world_size))
 
 
-@dataclass
-class PartyOutcome:
+@dataclass(kw_only=True)
+class PartyOutcome(RunFigures):
     """What one party's worker ends with. Centroids are in data units and are
     present only on ranks listed in ``reveal_to``."""
 
     rank: int
     centroids: Optional[np.ndarray]
     sizes: Optional[np.ndarray]
-    iterations: int
-    per_iteration: list = field(default_factory=list)
-    share_s: float = 0.0
     wall_s: float = 0.0
-    communication: dict = field(default_factory=dict)
-    points: int = 0
-    rows: int = 0
     provider: str = "dealer"
     transport: str = "tls"
     params: Optional[MeanShiftParams] = None    # as run (e.g. with an estimated bandwidth)
@@ -323,10 +317,10 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
         except Exception as exc:
             raise _aborted("secure computation aborted", exc) from None
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
-    return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
-                        res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows, mpc.provider, mpc.transport, params,
-                        clipped=clipped, share=res.share, dp_noise=noise)
+    return PartyOutcome(**res.figures(), rank=mpc.rank, centroids=cents, sizes=res.sizes,
+                        wall_s=time.perf_counter() - t0, provider=mpc.provider,
+                        transport=mpc.transport, params=params, clipped=clipped,
+                        share=res.share, dp_noise=noise)
 
 
 def _total_points(n: int) -> int:
