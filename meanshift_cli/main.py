@@ -56,12 +56,27 @@ def _client_args(ap: argparse.ArgumentParser) -> None:
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The whole command line; ``argv`` (default: sys.argv) decides only which
+    optional parts load (the engine for ``simulate`` and ``demo``)."""
     ap = argparse.ArgumentParser(prog="secure-meanshift", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-
-    sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
     words = sys.argv[1:] if argv is None else list(argv)
+    _simulate_parser(sub, words)
+    _demo_parser(sub, words)
+    serve = _coordinator_parsers(sub)
+    nrun, drun = _node_parsers(sub)
+    for daemon in (serve, nrun, drun):
+        daemon.add_argument("--format", choices=["text", "json"], default="text",
+                            help="log format on stderr (json: one object per line)")
+    _client_parsers(sub)
+    _init_parser(sub)
+    _certs_parser(sub)
+    return ap
+
+
+def _simulate_parser(sub, words: list) -> None:
+    sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
     simcli = None
     if words[:1] == ["simulate"]:   # the engine (and torch) load only for this subcommand
         try:       # the engine owner's module: the wiring stays even if it is missing
@@ -73,6 +88,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     else:
         sim.add_argument("rest", nargs=argparse.REMAINDER)
 
+
+def _demo_parser(sub, words: list) -> None:
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
     demo.add_argument("--points", type=int, default=150, help="points per party")
@@ -88,6 +105,9 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     demo.add_argument("--keep", help="keep certificates, data and logs in this folder")
     demo.add_argument("--format", choices=["text", "json"], default="text")
 
+
+def _coordinator_parsers(sub) -> argparse.ArgumentParser:
+    """coordinator serve|audit|health; returns serve's parser."""
     co = sub.add_parser("coordinator", help="the coordinator server")
     cosub = co.add_subparsers(dest="action", required=True)
     serve = cosub.add_parser("serve")
@@ -122,6 +142,19 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="the audit table keeps this many newest rows (older ones are "
                        "deleted)")
 
+    au = cosub.add_parser("audit", help="the audit log (submits, cancels, result fetches and "
+                          "denials), read from the coordinator's SQLite file")
+    au.add_argument("--db", default="coordinator.db")
+    au.add_argument("--job", help="only this job")
+    au.add_argument("--format", choices=["text", "json"], default="text")
+
+    ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
+    _client_args(ch)
+    return serve
+
+
+def _node_parsers(sub) -> tuple:
+    """node run|health|budget, dealer run|health; returns the two run parsers."""
     node = sub.add_parser("node", help="a party node")
     nsub = node.add_subparsers(dest="action", required=True)
     nrun = nsub.add_parser("run")
@@ -135,10 +168,17 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     dh = dsub.add_parser("health", help="exit 0 if the dealer heartbeated recently")
     dh.add_argument("--config", required=True)
     dh.add_argument("--max-age", type=float, default=20.0)
-    for daemon in (serve, nrun, drun):
-        daemon.add_argument("--format", choices=["text", "json"], default="text",
-                            help="log format on stderr (json: one object per line)")
+    nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
+    nh.add_argument("--config", required=True)
+    nh.add_argument("--max-age", type=float, default=20.0)
+    nb = nsub.add_parser("budget", help="privacy budget per data set: spent per job, remaining")
+    nb.add_argument("--config", required=True)
+    nb.add_argument("--format", choices=["text", "json"], default="text")
+    return nrun, drun
 
+
+def _client_parsers(sub) -> None:
+    """The commands that talk to the coordinator: job ..., parties, dashboard."""
     job = sub.add_parser("job", help="submit and follow jobs")
     jsub = job.add_subparsers(dest="action", required=True)
     s = jsub.add_parser("submit")
@@ -172,6 +212,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     dash.add_argument("--jobs", type=int, default=50, help="newest jobs shown")
     _client_args(dash)
 
+
+def _init_parser(sub) -> None:
     ini = sub.add_parser("init-cluster", help="certificates, demo data and configs for a "
                          "local federation (docker-compose's init service)")
     ini.add_argument("--out", required=True)
@@ -180,21 +222,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     ini.add_argument("--points", type=int, default=150, help="synthetic points per party")
     ini.add_argument("--format", choices=["text", "json"], default="text")
 
-    au = cosub.add_parser("audit", help="the audit log (submits, cancels, result fetches and "
-                          "denials), read from the coordinator's SQLite file")
-    au.add_argument("--db", default="coordinator.db")
-    au.add_argument("--job", help="only this job")
-    au.add_argument("--format", choices=["text", "json"], default="text")
 
-    ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
-    _client_args(ch)
-    nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
-    nh.add_argument("--config", required=True)
-    nh.add_argument("--max-age", type=float, default=20.0)
-    nb = nsub.add_parser("budget", help="privacy budget per data set: spent per job, remaining")
-    nb.add_argument("--config", required=True)
-    nb.add_argument("--format", choices=["text", "json"], default="text")
-
+def _certs_parser(sub) -> None:
     certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'ca' for the "
                            "CA alone, 'request' and 'sign' for keys that never leave their owner")
     certs.add_argument("action", nargs="?", choices=["dev", "ca", "request", "sign"],
@@ -224,7 +253,6 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="dev: operator name (repeatable): reads and cancels every job")
     certs.add_argument("--format", choices=["text", "json"], default="text",
                        help="text (default) or json")
-    return ap
 
 
 def main(argv=None) -> int:
