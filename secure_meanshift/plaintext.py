@@ -14,7 +14,7 @@ import numpy as np
 from .data import check_points, from_unit, to_unit
 from .division import EMPTY_BELOW
 from .kernels import plain_kernel
-from .params import MeanShiftParams, dust_indices, resolve_seeding
+from .params import MeanShiftParams, dust_indices, resolve_seeding, resolve_summary
 from .seeds import local_peaks
 
 POINT_BITS = 16
@@ -162,6 +162,9 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
         return _run_twin(x, w, seeds, p)
     parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
     units = [to_unit(q, p.lo, p.scale) for q in parts]
+    if p.summary == "auto":      # as the runtime resolves it (explicit weights: as given)
+        p = replace(p, summary=None if weights is not None else
+                    resolve_summary("auto", sum(len(q) for q in parts)))
     if p.summary is not None and weights is None:
         from .summary import summarize
 
