@@ -66,7 +66,7 @@ class Param:
             return f"cell size must be in (0, {self.high:g}] bandwidths, 'auto', or null for exact"
         what = "an integer" if self.kind == "int" else "a number"
         if self.high is not None:
-            return f"must be {what} in [{self.low:g}, {self.high:g}]"
+            return f"must be {what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
         if self.low == 0 and self.low_open:
             return f"must be a positive {'integer' if self.kind == 'int' else 'number'}"
         return f"must be {what} {'>' if self.low_open else '>='} {self.low:g}"
@@ -199,21 +199,21 @@ Bandwidth = Union[float, EstimateBandwidth]
 AUTO_WORDS = ("auto", "estimate")
 
 
-def bandwidth_value(value: Any, label: str = "bandwidth", **estimate: Any) -> Bandwidth:
+def bandwidth_value(value: Any, label: str = "bandwidth",
+                    estimate: Optional[EstimateBandwidth] = None) -> Bandwidth:
     """The one normalisation of a bandwidth: a positive float, or EstimateBandwidth
-    for None, "auto", an EstimateBandwidth or a mapping {quantile, n_samples}
-    (``estimate``: its fields when they are given separately, None = default)."""
-    kw = {k: v for k, v in estimate.items() if v is not None}
+    for None or "auto" (``estimate``, default EstimateBandwidth()), an
+    EstimateBandwidth, or a mapping {quantile, n_samples}."""
     if isinstance(value, EstimateBandwidth):
-        return EstimateBandwidth(**{**value.to_dict(), **kw})
+        return value
     if value is None or (isinstance(value, str) and value.strip().lower() in AUTO_WORDS):
-        return EstimateBandwidth(**kw)
+        return estimate if estimate is not None else EstimateBandwidth()
     if isinstance(value, dict):
         unknown = sorted(set(map(str, value)) - {"quantile", "n_samples"})
         if unknown:
             raise InputError(f"{label}: unknown key {unknown[0][:40]!r} (a number, 'auto', "
                              "or {quantile: q})")
-        return EstimateBandwidth(**{**value, **kw})
+        return EstimateBandwidth(**value)
     if isinstance(value, str):
         try:
             value = float(value)

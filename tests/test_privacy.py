@@ -81,7 +81,10 @@ def test_dp_params_defaults_and_round_trip():
 def test_job_spec_privacy_key():
     from meanshift_rpc import jobspec
 
-    d = yaml.safe_load(jobspec.EXAMPLE)
+    d = {"name": "demo", "parties": [{"id": "hospital-a", "dataset": "patients"},
+                                     {"id": "hospital-b", "dataset": "patients"}],
+         "bandwidth": 0.1, "bounds": {"lo": [0, 0], "hi": [1, 1]}, "dealer": "dealer-1",
+         "reveal_to": ["hospital-a", "analyst:alice"], "summary": "auto"}
     spec = jobspec.parse(yaml.safe_dump({**d, "privacy": {"epsilon": 0.5, "delta": 1e-7}}))
     assert jobspec.privacy_of(spec) == PrivacySpec(0.5, 1e-7)
     p = MeanShiftParams(**jobspec.engine_params(spec, 7))
