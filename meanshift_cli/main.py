@@ -42,23 +42,52 @@ def _client_args(ap: argparse.ArgumentParser) -> None:
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The whole command line; the engine (torch) loads only for simulate and demo."""
     ap = argparse.ArgumentParser(prog="secure-meanshift", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-
-    sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
     words = sys.argv[1:] if argv is None else list(argv)
-    simcli = None
+    _simulate_parser(sub, words)
+    _demo_parser(sub, words)
+    cosub = _coordinator_parser(sub)
+    nsub = _node_parsers(sub)
+    _job_parser(sub)
+    _viewer_parsers(sub)
+    _init_cluster_parser(sub)
+    _certs_parser(sub)
+    # added after the others, as before (keeps --help's order)
+    au = cosub.add_parser("audit", help="the audit log (submits, cancels, result fetches and "
+                          "denials), read from the coordinator's SQLite file")
+    au.add_argument("--db", default="coordinator.db")
+    au.add_argument("--job", help="only this job")
+    au.add_argument("--format", choices=["text", "json"], default="text")
+
+    ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
+    _client_args(ch)
+    nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
+    nh.add_argument("--config", required=True)
+    nh.add_argument("--max-age", type=float, default=20.0)
+    nb = nsub.add_parser("budget", help="privacy budget per data set: spent per job, remaining")
+    nb.add_argument("--config", required=True)
+    nb.add_argument("--format", choices=["text", "json"], default="text")
+
+    return ap
+
+
+def _simulate_parser(sub, words: list) -> None:
+    """`simulate`: its flags come from the engine's parameter table
+    (meanshift_cli/simulate.py), loaded only when this subcommand runs."""
+    sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
     if words[:1] == ["simulate"]:   # the engine (and torch) load only for this subcommand
-        try:       # the engine owner's module: the wiring stays even if it is missing
-            from secure_meanshift import simcli
-        except ImportError:
-            simcli = None
-    if simcli is not None:
-        simcli.add_arguments(sim)
+        from .simulate import add_arguments
+
+        add_arguments(sim)
     else:
         sim.add_argument("rest", nargs=argparse.REMAINDER)
 
+
+def _demo_parser(sub, words: list) -> None:
+    """`demo`: coordinator + party nodes + one job, all local."""
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
     demo.add_argument("--points", type=int, default=150, help="points per party")
@@ -74,6 +103,10 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     demo.add_argument("--keep", help="keep certificates, data and logs in this folder")
     demo.add_argument("--format", choices=["text", "json"], default="text")
 
+
+
+def _coordinator_parser(sub):
+    """`coordinator serve`; returns its sub-parsers (audit and health join later)."""
     co = sub.add_parser("coordinator", help="the coordinator server")
     cosub = co.add_subparsers(dest="action", required=True)
     serve = cosub.add_parser("serve")
@@ -108,6 +141,17 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="the audit table keeps this many newest rows (older ones are "
                        "deleted)")
 
+    _log_format_arg(serve)
+    return cosub
+
+
+def _log_format_arg(daemon) -> None:
+    daemon.add_argument("--format", choices=["text", "json"], default="text",
+                        help="log format on stderr (json: one object per line)")
+
+
+def _node_parsers(sub):
+    """`node run` and `dealer run|health`; returns the node's sub-parsers."""
     node = sub.add_parser("node", help="a party node")
     nsub = node.add_subparsers(dest="action", required=True)
     nrun = nsub.add_parser("run")
@@ -121,10 +165,14 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     dh = dsub.add_parser("health", help="exit 0 if the dealer heartbeated recently")
     dh.add_argument("--config", required=True)
     dh.add_argument("--max-age", type=float, default=20.0)
-    for daemon in (serve, nrun, drun):
-        daemon.add_argument("--format", choices=["text", "json"], default="text",
-                            help="log format on stderr (json: one object per line)")
+    for daemon in (nrun, drun):
+        _log_format_arg(daemon)
 
+    return nsub
+
+
+def _job_parser(sub) -> None:
+    """`job submit|status|watch|cancel|result|list`."""
     job = sub.add_parser("job", help="submit and follow jobs")
     jsub = job.add_subparsers(dest="action", required=True)
     s = jsub.add_parser("submit")
@@ -145,6 +193,10 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     lst.add_argument("--limit", type=int, default=20)
     _client_args(lst)
 
+
+
+def _viewer_parsers(sub) -> None:
+    """`parties` and `dashboard`: read-only views of the federation."""
     parties = sub.add_parser("parties", help="parties known to the coordinator")
     _client_args(parties)
 
@@ -158,6 +210,10 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     dash.add_argument("--jobs", type=int, default=50, help="newest jobs shown")
     _client_args(dash)
 
+
+
+def _init_cluster_parser(sub) -> None:
+    """`init-cluster`: certificates, data and configs for a local federation."""
     ini = sub.add_parser("init-cluster", help="certificates, demo data and configs for a "
                          "local federation (docker-compose's init service)")
     ini.add_argument("--out", required=True)
@@ -166,21 +222,10 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     ini.add_argument("--points", type=int, default=150, help="synthetic points per party")
     ini.add_argument("--format", choices=["text", "json"], default="text")
 
-    au = cosub.add_parser("audit", help="the audit log (submits, cancels, result fetches and "
-                          "denials), read from the coordinator's SQLite file")
-    au.add_argument("--db", default="coordinator.db")
-    au.add_argument("--job", help="only this job")
-    au.add_argument("--format", choices=["text", "json"], default="text")
 
-    ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
-    _client_args(ch)
-    nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
-    nh.add_argument("--config", required=True)
-    nh.add_argument("--max-age", type=float, default=20.0)
-    nb = nsub.add_parser("budget", help="privacy budget per data set: spent per job, remaining")
-    nb.add_argument("--config", required=True)
-    nb.add_argument("--format", choices=["text", "json"], default="text")
 
+def _certs_parser(sub) -> None:
+    """`certs dev|ca|request|sign`."""
     certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'ca' for the "
                            "CA alone, 'request' and 'sign' for keys that never leave their owner")
     certs.add_argument("action", nargs="?", choices=["dev", "ca", "request", "sign"],
@@ -210,7 +255,6 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="dev: operator name (repeatable): reads and cancels every job")
     certs.add_argument("--format", choices=["text", "json"], default="text",
                        help="text (default) or json")
-    return ap
 
 
 def main(argv=None) -> int:
@@ -236,13 +280,9 @@ def _main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         if args.cmd == "simulate":
-            try:
-                from secure_meanshift import simcli
-            except ImportError:
-                print("error: the simulator (secure_meanshift.simcli) is not installed in this "
-                      "version", file=sys.stderr)
-                return EXIT_USAGE
-            return simcli.run(args)
+            from .simulate import run as simulate    # the engine (torch): this command only
+
+            return simulate(args)
         if args.cmd == "demo":
             from .demo import run_demo
             return run_demo(args)

@@ -116,7 +116,7 @@ def _rows(*rows: Param) -> dict:
 
 #: The job parameters, one row each (README "Parameters"; docs/operating.md for the job spec).
 PARAMS: dict = _rows(
-    Param("bandwidth", "custom", None, "kernel radius h in data units; default: estimated "
+    Param("bandwidth", "custom", None, "kernel radius h in data units, or auto: estimated "
           "first (EstimateBandwidth: scikit-learn's estimate_bandwidth under MPC)",
           spec_key="bandwidth", cli="--bandwidth"),
     Param("bounds", "custom", None, "public (lo, hi) per feature; every point lies inside",

@@ -63,7 +63,7 @@ def test_node_passes_new_parameters():
 def test_simulate_cli_takes_the_same_parameters():
     import argparse
 
-    from secure_meanshift.simcli import add_arguments
+    from meanshift_cli.simulate import add_arguments
 
     ap = argparse.ArgumentParser()
     add_arguments(ap)

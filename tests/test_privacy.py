@@ -102,7 +102,7 @@ def test_job_spec_privacy_key():
 
 def test_estimator_and_cli_refuse_data_dependent_choices(capsys):
     from secure_meanshift import SecureMeanShift
-    from secure_meanshift.simcli import main
+    from meanshift_cli.simulate import main
 
     parts = [np.full((3, 2), 0.5), np.full((3, 2), 0.4)]
     with pytest.raises(InputError, match="public bounds"):
