@@ -56,7 +56,9 @@ def test_node_passes_new_parameters():
         rank, carry_result = 0, False
 
     params = PartyNode._params(None, spec, Run(), 7)
-    assert params["bandwidth"] == "auto" and params["quantile"] == pytest.approx(0.3)
+    from secure_meanshift.params import EstimateBandwidth
+
+    assert params["bandwidth"] == EstimateBandwidth().to_dict()    # "auto": the typed value
     assert params["seeding"] == "bins" and params["merge"] == "first"
 
 

@@ -73,7 +73,7 @@ def test_dp_params_defaults_and_round_trip():
     p = MeanShiftParams(bandwidth=0.1, bounds=UNIT, privacy={})
     assert (p.seeding, p.summary, p.privacy) == ("grid", 0.5, PrivacySpec(1.0, 1e-6))
     assert MeanShiftParams(**p.to_dict()) == p
-    assert MeanShiftParams(bandwidth=0.1, bounds=UNIT).seeding == "dust"
+    assert MeanShiftParams(bandwidth=0.1, bounds=UNIT).seeding == "auto"   # PARAMS' default
     with pytest.raises(InputError, match="grid"):
         MeanShiftParams(bandwidth=0.1, bounds=UNIT, seeding="grid")
 
