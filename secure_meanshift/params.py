@@ -89,9 +89,13 @@ class Param:
             if _number(value) and self.low < float(value) <= self.high:
                 return float(value)
         elif self.kind in ("int", "float") and _number(value):
-            if self.kind == "int" and float(value) != int(value):
+            exact = isinstance(value, (int, np.integer))     # any size (e.g. a 64-bit seed)
+            if self.kind == "int" and not exact and float(value) != int(value):
                 raise InputError(f"{label}: {self.rule()}")
-            v = int(value) if self.kind == "int" else float(value)
+            try:
+                v = int(value) if self.kind == "int" else float(value)
+            except OverflowError:
+                raise InputError(f"{label}: {self.rule()}") from None
             if self._in_range(v):
                 return v
         else:
@@ -105,9 +109,12 @@ class Param:
 
 
 def _number(value: Any) -> bool:
-    """A finite real number (bool is not a number here)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and \
-        not isinstance(value, (bool, np.bool_)) and math.isfinite(float(value))
+    """A finite real number (bool is not a number here; an int of any size is)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and math.isfinite(float(value))
 
 
 def _rows(*rows: Param) -> dict:

@@ -114,3 +114,13 @@ def test_estimate_bandwidth_is_one_typed_value():
     for bad in ("wide", -1, {"q": 1}):
         with pytest.raises(InputError, match="^bandwidth:"):
             bandwidth_value(bad)
+
+
+def test_integers_of_any_size_and_huge_numbers():
+    """The service's joint seed is a large integer: kept exactly; a number too
+    large for a float is refused with the field's rule, never an OverflowError."""
+    assert MeanShiftParams(bandwidth=0.1, bounds=UNIT, seed=2**64 + 1).seed == 2**64 + 1
+    with pytest.raises(InputError, match="^quantile:"):
+        PARAMS["quantile"].check(10**400)
+    with pytest.raises(InputError, match="^max_iter:"):
+        PARAMS["max_iter"].check(2.5)
