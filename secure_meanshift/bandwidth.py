@@ -27,10 +27,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .data import check_points, clip_to_bounds, data_bounds, to_unit
+from .data import POINT_BITS, check_points, clip_to_bounds, data_bounds, quantise_points, \
+    to_unit
 from .errors import InputError
 from .params import EstimateBandwidth, MeanShiftParams, default, dust_indices
-from .plaintext import POINT_BITS, quantise_points
 
 DEFAULT_SAMPLES = default("n_samples")   # S: S x S work per bisection step; sklearn's: all N
 DEFAULT_QUANTILE = default("quantile")
