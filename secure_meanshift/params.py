@@ -203,7 +203,7 @@ class EstimateBandwidth:
 
 
 Bandwidth = Union[float, EstimateBandwidth]
-AUTO_WORDS = ("auto", "estimate")
+AUTO_WORDS = ("auto",)
 
 
 def bandwidth_value(value: Any, label: str = "bandwidth",
