@@ -17,7 +17,7 @@ import yaml
 
 from meanshift_proto.v1 import service_pb2 as pb
 
-from secure_meanshift.kernels import KERNEL_NAMES as KERNELS   # the one registry
+from secure_meanshift.kernels import KERNEL_NAMES as KERNELS  # noqa: F401 (re-exported: the one registry)
 from secure_meanshift.errors import InputError
 from secure_meanshift.params import (PARAMS, EstimateBandwidth, MeanShiftParams, Param,
                                      bandwidth_value, default)
@@ -28,7 +28,6 @@ MAX_SPEC_BYTES = 64 * 1024
 MAX_PARTIES = 32
 MAX_DIM = 64
 MAX_DUST = 4096
-MAX_ITER = PARAMS["max_iter"].high
 MIN_BANDWIDTH_FRACTION = 1e-4      # of the bounds' largest span
 MAX_ABS_BOUND = 1e12
 MAX_REVEAL_TO = 64

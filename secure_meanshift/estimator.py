@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
