@@ -282,12 +282,10 @@ def privacy_of(spec: pb.JobSpec):
 def _message_value(spec: pb.JobSpec, row: Param) -> Any:
     """A table parameter as the message holds it, unset (0 / "") read as the default."""
     v = getattr(spec, row.name)
-    if row.name in ("tol", "merge_radius"):
+    if row.spec_key in ZERO_IS_DEFAULT:
         return v or None
     if row.kind == "summary":
-        return v or "auto"
-    if row.name == "min_cluster_size":
-        return v or 1
+        return v or row.default
     return v if v or row.kind == "bool" or row.default in (0, 0.0) else row.default
 
 
