@@ -105,6 +105,14 @@ def test_no_import_cycle_even_through_imports_inside_functions():
     assert [c for c in cycles if c not in KNOWN_CYCLES] == [], cycles
 
 
+def test_the_mpc_runtime_imports_only_itself_and_the_error_types():
+    graph = _graph(_modules())
+    outside = {m: sorted(t for t in targets if not t.startswith("secure_meanshift.mpc")
+                         and t != "secure_meanshift.errors")
+               for m, targets in graph.items() if m.startswith("secure_meanshift.mpc")}
+    assert {m: t for m, t in outside.items() if t} == {}
+
+
 @pytest.mark.parametrize("order", ["sorted", "reversed"])
 def test_every_module_imports_in_a_fresh_interpreter(order):
     names = sorted(_modules())
