@@ -267,8 +267,9 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
 
     total = sum(map(len, parts))
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    say(f"simulating {len(parts)} parties, {total} points, "
-        f"{params.n_dust} dusts, {params.kernel} kernel, h={params.bandwidth}")
+    dusts = f" ({params.n_dust} dusts)" if params.uses_dust else ""
+    say(f"simulating {len(parts)} parties, {total} points, seeding {params.seeding}{dusts}, "
+        f"{params.kernel} kernel, h={params.bandwidth}, max_iter {params.max_iter}")
     insecure = args.provider == "first-party"
     say(f"  correlated randomness: {args.provider}"
         f"{' (INSECURE: rank 0 deals and could read every share)' if insecure else ' (a separate process holding no data)'}"
