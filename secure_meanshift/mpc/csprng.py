@@ -1,0 +1,65 @@
+"""Cryptographic randomness for every random value of the protocol.
+
+A :class:`Stream` is an AES-256-CTR keystream (OpenSSL through
+``cryptography``; AES-NI makes it cost about as much as copying the bytes),
+read as int64 ring elements or k-bit integers, a whole tensor per call.
+Keys are 256 bits from ``os.urandom`` or from a peer over an encrypted link.
+
+CrypTen draws its sharing masks from ``torch.Generator`` (MT19937: its state
+follows from 624 outputs); crypten_patches.install_generators replaces the four
+generators CrypTen keeps ("prev"/"next": shared with the neighbouring parties,
+for pseudo-random zero sharings; "local"; "global") by streams, and routes
+CrypTen's two random functions through them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+KEY_BYTES = 32
+_ZEROS = bytes(1 << 16)
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+class Stream:
+    """A deterministic cryptographic stream: equal keys give equal streams (that
+    is how two parties, or a party and the dealer, draw the same values)."""
+
+    def __init__(self, key: bytes):
+        if len(key) < 16:
+            raise ValueError("stream keys have at least 128 bits")
+        self._enc = Cipher(algorithms.AES(key[:32]), modes.CTR(b"\0" * 16)).encryptor()
+        self.device = torch.device("cpu")      # CrypTen asks generators for .device
+
+    def _bytes(self, n: int) -> np.ndarray:
+        global _ZEROS
+        if len(_ZEROS) < n:
+            _ZEROS = bytes(max(n, 2 * len(_ZEROS)))      # keystream = AES-CTR(0...)
+        out = np.empty(n + 16, dtype=np.uint8)           # update_into wants a block spare
+        self._enc.update_into(memoryview(_ZEROS)[:n], out)
+        return out[:n]
+
+    def ring(self, size) -> torch.Tensor:
+        """Uniform int64 ring elements (all of Z_2^64) of the given size."""
+        size = torch.Size(size)
+        n = int(np.prod(size, dtype=np.int64)) if len(size) else 1
+        return torch.from_numpy(self._bytes(8 * n).view(np.int64)).reshape(size)
+
+    def bits(self, size, bitlength: int = 64) -> torch.Tensor:
+        """Uniform integers in [0, 2^bitlength) (all 64 bits for 64)."""
+        out = self.ring(size)
+        if bitlength < 64:
+            out &= (1 << bitlength) - 1
+        return out
+
+    def permutation(self, n: int) -> np.ndarray:
+        """A uniform random permutation of range(n) (sort by 64-bit keys; ties
+        have probability < n^2 / 2^64)."""
+        return np.argsort(self.ring((n,)).numpy(), kind="stable")
