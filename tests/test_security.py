@@ -32,12 +32,13 @@ import numpy as np
 import pytest
 import torch
 
-from security_jobs import Job, job_configs
+from security_jobs import Job
 from secure_meanshift.centroid_match import match_error
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.devcerts import ephemeral_pki
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
+from testkit import job_configs
 
 # Small data in [0, 1]^2, away from the corners (a decoded 0/1 bit is not a point).
 POINTS = separated_blobs(90, 3, 2, 0.02, seed=11)[0]

@@ -1,5 +1,5 @@
 """The tests' one home for what many test files need: free loopback ports, a
-development PKI, MPC configs for a job on loopback, and the job spec a test
+development PKI, the MPC configs of a job on loopback, and the job spec a test
 submits. tests/conftest.py offers each as a pytest fixture too; modules that
 are not tests (cluster.py, hostile.py, security_jobs.py, pg_cluster.py) import
 them from here.
@@ -21,7 +21,7 @@ from secure_meanshift.simulate import free_port, free_ports
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 __all__ = ["ROOT", "free_port", "free_ports", "free_port_range", "dev_pki", "cert_from_ca",
-           "local_configs", "job_spec", "DEALER"]
+           "job_configs", "job_spec", "DEALER"]
 
 DEALER = "dd"             # the tests' dealer node id (dealer:dd)
 
@@ -54,7 +54,7 @@ def dev_pki(directory: str, names: Sequence[str],
     return make_dev_pki(directory, names, hosts=hosts, days=days)
 
 
-def cert_from_ca(ca_dir: str, cn: str, out: str, role: str = "",
+def cert_from_ca(ca_dir: str, cn: str, out: str, role: Optional[str] = None,
                  days_from: float = -2, days_to: float = -1) -> TLSFiles:
     """A certificate for common name ``cn`` (subject OU ``role`` when given)
     signed by the CA in ``ca_dir`` (ca.pem, ca.key) and valid between the two
@@ -93,7 +93,7 @@ def cert_from_ca(ca_dir: str, cn: str, out: str, role: str = "",
 
 # ---- MPC configs for a job on loopback ----------------------------------------
 
-def local_configs(world: int, transport: str = "tls", directory: Optional[str] = None,
+def job_configs(world: int, transport: str = "tls", directory: Optional[str] = None,
                   context: str = "", timeout_s: float = 60.0, extra_identities=(),
                   ports: Optional[Sequence[int]] = None) -> tuple:
     """MPCConfig for every rank of a dealer job on loopback (parties, then the

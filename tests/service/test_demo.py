@@ -8,8 +8,8 @@ import sys
 
 import psutil
 import pytest
+from testkit import ROOT
 
-from cluster import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 
