@@ -21,7 +21,7 @@ from secure_meanshift.simulate import free_port, free_ports
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 __all__ = ["ROOT", "free_port", "free_ports", "free_port_range", "dev_pki", "cert_from_ca",
-           "job_configs", "job_spec", "DEALER"]
+           "job_configs", "job_spec", "signed_spec", "DEALER"]
 
 DEALER = "dd"             # the tests' dealer node id (dealer:dd)
 
@@ -130,3 +130,19 @@ def job_spec(parties: Sequence[str] = ("alpha", "beta"), dealer: str = DEALER,
          "summary": "exact", "dealer": dealer}
     d.update(kw)
     return d
+
+
+def signed_spec(parties: Sequence[str] = ("alpha", "beta"), dataset: str = "d", **kw):
+    """The job spec as the node receives it (a meanshift_proto JobSpec, proto field
+    names), for tests of a node's checks and policy without a coordinator: a small
+    flat-kernel job of ``parties`` on the data set ``dataset`` with the dealer dd;
+    ``parties`` holds ids or PartyRefs; ``kw`` replaces or adds fields."""
+    from meanshift_proto.v1 import service_pb2 as pb
+
+    refs = [n if isinstance(n, pb.PartyRef) else pb.PartyRef(id=n, dataset=dataset)
+            for n in parties]
+    d = dict(parties=refs, bandwidth=0.1,
+             n_dust=4, kernel="flat", max_iter=5, bounds_lo=[0, 0], bounds_hi=[1, 1],
+             dealer=DEALER)
+    d.update(kw)
+    return pb.JobSpec(**d)
