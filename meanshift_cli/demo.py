@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,18 +26,13 @@ from secure_meanshift.centroid_match import match_error, sklearn_centres
 from secure_meanshift.data import split_even, synthetic_blobs
 from secure_meanshift.params import MeanShiftParams, resolve_seeding
 from secure_meanshift.plaintext import reference_meanshift
+from secure_meanshift.simulate import free_port
 
 from .watch import follow
 
 PARTY_NAMES = ["alpha", "beta", "gamma", "delta", "epsilon"]
 DEALER = "demo-dealer"
 PORT_BASE = 29700            # each node's MPC ports: 20 from PORT_BASE + 20 * its index
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def aligned_rows(secure, twin, skl, h: float) -> list:
@@ -96,7 +90,7 @@ def _start_federation(fleet: _Fleet, names: list, parts: list) -> tuple[str, str
     certs = os.path.join(work, "certs")
     make_dev_pki(certs, ["coordinator", "analyst:demo", f"dealer:{DEALER}"]
                  + [f"party:{n}" for n in names])
-    coord = f"127.0.0.1:{_free_port()}"
+    coord = f"127.0.0.1:{free_port()}"
     fleet.start("coordinator", ["coordinator", "serve", "--listen", coord, "--db",
                                 os.path.join(work, "coordinator.db"), "--tls-dir", certs])
     common = {"certs": certs, "advertise": "127.0.0.1", "server_name": "localhost",

@@ -1,5 +1,6 @@
-"""Every change this engine makes to CrypTen, installed from here (and
-nowhere else) for one session, and undone after it:
+"""Every change this engine makes to CrypTen, installed from here and nowhere
+else, at the start of each session (:func:`uninstall_session` then drops the
+session's communicator and protocol state):
 
 - generators (:func:`install_generators`): CrypTen's four ``torch.Generator``
   (MT19937: its state follows from 624 outputs) become AES-CTR streams

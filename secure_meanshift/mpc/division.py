@@ -111,7 +111,7 @@ def _goldschmidt_openings(z, d: int, big: int):
     """The steps above for three or more parties, where every truncation is an
     opening. z (m, 2d+1) holds [num g, den g, fallback-or-0] * 2^big. Each
     truncation opens v + r once and leaves v // 2^s = E - t with E public
-    (dealer.open_truncated); the next product nd (2 - y) is then, on shares,
+    (beaver.open_truncated); the next product nd (2 - y) is then, on shares,
     2 nd - (E E_y - E t_y - t E_y + u) with u = t t_y from the dealer, so it
     needs no opening of its own: GOLDSCHMIDT_STEPS products in one round each,
     plus the first truncation. Returns q (m, d) at z's scale."""
