@@ -10,13 +10,21 @@ secure_meanshift.devcerts); this module only gives the tests one name for each."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
 from typing import Optional, Sequence
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from meanshift_rpc.tls import TLSFiles, make_dev_pki
+from secure_meanshift.devcerts import ephemeral_pki
 from secure_meanshift.simulate import free_port, free_ports
+from secure_meanshift.simulate import local_configs as simulated_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,11 +69,6 @@ def cert_from_ca(ca_dir: str, cn: str, out: str, role: Optional[str] = None,
     offsets in days from now: by default one that expired a day ago; a positive
     ``days_from``, one from a host whose clock is ahead. Written to ``out``.pem and
     ``out``.key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     ca_pem = os.path.join(ca_dir, "ca.pem")
     with open(ca_pem, "rb") as fh:
         ca = x509.load_pem_x509_certificate(fh.read())
@@ -94,19 +97,15 @@ def cert_from_ca(ca_dir: str, cn: str, out: str, role: Optional[str] = None,
 # ---- MPC configs for a job on loopback ----------------------------------------
 
 def job_configs(world: int, transport: str = "tls", directory: Optional[str] = None,
-                  context: str = "", timeout_s: float = 60.0, extra_identities=(),
-                  ports: Optional[Sequence[int]] = None) -> tuple:
+                context: str = "", timeout_s: float = 60.0, extra_identities=(),
+                ports: Optional[Sequence[int]] = None) -> tuple:
     """MPCConfig for every rank of a dealer job on loopback (parties, then the
     dealer), as secure_meanshift.simulate.local_configs, but the PKI is made here
     so that it can also hold certificates for identities that are not in the job
     (``extra_identities``), and the ports can be given. Returns
     (configs, {identity: LinkSecurity})."""
-    import dataclasses
-
-    from secure_meanshift.devcerts import ephemeral_pki
-    from secure_meanshift.simulate import local_configs as simulated
-
-    cfgs = simulated(world, "dealer", "trusted-network", timeout_s=timeout_s, context=context)
+    cfgs = simulated_configs(world, "dealer", "trusted-network", timeout_s=timeout_s,
+                             context=context)
     names = [p.identity for p in cfgs[0].peers]
     peers = cfgs[0].peers
     if ports is not None:
