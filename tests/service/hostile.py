@@ -166,4 +166,6 @@ class EvilCoordinator(pb_grpc.CoordinatorServicer):
 def spec(**kw) -> dict:
     """The two-party job the trust and queue tests submit (testkit.job_spec, with
     the dealer dan), with fields replaced by kw."""
-    return job_spec(("alpha", "beta"), dealer="dan", **{"name": "t", **kw})
+    d = job_spec(("alpha", "beta"), dealer="dan", name="t")
+    d.update(kw)
+    return d
