@@ -686,10 +686,13 @@ def test_silent_strangers_do_not_keep_the_real_peers_out():
     cfgs = local_configs(2, timeout_s=20)
     port0 = cfgs[0].peers[0].port
     strangers: list = []
+    done = threading.Event()
 
     def squat():
-        stop = time.time() + 8
-        while time.time() < stop and len(strangers) < 20:
+        # from before rank 0 listens (its start-up takes longer on a loaded
+        # machine) until the job has ended, 45 s at most
+        stop = time.time() + 45
+        while time.time() < stop and len(strangers) < 20 and not done.is_set():
             try:
                 strangers.append(socket.create_connection(("127.0.0.1", port0), timeout=0.5))
             except OSError:
@@ -707,6 +710,7 @@ def test_silent_strangers_do_not_keep_the_real_peers_out():
     for pr in procs:
         pr.start()
     kinds = sorted(q.get(timeout=60)[0] for _ in procs)
+    done.set()
     for pr in procs:
         pr.join(timeout=10)
     for s in strangers:
