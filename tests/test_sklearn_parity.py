@@ -96,7 +96,7 @@ def test_intensity_merge_is_greedy_in_intensity_order():
 def _secure_check(shape, dim, parties=3, n=600):
     parts = _data(shape, dim, seed=1, parties=parties, n=n)
     kw = dict(bounds=([0] * dim, [1] * dim), seeds_per_party=8, max_iter=50)
-    est = SecureMeanShift(H, **kw).fit(parts)           # 3 spawned party processes
+    est = SecureMeanShift(H, **kw).fit(parts)           # 3 party processes (in memory)
     twin = SecureMeanShift(H, engine="plaintext", **kw).fit(parts)
     err, unmatched = match_error(est.cluster_centers_, twin.cluster_centers_)
     assert unmatched == 0 and err < TWIN_BOUND, f"secure vs twin {err:.2e}"
@@ -105,10 +105,12 @@ def _secure_check(shape, dim, parties=3, n=600):
     _check_against_sklearn(est, parts)
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_secure_default_semantics_match_twin_and_sklearn():
     _secure_check("elongated", 2, parties=2, n=300)
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_secure_default_semantics_3d_three_parties():
     _secure_check("overlapping", 3, parties=3, n=300)
 
@@ -117,6 +119,7 @@ def test_secure_default_semantics_3d_three_parties():
 @pytest.mark.parametrize("shape,dim", [("elongated", 2), ("overlapping", 3), ("touching", 2),
                                        ("elongated", 3), ("overlapping", 2),
                                        ("unbalanced", 3), ("separated", 3)])
+@pytest.mark.usefixtures("in_memory_links")
 def test_secure_more_shapes(shape, dim):
     _secure_check(shape, dim)
 
