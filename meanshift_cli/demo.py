@@ -73,7 +73,7 @@ def aligned_rows(secure, twin, skl, h: float) -> list:
 
 def run_demo(args) -> int:
     from coordinator.client import Client
-    from secure_meanshift.compare import match_error, sklearn_centres
+    from secure_meanshift.centroid_match import match_error, sklearn_centres
     from secure_meanshift.data import split_even, synthetic_blobs
     from secure_meanshift.params import MeanShiftParams, resolve_seeding
     from secure_meanshift.plaintext import reference_meanshift

@@ -4,7 +4,7 @@ Every opening of an unmasked secret goes through :func:`disclose`, which names
 *why* the value may be opened: a key of :data:`REASONS`, each of which marks a
 row of docs/leakage.md (``[key]``; tests/test_disclosure.py checks both ways).
 The masked openings inside the MPC primitives (Beaver x - a, truncation and
-sign-test x + r, in dealer.py, signtest.py and division.py) reveal uniformly
+sign-test x + r, in mpc/beaver.py, signtest.py and division.py) reveal uniformly
 random values and are not disclosures.
 
 A choke point that makes a value public without opening it here (e.g. a
@@ -73,7 +73,7 @@ def disclose(value, why: str, to: Optional[Sequence[int]] = None):
     record(why, value.size(), to)
     if to is None:
         return value.get_plain_text()
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
 
     rank = import_crypten().comm.get().get_rank()
     mine = None

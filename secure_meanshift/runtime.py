@@ -1,13 +1,15 @@
 """One rank's MPC session: the single place where the links between ranks,
 the source of correlated randomness and every random generator are set up.
 
-- links (mesh.py): one TCP connection per pair of ranks, TLS 1.3 with each
+- links (mpc/mesh.py): one TCP connection per pair of ranks, TLS 1.3 with each
   peer's certificate pinned to the identity the job lists at its rank; plaintext
   only as the explicit ``trusted-network`` transport;
-- randomness (csprng.py): AES-CTR streams with 256-bit keys; the keys shared
+- randomness (mpc/csprng.py): AES-CTR streams with 256-bit keys; the keys shared
   by neighbouring parties (zero sharings) travel over the encrypted links;
-- correlated randomness (dealer.py): a dealer rank that holds no data, or, for
-  local simulation only, rank 0 itself (``first-party``, CrypTen's TFP model);
+- correlated randomness (mpc/correlations.py; the dealer: mpc/dealer_service.py):
+  a dealer rank that holds no data, or, for local simulation only, rank 0
+  itself (``first-party``, CrypTen's TFP model); every change to CrypTen is
+  installed by mpc/crypten_patches.py;
 - agreement: before anything secret moves, every pair of ranks compares the job
   digest (spec, seed, ranks, identities, dealer, provider, transport).
 """
@@ -22,13 +24,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ._compat import import_crypten
+from .mpc._compat import import_crypten
 from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
-from .dealer import PROVIDERS
+from .mpc.correlations import PROVIDERS
 from .errors import PEER_LOST, InputError, MPCError, PeerLost, Refused
 from .local_data import LocalData
-from .mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
-from .transport import Transport
+from .mpc.mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
+from .mpc.transport import Transport
 from .params import MeanShiftParams, resolve_summary
 from .protocol import Progress, SecureResult, run_protocol
 
@@ -168,14 +170,11 @@ class _Session:
     def __enter__(self):
         import torch
 
-        from . import csprng
-        from .communicator import MeshCommunicator, install
-        from .dealer import install_protocols, party_setup
+        from .mpc import correlations, crypten_patches, csprng
+        from .mpc.communicator import MeshCommunicator
 
-        crypten = import_crypten()
         c = self.cfg
         torch.set_num_threads(max(1, c.threads))
-        crypten.cfg.encoder.precision_bits = 16   # bulk work; see fixedpoint.BULK_BITS
         if self.mesh is None:
             self.mesh = _connect(c)
         mesh = self.mesh
@@ -191,33 +190,25 @@ class _Session:
             prev = bytes(mesh.recv((r - 1) % k))
             if r != 0:
                 glob = bytes(mesh.recv(0))
-            self.corr = party_setup(mesh, r, k, c.provider)
-            csprng.install(prev, nxt, csprng.new_key(), glob)
+            self.corr = correlations.party_setup(mesh, r, k, c.provider)
+            crypten_patches.install_generators(prev, nxt, csprng.new_key(), glob)
         except MPCError:
             mesh.close()
             raise
-        from ._compat import fast_copies, freeze_config, lean_dispatch
-
-        freeze_config(crypten)
-        fast_copies(crypten)
-        lean_dispatch(crypten)
         comm = MeshCommunicator(mesh, k)
-        install(comm)
-        install_protocols(self.corr)
+        crypten_patches.install_session(comm, self.corr)
         self.corr.on_request = comm.count_dealer
         return self
 
     def __exit__(self, exc_type, *exc):
-        from .communicator import uninstall
-        from .dealer import release
+        from .mpc.crypten_patches import uninstall_session
 
-        release()
         try:
             if exc_type is None and self.corr is not None:
                 self.corr.finish()
         except MPCError:
             pass
-        uninstall()
+        uninstall_session()
         if self.mesh is not None:
             self.mesh.close()
         return False
@@ -231,7 +222,7 @@ def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
         raise InputError("rank: the dealer's rank is world_size")
     import torch
 
-    from .dealer import serve
+    from .mpc.dealer_service import serve
 
     torch.set_num_threads(max(1, mpc.threads))
     mesh = transport if transport is not None else _connect(mpc)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.distributed import ReduceOp
 
-from .errors import MPCError
+from ..errors import MPCError
 from .transport import Transport
 
 
@@ -265,21 +265,3 @@ def step(name: str):
         yield
     finally:
         comm.set_step(prev)
-
-
-def install(comm: MeshCommunicator) -> None:
-    """Make ``crypten.communicator.get()`` return this communicator."""
-    import crypten.communicator as cc
-
-    cc.get = lambda: comm
-    cc.is_initialized = lambda: True
-
-
-def uninstall() -> None:
-    import crypten.communicator as cc
-
-    def _none():
-        raise RuntimeError("no MPC session")
-
-    cc.get = _none
-    cc.is_initialized = lambda: False

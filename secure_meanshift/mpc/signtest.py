@@ -84,7 +84,7 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
                    first: bool) -> torch.Tensor:
     """Arithmetic shares (0/1, int64) of [x < 0] for this party's shares x.
 
-    corr: the party's Correlations (dealer.py); open_sum / open_xor: one
+    corr: the party's Correlations (correlations.py); open_sum / open_xor: one
     batched all-to-all opening; first: this party adds public constants."""
     shape, n = x.shape, x.numel()
     w = words(n)

@@ -117,7 +117,7 @@ def _goldschmidt_openings(z, d: int, big: int):
     2 nd - (E E_y - E t_y - t E_y + u) with u = t t_y from the dealer, so it
     needs no opening of its own: GOLDSCHMIDT_STEPS products in one round each,
     plus the first truncation. Returns q (m, d) at z's scale."""
-    from .dealer import open_truncated
+    from .beaver import open_truncated
 
     crypten = import_crypten()
     bits = int(round(math.log2(z.encoder.scale)))
