@@ -6,6 +6,7 @@ Works in the unit box; :func:`reference_meanshift` takes and returns data units.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
@@ -25,7 +26,8 @@ def quantise_points(unit_points) -> np.ndarray:
     q = 2.0**POINT_BITS
     return np.round(np.asarray(unit_points, dtype=np.float64) * q) / q
 
-TIE = 1.0 / 64      # intensities closer than this tie; the lower seed index wins
+INTENSITY_BITS = 16   # the intensities' fixed-point scale on shares (mpc.fixedpoint.BULK_BITS)
+KEY_WIDTH = 61        # bits of a merge key difference: 2 (K_j - K_i) +- 1 stays in the ring
 
 
 @dataclass
@@ -36,6 +38,23 @@ class PlainResult:
     unmerged: np.ndarray           # (m, d) data units, before merging
     intensity: Optional[np.ndarray] = None   # (m,) kernel weight sums at the last pass
     edge_gap: Optional[float] = None   # flat kernel: closest | |c - x| - h | seen (data units)
+    ties: Optional[np.ndarray] = None  # intensity merge: decisive_ties rows, data units
+
+    def tie_gaps(self, apart: float = 0.0) -> tuple[float, float]:
+        """(smallest intensity gap, smallest coordinate gap in data units) that
+        decided a kept centroid over a suppressed one more than ``apart`` (data
+        units) away; inf when there is none. The secure engine keeps the same
+        centroid of every such pair when the intensity gap exceeds its
+        intensities' fixed-point error (0 for the flat kernel's counts, unless
+        edge_gap is within the centroids' error) and the coordinate gap its
+        centroids' (2^-precision_bits of the unit box); otherwise it may keep
+        the other one, at most ``apart`` away when no pair farther apart is close."""
+        if self.ties is None or len(self.ties) == 0:
+            return np.inf, np.inf
+        far = self.ties[self.ties[:, 2] > apart]
+        if len(far) == 0:
+            return np.inf, np.inf
+        return float(far[:, 0].min()), float(far[:, 1].min())
 
 
 def sq_distances(c: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -50,26 +69,62 @@ def merge_keep(c: np.ndarray, radius: float) -> np.ndarray:
     return ~(close & earlier).any(axis=1)
 
 
-def dominance(intensity: np.ndarray) -> np.ndarray:
-    """dom[i, j] = centroid j outranks i: higher intensity, or a tie (within TIE)
-    and a lower index. One sign test per pair, exactly as on shares."""
-    m = len(intensity)
+def key_layout(precision_bits: int, max_intensity: float, dim: int) -> tuple[int, int]:
+    """(S, k) of the merge key: K = I 2^(kS) + sum_t C_t 2^((k-1-t)S), with I the
+    intensity's encoding (scale 2^INTENSITY_BITS) and C_t coordinate t's
+    (scale 2^precision_bits). A coordinate of the unit box (with the range
+    check's slack) lies in (-2^(S-1), 2^(S-1)), S = precision_bits + 2, so K's
+    order is the lexicographic order of (I, C_0, ..., C_(k-1)). k is the most
+    coordinates for which |2 (K_j - K_i) +- 1| stays below 2^63 (the sign test's
+    ring) given the public bound ``max_intensity``; 0 leaves the intensity alone."""
+    digit = precision_bits + 2
+    ibits = INTENSITY_BITS + int(math.ceil(math.log2(max(max_intensity, 1.0) + 2.0))) + 1
+    return digit, max(0, min(dim, (KEY_WIDTH - ibits) // digit))
+
+
+def merge_keys(c: np.ndarray, intensity: np.ndarray, precision_bits: int,
+               max_intensity: float) -> np.ndarray:
+    """(m,) int64 merge keys (key_layout) from the exact encodings the secure
+    engine would hold for these centroids (unit box) and intensities."""
+    digit, k = key_layout(precision_bits, max_intensity, c.shape[1])
+    key = np.round(np.asarray(intensity, np.float64) * 2.0**INTENSITY_BITS).astype(np.int64)
+    for t in range(k):
+        key = key * (1 << digit) + np.round(c[:, t] * 2.0**precision_bits).astype(np.int64)
+    return key
+
+
+def dominance(keys: np.ndarray) -> np.ndarray:
+    """dom[i, j] = centroid j outranks i: scikit-learn's order (higher intensity,
+    then the lexicographically larger centre: a larger merge key), the lower
+    index last. On shares: one sign test of 2 (K_j - K_i) +- 1 per pair."""
+    m = len(keys)
     j_lt_i = np.tril(np.ones((m, m), dtype=bool), k=-1)
-    t = np.where(j_lt_i, TIE, -TIE)
-    dom = intensity[None, :] - intensity[:, None] + t >= 0
+    dom = (keys[None, :] > keys[:, None]) | ((keys[None, :] == keys[:, None]) & j_lt_i)
     return dom & ~np.eye(m, dtype=bool)
 
 
 def merge_keep_intensity(c: np.ndarray, intensity: np.ndarray, radius: float,
-                         min_weight: float = EMPTY_BELOW) -> np.ndarray:
-    """scikit-learn's rule: in decreasing intensity, keep a centroid unless a kept
-    one lies within the radius; drop empty ones. Computed as rounds of
+                         min_weight: float = EMPTY_BELOW, precision_bits: int = 20,
+                         max_intensity: Optional[float] = None) -> np.ndarray:
+    """scikit-learn's rule: in scikit-learn's order (dominance), keep a centroid
+    unless a kept one lies within the radius; drop empty ones. Computed as rounds of
     keep_i = nonempty_i * prod_j (1 - A_ij keep_j), A = dominates & close, from
     keep = nonempty until nothing changes: the greedy answer, reached after at
     most m rounds (the secure engine does the same).
-    "Empty" means an intensity below ``min_weight`` (params.keep_threshold)."""
+    "Empty" means an intensity below ``min_weight`` (params.keep_threshold).
+    ``max_intensity``: the public bound of an intensity the secure engine uses
+    (key_layout; default: the largest intensity given)."""
+    keep, _ = _merge(c, intensity, radius, min_weight, precision_bits, max_intensity)
+    return keep
+
+
+def _merge(c, intensity, radius, min_weight, precision_bits, max_intensity):
+    """(keep, the pairs (loser i, kept winner j) that the order decided)."""
     m = len(c)
-    a = dominance(intensity) & (sq_distances(c, c) <= radius**2)
+    if max_intensity is None:
+        max_intensity = float(np.max(intensity)) if m else 1.0
+    keys = merge_keys(c, intensity, precision_bits, max_intensity)
+    a = dominance(keys) & (sq_distances(c, c) <= radius**2)
     nonempty = intensity >= min_weight
     keep = nonempty.copy()
     for _ in range(m):
@@ -77,7 +132,34 @@ def merge_keep_intensity(c: np.ndarray, intensity: np.ndarray, radius: float,
         if np.array_equal(new, keep):      # the fixed point: the greedy answer
             break
         keep = new
-    return keep
+    loser, winner = np.nonzero(a & keep[None, :] & nonempty[:, None])
+    return keep, (loser, winner)
+
+
+def decisive_ties(c: np.ndarray, intensity: np.ndarray, pairs: tuple, precision_bits: int,
+                  max_intensity: float) -> np.ndarray:
+    """One row per pair (a kept centroid j, a nonempty one i within the merge
+    radius that j outranks, hence suppresses): [|I_j - I_i|, the gap of the
+    coordinate that decided their order (unit box; inf if the intensity
+    encodings differ, 0 if only the index did), |c_j - c_i|]. Where such a gap is
+    within the secure engine's fixed-point error, the secure run may keep i
+    instead of j (PlainResult.tie_gaps)."""
+    loser, winner = pairs
+    if len(loser) == 0:
+        return np.zeros((0, 3))
+    _, k = key_layout(precision_bits, max_intensity, c.shape[1])
+    q = 2.0**precision_bits
+    ienc = np.round(np.asarray(intensity, np.float64) * 2.0**INTENSITY_BITS)
+    coord = np.full(len(loser), np.inf)
+    same = ienc[winner] == ienc[loser]
+    coord[same] = 0.0
+    undecided = same.copy()
+    for t in range(k):
+        differ = undecided & (np.round(c[winner, t] * q) != np.round(c[loser, t] * q))
+        coord[differ] = np.abs(c[winner, t] - c[loser, t])[differ]
+        undecided &= ~differ
+    dist = np.sqrt(((c[winner] - c[loser]) ** 2).sum(1))
+    return np.stack([np.abs(intensity[winner] - intensity[loser]), coord, dist], axis=1)
 
 
 def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.ndarray]],
@@ -100,7 +182,8 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
                    seeds: Optional[np.ndarray] = None):
     """Weighted mean-shift in the unit box. x (N, d), w (N,).
     Returns (unmerged centroids (m, d), keep mask (m,), iterations, intensity (m,),
-    closest approach of a point to a flat kernel's edge (unit box))."""
+    closest approach of a point to a flat kernel's edge (unit box), the merge's
+    decisive_ties (unit box) or None)."""
     c = (x[dust_indices(p.seed, len(x), p.n_dust)] if seeds is None else seeds).copy()
     xw = np.concatenate([x * w[:, None], w[:, None]], axis=1)
     it = 0
@@ -127,11 +210,15 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
             den = (plain_kernel(sq, p) @ w[:, None])
             break
     intensity = den[:, 0]
+    ties = None
     if p.merge == "intensity":
-        keep = merge_keep_intensity(c, intensity, p.merge_unit, p.keep_threshold)
+        top = float(w.sum())          # the secure engine's public bound: the total weight
+        keep, pairs = _merge(c, intensity, p.merge_unit, p.keep_threshold, p.precision_bits,
+                             top)
+        ties = decisive_ties(c, intensity, pairs, p.precision_bits, top)
     else:
         keep = merge_keep(c, p.merge_unit)
-    return c, keep, it, intensity, gap
+    return c, keep, it, intensity, gap, ties
 
 
 def nearest_sizes(c: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -179,7 +266,7 @@ def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParam
               ) -> PlainResult:
     """Weighted mean-shift from these seeds, merge, sizes, suppression (unit box in,
     data units out)."""
-    c, keep, it, intensity, gap = meanshift_unit(x, w, p, seeds)
+    c, keep, it, intensity, gap, ties = meanshift_unit(x, w, p, seeds)
     sizes = nearest_sizes(c[keep], x, w) if p.return_sizes else None
     if p.min_cluster_size > 1:         # as protocol.suppress_small (sizes before it)
         big = nearest_sizes(c[keep], x, w) >= p.min_cluster_size - 0.5
@@ -187,8 +274,10 @@ def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParam
         keep[np.flatnonzero(keep)[~big]] = False
     cents, order = sort_rows(from_unit(c[keep], p.lo, p.scale))
     sizes = sizes[order] if sizes is not None else None
+    if ties is not None:
+        ties = ties * np.array([1.0, p.scale, p.scale])
     return PlainResult(cents, sizes, it, from_unit(c, p.lo, p.scale), intensity,
-                       None if not np.isfinite(gap) else gap * p.scale)
+                       None if not np.isfinite(gap) else gap * p.scale, ties)
 
 
 def sort_rows(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
