@@ -43,18 +43,20 @@ class PlainResult:
     def tie_gaps(self, apart: float = 0.0) -> tuple[float, float]:
         """(smallest intensity gap, smallest coordinate gap in data units) that
         decided a kept centroid over a suppressed one more than ``apart`` (data
-        units) away; inf when there is none. The secure engine keeps the same
+        units) away: the first over pairs whose intensity encodings differ, the
+        second over pairs of equal intensity (0 if only the index decided); inf
+        when there is none. The secure engine keeps the same
         centroid of every such pair when the intensity gap exceeds its
         intensities' fixed-point error (0 for the flat kernel's counts, unless
         edge_gap is within the centroids' error) and the coordinate gap its
         centroids' (2^-precision_bits of the unit box); otherwise it may keep
         the other one, at most ``apart`` away when no pair farther apart is close."""
-        if self.ties is None or len(self.ties) == 0:
+        if self.ties is None:
             return np.inf, np.inf
         far = self.ties[self.ties[:, 2] > apart]
-        if len(far) == 0:
-            return np.inf, np.inf
-        return float(far[:, 0].min()), float(far[:, 1].min())
+        by_intensity = far[np.isinf(far[:, 1]), 0]
+        return (float(by_intensity.min()) if len(by_intensity) else np.inf,
+                float(far[:, 1].min()) if len(far) else np.inf)
 
 
 def sq_distances(c: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -117,9 +117,10 @@ def _against_sklearn(centres, x, idx, h, ref):
     assert err <= 0.05 * h and ari >= 0.99, f"offset {err / h:.3f} h, ARI {ari:.3f}"
 
 
-# circles 240 points (random_state 5): modes of equal count within h, where the
-# lower seed index (the former rule) kept 5 centres against scikit-learn's 4
-@pytest.mark.parametrize("name,n,seed", [("circles", 240, 5), ("moons", 240, 2)])
+# modes of equal count within h of each other, where the lower seed index (the
+# former rule) kept 3 centres against scikit-learn's 4 (circles) and 3 against 2 (moons)
+@pytest.mark.parametrize("name,n,seed", [("circles", 200, 1),
+                                         pytest.param("moons", 200, 7, marks=pytest.mark.slow)])
 def test_secure_every_point_seeds_give_scikit_learns_clusters(name, n, seed):
     from secure_meanshift.simulate import run_simulation
 
