@@ -13,6 +13,17 @@ in bandwidths), number of clusters, wall time.
     .venv/bin/python benchmarks/sklearn_parity.py [--quick] [--out benchmarks/results/sklearn_parity.json]
 
 --quick: small sizes (the 200,000-point shape becomes 20,000).
+
+    .venv/bin/python benchmarks/sklearn_parity.py --generators [--points 300,1000] [--secure-up-to 300]
+
+--generators (issue 18): scikit-learn's generators (estimator_generators.py's
+moons, circles, anisotropic and varied-density blobs, 6-D and 10-D blobs),
+standardised by SecureStandardScaler, h = estimate_bandwidth(quantile 0.25), 3
+parties, SecureMeanShift(h)'s defaults (every point a seed up to 1,000 points)
+against MeanShift(bandwidth=h): clusters, ARI, worst centre offset (in h) of the
+twin and (up to --secure-up-to points) the secure engine, and the clusters the
+former tie rule (lower seed index) would keep. Writes
+benchmarks/results/sklearn_parity_generators.json and .png.
 """
 
 from __future__ import annotations
@@ -94,10 +105,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results", "sklearn_parity.json"))
     ap.add_argument("--only", help="run only shapes whose name contains this")
     ap.add_argument("--table", metavar="JSON", help="print the README table of a results file")
+    ap.add_argument("--generators", action="store_true", help="scikit-learn's generators (issue 18)")
+    ap.add_argument("--points", default="300,1000", help="--generators: sizes, comma-separated")
+    ap.add_argument("--secure-up-to", type=int, default=300,
+                    help="--generators: run the secure engine up to this many points")
     a = ap.parse_args(argv)
     if a.table:
-        print(table(a.table))
+        print(generators_table(a.table) if "generators" in a.table else table(a.table))
         return 0
+    if a.generators:
+        return run_generators([int(v) for v in a.points.split(",")], a.secure_up_to, a.parties,
+                              a.only)
     from sklearn.cluster import MeanShift
 
     rows = []
@@ -144,6 +162,146 @@ def main(argv=None) -> int:
                   f, indent=1)
     print(f"wrote {a.out}")
     return 0
+
+
+# ---- issue 18: scikit-learn's generators, every point a seed ---------------------
+def _generators(n: int) -> dict:
+    """estimator_generators.py's data sets (one home for their definitions)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "estimator_generators", os.path.join(HERE, "estimator_generators.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.generators(n)
+
+
+def _former_rule_clusters(twin, p) -> int:
+    """How many centroids the former tie rule (equal intensity: the lower seed
+    index) keeps from the twin's converged centroids and intensities."""
+    from secure_meanshift.plaintext import sq_distances
+
+    c, inten = (twin.unmerged - p.lo) / p.scale, twin.intensity
+    m = len(c)
+    lower = np.tril(np.ones((m, m), bool), -1)
+    dom = ((inten[None, :] > inten[:, None]) | ((inten[None, :] == inten[:, None]) & lower))
+    a = dom & ~np.eye(m, dtype=bool) & (sq_distances(c, c) <= p.merge_unit**2)
+    nonempty = inten >= p.keep_threshold
+    keep = nonempty.copy()
+    for _ in range(m):
+        new = nonempty & ~(a & keep[None, :]).any(axis=1)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return int(keep.sum())
+
+
+def _generator_row(name: str, x: np.ndarray, parties: int, secure: bool) -> dict:
+    import warnings
+
+    from sklearn.cluster import MeanShift, estimate_bandwidth
+    from sklearn.metrics import adjusted_rand_score
+
+    from secure_meanshift import SecureStandardScaler
+    from secure_meanshift.centroid_match import match_error
+    from secure_meanshift.plaintext import reference_meanshift
+
+    parts = np.array_split(x, parties)
+    z = SecureStandardScaler(engine="plaintext").fit(parts).transform(parts)
+    zall = np.concatenate(z)
+    h = float(estimate_bandwidth(zall, quantile=0.25))
+    sk = MeanShift(bandwidth=h).fit(zall)
+    row = {"data": name, "points": int(len(x)), "dim": int(x.shape[1]), "h": h,
+           "parties": parties, "sklearn_clusters": int(len(sk.cluster_centers_))}
+    for engine in ("plaintext", "secure") if secure else ("plaintext",):
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = SecureMeanShift(h, engine=engine, verbose=0, timeout_s=600).fit(z)
+        err, unmatched = match_error(est.cluster_centers_, sk.cluster_centers_)
+        row[engine] = {"clusters": int(len(est.cluster_centers_)), "offset_h": float(err / h),
+                       "unmatched": int(unmatched), "seeding": est.params_.seeding,
+                       "ari": float(adjusted_rand_score(sk.labels_, np.concatenate(est.labels_))),
+                       "wall_s": time.perf_counter() - t}
+        if engine == "plaintext":
+            p = est.params_
+            twin = reference_meanshift(z, p)
+            row["former_rule_clusters"] = _former_rule_clusters(twin, p)
+            gi, gc = twin.tie_gaps(apart=1e-3 * h)
+            row["tie_gaps"] = {"intensity": gi if np.isfinite(gi) else None,
+                               "coordinate_h": gc / h if np.isfinite(gc) else None}
+            plain = est.cluster_centers_
+        else:
+            row["secure_vs_twin_h"] = float(match_error(est.cluster_centers_, plain)[0] / h)
+    return row
+
+
+def run_generators(sizes: list, secure_up_to: int, parties: int, only) -> int:
+    rows = []
+    out = os.path.join(HERE, "results", "sklearn_parity_generators.json")
+    for n in sizes:
+        for name, x in _generators(n).items():
+            if only and only not in name:
+                continue
+            rows.append(_generator_row(name, x, parties, n <= secure_up_to))
+            print(json.dumps(rows[-1]), flush=True)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with open(out, "w") as f:      # after every row: a partial run keeps its rows
+                json.dump({"rows": rows, "command": "benchmarks/sklearn_parity.py --generators "
+                           f"--points {','.join(map(str, sizes))} --secure-up-to {secure_up_to}"},
+                          f, indent=1)
+    _generators_plot(rows, out[:-5] + ".png")
+    print(generators_table(out))
+    return 0
+
+
+def _generators_plot(rows: list, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['data']}\n{r['points']}" for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    xs = np.arange(len(rows))
+    for k, (engine, colour) in enumerate((("plaintext", "tab:blue"), ("secure", "tab:orange"))):
+        ari = [r[engine]["ari"] if engine in r else np.nan for r in rows]
+        off = [r[engine]["offset_h"] if engine in r else np.nan for r in rows]
+        ax[0].bar(xs + 0.4 * k, ari, 0.4, color=colour, label=engine)
+        ax[1].bar(xs + 0.4 * k, off, 0.4, color=colour, label=engine)
+    ax[0].axhline(0.99, color="k", lw=0.8, ls="--")
+    ax[1].axhline(0.05, color="k", lw=0.8, ls="--")
+    ax[0].set_ylabel("ARI vs MeanShift()")
+    ax[1].set_ylabel("worst centre offset (h)")
+    for a in ax:
+        a.set_xticks(xs + 0.2, labels, rotation=60, ha="right", fontsize=7)
+        a.legend(fontsize=8)
+    fig.suptitle("SecureMeanShift vs scikit-learn's MeanShift, 3 parties, standardised")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def generators_table(path: str) -> str:
+    """The README's table of a --generators results file."""
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+
+    def cell(r, e):
+        if e not in r:
+            return "-"
+        v = r[e]
+        return f"{v['clusters']} / {v['ari']:.3f} / {v['offset_h']:.4f} h"
+
+    out = ["| data (3 parties, standardised) | points | d | scikit-learn clusters | "
+           "former tie rule: clusters | twin: clusters / ARI / offset | "
+           "secure: clusters / ARI / offset | secure vs twin |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        vs = f"{r['secure_vs_twin_h']:.1e} h" if "secure_vs_twin_h" in r else "-"
+        out.append(f"| {r['data']} | {r['points']:,} | {r['dim']} | {r['sklearn_clusters']} | "
+                   f"{r['former_rule_clusters']} | {cell(r, 'plaintext')} | "
+                   f"{cell(r, 'secure')} | {vs} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
