@@ -10,7 +10,8 @@ Every step is one vectorised operation over all dusts and all points:
   update   S = K [w x | w];  C' = S_x / S_w       (division.py)
   stop     reveal one bit: did any |C' - C|_inf exceed tol   (not if oblivious)
   merge    "intensity" (default, scikit-learn's): greedy in decreasing kernel
-           weight sum, drop a centroid within the radius of a kept one;
+           weight sum (ties: the lexicographically larger centre), drop a
+           centroid within the radius of a kept one;
            "first": keep_i = no earlier centroid within the merge radius
   shuffle  every party applies a secret permutation, so position reveals nothing
   reveal   [keep * C, keep] to the ranks in reveal_to only
@@ -169,7 +170,7 @@ def _rows_all_zero(b):
 
 
 def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
-                          oblivious: bool = True, max_intensity: float = 1.0):
+                          oblivious: bool = True, *, max_intensity: float):
     """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
     weight sum, at most the public ``max_intensity``. dom_ij = j outranks i in
     scikit-learn's order (_dominance: higher intensity, then the lexicographically
@@ -711,7 +712,7 @@ def _merge(sh: Shared, c, den):
         # the last pass's weight sums (what the twin calls intensity), public rescaling undone
         return _merge_keep_intensity(c, den * (2**sh.shift) if sh.shift else den,
                                      p.merge_unit, p.keep_threshold, p.oblivious,
-                                     sh.max_den * 2**sh.shift)
+                                     max_intensity=sh.max_den * 2**sh.shift)
     return _merge_keep(c, p.merge_unit)
 
 

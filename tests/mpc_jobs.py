@@ -192,7 +192,8 @@ def merge_job(rank, c, intensity, radius, min_weight, oblivious, max_intensity=1
     comm = crypten.comm.get()
     comm.reset_communication_stats()
     with observe() as seen:
-        keep = _merge_keep_intensity(ct, it, radius, min_weight, oblivious, max_intensity)
+        keep = _merge_keep_intensity(ct, it, radius, min_weight, oblivious,
+                                     max_intensity=max_intensity)
     rounds = comm.get_communication_stats()["rounds"]
     opened = [list(e.shape) for e in seen]
     return keep.get_plain_text().numpy().reshape(-1) > 0.5, rounds, opened
