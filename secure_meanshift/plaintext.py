@@ -45,12 +45,13 @@ class PlainResult:
         decided a kept centroid over a suppressed one more than ``apart`` (data
         units) away: the first over pairs whose intensity encodings differ, the
         second over pairs of equal intensity (0 if only the index decided); inf
-        when there is none. The secure engine keeps the same
-        centroid of every such pair when the intensity gap exceeds its
-        intensities' fixed-point error (0 for the flat kernel's counts, unless
-        edge_gap is within the centroids' error) and the coordinate gap its
-        centroids' (2^-precision_bits of the unit box); otherwise it may keep
-        the other one, at most ``apart`` away when no pair farther apart is close."""
+        when there is none. The greedy answer depends on the order only through
+        these pairs (the kept set stays a fixed point while each keeps its
+        order), so with ``apart=0`` the secure engine keeps the twin's centroids
+        when the intensity gap exceeds its intensities' fixed-point error (0 for
+        the flat kernel's counts, unless edge_gap is within the centroids'
+        error) and the coordinate gap its centroids' (2^-precision_bits of the
+        unit box); otherwise it may keep the other centroid of such a pair."""
         if self.ties is None:
             return np.inf, np.inf
         far = self.ties[self.ties[:, 2] > apart]

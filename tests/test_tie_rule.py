@@ -136,3 +136,27 @@ def test_secure_every_point_seeds_give_scikit_learns_clusters(name, n, seed):
     _against_sklearn(got.centroids, x, idx, h, ref)
     err, unmatched = match_error(got.centroids, twin.centroids)
     assert unmatched == 0 and err <= 1e-3 * h
+
+
+def test_tie_gaps_bound_what_intensity_noise_can_change():
+    """The twin's decisive gaps: moving every distinct intensity by less than
+    half the intensity gap (tied ones together: their order is the coordinates')
+    leaves the keep mask as it is, however the other orders change: the secure
+    engine's intensities may be that far off and still keep the twin's centroids.
+    (With the gaussian kernel and every point a seed, copies of one mode differ
+    in intensity by about 1e-6 here, below the encoding's 2^-16: tie_gaps says
+    the secure run may keep another copy, which lies about 1e-4 h away.)"""
+    x = _standardised("moons", 200, 7)
+    h = float(estimate_bandwidth(x, quantile=0.25, random_state=0))
+    parts, _, p = _job(x, h)
+    twin = reference_meanshift(parts, p)
+    gi, _ = twin.tie_gaps()
+    assert twin.ties is not None and len(twin.ties) > 0 and 0 < gi < np.inf
+    c, inten = (twin.unmerged - p.lo) / p.scale, twin.intensity
+    args = (c, inten, p.merge_unit, p.keep_threshold, p.precision_bits, float(len(x)))
+    keep = merge_keep_intensity(*args)
+    values, which = np.unique(inten, return_inverse=True)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        noisy = (values + 0.49 * gi * rng.uniform(-1, 1, len(values)))[which]
+        assert merge_keep_intensity(c, noisy, *args[2:]).tolist() == keep.tolist()
