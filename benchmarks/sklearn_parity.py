@@ -107,15 +107,19 @@ def main(argv=None) -> int:
     ap.add_argument("--table", metavar="JSON", help="print the README table of a results file")
     ap.add_argument("--generators", action="store_true", help="scikit-learn's generators (issue 18)")
     ap.add_argument("--points", default="300,1000", help="--generators: sizes, comma-separated")
+    ap.add_argument("--states", default="170", help="--generators: random states, comma-separated")
     ap.add_argument("--secure-up-to", type=int, default=300,
                     help="--generators: run the secure engine up to this many points")
+    ap.add_argument("--secure-where-former-differs-up-to", type=int, default=1000,
+                    help="--generators: and up to this many where the former tie rule differs")
     a = ap.parse_args(argv)
     if a.table:
         print(generators_table(a.table) if "generators" in a.table else table(a.table))
         return 0
     if a.generators:
-        return run_generators([int(v) for v in a.points.split(",")], a.secure_up_to, a.parties,
-                              a.only)
+        return run_generators([int(v) for v in a.points.split(",")],
+                              [int(v) for v in a.states.split(",")], a.secure_up_to,
+                              a.secure_where_former_differs_up_to, a.parties, a.only)
     from sklearn.cluster import MeanShift
 
     rows = []
@@ -165,7 +169,7 @@ def main(argv=None) -> int:
 
 
 # ---- issue 18: scikit-learn's generators, every point a seed ---------------------
-def _generators(n: int) -> dict:
+def _generators(n: int, rs: int) -> dict:
     """estimator_generators.py's data sets (one home for their definitions)."""
     import importlib.util
 
@@ -173,12 +177,12 @@ def _generators(n: int) -> dict:
         "estimator_generators", os.path.join(HERE, "estimator_generators.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.generators(n)
+    return mod.generators(n, rs)
 
 
-def _former_rule_clusters(twin, p) -> int:
-    """How many centroids the former tie rule (equal intensity: the lower seed
-    index) keeps from the twin's converged centroids and intensities."""
+def _former_rule_centres(twin, p) -> np.ndarray:
+    """The centres the former tie rule (equal intensity: the lower seed index)
+    keeps from the twin's converged centroids and intensities (data units)."""
     from secure_meanshift.plaintext import sq_distances
 
     c, inten = (twin.unmerged - p.lo) / p.scale, twin.intensity
@@ -193,10 +197,12 @@ def _former_rule_clusters(twin, p) -> int:
         if np.array_equal(new, keep):
             break
         keep = new
-    return int(keep.sum())
+    return twin.unmerged[keep]
 
 
-def _generator_row(name: str, x: np.ndarray, parties: int, secure: bool) -> dict:
+def _generator_row(name: str, x: np.ndarray, parties: int, secure) -> dict:
+    """One data set: scikit-learn, the twin, the former rule and (if ``secure``
+    says so for this row: a bool, or a callable of the row so far) the secure run."""
     import warnings
 
     from sklearn.cluster import MeanShift, estimate_bandwidth
@@ -213,7 +219,9 @@ def _generator_row(name: str, x: np.ndarray, parties: int, secure: bool) -> dict
     sk = MeanShift(bandwidth=h).fit(zall)
     row = {"data": name, "points": int(len(x)), "dim": int(x.shape[1]), "h": h,
            "parties": parties, "sklearn_clusters": int(len(sk.cluster_centers_))}
-    for engine in ("plaintext", "secure") if secure else ("plaintext",):
+    for engine in ("plaintext", "secure"):
+        if engine == "secure" and not (secure(row) if callable(secure) else secure):
+            break
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -226,7 +234,13 @@ def _generator_row(name: str, x: np.ndarray, parties: int, secure: bool) -> dict
         if engine == "plaintext":
             p = est.params_
             twin = reference_meanshift(z, p)
-            row["former_rule_clusters"] = _former_rule_clusters(twin, p)
+            old = _former_rule_centres(twin, p)
+            err_old, unmatched_old = match_error(old, sk.cluster_centers_)
+            row["former_rule"] = {"clusters": int(len(old)), "offset_h": float(err_old / h),
+                                  "unmatched": int(unmatched_old),
+                                  "same_as_sklearn": bool(len(old) == len(sk.cluster_centers_)
+                                                          and unmatched_old == 0
+                                                          and err_old <= 0.05 * h)}
             gi, gc = twin.tie_gaps(apart=1e-3 * h)
             row["tie_gaps"] = {"intensity": gi if np.isfinite(gi) else None,
                                "coordinate_h": gc / h if np.isfinite(gc) else None}
@@ -236,20 +250,29 @@ def _generator_row(name: str, x: np.ndarray, parties: int, secure: bool) -> dict
     return row
 
 
-def run_generators(sizes: list, secure_up_to: int, parties: int, only) -> int:
+def run_generators(sizes: list, states: list, secure_up_to: int, differs_up_to: int,
+                   parties: int, only) -> int:
+    """Every size x random state x generator; the secure engine up to
+    ``secure_up_to`` points, and up to ``differs_up_to`` where the former tie
+    rule's answer differs from scikit-learn's."""
     rows = []
     out = os.path.join(HERE, "results", "sklearn_parity_generators.json")
     for n in sizes:
-        for name, x in _generators(n).items():
-            if only and only not in name:
-                continue
-            rows.append(_generator_row(name, x, parties, n <= secure_up_to))
+        for rs in states:
+            for name, x in _generators(n, rs).items():
+                if only and only not in name:
+                    continue
+                rows.append(_generator_row(
+                    name, x, parties, lambda r, n=n: n <= secure_up_to or (
+                        n <= differs_up_to and not r["former_rule"]["same_as_sklearn"])))
+                rows[-1]["random_state"] = rs
             print(json.dumps(rows[-1]), flush=True)
             os.makedirs(os.path.dirname(out), exist_ok=True)
             with open(out, "w") as f:      # after every row: a partial run keeps its rows
                 json.dump({"rows": rows, "command": "benchmarks/sklearn_parity.py --generators "
-                           f"--points {','.join(map(str, sizes))} --secure-up-to {secure_up_to}"},
-                          f, indent=1)
+                           f"--points {','.join(map(str, sizes))} --states "
+                           f"{','.join(map(str, states))} --secure-up-to {secure_up_to} "
+                           f"--secure-where-former-differs-up-to {differs_up_to}"}, f, indent=1)
     _generators_plot(rows, out[:-5] + ".png")
     print(generators_table(out))
     return 0
@@ -281,8 +304,14 @@ def _generators_plot(rows: list, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _same(v: dict, sk_clusters: int) -> bool:
+    return v["clusters"] == sk_clusters and v["unmatched"] == 0 and v["offset_h"] <= 0.05 and \
+        v.get("ari", 1.0) >= 0.99
+
+
 def generators_table(path: str) -> str:
-    """The README's table of a --generators results file."""
+    """The README's table of a --generators results file: a summary line, then
+    every row the secure engine ran on or where the former tie rule differs."""
     with open(path) as f:
         rows = json.load(f)["rows"]
 
@@ -292,15 +321,25 @@ def generators_table(path: str) -> str:
         v = r[e]
         return f"{v['clusters']} / {v['ari']:.3f} / {v['offset_h']:.4f} h"
 
-    out = ["| data (3 parties, standardised) | points | d | scikit-learn clusters | "
-           "former tie rule: clusters | twin: clusters / ARI / offset | "
+    twin_ok = sum(_same(r["plaintext"], r["sklearn_clusters"]) for r in rows)
+    sec = [r for r in rows if "secure" in r]
+    sec_ok = sum(_same(r["secure"], r["sklearn_clusters"]) for r in sec)
+    old_ok = sum(_same(r["former_rule"], r["sklearn_clusters"]) for r in rows)
+    out = [f"Same clusters as MeanShift() (ARI >= 0.99, offsets <= 0.05 h): twin {twin_ok} of "
+           f"{len(rows)} sets, secure {sec_ok} of {len(sec)}, former tie rule {old_ok} of "
+           f"{len(rows)}.", "",
+           "| data (3 parties, standardised) | random state | points | d | scikit-learn clusters | "
+           "former tie rule: clusters / offset | twin: clusters / ARI / offset | "
            "secure: clusters / ARI / offset | secure vs twin |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        if "secure" not in r and r["former_rule"]["same_as_sklearn"]:
+            continue
         vs = f"{r['secure_vs_twin_h']:.1e} h" if "secure_vs_twin_h" in r else "-"
-        out.append(f"| {r['data']} | {r['points']:,} | {r['dim']} | {r['sklearn_clusters']} | "
-                   f"{r['former_rule_clusters']} | {cell(r, 'plaintext')} | "
-                   f"{cell(r, 'secure')} | {vs} |")
+        old = r["former_rule"]
+        out.append(f"| {r['data']} | {r.get('random_state', 170)} | {r['points']:,} | {r['dim']} | "
+                   f"{r['sklearn_clusters']} | {old['clusters']} / {old['offset_h']:.3f} h | "
+                   f"{cell(r, 'plaintext')} | {cell(r, 'secure')} | {vs} |")
     return "\n".join(out)
 
 
