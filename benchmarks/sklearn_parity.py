@@ -14,15 +14,17 @@ in bandwidths), number of clusters, wall time.
 
 --quick: small sizes (the 200,000-point shape becomes 20,000).
 
-    .venv/bin/python benchmarks/sklearn_parity.py --generators [--points 300,1000] [--secure-up-to 300]
+    .venv/bin/python benchmarks/sklearn_parity.py --generators [--points 300,1000] \
+        [--states 170,0] [--secure-up-to 300] [--secure-where-former-differs-up-to 1000]
 
 --generators (issue 18): scikit-learn's generators (estimator_generators.py's
 moons, circles, anisotropic and varied-density blobs, 6-D and 10-D blobs),
 standardised by SecureStandardScaler, h = estimate_bandwidth(quantile 0.25), 3
 parties, SecureMeanShift(h)'s defaults (every point a seed up to 1,000 points)
 against MeanShift(bandwidth=h): clusters, ARI, worst centre offset (in h) of the
-twin and (up to --secure-up-to points) the secure engine, and the clusters the
-former tie rule (lower seed index) would keep. Writes
+twin and the secure engine (up to --secure-up-to points, and up to
+--secure-where-former-differs-up-to where the former tie rule's answer differs),
+and what the former tie rule (lower seed index) would keep. Writes
 benchmarks/results/sklearn_parity_generators.json and .png.
 """
 
