@@ -185,20 +185,14 @@ def _generators(n: int, rs: int) -> dict:
 def _former_rule_centres(twin, p) -> np.ndarray:
     """The centres the former tie rule (equal intensity: the lower seed index)
     keeps from the twin's converged centroids and intensities (data units)."""
-    from secure_meanshift.plaintext import sq_distances
+    from secure_meanshift.plaintext import greedy_keep, sq_distances
 
     c, inten = (twin.unmerged - p.lo) / p.scale, twin.intensity
     m = len(c)
     lower = np.tril(np.ones((m, m), bool), -1)
     dom = ((inten[None, :] > inten[:, None]) | ((inten[None, :] == inten[:, None]) & lower))
     a = dom & ~np.eye(m, dtype=bool) & (sq_distances(c, c) <= p.merge_unit**2)
-    nonempty = inten >= p.keep_threshold
-    keep = nonempty.copy()
-    for _ in range(m):
-        new = nonempty & ~(a & keep[None, :]).any(axis=1)
-        if np.array_equal(new, keep):
-            break
-        keep = new
+    keep = greedy_keep(a, inten >= p.keep_threshold)
     return twin.unmerged[keep]
 
 

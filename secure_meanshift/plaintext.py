@@ -129,14 +129,22 @@ def _merge(c, intensity, radius, min_weight, precision_bits, max_intensity):
     keys = merge_keys(c, intensity, precision_bits, max_intensity)
     a = dominance(keys) & (sq_distances(c, c) <= radius**2)
     nonempty = intensity >= min_weight
+    keep = greedy_keep(a, nonempty)
+    loser, winner = np.nonzero(a & keep[None, :] & nonempty[:, None])
+    return keep, (loser, winner)
+
+
+def greedy_keep(a: np.ndarray, nonempty: np.ndarray) -> np.ndarray:
+    """The greedy answer for A = outranks & close: rounds of
+    keep_i = nonempty_i * prod_j (1 - A_ij keep_j) from keep = nonempty until
+    nothing changes (at most m rounds)."""
     keep = nonempty.copy()
-    for _ in range(m):
+    for _ in range(len(a)):
         new = nonempty & ~(a & keep[None, :]).any(axis=1)
         if np.array_equal(new, keep):      # the fixed point: the greedy answer
             break
         keep = new
-    loser, winner = np.nonzero(a & keep[None, :] & nonempty[:, None])
-    return keep, (loser, winner)
+    return keep
 
 
 def decisive_ties(c: np.ndarray, intensity: np.ndarray, pairs: tuple, precision_bits: int,
