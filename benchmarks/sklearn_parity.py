@@ -109,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--table", metavar="JSON", help="print the README table of a results file")
     ap.add_argument("--generators", action="store_true", help="scikit-learn's generators (issue 18)")
     ap.add_argument("--points", default="300,1000", help="--generators: sizes, comma-separated")
+    ap.add_argument("--gen-out", default=os.path.join(HERE, "results",
+                                                      "sklearn_parity_generators.json"),
+                    help="--generators: the results file (the PNG beside it)")
     ap.add_argument("--states", default="170", help="--generators: random states, comma-separated")
     ap.add_argument("--secure-up-to", type=int, default=300,
                     help="--generators: run the secure engine up to this many points")
@@ -116,12 +119,18 @@ def main(argv=None) -> int:
                     help="--generators: and up to this many where the former tie rule differs")
     a = ap.parse_args(argv)
     if a.table:
-        print(generators_table(a.table) if "generators" in a.table else table(a.table))
+        if "generators" in a.table:        # the table, and the plot redrawn beside the file
+            with open(a.table) as f:
+                _generators_plot(json.load(f)["rows"], a.table[:-5] + ".png")
+            print(generators_table(a.table))
+        else:
+            print(table(a.table))
         return 0
     if a.generators:
         return run_generators([int(v) for v in a.points.split(",")],
                               [int(v) for v in a.states.split(",")], a.secure_up_to,
-                              a.secure_where_former_differs_up_to, a.parties, a.only)
+                              a.secure_where_former_differs_up_to, a.parties, a.only,
+                              a.gen_out)
     from sklearn.cluster import MeanShift
 
     rows = []
@@ -247,12 +256,11 @@ def _generator_row(name: str, x: np.ndarray, parties: int, secure) -> dict:
 
 
 def run_generators(sizes: list, states: list, secure_up_to: int, differs_up_to: int,
-                   parties: int, only) -> int:
+                   parties: int, only, out: str) -> int:
     """Every size x random state x generator; the secure engine up to
     ``secure_up_to`` points, and up to ``differs_up_to`` where the former tie
     rule's answer differs from scikit-learn's."""
     rows = []
-    out = os.path.join(HERE, "results", "sklearn_parity_generators.json")
     for n in sizes:
         for rs in states:
             for name, x in _generators(n, rs).items():
@@ -275,27 +283,46 @@ def run_generators(sizes: list, states: list, secure_up_to: int, differs_up_to: 
 
 
 def _generators_plot(rows: list, path: str) -> None:
+    """Left: per generator, the share of sets with scikit-learn's clusters
+    (former tie rule, twin, secure). Right: each set's worst centre offset,
+    former rule against the engines'."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['data']}\n{r['points']}" for r in rows]
+    names = list(dict.fromkeys(r["data"] for r in rows))
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
-    xs = np.arange(len(rows))
-    for k, (engine, colour) in enumerate((("plaintext", "tab:blue"), ("secure", "tab:orange"))):
-        ari = [r[engine]["ari"] if engine in r else np.nan for r in rows]
-        off = [r[engine]["offset_h"] if engine in r else np.nan for r in rows]
-        ax[0].bar(xs + 0.4 * k, ari, 0.4, color=colour, label=engine)
-        ax[1].bar(xs + 0.4 * k, off, 0.4, color=colour, label=engine)
-    ax[0].axhline(0.99, color="k", lw=0.8, ls="--")
+    xs = np.arange(len(names))
+    for k, (key, colour) in enumerate((("former_rule", "tab:gray"), ("plaintext", "tab:blue"),
+                                       ("secure", "tab:orange"))):
+        share = []
+        for name in names:
+            got = [_same(r[key], r["sklearn_clusters"]) for r in rows
+                   if r["data"] == name and key in r]
+            share.append(np.mean(got) if got else np.nan)
+        label = {"former_rule": "former tie rule (twin)", "plaintext": "twin",
+                 "secure": "secure (sets it ran on)"}[key]
+        ax[0].bar(xs + 0.27 * k, share, 0.27, color=colour, label=label)
+    ax[0].set_xticks(xs + 0.27, names, rotation=30, ha="right", fontsize=8)
+    ax[0].set_ylabel("share of sets with MeanShift()'s clusters")
+    ax[0].set_ylim(0, 1.05)
+    ax[0].legend(fontsize=8, loc="lower left")
+    floor = 1e-7
+    old = np.array([max(r["former_rule"]["offset_h"], floor) for r in rows])
+    for key, colour, mark in (("plaintext", "tab:blue", "o"), ("secure", "tab:orange", "x")):
+        pick = [i for i, r in enumerate(rows) if key in r]
+        ax[1].scatter(old[pick], [max(rows[i][key]["offset_h"], floor) for i in pick], s=14,
+                      color=colour, marker=mark, label=key if key == "secure" else "twin")
+    ax[1].set_xscale("log")
+    ax[1].set_yscale("log")
+    ax[1].axvline(0.05, color="k", lw=0.8, ls="--")
     ax[1].axhline(0.05, color="k", lw=0.8, ls="--")
-    ax[0].set_ylabel("ARI vs MeanShift()")
-    ax[1].set_ylabel("worst centre offset (h)")
-    for a in ax:
-        a.set_xticks(xs + 0.2, labels, rotation=60, ha="right", fontsize=7)
-        a.legend(fontsize=8)
-    fig.suptitle("SecureMeanShift vs scikit-learn's MeanShift, 3 parties, standardised")
+    ax[1].set_xlabel("former tie rule: worst centre offset (h)")
+    ax[1].set_ylabel("scikit-learn's tie rule: worst centre offset (h)")
+    ax[1].legend(fontsize=8)
+    fig.suptitle(f"SecureMeanShift vs MeanShift(): {len(rows)} generated sets, 3 parties, "
+                 "standardised, every point a seed")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -307,7 +334,7 @@ def _same(v: dict, sk_clusters: int) -> bool:
 
 def generators_table(path: str) -> str:
     """The README's table of a --generators results file: a summary line, then
-    every row the secure engine ran on or where the former tie rule differs."""
+    every row the secure engine ran on or where the former tie rule or the twin differs."""
     with open(path) as f:
         rows = json.load(f)["rows"]
 
@@ -329,7 +356,8 @@ def generators_table(path: str) -> str:
            "secure: clusters / ARI / offset | secure vs twin |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        if "secure" not in r and r["former_rule"]["same_as_sklearn"]:
+        if ("secure" not in r and r["former_rule"]["same_as_sklearn"]
+                and _same(r["plaintext"], r["sklearn_clusters"])):
             continue
         vs = f"{r['secure_vs_twin_h']:.1e} h" if "secure_vs_twin_h" in r else "-"
         old = r["former_rule"]
