@@ -194,7 +194,7 @@ def _generators(n: int, rs: int) -> dict:
 def _former_rule_centres(twin, p) -> np.ndarray:
     """The centres the former tie rule (equal intensity: the lower seed index)
     keeps from the twin's converged centroids and intensities (data units)."""
-    from secure_meanshift.plaintext import greedy_keep, sq_distances
+    from secure_meanshift.merge import greedy_keep, sq_distances
 
     c, inten = (twin.unmerged - p.lo) / p.scale, twin.intensity
     m = len(c)

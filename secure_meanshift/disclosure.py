@@ -18,6 +18,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
+from .mpc._compat import import_crypten
+
 # key -> what is disclosed (each key marks its row in docs/leakage.md as [key])
 REASONS: dict = {
     "stop-bit": "one bit per iteration, did any centroid move by >= tol, opened "
@@ -73,7 +75,6 @@ def disclose(value, why: str, to: Optional[Sequence[int]] = None):
     record(why, value.size(), to)
     if to is None:
         return value.get_plain_text()
-    from .mpc._compat import import_crypten
 
     rank = import_crypten().comm.get().get_rank()
     mine = None

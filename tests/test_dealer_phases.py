@@ -1,4 +1,4 @@
-"""Dealer phases (dealer.Correlations.phase): a repeated phase asks for all its
+"""Dealer phases (correlations.Correlations.phase): a repeated phase asks for all its
 correlated values at its start; results stay exact, and a phase that would draw
 other values than it did the first time is refused before any value is used."""
 

@@ -2,7 +2,7 @@
 
 scikit-learn keeps, among centres within the bandwidth of each other, the first
 in sorted(..., key=(intensity, tuple(centre)), reverse=True). The twin and the
-secure merge rank by one integer key per centroid (plaintext.key_layout: the
+secure merge rank by one integer key per centroid (merge.key_layout: the
 intensity's encoding, then the first coordinates'), the seed index last.
 
 Bounds stated here:
@@ -20,9 +20,9 @@ import pytest
 from mpc_jobs import merge_job, run_local
 from secure_meanshift.centroid_match import match_error
 from secure_meanshift.estimator import assign_labels
+from secure_meanshift.merge import key_layout, merge_keep_intensity, merge_keys
 from secure_meanshift.params import MeanShiftParams
-from secure_meanshift.plaintext import (key_layout, merge_keep_intensity, merge_keys,
-                                        reference_meanshift)
+from secure_meanshift.plaintext import reference_meanshift
 
 sk = pytest.importorskip("sklearn")
 from sklearn import datasets  # noqa: E402

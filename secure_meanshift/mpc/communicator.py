@@ -139,7 +139,6 @@ class MeshCommunicator:
         return torch.cat([t.reshape(-1) for t in parts]) if len(parts) > 1 else \
             parts[0].reshape(-1)
 
-
     @staticmethod
     def _combine(acc: torch.Tensor, other: torch.Tensor, op) -> torch.Tensor:
         if op == ReduceOp.BXOR:
@@ -257,7 +256,7 @@ class MeshCommunicator:
 @contextmanager
 def step(name: str):
     """Charge the communication inside the block to protocol step ``name``."""
-    import crypten.communicator as cc
+    import crypten.communicator as cc  # CrypTen: loaded late (start-up cost)
 
     comm = cc.get()
     prev = comm.set_step(name)

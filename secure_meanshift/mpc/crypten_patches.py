@@ -1,5 +1,6 @@
-"""Every change this engine makes to CrypTen, installed from here (and
-nowhere else) for one session, and undone after it:
+"""Every change this engine makes to CrypTen, installed from here and nowhere
+else, at the start of each session (:func:`uninstall_session` then drops the
+session's communicator and protocol state):
 
 - generators (:func:`install_generators`): CrypTen's four ``torch.Generator``
   (MT19937: its state follows from 624 outputs) become AES-CTR streams
@@ -62,7 +63,8 @@ def _size(args) -> torch.Size:
     return torch.Size(args)
 
 
-def install_generators(prev_key: bytes, next_key: bytes, local_key: bytes, global_key: bytes) -> None:
+def install_generators(prev_key: bytes, next_key: bytes, local_key: bytes,
+                       global_key: bytes) -> None:
     """Make CrypTen draw every random value from cryptographic streams.
 
     prev_key / next_key: shared with the previous / next party (zero sharings);

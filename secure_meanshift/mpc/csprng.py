@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES = 32
 _ZEROS = bytes(1 << 16)
@@ -32,8 +33,6 @@ class Stream:
     is how two parties, or a party and the dealer, draw the same values)."""
 
     def __init__(self, key: bytes):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
         if len(key) < 16:
             raise ValueError("stream keys have at least 128 bits")
         self._enc = Cipher(algorithms.AES(key[:32]), modes.CTR(b"\0" * 16)).encryptor()

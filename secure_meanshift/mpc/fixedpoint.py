@@ -21,7 +21,7 @@ def rescale(x, precision_bits: int):
     """A copy of x encoded with 2^precision_bits. Going up (from integers or
     from fewer bits) multiplies the shares: exact and local. Going down is a
     truncation."""
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     if x.encoder.scale == 2**precision_bits:
         return x
@@ -31,7 +31,7 @@ def rescale(x, precision_bits: int):
 
 
 def _as_default_scale(x):
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     if x.encoder.scale in (1, 2**BULK_BITS):
         return x
