@@ -88,8 +88,11 @@ def test_intensity_merge_is_greedy_in_intensity_order():
     c = np.array([[0.0, 0.0], [0.08, 0.0], [0.16, 0.0], [0.5, 0.5]])
     keep = merge_keep_intensity(c, np.array([10.0, 9.0, 8.0, 0.0]), 0.1)
     assert keep.tolist() == [True, False, True, False]     # the empty one is dropped too
-    # ties: the lower index wins
+    # ties: scikit-learn's rule, the lexicographically larger centre wins (issue 18)...
     keep = merge_keep_intensity(c[:2], np.array([5.0, 5.0]), 0.1)
+    assert keep.tolist() == [False, True]
+    # ... and the lower index only when the centres' encodings are equal too
+    keep = merge_keep_intensity(c[[0, 0]], np.array([5.0, 5.0]), 0.1)
     assert keep.tolist() == [True, False]
 
 
