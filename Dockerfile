@@ -40,7 +40,7 @@ RUN set -eu; \
     if ls /dist/*.whl >/dev/null 2>&1; then \
       /opt/sms/bin/pip install -q --no-cache-dir --no-index --no-deps /dist/secure_meanshift-*.whl; \
     else /opt/sms/bin/pip install -q --no-cache-dir --no-deps /src; fi; \
-    /opt/sms/bin/python -c "from secure_meanshift._compat import import_crypten; import_crypten()"; \
+    /opt/sms/bin/python -c "from secure_meanshift.mpc._compat import import_crypten; import_crypten()"; \
     /opt/sms/bin/secure-meanshift --help >/dev/null; \
     rm -rf /dist /src /root/.cache; \
     useradd --create-home --uid 1000 sms 2>/dev/null || adduser --disabled-password --uid 1000 sms; \

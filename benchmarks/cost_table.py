@@ -250,7 +250,7 @@ def run_cli(parties: int, points: int, timeout: float, seeding: str = "dust") ->
 def division_J(points: int) -> int:
     """Thresholds per centroid of the division's sign tests (flat kernel: den
     is a count, so they start at 2^COUNT_EXP_LO)."""
-    from secure_meanshift.division import COUNT_EXP_LO, thresholds
+    from secure_meanshift.mpc.division import COUNT_EXP_LO, thresholds
     return len(thresholds(float(points), COUNT_EXP_LO)) - 1
 
 

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from secure_meanshift._compat import import_crypten
+from secure_meanshift.mpc._compat import import_crypten
 
 import_crypten()
 from secure_meanshift.compare import match_error  # noqa: E402

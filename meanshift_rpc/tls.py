@@ -247,7 +247,7 @@ def issue_certificate(ca_cert, ca_key, public_key, identity: str, hosts: Sequenc
         usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     elif role in ("party", "dealer"):
         # their MPC workers accept TLS connections from the job's other ranks
-        # (secure_meanshift/mesh.py pins each peer's name); with no host names and
+        # (secure_meanshift/mpc/mesh.py pins each peer's name); with no host names and
         # not the name "coordinator", they still cannot pass for the coordinator
         usage = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
     else:

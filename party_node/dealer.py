@@ -1,7 +1,7 @@
 """The dealer node: the same daemon as a party's (dial out, heartbeat, one
 fresh worker per job, up to max_concurrent_jobs at once), for a role that holds no data. It joins each job that
 names it as the extra rank world_size and deals the correlated randomness
-(secure_meanshift.dealer); it takes no part in the seed and receives no result.
+(secure_meanshift.mpc.dealer); it takes no part in the seed and receives no result.
 
 Like a party node it believes nothing the coordinator says that it can check:
 it accepts only jobs that name it, checks the peer list and its rank against

@@ -43,7 +43,7 @@ def main() -> int:
     _die_with_parent(int(os.environ.get("SMS_NODE_PID", "0") or 0))
     if os.environ.get("SMS_WORKER_PREWARM") == "1":
         try:
-            from secure_meanshift._compat import import_crypten
+            from secure_meanshift.mpc._compat import import_crypten
             from secure_meanshift import runtime  # noqa: F401
 
             import_crypten()

@@ -11,5 +11,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/python -m pip install -q --no-deps crypten==0.4.1
-.venv/bin/python -c "from secure_meanshift._compat import import_crypten; import_crypten()" \
+.venv/bin/python -c "from secure_meanshift.mpc._compat import import_crypten; import_crypten()" \
   && echo "setup: ok (.venv/bin/secure-meanshift)"

@@ -59,7 +59,7 @@ def secure_bandwidth_unit(unit_points: np.ndarray, quantile: float, n_samples: O
     """Run inside an MPC session by every party; returns h in unit-box units (all ranks)."""
     import torch
 
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
     from .disclosure import disclose
     from .protocol import _exchange_sizes, _int_view, _share_rows
 
@@ -94,7 +94,7 @@ def _ge_zero_int(t):
     """[t >= 0] for integer (scale 1) shares: relabel (same shares, same sign) and compare."""
     from crypten.encoder import FixedPointEncoder
 
-    from .fixedpoint import BULK_BITS, ge_zero
+    from .mpc.fixedpoint import BULK_BITS, ge_zero
 
     y = t.clone()
     y.encoder = FixedPointEncoder(precision_bits=BULK_BITS)

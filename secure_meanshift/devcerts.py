@@ -8,7 +8,7 @@ import datetime
 import os
 from typing import Sequence
 
-from .mesh import LinkSecurity
+from .mpc.mesh import LinkSecurity
 
 
 def ephemeral_pki(directory: str, identities: Sequence[str]) -> dict:

@@ -73,7 +73,7 @@ def disclose(value, why: str, to: Optional[Sequence[int]] = None):
     record(why, value.size(), to)
     if to is None:
         return value.get_plain_text()
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
 
     rank = import_crypten().comm.get().get_rank()
     mine = None

@@ -42,7 +42,7 @@ def _flat_edge(sq, p):
 
 def _flat_secure(sq, p):
     """0/1 integers (scale 1): multiplying them into fixed point needs no truncation."""
-    from .fixedpoint import ge_zero
+    from .mpc.fixedpoint import ge_zero
 
     return ge_zero(_flat_edge(sq, p))[0]
 

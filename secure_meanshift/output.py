@@ -56,7 +56,7 @@ def export_share(out, rank: int, dim: int, with_sizes: bool, with_small: bool,
     every party's call: all parties call this together), re-randomised by a fresh
     zero sharing, with its layout. ``lo``/``scale``: the public map from the unit
     box back to data units. JSON-safe; a secret share, for sealing only."""
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
 
     crypten = import_crypten()
     zero = crypten.mpc.primitives.arithmetic.ArithmeticSharedTensor.PRZS(out.size())

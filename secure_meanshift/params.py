@@ -148,7 +148,7 @@ class MeanShiftParams:
     @property
     def keep_threshold(self) -> float:
         """Smallest intensity a kept centroid may have (intensity merge)."""
-        from .division import EMPTY_BELOW
+        from .mpc.division import EMPTY_BELOW
 
         return max(EMPTY_BELOW, float(self.min_weight))
 

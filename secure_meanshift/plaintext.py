@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .data import check_points, from_unit, to_unit
-from .division import EMPTY_BELOW
+from .mpc.division import EMPTY_BELOW
 from .kernels import plain_kernel
 from .params import MeanShiftParams, dust_indices, resolve_seeding
 from .seeds import local_peaks

@@ -319,7 +319,7 @@ def _public(values: np.ndarray):
     """Public values as shares (rank 0 shares them; everyone knows them)."""
     import torch
 
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
 
     return import_crypten().cryptensor(torch.from_numpy(np.ascontiguousarray(values)).float(),
                                        src=0)
@@ -334,9 +334,9 @@ def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
     import torch
     from crypten.encoder import FixedPointEncoder
 
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
     from .disclosure import disclose
-    from .fixedpoint import BULK_BITS, ge_zero, rescale
+    from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
     from .plaintext import POINT_BITS, quantise_points
 
     crypten = import_crypten()

@@ -35,11 +35,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ._compat import import_crypten
-from .dealer import fixed_operand, phase, prime_fixed, square_and_matmul
+from .mpc._compat import import_crypten
+from .mpc.dealer import fixed_operand, phase, prime_fixed, square_and_matmul
 from .disclosure import disclose, record
-from .division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
-from .fixedpoint import BULK_BITS, ge_zero, rescale
+from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
+from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
 from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding

@@ -22,13 +22,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ._compat import import_crypten
+from .mpc._compat import import_crypten
 from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
-from .dealer import PROVIDERS
+from .mpc.dealer import PROVIDERS
 from .errors import PEER_LOST, InputError, MPCError, PeerLost
 from .local_data import LocalData
-from .mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
-from .transport import Transport
+from .mpc.mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
+from .mpc.transport import Transport
 from .params import MeanShiftParams, resolve_summary
 from .protocol import Progress, SecureResult, run_protocol
 
@@ -168,9 +168,9 @@ class _Session:
     def __enter__(self):
         import torch
 
-        from . import csprng
-        from .communicator import MeshCommunicator, install
-        from .dealer import install_protocols, party_setup
+        from .mpc import csprng
+        from .mpc.communicator import MeshCommunicator, install
+        from .mpc.dealer import install_protocols, party_setup
 
         crypten = import_crypten()
         c = self.cfg
@@ -196,7 +196,7 @@ class _Session:
         except MPCError:
             mesh.close()
             raise
-        from ._compat import fast_copies, freeze_config, lean_dispatch
+        from .mpc._compat import fast_copies, freeze_config, lean_dispatch
 
         freeze_config(crypten)
         fast_copies(crypten)
@@ -208,8 +208,8 @@ class _Session:
         return self
 
     def __exit__(self, exc_type, *exc):
-        from .communicator import uninstall
-        from .dealer import release
+        from .mpc.communicator import uninstall
+        from .mpc.dealer import release
 
         release()
         try:
@@ -231,7 +231,7 @@ def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
         raise InputError("rank: the dealer's rank is world_size")
     import torch
 
-    from .dealer import serve
+    from .mpc.dealer import serve
 
     torch.set_num_threads(max(1, mpc.threads))
     mesh = transport if transport is not None else _connect(mpc)

@@ -49,7 +49,7 @@ def _secure_sum(local: np.ndarray, rank: int, world: int) -> np.ndarray:
     """sum over parties of each party's (d,) contribution; only the total is opened."""
     import torch
 
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
 
     crypten = import_crypten()
     enc = torch.from_numpy(local)
@@ -67,7 +67,7 @@ def secure_moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     (pooled N, pooled mean (d,), pooled population variance (d,)), on every rank."""
     import torch
 
-    from ._compat import import_crypten
+    from .mpc._compat import import_crypten
 
     crypten = import_crypten()
     comm = crypten.comm.get()

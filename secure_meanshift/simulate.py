@@ -353,7 +353,7 @@ def _context(local: bool):
 
 def _local_rank(target, cfg, args: tuple, ends: list) -> None:
     """A forked rank over its socket pairs (transport "local")."""
-    from .transport import LocalLinks, keep_own
+    from .mpc.transport import LocalLinks, keep_own
 
     target(cfg, *args, links=LocalLinks(cfg.rank, keep_own(ends, cfg.rank), cfg.timeout_s))
 
@@ -371,7 +371,7 @@ def _start_ranks(procs: list, cfgs: list, target, args_of: Callable, local: bool
             p.start()
             procs.append(p)
         return
-    from .transport import socket_pairs
+    from .mpc.transport import socket_pairs
 
     ctx = _context(True)
     ends = socket_pairs(len(cfgs))

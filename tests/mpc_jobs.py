@@ -13,8 +13,8 @@ def run_local(fn, world_size: int, args: tuple = (), **kwargs) -> list:
 
 
 def divide_job(rank, den, q, max_den):
-    from secure_meanshift._compat import import_crypten
-    from secure_meanshift.division import secure_divide
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.division import secure_divide
 
     crypten = import_crypten()
     den_t = torch.tensor(den, dtype=torch.float32).reshape(-1, 1)
@@ -29,7 +29,7 @@ def divide_job(rank, den, q, max_den):
 
 
 def crypten_reciprocal_job(rank, den):
-    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.mpc._compat import import_crypten
 
     crypten = import_crypten()
     d = crypten.cryptensor(torch.tensor(den, dtype=torch.float32), src=0)
@@ -77,7 +77,7 @@ def counted_openings_job(rank, parts, params, fault_at=0):
 
 def comparison_job(rank, values, thresholds):
     """[x >= t] for shared x (from rank 0) and public t; with the round count."""
-    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.mpc._compat import import_crypten
 
     crypten = import_crypten()
     x = crypten.cryptensor(torch.tensor(values, dtype=torch.float32), src=0)
@@ -88,8 +88,8 @@ def exact_edge_job(rank, c, x, radius2, bits):
     """The flat kernel's edge test on shares, exact path and the old 16-bit path."""
     import numpy as np
 
-    from secure_meanshift._compat import import_crypten
-    from secure_meanshift.fixedpoint import ge_zero, rescale
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.fixedpoint import ge_zero, rescale
     from secure_meanshift.protocol import _exact_edge, _int_view
 
     crypten = import_crypten()
@@ -112,7 +112,7 @@ def ring_sign_job(rank, n):
     with the communication of the one comparison."""
     import numpy as np
 
-    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.mpc._compat import import_crypten
 
     crypten = import_crypten()
     from crypten.mpc import MPCTensor
@@ -136,8 +136,8 @@ def fixed_operand_job(rank, c_rows, x):
     """C_t @ X for two different C_t with X marked fixed: products and bytes per call."""
     import numpy as np
 
-    from secure_meanshift._compat import import_crypten
-    from secure_meanshift.dealer import fixed_operand
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.dealer import fixed_operand
 
     crypten = import_crypten()
     comm = crypten.comm.get()
@@ -155,8 +155,8 @@ def fixed_operand_job(rank, c_rows, x):
 def phase_job(rank, rounds):
     """Products inside a repeated dealer phase (recorded, then reserved at its
     start); then the same key with another shape, which must be refused."""
-    from secure_meanshift._compat import import_crypten
-    from secure_meanshift.dealer import phase
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.dealer import phase
     from secure_meanshift.errors import MPCError
 
     crypten = import_crypten()
@@ -182,7 +182,7 @@ def phase_job(rank, rounds):
 def merge_job(rank, c, intensity, radius, min_weight, oblivious):
     """The intensity merge on shares (protocol._merge_keep_intensity) with the
     rounds it took and the values it opened."""
-    from secure_meanshift._compat import import_crypten
+    from secure_meanshift.mpc._compat import import_crypten
     from secure_meanshift.disclosure import observe
     from secure_meanshift.protocol import _merge_keep_intensity
 

@@ -38,9 +38,10 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
     THIS process so that they log into ``rec`` (behaviour unchanged)."""
     from torch.distributed import ReduceOp
 
-    from secure_meanshift import communicator as cm
-    from secure_meanshift import csprng, dealer, disclosure
-    from secure_meanshift import mesh as meshmod
+    from secure_meanshift.mpc import communicator as cm
+    from secure_meanshift import disclosure
+    from secure_meanshift.mpc import csprng, dealer
+    from secure_meanshift.mpc import mesh as meshmod
 
     state = {"phase": "connect", "op": None, "in_setup": False}
     rec.update(frames=[], openings=[], stream_keys=[], install_keys=None, sent=[],

@@ -18,7 +18,7 @@ def test_reserved_phases_give_the_same_products_and_refuse_another_plan(parties)
 
 
 def test_dealer_refuses_requests_outside_the_protocol_by_rule():
-    from secure_meanshift.dealer import Dealing, check_request
+    from secure_meanshift.mpc.dealer import Dealing, check_request
     from secure_meanshift.errors import MPCError
 
     dealing = Dealing([])

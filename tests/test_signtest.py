@@ -1,4 +1,4 @@
-"""The dealer-assisted sign test (secure_meanshift/signtest.py): exact for every
+"""The dealer-assisted sign test (secure_meanshift/mpc/signtest.py): exact for every
 ring element, at most 20 bytes per element per other party, 7 rounds for any
 number of parties; and multiplications by a fixed operand open its mask once."""
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mpc_jobs import fixed_operand_job, ring_sign_job, run_local
-from secure_meanshift import signtest
+from secure_meanshift.mpc import signtest
 
 SPU_SEMI2K_MSB_BITS = 13 * 2 * 64 + 64   # SPU's cost model: a2b + b2a, 2 parties, K = 64
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from secure_meanshift.errors import PeerLost
-from secure_meanshift.mesh import Mesh
-from secure_meanshift.transport import LocalLinks, Transport, keep_own, socket_pairs
+from secure_meanshift.mpc.mesh import Mesh
+from secure_meanshift.mpc.transport import LocalLinks, Transport, keep_own, socket_pairs
 
 
 def test_both_implementations_declare_the_interface():

@@ -66,7 +66,7 @@ from torch.distributed import ReduceOp
 
 from . import csprng
 from .communicator import from_bytes, to_bytes
-from .errors import MPCError
+from ..errors import MPCError
 from .transport import Transport
 from .signtest import MASK_ROWS, and_shares, less_than_zero, mask_material, resolve, words
 

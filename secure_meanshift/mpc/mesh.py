@@ -35,9 +35,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import PEER_LOST, MPCError, PeerLost  # noqa: F401 (PEER_LOST: re-exported)
+from ..errors import PEER_LOST, MPCError, PeerLost  # noqa: F401 (PEER_LOST: re-exported)
 
-log = logging.getLogger("secure_meanshift.mesh")
+log = logging.getLogger("secure_meanshift.mpc.mesh")
 
 TRANSPORTS = ("tls", "trusted-network")
 _HEADER = struct.Struct("<Q")

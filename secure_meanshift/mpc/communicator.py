@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.distributed import ReduceOp
 
-from .errors import MPCError
+from ..errors import MPCError
 from .transport import Transport
 
 
