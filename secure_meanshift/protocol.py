@@ -269,6 +269,18 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     return t
 
 
+def edge_width(d: int, radius2: float, bits: int) -> Optional[int]:
+    """A PUBLIC width l with _exact_edge's T in [-2^(l-1), 2^(l-1)) for every
+    centroid the range test lets through (inside the box, RANGE_SLACK on each
+    side): T = floor(r^2 2^2P) - |C - 2^(P-16) X|^2, so |T| <= 2^(2P) (r^2 +
+    d (1 + 2 slack)^2); one bit more as margin. None (the whole ring) if that
+    needs 64 bits or more. A centroid outside the box makes T meaningless
+    anyway, and the range test, on the whole ring, sends that pass to a retry."""
+    bound = math.ceil(2.0 ** (2 * bits) * (radius2 + d * (1.0 + 2 * RANGE_SLACK) ** 2)) + 2
+    width = bound.bit_length() + 2
+    return width if width < 64 else None
+
+
 def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
                        total_rows: int, p: MeanShiftParams):
     """(m, d) initial centroids at p.precision_bits: the dusts (public rows of the
@@ -352,6 +364,12 @@ class Shared:
     @property
     def exact_edge(self) -> bool:
         return self.kernel.radius2 is not None
+
+    @property
+    def edge_bits(self) -> Optional[int]:
+        """The exact edge test's comparison width (edge_width), None: the ring."""
+        return edge_width(self.d, self.kernel.radius2(self.p), self.p.precision_bits) \
+            if self.exact_edge else None
 
     @property
     def lo_exp(self) -> int:
@@ -523,7 +541,9 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
         _stage("kernel")
         if flat:
             asked = pending.items() if ci == 0 else []
-            k, *rest = ge_zero(edge, *[t for _, t in asked])
+            k, *rest = ge_zero(edge, *[t for _, t in asked],
+                               bits=[sh.edge_bits if sh.exact_edge else None]
+                               + [None] * len(asked))
             answered.update(zip([n for n, _ in asked], rest))
         else:
             k = kernel.secure(dist, p)

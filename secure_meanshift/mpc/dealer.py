@@ -17,7 +17,8 @@ part from the dealer, as a correction:
   ... with square  r_i, t_i, u_i (i > 0)           also u_0 = t * t[:, col] - sum u_i
   sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
                                                    (r's bit slices and pair products,
-                                                   signtest.mask_material)
+                                                   signtest.mask_material; a narrow
+                                                   test: its low ``bits`` only)
 
 A multiplication by a *fixed* operand (the same shared points every
 iteration, marked with :func:`fixed_operand`) keeps its mask b: the parties
@@ -68,7 +69,8 @@ from . import csprng
 from .communicator import from_bytes, to_bytes
 from ..errors import MPCError
 from .transport import Transport
-from .signtest import MASK_ROWS, and_shares, less_than_zero, mask_material, resolve, words
+from .signtest import (FULL_BITS, and_shares, less_than_zero, mask_material, mask_rows,
+                       resolve, words)
 
 PROVIDERS = ("dealer", "first-party")
 
@@ -147,9 +149,9 @@ class Dealing:
             c = torch.matmul(a, b) if kind == "matmul" else a * b
             return c - sum_ring(rest) if rest else c
         if kind == "ltz":
-            n = int(s0[0])
-            (r,), rest = self._draw([("ring", s0)], ("bits", (MASK_ROWS, words(n))))
-            m = mask_material(sum_ring(r))
+            n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
+            (r,), rest = self._draw([("ring", s0)], ("bits", (mask_rows(bits), words(n))))
+            m = mask_material(sum_ring(r), bits)
             return m ^ _xor_all(rest) if rest else m
         if kind == "and":
             (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
@@ -275,10 +277,10 @@ class Correlations:
     def trunc_pair(self, s, y: int):
         return self._use("trunc_pair", (tuple(s), int(y)))
 
-    def ltz_mask(self, n: int):
-        """A sign-test mask for n elements: r (ring) and the XOR-shared
-        material of signtest.mask_material(r)."""
-        return self._use("ltz_mask", (int(n),))
+    def ltz_mask(self, n: int, bits: int = FULL_BITS):
+        """A sign-test mask for n elements compared on ``bits`` bits: r (ring)
+        and the XOR-shared material of signtest.mask_material(r, bits)."""
+        return self._use("ltz_mask", (int(n), int(bits)))
 
     def trunc_square(self, s, y: int, width: int):
         """A truncation pair (r, t = r // y) for an (m, w) value, and u = t[:, :width]
@@ -332,10 +334,13 @@ class Correlations:
         self.fixed_ids += 1
         return self.fixed_ids
 
-    def _ltz_mask(self, n: int):
+    def _ltz_mask(self, n: int, bits: int = FULL_BITS):
         r = self.stream.ring((n,))
-        size = (MASK_ROWS, words(n))
-        return r, self._value({"kind": "ltz", "s0": [n]}, size, self.stream.ring)
+        size = (mask_rows(bits), words(n))
+        req = {"kind": "ltz", "s0": [n]}
+        if bits != FULL_BITS:
+            req["bits"] = bits
+        return r, self._value(req, size, self.stream.ring)
 
     def _square(self, s):
         r = self.stream.ring(s)
@@ -404,6 +409,15 @@ def _prime(shared: list) -> None:
         getattr(t, FIXED).update(id=fid, b=b, delta=delta)
 
 
+def less_than_zero_narrow(x, widths: list):
+    """[x < 0] (0/1 MPCTensor, scale 1) for a flat MPCTensor x whose (count,
+    bits) segments lie in [-2^(bits-1), 2^(bits-1)) by a PUBLIC bound
+    (signtest.less_than_zero); None outside a session with a dealer's sign
+    test (the caller then uses CrypTen's comparison)."""
+    fn = _SESSION.get("ltz")
+    return None if fn is None else fn(x, widths)
+
+
 def release() -> None:
     """The session is over: forget it."""
     _SESSION.clear()
@@ -458,7 +472,9 @@ def install_protocols(corr: Correlations) -> None:
 
     comm = crypten.comm.get
 
-    def _open(shares: list, op=ReduceOp.SUM) -> list:
+    def _open(shares: list, op=ReduceOp.SUM, bits=None) -> list:
+        if bits is not None:          # sums right modulo 2^bits only (narrow sign tests)
+            return comm().all_reduce_low(shares, bits)
         return comm().all_reduce(shares, op=op, batched=True)
 
     def _public(z: torch.Tensor) -> torch.Tensor:
@@ -524,6 +540,13 @@ def install_protocols(corr: Correlations) -> None:
             return crypten_ltz(self)
         bits = less_than_zero(self.share, corr, _open, _open_xor, corr.rank == 0)
         return MPCTensor.from_shares(bits, precision=0)
+
+    def ltz_widths(x, widths):
+        bits = less_than_zero(x._tensor.share, corr, _open, _open_xor, corr.rank == 0,
+                              widths)
+        return MPCTensor.from_shares(bits, precision=0)
+
+    _SESSION["ltz"] = ltz_widths
 
     def B2A_single_bit(xB):
         rb, ra = corr.random_bit(xB.size())
@@ -603,7 +626,9 @@ def check_request(req, dealing: Dealing) -> None:
             ok = ok and isinstance(w, int) and len(req["s0"]) == 2 and \
                 0 <= w <= req["s0"][1]
         if kind == "ltz":
-            ok = ok and len(req["s0"]) == 1
+            b = req.get("bits", FULL_BITS)
+            ok = ok and len(req["s0"]) == 1 and isinstance(b, int) and \
+                not isinstance(b, bool) and 2 <= b <= FULL_BITS
     if not ok:
         raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
 
