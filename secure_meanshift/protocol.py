@@ -366,6 +366,15 @@ class Shared:
         return self.kernel.radius2 is not None
 
     @property
+    def update_in_kernel(self) -> bool:
+        """The flat kernel's weighted sums from its sign test's conversion and a
+        dealer correlation (fixedpoint.ge_zero's ``times``): m N cols ring
+        elements from the dealer to one party instead of a Beaver opening of
+        m N elements on each of the world (world - 1) directed links. Public
+        rule: cheaper in bytes when cols < world (world - 1)."""
+        return self.flat and self.upd.size(1) < self.world * (self.world - 1)
+
+    @property
     def edge_bits(self) -> Optional[int]:
         """The exact edge test's comparison width (edge_width), None: the ring."""
         return edge_width(self.d, self.kernel.radius2(self.p), self.p.precision_bits) \
@@ -541,15 +550,19 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
         _stage("kernel")
         if flat:
             asked = pending.items() if ci == 0 else []
-            k, *rest = ge_zero(edge, *[t for _, t in asked],
-                               bits=[sh.edge_bits if sh.exact_edge else None]
-                               + [None] * len(asked))
+            tests = [edge, *[t for _, t in asked]]
+            widths = [sh.edge_bits if sh.exact_edge else None] + [None] * len(asked)
+            if sh.update_in_kernel:
+                (k, *rest), s = ge_zero(*tests, bits=widths, times=sh.upd_chunks[ci])
+            else:
+                k, *rest = ge_zero(*tests, bits=widths)
             answered.update(zip([n for n, _ in asked], rest))
         else:
             k = kernel.secure(dist, p)
         tc = time.perf_counter()
         _stage("update")
-        s = _weighted_sums(k, sh.upd_chunks[ci], True)
+        if not (flat and sh.update_in_kernel):
+            s = _weighted_sums(k, sh.upd_chunks[ci], True)
         sums = s if sums is None else sums + s
         if not sh.weighted:
             ks = k.sum(dim=1, keepdim=True)

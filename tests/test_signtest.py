@@ -135,3 +135,39 @@ def test_narrow_material_and_width_checks():
     for bad in (1, 65, 0, True, 44.0):
         with pytest.raises(ValueError):
             signtest.check_width(bad)
+
+
+def kernel_times_job(rank, edge, u):
+    """ge_zero(..., times=u): the kernel bits, a batched extra test and K @ u,
+    against CrypTen's comparison and Beaver product on the same shares."""
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.dealer import fixed_operand, prime_fixed
+    from secure_meanshift.mpc.fixedpoint import ge_zero
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    e = crypten.cryptensor(torch.tensor(edge, dtype=torch.float32), src=0)
+    extra = crypten.cryptensor(torch.tensor([0.5, -0.25, 0.0, 3.0]), src=1)
+    uu = fixed_operand(crypten.cryptensor(torch.tensor(u, dtype=torch.float32), src=1))
+    prime_fixed(uu)
+    comm.reset_communication_stats()
+    (k, x2), s = ge_zero(e, extra, bits=[30, None], times=uu)
+    stats = comm.get_communication_stats()
+    ref = e.ge(0.0).matmul(uu)
+    return (k.get_plain_text().numpy(), x2.get_plain_text().numpy(),
+            s.get_plain_text().double().numpy(), ref.get_plain_text().double().numpy(), stats)
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_kernel_times_fixed_operand_needs_no_product_opening(parties):
+    rng = np.random.default_rng(8)
+    edge = rng.uniform(-100, 100, size=(9, 70))
+    edge[0, :5] = [0.0, -2**-16, 2**-16, 99.99, -99.99]
+    u = rng.uniform(0, 1, size=(70, 3))
+    k, x2, s, ref, stats = run_local(kernel_times_job, parties, (edge, u))[0]
+    want = (np.round(edge * 2**16) >= 0).astype(np.float32)
+    assert np.array_equal(k, want)
+    assert np.array_equal(x2, [1, 0, 1, 1])
+    assert np.abs(s - ref).max() < 1e-9
+    assert np.abs(s - want @ u).max() < 70 * 2**-16
+    assert stats["rounds"] == 7, stats      # the sign test's rounds only: no product round

@@ -159,6 +159,8 @@ class Dealing:
             c = _xor_all(a) & _xor_all(b)
             return c ^ _xor_all(rest) if rest else c
         if kind == "b2a":                        # a random bit, xor- and additively shared
+            if req.get("fixed") is not None:     # ... with rho_ij * B_jk
+                return self._b2a_product(req)
             (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
             return _xor_all(rb) - sum_ring(rest)
         extra = [int(np.prod(s0)) + int(s0[0]) * int(req.get("width", 0))] \
@@ -176,6 +178,18 @@ class Dealing:
                 out = torch.cat([out, (t[:, :width] * t[:, width - 1:width]).flatten()])
             return out - sum_ring(rest)
         raise MPCError("dealer: unknown request")
+
+
+    def _b2a_product(self, req: dict) -> torch.Tensor:
+        """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
+        for the fixed operand's mask B (c, d): party 0's correction of both."""
+        m, cols = (int(v) for v in req["rows"])
+        b = self.fixed[int(req["fixed"])]
+        n, d = int(np.prod(req["s0"])), int(b.shape[1])
+        (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)))
+        rho = _xor_all(rb).reshape(-1)
+        w = rho[:m * cols].reshape(m, cols, 1) * b.reshape(1, cols, d)
+        return torch.cat([rho, w.reshape(-1)]) - sum_ring(rest)
 
 
 def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
@@ -271,8 +285,10 @@ class Correlations:
     def binary_triple(self, s0, s1):
         return self._use("binary_triple", (tuple(s0), tuple(s1)))
 
-    def random_bit(self, s):
-        return self._use("random_bit", (tuple(s),))
+    def random_bit(self, s, product: Optional[tuple] = None):
+        """A random bit, XOR- and additively shared; with product = (fixed id,
+        m, cols, d) also W = rho_ij * B_jk (signtest.less_than_zero)."""
+        return self._use("random_bit", (tuple(s), product))
 
     def trunc_pair(self, s, y: int):
         return self._use("trunc_pair", (tuple(s), int(y)))
@@ -353,9 +369,14 @@ class Correlations:
                         self.stream.bits)
         return a, b, c
 
-    def _random_bit(self, s):
+    def _random_bit(self, s, product: Optional[tuple] = None):
         rb = self.stream.bits(s, 1)
-        return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
+        if product is None:
+            return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
+        fid, m, cols, d = product
+        req = {"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}
+        size = (int(np.prod(s)) + m * cols * d,)
+        return rb, self._value(req, size, self.stream.ring)
 
     def _trunc_square(self, s, y: int, width: int):
         r = self.stream.ring(s)
@@ -416,6 +437,17 @@ def less_than_zero_narrow(x, widths: list):
     test (the caller then uses CrypTen's comparison)."""
     fn = _SESSION.get("ltz")
     return None if fn is None else fn(x, widths)
+
+
+def ge_zero_times(parts: list, widths: list, u):
+    """([p >= 0] for every part, K @ u) with K = [parts[0] >= 0] for an (m, cols)
+    first part, u a fixed operand (cols, d); ring integers in the (count,
+    bits) segments ``widths`` (PUBLIC bounds). No opening beyond the sign
+    test's: K = z + (1 - 2z) rho (z the conversion's public b ^ rho),
+    u = F + B (F opened once), so K u = K F + z B + sum_j (1 - 2 z_ij)
+    [rho_ij B_jk], the last from the dealer. None outside a dealer's session."""
+    fn = _SESSION.get("ge_times")
+    return None if fn is None else fn(parts, widths, u)
 
 
 def release() -> None:
@@ -546,7 +578,30 @@ def install_protocols(corr: Correlations) -> None:
                               widths)
         return MPCTensor.from_shares(bits, precision=0)
 
+    def ge_times(parts, widths, u):
+        """[p >= 0] for every part, and [parts[0] >= 0] @ u for the (m, cols)
+        first part and the fixed operand u: one sign test."""
+        fixed = getattr(u._tensor, FIXED)
+        if "id" not in fixed:
+            _prime([u._tensor])
+        m, cols = parts[0].size()
+        flat = torch.cat([p._tensor.share.reshape(-1) for p in parts])
+        flat = -flat - (1 if corr.rank == 0 else 0)        # x >= 0 <=> -x - 1 < 0, exactly
+        bits, z, w = less_than_zero(flat, corr, _open, _open_xor, corr.rank == 0, widths,
+                                    (fixed["id"], m, cols, u.size(1)))
+        k, z = bits[:m * cols].reshape(m, cols), z[:m * cols].reshape(m, cols)
+        ku = torch.matmul(k, fixed["delta"]) + torch.matmul(z, fixed["b"]) +             torch.einsum("ij,ijk->ik", 1 - 2 * z, w)
+        out = MPCTensor.from_shares(ku, precision=0)
+        out.encoder = u.encoder
+        got, at = [], 0
+        for p in parts:
+            got.append(MPCTensor.from_shares(bits[at:at + p.nelement()].reshape(p.size()),
+                                             precision=0))
+            at += p.nelement()
+        return got, out
+
     _SESSION["ltz"] = ltz_widths
+    _SESSION["ge_times"] = ge_times
 
     def B2A_single_bit(xB):
         rb, ra = corr.random_bit(xB.size())
@@ -625,12 +680,28 @@ def check_request(req, dealing: Dealing) -> None:
             w = req.get("width")
             ok = ok and isinstance(w, int) and len(req["s0"]) == 2 and \
                 0 <= w <= req["s0"][1]
+        if kind == "b2a" and req.get("fixed") is not None:
+            ok = ok and _b2a_product_ok(req, dealing)
         if kind == "ltz":
             b = req.get("bits", FULL_BITS)
             ok = ok and len(req["s0"]) == 1 and isinstance(b, int) and \
                 not isinstance(b, bool) and 2 <= b <= FULL_BITS
     if not ok:
         raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
+
+
+def _b2a_product_ok(req: dict, dealing: Dealing) -> bool:
+    """A random-bit request with W = rho * B: a known fixed operand (cols, d),
+    rows [m, cols] inside the bits asked for, W within MAX_DEALT."""
+    fix, rows = req.get("fixed"), req.get("rows")
+    if not (isinstance(fix, int) and fix in dealing.fixed and isinstance(rows, list)
+            and len(rows) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                       and v >= 0 for v in rows)):
+        return False
+    b = dealing.fixed[fix]
+    m, cols = rows
+    return b.dim() == 2 and b.shape[0] == cols and len(req["s0"]) == 1 and \
+        m * cols <= req["s0"][0] and m * cols * int(b.shape[1]) <= MAX_DEALT
 
 
 def serve(mesh: Transport, world: int) -> int:

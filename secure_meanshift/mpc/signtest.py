@@ -172,7 +172,8 @@ class _Segment:
 
 
 def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
-                   first: bool, widths: Optional[Sequence] = None) -> torch.Tensor:
+                   first: bool, widths: Optional[Sequence] = None,
+                   product: Optional[tuple] = None):
     """Arithmetic shares (0/1, int64) of [x < 0] for this party's shares x.
 
     corr: the party's Correlations (dealer.py); open_sum / open_xor: one
@@ -180,7 +181,11 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     each part's low bits are opened); first: this party adds public
     constants. widths: (count, bits) segments of flattened x, in order, each
     a PUBLIC bound: its elements lie in [-2^(bits-1), 2^(bits-1)); default
-    the whole ring."""
+    the whole ring. product: (fixed id, m, cols, d): the first m * cols bits
+    form an (m, cols) matrix K that multiplies a fixed operand (dealer.py):
+    the dealer's random bits rho then come with W = rho_ij * B_jk (B the
+    operand's mask, (cols, d)), and the result is (bits, z, W) with z the
+    opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares."""
     shape, n = x.shape, x.numel()
     widths = [(n, FULL_BITS)] if widths is None else [(int(k), check_width(b))
                                                       for k, b in widths if k]
@@ -189,7 +194,7 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     # everything the dealer contributes, asked for at once: its answers then
     # arrive while the parties exchange c, and no level waits for the dealer
     segs = [_Segment(corr, k, b) for k, b in widths]
-    rho = corr.random_bit(torch.Size([64 * words(n)]))
+    rho = corr.random_bit(torch.Size([64 * words(n)]), product)
     flat, at, masked = x.reshape(-1), 0, []
     for s in segs:
         masked.append(flat[at:at + s.n] + s.r)
@@ -210,7 +215,12 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     msbs = [s.msb(first) for s in segs]
     packed = msbs[0] if len(segs) == 1 else pack_bits(
         torch.cat([unpack_bits(m, s.n) for m, s in zip(msbs, segs)]))
-    return bit_to_arithmetic(corr, packed, n, open_xor, first, rho).reshape(shape)
+    share, z = _b2a(packed, n, open_xor, first, rho)
+    if product is None:
+        return share.reshape(shape)
+    _, m, cols, d = product
+    w = resolve(rho[1])[64 * words(n):].reshape(m, cols, d)
+    return share.reshape(shape), z, w
 
 
 def _levels(blocks: int) -> list:
@@ -246,8 +256,14 @@ def bit_to_arithmetic(corr, packed: torch.Tensor, n: int, open_xor: Opener,
                       first: bool, rho=None) -> torch.Tensor:
     """(n,) additive shares of the bits XOR-shared in ``packed`` (words(n),)."""
     # one random bit per word position, so that even the padding opens uniform
-    rho_b, rho_a = rho or corr.random_bit(torch.Size([64 * packed.numel()]))
+    rho = rho or corr.random_bit(torch.Size([64 * packed.numel()]))
+    return _b2a(packed, n, open_xor, first, rho)[0]
+
+
+def _b2a(packed: torch.Tensor, n: int, open_xor: Opener, first: bool, rho) -> tuple:
+    """(additive shares of the n bits, the opened z = b ^ rho (public))."""
+    rho_b, rho_a = rho
     (z,) = open_xor([packed ^ pack_bits(rho_b)])
     z = unpack_bits(z, n)
     share = resolve(rho_a)[:n] * (1 - 2 * z)
-    return share + z if first else share
+    return (share + z if first else share), z
