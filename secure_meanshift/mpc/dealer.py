@@ -13,6 +13,9 @@ part from the dealer, as a correction:
   square           r_i, s_i (i > 0)                s_0 = (sum r)^2 - sum s_i
   binary triple    a_i, b_i, c_i (i > 0), xor      c_0 = (xor a) & (xor b) ^ xor c_i
   random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
+  ... times fixed  also w_i (i > 0)                w_0 = rho_ij * B_jk - sum w_i
+                                                   (B a fixed operand's mask; the
+                                                   flat kernel's K @ X, ge_zero_times)
   truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
   ... with square  r_i, t_i, u_i (i > 0)           also u_0 = t * t[:, col] - sum u_i
   sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
