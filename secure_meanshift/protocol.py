@@ -169,14 +169,16 @@ def _rows_all_zero(b):
 
 
 def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
-                          oblivious: bool = True):
+                          oblivious: bool = True, max_intensity: Optional[float] = None):
     """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
     weight sum. dom_ij = [I_j - I_i +- ulp >= 0] (ties: lower index wins),
     A = dom * close, then rounds of keep_i = nonempty_i * [no j: A_ij keep_j]:
     after round t the t highest-ranked centroids are final, so m rounds give the
     greedy answer (plaintext.merge_keep_intensity). One batched comparison, then
     for m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
-    opened; for more centroids _merge_rounds_by_counts."""
+    opened; for more centroids _merge_rounds_by_counts. max_intensity: a
+    public bound of the intensities (the division's range test): the one big
+    comparison then runs on narrow widths (ring_width)."""
     m = c.size(0)
     # Ties go to the lower index by one unit in the last place: the order (I, -i) is
     # then strict and transitive on the exact encodings. (A wider tie band, like the
@@ -186,8 +188,15 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     j_lt_i = torch.tril(torch.ones(m, m), diagonal=-1)
     tie = j_lt_i * ulp - (1 - j_lt_i) * ulp
     diff = intensity.reshape(1, m) - intensity.reshape(m, 1) + tie
+    widths = None
+    if max_intensity is not None:        # centroids in the box (range tests), I bounded
+        s = int(round(math.log2(intensity.encoder.scale)))
+        sc = int(round(math.log2(c.encoder.scale)))
+        widths = [ring_width(radius * radius + c.size(1) * (1 + 2 * RANGE_SLACK) ** 2, sc),
+                  ring_width(2 * max_intensity + 1, s),
+                  ring_width(max_intensity + abs(min_weight) + 1, s)]
     close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c), diff,
-                                   intensity - min_weight)
+                                   intensity - min_weight, bits=widths)
     a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
     if m > MERGE_TREE_UP_TO:
         return _merge_rounds_by_counts(a, nonempty, oblivious)
@@ -222,7 +231,8 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
         if probe:      # did round t change anything? (sign of t known, see above)
             sign = 1 if (t - 1) % 2 == 0 else -1
             parts.append((prev - keep).sum().reshape(1) * sign - 1)
-        got = ge_zero(*parts)
+        # integers in [-(2m + 2), 2m + 2]: a narrow sign test (fewer rounds)
+        got = ge_zero(*parts, bits=[(2 * m + 2).bit_length() + 2] * len(parts))
         prev, keep = keep, got[0]
         if probe:
             check *= 2
@@ -269,6 +279,16 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     return t
 
 
+def ring_width(bound: float, scale_bits: int) -> Optional[int]:
+    """A PUBLIC comparison width l (signtest.py): every ring integer v with
+    |v| <= bound 2^scale_bits (plus a few units of rounding) lies in
+    [-2^(l-1), 2^(l-1)), with one bit of margin; None (the whole ring) if that
+    needs 64 bits or more. A value whose arithmetic failed (a truncation wrap)
+    has a meaningless sign at any width: the range tests catch those."""
+    width = (math.ceil(bound * 2.0 ** scale_bits) + 16).bit_length() + 2
+    return width if width < 64 else None
+
+
 def edge_width(d: int, radius2: float, bits: int) -> Optional[int]:
     """A PUBLIC width l with _exact_edge's T in [-2^(l-1), 2^(l-1)) for every
     centroid the range test lets through (inside the box, RANGE_SLACK on each
@@ -276,9 +296,7 @@ def edge_width(d: int, radius2: float, bits: int) -> Optional[int]:
     d (1 + 2 slack)^2); one bit more as margin. None (the whole ring) if that
     needs 64 bits or more. A centroid outside the box makes T meaningless
     anyway, and the range test, on the whole ring, sends that pass to a retry."""
-    bound = math.ceil(2.0 ** (2 * bits) * (radius2 + d * (1.0 + 2 * RANGE_SLACK) ** 2)) + 2
-    width = bound.bit_length() + 2
-    return width if width < 64 else None
+    return ring_width(radius2 + d * (1.0 + 2 * RANGE_SLACK) ** 2, 2 * bits)
 
 
 def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
@@ -718,7 +736,8 @@ def _merge(sh: Shared, c, den):
     if p.merge == "intensity":
         # the last pass's weight sums (what the twin calls intensity), public rescaling undone
         return _merge_keep_intensity(c, den * (2**sh.shift) if sh.shift else den,
-                                     p.merge_unit, p.keep_threshold, p.oblivious)
+                                     p.merge_unit, p.keep_threshold, p.oblivious,
+                                     (sh.max_den + 1.0) * 2**sh.shift)
     return _merge_keep(c, p.merge_unit)
 
 
