@@ -58,13 +58,14 @@ def words(n: int) -> int:
     return (n + 63) // 64
 
 
-def slice_bits(v: torch.Tensor) -> torch.Tensor:
-    """(n,) int64 -> (64, words(n)) int64: bit j of element e is bit e % 64 of
-    word [j, e // 64]."""
+def slice_bits(v: torch.Tensor, rows: int = FULL_BITS) -> torch.Tensor:
+    """(n,) int64 -> (rows, words(n)) int64: bit j < rows of element e is bit
+    e % 64 of word [j, e // 64]."""
     n = v.numel()
     pad = 64 * words(n) - n
     u8 = np.ascontiguousarray(v.reshape(-1).numpy()).view(np.uint8).reshape(n, 8)
-    bits = np.unpackbits(u8, axis=1, bitorder="little").T         # (64, n)
+    u8 = u8[:, :(rows + 7) // 8]                                  # only the bytes needed
+    bits = np.unpackbits(u8, axis=1, bitorder="little").T[:rows]  # (rows, n)
     if pad:
         bits = np.pad(bits, ((0, 0), (0, pad)))
     packed = np.packbits(bits, axis=1, bitorder="little")          # (64, 8 W)
@@ -108,7 +109,7 @@ def mask_material(r: torch.Tensor, bits: int = FULL_BITS) -> torch.Tensor:
     """What the dealer XOR-shares for a mask r (n,) compared on ``bits`` bits:
     r's low bit slices and the products of adjacent bit pairs,
     (mask_rows(bits), words(n))."""
-    s = slice_bits(r)[:bits]
+    s = slice_bits(r, bits)
     pairs = _blocks(bits)[0]
     return torch.cat([s, s[1:2 * pairs:2] & s[0:2 * pairs:2]])
 
@@ -129,7 +130,7 @@ class _Segment:
     def level_one(self, c: torch.Tensor, first: bool) -> None:
         """The local level: blocks of two bits, gt = [r > c], eq = [r == c]."""
         bits, (pairs, lone) = self.bits, _blocks(self.bits)
-        self.cs = slice_bits(c)                               # public
+        self.cs = slice_bits(c, self.bits)                    # public
         nc = ~self.cs
         m = resolve(self.material)
         rb, pair = m[:bits], m[bits:]
