@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bandwidth", type=float, default=0.1)
     ap.add_argument("--engine", action="append", default=[], metavar="NAME=ROOT",
                     help="also run the engine of another checkout (side by side)")
+    ap.add_argument("--skip-this", action="store_true",
+                    help="only the --engine checkouts (e.g. snapshots), not this tree")
     ap.add_argument("--repeats", type=int, default=1, help="runs per engine (median kept)")
     ap.add_argument("--sk-repeats", type=int, default=3)
     ap.add_argument("--wan", action="store_true", help="also the WAN profile (root)")
@@ -175,12 +177,14 @@ def main(argv=None) -> int:
     parties = args.parties or [3]
     if any(p < 2 for p in parties) or args.points < 2 or args.repeats < 1:
         ap.error("need at least 2 parties, 2 points and 1 repeat")
-    engines = {"this": ROOT}
+    engines = {} if args.skip_this else {"this": ROOT}
     for spec in args.engine:
         name, _, root = spec.partition("=")
         if not name or not os.path.isdir(os.path.join(root, "secure_meanshift")):
             ap.error(f"--engine {spec!r}: expected NAME=ROOT of a checkout")
         engines[name] = os.path.abspath(root)
+    if not engines:
+        ap.error("--skip-this needs at least one --engine")
     if args.wan and os.geteuid() != 0:
         ap.error("--wan needs root (network namespaces)")
     wan = {"rtt_ms": args.rtt_ms, "rate": args.rate}
