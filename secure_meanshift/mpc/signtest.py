@@ -58,18 +58,28 @@ def words(n: int) -> int:
     return (n + 63) // 64
 
 
+# the six steps of a 64 x 64 bit-matrix transpose: (shift, mask of the low halves)
+_TRANSPOSE = [(j, np.uint64(m)) for j, m in (
+    (32, 0x00000000FFFFFFFF), (16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF),
+    (4, 0x0F0F0F0F0F0F0F0F), (2, 0x3333333333333333), (1, 0x5555555555555555))]
+_LOW_ROWS = {j: np.array([k for k in range(64) if not k & j]) for j, _ in _TRANSPOSE}
+
+
 def slice_bits(v: torch.Tensor, rows: int = FULL_BITS) -> torch.Tensor:
     """(n,) int64 -> (rows, words(n)) int64: bit j < rows of element e is bit
-    e % 64 of word [j, e // 64]."""
+    e % 64 of word [j, e // 64]. Every block of 64 elements is a 64 x 64 bit
+    matrix, transposed in six masked swaps of half blocks (vectorised over
+    the blocks)."""
     n = v.numel()
-    pad = 64 * words(n) - n
-    u8 = np.ascontiguousarray(v.reshape(-1).numpy()).view(np.uint8).reshape(n, 8)
-    u8 = u8[:, :(rows + 7) // 8]                                  # only the bytes needed
-    bits = np.unpackbits(u8, axis=1, bitorder="little").T[:rows]  # (rows, n)
-    if pad:
-        bits = np.pad(bits, ((0, 0), (0, pad)))
-    packed = np.packbits(bits, axis=1, bitorder="little")          # (64, 8 W)
-    return torch.from_numpy(np.ascontiguousarray(packed).view(np.int64))
+    a = np.zeros((words(n), 64), np.uint64)
+    a.reshape(-1)[:n] = np.ascontiguousarray(v.reshape(-1).numpy()).view(np.uint64)
+    for j, mask in _TRANSPOSE:        # swap bit c + j of row k with bit c of row k + j
+        k = _LOW_ROWS[j]
+        lo, hi = a[:, k], a[:, k + j]
+        t = ((lo >> np.uint64(j)) ^ hi) & mask
+        a[:, k + j] = hi ^ t
+        a[:, k] = lo ^ (t << np.uint64(j))
+    return torch.from_numpy(np.ascontiguousarray(a.T[:rows]).view(np.int64))
 
 
 def pack_bits(b: torch.Tensor) -> torch.Tensor:
