@@ -156,7 +156,7 @@ def end_to_end(rows: int, base: str, parties: int = 3, max_iter: int = 10) -> di
     secure centroids against the plaintext twin on the same summaries."""
     from _bench_common import secure_run
 
-    from secure_meanshift.compare import match_error
+    from secure_meanshift.centroid_match import match_error
     from secure_meanshift.data import from_unit
     from secure_meanshift.local_data import LocalData
     from secure_meanshift.params import MeanShiftParams

@@ -30,7 +30,7 @@ from sklearn.cluster import MeanShift, estimate_bandwidth  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
 from secure_meanshift import SecureMeanShift, SecureStandardScaler  # noqa: E402
-from secure_meanshift.compare import match_error  # noqa: E402
+from secure_meanshift.centroid_match import match_error  # noqa: E402
 
 
 def generators(n: int) -> dict:

@@ -27,7 +27,8 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
 from secure_meanshift.estimator import data_bounds  # noqa: E402
 from secure_meanshift.params import MeanShiftParams  # noqa: E402
-from secure_meanshift.plaintext import POINT_BITS, reference_meanshift  # noqa: E402
+from secure_meanshift.data import POINT_BITS  # noqa: E402
+from secure_meanshift.plaintext import reference_meanshift  # noqa: E402
 
 OUTLIERS = [None, 300, 655, 1000, 1500, 2048, 3300, 8000, 20000, 100_000]
 

@@ -353,7 +353,7 @@ def make_job_dir(root: str, name: str, parties: int, points: int, iterations: in
     sys.path.insert(0, ROOT)
     from secure_meanshift.data import split_even, synthetic_blobs
     from secure_meanshift.params import dust_indices
-    from secure_meanshift.plaintext import quantise_points
+    from secure_meanshift.data import quantise_points
 
     pts, _ = synthetic_blobs(points, CENTERS, 2, 0.03, 0)        # simulate's defaults
     parts = [quantise_points(p) for p in split_even(pts, parties, 0)]

@@ -27,7 +27,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from secure_meanshift.compare import match_error  # noqa: E402
+from secure_meanshift.centroid_match import match_error  # noqa: E402
 from secure_meanshift.estimator import SecureMeanShift  # noqa: E402
 
 

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                               **{k: v for k, v in kw.items() if k != "seeds_per_party"}).fit(parts)
         row["old_default_twin"] = score(old.cluster_centers_, np.concatenate(old.labels_),
                                         sk.cluster_centers_, sk.labels_)
-        from secure_meanshift.compare import match_error
+        from secure_meanshift.centroid_match import match_error
 
         row["secure_vs_twin_h"] = match_error(est.cluster_centers_,
                                               SecureMeanShift(H, engine="plaintext", **kw)

@@ -16,11 +16,12 @@ import grpc
 import numpy as np
 import yaml
 from google.protobuf.json_format import MessageToDict
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S
-from meanshift_rpc.tls import TLSFiles, open_channel
+from meanshift_rpc.tls import IdentityError, TLSFiles, cert_info, open_channel
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 WATCH_DEADLINE_S = 6 * 3600.0
@@ -71,7 +72,7 @@ class Client:
     def submit(self, spec: Union[str, dict]) -> dict:
         """Sign the canonical job with this identity's key and submit it. A spec
         that does not parse goes unsigned: the coordinator names the bad field."""
-        from meanshift_rpc import jobspec, signing
+        from meanshift_rpc import jobspec, signing  # torch: not for job list/cancel
 
         text = spec if isinstance(spec, str) else yaml.safe_dump(spec)
         req = pb.SubmitJobRequest(spec_yaml=text)
@@ -89,7 +90,7 @@ class Client:
     def _receiver_certs(self, text: str) -> dict:
         """Other analyst receivers' certificates, from the TLS folder when present
         (results are sealed to them; a node refuses a job missing one)."""
-        from meanshift_rpc import jobspec
+        from meanshift_rpc import jobspec  # torch: not for job list/cancel
 
         out = {}
         for r in jobspec.parse(text).reveal_to:
@@ -121,7 +122,7 @@ class Client:
         sealed share, each signature checked against the CA and the signed job,
         combined here (meanshift_rpc.results.open_result). A plain, unsigned,
         forged or incomplete result raises results.ResultError."""
-        from meanshift_rpc.results import open_result
+        from meanshift_rpc.results import open_result  # torch: not for job list/cancel
 
         r = self.stub.GetResult(pb.JobRef(job_id=job_id), timeout=self.deadline)
         if self.tls is None:                 # insecure: local experiments, nothing to check
@@ -153,8 +154,6 @@ class Client:
                                                    timeout=self.deadline).entries]
 
     def healthy(self) -> bool:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         try:
             r = health_pb2_grpc.HealthStub(self.channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=self.deadline)
@@ -166,16 +165,8 @@ class Client:
 def _cert_identity(tls: TLSFiles, given: str) -> str:
     """The identity in this client's own certificate (what the coordinator sees);
     ``given`` if the certificate names none (the coordinator then refuses it)."""
-    from meanshift_rpc.tls import IdentityError, cert_info
-
     try:
         return cert_info(tls.read()[1]).identity
     except (IdentityError, OSError, ValueError):
         return given
 
-
-def client_from_env(**kw) -> Client:
-    """Address/TLS from SMS_COORDINATOR, SMS_TLS_DIR, SMS_IDENTITY (notebook convenience)."""
-    return Client(os.environ.get("SMS_COORDINATOR", "localhost:50051"),
-                  tls_dir=os.environ.get("SMS_TLS_DIR"), identity=os.environ.get("SMS_IDENTITY", ""),
-                  **kw)

@@ -18,6 +18,7 @@ from typing import Optional
 
 import grpc
 from google.protobuf import text_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
@@ -686,8 +687,6 @@ def serve(address: str, db_path: str, tls: Optional[TLSFiles], insecure: bool = 
           audit_max_rows: int = AUDIT_MAX_ROWS,
           **timeouts) -> tuple[grpc.Server, CoordinatorService]:
     """Start the coordinator (non-blocking). Mutual TLS unless insecure (loopback only)."""
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
     if insecure and not _loopback(address):
         raise OSError(f"--insecure listens on a loopback address only, not {address}")
     ca_pem = None

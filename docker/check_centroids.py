@@ -21,7 +21,7 @@ import yaml
 
 from meanshift_cli.cluster_init import synthetic_parts
 from meanshift_rpc.jobspec import engine_params, parse
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
 

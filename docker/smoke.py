@@ -10,7 +10,7 @@ import numpy as np
 from secure_meanshift.mpc._compat import import_crypten
 
 import_crypten()
-from secure_meanshift.compare import match_error  # noqa: E402
+from secure_meanshift.centroid_match import match_error  # noqa: E402
 from secure_meanshift.params import MeanShiftParams  # noqa: E402
 from secure_meanshift.plaintext import reference_meanshift  # noqa: E402
 from secure_meanshift.simulate import run_simulation  # noqa: E402

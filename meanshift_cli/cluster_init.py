@@ -16,6 +16,10 @@ import shutil
 import numpy as np
 import yaml
 
+from meanshift_rpc.tls import make_dev_pki
+from party_node.config import write_node_config
+from secure_meanshift.data import split_even, synthetic_blobs
+
 DATA_SEED = 7
 EXACT_NOTE = ("# policy.allow_exact_results: true only because this demo federation runs on\n"
               "# synthetic data and checks its centroids against the plaintext twin. On real\n"
@@ -25,8 +29,6 @@ EXACT_NOTE = ("# policy.allow_exact_results: true only because this demo federat
 
 def synthetic_parts(parties: int, points: int, seed: int = DATA_SEED) -> list:
     """Deterministic demo data: what every role folder gets (and CI recomputes)."""
-    from secure_meanshift.data import split_even, synthetic_blobs
-
     pts, _ = synthetic_blobs(points * parties, 6, 2, 0.03, seed=seed)
     return split_even(pts, parties, seed=seed)
 
@@ -35,8 +37,8 @@ def init_cluster(out: str, parties: list, coordinator_host: str = "coordinator",
                  coordinator_port: int = 50051, points: int = 150, analyst: str = "demo",
                  port_lo: int = 29500, advertise: dict | None = None,
                  dealer: str = "dealer") -> dict:
-    from meanshift_rpc.tls import make_dev_pki
-
+    """Write certificates, each party's synthetic data, node configs and job
+    specs into one folder per role under ``out`` (see the module's doc)."""
     ca_dir = os.path.join(out, "ca")
     files = make_dev_pki(ca_dir, ["coordinator", f"analyst:{analyst}", f"dealer:{dealer}"]
                          + [f"party:{p}" for p in parties],
@@ -51,34 +53,25 @@ def init_cluster(out: str, parties: list, coordinator_host: str = "coordinator",
         return d
 
     hand_out("coordinator", "coordinator")
+    coordinator = f"{coordinator_host}:{coordinator_port}"
+    ports = (port_lo, port_lo + 19)
     parts = synthetic_parts(len(parties), points)
     for i, p in enumerate(parties):
         d = hand_out(p, f"party:{p}")
         np.savetxt(os.path.join(d, "points.csv"), parts[i], delimiter=",", header="x,y",
                    comments="")
-        cfg = {"party_id": p,
-               "coordinator": {"address": f"{coordinator_host}:{coordinator_port}"},
-               "tls": {"ca": "ca.pem", "cert": f"party_{p}.pem", "key": f"party_{p}.key"},
-               "datasets": {"demo": {"path": "points.csv"}},
-               "rendezvous": {"advertise": (advertise or {}).get(p, p),
-                              "port_range": [port_lo, port_lo + 19]},
-               "results_dir": "results", "mpc_timeout_s": 20,
-               # exact results: the compose demo runs on synthetic data and checks
-               # the centroids against the twin (docker/check_centroids.py); a node
-               # on real data keeps the default (DP jobs only, privacy_budget)
-               "policy": {"trusted_dealers": [dealer], "allow_exact_results": True}}
-        with open(os.path.join(d, "node.yaml"), "w") as fh:
-            fh.write(EXACT_NOTE)
-            yaml.safe_dump(cfg, fh, sort_keys=False)
+        # exact results: the compose demo runs on synthetic data and checks the
+        # centroids against the twin (docker/check_centroids.py); a node on real
+        # data keeps the default (DP jobs only, privacy_budget)
+        write_node_config(os.path.join(d, "node.yaml"), p, coordinator,
+                          advertise=(advertise or {}).get(p, p), port_range=ports,
+                          datasets={"demo": "points.csv"},
+                          policy={"trusted_dealers": [dealer], "allow_exact_results": True},
+                          header=EXACT_NOTE, results_dir="results", mpc_timeout_s=20)
     d = hand_out("dealer", f"dealer:{dealer}")
-    cfg = {"dealer_id": dealer,
-           "coordinator": {"address": f"{coordinator_host}:{coordinator_port}"},
-           "tls": {"ca": "ca.pem", "cert": f"dealer_{dealer}.pem", "key": f"dealer_{dealer}.key"},
-           "rendezvous": {"advertise": (advertise or {}).get("dealer", "dealer"),
-                          "port_range": [port_lo, port_lo + 19]},
-           "mpc_timeout_s": 20}
-    with open(os.path.join(d, "node.yaml"), "w") as fh:
-        yaml.safe_dump(cfg, fh, sort_keys=False)
+    write_node_config(os.path.join(d, "node.yaml"), dealer, coordinator, dealer=True,
+                      advertise=(advertise or {}).get("dealer", "dealer"), port_range=ports,
+                      mpc_timeout_s=20)
     d = hand_out("client", f"analyst:{analyst}")
     job = {"name": "compose-demo", "parties": [{"id": p, "dataset": "demo"} for p in parties],
            "bandwidth": 0.1, "dust": 16, "kernel": "flat", "max_iter": 30,

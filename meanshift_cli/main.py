@@ -21,7 +21,21 @@ import argparse
 import json
 import logging
 import os
+import signal
+import sqlite3
 import sys
+import threading
+import time
+
+from party_node.state import NodeState, spent, state_path
+
+from .probe import node_health
+from .watch import follow
+
+# Each command imports the rest of what it needs inside its function: the
+# engine (torch) and grpc load only for the commands that use them, so that
+# `job list`, `job cancel` and the health probes start at once
+# (tests/test_probe.py).
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
 
@@ -42,12 +56,27 @@ def _client_args(ap: argparse.ArgumentParser) -> None:
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The whole command line; ``argv`` (default: sys.argv) decides only which
+    optional parts load (the engine for ``simulate`` and ``demo``)."""
     ap = argparse.ArgumentParser(prog="secure-meanshift", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-
-    sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
     words = sys.argv[1:] if argv is None else list(argv)
+    _simulate_parser(sub, words)
+    _demo_parser(sub, words)
+    serve = _coordinator_parsers(sub)
+    nrun, drun = _node_parsers(sub)
+    for daemon in (serve, nrun, drun):
+        daemon.add_argument("--format", choices=["text", "json"], default="text",
+                            help="log format on stderr (json: one object per line)")
+    _client_parsers(sub)
+    _init_parser(sub)
+    _certs_parser(sub)
+    return ap
+
+
+def _simulate_parser(sub, words: list) -> None:
+    sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
     simcli = None
     if words[:1] == ["simulate"]:   # the engine (and torch) load only for this subcommand
         try:       # the engine owner's module: the wiring stays even if it is missing
@@ -59,6 +88,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     else:
         sim.add_argument("rest", nargs=argparse.REMAINDER)
 
+
+def _demo_parser(sub, words: list) -> None:
     demo = sub.add_parser("demo", help="coordinator + 3 party nodes + one job, all local")
     demo.add_argument("--parties", type=int, default=3)
     demo.add_argument("--points", type=int, default=150, help="points per party")
@@ -74,6 +105,9 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     demo.add_argument("--keep", help="keep certificates, data and logs in this folder")
     demo.add_argument("--format", choices=["text", "json"], default="text")
 
+
+def _coordinator_parsers(sub) -> argparse.ArgumentParser:
+    """coordinator serve|audit|health; returns serve's parser."""
     co = sub.add_parser("coordinator", help="the coordinator server")
     cosub = co.add_subparsers(dest="action", required=True)
     serve = cosub.add_parser("serve")
@@ -108,6 +142,19 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="the audit table keeps this many newest rows (older ones are "
                        "deleted)")
 
+    au = cosub.add_parser("audit", help="the audit log (submits, cancels, result fetches and "
+                          "denials), read from the coordinator's SQLite file")
+    au.add_argument("--db", default="coordinator.db")
+    au.add_argument("--job", help="only this job")
+    au.add_argument("--format", choices=["text", "json"], default="text")
+
+    ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
+    _client_args(ch)
+    return serve
+
+
+def _node_parsers(sub) -> tuple:
+    """node run|health|budget, dealer run|health; returns the two run parsers."""
     node = sub.add_parser("node", help="a party node")
     nsub = node.add_subparsers(dest="action", required=True)
     nrun = nsub.add_parser("run")
@@ -121,10 +168,17 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     dh = dsub.add_parser("health", help="exit 0 if the dealer heartbeated recently")
     dh.add_argument("--config", required=True)
     dh.add_argument("--max-age", type=float, default=20.0)
-    for daemon in (serve, nrun, drun):
-        daemon.add_argument("--format", choices=["text", "json"], default="text",
-                            help="log format on stderr (json: one object per line)")
+    nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
+    nh.add_argument("--config", required=True)
+    nh.add_argument("--max-age", type=float, default=20.0)
+    nb = nsub.add_parser("budget", help="privacy budget per data set: spent per job, remaining")
+    nb.add_argument("--config", required=True)
+    nb.add_argument("--format", choices=["text", "json"], default="text")
+    return nrun, drun
 
+
+def _client_parsers(sub) -> None:
+    """The commands that talk to the coordinator: job ..., parties, dashboard."""
     job = sub.add_parser("job", help="submit and follow jobs")
     jsub = job.add_subparsers(dest="action", required=True)
     s = jsub.add_parser("submit")
@@ -158,6 +212,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     dash.add_argument("--jobs", type=int, default=50, help="newest jobs shown")
     _client_args(dash)
 
+
+def _init_parser(sub) -> None:
     ini = sub.add_parser("init-cluster", help="certificates, demo data and configs for a "
                          "local federation (docker-compose's init service)")
     ini.add_argument("--out", required=True)
@@ -166,21 +222,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     ini.add_argument("--points", type=int, default=150, help="synthetic points per party")
     ini.add_argument("--format", choices=["text", "json"], default="text")
 
-    au = cosub.add_parser("audit", help="the audit log (submits, cancels, result fetches and "
-                          "denials), read from the coordinator's SQLite file")
-    au.add_argument("--db", default="coordinator.db")
-    au.add_argument("--job", help="only this job")
-    au.add_argument("--format", choices=["text", "json"], default="text")
 
-    ch = cosub.add_parser("health", help="exit 0 if the coordinator answers SERVING")
-    _client_args(ch)
-    nh = nsub.add_parser("health", help="exit 0 if the node heartbeated recently")
-    nh.add_argument("--config", required=True)
-    nh.add_argument("--max-age", type=float, default=20.0)
-    nb = nsub.add_parser("budget", help="privacy budget per data set: spent per job, remaining")
-    nb.add_argument("--config", required=True)
-    nb.add_argument("--format", choices=["text", "json"], default="text")
-
+def _certs_parser(sub) -> None:
     certs = sub.add_parser("certs", help="development CA and key/cert pairs; 'ca' for the "
                            "CA alone, 'request' and 'sign' for keys that never leave their owner")
     certs.add_argument("action", nargs="?", choices=["dev", "ca", "request", "sign"],
@@ -210,7 +253,6 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                        help="dev: operator name (repeatable): reads and cancels every job")
     certs.add_argument("--format", choices=["text", "json"], default="text",
                        help="text (default) or json")
-    return ap
 
 
 def main(argv=None) -> int:
@@ -244,7 +286,7 @@ def _main(argv=None) -> int:
                 return EXIT_USAGE
             return simcli.run(args)
         if args.cmd == "demo":
-            from .demo import run_demo
+            from .demo import run_demo  # loads the engine (torch): only for this command
             return run_demo(args)
         if args.cmd == "coordinator" and args.action == "health":
             return _client_command(args)
@@ -289,9 +331,6 @@ def _out(args, text: str, data) -> None:
 
 
 def _serve(args) -> int:
-    import signal
-    import threading
-
     from coordinator.server import Limits, serve
     from meanshift_rpc.tls import TLSFiles
 
@@ -344,9 +383,6 @@ def _serve(args) -> int:
 
 
 def _audit(args) -> int:
-    import sqlite3
-    import time
-
     if not os.path.exists(args.db):
         print(f"error: no coordinator database at {args.db}", file=sys.stderr)
         return EXIT_USAGE
@@ -404,8 +440,6 @@ def _node(args, role: str = "party") -> int:
 
 
 def _node_health(args) -> int:
-    from .probe import node_health
-
     cfg = _load_node_config(args.config)
     if cfg is None:
         return EXIT_USAGE
@@ -420,10 +454,6 @@ def _node_health(args) -> int:
 def _node_budget(args) -> int:
     """Each data set's privacy budget, its charges (job, time, epsilon, delta) and
     what remains, from the node's ledger (read only)."""
-    import time
-
-    from party_node.state import NodeState, spent, state_path
-
     cfg = _load_node_config(args.config)
     if cfg is None:
         return EXIT_USAGE
@@ -567,9 +597,6 @@ def _client_command(args) -> int:
 
 def _dashboard(c, args) -> int:
     """Serve the dashboard until interrupted (Ctrl-C or SIGTERM)."""
-    import signal
-    import threading
-
     from .dashboard import start
 
     if not 0 <= args.port < 65536 or args.refresh < 0.5 or args.jobs < 1:
@@ -663,7 +690,7 @@ def _dispatch(c, args) -> int:
         _out(args, "\n".join(_job_line(j) for j in jobs) or "no jobs", jobs)
         return EXIT_OK
     if a == "result":
-        import numpy as np
+        import numpy as np  # only this command needs it (see the note at the imports)
 
         cents, columns = c.result_table(args.job_id)
         gone = getattr(c, "suppressed", 0) or 0
@@ -677,37 +704,6 @@ def _dispatch(c, args) -> int:
              {"centroids": cents.tolist(), "columns": columns})
         return EXIT_OK
     raise AssertionError(a)
-
-
-def follow(c, job_id: str, json_mode: bool = False) -> dict:
-    """Print progress (a one-line bar on a terminal) until the job ends."""
-    tty = sys.stderr.isatty() and not json_mode
-
-    def show(ev: dict) -> None:
-        if json_mode:
-            return
-        stage = ev.get("stage", "")
-        if stage in ("iteration", "chunk") and ev.get("max_iter"):
-            it, mx = ev.get("iteration", 0), ev["max_iter"]
-            bar = "#" * int(30 * it / mx)
-            mv = {"yes": "moving", "no": "converged"}.get(ev.get("moving", ""), "")
-            line = f"[{bar:<30}] iteration {it}/{mx}  {ev.get('seconds', 0):.2f} s/it  {mv}"
-        elif stage == "local":
-            line = (f"local summary (rank 0): {int(ev.get('rows', 0)):,} rows read, "
-                    f"{int(ev.get('cells', 0)):,} cells, {ev.get('seconds', 0):.1f} s")
-        elif stage == "queued":
-            line = f"queued: position {ev.get('queue_position', '?')} in the queue"
-        else:
-            line = f"{ev.get('state', '')}: {ev.get('message', '') or stage}"
-        if tty:
-            sys.stderr.write("\r\033[K" + line)
-            if stage in ("end",):
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    return c.wait(job_id, on_event=show)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+import yaml
+
 
 def node_health(status_file: str, max_age: float) -> tuple[int, list, list]:
     """(exit code, stdout lines, stderr lines) from a node's status file."""
@@ -43,8 +45,6 @@ def node_health(status_file: str, max_age: float) -> tuple[int, list, list]:
 
 def status_file_of(config: str) -> str:
     """The status_file a node config names (relative to the config's folder)."""
-    import yaml
-
     with open(config) as fh:
         d = yaml.safe_load(fh) or {}
     path = str(d.get("status_file") or "node-status.json") if isinstance(d, dict) else \
@@ -56,7 +56,7 @@ def status_file_of(config: str) -> str:
 def coordinator_health(address: str, tls_dir: str, identity: str, server_name: str,
                        timeout: float = 5.0) -> bool:
     """True when the coordinator's gRPC health service answers SERVING."""
-    import grpc
+    import grpc  # grpc loads only for this check: the node probe starts without it
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from meanshift_rpc.tls import TLSFiles, open_channel

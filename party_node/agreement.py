@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from typing import Callable, Optional
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import signing
 from meanshift_rpc.tls import Revocations
@@ -86,9 +88,6 @@ def check_run(job_id: str, spec: pb.JobSpec, run: pb.Run, identity: str, port: i
 
 def fingerprint(cert_pem: bytes) -> str:
     """SHA-256 of a certificate's DER encoding (hex)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(der).hexdigest()
 

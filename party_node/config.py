@@ -46,6 +46,7 @@ A dealer node uses the same file with ``dealer_id: <name>`` instead of
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import struct
@@ -157,6 +158,47 @@ KNOWN = {
 }
 
 
+def write_node_config(path: str, node_id: str, coordinator: str, *,
+                      advertise: Optional[str] = None, port_range: Optional[tuple] = None,
+                      certs: str = "", dealer: bool = False,
+                      datasets: Optional[dict] = None, policy: Optional[dict] = None,
+                      server_name: Optional[str] = None, header: str = "",
+                      **settings) -> str:
+    """Write a node config that :func:`load` reads: a party's, or with
+    ``dealer`` a dealer's (no data). ``advertise``, ``port_range``: the
+    rendezvous (None: the format's default); ``certs``: the folder of the TLS
+    files as make_dev_pki names them ("": next to the config, by relative name);
+    ``datasets``: {name: path, or the data set's whole entry}; ``settings``:
+    any other top-level key of the format (results_dir, mpc_timeout_s,
+    status_file, tls to override the files, ...); ``header``: comment lines
+    written first. Returns ``path``."""
+    unknown = sorted(set(settings) - KNOWN[""])
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a node setting")
+    role = "dealer" if dealer else "party"
+    stem = os.path.join(certs, f"{role}_{node_id}")
+    coord = {"address": coordinator}
+    if server_name is not None:
+        coord["server_name"] = server_name
+    cfg = {f"{role}_id": node_id, "coordinator": coord,
+           "tls": {"ca": os.path.join(certs, "ca.pem"), "cert": stem + ".pem",
+                   "key": stem + ".key"}}
+    rendezvous = {"advertise": advertise,
+                  "port_range": None if port_range is None else list(port_range)}
+    if any(v is not None for v in rendezvous.values()):
+        cfg["rendezvous"] = {k: v for k, v in rendezvous.items() if v is not None}
+    if datasets or not dealer:
+        cfg["datasets"] = {name: p if isinstance(p, dict) else {"path": p}
+                           for name, p in (datasets or {}).items()}
+    if policy:
+        cfg["policy"] = dict(policy)
+    cfg.update(settings)
+    with open(path, "w") as fh:
+        fh.write(header)
+        yaml.safe_dump(cfg, fh, sort_keys=False)
+    return path
+
+
 SIOCGIFADDR = 0x8915          # Linux: an interface's (first) IPv4 address
 IFNAMSIZ = 16
 
@@ -164,8 +206,6 @@ IFNAMSIZ = 16
 def interface_ipv4(ifname: str) -> str:
     """The IPv4 address of the network interface ``ifname`` (Linux); OSError if there
     is no such interface or it has no IPv4 address."""
-    import fcntl
-
     name = ifname.encode()
     if not sys.platform.startswith("linux"):
         raise OSError("reading an interface's address is supported on Linux only")

@@ -13,6 +13,7 @@ import socket
 import ssl
 from typing import Optional
 
+from cryptography import x509
 from meanshift_rpc.tls import COORDINATOR_NAME, TLSFiles
 
 # the client half of an HTTP/2 start: the preface and an empty SETTINGS frame
@@ -32,8 +33,6 @@ def split_address(address: str) -> tuple[str, int]:
 
 def check_own_certificate(files: TLSFiles, identity: str) -> str:
     """A problem with this node's own certificate, or "" (local files only)."""
-    from cryptography import x509
-
     try:
         with open(files.cert, "rb") as fh:
             cert = x509.load_pem_x509_certificate(fh.read())

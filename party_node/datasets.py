@@ -10,12 +10,13 @@ heartbeats); ``local`` adds the file's path, for the node's own log only."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from secure_meanshift.data import PointsFileError, read_csv_points
+from secure_meanshift.local_data import LocalData
 from secure_meanshift.sources import Source, SourceError, parquet_files
 
 
@@ -115,16 +116,12 @@ def stamp(path) -> tuple:
 
 def _source(name: str, ds) -> Source:
     """A config Dataset's Source, under the data set's name."""
-    from dataclasses import replace
-
     return replace(ds.source, key=name)
 
 
 def scan(name: str, src: Source) -> Loaded:
     """A streaming source checked without keeping its rows (LocalData.scan): its
     column names and row count. ``points`` is empty (the worker reads the rows)."""
-    from secure_meanshift.local_data import LocalData
-
     data = LocalData(src)
     try:
         n = data.scan()             # DuckDB, Parquet metadata (Dask) or a pass in chunks
@@ -163,6 +160,5 @@ def job_data(job: dict, progress=None):
     src = Source.from_dict({**spec, "key": job["dataset"]}) if spec else None
     if src is None or in_memory(src):
         return load(job["dataset"], job["path"], job.get("columns")).points
-    from secure_meanshift.local_data import LocalData
 
     return LocalData(src, progress)

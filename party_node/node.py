@@ -24,6 +24,7 @@ from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
 from meanshift_rpc import DEFAULT_DEADLINE_S, jobspec, joint_seed, signing
 from meanshift_rpc.tls import (Revocations, check_key_file, open_channel, serial_hex,
                                server_identity)
+from secure_meanshift.privacy import noise_scale, spent_epsilon
 
 from . import agreement, datasets, output, policy
 from .config import NodeConfig
@@ -446,7 +447,6 @@ class PartyNode:
         priv = jobspec.privacy_of(job.spec)
         if priv is None:
             return ""
-        from secure_meanshift.privacy import noise_scale, spent_epsilon
 
         name = next(p.dataset for p in job.spec.parties if p.id == self.cfg.party_id)
         reason = self.state.charge(name, job.id, priv.epsilon, priv.delta, noise_scale(priv),

@@ -10,8 +10,12 @@ still gets a process of its own; an empty stdin means "not needed", exit 0."""
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
 import sys
+import time
 
 import numpy as np
 
@@ -24,12 +28,7 @@ def emit(obj: dict) -> None:
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: SIGKILL this worker when its node dies, so no orphaned MPC worker
     goes on computing (set here, not in a fork hook of the threaded node)."""
-    import os
-    import signal
-
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     except Exception:
         pass
@@ -38,9 +37,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def main() -> int:
-    import os
-
     _die_with_parent(int(os.environ.get("SMS_NODE_PID", "0") or 0))
+    # The engine (torch, CrypTen: seconds) loads here, once the worker dies
+    # with its node: ahead of the job for a spare worker, else with the job.
     if os.environ.get("SMS_WORKER_PREWARM") == "1":
         try:
             from secure_meanshift.mpc._compat import import_crypten
@@ -66,8 +65,6 @@ def main() -> int:
                         context=job["context"], timeout_s=job["timeout_s"],
                         listen_host=job.get("listen_host"))
         if job.get("role") == "dealer":
-            import time
-
             t0 = time.perf_counter()
             dealt = run_dealer(cfg)
             emit({"result": {"dealt": dealt, "wall_s": time.perf_counter() - t0}})

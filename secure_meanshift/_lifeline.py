@@ -7,6 +7,7 @@ so that a killed caller (even SIGKILL) takes its party processes with it, and
 exits at once if the caller is already gone. Any other process: no effect.
 """
 
+import ctypes
 import os
 import signal
 import sys
@@ -18,8 +19,6 @@ def arm_parent_death_signal() -> None:
     """In a party process: SIGKILL when the parent exits (Linux prctl)."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass

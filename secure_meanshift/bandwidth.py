@@ -28,7 +28,7 @@ import numpy as np
 
 from .data import check_points, clip_to_bounds, to_unit
 from .params import dust_indices
-from .plaintext import POINT_BITS, quantise_points
+from .data import POINT_BITS, quantise_points
 
 DEFAULT_SAMPLES = 300     # S: the S x S work per bisection step; sklearn's default is all N
 

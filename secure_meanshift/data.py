@@ -183,6 +183,15 @@ def from_unit(unit: np.ndarray, lo: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(unit, float) * scale + lo
 
 
+POINT_BITS = 16       # the secure engine shares unit-box points on a 2^-16 grid
+
+
+def quantise_points(unit_points) -> np.ndarray:
+    """Points on the 2^-16 grid the secure engine shares them on (protocol.py)."""
+    q = 2.0**POINT_BITS
+    return np.round(np.asarray(unit_points, dtype=np.float64) * q) / q
+
+
 def synthetic_blobs(n_points: int, n_centers: int, dim: int = 2, spread: float = 0.03,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The report's generator: uniform centres in the unit box, Gaussian points

@@ -8,17 +8,17 @@ import datetime
 import os
 from typing import Sequence
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from .mpc.mesh import LinkSecurity
 
 
 def ephemeral_pki(directory: str, identities: Sequence[str]) -> dict:
     """Write ca.pem and one key/certificate per identity (common name) into
     ``directory`` (0700); returns {identity: LinkSecurity}. The CA key is not kept."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     os.makedirs(directory, mode=0o700, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
     valid = dict(not_valid_before=now - datetime.timedelta(minutes=5),

@@ -4,7 +4,7 @@ Every opening of an unmasked secret goes through :func:`disclose`, which names
 *why* the value may be opened: a key of :data:`REASONS`, each of which marks a
 row of docs/leakage.md (``[key]``; tests/test_disclosure.py checks both ways).
 The masked openings inside the MPC primitives (Beaver x - a, truncation and
-sign-test x + r, in dealer.py, signtest.py and division.py) reveal uniformly
+sign-test x + r, in mpc/beaver.py, signtest.py and division.py) reveal uniformly
 random values and are not disclosures.
 
 A choke point that makes a value public without opening it here (e.g. a
@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
+
+from .mpc._compat import import_crypten
 
 # key -> what is disclosed (each key marks its row in docs/leakage.md as [key])
 REASONS: dict = {
@@ -73,7 +75,6 @@ def disclose(value, why: str, to: Optional[Sequence[int]] = None):
     record(why, value.size(), to)
     if to is None:
         return value.get_plain_text()
-    from .mpc._compat import import_crypten
 
     rank = import_crypten().comm.get().get_rank()
     mine = None

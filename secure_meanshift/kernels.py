@@ -21,6 +21,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .mpc.fixedpoint import ge_zero
+
 
 @dataclass(frozen=True)
 class Kernel:
@@ -42,8 +44,6 @@ def _flat_edge(sq, p):
 
 def _flat_secure(sq, p):
     """0/1 integers (scale 1): multiplying them into fixed point needs no truncation."""
-    from .mpc.fixedpoint import ge_zero
-
     return ge_zero(_flat_edge(sq, p))[0]
 
 
@@ -78,7 +78,3 @@ def get_kernel(name: str) -> Kernel:
 def plain_kernel(sq_dist: np.ndarray, p) -> np.ndarray:
     return KERNELS[p.kernel].plain(sq_dist, p)
 
-
-def secure_kernel(sq_dist, p):
-    """Returns an MPCTensor of weights."""
-    return KERNELS[p.kernel].secure(sq_dist, p)

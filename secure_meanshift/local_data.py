@@ -20,7 +20,7 @@ from .data import to_unit
 from .errors import InputError
 from .sources import (Source, SourceError, column_names, csv_header, iter_chunks,
                       named_chunks, parquet_files, parquet_parts, read_all, read_part)
-from .summary import MAX_REPRESENTATIVES, CellSums, SummaryInfo, cell_side
+from .summary import MAX_REPRESENTATIVES, SUM_BITS, CellSums, SummaryInfo, cell_side
 
 Progress = Optional[Callable[[dict], None]]
 DUCKDB_MEMORY = "1GB"          # DuckDB spills beyond this (temp dir) instead of growing
@@ -174,7 +174,7 @@ def _q(name: str) -> str:
 
 
 def _duckdb(src: Source):
-    import duckdb
+    import duckdb  # loaded only for the data sources that use it (start-up cost)
 
     tmp = os.path.join(tempfile.gettempdir(), "sms-duckdb")
     os.makedirs(tmp, mode=0o700, exist_ok=True)
@@ -200,7 +200,7 @@ def _duckdb_from(src: Source, names: list) -> tuple[str, list, dict]:
 def _duckdb_check(src: Source, names, lo, hi) -> Optional[int]:
     """Row count if every row is fine, None if some is not (the numpy pass then
     names the first one) or DuckDB cannot read the data."""
-    import duckdb
+    import duckdb  # loaded only for the data sources that use it (start-up cost)
 
     frm, exprs, params = _duckdb_from(src, names)
     conds = []
@@ -224,8 +224,6 @@ def _duckdb_cells(src: Source, names, lo, scale: float, side: float,
     """GROUP BY cell in DuckDB: the same float64 expressions as the numpy path
     ((x - lo) / scale, then / side and * 2^30, floored), integer sums; ``clip``
     (lo, hi): each value clipped into [lo, hi] first, as np.clip does."""
-    from .summary import SUM_BITS
-
     frm, exprs, params = _duckdb_from(src, names)
     params.update({"scale": float(scale), "side": float(side), "q": float(2.0**SUM_BITS)})
     keys, sums = [], []
@@ -278,7 +276,7 @@ def _merge(a: CellSums, b: CellSums) -> CellSums:
 
 
 def _client(src: Source):
-    from distributed import Client
+    from distributed import Client  # optional dependency (dask): only for its data sets
 
     try:
         return Client(src.dask_scheduler, timeout=DASK_CONNECT_S, set_as_default=False)

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .data import from_unit
+from .mpc._compat import import_crypten
 
 FORMAT = "sms-share/1"
 
@@ -56,8 +57,6 @@ def export_share(out, rank: int, dim: int, with_sizes: bool, with_small: bool,
     every party's call: all parties call this together), re-randomised by a fresh
     zero sharing, with its layout. ``lo``/``scale``: the public map from the unit
     box back to data units. JSON-safe; a secret share, for sealing only."""
-    from .mpc._compat import import_crypten
-
     crypten = import_crypten()
     zero = crypten.mpc.primitives.arithmetic.ArithmeticSharedTensor.PRZS(out.size())
     share = (out._tensor.share + zero.share).reshape(-1)     # zero sums to 0 over parties

@@ -11,21 +11,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .data import check_points, from_unit, to_unit
+from .data import check_points, from_unit, quantise_points, to_unit
 from .mpc.division import EMPTY_BELOW
 from .kernels import plain_kernel
+from .merge import merge_keep, merge_keep_intensity, sq_distances
 from .params import MeanShiftParams, dust_indices, resolve_seeding
+from .privacy import twin_inputs
 from .seeds import local_peaks
-
-POINT_BITS = 16
-
-
-def quantise_points(unit_points) -> np.ndarray:
-    """Points on the 2^-16 grid the secure engine shares them on (protocol.quantise_points)."""
-    q = 2.0**POINT_BITS
-    return np.round(np.asarray(unit_points, dtype=np.float64) * q) / q
-
-TIE = 1.0 / 64      # intensities closer than this tie; the lower seed index wins
+from .summary import summarize
 
 
 @dataclass
@@ -36,48 +29,6 @@ class PlainResult:
     unmerged: np.ndarray           # (m, d) data units, before merging
     intensity: Optional[np.ndarray] = None   # (m,) kernel weight sums at the last pass
     edge_gap: Optional[float] = None   # flat kernel: closest | |c - x| - h | seen (data units)
-
-
-def sq_distances(c: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """(m, n) squared distances as |c|^2 - 2 c.x + |x|^2 (the secure formula)."""
-    return (c * c).sum(1)[:, None] - 2.0 * c @ x.T + (x * x).sum(1)[None, :]
-
-
-def merge_keep(c: np.ndarray, radius: float) -> np.ndarray:
-    """The "first" rule: keep_i = no earlier centroid j < i lies within the merge radius."""
-    close = sq_distances(c, c) <= radius**2
-    earlier = np.tril(np.ones_like(close, dtype=bool), k=-1)
-    return ~(close & earlier).any(axis=1)
-
-
-def dominance(intensity: np.ndarray) -> np.ndarray:
-    """dom[i, j] = centroid j outranks i: higher intensity, or a tie (within TIE)
-    and a lower index. One sign test per pair, exactly as on shares."""
-    m = len(intensity)
-    j_lt_i = np.tril(np.ones((m, m), dtype=bool), k=-1)
-    t = np.where(j_lt_i, TIE, -TIE)
-    dom = intensity[None, :] - intensity[:, None] + t >= 0
-    return dom & ~np.eye(m, dtype=bool)
-
-
-def merge_keep_intensity(c: np.ndarray, intensity: np.ndarray, radius: float,
-                         min_weight: float = EMPTY_BELOW) -> np.ndarray:
-    """scikit-learn's rule: in decreasing intensity, keep a centroid unless a kept
-    one lies within the radius; drop empty ones. Computed as rounds of
-    keep_i = nonempty_i * prod_j (1 - A_ij keep_j), A = dominates & close, from
-    keep = nonempty until nothing changes: the greedy answer, reached after at
-    most m rounds (the secure engine does the same).
-    "Empty" means an intensity below ``min_weight`` (params.keep_threshold)."""
-    m = len(c)
-    a = dominance(intensity) & (sq_distances(c, c) <= radius**2)
-    nonempty = intensity >= min_weight
-    keep = nonempty.copy()
-    for _ in range(m):
-        new = nonempty & ~(a & keep[None, :]).any(axis=1)
-        if np.array_equal(new, keep):      # the fixed point: the greedy answer
-            break
-        keep = new
-    return keep
 
 
 def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.ndarray]],
@@ -156,15 +107,11 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
     (data.check_points: 2-D, the job's width, not empty, finite, inside the
     bounds), raising InputError."""
     if p.dp:
-        from .privacy import twin_inputs
-
         x, w, seeds, p = twin_inputs(parts, p, noise)
         return _run_twin(x, w, seeds, p)
     parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
     units = [to_unit(q, p.lo, p.scale) for q in parts]
     if p.summary is not None and weights is None:
-        from .summary import summarize
-
         pairs = [summarize(u, p.h_unit * p.summary) for u in units]
         units, weights = [a for a, _ in pairs], [b for _, b in pairs]
     units = [quantise_points(u) for u in units]    # the engine's 2^-16 grid

@@ -10,7 +10,7 @@ import numpy as np
 def plot_run(path: str, parts: Sequence[np.ndarray], centroids: np.ndarray,
              reference: Optional[np.ndarray], sklearn: Optional[np.ndarray],
              title: str) -> None:
-    import matplotlib
+    import matplotlib  # loaded only when a plot is drawn (start-up cost)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

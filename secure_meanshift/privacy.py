@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
+import torch
 
+from .data import POINT_BITS, check_finite, quantise_points, to_unit
+from .disclosure import disclose
 from .errors import InputError
+from .mpc._compat import import_crypten
+from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 
 if TYPE_CHECKING:                      # params imports this module
     from .params import MeanShiftParams
@@ -78,7 +83,7 @@ class PrivacySpec:
 # ---- calibration and accounting (OpenDP) -----------------------------------
 
 def _opendp():
-    import opendp.prelude as dp
+    import opendp.prelude as dp  # a large native library (seconds to load): DP jobs only
 
     dp.enable_features("contrib")
     return dp
@@ -216,8 +221,6 @@ def cell_index(unit_points: np.ndarray, p: "MeanShiftParams") -> np.ndarray:
 def local_counts(points: np.ndarray, p: "MeanShiftParams") -> np.ndarray:
     """This party's exact (int64) count per public cell, rows clipped into the public
     bounds first: one record always changes exactly one count by one."""
-    from .data import check_finite, to_unit
-
     x = check_finite(points, "points", p.dim)
     x = np.clip(x, p.lo, np.asarray(p.bounds[1], float))
     cells = int(np.prod(grid_shape(p)))
@@ -265,8 +268,6 @@ def clamp_threshold(p: "MeanShiftParams", world: int) -> int:
 def dp_params(p: "MeanShiftParams", world: int) -> "MeanShiftParams":
     """The parameters the DP run uses: min_weight raised to KEEP_STDS joint noise
     standard deviations, so noise alone rarely makes a cluster."""
-    from dataclasses import replace
-
     keep = KEEP_STDS * math.sqrt(world) * noise_scale(p.privacy)
     return replace(p, min_weight=max(float(p.min_weight), keep))
 
@@ -285,8 +286,6 @@ def twin_inputs(parts: Sequence[np.ndarray], p: "MeanShiftParams",
     (cells, d) on the engine's 2^-16 grid, clamped joint weights (cells,), public
     seeds (m, d), the DP run's parameters). ``noise``: the parties' total noise
     per cell (from a secure run, to compare); default: fresh noise from each party."""
-    from .plaintext import quantise_points
-
     world = len(parts)
     exact = np.sum([local_counts(q, p) for q in parts], axis=0)
     if noise is None:
@@ -317,10 +316,6 @@ class SharedHistogram:
 
 def _public(values: np.ndarray):
     """Public values as shares (rank 0 shares them; everyone knows them)."""
-    import torch
-
-    from .mpc._compat import import_crypten
-
     return import_crypten().cryptensor(torch.from_numpy(np.ascontiguousarray(values)).float(),
                                        src=0)
 
@@ -331,13 +326,7 @@ def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
     their (local) sum; w = n [n >= tau] in one batched comparison; then [w x, w]
     exactly (w times the public integer encodings of x: no truncation). One value
     is opened: sum(w), the public bound of the division (post-processing)."""
-    import torch
-    from crypten.encoder import FixedPointEncoder
-
-    from .mpc._compat import import_crypten
-    from .disclosure import disclose
-    from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
-    from .plaintext import POINT_BITS, quantise_points
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     crypten = import_crypten()
     x = quantise_points(cells)
@@ -361,6 +350,4 @@ def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
 
 def shared_grid_seeds(p: "MeanShiftParams"):
     """(m, d) public seeds (grid_seeds on the 2^-16 grid) as shares, 16 bits."""
-    from .plaintext import quantise_points
-
     return _public(quantise_points(grid_seeds(p)))

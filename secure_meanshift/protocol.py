@@ -29,21 +29,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from .mpc._compat import import_crypten
-from .mpc.dealer import fixed_operand, phase, prime_fixed, square_and_matmul
+from .mpc.beaver import fixed_operand, phase, prime_fixed, square_and_matmul
 from .disclosure import disclose, record
 from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
 from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
-from .plaintext import POINT_BITS, quantise_points
+from .privacy import share_histogram, shared_grid_seeds
+from .data import POINT_BITS, quantise_points
 from .seeds import local_peaks
 
 # Rows per Beaver matmul when fixed-point weights meet fixed-point points: the
@@ -72,17 +73,27 @@ def _range_failed(bits) -> bool:
     return bool(disclose((1 - bits).sum(), "failure-count").item() > 0.5)
 
 
-@dataclass
-class SecureResult:
-    centroids: Optional[np.ndarray]   # (c, d) unit box; None unless this rank receives
-    sizes: Optional[np.ndarray]
+@dataclass(kw_only=True)
+class RunFigures:
+    """What a run measured: the protocol's result and a party's outcome carry it."""
+
     iterations: int
     per_iteration: list = field(default_factory=list)
     share_s: float = 0.0
-    merge_s: float = 0.0
     communication: dict = field(default_factory=dict)
     points: int = 0
     rows: int = 0
+
+    def figures(self) -> dict:
+        """These fields by name (to hand them on, e.g. to a PartyOutcome)."""
+        return {f.name: getattr(self, f.name) for f in fields(RunFigures)}
+
+
+@dataclass(kw_only=True)
+class SecureResult(RunFigures):
+    centroids: Optional[np.ndarray]   # (c, d) unit box; None unless this rank receives
+    sizes: Optional[np.ndarray]
+    merge_s: float = 0.0
     suppressed: Optional[int] = None  # receivers: centroids dropped by min_cluster_size
     share: Optional[dict] = None      # export_shares: this party's share (output.export_share)
 
@@ -174,7 +185,7 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     weight sum. dom_ij = [I_j - I_i +- ulp >= 0] (ties: lower index wins),
     A = dom * close, then rounds of keep_i = nonempty_i * [no j: A_ij keep_j]:
     after round t the t highest-ranked centroids are final, so m rounds give the
-    greedy answer (plaintext.merge_keep_intensity). One batched comparison, then
+    greedy answer (merge.merge_keep_intensity). One batched comparison, then
     for m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
     opened; for more centroids _merge_rounds_by_counts. max_intensity: a
     public bound of the intensities (the division's range test): the one big
@@ -243,7 +254,7 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
 
 def _int_view(x):
     """The same shares read as integers (scale 1): x's fixed-point encoding itself."""
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     y = x.clone()
     y.encoder = FixedPointEncoder(precision_bits=0)
@@ -269,7 +280,7 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     none) of magnitude < d 2^(2P+2), and its sign is exactly the flat kernel's
     test for the centroid the parties hold. C.C and C.X share one opening.
     Returns T relabelled at 16 bits (same shares, same sign) for ge_zero."""
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     sq, cx = square_and_matmul(_int_view(c), xi_t)              # C*C, C.X (m, n)
     cc = sq.sum(dim=1, keepdim=True)
@@ -516,8 +527,6 @@ def _share_dp(cells: np.ndarray, counts: np.ndarray, params: MeanShiftParams, ra
     """DP mode: the parties' noisy histograms on the public grid, joined and clamped
     on shares (privacy.share_histogram); the public cells count as rank 0's rows,
     the seeds are the public grid's. Nothing about any party's size is exchanged."""
-    from .privacy import share_histogram, shared_grid_seeds
-
     h = share_histogram(cells, counts, params, rank, world)
     sh = Shared(h.params, rank, world, [len(h.x)], h.total, h.x, 0, float(max(1, h.total)),
                 h.pts, h.sqn, h.upd)
@@ -832,13 +841,15 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     centroids, sizes_out, suppressed = _read_output(sh, mine, small is not None, notify)
     stats = comm.get_communication_stats()
     notify({"stage": "done", "iterations": st.iterations})
-    return SecureResult(centroids, sizes_out, st.iterations, [i.as_dict() for i in st.log],
-                        share_s, merge_s,
-                        {"bytes": int(stats.get("bytes", 0)),
-                         "dealer_bytes": int(stats.get("dealer_bytes", 0)),
-                         "rounds": int(stats.get("rounds", 0)),
-                         "steps": stats.get("steps", {})},
-                        sh.total_points, sh.total_rows, suppressed, share)
+    return SecureResult(centroids=centroids, sizes=sizes_out, iterations=st.iterations,
+                        per_iteration=[i.as_dict() for i in st.log],
+                        share_s=share_s, merge_s=merge_s,
+                        communication={"bytes": int(stats.get("bytes", 0)),
+                                       "dealer_bytes": int(stats.get("dealer_bytes", 0)),
+                                       "rounds": int(stats.get("rounds", 0)),
+                                       "steps": stats.get("steps", {})},
+                        points=sh.total_points, rows=sh.total_rows, suppressed=suppressed,
+                        share=share)
 
 
 def suppress_small(keep, sizes, k: int):

@@ -1,13 +1,15 @@
 """One rank's MPC session: the single place where the links between ranks,
 the source of correlated randomness and every random generator are set up.
 
-- links (mesh.py): one TCP connection per pair of ranks, TLS 1.3 with each
+- links (mpc/mesh.py): one TCP connection per pair of ranks, TLS 1.3 with each
   peer's certificate pinned to the identity the job lists at its rank; plaintext
   only as the explicit ``trusted-network`` transport;
-- randomness (csprng.py): AES-CTR streams with 256-bit keys; the keys shared
+- randomness (mpc/csprng.py): AES-CTR streams with 256-bit keys; the keys shared
   by neighbouring parties (zero sharings) travel over the encrypted links;
-- correlated randomness (dealer.py): a dealer rank that holds no data, or, for
-  local simulation only, rank 0 itself (``first-party``, CrypTen's TFP model);
+- correlated randomness (mpc/correlations.py; the dealer: mpc/dealer_service.py):
+  a dealer rank that holds no data, or, for local simulation only, rank 0
+  itself (``first-party``, CrypTen's TFP model); every change to CrypTen is
+  installed by mpc/crypten_patches.py;
 - agreement: before anything secret moves, every pair of ranks compares the job
   digest (spec, seed, ranks, identities, dealer, provider, transport).
 """
@@ -21,16 +23,24 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import torch
 
-from .mpc._compat import import_crypten
 from .data import check_finite, check_points, clip_to_bounds, from_unit, to_unit
-from .mpc.dealer import PROVIDERS
 from .errors import PEER_LOST, InputError, MPCError, PeerLost
 from .local_data import LocalData
+from .mpc import correlations, crypten_patches, csprng
+from .mpc._compat import import_crypten
+from .mpc.communicator import MeshCommunicator
+from .mpc.correlations import PROVIDERS
+from .mpc.dealer_service import serve
 from .mpc.mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
 from .mpc.transport import Transport
 from .params import MeanShiftParams, resolve_summary
-from .protocol import Progress, SecureResult, run_protocol
+from .privacy import local_release
+from .protocol import Progress, RunFigures, SecureResult, run_protocol
+from .summary import summarize
+
+TORCH_THREADS = 1     # per rank: a job's ranks often share a machine's cores
 
 __all__ = ["MPCConfig", "Peer", "LinkSecurity", "PartyOutcome", "run_party", "run_dealer",
            "PEER_LOST", "PROVIDERS", "TRANSPORTS"]
@@ -64,7 +74,6 @@ class MPCConfig:
     provider: str = "dealer"
     context: str = ""
     timeout_s: float = 60.0
-    threads: int = 1
     listen_host: Optional[str] = None   # bind address if not this rank's advertised host
                                         # ("" = every interface)
 
@@ -103,21 +112,15 @@ class MPCConfig:
                           self.provider, self.transport, str(self.world_size))
 
 
-@dataclass
-class PartyOutcome:
+@dataclass(kw_only=True)
+class PartyOutcome(RunFigures):
     """What one party's worker ends with. Centroids are in data units and are
     present only on ranks listed in ``reveal_to``."""
 
     rank: int
     centroids: Optional[np.ndarray]
     sizes: Optional[np.ndarray]
-    iterations: int
-    per_iteration: list = field(default_factory=list)
-    share_s: float = 0.0
     wall_s: float = 0.0
-    communication: dict = field(default_factory=dict)
-    points: int = 0
-    rows: int = 0
     provider: str = "dealer"
     transport: str = "tls"
     params: Optional[MeanShiftParams] = None    # as run (e.g. with an estimated bandwidth)
@@ -166,16 +169,8 @@ class _Session:
         self.corr = None
 
     def __enter__(self):
-        import torch
-
-        from .mpc import csprng
-        from .mpc.communicator import MeshCommunicator, install
-        from .mpc.dealer import install_protocols, party_setup
-
-        crypten = import_crypten()
         c = self.cfg
-        torch.set_num_threads(max(1, c.threads))
-        crypten.cfg.encoder.precision_bits = 16   # bulk work; see fixedpoint.BULK_BITS
+        torch.set_num_threads(TORCH_THREADS)
         if self.mesh is None:
             self.mesh = _connect(c)
         mesh = self.mesh
@@ -191,33 +186,23 @@ class _Session:
             prev = bytes(mesh.recv((r - 1) % k))
             if r != 0:
                 glob = bytes(mesh.recv(0))
-            self.corr = party_setup(mesh, r, k, c.provider)
-            csprng.install(prev, nxt, csprng.new_key(), glob)
+            self.corr = correlations.party_setup(mesh, r, k, c.provider)
+            crypten_patches.install_generators(prev, nxt, csprng.new_key(), glob)
         except MPCError:
             mesh.close()
             raise
-        from .mpc._compat import fast_copies, freeze_config, lean_dispatch
-
-        freeze_config(crypten)
-        fast_copies(crypten)
-        lean_dispatch(crypten)
         comm = MeshCommunicator(mesh, k)
-        install(comm)
-        install_protocols(self.corr)
+        crypten_patches.install_session(comm, self.corr)
         self.corr.on_request = comm.count_dealer
         return self
 
     def __exit__(self, exc_type, *exc):
-        from .mpc.communicator import uninstall
-        from .mpc.dealer import release
-
-        release()
         try:
             if exc_type is None and self.corr is not None:
                 self.corr.finish()
         except MPCError:
             pass
-        uninstall()
+        crypten_patches.uninstall_session()
         if self.mesh is not None:
             self.mesh.close()
         return False
@@ -229,11 +214,7 @@ def run_dealer(mpc: MPCConfig, transport: Optional[Transport] = None) -> int:
     of values dealt."""
     if not mpc.is_dealer:
         raise InputError("rank: the dealer's rank is world_size")
-    import torch
-
-    from .mpc.dealer import serve
-
-    torch.set_num_threads(max(1, mpc.threads))
+    torch.set_num_threads(TORCH_THREADS)
     mesh = transport if transport is not None else _connect(mpc)
     try:
         return serve(mesh, mpc.world_size)
@@ -265,7 +246,6 @@ def prepare_local(points, params: MeanShiftParams, name: str = "points",
     unit = to_unit(x, params.lo, params.scale)
     if params.summary is None:
         return unit, None, len(x)
-    from .summary import summarize
 
     reps, w = summarize(unit, params.h_unit * params.summary)
     return reps, w, len(x)
@@ -325,8 +305,6 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
             if params.summary == "auto":
                 params = replace(params, summary=resolve_summary("auto", _total_points(n_rows)))
             if params.dp:
-                from .privacy import local_release
-
                 rel = local_release(points, params, keep_noise)
                 rows, weights, n, noise = rel.cells, rel.counts, len(rel.cells), rel.noise
             elif pre is not None and params.summary == local:
@@ -339,15 +317,13 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
         except Exception as exc:
             raise _aborted("secure computation aborted", exc) from None
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
-    return PartyOutcome(mpc.rank, cents, res.sizes, res.iterations, res.per_iteration,
-                        res.share_s, time.perf_counter() - t0, res.communication,
-                        res.points, res.rows, mpc.provider, mpc.transport, params,
-                        clipped=clipped, share=res.share, dp_noise=noise)
+    return PartyOutcome(**res.figures(), rank=mpc.rank, centroids=cents, sizes=res.sizes,
+                        wall_s=time.perf_counter() - t0, provider=mpc.provider,
+                        transport=mpc.transport, params=params, clipped=clipped,
+                        share=res.share, dp_noise=noise)
 
 
 def _total_points(n: int) -> int:
-    import torch
-
     crypten = import_crypten()
     return int(sum(int(t) for t in crypten.comm.get().all_gather(torch.tensor([n]))))
 

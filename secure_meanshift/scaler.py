@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -31,6 +32,8 @@ from numbers import Real, Integral
 
 from .disclosure import disclose
 from .errors import InputError
+from .mpc._compat import import_crypten
+from .simulate import run_mpc_function
 from .validation import as_matrix, as_parties, check_finite_cells
 
 FRACTION_BITS = 32
@@ -47,10 +50,6 @@ def _encode(values: np.ndarray, what: str) -> np.ndarray:
 
 def _secure_sum(local: np.ndarray, rank: int, world: int) -> np.ndarray:
     """sum over parties of each party's (d,) contribution; only the total is opened."""
-    import torch
-
-    from .mpc._compat import import_crypten
-
     crypten = import_crypten()
     enc = torch.from_numpy(local)
     total = None
@@ -65,10 +64,6 @@ def _secure_sum(local: np.ndarray, rank: int, world: int) -> np.ndarray:
 def secure_moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """Run inside an MPC session by every party on its own (n_i, d) rows:
     (pooled N, pooled mean (d,), pooled population variance (d,)), on every rank."""
-    import torch
-
-    from .mpc._compat import import_crypten
-
     crypten = import_crypten()
     comm = crypten.comm.get()
     rank, world = comm.get_rank(), comm.get_world_size()
@@ -90,7 +85,6 @@ def pooled_moments(parties: Sequence[np.ndarray], engine: str = "secure",
     if engine == "plaintext":
         x = np.concatenate(parties)
         return len(x), x.mean(0), x.var(0)
-    from .simulate import run_mpc_function
 
     return run_mpc_function(_moments_job, len(parties), ([np.asarray(q, float) for q in parties],),
                             timeout_s=timeout_s)[0]

@@ -22,6 +22,8 @@ import itertools
 
 import numpy as np
 
+from .merge import merge_keep_intensity
+
 SEED_GRID_BITS = 16     # seeds are shared at CrypTen's default precision
 MAX_STARTS = 1024       # local mean-shift starts per party (the most populated cells)
 LOCAL_ITERS = 50
@@ -85,14 +87,12 @@ def local_peaks(unit_points: np.ndarray, weights, h_unit: float, budget: int) ->
         starts = starts[np.argsort(-count, kind="stable")[:MAX_STARTS]]
     modes, inten = _local_meanshift(x, w, starts, h_unit)
     # starts that reached the same mode: one row each (grid of h / 1000), then
-    # scikit-learn's merge, vectorised (plaintext.merge_keep_intensity)
+    # scikit-learn's merge, vectorised (merge.merge_keep_intensity)
     key = np.round(modes / (h_unit * 1e-3)).astype(np.int64)
     _, first = np.unique(key, axis=0, return_index=True)
     modes, inten = modes[first], inten[first]
     order = np.lexsort((np.arange(len(modes)), -inten))
     modes, inten = modes[order], inten[order]
-    from .plaintext import merge_keep_intensity
-
     modes = modes[merge_keep_intensity(modes, inten, h_unit, 1e-12)]
     if len(modes) == 0:
         modes = starts[:1]

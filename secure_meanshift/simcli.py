@@ -147,7 +147,7 @@ def _load_parts(args) -> tuple[list, tuple]:
 
 
 def build_report(parts, params, run, ref, skl) -> dict:
-    from .compare import match_error
+    from .centroid_match import match_error
     from .privacy import noise_scale
 
     recv = run.receiver
@@ -270,7 +270,7 @@ def run(args) -> int:
         ref = reference_meanshift(parts, params, noise=sim.dp_noise)
         skl = None
         if not args.no_sklearn and total <= 20000:
-            from .compare import sklearn_centres
+            from .centroid_match import sklearn_centres
             skl = sklearn_centres(np.concatenate(parts), params.bandwidth)
         report = build_report(parts, params, sim, ref, skl)
     except (InputError, MPCError) as exc:

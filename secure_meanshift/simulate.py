@@ -8,6 +8,7 @@ only; the outcome says which were used."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -25,8 +26,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ._lifeline import CALLER_ENV, arm_parent_death_signal
+from .devcerts import ephemeral_pki
 from .errors import InputError, MPCError
+from .local_data import LocalData
+from .mpc.transport import LocalLinks, keep_own, socket_pairs
 from .params import MeanShiftParams
+from .runtime import MPCConfig, Peer, _Session, run_dealer, run_party
 
 
 def free_ports(k: int) -> list:
@@ -52,9 +58,6 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
                   context: str = "") -> list:
     """MPCConfig for every rank of a job on loopback (parties, then the dealer),
     with free ports and, for TLS, a throw-away CA and certificates in directory."""
-    from .devcerts import ephemeral_pki
-    from .runtime import MPCConfig, Peer
-
     names = [f"party:sim{r}" for r in range(world)]
     if provider == "dealer":
         names.append("dealer:sim")
@@ -87,8 +90,6 @@ class _NoMainPopen(popen_spawn_posix.Popen):
             data.pop("init_main_from_name", None)
             return data
 
-        from ._lifeline import CALLER_ENV
-
         with _PREP_LOCK:
             spawn.get_preparation_data = without_main
             os.environ[CALLER_ENV] = str(os.getpid())    # the child's _lifeline reads it
@@ -112,8 +113,6 @@ class PartyProcess(_mp_context.SpawnProcess):
 def _child_setup() -> None:
     """In a party process: leave Ctrl-C to the caller (which ends every party at
     once) and die with the caller if it is killed (Linux parent-death signal)."""
-    from ._lifeline import arm_parent_death_signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     arm_parent_death_signal()        # armed at import already (_lifeline); again for other starts
     parent = mp.parent_process()
@@ -162,8 +161,6 @@ def end_processes(procs: Sequence, grace_s: float = 5.0, at_once: bool = False) 
 
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
                 report_progress: bool, keep_noise: bool = False, links=None) -> None:
-    from .runtime import run_dealer, run_party
-
     _child_setup()
     rank = cfg.rank
 
@@ -187,8 +184,6 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
 
 def _party_input(part):
     """An array, or a LocalData (rows where they live: local_data.py) as it is."""
-    from .local_data import LocalData
-
     return part if isinstance(part, LocalData) else np.asarray(part)
 
 
@@ -232,8 +227,6 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
     phases without events: start-up, sharing, merge and reveal.)
     Ctrl-C (KeyboardInterrupt) or SIGTERM in the caller ends every party process
     at once; the parties ignore Ctrl-C themselves and die with the caller."""
-    import json
-
     world = len(parts)
     if world < 2:
         raise InputError("parties: at least 2 parties are needed")
@@ -302,8 +295,6 @@ def _collect(out, procs: list, world: int, timeout_s: float,
 
 
 def _fn_main(cfg, fn, args, out, links=None) -> None:
-    from .runtime import _Session, run_dealer
-
     _child_setup()
     try:
         if cfg.is_dealer:
@@ -353,8 +344,6 @@ def _context(local: bool):
 
 def _local_rank(target, cfg, args: tuple, ends: list) -> None:
     """A forked rank over its socket pairs (transport "local")."""
-    from .mpc.transport import LocalLinks, keep_own
-
     target(cfg, *args, links=LocalLinks(cfg.rank, keep_own(ends, cfg.rank), cfg.timeout_s))
 
 
@@ -371,7 +360,6 @@ def _start_ranks(procs: list, cfgs: list, target, args_of: Callable, local: bool
             p.start()
             procs.append(p)
         return
-    from .mpc.transport import socket_pairs
 
     ctx = _context(True)
     ends = socket_pairs(len(cfgs))

@@ -26,6 +26,7 @@ or a YAML file given to ``simulate --party-data``)::
 
 from __future__ import annotations
 
+import csv
 import glob
 import numbers
 import os
@@ -34,7 +35,9 @@ from decimal import Decimal
 from typing import Iterator, Optional
 
 import numpy as np
+import yaml
 
+from .data import PointsFileError, iter_csv_points
 from .errors import InputError
 
 KINDS = ("csv", "npy", "parquet", "sql")
@@ -101,7 +104,7 @@ class Source:
 
 def _redacted(url: str) -> str:
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # per data-source kind (start-up cost)
 
         return make_url(url).render_as_string(hide_password=True)
     except Exception:          # noqa: BLE001 - an unparsable URL is shown as a kind only
@@ -181,7 +184,7 @@ def _parse_sql(key: str, d: dict, base_dir: str, common: dict) -> Source:
         raise InputError(f"{where}.url: a database URL, e.g. "
                          "postgresql+psycopg://user@host:5432/db")
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # per data-source kind (start-up cost)
 
         parsed = make_url(url)
     except Exception:          # noqa: BLE001 - never echo the URL
@@ -209,8 +212,6 @@ def source_from_arg(arg: str, columns=None, key: str = "") -> Source:
     glob; or a YAML file holding one data-set mapping (as in the node config:
     ``sql:``/``url:``/``password_env:``, ``summary_engine:`` ...)."""
     if arg.lower().endswith((".yaml", ".yml")):
-        import yaml
-
         try:
             with open(arg) as fh:
                 d = yaml.safe_load(fh)
@@ -271,8 +272,6 @@ def named_chunks(src: Source) -> Iterator[tuple[list, int, np.ndarray]]:
 
 
 def _csv_chunks(src: Source):
-    from .data import PointsFileError, iter_csv_points
-
     if not os.path.isfile(src.path):
         raise SourceError(src.key, "file not found", src.where)
     try:           # names line, column and rule: no path, no value
@@ -284,8 +283,6 @@ def _csv_chunks(src: Source):
 
 def csv_header(src: Source) -> tuple[list, list]:
     """(all header names, indices of the chosen columns) of a CSV source."""
-    import csv
-
     if not os.path.isfile(src.path):
         raise SourceError(src.key, "file not found", src.where)
     try:
@@ -350,7 +347,7 @@ def parquet_files(src: Source) -> list:
 
 def _parquet_columns(src: Source, files: list) -> tuple[list, list]:
     """(names, Arrow types) of the chosen columns, the same in every file."""
-    import pyarrow as pa
+    import pyarrow as pa  # per data-source kind (start-up cost)
     import pyarrow.parquet as pq
 
     names, types = None, None
@@ -377,7 +374,7 @@ def _parquet_columns(src: Source, files: list) -> tuple[list, list]:
 def parquet_parts(src: Source, files: Optional[list] = None) -> list:
     """(file, row group, first row, rows) for every row group, in row order: the
     unit of work of the chunked and the Dask engines."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # per data-source kind (start-up cost)
 
     out, off = [], 0
     for f in files or parquet_files(src):
@@ -391,7 +388,7 @@ def parquet_parts(src: Source, files: Optional[list] = None) -> list:
 
 def read_part(src: Source, part: tuple, names: list) -> np.ndarray:
     """One row group as checked float64 rows."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # per data-source kind (start-up cost)
 
     f, g, off, _ = part
     table = pq.ParquetFile(f).read_row_group(g, columns=names)
@@ -399,7 +396,7 @@ def read_part(src: Source, part: tuple, names: list) -> np.ndarray:
 
 
 def _arrow_to_numpy(src: Source, table, names: list, offset: int) -> np.ndarray:
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # per data-source kind (start-up cost)
 
     out = np.empty((table.num_rows, len(names)))
     for j, c in enumerate(names):
@@ -442,9 +439,9 @@ def _password(src: Source) -> Optional[str]:
 
 
 def _sql_chunks(src: Source):
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine, text  # per data-source kind (start-up cost)
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError  # per data-source kind (start-up cost)
 
     url = make_url(src.url)
     pw = _password(src)

@@ -222,7 +222,7 @@ def _weighted_kmeans(agg: CellSums, k: int, seed: int
     plus cells drawn in proportion to their counts (seeded: deterministic).
     Returns (representatives: exact means of their cells' points, counts,
     largest distance of a cell's mean to its representative)."""
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree  # loaded only for this summary (start-up cost)
 
     x = agg.means()
     w = agg.counts.astype(np.float64)

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .data import POINT_BITS
 from .errors import InputError
 
 # The secure engine shares points on a grid of 2^-16 of the widest feature's span
@@ -92,7 +93,7 @@ def _ndim(obj) -> int:
 
 def _reject_sparse(obj, who: str) -> None:
     try:
-        import scipy.sparse as sp
+        import scipy.sparse as sp  # loaded only for sparse input (start-up cost)
     except ImportError:         # pragma: no cover - scipy comes with scikit-learn
         return
     if sp.issparse(obj):
@@ -321,8 +322,6 @@ def check_inside(parties: Sequence[np.ndarray], bounds, names=None) -> None:
 
 def grid_step(bounds) -> float:
     """The data-unit step of the grid the secure engine shares points on."""
-    from .plaintext import POINT_BITS
-
     span = np.subtract(np.asarray(bounds[1], float), np.asarray(bounds[0], float))
     return float(np.max(span)) * 2.0 ** -POINT_BITS
 
@@ -331,8 +330,6 @@ def check_grid(bounds, bandwidth: float, names=None) -> float:
     """Refuse (InputError) when the fixed-point grid is coarser than h/32, warn
     (PrecisionWarning) above h/100. Returns step / h. The message gives ratios
     and thresholds only, never the span itself (derived from the data)."""
-    from .plaintext import POINT_BITS
-
     span = np.subtract(np.asarray(bounds[1], float), np.asarray(bounds[0], float))
     j = int(np.argmax(span))
     ratio = grid_step(bounds) / float(bandwidth)

@@ -137,7 +137,7 @@ def fixed_operand_job(rank, c_rows, x):
     import numpy as np
 
     from secure_meanshift.mpc._compat import import_crypten
-    from secure_meanshift.mpc.dealer import fixed_operand
+    from secure_meanshift.mpc.beaver import fixed_operand
 
     crypten = import_crypten()
     comm = crypten.comm.get()
@@ -156,7 +156,7 @@ def phase_job(rank, rounds):
     """Products inside a repeated dealer phase (recorded, then reserved at its
     start); then the same key with another shape, which must be refused."""
     from secure_meanshift.mpc._compat import import_crypten
-    from secure_meanshift.mpc.dealer import phase
+    from secure_meanshift.mpc.beaver import phase
     from secure_meanshift.errors import MPCError
 
     crypten = import_crypten()

@@ -40,7 +40,7 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
 
     from secure_meanshift.mpc import communicator as cm
     from secure_meanshift import disclosure
-    from secure_meanshift.mpc import csprng, dealer
+    from secure_meanshift.mpc import correlations, crypten_patches, csprng
     from secure_meanshift.mpc import mesh as meshmod
 
     state = {"phase": "connect", "op": None, "in_setup": False}
@@ -139,15 +139,15 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
         return orig_stream_init(self, key)
 
     csprng.Stream.__init__ = stream_init
-    orig_install = csprng.install
+    orig_install = crypten_patches.install_generators
 
     def install(prev_key, next_key, local_key, global_key):
         rec["install_keys"] = {"prev": bytes(prev_key), "next": bytes(next_key),
                                "local": bytes(local_key), "global": bytes(global_key)}
         return orig_install(prev_key, next_key, local_key, global_key)
 
-    csprng.install = install
-    orig_setup = dealer.party_setup
+    crypten_patches.install_generators = install
+    orig_setup = correlations.party_setup
 
     def party_setup(*args, **kwargs):
         state["in_setup"] = True
@@ -156,7 +156,7 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
         finally:
             state["in_setup"] = False
 
-    dealer.party_setup = party_setup
+    correlations.party_setup = party_setup
 
 
 def recorded_rank(cfg, points, params, out, opts: Optional[dict] = None) -> None:

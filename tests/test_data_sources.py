@@ -217,7 +217,7 @@ def test_mixed_sources_job_equals_the_twin(pg, tmp_path, monkeypatch):
     on the same rows."""
     from secure_meanshift.params import MeanShiftParams
     from secure_meanshift.plaintext import reference_meanshift
-    from secure_meanshift.compare import match_error
+    from secure_meanshift.centroid_match import match_error
     from secure_meanshift.simulate import run_simulation
 
     x, _ = separated_blobs(30_300, 3, 2, 0.03, seed=4)

@@ -1,4 +1,4 @@
-"""Dealer phases (dealer.Correlations.phase): a repeated phase asks for all its
+"""Dealer phases (correlations.Correlations.phase): a repeated phase asks for all its
 correlated values at its start; results stay exact, and a phase that would draw
 other values than it did the first time is refused before any value is used."""
 
@@ -18,7 +18,7 @@ def test_reserved_phases_give_the_same_products_and_refuse_another_plan(parties)
 
 
 def test_dealer_refuses_requests_outside_the_protocol_by_rule():
-    from secure_meanshift.mpc.dealer import Dealing, check_request
+    from secure_meanshift.mpc.dealer_service import Dealing, check_request
     from secure_meanshift.errors import MPCError
 
     dealing = Dealing([])
@@ -36,7 +36,7 @@ def test_dealer_refuses_requests_outside_the_protocol_by_rule():
 def test_dealer_checks_narrow_widths_and_kernel_product_requests():
     import torch
 
-    from secure_meanshift.mpc.dealer import Dealing, check_request
+    from secure_meanshift.mpc.dealer_service import Dealing, check_request
     from secure_meanshift.errors import MPCError
 
     dealing = Dealing([])

@@ -17,12 +17,12 @@ ENGINE = os.path.join(ROOT, "secure_meanshift")
 # uniformly random to every party (docs/leakage.md, last paragraph of "What the
 # protocol itself does NOT reveal").
 MASKED_OPENINGS = {
-    # mpc/dealer.py: the Beaver openings x - a / y - b (masked by the dealer's
+    # mpc/beaver.py: the Beaver openings x - a / y - b (masked by the dealer's
     # triple), the truncation and sign-test openings x + r (masked by the
     # dealer's r), the AND openings (binary triples) and the bit-conversion
     # opening b ^ rho (a dealer's random bit). signtest.py and division.py get
-    # these openers from dealer.py and call no opening of their own.
-    "mpc/dealer.py",
+    # these openers from beaver.py and call no opening of their own.
+    "mpc/beaver.py",
     # mpc/communicator.py: defines all_reduce (the transport of every opening).
     "mpc/communicator.py",
 }

@@ -4,7 +4,7 @@ and merging rules): centroids within 1e-3 * h, for 2-4 parties and both kernels.
 import numpy as np
 import pytest
 
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.params import MeanShiftParams, dust_indices
 from secure_meanshift.plaintext import reference_meanshift

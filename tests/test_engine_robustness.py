@@ -4,7 +4,7 @@ element) is detected by the in-box range test and recomputed, never returned."""
 import pytest
 
 from mpc_jobs import counted_openings_job, faulty_division_job, run_local
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift

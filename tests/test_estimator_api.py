@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import check_estimator
 
 from secure_meanshift import SecureMeanShift
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.estimator import sklearn_n_iter, sklearn_order
 from secure_meanshift.progress import ProgressLine
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mpc_jobs import exact_edge_job, run_local
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.data import split_even, synthetic_blobs
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift

@@ -14,10 +14,10 @@ import pytest
 
 from mpc_jobs import merge_job, run_local
 from secure_meanshift import SecureMeanShift
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.errors import InputError
 from secure_meanshift.params import MAX_POINT_SEEDS, MeanShiftParams
-from secure_meanshift.plaintext import merge_keep_intensity
+from secure_meanshift.merge import merge_keep_intensity
 
 sk = pytest.importorskip("sklearn")
 from sklearn import datasets  # noqa: E402

@@ -169,7 +169,7 @@ def test_empirical_test_detects_too_little_noise(monkeypatch):
 
 
 def test_twin_dp_finds_blobs_and_repeats_with_the_same_noise():
-    from secure_meanshift.compare import match_error
+    from secure_meanshift.centroid_match import match_error
     from secure_meanshift.data import separated_blobs, split_even
 
     pts, centres = separated_blobs(3000, 4, seed=3)

@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from security_jobs import Job, job_configs
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.devcerts import ephemeral_pki
 from secure_meanshift.params import MeanShiftParams

@@ -70,7 +70,7 @@ def narrow_sign_job(rank, segments):
     import numpy as np
 
     from secure_meanshift.mpc._compat import import_crypten
-    from secure_meanshift.mpc.dealer import less_than_zero_narrow
+    from secure_meanshift.mpc.beaver import less_than_zero_narrow
 
     crypten = import_crypten()
     from crypten.mpc import MPCTensor
@@ -141,7 +141,7 @@ def kernel_times_job(rank, edge, u):
     """ge_zero(..., times=u): the kernel bits, a batched extra test and K @ u,
     against CrypTen's comparison and Beaver product on the same shares."""
     from secure_meanshift.mpc._compat import import_crypten
-    from secure_meanshift.mpc.dealer import fixed_operand, prime_fixed
+    from secure_meanshift.mpc.beaver import fixed_operand, prime_fixed
     from secure_meanshift.mpc.fixedpoint import ge_zero
 
     crypten = import_crypten()

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from secure_meanshift import SecureMeanShift, shapes  # noqa: F401
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.params import MeanShiftParams
-from secure_meanshift.plaintext import merge_keep_intensity, reference_meanshift
+from secure_meanshift.merge import merge_keep_intensity
+from secure_meanshift.plaintext import reference_meanshift
 
 sklearn = pytest.importorskip("sklearn.cluster")
 from sklearn.metrics import adjusted_rand_score  # noqa: E402

@@ -152,7 +152,6 @@ class MeshCommunicator:
         return torch.cat([t.reshape(-1) for t in parts]) if len(parts) > 1 else \
             parts[0].reshape(-1)
 
-
     @staticmethod
     def _combine(acc: torch.Tensor, other: torch.Tensor, op) -> torch.Tensor:
         if op == ReduceOp.BXOR:
@@ -295,7 +294,7 @@ class MeshCommunicator:
 @contextmanager
 def step(name: str):
     """Charge the communication inside the block to protocol step ``name``."""
-    import crypten.communicator as cc
+    import crypten.communicator as cc  # CrypTen: loaded late (start-up cost)
 
     comm = cc.get()
     prev = comm.set_step(name)
@@ -303,21 +302,3 @@ def step(name: str):
         yield
     finally:
         comm.set_step(prev)
-
-
-def install(comm: MeshCommunicator) -> None:
-    """Make ``crypten.communicator.get()`` return this communicator."""
-    import crypten.communicator as cc
-
-    cc.get = lambda: comm
-    cc.is_initialized = lambda: True
-
-
-def uninstall() -> None:
-    import crypten.communicator as cc
-
-    def _none():
-        raise RuntimeError("no MPC session")
-
-    cc.get = _none
-    cc.is_initialized = lambda: False

@@ -6,10 +6,10 @@ read as int64 ring elements or k-bit integers, a whole tensor per call.
 Keys are 256 bits from ``os.urandom`` or from a peer over an encrypted link.
 
 CrypTen draws its sharing masks from ``torch.Generator`` (MT19937: its state
-follows from 624 outputs). :func:`install` replaces the four generators CrypTen
-keeps ("prev"/"next": shared with the neighbouring parties, for pseudo-random
-zero sharings; "local"; "global") by streams, and routes CrypTen's two random
-functions through them, so no MT19937 output ever reaches the protocol.
+follows from 624 outputs); crypten_patches.install_generators replaces the four
+generators CrypTen keeps ("prev"/"next": shared with the neighbouring parties,
+for pseudo-random zero sharings; "local"; "global") by streams, and routes
+CrypTen's two random functions through them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES = 32
 _ZEROS = bytes(1 << 16)
@@ -32,8 +33,6 @@ class Stream:
     is how two parties, or a party and the dealer, draw the same values)."""
 
     def __init__(self, key: bytes):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
         if len(key) < 16:
             raise ValueError("stream keys have at least 128 bits")
         self._enc = Cipher(algorithms.AES(key[:32]), modes.CTR(b"\0" * 16)).encryptor()
@@ -64,49 +63,3 @@ class Stream:
         """A uniform random permutation of range(n) (sort by 64-bit keys; ties
         have probability < n^2 / 2^64)."""
         return np.argsort(self.ring((n,)).numpy(), kind="stable")
-
-
-def _size(args) -> torch.Size:
-    if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
-        return torch.Size(args[0])
-    return torch.Size(args)
-
-
-def install(prev_key: bytes, next_key: bytes, local_key: bytes, global_key: bytes) -> None:
-    """Make CrypTen draw every random value from cryptographic streams.
-
-    prev_key / next_key: shared with the previous / next party (zero sharings);
-    local_key: this party's own; global_key: shared by all parties.
-    """
-    import crypten
-    from crypten.common import rng
-    from crypten.mpc.primitives import arithmetic, binary
-    from crypten.mpc.provider import tfp_provider, ttp_provider
-
-    streams = {"prev": Stream(prev_key), "next": Stream(next_key),
-               "local": Stream(local_key), "global": Stream(global_key)}
-    cpu = torch.device("cpu")
-    for name, stream in streams.items():
-        crypten.generators[name] = {cpu: stream}
-
-    def ring_element(size, ring_size=2**64, generator=None, **kwargs):
-        if ring_size != 2**64:
-            raise ValueError("only the 2^64 ring is supported")
-        return _stream(generator).ring(_size((size,) if isinstance(size, int) else size))
-
-    def kbit_tensor(size, bitlength=None, generator=None, **kwargs):
-        size = _size((size,) if isinstance(size, int) else size)
-        return _stream(generator).bits(size, 64 if bitlength is None else bitlength)
-
-    def _stream(generator) -> Stream:
-        if generator is None:
-            return streams["local"]
-        if not isinstance(generator, Stream):
-            raise RuntimeError("a non-cryptographic generator reached the protocol")
-        return generator
-
-    for module in (rng, arithmetic, binary, tfp_provider, ttp_provider):
-        if hasattr(module, "generate_random_ring_element"):
-            module.generate_random_ring_element = ring_element
-        if hasattr(module, "generate_kbit_random_tensor"):
-            module.generate_kbit_random_tensor = kbit_tensor

@@ -23,7 +23,7 @@ def rescale(x, precision_bits: int):
     """A copy of x encoded with 2^precision_bits. Going up (from integers or
     from fewer bits) multiplies the shares: exact and local. Going down is a
     truncation."""
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     if x.encoder.scale == 2**precision_bits:
         return x
@@ -44,7 +44,7 @@ def _relabel(x):
 
 
 def _as_default_scale(x):
-    from crypten.encoder import FixedPointEncoder
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     if x.encoder.scale in (1, 2**BULK_BITS):
         return x
@@ -96,7 +96,7 @@ def _segments(parts, bits: Optional[Sequence]) -> list:
 
 
 def _ge_zero_times(parts, bits: Optional[Sequence], u) -> tuple:
-    from .dealer import ge_zero_times
+    from .beaver import ge_zero_times
 
     got = ge_zero_times(list(parts), _segments(parts, bits), u)
     if got is None:            # no dealer's session: CrypTen's comparison and product
@@ -109,7 +109,7 @@ def _ge_zero_narrow(parts, bits: Sequence):
     """ge_zero with per-part widths, through the dealer's sign test (the sign of
     the ring integer is the value's, at any scale: no relabelling). None
     without a dealer's session."""
-    from .dealer import less_than_zero_narrow
+    from .beaver import less_than_zero_narrow
 
     crypten = import_crypten()
     widths = _segments(parts, bits)

@@ -92,9 +92,6 @@ class _Link:
         self.watching_write = False
         self._buf = bytearray(_DIRECT)
 
-    def wants_write(self) -> bool:
-        return bool(self.out)
-
     def flush(self) -> int:
         sent = 0
         if len(self.out) > 1 and sum(len(v) for v in self.out) <= _COALESCE:

@@ -187,13 +187,13 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
                    product: Optional[tuple] = None):
     """Arithmetic shares (0/1, int64) of [x < 0] for this party's shares x.
 
-    corr: the party's Correlations (dealer.py); open_sum / open_xor: one
+    corr: the party's Correlations (correlations.py); open_sum / open_xor: one
     batched all-to-all opening (open_sum also takes ``bits=`` per part: only
     each part's low bits are opened); first: this party adds public
     constants. widths: (count, bits) segments of flattened x, in order, each
     a PUBLIC bound: its elements lie in [-2^(bits-1), 2^(bits-1)); default
     the whole ring. product: (fixed id, m, cols, d): the first m * cols bits
-    form an (m, cols) matrix K that multiplies a fixed operand (dealer.py):
+    form an (m, cols) matrix K that multiplies a fixed operand (beaver.py):
     the dealer's random bits rho then come with W = rho_ij * B_jk (B the
     operand's mask, (cols, d)), and the result is (bits, z, W) with z the
     opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares."""

@@ -1,7 +1,7 @@
 """The links a job's ranks talk over, as an interface.
 
 The communicator (communicator.py), the session set-up (runtime.py) and the
-dealer (dealer.py) use only :class:`Transport`. Two implementations:
+dealer (correlations.py, dealer_service.py) use only :class:`Transport`. Two implementations:
 
 - :class:`mesh.Mesh`: the job's real links, TLS 1.3 with pinned identities
   (or plaintext TCP as the explicit "trusted-network" transport); every

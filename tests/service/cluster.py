@@ -13,13 +13,13 @@ import time
 from typing import Optional
 
 import numpy as np
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from coordinator.client import Client  # noqa: E402
 from meanshift_rpc.tls import make_dev_pki  # noqa: E402
+from party_node.config import write_node_config  # noqa: E402
 from secure_meanshift.data import separated_blobs, split_even  # noqa: E402
 from secure_meanshift.simulate import free_port  # noqa: E402  (also used by the service tests)
 
@@ -65,29 +65,21 @@ class Cluster:
         self.write_config(DEALER, parties, dealer=True)
 
     def write_config(self, n: str, i: int, dealer: bool = False, **extra) -> str:
-        who = f"dealer_{n}" if dealer else f"party_{n}"
-        cfg = {"dealer_id" if dealer else "party_id": n,
-               "coordinator": {"address": self.address, "server_name": "localhost"},
-               "tls": {"ca": os.path.join(self.certs, "ca.pem"),
-                       "cert": os.path.join(self.certs, f"{who}.pem"),
-                       "key": os.path.join(self.certs, f"{who}.key")},
-               "rendezvous": {"advertise": (self.node_hosts + [self.dealer_host])[i],
-                              "port_range": [self.mpc_base + 40 * i, self.mpc_base + 39 + 40 * i]},
-               "results_dir": os.path.join(self.tmp, f"results-{n}"), "mpc_timeout_s": 20,
-               "status_file": os.path.join(self.tmp, f"{n}-status.json")}
         if self.max_concurrent_jobs != 1:
-            cfg["max_concurrent_jobs"] = self.max_concurrent_jobs
+            extra.setdefault("max_concurrent_jobs", self.max_concurrent_jobs)
         if not dealer:
-            cfg["datasets"] = {"points": {"path": os.path.join(self.tmp, f"{n}.csv")}}
             # the tests' own dealer; exact (non-DP) jobs on the tests' synthetic data
             # (a node's default policy refuses both: a test of those rules overrides them)
-            cfg["policy"] = {"trusted_dealers": [DEALER], "allow_exact_results": True,
-                             **extra.pop("policy", {})}
-        cfg.update(extra)
-        path = os.path.join(self.tmp, f"{n}.yaml")
-        with open(path, "w") as fh:
-            yaml.safe_dump(cfg, fh)
-        return path
+            extra["policy"] = {"trusted_dealers": [DEALER], "allow_exact_results": True,
+                               **extra.pop("policy", {})}
+            extra.setdefault("datasets", {"points": os.path.join(self.tmp, f"{n}.csv")})
+        lo = self.mpc_base + 40 * i
+        return write_node_config(
+            os.path.join(self.tmp, f"{n}.yaml"), n, self.address, dealer=dealer,
+            certs=self.certs, server_name="localhost",
+            advertise=(self.node_hosts + [self.dealer_host])[i], port_range=(lo, lo + 39),
+            results_dir=os.path.join(self.tmp, f"results-{n}"), mpc_timeout_s=20,
+            status_file=os.path.join(self.tmp, f"{n}-status.json"), **extra)
 
     def _start(self, name: str, args: list) -> None:
         log = open(os.path.join(self.tmp, f"{name}.log"), "a")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cluster import Cluster
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

@@ -7,7 +7,6 @@ has no empty dealer, and the CLI survives a closed pipe."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -100,19 +99,17 @@ def test_node_names_a_revoked_coordinator_and_a_refusal_as_revoked(coord, tmp_pa
 
 
 def _node(coord, tmp_path, revoke: str = "", address: str = ""):
-    from party_node.config import load
+    from party_node.config import load, write_node_config
     from party_node.node import PartyNode
 
     rev = tmp_path / "revoked.txt"
     rev.write_text(revoke + "\n")
     f = coord["files"]["party:alpha"]
-    cfg = tmp_path / "node.yaml"
-    cfg.write_text(json.dumps({
-        "party_id": "alpha", "coordinator": {"address": address or coord["address"],
-                                             "server_name": "localhost"},
-        "tls": {"ca": f.ca, "cert": f.cert, "key": f.key}, "datasets": {},
-        "revocation_list": str(rev), "results_dir": str(tmp_path / "results")}))
-    return PartyNode(load(str(cfg)), checked={})
+    cfg = write_node_config(str(tmp_path / "node.yaml"), "alpha", address or coord["address"],
+                            server_name="localhost", datasets={},
+                            tls={"ca": f.ca, "cert": f.cert, "key": f.key},
+                            revocation_list=str(rev), results_dir=str(tmp_path / "results"))
+    return PartyNode(load(cfg), checked={})
 
 
 def test_node_with_a_revocation_list_names_the_network_problem(coord, tmp_path):

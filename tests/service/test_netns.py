@@ -100,7 +100,7 @@ def test_job_across_network_namespaces(tmp_path, namespaces):
         info = cl.wait(cl.submit(c.spec())["job_id"], deadline_s=200)
         assert info["state"] == "succeeded", info
         from test_service import twin
-        from secure_meanshift.compare import match_error
+        from secure_meanshift.centroid_match import match_error
 
         ref = twin(c, names, c.spec(), int(info["seed_hex"], 16))
         err, unmatched = match_error(cl.result(info["job_id"]), ref.centroids)

@@ -16,7 +16,7 @@ from cluster import ROOT, Cluster
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import results
 from meanshift_rpc.tls import TLSFiles
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from test_service import run_job, twin
 
 pytestmark = pytest.mark.timeout(300)

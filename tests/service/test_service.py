@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cluster import ROOT, Cluster
-from secure_meanshift.compare import match_error
+from secure_meanshift.centroid_match import match_error
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
 

@@ -23,6 +23,7 @@ from hostile import IDENTITIES, EvilCoordinator, cert_from_ca, spec
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import jobspec, signing
 from meanshift_rpc.tls import TLSFiles, make_dev_pki
+from party_node.config import write_node_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,18 +41,14 @@ class Env:
                    comments="")
         self.results = os.path.join(tmp, "results-alpha")
         self.config = os.path.join(tmp, "alpha.yaml")
-        with open(self.config, "w") as fh:
-            yaml.safe_dump({
-                "party_id": "alpha", "coordinator": {"address": self.evil.address},
-                "tls": {"ca": os.path.join(self.certs, "ca.pem"),
-                        "cert": os.path.join(self.certs, "party_alpha.pem"),
-                        "key": os.path.join(self.certs, "party_alpha.key")},
-                "datasets": {"points": {"path": os.path.join(tmp, "alpha.csv")}},
-                "rendezvous": {"advertise": "127.0.0.1", "port_range": [33100, 33139]},
-                "policy": policy or {"trusted_dealers": ["dan"], "allow_exact_results": True},
-                "results_dir": self.results, "prewarm_worker": False,
-                "status_file": os.path.join(tmp, "alpha-status.json"),
-                "revocation_list": os.path.join(tmp, "revoked.txt")}, fh)
+        write_node_config(
+            self.config, "alpha", self.evil.address, certs=self.certs,
+            advertise="127.0.0.1", port_range=(33100, 33139),
+            datasets={"points": os.path.join(tmp, "alpha.csv")},
+            policy=policy or {"trusted_dealers": ["dan"], "allow_exact_results": True},
+            results_dir=self.results, prewarm_worker=False,
+            status_file=os.path.join(tmp, "alpha-status.json"),
+            revocation_list=os.path.join(tmp, "revoked.txt"))
         open(os.path.join(tmp, "revoked.txt"), "w").close()
         self.log = open(os.path.join(tmp, "alpha.log"), "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "meanshift_cli", "node", "run",

@@ -1,0 +1,258 @@
+"""The protocols CrypTen runs in this engine, fed by the dealer's correlated
+randomness (correlations.py) instead of CrypTen's tuple providers: Beaver
+products (a fixed operand's mask drawn once), squares, truncation by one
+opening of x + r, the binary AND, the bit conversion and the sign test
+(signtest.py). :func:`start` builds them for one session; crypten_patches.py
+installs them into CrypTen. Every opening here is of a masked value, uniform
+to every party (docs/leakage.md).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch.distributed import ReduceOp
+
+from ._compat import import_crypten
+from .correlations import Correlations
+from ..errors import MPCError
+from .ring import udiv
+from .signtest import and_shares, less_than_zero, resolve
+
+FIXED = "_sms_fixed_operand"
+
+# The worker's one session (start, release): its Correlations, its
+# opening, and the split Beaver protocols that let several products share one.
+_SESSION: dict = {}
+
+
+def fixed_operand(t):
+    """Mark the MPCTensor t as a fixed right operand: its Beaver mask b is drawn
+    once and t - b opened once (prime_fixed, or its first product); every
+    product x op t then opens x - a only (t's shares must not change). Returns t."""
+    setattr(t._tensor, FIXED, {})
+    return t
+
+
+def prime_fixed(*tensors) -> None:
+    """Draw the masks of fixed operands and open every t - b now, in one
+    round, so that products in later phases all draw alike."""
+    _prime([t._tensor for t in tensors])
+
+
+def _prime(shared: list) -> None:
+    if not shared:
+        return
+    corr = _SESSION["corr"]
+    masks = [corr.fixed_mask(t.size()) for t in shared]
+    deltas = _SESSION["open"]([t.share - b for t, (_, b) in zip(shared, masks)])
+    for t, (fid, b), delta in zip(shared, masks, deltas):
+        getattr(t, FIXED).update(id=fid, b=b, delta=delta)
+
+
+def less_than_zero_narrow(x, widths: list):
+    """[x < 0] (0/1 MPCTensor, scale 1) for a flat MPCTensor x whose (count,
+    bits) segments lie in [-2^(bits-1), 2^(bits-1)) by a PUBLIC bound
+    (signtest.less_than_zero); None outside a session with a dealer's sign
+    test (the caller then uses CrypTen's comparison)."""
+    fn = _SESSION.get("ltz")
+    return None if fn is None else fn(x, widths)
+
+
+def ge_zero_times(parts: list, widths: list, u):
+    """([p >= 0] for every part, K @ u) with K = [parts[0] >= 0] for an (m, cols)
+    first part, u a fixed operand (cols, d); ring integers in the (count,
+    bits) segments ``widths`` (PUBLIC bounds). No opening beyond the sign
+    test's: K = z + (1 - 2z) rho (z the conversion's public b ^ rho),
+    u = F + B (F opened once), so K u = K F + z B + sum_j (1 - 2 z_ij)
+    [rho_ij B_jk], the last from the dealer. None outside a dealer's session."""
+    fn = _SESSION.get("ge_times")
+    return None if fn is None else fn(parts, widths, u)
+
+
+def release() -> None:
+    """The session is over: forget it."""
+    _SESSION.clear()
+
+
+def square_and_matmul(x, y) -> tuple:
+    """(x * x, x @ y) for integer-encoded MPCTensors with ONE opening (x's two
+    masked copies travel together): the ring products, scale 1."""
+    crypten = import_crypten()
+
+    (sq_open, sq_done), (mm_open, mm_done) = _SESSION["square"](x._tensor), \
+        _SESSION["matmul"](x._tensor, y._tensor)
+    opened = _SESSION["open"](sq_open + mm_open)
+    k = len(sq_open)
+    return (crypten.mpc.MPCTensor.from_shares(sq_done(opened[:k]), precision=0),
+            crypten.mpc.MPCTensor.from_shares(mm_done(opened[k:]), precision=0))
+
+
+def open_truncated(share: torch.Tensor, y: int, width: int) -> tuple:
+    """Truncate an (m, w) value v by y with one opening of v + r, keeping what
+    the next product needs: (E public, t shares, u shares) with v // y = E - t
+    (up to one unit in the last place) and u = t[:, :width] * t[:, width - 1]
+    from the dealer (width 0: none). Used by division.py's Goldschmidt steps
+    for three or more parties."""
+    corr = _SESSION["corr"]
+    r, tu = corr.trunc_square(share.shape, y, width)
+    (c,) = _SESSION["open"]([share + r])
+    tu, n = resolve(tu), share.numel()
+    return udiv(c, y), tu[:n].reshape(share.shape), tu[n:].reshape(share.shape[0], width)
+
+
+@contextmanager
+def phase(key):
+    """Correlations.phase of the session, if the session has a dealer's."""
+    if "corr" not in _SESSION:
+        yield
+        return
+    with _SESSION["corr"].phase(key):
+        yield
+
+
+def _openers(corr: Correlations) -> tuple:
+    """(open, open_xor, public): one batched opening by sum / by XOR over the
+    session's communicator, and a public value as party 0's share."""
+    comm = import_crypten().comm.get
+
+    def open_(shares: list, op=ReduceOp.SUM, bits=None) -> list:
+        if bits is not None:          # sums right modulo 2^bits only (narrow sign tests)
+            return comm().all_reduce_low(shares, bits)
+        return comm().all_reduce(shares, op=op, batched=True)
+
+    def open_xor(shares: list) -> list:
+        return open_(shares, ReduceOp.BXOR)
+
+    def public(z: torch.Tensor) -> torch.Tensor:
+        return z if corr.rank == 0 else torch.zeros_like(z)
+    return open_, open_xor, public
+
+
+def _split_products(corr: Correlations, public) -> tuple:
+    """(beaver_begin, square_begin): products split in two, (values to open,
+    finish(opened) -> shares of the result), so that several products can share
+    one opening."""
+    def beaver_begin(op: str, x, y):
+        f = getattr(torch, op)
+        fixed = getattr(y, FIXED, None)
+        if fixed is not None:
+            if "id" not in fixed:
+                _prime([y])
+            # y - b was opened when y was primed: only x - a travels
+            a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"])
+            opens = [x.share - a]
+        else:
+            a, b, c = corr.triple(op, x.size(), y.size())
+            opens = [x.share - a, y.share - b]
+
+        def finish(opened: list) -> torch.Tensor:
+            eps, delta = (opened[0], fixed["delta"]) if fixed is not None else opened
+            return resolve(c) + f(eps, b) + f(a, delta) + public(f(eps, delta))
+        return opens, finish
+
+    def square_begin(x):
+        r, s = corr.square(x.size())
+
+        def finish(opened: list) -> torch.Tensor:
+            (eps,) = opened
+            return resolve(s) + 2 * r * eps + public(eps * eps)
+        return [x.share - r], finish
+    return beaver_begin, square_begin
+
+
+def _arithmetic(corr: Correlations, open_, public, beaver_begin, square_begin) -> dict:
+    """CrypTen's arithmetic Beaver protocols (crypten.mpc.primitives.beaver):
+    mul, matmul, square, truncate."""
+    from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor  # CrypTen: loaded late
+
+    def product(op: str, x, y, *args, **kwargs):
+        if args or kwargs or op not in ("mul", "matmul"):
+            raise MPCError(f"{op}: not supported by this engine")
+        opens, finish = beaver_begin(op, x, y)
+        return ArithmeticSharedTensor.from_shares(finish(open_(opens)), precision=0)
+
+    def square(x):
+        opens, finish = square_begin(x)
+        return ArithmeticSharedTensor.from_shares(finish(open_(opens)), precision=0)
+
+    def truncate(x, y):
+        r, t = corr.trunc_pair(x.size(), int(y))
+        (c,) = open_([x.share + r])
+        x.share = public(udiv(c, int(y))) - resolve(t)
+        return x
+    return {"mul": lambda x, y: product("mul", x, y),
+            "matmul": lambda x, y: product("matmul", x, y),
+            "square": square, "truncate": truncate}
+
+
+def _binary(corr: Correlations, open_, open_xor, public, crypten_ltz) -> dict:
+    """The binary protocols: AND and B2A_single_bit (CrypTen's beaver module),
+    and ``_ltz`` (MPCTensor's comparison; ``crypten_ltz``: CrypTen's own, kept
+    for binary-shared values)."""
+    from crypten.mpc import MPCTensor  # CrypTen: loaded late
+    from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor
+    from crypten.mpc.primitives.binary import BinarySharedTensor
+    from crypten.mpc.ptype import ptype as Ptype
+
+    def AND(x, y):
+        return BinarySharedTensor.from_shares(
+            and_shares(corr, x.share, y.share, open_xor, corr.rank == 0))
+
+    def ltz(self):
+        """[self < 0] (0/1, scale 1) with the dealer's sign test (signtest.py)."""
+        if self.ptype != Ptype.arithmetic:
+            return crypten_ltz(self)
+        bits = less_than_zero(self.share, corr, open_, open_xor, corr.rank == 0)
+        return MPCTensor.from_shares(bits, precision=0)
+
+    def ltz_widths(x, widths):
+        bits = less_than_zero(x._tensor.share, corr, open_, open_xor, corr.rank == 0,
+                              widths)
+        return MPCTensor.from_shares(bits, precision=0)
+
+    def ge_times(parts, widths, u):
+        """[p >= 0] for every part, and [parts[0] >= 0] @ u for the (m, cols)
+        first part and the fixed operand u: one sign test."""
+        fixed = getattr(u._tensor, FIXED)
+        if "id" not in fixed:
+            _prime([u._tensor])
+        m, cols = parts[0].size()
+        flat = torch.cat([p._tensor.share.reshape(-1) for p in parts])
+        flat = -flat - (1 if corr.rank == 0 else 0)        # x >= 0 <=> -x - 1 < 0, exactly
+        bits, z, w = less_than_zero(flat, corr, open_, open_xor, corr.rank == 0, widths,
+                                    (fixed["id"], m, cols, u.size(1)))
+        k, z = bits[:m * cols].reshape(m, cols), z[:m * cols].reshape(m, cols)
+        # sum_j (1 - 2 z_ij) w_ijk, without einsum (an int64 bmm: several times slower)
+        ku = torch.matmul(k, fixed["delta"]) + torch.matmul(z, fixed["b"]) + \
+            w.sum(dim=1) - 2 * (w * z.unsqueeze(2)).sum(dim=1)
+        out = MPCTensor.from_shares(ku, precision=0)
+        out.encoder = u.encoder
+        got, at = [], 0
+        for p in parts:
+            got.append(MPCTensor.from_shares(bits[at:at + p.nelement()].reshape(p.size()),
+                                             precision=0))
+            at += p.nelement()
+        return got, out
+
+    _SESSION["ltz"] = ltz_widths
+    _SESSION["ge_times"] = ge_times
+
+    def B2A_single_bit(xB):
+        rb, ra = corr.random_bit(xB.size())
+        (z,) = open_([xB.share ^ rb], ReduceOp.BXOR)
+        share = resolve(ra) * (1 - 2 * z) + public(z)
+        return ArithmeticSharedTensor.from_shares(share, precision=0)
+    return {"AND": AND, "B2A_single_bit": B2A_single_bit, "_ltz": ltz}
+
+
+def start(corr: Correlations, crypten_ltz) -> dict:
+    """Begin the worker's session on ``corr``; returns the protocols for
+    CrypTen, by name: those of its beaver module, and ``_ltz`` for MPCTensor."""
+    open_, open_xor, public = _openers(corr)
+    beaver_begin, square_begin = _split_products(corr, public)
+    _SESSION.update(corr=corr, open=open_, square=square_begin,
+                    matmul=lambda x, y: beaver_begin("matmul", x, y))
+    return {**_arithmetic(corr, open_, public, beaver_begin, square_begin),
+            **_binary(corr, open_, open_xor, public, crypten_ltz)}

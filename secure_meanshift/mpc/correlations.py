@@ -1,0 +1,288 @@
+"""Correlated randomness from a dealer that holds no data: each party's side.
+
+Set-up: the dealer draws a 256-bit key per party and sends it over that
+party's TLS link; party i and the dealer then read the same cryptographic
+stream S_i (csprng.py). For every correlated value, every party takes its
+shares from its own stream; party 0 alone gets its share of the *product*
+part from the dealer, as a correction:
+
+  value            parties' shares from S_i        dealer sends party 0
+  ---------------  ------------------------------  ------------------------------
+  triple (x, @)    a_i, b_i, c_i (i > 0)           c_0 = op(sum a, sum b) - sum c_i
+  square           r_i, s_i (i > 0)                s_0 = (sum r)^2 - sum s_i
+  binary triple    a_i, b_i, c_i (i > 0), xor      c_0 = (xor a) & (xor b) ^ xor c_i
+  random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
+  ... times fixed  also w_i (i > 0)                w_0 = rho_ij * B_jk - sum w_i
+                                                   (B a fixed operand's mask; the
+                                                   flat kernel's K @ X, ge_zero_times)
+  truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
+  ... with square  r_i, t_i, u_i (i > 0)           also u_0 = t * t[:, col] - sum u_i
+  sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
+                                                   (r's bit slices and pair products,
+                                                   signtest.mask_material)
+
+A multiplication by a *fixed* operand (the same shared points every
+iteration, marked with beaver.fixed_operand) keeps its mask b: the parties
+open y - b once, and later triples draw only a fresh a; the dealer remembers
+sum b and answers c = a op b.
+
+A correction is c minus values party 0 has never seen (they come from the
+other parties' streams), so it is a uniform ring element to party 0. Party 0
+asks for each value by kind and shape only (public), before the opening that
+uses it (a sign test asks for all its values at once), so the dealer's answer
+travels while the parties exchange their masked values: the dealer adds no
+round.
+
+Comparisons: every ``_ltz`` (hence ``ge``, ``lt``, ``argmin``) is the sign
+test of signtest.py, on the values dealt here; the protocols that consume
+these values are in beaver.py, the dealer's own side in dealer_service.py.
+
+Phases (:meth:`Correlations.phase`): a stretch of the protocol that repeats with the same
+shapes (a pass over the points, the division) records its draws the first
+time; every later time all of them are drawn at its start (party 0 sends every
+request at once), so no step inside waits for the dealer. Every party runs the
+same phases, so the streams stay in step; a phase that would draw anything
+else than planned fails. The dealer checks every request against the
+protocol's kinds and shape bounds (dealer_service.check_request) before drawing.
+
+Truncation with a pair (r, r // 2^f): open c = x + r in one hop, then
+x // 2^f = c // 2^f - r // 2^f (up to one unit in the last place), for any
+number of parties. It fails, like CrypTen's two-party truncation, when
+x + r wraps the ring: probability |x| / 2^64 per element. Two parties keep
+the local (SecureML) truncation, which needs no opening at all.
+
+``first-party`` mode: rank 0 plays the dealer itself (it then knows every
+party's stream and so every mask: CrypTen's trusted first party). For local
+simulation only; the service refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from contextlib import contextmanager
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import csprng
+from .communicator import from_bytes
+from .dealer_service import Dealing
+from ..errors import MPCError
+from .ring import out_size
+from .signtest import FULL_BITS, mask_rows, words
+from .transport import Transport
+
+PROVIDERS = ("dealer", "first-party")
+
+
+class _Pending:
+    """A correction party 0 asked for and will read when it needs it."""
+
+    def __init__(self, source: "Correlations", size):
+        self.source, self.size, self.value = source, torch.Size(size), None
+
+    def get(self) -> torch.Tensor:
+        while self.value is None:
+            self.source._resolve_next()
+        return self.value
+
+
+class Correlations:
+    """A party's side: its stream with the dealer, and party 0's requests."""
+
+    def __init__(self, rank: int, stream: csprng.Stream, mesh: Optional[Transport],
+                 dealer_rank: int, local: Optional[Dealing] = None):
+        self.rank = rank
+        self.stream = stream
+        self.mesh = mesh
+        self.dealer_rank = dealer_rank
+        self.local = local              # first-party mode: rank 0 deals itself
+        self.pending: deque = deque()
+        self.requests = 0
+        self.fixed_ids = 0
+        self.on_request = None          # called with each correction's size in bytes
+        self.plans: dict = {}           # phase key -> the draws it made the first time
+        self._recording: Optional[list] = None
+        self._reserved: deque = deque()
+
+    # ---- phases: every draw of a repeated phase asked for at its start ------
+    @contextmanager
+    def phase(self, key):
+        """The first time ``key`` runs, record its draws (kinds and shapes, all
+        public); every later time, make them all at the start (party 0 sends
+        every request at once), so no step inside waits for the dealer. Every
+        party runs the same phases, so the streams stay in step."""
+        plan = self.plans.get(key)
+        if plan is None:
+            self._recording = []
+            try:
+                yield
+            finally:
+                self.plans[key], self._recording = self._recording, None
+            return
+        self._reserved = deque((name, args, getattr(self, "_" + name)(*args))
+                               for name, args in plan)
+        try:
+            yield
+        finally:
+            left, self._reserved = len(self._reserved), deque()
+        if left:
+            raise MPCError("correlated randomness: a phase used fewer values than planned")
+
+    def _use(self, name: str, args: tuple):
+        if self._reserved:
+            planned, pargs, out = self._reserved.popleft()
+            if planned != name or len(pargs) != len(args) or not all(
+                    p is a or (not isinstance(p, torch.Tensor) and p == a)
+                    for p, a in zip(pargs, args)):
+                raise MPCError("correlated randomness: a phase drew other values than planned")
+        else:
+            if self._recording is not None:
+                self._recording.append((name, args))
+            out = getattr(self, "_" + name)(*args)
+        if self.on_request is not None:     # charged where the value is used
+            self.on_request(sum(8 * v.size.numel() for v in out if isinstance(v, _Pending)))
+        return out
+
+    def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
+        """(a, b, c = a op b); with ``fixed`` (an id from new_fixed_id) and the
+        mask b of fixed_mask or an earlier triple, b is reused and only a is fresh."""
+        return self._use("triple", (op, tuple(s0), tuple(s1), fixed, b))
+
+    def square(self, s):
+        return self._use("square", (tuple(s),))
+
+    def binary_triple(self, s0, s1):
+        return self._use("binary_triple", (tuple(s0), tuple(s1)))
+
+    def random_bit(self, s, product: Optional[tuple] = None):
+        """A random bit, XOR- and additively shared; with product = (fixed id,
+        m, cols, d) also W = rho_ij * B_jk (signtest.less_than_zero)."""
+        return self._use("random_bit", (tuple(s), product))
+
+    def trunc_pair(self, s, y: int):
+        return self._use("trunc_pair", (tuple(s), int(y)))
+
+    def ltz_mask(self, n: int, bits: int = FULL_BITS):
+        """A sign-test mask for n elements compared on ``bits`` bits: r (ring)
+        and the XOR-shared material of signtest.mask_material(r, bits)."""
+        return self._use("ltz_mask", (int(n), int(bits)))
+
+    def trunc_square(self, s, y: int, width: int):
+        """A truncation pair (r, t = r // y) for an (m, w) value, and u = t[:, :width]
+        * t[:, width - 1] (width 0: none): returns r, and a correlated value
+        holding t then u, flattened."""
+        return self._use("trunc_square", (tuple(s), int(y), int(width)))
+
+    def fixed_mask(self, s1) -> tuple:
+        """(id, b): the mask of a fixed operand of shape s1, drawn once; the
+        dealer keeps sum b for every later triple with this id."""
+        fid = self.new_fixed_id()
+        b = self.stream.ring(s1)
+        if self.rank == 0:
+            req = {"kind": "fixed", "s1": list(s1), "fixed": fid}
+            if self.local is not None:
+                self.local.remember(req)
+            else:
+                self.mesh.send(self.dealer_rank, json.dumps(req).encode())
+        return fid, b
+
+    def _ask(self, req: dict, size) -> _Pending:
+        p = _Pending(self, size)
+        self.requests += 1
+        if self.local is not None:
+            p.value = self.local.answer(req)
+        else:
+            self.mesh.send(self.dealer_rank, json.dumps(req).encode())
+            self.pending.append(p)
+        return p
+
+    def _resolve_next(self) -> None:
+        p = self.pending.popleft()
+        p.value = from_bytes(self.mesh.recv(self.dealer_rank), p.size).clone()
+
+    def _value(self, req: dict, size, draw):
+        if self.rank == 0:
+            return self._ask(req, size)
+        return draw(size)
+
+    def _triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
+        a = self.stream.ring(s0)
+        if b is None:
+            b = self.stream.ring(s1)
+        req = {"kind": op, "s0": list(s0), "s1": list(s1)}
+        if fixed is not None:
+            req["fixed"] = fixed
+        c = self._value(req, out_size(op, s0, s1), self.stream.ring)
+        return a, b, c
+
+    def new_fixed_id(self) -> int:
+        self.fixed_ids += 1
+        return self.fixed_ids
+
+    def _ltz_mask(self, n: int, bits: int = FULL_BITS):
+        r = self.stream.ring((n,))
+        size = (mask_rows(bits), words(n))
+        req = {"kind": "ltz", "s0": [n]}
+        if bits != FULL_BITS:
+            req["bits"] = bits
+        return r, self._value(req, size, self.stream.ring)
+
+    def _square(self, s):
+        r = self.stream.ring(s)
+        return r, self._value({"kind": "square", "s0": list(s)}, s, self.stream.ring)
+
+    def _binary_triple(self, s0, s1):
+        a, b = self.stream.bits(s0), self.stream.bits(s1)
+        cs = out_size("and", s0, s1)
+        c = self._value({"kind": "and", "s0": list(s0), "s1": list(s1)}, cs,
+                        self.stream.bits)
+        return a, b, c
+
+    def _random_bit(self, s, product: Optional[tuple] = None):
+        rb = self.stream.bits(s, 1)
+        if product is None:
+            return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
+        fid, m, cols, d = product
+        req = {"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}
+        size = (int(np.prod(s)) + m * cols * d,)
+        return rb, self._value(req, size, self.stream.ring)
+
+    def _trunc_square(self, s, y: int, width: int):
+        r = self.stream.ring(s)
+        size = (int(np.prod(s)) + int(s[0]) * width,)
+        req = {"kind": "trunc_sq", "s0": list(s), "y": int(y), "width": int(width)}
+        return r, self._value(req, size, self.stream.ring)
+
+    def _trunc_pair(self, s, y: int):
+        r = self.stream.ring(s)
+        return r, self._value({"kind": "trunc", "s0": list(s), "y": int(y)}, s,
+                              self.stream.ring)
+
+    def finish(self) -> None:
+        """Tell the dealer the job is over (party 0), so it exits cleanly."""
+        if self.rank == 0 and self.local is None and self.mesh is not None:
+            while self.pending:          # answers asked for but never used
+                self._resolve_next()
+            self.mesh.send(self.dealer_rank, b'{"kind": "end"}')
+            self.mesh.flush()
+
+
+def party_setup(mesh: Optional[Transport], rank: int, world: int, provider: str) -> Correlations:
+    """Receive this party's dealer key (or, in first-party mode, rank 0 draws
+    and hands out every key) and return its Correlations."""
+    if provider == "dealer":
+        key = bytes(mesh.recv(world))
+        return Correlations(rank, csprng.Stream(key), mesh, world)
+    if provider != "first-party":
+        raise MPCError(f"provider: {provider!r} not available ({', '.join(PROVIDERS)})")
+    if rank == 0:
+        keys = [csprng.new_key() for _ in range(world)]
+        for p in range(1, world):
+            mesh.send(p, keys[p])
+        mesh.flush()
+        local = Dealing([csprng.Stream(k) for k in keys])
+        return Correlations(0, csprng.Stream(keys[0]), mesh, world, local=local)
+    return Correlations(rank, csprng.Stream(bytes(mesh.recv(0))), mesh, world)

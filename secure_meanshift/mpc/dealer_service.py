@@ -1,0 +1,193 @@
+"""The dealer's side of correlated randomness (a rank that holds no data).
+
+At set-up the dealer draws a 256-bit key per party and sends it over that
+party's TLS link, so that it can read every party's stream (csprng.py); then it
+answers party 0's requests, each named by kind and shapes only (public), with
+party 0's correction (:class:`Dealing`; the table of kinds is in
+correlations.py). It checks every request against the protocol's kinds and
+shape bounds (:func:`check_request`) before drawing anything. In first-party
+mode (simulation only) rank 0 runs a :class:`Dealing` itself.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from . import csprng
+from ..errors import MPCError
+from .communicator import to_bytes
+from .ring import out_size, sum_ring, udiv, xor_all
+from .signtest import FULL_BITS, mask_material, mask_rows, words
+from .transport import Transport
+
+
+class Dealing:
+    """What the dealer computes for one request, given every party's stream."""
+
+    def __init__(self, streams: list):
+        self.streams = streams
+        self.fixed: dict = {}          # fixed operand id -> sum b
+
+    def _draw(self, shared: list, rest) -> tuple:
+        """From every party's stream, in the order that party draws them: the
+        values every party holds a share of (``shared``: (kind, shape) pairs),
+        then, from parties 1.., their share of the product part (``rest``)."""
+        got = [[] for _ in shared]
+        others = []
+        for i, st in enumerate(self.streams):
+            for k, (kind, shape) in enumerate(shared):
+                got[k].append(_sample(st, kind, shape))
+            if i > 0 and rest is not None:
+                others.append(_sample(st, *rest))
+        return got, others
+
+    def remember(self, req: dict) -> None:
+        """A fixed operand's mask b (every party draws its share of b): kept
+        for the products that reuse it; nothing to answer."""
+        (b,), _ = self._draw([("ring", req["s1"])], None)
+        self.fixed[int(req["fixed"])] = sum_ring(b)
+
+    def answer(self, req: dict) -> torch.Tensor:
+        """Party 0's correction for one request (kind and shapes only)."""
+        kind = req["kind"]
+        s0, s1 = req["s0"], req.get("s1")
+        if kind in ("mul", "matmul"):
+            fix = req.get("fixed")          # a primed operand: its b is known
+            drawn = [("ring", s0)] if fix is not None else [("ring", s0), ("ring", s1)]
+            got, rest = self._draw(drawn, ("ring", out_size(kind, s0, s1)))
+            a = sum_ring(got[0])
+            b = self.fixed[fix] if fix is not None else sum_ring(got[1])
+            c = torch.matmul(a, b) if kind == "matmul" else a * b
+            return c - sum_ring(rest) if rest else c
+        if kind == "ltz":
+            n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
+            (r,), rest = self._draw([("ring", s0)], ("bits", (mask_rows(bits), words(n))))
+            m = mask_material(sum_ring(r), bits)
+            return m ^ xor_all(rest) if rest else m
+        if kind == "and":
+            (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
+                                      ("bits", out_size("and", s0, s1)))
+            c = xor_all(a) & xor_all(b)
+            return c ^ xor_all(rest) if rest else c
+        if kind == "b2a":                        # a random bit, xor- and additively shared
+            if req.get("fixed") is not None:     # ... with rho_ij * B_jk
+                return self._b2a_product(req)
+            (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
+            return xor_all(rb) - sum_ring(rest)
+        extra = [int(np.prod(s0)) + int(s0[0]) * int(req.get("width", 0))] \
+            if kind == "trunc_sq" else s0
+        (r,), rest = self._draw([("ring", s0)], ("ring", extra))
+        if kind == "square":
+            return sum_ring(r) * sum_ring(r) - sum_ring(rest)
+        if kind == "trunc":
+            return udiv(sum_ring(r), int(req["y"])) - sum_ring(rest)
+        if kind == "trunc_sq":
+            t = udiv(sum_ring(r), int(req["y"]))
+            width = int(req["width"])
+            out = t.flatten()
+            if width:
+                out = torch.cat([out, (t[:, :width] * t[:, width - 1:width]).flatten()])
+            return out - sum_ring(rest)
+        raise MPCError("dealer: unknown request")
+
+
+    def _b2a_product(self, req: dict) -> torch.Tensor:
+        """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
+        for the fixed operand's mask B (c, d): party 0's correction of both."""
+        m, cols = (int(v) for v in req["rows"])
+        b = self.fixed[int(req["fixed"])]
+        n, d = int(np.prod(req["s0"])), int(b.shape[1])
+        (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)))
+        rho = xor_all(rb).reshape(-1)
+        w = rho[:m * cols].reshape(m, cols, 1) * b.reshape(1, cols, d)
+        return torch.cat([rho, w.reshape(-1)]) - sum_ring(rest)
+
+
+def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
+    if kind == "ring":
+        return stream.ring(shape)
+    return stream.bits(shape, 1 if kind == "bit" else 64)
+
+
+
+KINDS = {"mul", "matmul", "square", "and", "b2a", "trunc", "trunc_sq", "ltz", "fixed", "end"}
+MAX_DEALT = 1 << 28              # ring elements in one request (2 GiB of corrections)
+
+
+def check_request(req, dealing: Dealing) -> None:
+    """Refuse, by rule and never by value, a request outside the protocol
+    before the dealer draws anything for it."""
+    def shape(v) -> bool:
+        return isinstance(v, list) and len(v) <= 4 and all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x for x in v) and \
+            int(np.prod(v, dtype=np.float64)) <= MAX_DEALT
+
+    if not isinstance(req, dict) or req.get("kind") not in KINDS:
+        raise MPCError("dealer: request of an unknown kind")
+    kind = req["kind"]
+    if kind == "end":
+        return
+    if kind == "fixed":
+        ok = shape(req.get("s1")) and isinstance(req.get("fixed"), int)
+    else:
+        ok = shape(req.get("s0")) and ("s1" not in req or shape(req["s1"]))
+        if kind in ("mul", "matmul", "and"):
+            fix = req.get("fixed")
+            ok = ok and shape(req.get("s1")) and (fix is None or fix in dealing.fixed)
+        if kind in ("trunc", "trunc_sq"):
+            y = req.get("y")
+            ok = ok and isinstance(y, int) and 1 < y < (1 << 62)
+        if kind == "trunc_sq":
+            w = req.get("width")
+            ok = ok and isinstance(w, int) and len(req["s0"]) == 2 and \
+                0 <= w <= req["s0"][1]
+        if kind == "b2a" and req.get("fixed") is not None:
+            ok = ok and _b2a_product_ok(req, dealing)
+        if kind == "ltz":
+            b = req.get("bits", FULL_BITS)
+            ok = ok and len(req["s0"]) == 1 and isinstance(b, int) and \
+                not isinstance(b, bool) and 2 <= b <= FULL_BITS
+    if not ok:
+        raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
+
+
+def _b2a_product_ok(req: dict, dealing: Dealing) -> bool:
+    """A random-bit request with W = rho * B: a known fixed operand (cols, d),
+    rows [m, cols] inside the bits asked for, W within MAX_DEALT."""
+    fix, rows = req.get("fixed"), req.get("rows")
+    if not (isinstance(fix, int) and fix in dealing.fixed and isinstance(rows, list)
+            and len(rows) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                       and v >= 0 for v in rows)):
+        return False
+    b = dealing.fixed[fix]
+    m, cols = rows
+    return b.dim() == 2 and b.shape[0] == cols and len(req["s0"]) == 1 and \
+        m * cols <= req["s0"][0] and m * cols * int(b.shape[1]) <= MAX_DEALT
+
+
+def serve(mesh: Transport, world: int) -> int:
+    """The dealer's whole job: hand each party its key, then answer party 0's
+    requests until it says the job is over. Returns the number of requests."""
+    keys = [csprng.new_key() for _ in range(world)]
+    for p in range(world):
+        mesh.send(p, keys[p])
+    mesh.flush()
+    dealing = Dealing([csprng.Stream(k) for k in keys])
+    del keys
+    served = 0
+    while True:
+        try:
+            req = json.loads(bytes(mesh.recv(0)))
+        except ValueError:
+            raise MPCError("dealer: party 0 sent a malformed request") from None
+        check_request(req, dealing)
+        if req.get("kind") == "end":
+            return served
+        if req.get("kind") == "fixed":
+            dealing.remember(req)
+            continue
+        mesh.send(0, to_bytes(dealing.answer(req)))
+        served += 1

@@ -1,0 +1,54 @@
+"""Ring arithmetic on shares and on shapes that both sides of the dealer need
+(the parties' correlations and protocols, the dealer's answers): elements of
+Z_2^64 held in int64 tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import MPCError
+
+
+def _broadcast(s0, s1) -> torch.Size:
+    n = max(len(s0), len(s1))
+    a, b = [1] * (n - len(s0)) + list(s0), [1] * (n - len(s1)) + list(s1)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise MPCError("shapes do not broadcast")
+    return torch.Size(max(x, y) if 1 in (x, y) else x for x, y in zip(a, b))
+
+
+def out_size(op: str, s0, s1) -> torch.Size:
+    """Shape of op(a, b), by arithmetic on shapes (no tensor is made)."""
+    s0, s1 = list(s0), list(s1)
+    if op != "matmul":
+        return _broadcast(s0, s1)
+    if len(s0) == 1 and len(s1) == 1:
+        return torch.Size([])
+    if len(s0) == 1:
+        return torch.Size(s1[:-2] + s1[-1:])
+    if len(s1) == 1:
+        return torch.Size(s0[:-1])
+    return torch.Size(list(_broadcast(s0[:-2], s1[:-2])) + [s0[-2], s1[-1]])
+
+
+def udiv(x: torch.Tensor, y: int) -> torch.Tensor:
+    """floor(x / y) with x read as an unsigned 64-bit integer."""
+    u = x.contiguous().numpy().view(np.uint64) // np.uint64(y)
+    return torch.from_numpy(u.view(np.int64).copy())
+
+
+def xor_all(ts: list) -> torch.Tensor:
+    """XOR of a list of bit tensors (a fresh tensor)."""
+    out = ts[0].clone()
+    for t in ts[1:]:
+        out ^= t
+    return out
+
+
+def sum_ring(ts: list) -> torch.Tensor:
+    """Sum in the ring of a list of tensors (a fresh tensor)."""
+    out = ts[0].clone()
+    for t in ts[1:]:
+        out += t
+    return out
