@@ -4,6 +4,14 @@ next to SecretFlow SPU's published cost model for the same steps.
     .venv/bin/python benchmarks/cost_table.py            # about 2 minutes when quiet
     .venv/bin/python benchmarks/cost_table.py --big      # adds 10,000 points, 2 parties
     .venv/bin/python benchmarks/cost_table.py --quick --out /tmp/ct   # smoke run, ~15 s
+    .venv/bin/python benchmarks/cost_table.py --every-point-only   # ~1 minute
+
+Two jobs: the dust job (``--seeding dust``, m = 8 dusts) at 100 and 1,000
+points and 2-4 parties, and the every-point job (``--seeding points``: every
+point a seed, m = N, scikit-learn's semantics and the default up to 1,000
+points) at 1,000 points, 2 and 3 parties (rows ``ep_p2_n1000``,
+``ep_p3_n1000``). The every-point rows also give bytes per (centroid, point)
+pair of each step (``per_pair``).
 
 Ours: each setting is one run of the ``meanshift_cli.simulate`` CLI, exactly as
 a user runs it (its own party and dealer processes, TLS on loopback), with
@@ -46,8 +54,10 @@ JOB_STEPS = ["share", "merge", "sizes", "reveal"]
 
 M_DUSTS = 8
 DIM = 2
-BASE_ARGS = ["--centers", "8", "--bandwidth", "0.1", "--seeding", "dust", "--dust", str(M_DUSTS),
-             "--summary", "exact", "--no-sklearn", "--quiet"]
+BASE_ARGS = ["--centers", "8", "--bandwidth", "0.1", "--summary", "exact", "--no-sklearn",
+             "--quiet"]
+SEEDING_ARGS = {"dust": ["--seeding", "dust", "--dust", str(M_DUSTS)],
+                "points": ["--seeding", "points"]}
 
 K = 64            # SPU FM64 ring
 LOG_K = 6         # log2(K)
@@ -202,26 +212,31 @@ def spu_model(protocol: str, n: int, m: int, d: int, N: int, J: int) -> dict:
 
 
 # ---------------------------------------------------------------- ours
-def settings(quick: bool, big: bool) -> dict:
-    if quick:
-        plan = [(2, 100)]
-    else:
-        plan = [(2, 100), (2, 1000), (3, 100), (3, 1000), (4, 1000)]
-        if big:
+def settings(quick: bool, big: bool, dust: bool = True, every_point: bool = True) -> dict:
+    """name -> {parties, points, seeding}: the dust job's rows, then the every-point job's."""
+    plan = []
+    if dust:
+        plan = [(2, 100)] if quick else [(2, 100), (2, 1000), (3, 100), (3, 1000), (4, 1000)]
+        if big and not quick:
             plan.append((2, 10000))
-    return {f"p{p}_n{n}": {"parties": p, "points": n} for p, n in plan}
+    out = {f"p{p}_n{n}": {"parties": p, "points": n, "seeding": "dust"} for p, n in plan}
+    if every_point:
+        for p, n in ([(2, 100)] if quick else [(2, 1000), (3, 1000)]):
+            out[f"ep_p{p}_n{n}"] = {"parties": p, "points": n, "seeding": "points"}
+    return out
 
 
-def cli_args(parties: int, points: int) -> list:
-    return ["--points", str(points), "--parties", str(parties), *BASE_ARGS]
+def cli_args(parties: int, points: int, seeding: str = "dust") -> list:
+    return ["--points", str(points), "--parties", str(parties), *SEEDING_ARGS[seeding],
+            *BASE_ARGS]
 
 
-def run_cli(parties: int, points: int, timeout: float) -> dict:
+def run_cli(parties: int, points: int, timeout: float, seeding: str = "dust") -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
     env = dict(os.environ, PYTHONPATH=ROOT)
-    cmd = [sys.executable, "-m", "meanshift_cli.simulate", *cli_args(parties, points),
-           "--json", out]
+    cmd = [sys.executable, "-m", "meanshift_cli.simulate",
+           *cli_args(parties, points, seeding), "--json", out]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=timeout)
     if res.returncode != 0:
@@ -267,13 +282,23 @@ def _ratio(a: float, b: float):
     return round(a / b, 4) if b else None
 
 
+def per_pair(ours: dict, m: int, N: int) -> dict:
+    """Bytes per (centroid, point) pair and pass of each step: the every-point
+    job's unit (m = N seeds, so every step scales with m * N)."""
+    pairs = float(m * N)
+    return {s: {k_: round(v[k_] / pairs, 2) for k_ in ("bytes", "dealer_bytes")}
+            for s, v in ours["per_iteration"].items()}
+
+
 def build(name: str, s: dict, report: dict, wall: float) -> dict:
     n, N = s["parties"], s["points"]
+    seeding = s.get("seeding", "dust")
+    m = N if seeding == "points" else M_DUSTS
     J = division_J(N)
     ours = ours_from(report)
     protocol = "ABY3" if n == 3 else "SEMI2K"
-    spu = spu_model(protocol, n, M_DUSTS, DIM, N, J)
-    row = {"parties": n, "points": N, "m": M_DUSTS, "d": DIM, "J": J,
+    spu = spu_model(protocol, n, m, DIM, N, J)
+    row = {"parties": n, "points": N, "m": m, "d": DIM, "J": J, "seeding": seeding,
            "iterations": int(report["iterations"]), "wall_s": round(wall, 2),
            "provider": report.get("provider"), "transport": report.get("transport"),
            "ours": ours, "spu_model": spu}
@@ -285,11 +310,15 @@ def build(name: str, s: dict, report: dict, wall: float) -> dict:
         k_: _ratio(ours["per_iteration"][k_]["bytes"], spu["per_iteration"][k_]["bytes"])
         for k_ in ITER_STEPS}
     if n == 3:      # SEMI2K also runs 3 parties: its figures beside ABY3's
-        alt = spu_model("SEMI2K", n, M_DUSTS, DIM, N, J)
+        alt = spu_model("SEMI2K", n, m, DIM, N, J)
         row["spu_model_semi2k"] = alt
         row["ratio_bytes_semi2k"] = _ratio(ot["bytes"], alt["total_per_iteration"]["bytes"])
         row["ratio_rounds_semi2k"] = _ratio(ot["rounds"],
                                             alt["total_per_iteration"]["rounds"])
+    if seeding == "points":
+        row["per_pair"] = per_pair(ours, m, N)
+        tot = ours["total_per_iteration"]
+        row["bytes_per_iteration_incl_dealer"] = round(tot["bytes"] + tot["dealer_bytes"])
     return row
 
 
@@ -304,7 +333,8 @@ def _fmt_b(x: float) -> str:
 def print_table(data: dict) -> None:
     for name, row in data["settings"].items():
         spu = row["spu_model"]
-        print(f"\n{name}: {row['parties']} parties, N = {row['points']}, m = {row['m']}, "
+        print(f"\n{name}: {row.get('seeding', 'dust')} seeding, {row['parties']} parties, "
+              f"N = {row['points']}, m = {row['m']}, "
               f"d = {row['d']}, J = {row['J']}, {row['iterations']} iterations "
               f"(SPU model: {spu['protocol']})")
         print(f"  {'step':<9} {'ours bytes':>11} {'ours dealer':>12} {'SPU bytes':>11} "
@@ -369,6 +399,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 parties, 100 points only")
     ap.add_argument("--big", action="store_true", help="also 10,000 points, 2 parties")
+    ap.add_argument("--every-point-only", action="store_true",
+                    help="only the every-point job (seeding points) rows")
+    ap.add_argument("--dust-only", action="store_true", help="only the dust job rows")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--timeout", type=float, default=1800.0)
     args = ap.parse_args(argv)
@@ -376,12 +409,16 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     data = {"settings": {},
             "command": ("PYTHONPATH=<repo> python -m meanshift_cli.simulate --points N "
-                        "--parties P " + " ".join(BASE_ARGS) + " --json OUT.json"),
+                        "--parties P " + " ".join(BASE_ARGS) + " --json OUT.json, with "
+                        "'--seeding dust --dust 8' (dust job) or '--seeding points' "
+                        "(every-point job, rows ep_*)"),
             "notes": MODEL_NOTES}
-    for name, s in settings(args.quick, args.big).items():
+    plan = settings(args.quick, args.big, dust=not args.every_point_only,
+                    every_point=not args.dust_only)
+    for name, s in plan.items():
         print(f"running {name} ...", flush=True)
         t0 = time.perf_counter()
-        report = run_cli(s["parties"], s["points"], args.timeout)
+        report = run_cli(s["parties"], s["points"], args.timeout, s["seeding"])
         data["settings"][name] = build(name, s, report, time.perf_counter() - t0)
     with open(os.path.join(args.out, "cost_table.json"), "w") as fh:
         json.dump(data, fh, indent=1)

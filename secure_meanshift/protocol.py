@@ -193,9 +193,15 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
     opened; for more centroids _merge_rounds_by_counts."""
     m = c.size(0)
+    # narrow widths from public bounds (ring_width): centroids in the box (range
+    # tests), intensities at most max_intensity; the merge key's order on the whole ring
+    s = int(round(math.log2(intensity.encoder.scale)))
+    sc = int(round(math.log2(c.encoder.scale)))
+    widths = [ring_width(radius * radius + c.size(1) * (1 + 2 * RANGE_SLACK) ** 2, sc), None,
+              ring_width(max_intensity + abs(min_weight) + 2, s)]
     close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c),
                                    _dominance(c, intensity, max_intensity),
-                                   intensity - min_weight)
+                                   intensity - min_weight, bits=widths)
     a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
     if m > MERGE_TREE_UP_TO:
         return _merge_rounds_by_counts(a, nonempty, oblivious)
@@ -255,7 +261,8 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
         if probe:      # did round t change anything? (sign of t known, see above)
             sign = 1 if (t - 1) % 2 == 0 else -1
             parts.append((prev - keep).sum().reshape(1) * sign - 1)
-        got = ge_zero(*parts)
+        # integers in [-(2m + 2), 2m + 2]: a narrow sign test (fewer rounds)
+        got = ge_zero(*parts, bits=[(2 * m + 2).bit_length() + 2] * len(parts))
         prev, keep = keep, got[0]
         if probe:
             check *= 2
@@ -300,6 +307,26 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     t = cx * (2 ** (bits - 15)) - cc - xx * (2 ** (2 * bits - 32)) + r
     t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
     return t
+
+
+def ring_width(bound: float, scale_bits: int) -> Optional[int]:
+    """A PUBLIC comparison width l (signtest.py): every ring integer v with
+    |v| <= bound 2^scale_bits (plus a few units of rounding) lies in
+    [-2^(l-1), 2^(l-1)), with one bit of margin; None (the whole ring) if that
+    needs 64 bits or more. A value whose arithmetic failed (a truncation wrap)
+    has a meaningless sign at any width: the range tests catch those."""
+    width = (math.ceil(bound * 2.0 ** scale_bits) + 16).bit_length() + 2
+    return width if width < 64 else None
+
+
+def edge_width(d: int, radius2: float, bits: int) -> Optional[int]:
+    """A PUBLIC width l with _exact_edge's T in [-2^(l-1), 2^(l-1)) for every
+    centroid the range test lets through (inside the box, RANGE_SLACK on each
+    side): T = floor(r^2 2^2P) - |C - 2^(P-16) X|^2, so |T| <= 2^(2P) (r^2 +
+    d (1 + 2 slack)^2); one bit more as margin. None (the whole ring) if that
+    needs 64 bits or more. A centroid outside the box makes T meaningless
+    anyway, and the range test, on the whole ring, sends that pass to a retry."""
+    return ring_width(radius2 + d * (1.0 + 2 * RANGE_SLACK) ** 2, 2 * bits)
 
 
 def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
@@ -385,6 +412,21 @@ class Shared:
     @property
     def exact_edge(self) -> bool:
         return self.kernel.radius2 is not None
+
+    @property
+    def update_in_kernel(self) -> bool:
+        """The flat kernel's weighted sums from its sign test's conversion and a
+        dealer correlation (fixedpoint.ge_zero's ``times``): m N cols ring
+        elements from the dealer to one party instead of a Beaver opening of
+        m N elements on each of the world (world - 1) directed links. Public
+        rule: cheaper in bytes when cols < world (world - 1)."""
+        return self.flat and self.upd.size(1) < self.world * (self.world - 1)
+
+    @property
+    def edge_bits(self) -> Optional[int]:
+        """The exact edge test's comparison width (edge_width), None: the ring."""
+        return edge_width(self.d, self.kernel.radius2(self.p), self.p.precision_bits) \
+            if self.exact_edge else None
 
     @property
     def lo_exp(self) -> int:
@@ -559,13 +601,19 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
         _stage("kernel")
         if flat:
             asked = pending.items() if ci == 0 else []
-            k, *rest = ge_zero(edge, *[t for _, t in asked])
+            tests = [edge, *[t for _, t in asked]]
+            widths = [sh.edge_bits if sh.exact_edge else None] + [None] * len(asked)
+            if sh.update_in_kernel:
+                (k, *rest), s = ge_zero(*tests, bits=widths, times=sh.upd_chunks[ci])
+            else:
+                k, *rest = ge_zero(*tests, bits=widths)
             answered.update(zip([n for n, _ in asked], rest))
         else:
             k = kernel.secure(dist, p)
         tc = time.perf_counter()
         _stage("update")
-        s = _weighted_sums(k, sh.upd_chunks[ci], True)
+        if not (flat and sh.update_in_kernel):
+            s = _weighted_sums(k, sh.upd_chunks[ci], True)
         sums = s if sums is None else sums + s
         if not sh.weighted:
             ks = k.sum(dim=1, keepdim=True)

@@ -88,6 +88,16 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
             finally:
                 state["op"] = prev
             entry = {"kind": name, "phase": state["phase"], "frames": (first, len(rec["frames"]))}
+            if name == "all_reduce_low":        # a narrow sign test's opening of c mod 2^l
+                widths = [np.full(t.numel(), int(w)) for t, w in zip(a["parts"], a["bits"])]
+                entry["op"], entry["dst"] = "SUM", None
+                entry["own"] = _flat_numpy(a["parts"])
+                entry["width"] = np.concatenate(widths) if widths else np.zeros(0, np.int64)
+                res = _flat_numpy(out)
+                low = np.where(entry["width"] >= 64, -1,
+                               (np.int64(1) << np.minimum(entry["width"], 63)) - 1)
+                entry["result"] = res & low
+                rec["openings"].append(entry)
             if name in ("all_reduce", "reduce"):
                 entry["op"] = "BXOR" if a.get("op") == ReduceOp.BXOR else "SUM"
                 entry["own"] = _flat_numpy(a["input"])
@@ -99,7 +109,7 @@ def _install_recorder(rec: dict, keep_sent: bool) -> None:
 
         setattr(cm.MeshCommunicator, name, f)
 
-    for name in ("all_reduce", "reduce", "all_gather", "gather", "broadcast",
+    for name in ("all_reduce", "all_reduce_low", "reduce", "all_gather", "gather", "broadcast",
                  "broadcast_obj", "scatter", "send", "recv"):
         wrap(name)
 

@@ -77,9 +77,11 @@ def test_scale_report_quick(tmp_path):
 
 
 def test_cost_table_quick(tmp_path):
-    # one CLI run (2 parties, 100 points), about 10 s
+    # two CLI runs (2 parties, 100 points: the dust job, the every-point job), about 20 s
     _run("cost_table.py", tmp_path)
     data = json.loads((tmp_path / "cost_table.json").read_text())
+    ep = data["settings"]["ep_p2_n100"]
+    assert ep["m"] == 100 and ep["seeding"] == "points" and "kernel" in ep["per_pair"]
     row = data["settings"]["p2_n100"]
     assert {"parties", "points", "m", "d", "J", "iterations", "ours", "spu_model",
             "ratio_bytes", "ratio_rounds"} <= set(row)

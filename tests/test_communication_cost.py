@@ -41,3 +41,28 @@ def test_bytes_per_iteration_below_spu_including_the_dealer(parties):
     # about 20 bytes per peer and party (signtest.py)
     kernel = sum(o.communication["steps"]["kernel"]["bytes"] for o in run.outcomes) / (it + 1)
     assert kernel < 1.2 * 800 * 20 * parties * (parties - 1), kernel
+
+
+def test_every_point_pass_costs_per_pair_three_parties():
+    """Every-point seeding (m = N), 3 parties (issue 19): the kernel's sign tests
+    are narrow (c mod 2^44: 6 bytes, 62 tree bits, 1 conversion bit per pair and
+    directed link, about 14 bytes instead of 20) and K @ X opens nothing of its
+    own (the dealer's rho * B instead of a Beaver opening of K - A: 48 bytes per
+    pair before)."""
+    pts, _ = synthetic_blobs(120, 8, 2, 0.03, 0)
+    parts = split_even(pts, 3, 0)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), seeding="points",
+                        max_iter=2, oblivious=True)
+    run = run_simulation(parts, p, transport="local", timeout_s=60)
+    passes, pairs = p.max_iter + 1, 120 * 120
+    step = lambda s, k: sum(o.communication["steps"].get(s, {}).get(k, 0)  # noqa: E731
+                            for o in run.outcomes)
+    kernel = step("kernel", "bytes") / passes / pairs
+    assert kernel < 6 * 14.5, kernel                # 6 directed links
+    assert step("update", "bytes") / passes / pairs < 1.0
+    # the dealer's part per pair: the distance triple (8), the sign test's
+    # material, triples and random bits (about 24), rho * B (8 d = 16)
+    dealer = sum(step(s, "dealer_bytes") for s in ("distance", "kernel", "update")) \
+        / passes / pairs
+    assert dealer < 50, dealer
+    print(f"per pair and pass: kernel {kernel:.1f} B, dealer {dealer:.1f} B")

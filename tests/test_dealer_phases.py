@@ -31,3 +31,24 @@ def test_dealer_refuses_requests_outside_the_protocol_by_rule():
         with pytest.raises(MPCError) as err:
             check_request(req, dealing)
         assert "dealer:" in str(err.value) and "1048576" not in str(err.value)
+
+
+def test_dealer_checks_narrow_widths_and_kernel_product_requests():
+    import torch
+
+    from secure_meanshift.mpc.dealer_service import Dealing, check_request
+    from secure_meanshift.errors import MPCError
+
+    dealing = Dealing([])
+    dealing.fixed[3] = torch.zeros(50, 2, dtype=torch.int64)      # a fixed operand (50, 2)
+    for req in ({"kind": "ltz", "s0": [100], "bits": 44}, {"kind": "ltz", "s0": [9], "bits": 2},
+                {"kind": "b2a", "s0": [640], "fixed": 3, "rows": [12, 50]}):
+        check_request(req, dealing)
+    for req in ({"kind": "ltz", "s0": [100], "bits": 65}, {"kind": "ltz", "s0": [9], "bits": 1},
+                {"kind": "ltz", "s0": [9], "bits": True}, {"kind": "ltz", "s0": [9], "bits": "44"},
+                {"kind": "b2a", "s0": [640], "fixed": 4, "rows": [12, 50]},     # unknown operand
+                {"kind": "b2a", "s0": [640], "fixed": 3, "rows": [12, 49]},     # wrong shape
+                {"kind": "b2a", "s0": [500], "fixed": 3, "rows": [12, 50]},     # beyond the bits
+                {"kind": "b2a", "s0": [640], "fixed": 3, "rows": [12]}):
+        with pytest.raises(MPCError):
+            check_request(req, dealing)

@@ -62,3 +62,112 @@ def test_fixed_operand_mask_is_opened_once():
     # first product opens C - A (8 x 2) and X - B (2 x 300); later ones C - A only
     assert sent[0] > 8 * 2 * 300
     assert all(s < 8 * (8 * 2) + 512 for s in sent[1:]), sent
+
+
+def narrow_sign_job(rank, segments):
+    """[x < 0] for (count, bits) segments of values in [-2^(bits-1), 2^(bits-1)),
+    extremes first, all in one call of less_than_zero; with its communication."""
+    import numpy as np
+
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.beaver import less_than_zero_narrow
+
+    crypten = import_crypten()
+    from crypten.mpc import MPCTensor
+
+    comm = crypten.comm.get()
+    world = comm.get_world_size()
+    rng = np.random.default_rng(11)
+    parts = []
+    for n, bits in segments:
+        half = 2 ** (bits - 1)
+        special = np.array([half - 1, -half, 0, -1, 1, -(half - 1), half // 2, -half // 2],
+                           np.int64)
+        rand = rng.integers(-half, half - 1, size=n - special.size, dtype=np.int64,
+                            endpoint=True)
+        parts.append(np.concatenate([special, rand]))
+    values = np.concatenate(parts)
+    shares = [np.random.default_rng(60 + r).integers(-2**63, 2**63 - 1, size=values.size,
+                                                      dtype=np.int64) for r in range(world)]
+    shares[0] = values - sum(shares[1:], np.zeros_like(values))   # wraps mod 2^64
+    x = MPCTensor.from_shares(torch.from_numpy(shares[rank]), precision=0)
+    comm.reset_communication_stats()
+    bits = less_than_zero_narrow(x, segments)
+    stats = comm.get_communication_stats()
+    return bits.get_plain_text().long().numpy(), values, stats
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_narrow_sign_test_is_exact_within_its_width_and_cheaper(parties):
+    segments = [(300, 44), (70, 64), (130, 7), (65, 45)]
+    results = run_local(narrow_sign_job, parties, (segments,))
+    bits, values, stats = results[0]
+    assert np.array_equal(bits, (values < 0).astype(np.int64))
+    assert stats["rounds"] == 7, stats          # the 64-bit segment sets the depth
+    # to each other party: ceil(l/8) bytes of c per element, the AND levels'
+    # sliced words, one B2A word row over the whole call
+    per_peer = sum(n * ((b + 7) // 8) for n, b in segments)
+    per_peer += 8 * signtest.words(sum(n for n, _ in segments))
+    for n, b in segments:
+        pairs, lone = (b - 1) // 2, (b - 1) % 2
+        per_peer += 8 * signtest.words(n) * sum(
+            (2 if last else 3) * h for h, last in signtest._levels(pairs + lone))
+    for rank, (_, _, st) in enumerate(results[1:], start=1):
+        assert st["bytes"] == (parties - 1) * per_peer, (rank, st)
+    wide = (8 + 93 / 8) * sum(n for n, _ in segments)
+    assert per_peer < 0.8 * wide
+
+
+def test_narrow_width_with_few_blocks_takes_fewer_rounds():
+    results = run_local(narrow_sign_job, 2, ([(200, 20)],))
+    bits, values, stats = results[0]
+    assert np.array_equal(bits, (values < 0).astype(np.int64))
+    assert stats["rounds"] == 1 + 4 + 1, stats      # 10 blocks: four AND levels
+
+
+def test_narrow_material_and_width_checks():
+    v = torch.from_numpy(np.random.default_rng(4).integers(-2**63, 2**63 - 1, size=100,
+                                                           dtype=np.int64))
+    assert signtest.mask_material(v).shape == (signtest.MASK_ROWS, signtest.words(100))
+    m = signtest.mask_material(v, 44)
+    assert m.shape == (signtest.mask_rows(44), signtest.words(100)) == (44 + 21, 2)
+    assert torch.equal(signtest.unpack_bits(m[44 + 3], 100), ((v >> 7) & (v >> 6) & 1).long())
+    for bad in (1, 65, 0, True, 44.0):
+        with pytest.raises(ValueError):
+            signtest.check_width(bad)
+
+
+def kernel_times_job(rank, edge, u):
+    """ge_zero(..., times=u): the kernel bits, a batched extra test and K @ u,
+    against CrypTen's comparison and Beaver product on the same shares."""
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.beaver import fixed_operand, prime_fixed
+    from secure_meanshift.mpc.fixedpoint import ge_zero
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    e = crypten.cryptensor(torch.tensor(edge, dtype=torch.float32), src=0)
+    extra = crypten.cryptensor(torch.tensor([0.5, -0.25, 0.0, 3.0]), src=1)
+    uu = fixed_operand(crypten.cryptensor(torch.tensor(u, dtype=torch.float32), src=1))
+    prime_fixed(uu)
+    comm.reset_communication_stats()
+    (k, x2), s = ge_zero(e, extra, bits=[30, None], times=uu)
+    stats = comm.get_communication_stats()
+    ref = e.ge(0.0).matmul(uu)
+    return (k.get_plain_text().numpy(), x2.get_plain_text().numpy(),
+            s.get_plain_text().double().numpy(), ref.get_plain_text().double().numpy(), stats)
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_kernel_times_fixed_operand_needs_no_product_opening(parties):
+    rng = np.random.default_rng(8)
+    edge = rng.uniform(-100, 100, size=(9, 70))
+    edge[0, :5] = [0.0, -2**-16, 2**-16, 99.99, -99.99]
+    u = rng.uniform(0, 1, size=(70, 3))
+    k, x2, s, ref, stats = run_local(kernel_times_job, parties, (edge, u))[0]
+    want = (np.round(edge * 2**16) >= 0).astype(np.float32)
+    assert np.array_equal(k, want)
+    assert np.array_equal(x2, [1, 0, 1, 1])
+    assert np.abs(s - ref).max() < 1e-9
+    assert np.abs(s - want @ u).max() < 70 * 2**-16
+    assert stats["rounds"] == 7, stats      # the sign test's rounds only: no product round

@@ -51,6 +51,26 @@ def _prime(shared: list) -> None:
         getattr(t, FIXED).update(id=fid, b=b, delta=delta)
 
 
+def less_than_zero_narrow(x, widths: list):
+    """[x < 0] (0/1 MPCTensor, scale 1) for a flat MPCTensor x whose (count,
+    bits) segments lie in [-2^(bits-1), 2^(bits-1)) by a PUBLIC bound
+    (signtest.less_than_zero); None outside a session with a dealer's sign
+    test (the caller then uses CrypTen's comparison)."""
+    fn = _SESSION.get("ltz")
+    return None if fn is None else fn(x, widths)
+
+
+def ge_zero_times(parts: list, widths: list, u):
+    """([p >= 0] for every part, K @ u) with K = [parts[0] >= 0] for an (m, cols)
+    first part, u a fixed operand (cols, d); ring integers in the (count,
+    bits) segments ``widths`` (PUBLIC bounds). No opening beyond the sign
+    test's: K = z + (1 - 2z) rho (z the conversion's public b ^ rho),
+    u = F + B (F opened once), so K u = K F + z B + sum_j (1 - 2 z_ij)
+    [rho_ij B_jk], the last from the dealer. None outside a dealer's session."""
+    fn = _SESSION.get("ge_times")
+    return None if fn is None else fn(parts, widths, u)
+
+
 def release() -> None:
     """The session is over: forget it."""
     _SESSION.clear()
@@ -97,7 +117,9 @@ def _openers(corr: Correlations) -> tuple:
     session's communicator, and a public value as party 0's share."""
     comm = import_crypten().comm.get
 
-    def open_(shares: list, op=ReduceOp.SUM) -> list:
+    def open_(shares: list, op=ReduceOp.SUM, bits=None) -> list:
+        if bits is not None:          # sums right modulo 2^bits only (narrow sign tests)
+            return comm().all_reduce_low(shares, bits)
         return comm().all_reduce(shares, op=op, batched=True)
 
     def open_xor(shares: list) -> list:
@@ -184,6 +206,38 @@ def _binary(corr: Correlations, open_, open_xor, public, crypten_ltz) -> dict:
             return crypten_ltz(self)
         bits = less_than_zero(self.share, corr, open_, open_xor, corr.rank == 0)
         return MPCTensor.from_shares(bits, precision=0)
+
+    def ltz_widths(x, widths):
+        bits = less_than_zero(x._tensor.share, corr, open_, open_xor, corr.rank == 0,
+                              widths)
+        return MPCTensor.from_shares(bits, precision=0)
+
+    def ge_times(parts, widths, u):
+        """[p >= 0] for every part, and [parts[0] >= 0] @ u for the (m, cols)
+        first part and the fixed operand u: one sign test."""
+        fixed = getattr(u._tensor, FIXED)
+        if "id" not in fixed:
+            _prime([u._tensor])
+        m, cols = parts[0].size()
+        flat = torch.cat([p._tensor.share.reshape(-1) for p in parts])
+        flat = -flat - (1 if corr.rank == 0 else 0)        # x >= 0 <=> -x - 1 < 0, exactly
+        bits, z, w = less_than_zero(flat, corr, open_, open_xor, corr.rank == 0, widths,
+                                    (fixed["id"], m, cols, u.size(1)))
+        k, z = bits[:m * cols].reshape(m, cols), z[:m * cols].reshape(m, cols)
+        # sum_j (1 - 2 z_ij) w_ijk, without einsum (an int64 bmm: several times slower)
+        ku = torch.matmul(k, fixed["delta"]) + torch.matmul(z, fixed["b"]) + \
+            w.sum(dim=1) - 2 * (w * z.unsqueeze(2)).sum(dim=1)
+        out = MPCTensor.from_shares(ku, precision=0)
+        out.encoder = u.encoder
+        got, at = [], 0
+        for p in parts:
+            got.append(MPCTensor.from_shares(bits[at:at + p.nelement()].reshape(p.size()),
+                                             precision=0))
+            at += p.nelement()
+        return got, out
+
+    _SESSION["ltz"] = ltz_widths
+    _SESSION["ge_times"] = ge_times
 
     def B2A_single_bit(xB):
         rb, ra = corr.random_bit(xB.size())

@@ -37,6 +37,19 @@ def from_bytes(frame, size) -> torch.Tensor:
     return torch.from_numpy(np.asarray(frame).view(np.int64)).reshape(size)
 
 
+def _low_bytes(t: torch.Tensor, k: int) -> np.ndarray:
+    """The low k bytes of each int64 element, packed (n * k,) uint8."""
+    u8 = t.numpy().view(np.uint8).reshape(-1, 8)
+    return np.ascontiguousarray(u8[:, :k]).reshape(-1)
+
+
+def _from_low_bytes(b: np.ndarray, n: int, k: int) -> torch.Tensor:
+    """(n,) int64 from the low k bytes of each element (higher bytes zero)."""
+    u8 = np.zeros((n, 8), np.uint8)
+    u8[:, :k] = b.reshape(n, k)
+    return torch.from_numpy(u8.view(np.int64).reshape(n))
+
+
 def split_like(total, parts: list) -> list:
     """Cut a flat concatenation back into pieces shaped like ``parts`` (torch
     tensors or MPCTensors alike)."""
@@ -165,6 +178,31 @@ class MeshCommunicator:
         self._round()
         out = split_like(flat.clone() if total is None else total, parts)
         return out if batched else out[0]
+
+    def all_reduce_low(self, parts: list, bits: list) -> list:
+        """Sum of int64 shares over the parties, each part right modulo
+        2^bits[k] only: each party sends the low ceil(bits/8) bytes of each
+        element (a narrow sign test's opening of c mod 2^l, signtest.py).
+        The bits above are not defined."""
+        if len(bits) != len(parts):
+            raise MPCError("all_reduce_low: one width per part")
+        nbytes = [min(8, (int(b) + 7) // 8) for b in bits]
+        flats = [t.reshape(-1).contiguous() for t in parts]
+        frame = np.concatenate([_low_bytes(f, k) for f, k in zip(flats, nbytes)]) \
+            if flats else np.zeros(0, np.uint8)
+        for p in self._parties():
+            self.mesh.send(p, memoryview(frame))
+        totals = [f.clone() for f in flats]
+        for p in self._parties():
+            got = np.asarray(self.mesh.recv(p), dtype=np.uint8)
+            if got.size != frame.size:
+                raise MPCError("a peer sent a tensor of the wrong size")
+            at = 0
+            for tot, f, k in zip(totals, flats, nbytes):
+                tot += _from_low_bytes(got[at:at + f.numel() * k], f.numel(), k)
+                at += f.numel() * k
+        self._round()
+        return [t.reshape(p.size()) for t, p in zip(totals, parts)]
 
     def reduce(self, input, dst, op=ReduceOp.SUM, batched=False):
         parts = list(input) if batched else [input]

@@ -12,6 +12,9 @@ part from the dealer, as a correction:
   square           r_i, s_i (i > 0)                s_0 = (sum r)^2 - sum s_i
   binary triple    a_i, b_i, c_i (i > 0), xor      c_0 = (xor a) & (xor b) ^ xor c_i
   random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
+  ... times fixed  also w_i (i > 0)                w_0 = rho_ij * B_jk - sum w_i
+                                                   (B a fixed operand's mask; the
+                                                   flat kernel's K @ X, ge_zero_times)
   truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
   ... with square  r_i, t_i, u_i (i > 0)           also u_0 = t * t[:, col] - sum u_i
   sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
@@ -68,7 +71,7 @@ from .communicator import from_bytes
 from .dealer_service import Dealing
 from ..errors import MPCError
 from .ring import out_size
-from .signtest import MASK_ROWS, words
+from .signtest import FULL_BITS, mask_rows, words
 from .transport import Transport
 
 PROVIDERS = ("dealer", "first-party")
@@ -154,16 +157,18 @@ class Correlations:
     def binary_triple(self, s0, s1):
         return self._use("binary_triple", (tuple(s0), tuple(s1)))
 
-    def random_bit(self, s):
-        return self._use("random_bit", (tuple(s),))
+    def random_bit(self, s, product: Optional[tuple] = None):
+        """A random bit, XOR- and additively shared; with product = (fixed id,
+        m, cols, d) also W = rho_ij * B_jk (signtest.less_than_zero)."""
+        return self._use("random_bit", (tuple(s), product))
 
     def trunc_pair(self, s, y: int):
         return self._use("trunc_pair", (tuple(s), int(y)))
 
-    def ltz_mask(self, n: int):
-        """A sign-test mask for n elements: r (ring) and the XOR-shared
-        material of signtest.mask_material(r)."""
-        return self._use("ltz_mask", (int(n),))
+    def ltz_mask(self, n: int, bits: int = FULL_BITS):
+        """A sign-test mask for n elements compared on ``bits`` bits: r (ring)
+        and the XOR-shared material of signtest.mask_material(r, bits)."""
+        return self._use("ltz_mask", (int(n), int(bits)))
 
     def trunc_square(self, s, y: int, width: int):
         """A truncation pair (r, t = r // y) for an (m, w) value, and u = t[:, :width]
@@ -217,10 +222,13 @@ class Correlations:
         self.fixed_ids += 1
         return self.fixed_ids
 
-    def _ltz_mask(self, n: int):
+    def _ltz_mask(self, n: int, bits: int = FULL_BITS):
         r = self.stream.ring((n,))
-        size = (MASK_ROWS, words(n))
-        return r, self._value({"kind": "ltz", "s0": [n]}, size, self.stream.ring)
+        size = (mask_rows(bits), words(n))
+        req = {"kind": "ltz", "s0": [n]}
+        if bits != FULL_BITS:
+            req["bits"] = bits
+        return r, self._value(req, size, self.stream.ring)
 
     def _square(self, s):
         r = self.stream.ring(s)
@@ -233,9 +241,14 @@ class Correlations:
                         self.stream.bits)
         return a, b, c
 
-    def _random_bit(self, s):
+    def _random_bit(self, s, product: Optional[tuple] = None):
         rb = self.stream.bits(s, 1)
-        return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
+        if product is None:
+            return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
+        fid, m, cols, d = product
+        req = {"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}
+        size = (int(np.prod(s)) + m * cols * d,)
+        return rb, self._value(req, size, self.stream.ring)
 
     def _trunc_square(self, s, y: int, width: int):
         r = self.stream.ring(s)

@@ -20,7 +20,7 @@ from . import csprng
 from ..errors import MPCError
 from .communicator import to_bytes
 from .ring import out_size, sum_ring, udiv, xor_all
-from .signtest import MASK_ROWS, mask_material, words
+from .signtest import FULL_BITS, mask_material, mask_rows, words
 from .transport import Transport
 
 
@@ -63,9 +63,9 @@ class Dealing:
             c = torch.matmul(a, b) if kind == "matmul" else a * b
             return c - sum_ring(rest) if rest else c
         if kind == "ltz":
-            n = int(s0[0])
-            (r,), rest = self._draw([("ring", s0)], ("bits", (MASK_ROWS, words(n))))
-            m = mask_material(sum_ring(r))
+            n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
+            (r,), rest = self._draw([("ring", s0)], ("bits", (mask_rows(bits), words(n))))
+            m = mask_material(sum_ring(r), bits)
             return m ^ xor_all(rest) if rest else m
         if kind == "and":
             (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
@@ -73,6 +73,8 @@ class Dealing:
             c = xor_all(a) & xor_all(b)
             return c ^ xor_all(rest) if rest else c
         if kind == "b2a":                        # a random bit, xor- and additively shared
+            if req.get("fixed") is not None:     # ... with rho_ij * B_jk
+                return self._b2a_product(req)
             (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
             return xor_all(rb) - sum_ring(rest)
         extra = [int(np.prod(s0)) + int(s0[0]) * int(req.get("width", 0))] \
@@ -90,6 +92,18 @@ class Dealing:
                 out = torch.cat([out, (t[:, :width] * t[:, width - 1:width]).flatten()])
             return out - sum_ring(rest)
         raise MPCError("dealer: unknown request")
+
+
+    def _b2a_product(self, req: dict) -> torch.Tensor:
+        """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
+        for the fixed operand's mask B (c, d): party 0's correction of both."""
+        m, cols = (int(v) for v in req["rows"])
+        b = self.fixed[int(req["fixed"])]
+        n, d = int(np.prod(req["s0"])), int(b.shape[1])
+        (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)))
+        rho = xor_all(rb).reshape(-1)
+        w = rho[:m * cols].reshape(m, cols, 1) * b.reshape(1, cols, d)
+        return torch.cat([rho, w.reshape(-1)]) - sum_ring(rest)
 
 
 def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
@@ -130,10 +144,28 @@ def check_request(req, dealing: Dealing) -> None:
             w = req.get("width")
             ok = ok and isinstance(w, int) and len(req["s0"]) == 2 and \
                 0 <= w <= req["s0"][1]
+        if kind == "b2a" and req.get("fixed") is not None:
+            ok = ok and _b2a_product_ok(req, dealing)
         if kind == "ltz":
-            ok = ok and len(req["s0"]) == 1
+            b = req.get("bits", FULL_BITS)
+            ok = ok and len(req["s0"]) == 1 and isinstance(b, int) and \
+                not isinstance(b, bool) and 2 <= b <= FULL_BITS
     if not ok:
         raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
+
+
+def _b2a_product_ok(req: dict, dealing: Dealing) -> bool:
+    """A random-bit request with W = rho * B: a known fixed operand (cols, d),
+    rows [m, cols] inside the bits asked for, W within MAX_DEALT."""
+    fix, rows = req.get("fixed"), req.get("rows")
+    if not (isinstance(fix, int) and fix in dealing.fixed and isinstance(rows, list)
+            and len(rows) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                       and v >= 0 for v in rows)):
+        return False
+    b = dealing.fixed[fix]
+    m, cols = rows
+    return b.dim() == 2 and b.shape[0] == cols and len(req["s0"]) == 1 and \
+        m * cols <= req["s0"][0] and m * cols * int(b.shape[1]) <= MAX_DEALT
 
 
 def serve(mesh: Transport, world: int) -> int:

@@ -20,15 +20,27 @@ Per element and per other party: 64 + 92 + 1 bits sent, 7 rounds, for any
 number of parties, exact for every ring element. (CrypTen's: a 64-bit
 Kogge-Stone adder on the shares, about 10x the bytes at two parties, and
 log2(k) adders for k parties.)
+
+Narrow comparisons: when a PUBLIC bound says x lies in [-2^(l-1), 2^(l-1))
+(a width of l bits, e.g. the flat kernel's exact edge test), bit l-1 of
+(c - r) mod 2^l is the sign: x < 0 <=> c_(l-1) ^ r_(l-1) ^ [c mod 2^(l-1) <
+r mod 2^(l-1)]. Only c mod 2^l is opened (ceil(l/8) bytes per element), the
+dealer's material covers r's l low bits, and the tree runs on l - 1 bits
+(l = 44: 48 + 62 + 1 bits per element and other party instead of 157;
+7 rounds, fewer once l - 1 <= 32). A call
+compares several segments at their own widths in the same rounds
+(``widths``); the opening of c is the same value as before, narrowed
+(docs/leakage.md's sign-test row).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+FULL_BITS = 64                     # the ring: a comparison valid for every element
 LOW_BITS = 63
 PAIRS = LOW_BITS // 2              # blocks (1,0), (3,2), ..., (61,60); bit 62 alone
 MASK_ROWS = 64 + PAIRS             # r's 64 bit slices, then r_(2j+1) & r_(2j)
@@ -46,17 +58,28 @@ def words(n: int) -> int:
     return (n + 63) // 64
 
 
-def slice_bits(v: torch.Tensor) -> torch.Tensor:
-    """(n,) int64 -> (64, words(n)) int64: bit j of element e is bit e % 64 of
-    word [j, e // 64]."""
+# the six steps of a 64 x 64 bit-matrix transpose: (shift, mask of the low halves)
+_TRANSPOSE = [(j, np.uint64(m)) for j, m in (
+    (32, 0x00000000FFFFFFFF), (16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF),
+    (4, 0x0F0F0F0F0F0F0F0F), (2, 0x3333333333333333), (1, 0x5555555555555555))]
+_LOW_ROWS = {j: np.array([k for k in range(64) if not k & j]) for j, _ in _TRANSPOSE}
+
+
+def slice_bits(v: torch.Tensor, rows: int = FULL_BITS) -> torch.Tensor:
+    """(n,) int64 -> (rows, words(n)) int64: bit j < rows of element e is bit
+    e % 64 of word [j, e // 64]. Every block of 64 elements is a 64 x 64 bit
+    matrix, transposed in six masked swaps of half blocks (vectorised over
+    the blocks)."""
     n = v.numel()
-    pad = 64 * words(n) - n
-    u8 = np.ascontiguousarray(v.reshape(-1).numpy()).view(np.uint8).reshape(n, 8)
-    bits = np.unpackbits(u8, axis=1, bitorder="little").T         # (64, n)
-    if pad:
-        bits = np.pad(bits, ((0, 0), (0, pad)))
-    packed = np.packbits(bits, axis=1, bitorder="little")          # (64, 8 W)
-    return torch.from_numpy(np.ascontiguousarray(packed).view(np.int64))
+    a = np.zeros((words(n), 64), np.uint64)
+    a.reshape(-1)[:n] = np.ascontiguousarray(v.reshape(-1).numpy()).view(np.uint64)
+    for j, mask in _TRANSPOSE:        # swap bit c + j of row k with bit c of row k + j
+        k = _LOW_ROWS[j]
+        lo, hi = a[:, k], a[:, k + j]
+        t = ((lo >> np.uint64(j)) ^ hi) & mask
+        a[:, k + j] = hi ^ t
+        a[:, k] = lo ^ (t << np.uint64(j))
+    return torch.from_numpy(np.ascontiguousarray(a.T[:rows]).view(np.int64))
 
 
 def pack_bits(b: torch.Tensor) -> torch.Tensor:
@@ -73,64 +96,142 @@ def unpack_bits(w: torch.Tensor, n: int) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(u8, bitorder="little")[:n].astype(np.int64))
 
 
-def mask_material(r: torch.Tensor) -> torch.Tensor:
-    """What the dealer XOR-shares for a mask r (n,): r's bit slices and the
-    products of adjacent bit pairs, (MASK_ROWS, words(n))."""
-    s = slice_bits(r)
-    return torch.cat([s, s[1:2 * PAIRS:2] & s[0:2 * PAIRS:2]])
+def _blocks(bits: int) -> tuple:
+    """(pairs, lone): level-1 blocks of two bits over the bits - 1 low bits,
+    and whether the top low bit stands alone."""
+    low = bits - 1
+    return low // 2, low % 2
+
+
+def mask_rows(bits: int = FULL_BITS) -> int:
+    """Rows of the dealer's material for a comparison on ``bits`` bits."""
+    return bits + _blocks(bits)[0]
+
+
+def check_width(bits: int) -> int:
+    """A comparison width: an int in [2, 64] (public; refused otherwise)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= FULL_BITS:
+        raise ValueError(f"sign test width {bits!r}: need an int in [2, {FULL_BITS}]")
+    return bits
+
+
+def mask_material(r: torch.Tensor, bits: int = FULL_BITS) -> torch.Tensor:
+    """What the dealer XOR-shares for a mask r (n,) compared on ``bits`` bits:
+    r's low bit slices and the products of adjacent bit pairs,
+    (mask_rows(bits), words(n))."""
+    s = slice_bits(r, bits)
+    pairs = _blocks(bits)[0]
+    return torch.cat([s, s[1:2 * pairs:2] & s[0:2 * pairs:2]])
+
+
+class _Segment:
+    """One run of elements compared on the same width: its dealer values and
+    the (gt, eq) blocks of its comparison tree."""
+
+    def __init__(self, corr, n: int, bits: int):
+        self.n, self.bits = n, bits
+        self.r, self.material = corr.ltz_mask(n, bits) if bits < FULL_BITS \
+            else corr.ltz_mask(n)
+        w = words(n)
+        self.triples = [corr.binary_triple((1, h, w), (1 if last else 2, h, w))
+                        for h, last in _levels(sum(_blocks(bits)))]
+        self.gt = self.eq = self.cs = self.rb = None
+
+    def level_one(self, c: torch.Tensor, first: bool) -> None:
+        """The local level: blocks of two bits, gt = [r > c], eq = [r == c]."""
+        bits, (pairs, lone) = self.bits, _blocks(self.bits)
+        self.cs = slice_bits(c, self.bits)                    # public
+        nc = ~self.cs
+        m = resolve(self.material)
+        rb, pair = m[:bits], m[bits:]
+        hi, lo = rb[1:2 * pairs:2], rb[0:2 * pairs:2]
+        nch, ncl = nc[1:2 * pairs:2], nc[0:2 * pairs:2]
+        gt = (hi & nch) ^ (ncl & (pair ^ (nch & lo)))
+        eq = pair ^ (ncl & hi) ^ (nch & lo)
+        if first:
+            eq = eq ^ (nch & ncl)
+        if lone:                                              # bit bits-2 alone, on top
+            t = bits - 2
+            top_eq = rb[t:t + 1] ^ nc[t:t + 1] if first else rb[t:t + 1]
+            gt = torch.cat([gt, rb[t:t + 1] & nc[t:t + 1]])
+            eq = torch.cat([eq, top_eq])
+        self.gt, self.eq, self.rb = gt, eq, rb
+
+    def and_inputs(self) -> tuple:
+        """(x, y, triple) of this segment's next AND level."""
+        g = self.gt.size(0)
+        h = g // 2
+        glo, elo = self.gt[0:2 * h:2], self.eq[0:2 * h:2]
+        y = glo.unsqueeze(0) if g == 2 else torch.stack([glo, elo])
+        return self.eq[1:2 * h:2].unsqueeze(0), y, self.triples.pop(0)
+
+    def combine(self, z: torch.Tensor) -> None:
+        """Adjacent blocks (hi = odd, lo = even) merged with the AND's result."""
+        g = self.gt.size(0)
+        h = g // 2
+        new_gt = self.gt[1:2 * h:2] ^ z[0]
+        new_eq = None if g == 2 else z[1]
+        if g % 2:                                          # the top block passes through
+            new_gt = torch.cat([new_gt, self.gt[-1:]])
+            new_eq = torch.cat([new_eq, self.eq[-1:]])
+        self.gt, self.eq = new_gt, new_eq
+
+    def msb(self, first: bool) -> torch.Tensor:
+        t = self.bits - 1
+        out = self.gt[0] ^ self.rb[t]
+        return out ^ self.cs[t] if first else out
 
 
 def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
-                   first: bool) -> torch.Tensor:
+                   first: bool, widths: Optional[Sequence] = None,
+                   product: Optional[tuple] = None):
     """Arithmetic shares (0/1, int64) of [x < 0] for this party's shares x.
 
     corr: the party's Correlations (correlations.py); open_sum / open_xor: one
-    batched all-to-all opening; first: this party adds public constants."""
+    batched all-to-all opening (open_sum also takes ``bits=`` per part: only
+    each part's low bits are opened); first: this party adds public
+    constants. widths: (count, bits) segments of flattened x, in order, each
+    a PUBLIC bound: its elements lie in [-2^(bits-1), 2^(bits-1)); default
+    the whole ring. product: (fixed id, m, cols, d): the first m * cols bits
+    form an (m, cols) matrix K that multiplies a fixed operand (beaver.py):
+    the dealer's random bits rho then come with W = rho_ij * B_jk (B the
+    operand's mask, (cols, d)), and the result is (bits, z, W) with z the
+    opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares."""
     shape, n = x.shape, x.numel()
-    w = words(n)
+    widths = [(n, FULL_BITS)] if widths is None else [(int(k), check_width(b))
+                                                      for k, b in widths if k]
+    if sum(k for k, _ in widths) != n:
+        raise ValueError("sign test widths do not cover the values")
     # everything the dealer contributes, asked for at once: its answers then
     # arrive while the parties exchange c, and no level waits for the dealer
-    r, material = corr.ltz_mask(n)
-    triples = [corr.binary_triple((1, h, w), (1 if last else 2, h, w))
-               for h, last in _levels(PAIRS + 1)]
-    rho = corr.random_bit(torch.Size([64 * w]))
-    (c,) = open_sum([x.reshape(-1) + r])
-    cs = slice_bits(c)                                   # public
-    nc = ~cs
-    m = resolve(material)
-    rb, pair = m[:64], m[64:]
-
-    # level 1, local: blocks of two bits, gt = [r > c] and eq = [r == c] per block
-    hi, lo = rb[1:2 * PAIRS:2], rb[0:2 * PAIRS:2]
-    nch, ncl = nc[1:2 * PAIRS:2], nc[0:2 * PAIRS:2]
-    gt = (hi & nch) ^ (ncl & (pair ^ (nch & lo)))
-    eq = pair ^ (ncl & hi) ^ (nch & lo)
-    top_eq = rb[62:63]
-    if first:
-        eq = eq ^ (nch & ncl)
-        top_eq = top_eq ^ nc[62:63]
-    gt = torch.cat([gt, rb[62:63] & nc[62:63]])
-    eq = torch.cat([eq, top_eq])
-
-    # levels 2..6: combine adjacent blocks (hi = odd, lo = even) with one AND each
-    for triple in triples:
-        g = gt.size(0)
-        h = g // 2
-        ghi, glo = gt[1:2 * h:2], gt[0:2 * h:2]
-        ehi, elo = eq[1:2 * h:2], eq[0:2 * h:2]
-        last = g == 2
-        y = glo.unsqueeze(0) if last else torch.stack([glo, elo])
-        z = and_shares(corr, ehi.unsqueeze(0), y, open_xor, first, triple)
-        new_gt, new_eq = ghi ^ z[0], (None if last else z[1])
-        if g % 2:                                          # the top block passes through
-            new_gt = torch.cat([new_gt, gt[-1:]])
-            new_eq = torch.cat([new_eq, eq[-1:]])
-        gt, eq = new_gt, new_eq
-
-    msb = gt[0] ^ rb[63]
-    if first:
-        msb = msb ^ cs[63]
-    return bit_to_arithmetic(corr, msb, n, open_xor, first, rho).reshape(shape)
+    segs = [_Segment(corr, k, b) for k, b in widths]
+    rho = corr.random_bit(torch.Size([64 * words(n)]), product)
+    flat, at, masked = x.reshape(-1), 0, []
+    for s in segs:
+        masked.append(flat[at:at + s.n] + s.r)
+        at += s.n
+    narrow = [s.bits for s in segs]
+    opened = open_sum(masked) if all(b == FULL_BITS for b in narrow) \
+        else open_sum(masked, bits=narrow)
+    for s, c in zip(segs, opened):
+        s.level_one(c, first)
+    # the AND levels, every segment's in the same rounds
+    while True:
+        active = [s for s in segs if s.gt.size(0) > 1]
+        if not active:
+            break
+        for s, z in zip(active, and_many([s.and_inputs() for s in active], open_xor,
+                                         first)):
+            s.combine(z)
+    msbs = [s.msb(first) for s in segs]
+    packed = msbs[0] if len(segs) == 1 else pack_bits(
+        torch.cat([unpack_bits(m, s.n) for m, s in zip(msbs, segs)]))
+    share, z = _b2a(packed, n, open_xor, first, rho)
+    if product is None:
+        return share.reshape(shape)
+    _, m, cols, d = product
+    w = resolve(rho[1])[64 * words(n):].reshape(m, cols, d)
+    return share.reshape(shape), z, w
 
 
 def _levels(blocks: int) -> list:
@@ -142,22 +243,38 @@ def _levels(blocks: int) -> list:
     return out
 
 
+def and_many(items: list, open_xor: Opener, first: bool) -> list:
+    """XOR shares of x & y for several (x, y, (a, b, c)) at once, with one
+    opening of every x ^ a, y ^ b: z = c ^ (b & e) ^ (a & d) ^ e & d."""
+    opened = open_xor([t for x, y, (a, b, _) in items for t in (x ^ a, y ^ b)])
+    out = []
+    for k, (_, _, (a, b, c)) in enumerate(items):
+        e, d = opened[2 * k], opened[2 * k + 1]
+        z = resolve(c) ^ (b & e) ^ (a & d)
+        out.append(z ^ (e & d) if first else z)
+    return out
+
+
 def and_shares(corr, x: torch.Tensor, y: torch.Tensor, open_xor: Opener,
                first: bool, triple=None) -> torch.Tensor:
-    """XOR shares of x & y (broadcasting) with one binary triple from the dealer:
-    open x ^ a and y ^ b (one hop), z = c ^ (b & e) ^ (a & d) ^ e & d."""
-    a, b, c = triple or corr.binary_triple(x.size(), y.size())
-    e, d = open_xor([x ^ a, y ^ b])
-    z = resolve(c) ^ (b & e) ^ (a & d)
-    return z ^ (e & d) if first else z
+    """XOR shares of x & y (broadcasting) with one binary triple from the dealer
+    (see and_many)."""
+    t = triple or corr.binary_triple(x.size(), y.size())
+    return and_many([(x, y, t)], open_xor, first)[0]
 
 
 def bit_to_arithmetic(corr, packed: torch.Tensor, n: int, open_xor: Opener,
                       first: bool, rho=None) -> torch.Tensor:
     """(n,) additive shares of the bits XOR-shared in ``packed`` (words(n),)."""
     # one random bit per word position, so that even the padding opens uniform
-    rho_b, rho_a = rho or corr.random_bit(torch.Size([64 * packed.numel()]))
+    rho = rho or corr.random_bit(torch.Size([64 * packed.numel()]))
+    return _b2a(packed, n, open_xor, first, rho)[0]
+
+
+def _b2a(packed: torch.Tensor, n: int, open_xor: Opener, first: bool, rho) -> tuple:
+    """(additive shares of the n bits, the opened z = b ^ rho (public))."""
+    rho_b, rho_a = rho
     (z,) = open_xor([packed ^ pack_bits(rho_b)])
     z = unpack_bits(z, n)
     share = resolve(rho_a)[:n] * (1 - 2 * z)
-    return share + z if first else share
+    return (share + z if first else share), z
