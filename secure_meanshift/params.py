@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .binseeds import BIN_SEEDING, MAX_BIN_SEEDS, check_bin_seeds, n_bin_seeds
 from .errors import InputError
 
 from .kernels import KERNEL_NAMES as KERNELS  # the one registry
@@ -47,10 +48,18 @@ class MeanShiftParams:
             ``"both"``: dusts first, then the binned seeds; ``"points"``: every
             (shared) row is a seed, scikit-learn's default (``bin_seeding=False``)
             and its exact semantics, at O(N^2) cost per iteration (at most
-            MAX_POINT_SEEDS rows in total); ``"auto"``: ``"points"`` up to
-            AUTO_POINT_SEEDS_UP_TO points in exact mode, else ``"both"``
-            (resolve_seeding, once the public N is known); ``"grid"`` (DP mode
-            only): the public seed grid of privacy.grid_seeds.
+            MAX_POINT_SEEDS rows in total); ``"sklearn-bins"``: scikit-learn's
+            ``bin_seeding=True`` (binseeds.py): every candidate bin of side h
+            inside the bounds is a public seed (at most binseeds.MAX_BIN_SEEDS),
+            bins with fewer than ``min_bin_freq`` points (counted on shares)
+            count as empty at the merge; ``"auto"``: ``"points"`` up to
+            AUTO_POINT_SEEDS_UP_TO points in exact mode, above it
+            ``"sklearn-bins"`` when the candidate bins fit the cap, else
+            ``"both"`` (and always ``"both"`` in summary mode) (resolve_seeding,
+            once the public N is known); ``"grid"`` (DP mode only): the public
+            seed grid of privacy.grid_seeds.
+        min_bin_freq: seeding "sklearn-bins": a bin's seed counts only if the
+            bin holds at least this many points (scikit-learn's min_bin_freq).
         min_weight: with ``merge="intensity"``, centroids whose kernel weight sum
             (points within h, flat kernel) is below this are dropped on shares;
             0 drops only empty ones. E.g. 5 keeps a lone record from being
@@ -94,6 +103,7 @@ class MeanShiftParams:
     merge: str = "intensity"
     seeding: Optional[str] = None      # None: "dust", or "grid" in DP mode
     seeds_per_party: int = 32
+    min_bin_freq: int = 1
     min_weight: float = 0.0
     reveal_to: Optional[tuple] = None
     export_shares: bool = False
@@ -171,6 +181,8 @@ class MeanShiftParams:
             raise ValueError("seeding 'auto' must be resolved first (resolve_seeding)")
         if self.seeding == "points":
             return total_rows
+        if self.seeding == BIN_SEEDING:
+            return n_bin_seeds(self)
         if self.seeding == "grid":
             from .privacy import n_grid_seeds
 
@@ -233,6 +245,11 @@ class MeanShiftParams:
             raise bad("min_weight", "must be a number >= 0")
         if not isinstance(self.seeds_per_party, int) or not 1 <= self.seeds_per_party <= 1024:
             raise bad("seeds_per_party", "must be an integer in [1, 1024]")
+        if isinstance(self.min_bin_freq, bool) or not isinstance(self.min_bin_freq, int) \
+                or self.min_bin_freq < 1:
+            raise bad("min_bin_freq", "must be an integer >= 1")
+        if self.seeding == BIN_SEEDING:
+            check_bin_seeds(self)
         if self.reveal_to is not None:
             r = tuple(self.reveal_to)
             if not (r or self.export_shares) or \
@@ -296,20 +313,29 @@ class MeanShiftParams:
 
 
 MERGE_RULES = ("intensity", "first")
-SEEDINGS = ("dust", "bins", "both", "points", "auto", "grid")   # grid: DP mode only
+SEEDINGS = ("dust", "bins", "both", "points", BIN_SEEDING, "auto", "grid")   # grid: DP only
 MAX_POINT_SEEDS = 2000   # seeding="points": m x N work and memory per iteration (3,000: 10 s, 4 GB a party)
 AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
 AUTO_EXACT_UP_TO = 20_000
 AUTO_CELL = 0.25
 
 
-def resolve_seeding(seeding: str, total_points: int, summary) -> str:
+def resolve_seeding(seeding: str, total_points: int, summary,
+                    params: Optional["MeanShiftParams"] = None) -> str:
     """'auto' -> 'points' (every point a seed: scikit-learn's default and exact
-    semantics) for at most AUTO_POINT_SEEDS_UP_TO points in exact mode, else
-    'both' (dusts and every party's local modes); any other rule as it is."""
+    semantics) for at most AUTO_POINT_SEEDS_UP_TO points in exact mode; above it
+    'sklearn-bins' (scikit-learn's bin_seeding=True) when ``params`` (bounds, h)
+    give at most binseeds.MAX_BIN_SEEDS candidate bins; else (or in summary
+    mode, or without ``params``) 'both' (dusts and every party's local modes).
+    Any other rule as it is."""
     if seeding != "auto":
         return seeding
-    return "points" if summary is None and total_points <= AUTO_POINT_SEEDS_UP_TO else "both"
+    if summary is None and total_points <= AUTO_POINT_SEEDS_UP_TO:
+        return "points"
+    if summary is None and params is not None and params.merge == "intensity" \
+            and n_bin_seeds(params) <= MAX_BIN_SEEDS:
+        return BIN_SEEDING
+    return "both"
 
 
 def resolve_summary(value, total_points: int):

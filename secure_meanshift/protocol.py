@@ -465,7 +465,8 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
         return _share_dp(unit_points, weights, params, rank, world, notify)
     rows, points = _exchange_sizes(comm, len(unit_points), original_points)
     total_rows, total_points = sum(rows), sum(points)
-    p = replace(params, seeding=resolve_seeding(params.seeding, total_points, params.summary))
+    p = replace(params, seeding=resolve_seeding(params.seeding, total_points, params.summary,
+                                                       params))
     p.check_world(world, total_rows)
     notify({"stage": "sizes", "rows": total_rows, "seeds": p.n_seeds(world, total_rows),
             "seeding": p.seeding})

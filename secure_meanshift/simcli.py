@@ -45,9 +45,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     a.add_argument("--merge-radius", type=float, default=None,
                    help="default bandwidth (bandwidth / 2 with --merge first)")
     a.add_argument("--seeding", choices=list(SEEDINGS), default="auto",
-                   help="auto (default): points up to 1,000 points, else both; dust: "
-                        "--dust public random rows; bins: every party's local modes; both; "
-                        "points: every row (scikit-learn's seeds, N^2 cost)")
+                   help="auto (default): points up to 1,000 points, else sklearn-bins "
+                        "when the bins fit (else both); dust: --dust public random rows; "
+                        "bins: every party's local modes; both; points: every row "
+                        "(scikit-learn's seeds, N^2 cost); sklearn-bins: scikit-learn's "
+                        "bin_seeding=True")
+    a.add_argument("--min-bin-freq", type=int, default=1,
+                   help="sklearn-bins: a bin seeds only with at least this many points")
     a.add_argument("--min-weight", type=float, default=0.0,
                    help="drop centroids with fewer points within h (0: only empty ones)")
     a.add_argument("--seeds-per-party", type=int, default=32,
@@ -209,6 +213,8 @@ def _step_totals(outcomes) -> dict:
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     from .params import MeanShiftParams, resolve_seeding, resolve_summary
     from .plaintext import reference_meanshift
     from .simulate import run_simulation
@@ -237,9 +243,12 @@ def run(args) -> int:
             max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
             merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
             merge=args.merge, seeds_per_party=args.seeds_per_party, min_weight=args.min_weight,
+            min_bin_freq=args.min_bin_freq,
             seeding=("grid" if privacy is not None and args.seeding == "auto"
                      else resolve_seeding(args.seeding, total, summary)),
             summary=summary, privacy=privacy)
+        if privacy is None:     # 'auto' once more, with the bounds and h: scikit-learn's bins
+            params = replace(params, seeding=resolve_seeding(args.seeding, total, summary, params))
         from .data import check_points
 
         for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
