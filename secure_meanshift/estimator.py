@@ -18,6 +18,7 @@ is opened (a party that receives no centres gets no labels).
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from numbers import Integral, Real
 from typing import Optional, Sequence
 
@@ -29,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .errors import InputError
 from .privacy import PrivacySpec
 from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
+from .binseeds import BIN_SEEDING, MAX_BIN_SEEDS, n_bin_seeds
 from .params import (AUTO_POINT_SEEDS_UP_TO, MAX_POINT_SEEDS, MERGE_RULES, SEEDINGS,
                      MeanShiftParams, resolve_seeding, resolve_summary)
 from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells, check_grid,
@@ -37,6 +39,26 @@ from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells
 
 class SeedingWarning(UserWarning):
     """seeding="auto" picked seeds other than every point (above the every-point limit)."""
+
+
+def _warn_seeding(p: MeanShiftParams, n: int) -> None:
+    """Say once per fit that "auto" switched away from every point as seed, and to what."""
+    why = (f"{n:,} points{' summarised' if p.summary is not None else ''}, more than "
+           f"{AUTO_POINT_SEEDS_UP_TO:,} in exact mode")
+    if p.seeding == BIN_SEEDING:
+        msg = (f"seeding: {why}, so 'auto' picked 'sklearn-bins' ({n_bin_seeds(p):,} candidate "
+               "bins of side h), not every point as seed: centres are those of scikit-learn's "
+               "MeanShift(bin_seeding=True), not MeanShift()'s. seeding='points' takes up to "
+               f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.")
+    else:
+        bins = "summary mode" if p.summary is not None else \
+            f"{n_bin_seeds(p):,} candidate bins, more than {MAX_BIN_SEEDS:,}"
+        msg = (f"seeding: {why}, and scikit-learn's bin_seeding is out of reach ({bins}), so "
+               f"'auto' picked {p.seeding!r} (dusts and every party's local modes): centres "
+               "may differ from MeanShift()'s and MeanShift(bin_seeding=True)'s. "
+               f"seeding='points' takes up to {MAX_POINT_SEEDS:,} rows; the choice is in "
+               "seeding_.")
+    warnings.warn(msg, SeedingWarning, stacklevel=4)
 
 
 def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
@@ -110,14 +132,24 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
     merge_radius : float or None, default=None
         Centres closer than this collapse; None: h ("intensity") or h/2 ("first").
 
-    seeding : {"auto", "points", "dust", "bins", "both"}, default="auto"
+    seeding : {"auto", "points", "sklearn-bins", "dust", "bins", "both"}, default="auto"
         Initial centres. "points": every row is a seed (scikit-learn's default,
-        exact semantics, O(N^2) per iteration, at most 2,000 rows); "dust":
-        ``n_dust`` rows picked by ``seed``; "bins": every party's own binned
-        local modes; "both": dusts then binned modes; "auto": "points" up to
-        1,000 rows in exact mode, else "both" (with a SeedingWarning: the
-        centres may then differ from ``MeanShift()``'s). The choice made is
-        in ``seeding_``.
+        exact semantics, O(N^2) per iteration, at most 2,000 rows);
+        "sklearn-bins": scikit-learn's ``bin_seeding=True`` (seeds at the
+        centres of the bins of side h holding at least ``min_bin_freq`` points;
+        every candidate bin inside the bounds iterates, which bins are occupied
+        stays secret; at most 4,096 candidate bins); "dust": ``n_dust`` rows
+        picked by ``seed``; "bins": every party's own binned local modes;
+        "both": dusts then binned modes; "auto": "points" up to 1,000 rows in
+        exact mode, above that "sklearn-bins" (a SeedingWarning says so: the
+        centres are then ``MeanShift(bin_seeding=True)``'s), or "both" in
+        summary mode or when the candidate bins exceed the cap (a
+        SeedingWarning: the centres may then differ from scikit-learn's). The
+        choice made is in ``seeding_``.
+
+    min_bin_freq : int, default=1
+        "sklearn-bins": only bins holding at least this many points (over all
+        parties, counted on shares) seed, as scikit-learn's ``min_bin_freq``.
 
     seeds_per_party : int, default=32
         Seeds each party contributes with "bins"/"both" (a fixed budget).
@@ -253,6 +285,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         "merge_radius": [Interval(Real, 0, None, closed="left"), None],
         "seeding": [StrOptions(set(SEEDINGS))],
         "seeds_per_party": [Interval(Integral, 1, 1024, closed="both")],
+        "min_bin_freq": [Interval(Integral, 1, None, closed="left")],
         "n_dust": [Interval(Integral, 1, None, closed="left")],
         "min_weight": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, 10_000, closed="both")],
@@ -282,6 +315,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         merge_radius: Optional[float] = None,
         seeding: str = "auto",
         seeds_per_party: int = 32,
+        min_bin_freq: int = 1,
         n_dust: int = 8,
         min_weight: float = 0.0,
         max_iter: int = 300,
@@ -307,6 +341,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         self.merge_radius = merge_radius
         self.seeding = seeding
         self.seeds_per_party = seeds_per_party
+        self.min_bin_freq = min_bin_freq
         self.n_dust = n_dust
         self.min_weight = min_weight
         self.max_iter = max_iter
@@ -339,16 +374,17 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         summary = None if self.summary == "exact" else self.summary
         if total_points is not None:
             summary = resolve_summary(summary, total_points)
-        return MeanShiftParams(
+        p = MeanShiftParams(
             bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
             kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
             seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
-            seeding=self.seeding if total_points is None or self.privacy is not None else
-            resolve_seeding(self.seeding, total_points, summary),
-            seeds_per_party=self.seeds_per_party,
-            min_weight=self.min_weight,
+            seeding=self.seeding, seeds_per_party=self.seeds_per_party,
+            min_bin_freq=self.min_bin_freq, min_weight=self.min_weight,
             reveal_to=None if self.reveal_to is None else tuple(int(r) for r in self.reveal_to),
             summary=summary, precision_bits=self.precision_bits, privacy=self.privacy)
+        if total_points is None or self.privacy is not None:
+            return p
+        return replace(p, seeding=resolve_seeding(self.seeding, total_points, summary, p))
 
     # ---- fit: every check first, then the run ------------------------------
     def _check_fit_input(self, X):
@@ -386,7 +422,10 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         scale = float(np.max(np.subtract(bounds[1], bounds[0])))
         h = self.bandwidth
         if h is None or h == "auto":
-            self.make_params(1e-3 * scale, bounds, n).check_world(world, n)   # before spawning
+            # before spawning, with a stand-in bandwidth (sklearn-bins: few enough bins;
+            # the real bin count is checked once the estimate is known)
+            stand_in = (0.5 if self.seeding == BIN_SEEDING else 1e-3) * scale
+            self.make_params(stand_in, bounds, n).check_world(world, n)
             from .bandwidth import estimate_bandwidth
 
             h = estimate_bandwidth(data.parties, quantile=self.quantile,
@@ -399,14 +438,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         p = self.make_params(h, bounds, n)
         p.check_world(world, n)
         if self.seeding == "auto" and p.seeding != "points":
-            warnings.warn(
-                f"seeding: {n:,} points{' summarised' if p.summary is not None else ''}, so "
-                f"'auto' picked {p.seeding!r} (dusts and every party's local modes), not every "
-                f"point as seed (scikit-learn's MeanShift() semantics, at most "
-                f"{AUTO_POINT_SEEDS_UP_TO:,} points in exact mode here): centres may differ from "
-                "MeanShift()'s. seeding='points' takes up to "
-                f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.", SeedingWarning,
-                stacklevel=3)
+            _warn_seeding(p, n)
         return p
 
     def _check_dp_inputs(self) -> None:
