@@ -51,8 +51,7 @@ def _warn_seeding(p: MeanShiftParams, n: int) -> None:
                "MeanShift(bin_seeding=True), not MeanShift()'s. seeding='points' takes up to "
                f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.")
     else:
-        bins = "summary mode" if p.summary is not None else \
-            f"{n_bin_seeds(p):,} candidate bins, more than {MAX_BIN_SEEDS:,}"
+        bins = f"{n_bin_seeds(p):,} candidate bins, more than {MAX_BIN_SEEDS:,}"
         msg = (f"seeding: {why}, and scikit-learn's bin_seeding is out of reach ({bins}), so "
                f"'auto' picked {p.seeding!r} (dusts and every party's local modes): centres "
                "may differ from MeanShift()'s and MeanShift(bin_seeding=True)'s. "
@@ -141,11 +140,11 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         stays secret; at most 4,096 candidate bins); "dust": ``n_dust`` rows
         picked by ``seed``; "bins": every party's own binned local modes;
         "both": dusts then binned modes; "auto": "points" up to 1,000 rows in
-        exact mode, above that "sklearn-bins" (a SeedingWarning says so: the
-        centres are then ``MeanShift(bin_seeding=True)``'s), or "both" in
-        summary mode or when the candidate bins exceed the cap (a
-        SeedingWarning: the centres may then differ from scikit-learn's). The
-        choice made is in ``seeding_``.
+        exact mode, above that (and in summary mode) "sklearn-bins" (a
+        SeedingWarning says so: the centres are then
+        ``MeanShift(bin_seeding=True)``'s), or "both" when the candidate bins
+        exceed the cap (a SeedingWarning: the centres may then differ from
+        scikit-learn's). The choice made is in ``seeding_``.
 
     min_bin_freq : int, default=1
         "sklearn-bins": only bins holding at least this many points (over all

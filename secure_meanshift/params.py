@@ -53,10 +53,9 @@ class MeanShiftParams:
             inside the bounds is a public seed (at most binseeds.MAX_BIN_SEEDS),
             bins with fewer than ``min_bin_freq`` points (counted on shares)
             count as empty at the merge; ``"auto"``: ``"points"`` up to
-            AUTO_POINT_SEEDS_UP_TO points in exact mode, above it
-            ``"sklearn-bins"`` when the candidate bins fit the cap, else
-            ``"both"`` (and always ``"both"`` in summary mode) (resolve_seeding,
-            once the public N is known); ``"grid"`` (DP mode only): the public
+            AUTO_POINT_SEEDS_UP_TO points in exact mode, above it (and in
+            summary mode) ``"sklearn-bins"`` when the candidate bins fit the
+            cap, else ``"both"`` (resolve_seeding, once the public N is known); ``"grid"`` (DP mode only): the public
             seed grid of privacy.grid_seeds.
         min_bin_freq: seeding "sklearn-bins": a bin's seed counts only if the
             bin holds at least this many points (scikit-learn's min_bin_freq).
@@ -324,15 +323,17 @@ def resolve_seeding(seeding: str, total_points: int, summary,
                     params: Optional["MeanShiftParams"] = None) -> str:
     """'auto' -> 'points' (every point a seed: scikit-learn's default and exact
     semantics) for at most AUTO_POINT_SEEDS_UP_TO points in exact mode; above it
-    'sklearn-bins' (scikit-learn's bin_seeding=True) when ``params`` (bounds, h)
-    give at most binseeds.MAX_BIN_SEEDS candidate bins; else (or in summary
-    mode, or without ``params``) 'both' (dusts and every party's local modes).
-    Any other rule as it is."""
+    and in summary mode 'sklearn-bins' (scikit-learn's bin_seeding=True) when
+    ``params`` (bounds, h) give at most binseeds.MAX_BIN_SEEDS candidate bins;
+    else (or without ``params``) 'both' (dusts and every party's local modes).
+    Any other rule as it is. (Summary mode too: on scikit-learn's generators
+    its answer is closer to scikit-learn's than 'both', with fewer seeds:
+    benchmarks/bin_seeds.py.)"""
     if seeding != "auto":
         return seeding
     if summary is None and total_points <= AUTO_POINT_SEEDS_UP_TO:
         return "points"
-    if summary is None and params is not None and params.merge == "intensity" \
+    if params is not None and params.merge == "intensity" \
             and n_bin_seeds(params) <= MAX_BIN_SEEDS:
         return BIN_SEEDING
     return "both"

@@ -107,7 +107,7 @@ def test_auto_picks_bins_above_the_every_point_limit():
     p = MeanShiftParams(bandwidth=1.0, bounds=_bounds(x), seeding="auto")
     assert resolve_seeding("auto", 1100, None, p) == BIN_SEEDING
     assert resolve_seeding("auto", 900, None, p) == "points"
-    assert resolve_seeding("auto", 1100, 0.25, p) == "both"          # summary mode
+    assert resolve_seeding("auto", 900, 0.25, p) == BIN_SEEDING      # summary mode
     tiny = MeanShiftParams(bandwidth=0.05, bounds=_bounds(x), seeding="auto")
     assert n_bin_seeds(tiny) > MAX_BIN_SEEDS
     assert resolve_seeding("auto", 1100, None, tiny) == "both"       # too many bins

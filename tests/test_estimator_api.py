@@ -143,7 +143,7 @@ def test_auto_choices_are_resolved_in_the_fitted_attributes():
     est = SecureMeanShift(1.5, engine="plaintext", summary="auto").fit(x)
     assert est.summary_ is None and est.seeding_ == "points"     # 240 points: exact, every point
     big = SecureMeanShift(1.5, summary="auto").make_params(1.5, ([-9, -9], [9, 9]), 30_000)
-    assert big.summary == 0.25 and big.seeding == "both"
+    assert big.summary == 0.25 and big.seeding == "sklearn-bins"    # 13 x 13 candidate bins
 
 
 def test_progress_header_names_the_choices():
