@@ -257,7 +257,8 @@ def run(args) -> int:
         params.check_world(len(parts), total)
         say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
         say(f"simulating {len(parts)} parties, {total} points, "
-            f"{params.n_dust} dusts, {params.kernel} kernel, h={params.bandwidth}")
+            f"{params.n_seeds(len(parts), total)} seeds ({params.seeding}), "
+            f"{params.kernel} kernel, h={params.bandwidth}")
 
         def progress(ev: dict) -> None:
             if ev.get("stage") == "iteration":
@@ -280,7 +281,8 @@ def run(args) -> int:
         skl = None
         if not args.no_sklearn and total <= 20000:
             from .centroid_match import sklearn_centres
-            skl = sklearn_centres(np.concatenate(parts), params.bandwidth)
+            skl = sklearn_centres(np.concatenate(parts), params.bandwidth,
+                                  bin_seeding=params.seeding == "sklearn-bins")
         report = build_report(parts, params, sim, ref, skl)
     except (InputError, MPCError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -297,7 +299,8 @@ def run(args) -> int:
     print(f"plaintext twin: {len(report['reference_centroids'])} centroids, "
           f"max |secure - twin| = {report['max_abs_error']:.2e} (data units)")
     if skl is not None:
-        print(f"scikit-learn MeanShift: {len(skl)} centres")
+        bins = "(bin_seeding=True)" if params.seeding == "sklearn-bins" else ""
+        print(f"scikit-learn MeanShift{bins}: {len(skl)} centres")
     print(f"communication: {report['communication']['bytes'] / 1e6:.2f} MB between parties, "
           f"{report['communication']['dealer_bytes'] / 1e6:.2f} MB from the dealer, "
           f"{report['communication']['rounds']} rounds "
