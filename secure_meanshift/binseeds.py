@@ -48,9 +48,13 @@ def bin_index_range(p: "MeanShiftParams") -> tuple[np.ndarray, np.ndarray]:
 
 
 def n_bin_seeds(p: "MeanShiftParams") -> int:
-    """m: the number of candidate bins (public: from the bounds and h)."""
-    lo, hi = bin_index_range(p)
-    return math.prod(int(b - a) + 1 for a, b in zip(lo, hi))
+    """m: the number of candidate bins (public: from the bounds and h); computed
+    in floating point, so a tiny h on wide bounds gives a huge number, not an
+    int64 overflow (capped at 2^62)."""
+    h = p.bandwidth
+    per = np.round(np.asarray(p.bounds[1], float) / h) - np.round(p.lo / h) + 1.0
+    total = float(np.prod(per))
+    return int(total) if total < 2.0**62 else 2**62
 
 
 def check_bin_seeds(p: "MeanShiftParams") -> None:
