@@ -247,8 +247,6 @@ class MeanShiftParams:
         if isinstance(self.min_bin_freq, bool) or not isinstance(self.min_bin_freq, int) \
                 or self.min_bin_freq < 1:
             raise bad("min_bin_freq", "must be an integer >= 1")
-        if self.seeding == BIN_SEEDING:
-            check_bin_seeds(self)
         if self.reveal_to is not None:
             r = tuple(self.reveal_to)
             if not (r or self.export_shares) or \
@@ -270,6 +268,8 @@ class MeanShiftParams:
                 or self.min_cluster_size < 1:
             raise bad("min_cluster_size", "must be an integer >= 1")
         self._check_privacy()
+        if self.seeding == BIN_SEEDING:         # (DP mode refused it above)
+            check_bin_seeds(self)
 
     def _check_privacy(self) -> None:
         """DP mode: public grid seeds and cells only (nothing data-dependent)."""

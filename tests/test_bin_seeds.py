@@ -121,6 +121,11 @@ def test_too_many_bins_or_merge_first_refused_up_front():
         MeanShiftParams(bandwidth=1.0, bounds=_bounds(x), seeding=BIN_SEEDING, merge="first")
     with pytest.raises(InputError, match="min_bin_freq"):
         MeanShiftParams(bandwidth=1.0, bounds=_bounds(x), seeding=BIN_SEEDING, min_bin_freq=0)
+    with pytest.raises(InputError, match="public grid only"):      # DP mode: its own grid
+        MeanShiftParams(bandwidth=1.0, bounds=_bounds(x), seeding=BIN_SEEDING,
+                        privacy={"epsilon": 1.0, "delta": 1e-6})
+    with pytest.raises(ValueError, match="min_bin_freq"):           # the estimator's check
+        SecureMeanShift(1.0, engine="plaintext", min_bin_freq=0).fit(x)
 
 
 def test_estimator_says_it_switched_to_bin_seeding():
