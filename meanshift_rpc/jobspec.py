@@ -36,7 +36,7 @@ bandwidth: 0.1           # data units, or auto (estimated under MPC; quantile: 0
 dust: 8
 kernel: flat             # flat | gaussian
 merge: intensity         # intensity (scikit-learn's) | first
-seeding: auto            # auto | dust | bins | both | points | sklearn-bins (auto: points up to 1,000 points, else sklearn-bins if at most 4,096 bins, else both; bins: seeds_per_party local modes per party; points: every row, scikit-learn's seeds, N^2 cost; sklearn-bins: scikit-learn's bin_seeding=True)
+seeding: auto            # auto | dust | bins | both | points | sklearn-bins (auto: points up to 1,000 points, else sklearn-bins if at most 4,096 bins and 8e6 kernel tests an iteration, else both; bins: seeds_per_party local modes per party; points: every row, scikit-learn's seeds, N^2 cost; sklearn-bins: scikit-learn's bin_seeding=True)
 max_iter: 30
 oblivious: false         # true: always max_iter iterations, nothing revealed early
 bounds: {lo: [0, 0], hi: [1, 1]}   # public feature bounds

@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .errors import InputError
 from .privacy import PrivacySpec
 from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
-from .binseeds import BIN_SEEDING, MAX_BIN_SEEDS, n_bin_seeds
+from .binseeds import AUTO_BIN_WORK, BIN_SEEDING, MAX_BIN_SEEDS, auto_bin_work, n_bin_seeds
 from .params import (AUTO_POINT_SEEDS_UP_TO, MAX_POINT_SEEDS, MERGE_RULES, SEEDINGS,
                      MeanShiftParams, resolve_seeding, resolve_summary)
 from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells, check_grid,
@@ -51,7 +51,10 @@ def _warn_seeding(p: MeanShiftParams, n: int) -> None:
                "MeanShift(bin_seeding=True), not MeanShift()'s. seeding='points' takes up to "
                f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.")
     else:
-        bins = f"{n_bin_seeds(p):,} candidate bins, more than {MAX_BIN_SEEDS:,}"
+        m = n_bin_seeds(p)
+        bins = (f"{m:,} candidate bins, more than {MAX_BIN_SEEDS:,}" if m > MAX_BIN_SEEDS else
+                f"{m:,} candidate bins: about {auto_bin_work(p, n, p.summary):,.0f} kernel "
+                f"tests an iteration, more than 'auto' takes ({AUTO_BIN_WORK:,})")
         msg = (f"seeding: {why}, and scikit-learn's bin_seeding is out of reach ({bins}), so "
                f"'auto' picked {p.seeding!r} (dusts and every party's local modes): centres "
                "may differ from MeanShift()'s and MeanShift(bin_seeding=True)'s. "
@@ -143,8 +146,9 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         exact mode, above that (and in summary mode) "sklearn-bins" (a
         SeedingWarning says so: the centres are then
         ``MeanShift(bin_seeding=True)``'s), or "both" when the candidate bins
-        exceed the cap (a SeedingWarning: the centres may then differ from
-        scikit-learn's). The choice made is in ``seeding_``.
+        exceed the cap or their work (bins x rows, at most 8,000,000 kernel
+        tests an iteration) (a SeedingWarning: the centres may then differ
+        from scikit-learn's). The choice made is in ``seeding_``.
 
     min_bin_freq : int, default=1
         "sklearn-bins": only bins holding at least this many points (over all

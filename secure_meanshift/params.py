@@ -8,7 +8,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .binseeds import BIN_SEEDING, MAX_BIN_SEEDS, check_bin_seeds, n_bin_seeds
+from .binseeds import (AUTO_BIN_WORK, BIN_SEEDING, MAX_BIN_SEEDS, auto_bin_work,
+                       check_bin_seeds, n_bin_seeds)
 from .errors import InputError
 
 from .kernels import KERNEL_NAMES as KERNELS  # the one registry
@@ -55,7 +56,8 @@ class MeanShiftParams:
             count as empty at the merge; ``"auto"``: ``"points"`` up to
             AUTO_POINT_SEEDS_UP_TO points in exact mode, above it (and in
             summary mode) ``"sklearn-bins"`` when the candidate bins fit the
-            cap, else ``"both"`` (resolve_seeding, once the public N is known); ``"grid"`` (DP mode only): the public
+            cap and their work per iteration binseeds.AUTO_BIN_WORK, else
+            ``"both"`` (resolve_seeding, once the public N is known); ``"grid"`` (DP mode only): the public
             seed grid of privacy.grid_seeds.
         min_bin_freq: seeding "sklearn-bins": a bin's seed counts only if the
             bin holds at least this many points (scikit-learn's min_bin_freq).
@@ -325,16 +327,18 @@ def resolve_seeding(seeding: str, total_points: int, summary,
     semantics) for at most AUTO_POINT_SEEDS_UP_TO points in exact mode; above it
     and in summary mode 'sklearn-bins' (scikit-learn's bin_seeding=True) when
     ``params`` (bounds, h) give at most binseeds.MAX_BIN_SEEDS candidate bins;
-    else (or without ``params``) 'both' (dusts and every party's local modes).
-    Any other rule as it is. (Summary mode too: on scikit-learn's generators
-    its answer is closer to scikit-learn's than 'both', with fewer seeds:
-    benchmarks/bin_seeds.py.)"""
+    and binseeds.auto_bin_work (m x rows per iteration) stays within
+    AUTO_BIN_WORK; else (or without ``params``) 'both' (dusts and every
+    party's local modes). Any other rule as it is. (Summary mode too: on
+    scikit-learn's generators its answer is closer to scikit-learn's than
+    'both', with fewer seeds: benchmarks/bin_seeds.py.)"""
     if seeding != "auto":
         return seeding
     if summary is None and total_points <= AUTO_POINT_SEEDS_UP_TO:
         return "points"
     if params is not None and params.merge == "intensity" \
-            and n_bin_seeds(params) <= MAX_BIN_SEEDS:
+            and n_bin_seeds(params) <= MAX_BIN_SEEDS \
+            and auto_bin_work(params, total_points, summary) <= AUTO_BIN_WORK:
         return BIN_SEEDING
     return "both"
 

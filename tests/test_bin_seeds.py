@@ -111,6 +111,10 @@ def test_auto_picks_bins_above_the_every_point_limit():
     tiny = MeanShiftParams(bandwidth=0.05, bounds=_bounds(x), seeding="auto")
     assert n_bin_seeds(tiny) > MAX_BIN_SEEDS
     assert resolve_seeding("auto", 1100, None, tiny) == "both"       # too many bins
+    fine = MeanShiftParams(bandwidth=0.3, bounds=_bounds(x), seeding="auto")
+    assert n_bin_seeds(fine) <= MAX_BIN_SEEDS
+    assert resolve_seeding("auto", 1100, None, fine) == BIN_SEEDING
+    assert resolve_seeding("auto", 20_000, None, fine) == "both"     # m x N above AUTO_BIN_WORK
 
 
 def test_too_many_bins_or_merge_first_refused_up_front():
