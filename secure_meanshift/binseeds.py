@@ -13,6 +13,11 @@ opened. All m seeds iterate; at the merge a seed whose bin is unoccupied
 counts as empty (its intensity times ``occupied``), so it is never kept and
 never suppresses another seed: scikit-learn's answer from its own seeds.
 
+In summary mode the parties count their representatives' weights per bin (a
+representative is a cell mean, so a cell across a bin edge counts in one bin).
+Seeding "auto" picks this rule above the every-point limit while the bins fit
+MAX_BIN_SEEDS and their work AUTO_BIN_WORK (params.resolve_seeding).
+
 Two differences from scikit-learn, both documented in the README:
 - a seed centre outside the unit box by more than BOX_SLACK is moved onto that
   margin (the protocol's range test catches corrupted centroids outside the box
