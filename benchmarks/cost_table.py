@@ -5,7 +5,7 @@ next to SecretFlow SPU's published cost model for the same steps.
     .venv/bin/python benchmarks/cost_table.py --big      # adds 10,000 points, 2 parties
     .venv/bin/python benchmarks/cost_table.py --quick --out /tmp/ct   # smoke run, ~15 s
 
-Ours: each setting is one run of the ``secure_meanshift.simcli`` CLI, exactly as
+Ours: each setting is one run of the ``meanshift_cli.simulate`` CLI, exactly as
 a user runs it (its own party and dealer processes, TLS on loopback), with
 ``--summary exact --no-sklearn --json``. Its JSON gives, per protocol step,
 bytes sent between parties and bytes received from the dealer (both summed over
@@ -220,7 +220,7 @@ def run_cli(parties: int, points: int, timeout: float) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
     env = dict(os.environ, PYTHONPATH=ROOT)
-    cmd = [sys.executable, "-m", "secure_meanshift.simcli", *cli_args(parties, points),
+    cmd = [sys.executable, "-m", "meanshift_cli.simulate", *cli_args(parties, points),
            "--json", out]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=timeout)
@@ -375,7 +375,7 @@ def main(argv=None) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     data = {"settings": {},
-            "command": ("PYTHONPATH=<repo> python -m secure_meanshift.simcli --points N "
+            "command": ("PYTHONPATH=<repo> python -m meanshift_cli.simulate --points N "
                         "--parties P " + " ".join(BASE_ARGS) + " --json OUT.json"),
             "notes": MODEL_NOTES}
     for name, s in settings(args.quick, args.big).items():

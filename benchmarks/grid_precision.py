@@ -25,7 +25,7 @@ from sklearn.cluster import MeanShift  # noqa: E402
 from sklearn.datasets import make_blobs  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from secure_meanshift.estimator import data_bounds  # noqa: E402
+from secure_meanshift.data import data_bounds  # noqa: E402
 from secure_meanshift.params import MeanShiftParams  # noqa: E402
 from secure_meanshift.data import POINT_BITS  # noqa: E402
 from secure_meanshift.plaintext import reference_meanshift  # noqa: E402

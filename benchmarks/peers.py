@@ -493,7 +493,7 @@ def run_ours(s: dict, mode: str, wan: dict, timeout: float, tmp: str) -> dict:
     os.close(fd)
     args = BASE_ARGS + ["--points", str(s["points"]), "--parties", str(s["parties"]),
                         *s["extra"], "--timeout", "600", "--json", out]
-    cmd = [os.path.join(ROOT, ".venv", "bin", "python"), "-m", "secure_meanshift.simcli", *args]
+    cmd = [os.path.join(ROOT, ".venv", "bin", "python"), "-m", "meanshift_cli.simulate", *args]
     if not os.path.exists(cmd[0]):
         cmd[0] = sys.executable
     check = None
@@ -754,7 +754,7 @@ def main(argv=None) -> int:
                 "bandwidth": BANDWIDTH, "dust": DUST, "kernel": "flat",
                 "dust_rows": "secure_meanshift.params.dust_indices(0, N, 8) of the "
                              "concatenated rows"},
-        "ours_how": "python -m secure_meanshift.simcli " + " ".join(BASE_ARGS) +
+        "ours_how": "python -m meanshift_cli.simulate " + " ".join(BASE_ARGS) +
                     " --points N --parties K [--oblivious --max-iter 3 at 100k]: default "
                     "provider (dealer) and transport (TLS); s/iteration = timings."
                     "mean_iteration_s (iterations until convergence, or 3 fixed at 100k); "

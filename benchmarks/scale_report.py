@@ -48,7 +48,7 @@ TARGETS = {"1M_end_to_end_s": 60.0, "1M_ari": 0.95, "1M_offset_h": 0.1,
 def params(kernel="flat", summary=None, iters=None, dusts=DUSTS, chunk=1 << 20):
     return MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=dusts, kernel=kernel,
                            max_iter=iters or 30, oblivious=iters is not None, summary=summary,
-                           chunk_elements=chunk)
+                           chunk_elements=chunk, seeding="dust")
 
 
 def sklearn_fit(points):

@@ -55,7 +55,8 @@ def run_sweeps(quick: bool = False, repeats: int = 1, max_iter: int = 20,
     def make(s):
         parts = report_data(s["points"], s["centers"], s["parties"])
         p = MeanShiftParams(bandwidth=s["radius"], bounds=([0, 0], [1, 1]), n_dust=s["dusts"],
-                            kernel="flat", max_iter=max_iter, oblivious=oblivious)
+                            kernel="flat", max_iter=max_iter, oblivious=oblivious, seeding="dust",
+                            summary=None)
         return parts, p, 120.0
 
     def label(key, r):

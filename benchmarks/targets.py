@@ -59,7 +59,7 @@ def make(s: dict):
     parts = report_data(s["points"], 8, s["parties"])
     p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=s["dusts"],
                         kernel=s["kernel"], max_iter=s["iters"] or 20,
-                        oblivious=s["iters"] is not None)
+                        oblivious=s["iters"] is not None, seeding="dust", summary=None)
     return parts, p, 600.0
 
 

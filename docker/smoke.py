@@ -20,7 +20,8 @@ def main() -> None:
     rng = np.random.default_rng(7)
     centres = np.array([[0.25, 0.3], [0.7, 0.75]])
     parts = [np.clip(centres[i % 2] + 0.04 * rng.standard_normal((30, 2)), 0, 1) for i in range(2)]
-    params = MeanShiftParams(bandwidth=0.15, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=20, seed=3)
+    params = MeanShiftParams(bandwidth=0.15, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=20, seed=3,
+                             seeding="dust")
     t0 = time.perf_counter()
     run = run_simulation(parts, params, timeout_s=60)
     ref = reference_meanshift(parts, params)

@@ -76,15 +76,13 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 
 def _simulate_parser(sub, words: list) -> None:
+    """`simulate`: its flags come from the engine's parameter table
+    (meanshift_cli/simulate.py), loaded only when this subcommand runs."""
     sim = sub.add_parser("simulate", help="run all parties locally (engine only)")
-    simcli = None
     if words[:1] == ["simulate"]:   # the engine (and torch) load only for this subcommand
-        try:       # the engine owner's module: the wiring stays even if it is missing
-            from secure_meanshift import simcli
-        except ImportError:
-            simcli = None
-    if simcli is not None:
-        simcli.add_arguments(sim)
+        from .simulate import add_arguments
+
+        add_arguments(sim)
     else:
         sim.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -278,13 +276,9 @@ def _main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         if args.cmd == "simulate":
-            try:
-                from secure_meanshift import simcli
-            except ImportError:
-                print("error: the simulator (secure_meanshift.simcli) is not installed in this "
-                      "version", file=sys.stderr)
-                return EXIT_USAGE
-            return simcli.run(args)
+            from .simulate import run as simulate    # the engine (torch): this command only
+
+            return simulate(args)
         if args.cmd == "demo":
             from .demo import run_demo  # loads the engine (torch): only for this command
             return run_demo(args)

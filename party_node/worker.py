@@ -77,16 +77,18 @@ def main() -> int:
             emit({"progress": ev})
 
         points = job_data(job, progress=report)
-        if job["params"].get("bandwidth") == "auto":     # estimated under MPC first
+        kw = dict(job["params"])
+        floor = float(kw.pop("min_bandwidth", 0.0) or 0.0)   # this party's policy
+        params = MeanShiftParams(**kw)
+        if params.estimates_bandwidth:                    # estimated under MPC first
             from secure_meanshift.bandwidth import run_party_auto
 
             if not isinstance(points, np.ndarray):       # the estimate needs the rows
                 points = points.points()
-            out, _ = run_party_auto(points, job["params"], cfg,
-                                    progress=report,
-                                    name=f"data set {job['dataset']!r}", clip=True)
+            out, _ = run_party_auto(points, params, cfg, progress=report,
+                                    name=f"data set {job['dataset']!r}", clip=True,
+                                    min_bandwidth=floor)
         else:
-            params = MeanShiftParams(**job["params"])
             out = run_party(points, params, cfg, progress=report,
                             name=f"data set {job['dataset']!r}", clip=True)
     except PolicyRefusal as exc:                   # the rule and its numbers, no data

@@ -17,11 +17,12 @@ one machine, :func:`run_simulation`. The plaintext twin is
 
 from . import _lifeline  # noqa: F401  (first: a party process dies with its caller)
 from .errors import InputError, MPCError
-from .params import MeanShiftParams, dust_indices
+from .params import EstimateBandwidth, MeanShiftParams, dust_indices
 from .plaintext import PlainResult, reference_meanshift
 from .privacy import PrivacySpec
 
 __all__ = ["SecureMeanShift", "SecureStandardScaler", "estimate_bandwidth", "InputError", "MPCError", "MeanShiftParams",
+           "EstimateBandwidth",
            "dust_indices", "PlainResult", "reference_meanshift", "MPCConfig", "PartyOutcome",
            "run_party", "run_simulation", "run_dealer", "Peer", "LinkSecurity", "PrivacySpec"]
 

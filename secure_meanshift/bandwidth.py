@@ -22,15 +22,18 @@ same (2^-16-grid) points and sample.
 from __future__ import annotations
 
 import math
+from dataclasses import replace as _replace
 from typing import Optional, Sequence
 
 import numpy as np
 
-from .data import check_points, clip_to_bounds, to_unit
-from .params import dust_indices
-from .data import POINT_BITS, quantise_points
+from .data import POINT_BITS, check_points, clip_to_bounds, data_bounds, quantise_points, \
+    to_unit
+from .errors import InputError
+from .params import EstimateBandwidth, MeanShiftParams, default, dust_indices
 
-DEFAULT_SAMPLES = 300     # S: the S x S work per bisection step; sklearn's default is all N
+DEFAULT_SAMPLES = default("n_samples")   # S: S x S work per bisection step; sklearn's: all N
+DEFAULT_QUANTILE = default("quantile")
 
 
 def sample_size(n_samples: Optional[int], total: int) -> int:
@@ -42,7 +45,7 @@ def sample_indices(seed: int, total: int, n_samples: Optional[int]) -> np.ndarra
     return dust_indices(seed + 1, total, sample_size(n_samples, total))
 
 
-def plain_bandwidth(parties: Sequence[np.ndarray], bounds, quantile: float = 0.3,
+def plain_bandwidth(parties: Sequence[np.ndarray], bounds, quantile: float = DEFAULT_QUANTILE,
                     n_samples: Optional[int] = DEFAULT_SAMPLES, seed: int = 0) -> float:
     """The plaintext twin (scikit-learn's formula on the engine's 2^-16-grid points)."""
     lo, scale = np.asarray(bounds[0], float), float(np.max(np.subtract(bounds[1], bounds[0])))
@@ -108,7 +111,7 @@ def _bandwidth_job(rank, parties, bounds, quantile, n_samples, seed):
     return secure_bandwidth_unit(x, quantile, n_samples, seed) * scale
 
 
-def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = 0.3,
+def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = DEFAULT_QUANTILE,
                        n_samples: Optional[int] = DEFAULT_SAMPLES, seed: int = 0,
                        bounds=None, engine: str = "secure", timeout_s: float = 300.0) -> float:
     """scikit-learn's estimate_bandwidth over several parties' points (data units).
@@ -116,59 +119,47 @@ def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = 0.3,
     ``engine="secure"``: one spawned process per party, only the bandwidth is
     opened; ``"plaintext"``: the twin. ``n_samples=None`` uses every point
     (scikit-learn's default; S x S work)."""
-    if not 0 < quantile <= 1:
-        raise ValueError("quantile: must be in (0, 1]")
+    how = EstimateBandwidth(quantile, n_samples)          # checks both (InputError)
     if bounds is None:
-        from .estimator import data_bounds
-
         bounds = data_bounds(parties)
     bounds = (list(map(float, bounds[0])), list(map(float, bounds[1])))
     if engine == "plaintext":
-        return plain_bandwidth(parties, bounds, quantile, n_samples, seed)
+        return plain_bandwidth(parties, bounds, how.quantile, how.n_samples, seed)
     from .simulate import run_mpc_function
 
     out = run_mpc_function(_bandwidth_job, len(parties),
-                           ([np.asarray(q, float) for q in parties], bounds, quantile,
-                            n_samples, seed), timeout_s=timeout_s)
+                           ([np.asarray(q, float) for q in parties], bounds, how.quantile,
+                            how.n_samples, seed), timeout_s=timeout_s)
     return float(out[0])
 
 
-def run_party_auto(points: np.ndarray, params: dict, mpc, progress=None, name: str = "points",
-                   clip: bool = False):
-    """One party's side of a ``bandwidth: auto`` job (party node worker): in one
-    MPC session, first the bandwidth estimate (only h is opened, to every party,
-    as it is a job parameter), then mean-shift with it. ``params``:
-    MeanShiftParams fields with bandwidth "auto", plus ``quantile``, optionally
-    ``bandwidth_samples`` and ``min_bandwidth`` (this party's policy floor, data
-    units: a smaller estimate aborts the job before any centroid is computed).
-    ``clip``: rows outside the bounds are clipped into them (runtime.run_party).
+def run_party_auto(points: np.ndarray, params: MeanShiftParams, mpc, progress=None,
+                   name: str = "points", clip: bool = False, min_bandwidth: float = 0.0):
+    """One party's side of a job whose bandwidth is EstimateBandwidth (party node
+    worker): in one MPC session, first the bandwidth estimate (only h is opened,
+    to every party, as it is a job parameter), then mean-shift with it.
+    ``min_bandwidth``: this party's policy floor (data units): a smaller
+    estimate aborts the job before any centroid is computed. ``clip``: rows
+    outside the bounds are clipped into them (runtime.run_party).
     Returns (PartyOutcome, h)."""
-    from dataclasses import replace as _replace
+    if not params.estimates_bandwidth:
+        raise ValueError("run_party_auto: the bandwidth is given; use runtime.run_party")
+    how: EstimateBandwidth = params.bandwidth
+    lo, scale = params.lo, params.scale
+    x = clip_to_bounds(points, params.bounds, name)[0] if clip else \
+        check_points(points, params.bounds, name)
 
-    from .errors import InputError
-    from .params import MeanShiftParams
-    from .runtime import run_party
-
-    kw = dict(params)
-    quantile = float(kw.pop("quantile", 0.3) or 0.3)
-    n_samples = kw.pop("bandwidth_samples", DEFAULT_SAMPLES)
-    floor = float(kw.pop("min_bandwidth", 0.0) or 0.0)
-    bounds = kw["bounds"]
-    lo = np.asarray(bounds[0], float)
-    scale = float(np.max(np.subtract(bounds[1], bounds[0])))
-    box = (tuple(bounds[0]), tuple(bounds[1]))
-    x = clip_to_bounds(points, box, name)[0] if clip else check_points(points, box, name)
-    probe = MeanShiftParams(**{**kw, "bandwidth": 1e-3 * scale})   # validates the rest
-
-    def estimate(p):
-        h = secure_bandwidth_unit(to_unit(x, lo, scale), quantile, n_samples,
-                                  int(kw.get("seed", 0))) * scale
-        if h < floor:
+    def estimate(p: MeanShiftParams) -> MeanShiftParams:
+        h = secure_bandwidth_unit(to_unit(x, lo, scale), how.quantile, how.n_samples,
+                                  p.seed) * scale
+        if h < min_bandwidth:
             raise InputError("policy: the estimated bandwidth is below this party's minimum "
                              "(relative to the bounds)")
         if progress:
             progress({"stage": "bandwidth", "seconds": 0.0})
         return _replace(p, bandwidth=h)
 
-    out = run_party(points, probe, mpc, progress, name, before=estimate, clip=clip)
+    from .runtime import run_party     # torch and CrypTen: loaded by the party process only
+
+    out = run_party(points, params, mpc, progress, name, before=estimate, clip=clip)
     return out, out.params.bandwidth

@@ -226,3 +226,15 @@ def split_even(points: np.ndarray, parties: int, seed: int = 0) -> list:
         raise InputError("parties: need between 1 and the number of points")
     idx = np.random.default_rng(seed + 1).permutation(len(points))
     return [points[np.sort(part)] for part in np.array_split(idx, parties)]
+
+
+def data_bounds(parties: Sequence[np.ndarray], pad: float = 0.0) -> tuple:
+    """Bounds covering every party's points (local simulation only: in a
+    deployment the bounds are public knowledge agreed up front). A data set
+    with no spread at all gets a unit box, so that some hi > lo."""
+    x = np.concatenate([np.asarray(q, float) for q in parties])
+    lo, hi = x.min(0), x.max(0)
+    span = float(np.max(hi - lo))
+    if span <= 0:
+        return lo.tolist(), (hi + 1.0).tolist()
+    return (lo - pad * span).tolist(), (hi + pad * span).tolist()

@@ -20,19 +20,21 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 from numbers import Integral, Real
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .bandwidth import estimate_bandwidth
+from .data import data_bounds
 from .errors import InputError
 from .privacy import PrivacySpec
-from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
 from .binseeds import AUTO_BIN_WORK, BIN_SEEDING, MAX_BIN_SEEDS, auto_bin_work, n_bin_seeds
-from .params import (AUTO_POINT_SEEDS_UP_TO, MAX_POINT_SEEDS, MERGE_RULES, SEEDINGS,
-                     MeanShiftParams, resolve_seeding, resolve_summary)
+from .params import (AUTO_POINT_SEEDS_UP_TO, MAX_POINT_SEEDS, PARAMS, EstimateBandwidth,
+                     MeanShiftParams, Param, bandwidth_value, default, resolve_seeding,
+                     resolve_summary)
 from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells, check_grid,
                          check_inside)
 
@@ -77,18 +79,6 @@ def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
     return lab
 
 
-def data_bounds(parties: Sequence[np.ndarray], pad: float = 0.0) -> tuple:
-    """Bounds covering every party's points (local simulation only: in a
-    deployment the bounds are public knowledge agreed up front). A data set
-    with no spread at all gets a unit box, so that some hi > lo."""
-    x = np.concatenate([np.asarray(q, float) for q in parties])
-    lo, hi = x.min(0), x.max(0)
-    span = float(np.max(hi - lo))
-    if span <= 0:
-        return lo.tolist(), (hi + 1.0).tolist()
-    return (lo - pad * span).tolist(), (hi + pad * span).tolist()
-
-
 def sklearn_order(centres: np.ndarray, intensity: Optional[np.ndarray]) -> np.ndarray:
     """Row order of scikit-learn's ``cluster_centers_``: decreasing (intensity,
     centre coordinates) as tuples. Without intensities (the secure engine does
@@ -106,6 +96,30 @@ def sklearn_n_iter(iterations: int, max_iter: int) -> int:
     return max_iter if iterations >= max_iter else max(0, iterations - 1)
 
 
+#: the estimator's keyword arguments that are rows of the parameter table
+TABLE_PARAMS = ("kernel", "merge", "merge_radius", "seeding", "seeds_per_party",
+                "min_bin_freq", "n_dust",
+                "min_weight", "max_iter", "tol", "oblivious", "seed", "summary",
+                "precision_bits", "quantile", "n_samples")
+_CLOSED = {(False, True): "both", (False, False): "left", (True, True): "right",
+           (True, False): "neither"}       # (low open, has high) -> Interval's closed
+
+
+def _constraints(row: Param) -> list:
+    """scikit-learn's constraints of one table row."""
+    if row.kind == "choice":
+        return [StrOptions(set(row.choices))]
+    if row.kind == "bool":
+        return ["boolean"]
+    if row.kind == "summary":
+        return [Interval(Real, row.low, row.high, closed="right"),
+                StrOptions({"auto", "exact"}), None]
+    kind = Integral if row.kind == "int" else Real
+    out: list = [Interval(kind, row.low, row.high,
+                          closed=_CLOSED[(row.low_open, row.high is not None)])]
+    return out + [None] if row.none_ok else out
+
+
 class SecureMeanShift(ClusterMixin, BaseEstimator):
     """Mean-shift clustering over several parties' data under MPC, as
     scikit-learn's ``MeanShift``.
@@ -117,10 +131,11 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    bandwidth : float, "auto" or None, default=None
+    bandwidth : float, "auto", EstimateBandwidth or None, default=None
         Kernel radius h in the data's units. None or "auto": estimated first
         with scikit-learn's ``estimate_bandwidth`` formula under MPC (only h is
-        revealed), from ``n_samples`` rows picked by ``seed`` and ``quantile``.
+        revealed), from ``n_samples`` rows picked by ``seed`` and ``quantile``
+        (an ``EstimateBandwidth(quantile, n_samples)`` says both at once).
 
     kernel : {"flat", "gaussian"}, default="flat"
         "flat" is scikit-learn's (weight 1 within h); "gaussian" is a
@@ -181,10 +196,10 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         Public seed for the dust rows and the bandwidth sample (no secret
         depends on it).
 
-    summary : float, "auto", "exact" or None, default=None
+    summary : float, "auto", "exact" or None, default="auto"
         None/"exact": every point takes part; a float: each party first
         summarises its points in cells of that many bandwidths; "auto": exact
-        up to 20,000 points, else cells of h/4.
+        (scikit-learn's semantics) up to 20,000 points, else cells of h/4.
 
     reveal_to : list of int or None, default=None
         Ranks that receive the centres (default: every party). Parties not
@@ -282,26 +297,12 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}), None],
-        "kernel": [StrOptions(set(KERNEL_NAMES))],
-        "merge": [StrOptions(set(MERGE_RULES))],
-        "merge_radius": [Interval(Real, 0, None, closed="left"), None],
-        "seeding": [StrOptions(set(SEEDINGS))],
-        "seeds_per_party": [Interval(Integral, 1, 1024, closed="both")],
-        "min_bin_freq": [Interval(Integral, 1, None, closed="left")],
-        "n_dust": [Interval(Integral, 1, None, closed="left")],
-        "min_weight": [Interval(Real, 0, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, 10_000, closed="both")],
-        "tol": [Interval(Real, 0, None, closed="neither"), None],
-        "oblivious": ["boolean"],
-        "seed": [Interval(Integral, 0, None, closed="left")],
-        "summary": [Interval(Real, 0, 2, closed="right"), StrOptions({"auto", "exact"}), None],
+        **{name: _constraints(PARAMS[name]) for name in TABLE_PARAMS},
+        "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}),
+                      EstimateBandwidth, None],
         "reveal_to": ["array-like", None],
-        "precision_bits": [Interval(Integral, 16, 24, closed="both")],
         "cluster_all": ["boolean"],
         "bounds": ["array-like", None],
-        "quantile": [Interval(Real, 0, 1, closed="right")],
-        "n_samples": [Interval(Integral, 1, None, closed="left"), None],
         "n_parties": [Interval(Integral, 1, None, closed="left")],
         "engine": [StrOptions({"secure", "plaintext"})],
         "timeout_s": [Interval(Real, 0, None, closed="neither")],
@@ -311,27 +312,27 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
 
     def __init__(
         self,
-        bandwidth=None,
+        bandwidth=default("bandwidth"),
         *,
-        kernel: str = DEFAULT_KERNEL,
-        merge: str = "intensity",
-        merge_radius: Optional[float] = None,
-        seeding: str = "auto",
-        seeds_per_party: int = 32,
-        min_bin_freq: int = 1,
-        n_dust: int = 8,
-        min_weight: float = 0.0,
-        max_iter: int = 300,
-        tol: Optional[float] = None,
-        oblivious: bool = False,
-        seed: int = 0,
-        summary=None,
+        kernel: str = default("kernel"),
+        merge: str = default("merge"),
+        merge_radius: Optional[float] = default("merge_radius"),
+        seeding: str = default("seeding"),
+        seeds_per_party: int = default("seeds_per_party"),
+        min_bin_freq: int = default("min_bin_freq"),
+        n_dust: int = default("n_dust"),
+        min_weight: float = default("min_weight"),
+        max_iter: int = default("max_iter"),
+        tol: Optional[float] = default("tol"),
+        oblivious: bool = default("oblivious"),
+        seed: int = default("seed"),
+        summary=default("summary"),
         reveal_to=None,
-        precision_bits: int = 20,
+        precision_bits: int = default("precision_bits"),
         cluster_all: bool = True,
         bounds=None,
-        quantile: float = 0.3,
-        n_samples: Optional[int] = 300,
+        quantile: float = default("quantile"),
+        n_samples: Optional[int] = default("n_samples"),
         n_parties: int = 2,
         engine: str = "secure",
         timeout_s: float = 120.0,
@@ -370,23 +371,30 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         tags.non_deterministic = self.engine == "secure"   # fixed-point truncation noise
         return tags
 
-    def make_params(self, bandwidth: float, bounds,
+    def estimate(self) -> EstimateBandwidth:
+        """How the bandwidth is estimated when it is None or "auto"."""
+        if isinstance(self.bandwidth, EstimateBandwidth):
+            return self.bandwidth
+        return EstimateBandwidth(quantile=self.quantile, n_samples=self.n_samples)
+
+    def make_params(self, bandwidth, bounds,
                     total_points: Optional[int] = None) -> MeanShiftParams:
-        """total_points: resolves summary and seeding "auto" now (else the run
+        """The engine's parameters (bandwidth: a number, or EstimateBandwidth).
+        total_points: resolves summary and seeding "auto" now (else the run
         resolves them)."""
+        kw = {name: getattr(self, name) for name in TABLE_PARAMS
+              if name in MeanShiftParams.__dataclass_fields__}
         summary = None if self.summary == "exact" else self.summary
         if total_points is not None:
             summary = resolve_summary(summary, total_points)
         p = MeanShiftParams(
-            bandwidth=float(bandwidth), bounds=tuple(bounds), n_dust=self.n_dust,
-            kernel=self.kernel, max_iter=self.max_iter, tol=self.tol, oblivious=self.oblivious,
-            seed=self.seed, merge_radius=self.merge_radius, merge=self.merge,
-            seeding=self.seeding, seeds_per_party=self.seeds_per_party,
-            min_bin_freq=self.min_bin_freq, min_weight=self.min_weight,
-            reveal_to=None if self.reveal_to is None else tuple(int(r) for r in self.reveal_to),
-            summary=summary, precision_bits=self.precision_bits, privacy=self.privacy)
+            **{**kw, "summary": summary},
+            bandwidth=bandwidth_value(bandwidth, estimate=self.estimate()),
+            bounds=tuple(bounds), privacy=self.privacy,
+            reveal_to=None if self.reveal_to is None else tuple(int(r) for r in self.reveal_to))
         if total_points is None or self.privacy is not None:
             return p
+        # 'auto' with the bounds and h known (scikit-learn's bins when they fit)
         return replace(p, seeding=resolve_seeding(self.seeding, total_points, summary, p))
 
     # ---- fit: every check first, then the run ------------------------------
@@ -422,21 +430,17 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         """The bandwidth (estimated if asked) and the agreed parameters, checked."""
         n = data.n_samples
         world = max(2, len(data.parties))
-        scale = float(np.max(np.subtract(bounds[1], bounds[0])))
-        h = self.bandwidth
-        if h is None or h == "auto":
-            # before spawning, with a stand-in bandwidth (sklearn-bins: few enough bins;
-            # the real bin count is checked once the estimate is known)
-            stand_in = (0.5 if self.seeding == BIN_SEEDING else 1e-3) * scale
-            self.make_params(stand_in, bounds, n).check_world(world, n)
-            from .bandwidth import estimate_bandwidth
-
-            h = estimate_bandwidth(data.parties, quantile=self.quantile,
-                                   n_samples=self.n_samples, seed=self.seed, bounds=bounds,
-                                   engine=self.engine, timeout_s=self.timeout_s)
+        p = self.make_params(self.bandwidth, bounds, n)
+        p.check_world(world, n)                   # before anything is spawned
+        if p.estimates_bandwidth:
+            h = estimate_bandwidth(data.parties, quantile=p.bandwidth.quantile,
+                                   n_samples=p.bandwidth.n_samples, seed=self.seed,
+                                   bounds=bounds, engine=self.engine, timeout_s=self.timeout_s)
             if not h > 0:
                 raise InputError("bandwidth: the estimate is 0 (too few distinct points, "
                                  f"n_samples = {n}); give a bandwidth")
+        else:
+            h = p.bandwidth
         check_grid(bounds, float(h), data.names)
         p = self.make_params(h, bounds, n)
         p.check_world(world, n)
@@ -449,7 +453,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         if self.bounds is None:
             raise InputError("bounds: DP mode needs public bounds (the data's own range "
                              "would depend on the data)")
-        if self.bandwidth is None or self.bandwidth == "auto":
+        if isinstance(bandwidth_value(self.bandwidth), EstimateBandwidth):
             raise InputError("bandwidth: 'auto' is refused in DP mode (the estimate would "
                              "reveal a value computed from the data); give a number")
 
@@ -519,7 +523,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
 
     def _header(self, data, p: MeanShiftParams) -> str:
         """The choices of this fit, in one line (public parameters only)."""
-        estimated = self.bandwidth is None or self.bandwidth == "auto"
+        estimated = isinstance(bandwidth_value(self.bandwidth), EstimateBandwidth)
         summary = "exact" if p.summary is None else f"cells of {p.summary:g} h"
         return (f"{len(data.parties)} parties, {data.n_samples:,} points, {data.n_features} "
                 f"features; bandwidth {p.bandwidth:.6g}{' (estimated)' if estimated else ''}, "

@@ -16,7 +16,7 @@ from .data import check_points, from_unit, quantise_points, to_unit
 from .mpc.division import EMPTY_BELOW
 from .kernels import plain_kernel
 from .merge import merge_keep, merge_keep_intensity, sq_distances
-from .params import MeanShiftParams, dust_indices, resolve_seeding
+from .params import MeanShiftParams, dust_indices, resolve_seeding, resolve_summary
 from .privacy import twin_inputs
 from .seeds import local_peaks
 from .summary import summarize
@@ -116,6 +116,9 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
         return _run_twin(x, w, seeds, p)
     parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
     units = [to_unit(q, p.lo, p.scale) for q in parts]
+    if p.summary == "auto":      # as the runtime resolves it (explicit weights: as given)
+        p = replace(p, summary=None if weights is not None else
+                    resolve_summary("auto", sum(len(q) for q in parts)))
     if p.summary is not None and weights is None:
         pairs = [summarize(u, p.h_unit * p.summary) for u in units]
         units, weights = [a for a, _ in pairs], [b for _, b in pairs]

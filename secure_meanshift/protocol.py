@@ -780,6 +780,8 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     Returns:
         SecureResult; ``centroids`` (unit box) only on ranks in ``reveal_to``.
     """
+    if params.summary == "auto" and weights is None:   # the rows as given: exact mode
+        params = replace(params, summary=None)
     comm = import_crypten().comm.get()
     comm.reset_communication_stats()
     _stage("share")

@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def simulate(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "secure_meanshift.simcli", "--quiet",
+    return subprocess.run([sys.executable, "-m", "meanshift_cli.simulate", "--quiet",
                            "--no-sklearn", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -106,7 +106,8 @@ def test_engine_rejects_before_any_connection():
 
 def test_simulate_json_report(tmp_path):
     out = tmp_path / "r.json"
-    res = simulate("--points", "60", "--centers", "3", "--dust", "4", "--json", str(out),
+    res = simulate("--points", "60", "--centers", "3", "--dust", "4", "--bandwidth", "0.1",
+                   "--json", str(out),
                    "--plot", str(tmp_path / "p.png"))
     assert res.returncode == 0, res.stderr
     import json

@@ -20,7 +20,8 @@ ITERATION_STEPS = ("distance", "kernel", "update", "division", "stop")
 def test_bytes_per_iteration_below_spu_including_the_dealer(parties):
     pts, _ = synthetic_blobs(100, 8, 2, 0.03, 0)
     parts = split_even(pts, parties, 0)
-    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=8, max_iter=20)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=8, max_iter=20,
+                        seeding="dust")
     run = run_simulation(parts, p, transport="local", timeout_s=60)
     it = run.receiver.iterations
     total = sum(o.communication["bytes"] for o in run.outcomes)

@@ -363,7 +363,7 @@ def test_simulate_party_data_sources_fail_cleanly(tmp_path):
                    str(bad / "z.parquet"))
     for args, needle in (([good, str(yml)], "contains a password"),
                          ([good, str(bad)], "row 22, column 'a': empty (null)")):
-        cmd = [sys.executable, "-m", "secure_meanshift.simcli", "--quiet", "--no-sklearn"]
+        cmd = [sys.executable, "-m", "meanshift_cli.simulate", "--quiet", "--no-sklearn"]
         for a in args:
             cmd += ["--party-data", a]
         res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)

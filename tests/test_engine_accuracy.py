@@ -25,7 +25,7 @@ def blobs(n=120, parties=2, seed=3):
 def test_secure_matches_plaintext_twin(parties, kernel):
     parts, centres = blobs(parties=parties)
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=6, kernel=kernel,
-                        max_iter=15, seed=parties)
+                        max_iter=15, seed=parties, seeding="dust")
     ref = reference_meanshift(parts, p)
     run = run_simulation(parts, p, transport="local", timeout_s=60)
     got = run.receiver
@@ -42,7 +42,7 @@ def test_data_units_and_bounds_scaling():
     lo, scale = np.array([-50.0, 10.0]), 200.0
     parts = [q * scale + lo for q in parts]
     p = MeanShiftParams(bandwidth=H * scale, bounds=(lo.tolist(), (lo + scale).tolist()),
-                        n_dust=5, max_iter=10, seed=1)
+                        n_dust=5, max_iter=10, seed=1, seeding="dust")
     ref = reference_meanshift(parts, p)
     got = run_simulation(parts, p, transport="local").receiver
     err, unmatched = match_error(got.centroids, ref.centroids)
@@ -52,7 +52,7 @@ def test_data_units_and_bounds_scaling():
 def test_oblivious_runs_exactly_max_iter_and_reveals_nothing_early():
     parts, _ = blobs(parties=2)
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=4,
-                        oblivious=True)
+                        oblivious=True, seeding="dust")
     events = []
     run = run_simulation(parts, p, transport="local", progress=events.append)
     assert run.receiver.iterations == 4
@@ -67,7 +67,7 @@ def test_oblivious_runs_exactly_max_iter_and_reveals_nothing_early():
 def test_reveal_only_to_chosen_rank_with_sizes():
     parts, _ = blobs(parties=3)
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=6, max_iter=10,
-                        reveal_to=(1,), return_sizes=True)
+                        reveal_to=(1,), return_sizes=True, seeding="dust")
     run = run_simulation(parts, p, transport="local")
     assert run.outcomes[0].centroids is None and run.outcomes[2].centroids is None
     got = run.outcomes[1]
@@ -90,7 +90,8 @@ def test_large_data_with_tiny_cluster_stays_finite_and_correct():
     pts[rows] = small
     parts = [pts[: n // 2], pts[n // 2:]]
     p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=m, max_iter=6,
-                        seed=seed, return_sizes=False)
+                        seed=seed, return_sizes=False, seeding="dust",
+                        summary=None)                      # exact at 200,000 points
     ref = reference_meanshift(parts, p)
     got = run_simulation(parts, p, transport="local", timeout_s=120).receiver
     assert np.isfinite(got.centroids).all()

@@ -14,7 +14,8 @@ from secure_meanshift.plaintext import reference_meanshift
 def test_corrupted_update_is_detected_and_redone(max_iter):
     pts, _ = separated_blobs(100, 4, 2, 0.02, seed=1)
     parts = split_even(pts, 2)
-    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=6, max_iter=max_iter)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=6, max_iter=max_iter,
+                        seeding="dust")
     cents, iterations, retries = run_local(faulty_division_job, 2, (parts, p, 2))[0]
     ref = reference_meanshift(parts, p)
     assert len(retries) == 1
@@ -29,7 +30,7 @@ def test_oblivious_opens_nothing_before_the_end_even_after_a_failure():
     its position) and the result still equals the twin."""
     parts = split_even(separated_blobs(100, 4, 2, 0.02, seed=3)[0], 2)
     p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=8,
-                        oblivious=True)
+                        oblivious=True, seeding="dust")
     ref = reference_meanshift(parts, p)
     for fault_at in (0, 3):
         cents, iterations, opened, events = run_local(
@@ -42,7 +43,8 @@ def test_oblivious_opens_nothing_before_the_end_even_after_a_failure():
 
 def test_non_oblivious_mode_opens_only_its_stop_bits():
     parts = split_even(separated_blobs(100, 4, 2, 0.02, seed=3)[0], 2)
-    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=8)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=8,
+                        seeding="dust")
     cents, iterations, opened, _ = run_local(counted_openings_job, 2, (parts, p))[0]
     # one opening per pass (the failure count with the stop bit), nothing else
     assert 0 < opened <= iterations + 2

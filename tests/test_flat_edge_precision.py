@@ -38,7 +38,7 @@ def test_three_parties_1000_points_equal_twin_unless_a_point_is_at_the_edge(seed
     pts, _ = synthetic_blobs(1000, 8, 2, spread=0.03, seed=seed)
     parts = split_even(pts, 3, seed)
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=8, max_iter=30,
-                        seed=seed)
+                        seed=seed, seeding="dust")
     ref = reference_meanshift(parts, p)
     assert ref.edge_gap is not None and ref.edge_gap >= 0
     got = run_simulation(parts, p, transport="local", timeout_s=120).receiver

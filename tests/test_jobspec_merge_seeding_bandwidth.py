@@ -56,14 +56,16 @@ def test_node_passes_new_parameters():
         rank, carry_result = 0, False
 
     params = PartyNode._params(None, spec, Run(), 7)
-    assert params["bandwidth"] == "auto" and params["quantile"] == pytest.approx(0.3)
+    from secure_meanshift.params import EstimateBandwidth
+
+    assert params["bandwidth"] == EstimateBandwidth().to_dict()    # "auto": the typed value
     assert params["seeding"] == "bins" and params["merge"] == "first"
 
 
 def test_simulate_cli_takes_the_same_parameters():
     import argparse
 
-    from secure_meanshift.simcli import add_arguments
+    from meanshift_cli.simulate import add_arguments
 
     ap = argparse.ArgumentParser()
     add_arguments(ap)

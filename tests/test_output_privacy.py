@@ -18,7 +18,8 @@ def _data():
 
 def test_twin_suppresses_small_clusters():
     parts = _data()
-    base = dict(bandwidth=0.02, bounds=([0, 0], [1, 1]), n_dust=26, max_iter=20, seed=3)
+    base = dict(bandwidth=0.02, bounds=([0, 0], [1, 1]), n_dust=26, max_iter=20, seed=3,
+                seeding="dust")
     open_ = reference_meanshift(parts, MeanShiftParams(**base))
     kept = reference_meanshift(parts, MeanShiftParams(**base, min_cluster_size=5))
     # dust = N and a tiny bandwidth: without the rule the two isolated points come out
@@ -30,7 +31,7 @@ def test_twin_suppresses_small_clusters():
 def test_secure_run_suppresses_on_shares_and_reveals_only_the_count():
     parts = _data()
     p = MeanShiftParams(bandwidth=0.05, bounds=([0, 0], [1, 1]), n_dust=26, max_iter=20,
-                        seed=3, min_cluster_size=5)
+                        seed=3, min_cluster_size=5, seeding="dust")
     run = run_simulation(parts, p, transport="local")
     ref = reference_meanshift(parts, p)
     got = run.receiver.centroids

@@ -20,7 +20,7 @@ def _parts():
 def test_exported_shares_combine_to_the_opened_output():
     params = MeanShiftParams(bandwidth=0.12, bounds=([-1, -1], [2, 2]), n_dust=6,
                              max_iter=15, reveal_to=(0,), export_shares=True,
-                             return_sizes=True, min_cluster_size=3, seed=5)
+                             return_sizes=True, min_cluster_size=3, seed=5, seeding="dust")
     run = run_simulation(_parts(), params)
     opened = run.outcomes[0]
     assert run.outcomes[1].centroids is None             # rank 1 opens nothing
@@ -38,7 +38,7 @@ def test_exported_shares_combine_to_the_opened_output():
 
 def test_no_rank_opens_when_only_shares_are_exported():
     params = MeanShiftParams(bandwidth=0.12, bounds=([0, 0], [1, 1]), n_dust=6,
-                             max_iter=15, reveal_to=(), export_shares=True, seed=5)
+                             max_iter=15, reveal_to=(), export_shares=True, seed=5, seeding="dust")
     run = run_simulation(_parts(), params)
     assert all(o.centroids is None for o in run.outcomes)
     assert len(combine_shares([o.share for o in run.outcomes], 2).centroids) == 3

@@ -111,7 +111,7 @@ def test_cli_default_seeds_from_every_point_and_matches_scikit_learn(tmp_path):
     import sys
 
     out = tmp_path / "run.json"
-    res = subprocess.run([sys.executable, "-m", "secure_meanshift.simcli", "--points", "240",
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli.simulate", "--points", "240",
                           "--parties", "2", "--quiet", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

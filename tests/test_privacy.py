@@ -73,7 +73,7 @@ def test_dp_params_defaults_and_round_trip():
     p = MeanShiftParams(bandwidth=0.1, bounds=UNIT, privacy={})
     assert (p.seeding, p.summary, p.privacy) == ("grid", 0.5, PrivacySpec(1.0, 1e-6))
     assert MeanShiftParams(**p.to_dict()) == p
-    assert MeanShiftParams(bandwidth=0.1, bounds=UNIT).seeding == "dust"
+    assert MeanShiftParams(bandwidth=0.1, bounds=UNIT).seeding == "auto"   # PARAMS' default
     with pytest.raises(InputError, match="grid"):
         MeanShiftParams(bandwidth=0.1, bounds=UNIT, seeding="grid")
 
@@ -81,7 +81,10 @@ def test_dp_params_defaults_and_round_trip():
 def test_job_spec_privacy_key():
     from meanshift_rpc import jobspec
 
-    d = yaml.safe_load(jobspec.EXAMPLE)
+    d = {"name": "demo", "parties": [{"id": "hospital-a", "dataset": "patients"},
+                                     {"id": "hospital-b", "dataset": "patients"}],
+         "bandwidth": 0.1, "bounds": {"lo": [0, 0], "hi": [1, 1]}, "dealer": "dealer-1",
+         "reveal_to": ["hospital-a", "analyst:alice"], "summary": "auto"}
     spec = jobspec.parse(yaml.safe_dump({**d, "privacy": {"epsilon": 0.5, "delta": 1e-7}}))
     assert jobspec.privacy_of(spec) == PrivacySpec(0.5, 1e-7)
     p = MeanShiftParams(**jobspec.engine_params(spec, 7))
@@ -99,7 +102,7 @@ def test_job_spec_privacy_key():
 
 def test_estimator_and_cli_refuse_data_dependent_choices(capsys):
     from secure_meanshift import SecureMeanShift
-    from secure_meanshift.simcli import main
+    from meanshift_cli.simulate import main
 
     parts = [np.full((3, 2), 0.5), np.full((3, 2), 0.4)]
     with pytest.raises(InputError, match="public bounds"):

@@ -41,7 +41,8 @@ from secure_meanshift.plaintext import reference_meanshift
 
 # Small data in [0, 1]^2, away from the corners (a decoded 0/1 bit is not a point).
 POINTS = separated_blobs(90, 3, 2, 0.02, seed=11)[0]
-PARAMS = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=3)
+PARAMS = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), n_dust=4, max_iter=3,
+                         seeding="dust")
 CONTEXT = json.dumps(PARAMS.to_dict(), sort_keys=True)
 SCALES = (16, 20)                  # CrypTen's bulk precision and the centroids' precision
 MATCH = 1e-2
@@ -696,7 +697,8 @@ def test_silent_strangers_do_not_keep_the_real_peers_out():
 
     threading.Thread(target=squat, daemon=True).start()
     pts = np.random.default_rng(0).uniform(0.1, 0.9, (40, 2))
-    p = MeanShiftParams(bandwidth=0.2, bounds=([0, 0], [1, 1]), n_dust=3, max_iter=3)
+    p = MeanShiftParams(bandwidth=0.2, bounds=([0, 0], [1, 1]), n_dust=3, max_iter=3,
+                        seeding="dust")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_party_main, daemon=True,

@@ -124,7 +124,7 @@ def test_secure_more_shapes(shape, dim):
 def test_secure_old_merge_rule_still_matches_twin():
     parts = _data("separated", 2, seed=4, parties=2)
     p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), n_dust=6, merge="first",
-                        max_iter=20)
+                        max_iter=20, seeding="dust")
     from secure_meanshift.simulate import run_simulation
 
     got = run_simulation(parts, p, transport="local").receiver

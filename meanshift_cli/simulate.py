@@ -1,17 +1,55 @@
-"""`secure-meanshift simulate`: all parties as local processes on loopback."""
+"""`secure-meanshift simulate`: all parties as local processes on loopback.
+
+The algorithm's flags, their defaults and checks come from the one parameter
+table (secure_meanshift.params.PARAMS, each row's ``cli``). Imported only for
+this subcommand (the engine loads torch).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 
-from .errors import InputError, MPCError
-from .kernels import DEFAULT_KERNEL, KERNEL_NAMES
-from .params import MERGE_RULES, SEEDINGS
+from secure_meanshift.bandwidth import estimate_bandwidth
+from secure_meanshift.centroid_match import match_error, sklearn_centres
+from secure_meanshift.data import check_finite, check_points, load_points, split_even, \
+    synthetic_blobs
+from secure_meanshift.errors import InputError, MPCError
+from secure_meanshift.params import (PARAMS, EstimateBandwidth, MeanShiftParams, Param,
+                                     bandwidth_value, resolve_seeding, resolve_summary)
+from secure_meanshift.plaintext import reference_meanshift
+from secure_meanshift.privacy import DEFAULT_DELTA, DEFAULT_EPSILON, PrivacySpec, noise_scale
+from secure_meanshift.sources import SourceError, read_all, source_from_arg
+
+#: the table's rows that are simulator flags, in --help order
+ALGORITHM = ("bandwidth", "quantile", "n_dust", "kernel", "max_iter", "tol", "oblivious",
+             "seed", "merge", "merge_radius", "seeding", "min_bin_freq", "min_weight",
+             "seeds_per_party",
+             "reveal_to", "return_sizes", "summary")
+TYPES = {"int": int, "float": float}
+
+
+def add_table_argument(group, row: Param) -> None:
+    """One flag of the parameter table: its type, choices, default and help."""
+    shown = "auto" if row.name == "bandwidth" else \
+        ("derived" if row.default is None else row.default)
+    kw: dict = {"dest": row.name, "help": f"{row.doc} (default: {shown})"}
+    if row.kind == "bool":
+        kw.update(action="store_true", help=row.doc)
+    elif row.kind == "choice":
+        kw.update(choices=list(row.choices), default=row.default)
+    elif row.kind in TYPES:
+        kw.update(type=TYPES[row.kind], default=row.default)
+    else:                       # bandwidth, summary, reveal_to: text, read by _params
+        kw.update(default="auto" if row.name in ("bandwidth", "summary") and
+                  row.default in (None, "auto") else row.default)
+    group.add_argument(row.cli, **kw)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -27,42 +65,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    "Parquet directory or glob, or a YAML data-set description (e.g. an "
                    "SQL query; docs/operating.md 'Data sources'); repeat once per party")
     g.add_argument("--columns", help="comma-separated CSV columns to use (default all)")
-    g.add_argument("--bounds", help="public feature bounds 'lo1,lo2,..:hi1,hi2,..' "
+    g.add_argument(PARAMS["bounds"].cli, help="public feature bounds 'lo1,lo2,..:hi1,hi2,..' "
                    "(default: [0,1] for synthetic data, the files' min/max otherwise)")
-    a = ap.add_argument_group("algorithm")
-    a.add_argument("--bandwidth", default="0.1",
-                   help="kernel radius h, data units, or 'auto' (secure estimate_bandwidth)")
-    a.add_argument("--quantile", type=float, default=0.3, help="for --bandwidth auto")
-    a.add_argument("--dust", type=int, default=8, help="number of dust points m")
-    a.add_argument("--kernel", choices=list(KERNEL_NAMES), default=DEFAULT_KERNEL)
-    a.add_argument("--max-iter", type=int, default=30)
-    a.add_argument("--tol", type=float, default=None, help="default 1e-3 * bandwidth")
-    a.add_argument("--oblivious", action="store_true",
-                   help="run exactly --max-iter iterations, reveal nothing before the end")
-    a.add_argument("--seed", type=int, default=0, help="shared seed choosing the dusts")
-    a.add_argument("--merge", choices=list(MERGE_RULES), default="intensity",
-                   help="intensity: scikit-learn's rule (default); first: the old rule")
-    a.add_argument("--merge-radius", type=float, default=None,
-                   help="default bandwidth (bandwidth / 2 with --merge first)")
-    a.add_argument("--seeding", choices=list(SEEDINGS), default="auto",
-                   help="auto (default): points up to 1,000 points, else sklearn-bins "
-                        "when the bins fit (else both); dust: --dust public random rows; "
-                        "bins: every party's local modes; both; points: every row "
-                        "(scikit-learn's seeds, N^2 cost); sklearn-bins: scikit-learn's "
-                        "bin_seeding=True")
-    a.add_argument("--min-bin-freq", type=int, default=1,
-                   help="sklearn-bins: a bin seeds only with at least this many points")
-    a.add_argument("--min-weight", type=float, default=0.0,
-                   help="drop centroids with fewer points within h (0: only empty ones)")
-    a.add_argument("--seeds-per-party", type=int, default=32,
-                   help="fixed per-party seed budget for --seeding bins/both")
-    a.add_argument("--reveal-to", help="comma-separated ranks that receive the result "
-                   "(default: all)")
-    a.add_argument("--sizes", action="store_true", help="also reveal cluster sizes")
-    a.add_argument("--summary", default="auto",
-                   help="local weighted summary: a cell size in bandwidths (e.g. 0.25), "
-                   "'exact', or 'auto' (default: exact up to 20,000 points, else 0.25); "
-                   "in DP mode the public grid's cell (auto: 0.5)")
+    a = ap.add_argument_group("algorithm (secure_meanshift.params.PARAMS)")
+    for name in ALGORITHM:
+        add_table_argument(a, PARAMS[name])
     d = ap.add_argument_group("differential privacy (docs/privacy.md)")
     d.add_argument("--epsilon", type=float, default=None,
                    help="DP mode: the whole output is (epsilon, delta)-DP per record "
@@ -88,8 +95,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def _privacy(args):
     """--epsilon / --delta -> PrivacySpec (either one turns DP mode on), or None."""
-    from .privacy import DEFAULT_DELTA, DEFAULT_EPSILON, PrivacySpec
-
     if args.epsilon is None and args.delta is None:
         return None
     return PrivacySpec(DEFAULT_EPSILON if args.epsilon is None else args.epsilon,
@@ -107,9 +112,6 @@ def _parse_bounds(text: str) -> tuple:
 def _party_points(arg: str, cols) -> np.ndarray:
     """One --party-data argument in memory: CSV/.npy as before (data.load_points),
     Parquet (file, directory, glob) or a YAML data-set description (sources.py)."""
-    from .data import load_points
-    from .sources import SourceError, read_all, source_from_arg
-
     src = source_from_arg(arg, cols)
     if src.kind in ("csv", "npy") and not arg.lower().endswith((".yaml", ".yml")):
         return load_points(arg, cols)
@@ -120,8 +122,6 @@ def _party_points(arg: str, cols) -> np.ndarray:
 
 
 def _load_parts(args) -> tuple[list, tuple]:
-    from .data import check_finite, split_even, synthetic_blobs
-
     if args.party_data:
         cols = args.columns.split(",") if args.columns else None
         if len(args.party_data) < 2:
@@ -151,9 +151,6 @@ def _load_parts(args) -> tuple[list, tuple]:
 
 
 def build_report(parts, params, run, ref, skl) -> dict:
-    from .centroid_match import match_error
-    from .privacy import noise_scale
-
     recv = run.receiver
     err, unmatched = match_error(recv.centroids, ref.centroids)
     comm_bytes = sum(o.communication.get("bytes", 0) for o in run.outcomes)
@@ -212,85 +209,95 @@ def _step_totals(outcomes) -> dict:
     return out
 
 
-def run(args) -> int:
-    from dataclasses import replace
+def _summary(args, total: int, dp: bool):
+    """--summary: 'exact', 'auto' (resolved now that N is known; in DP mode left to
+    the engine: the public grid's default cell) or a cell size in bandwidths."""
+    text = str(args.summary).strip().lower()
+    if dp and text == "auto":
+        return None
+    return resolve_summary(args.summary, total)
 
-    from .params import MeanShiftParams, resolve_seeding, resolve_summary
-    from .plaintext import reference_meanshift
-    from .simulate import run_simulation
 
-    try:
-        parts, bounds = _load_parts(args)
-        total = sum(map(len, parts))
-        summary = resolve_summary(args.summary, total)
-        reveal = tuple(int(r) for r in args.reveal_to.split(",")) if args.reveal_to else None
-        bandwidth = args.bandwidth
-        privacy = _privacy(args)
-        if privacy is not None:
-            if str(bandwidth).lower() == "auto":
-                raise InputError("--bandwidth: 'auto' is refused in DP mode (the estimate "
-                                 "would reveal a value computed from the data); give a number")
-            summary = None if str(args.summary).lower() == "auto" else summary
-        if str(bandwidth).lower() == "auto":
-            from .bandwidth import estimate_bandwidth
+def _params(args, parts: list, bounds) -> MeanShiftParams:
+    """The agreed parameters, every input checked before anything is spawned;
+    a bandwidth to estimate is estimated last (one more local MPC run)."""
+    total = sum(map(len, parts))
+    privacy = _privacy(args)
+    summary = _summary(args, total, privacy is not None)
+    reveal = tuple(int(r) for r in args.reveal_to.split(",")) if args.reveal_to else None
+    h = bandwidth_value(args.bandwidth, "--bandwidth", EstimateBandwidth(quantile=args.quantile))
+    if privacy is not None and isinstance(h, EstimateBandwidth):
+        raise InputError("--bandwidth: 'auto' is refused in DP mode (the estimate "
+                         "would reveal a value computed from the data); give a number")
+    params = MeanShiftParams(
+        bandwidth=h, bounds=bounds, reveal_to=reveal, summary=summary, privacy=privacy,
+        seeding=("grid" if privacy is not None and args.seeding == "auto"
+                 else resolve_seeding(args.seeding, total, summary)),
+        **{name: getattr(args, name) for name in ALGORITHM
+           if name not in ("bandwidth", "quantile", "reveal_to", "summary", "seeding")})
+    for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
+        if privacy is None:         # DP mode clips rows into the bounds instead
+            check_points(p, params.bounds, f"party {i}")
+    params.check_world(len(parts), total)
+    if not params.estimates_bandwidth:
+        return _bins_if_auto(args, params, total, summary)
+    h = estimate_bandwidth(parts, quantile=params.bandwidth.quantile,
+                           n_samples=params.bandwidth.n_samples, seed=args.seed,
+                           bounds=bounds, timeout_s=args.timeout * 10)
+    print(f"bandwidth (secure estimate, quantile {params.bandwidth.quantile}): {h:.6g}",
+          file=sys.stderr)
+    return _bins_if_auto(args, replace(params, bandwidth=h), total, summary)
 
-            bandwidth = estimate_bandwidth(parts, quantile=args.quantile, seed=args.seed,
-                                           bounds=bounds, timeout_s=args.timeout * 10)
-            print(f"bandwidth (secure estimate, quantile {args.quantile}): {bandwidth:.6g}",
-                  file=sys.stderr)
-        params = MeanShiftParams(
-            bandwidth=float(bandwidth), bounds=bounds, n_dust=args.dust, kernel=args.kernel,
-            max_iter=args.max_iter, tol=args.tol, oblivious=args.oblivious, seed=args.seed,
-            merge_radius=args.merge_radius, reveal_to=reveal, return_sizes=args.sizes,
-            merge=args.merge, seeds_per_party=args.seeds_per_party, min_weight=args.min_weight,
-            min_bin_freq=args.min_bin_freq,
-            seeding=("grid" if privacy is not None and args.seeding == "auto"
-                     else resolve_seeding(args.seeding, total, summary)),
-            summary=summary, privacy=privacy)
-        if privacy is None:     # 'auto' once more, with the bounds and h: scikit-learn's bins
-            params = replace(params, seeding=resolve_seeding(args.seeding, total, summary, params))
-        from .data import check_points
 
-        for i, p in enumerate(parts):   # fail fast, with the party's name, before spawning
-            if privacy is None:         # DP mode clips rows into the bounds instead
-                check_points(p, params.bounds, f"party {i}")
-        params.check_world(len(parts), total)
-        say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-        say(f"simulating {len(parts)} parties, {total} points, "
-            f"{params.n_seeds(len(parts), total)} seeds ({params.seeding}), "
-            f"{params.kernel} kernel, h={params.bandwidth}")
+def _bins_if_auto(args, params: MeanShiftParams, total: int, summary) -> MeanShiftParams:
+    """--seeding auto once more, now that the bounds and h are known: scikit-learn's
+    bins (sklearn-bins) above the every-point limit when they fit."""
+    if args.seeding != "auto" or params.dp:
+        return params
+    return replace(params, seeding=resolve_seeding("auto", total, summary, params))
 
-        def progress(ev: dict) -> None:
-            if ev.get("stage") == "iteration":
-                mv = {True: "moving", False: "converged", None: "-"}[ev.get("moving")]
-                say(f"  iteration {ev['iteration']}/{ev['max_iter']}  {ev['seconds']:.3f} s  {mv}")
-            elif ev.get("stage") == "chunk" and ev["chunk"] == ev["chunks"]:
-                say(f"  iteration {ev['iteration']}: {ev['chunks']} chunks done")
-            elif ev.get("stage") == "shared":
-                say(f"  shared {ev['rows']} rows in {ev['seconds']:.2f} s")
 
-        say(f"  correlated randomness: {args.provider}"
-            f"{' (INSECURE: rank 0 deals and could read every share)' if args.provider == 'first-party' else ' (a separate process holding no data)'}"
-            f"; links: {'TLS 1.3, identities pinned' if args.transport == 'tls' else 'plaintext TCP'}")
-        # DP mode: the parties' noise comes back (a local simulation holds every
-        # party's data anyway) so that the twin replays the same noisy histogram
-        sim = run_simulation(parts, params, timeout_s=args.timeout, progress=progress,
-                             provider=args.provider, transport=args.transport,
-                             keep_noise=params.dp)
-        ref = reference_meanshift(parts, params, noise=sim.dp_noise)
-        skl = None
-        if not args.no_sklearn and total <= 20000:
-            from .centroid_match import sklearn_centres
-            skl = sklearn_centres(np.concatenate(parts), params.bandwidth,
-                                  bin_seeding=params.seeding == "sklearn-bins")
-        report = build_report(parts, params, sim, ref, skl)
-    except (InputError, MPCError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+def _progress_printer(say):
+    """The progress callback of a run: one line per iteration (public counts only)."""
+    def progress(ev: dict) -> None:
+        if ev.get("stage") == "iteration":
+            mv = {True: "moving", False: "converged", None: "-"}[ev.get("moving")]
+            say(f"  iteration {ev['iteration']}/{ev['max_iter']}  {ev['seconds']:.3f} s  {mv}")
+        elif ev.get("stage") == "chunk" and ev["chunk"] == ev["chunks"]:
+            say(f"  iteration {ev['iteration']}: {ev['chunks']} chunks done")
+        elif ev.get("stage") == "shared":
+            say(f"  shared {ev['rows']} rows in {ev['seconds']:.2f} s")
+    return progress
 
+
+def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
+    """Run the parties, the twin and scikit-learn; (report, sklearn centres)."""
+    from secure_meanshift.simulate import run_simulation   # torch/CrypTen: only when run
+
+    total = sum(map(len, parts))
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    dusts = f" ({params.n_dust} dusts)" if params.uses_dust else ""
+    say(f"simulating {len(parts)} parties, {total} points, seeding {params.seeding}{dusts}, "
+        f"{params.kernel} kernel, h={params.bandwidth}, max_iter {params.max_iter}")
+    insecure = args.provider == "first-party"
+    say(f"  correlated randomness: {args.provider}"
+        f"{' (INSECURE: rank 0 deals and could read every share)' if insecure else ' (a separate process holding no data)'}"
+        f"; links: {'TLS 1.3, identities pinned' if args.transport == 'tls' else 'plaintext TCP'}")
+    # DP mode: the parties' noise comes back (a local simulation holds every
+    # party's data anyway) so that the twin replays the same noisy histogram
+    sim = run_simulation(parts, params, timeout_s=args.timeout,
+                         progress=_progress_printer(say), provider=args.provider,
+                         transport=args.transport, keep_noise=params.dp)
+    ref = reference_meanshift(parts, params, noise=sim.dp_noise)
+    skl = None
+    if not args.no_sklearn and total <= 20000:
+        skl = sklearn_centres(np.concatenate(parts), params.bandwidth,
+                              bin_seeding=params.seeding == "sklearn-bins")
+    return build_report(parts, params, sim, ref, skl), skl
+
+
+def _print_report(args, report: dict, parts: list, params: MeanShiftParams, skl) -> None:
+    """The run's summary on stdout, and the JSON / plot files asked for."""
     print(f"secure centroids ({len(report['centroids'])}), after {report['iterations']} "
           f"iterations, {report['timings']['mean_iteration_s']:.3f} s/iteration, "
           f"{report['timings']['wall_s']:.1f} s wall:")
@@ -310,13 +317,29 @@ def run(args) -> int:
             json.dump(report, fh, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
-        from .plot import plot_run
+        from secure_meanshift.plot import plot_run     # matplotlib: only when asked
 
         plot_run(args.plot, parts, np.asarray(report["centroids"]),
                  np.asarray(report["reference_centroids"]), skl,
                  f"{len(parts)} parties, {report['points']} points, h={params.bandwidth}, "
                  f"{params.kernel} kernel")
         print(f"wrote {args.plot}")
+
+
+def run(args) -> int:
+    """The `simulate` subcommand: 0, or 2 for bad input / a failed run (one line, no
+    traceback), 130 when interrupted."""
+    try:
+        parts, bounds = _load_parts(args)
+        params = _params(args, parts, bounds)
+        report, skl = _simulate(args, parts, params)
+    except (InputError, MPCError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    _print_report(args, report, parts, params, skl)
     return 0
 
 
@@ -327,8 +350,6 @@ def main(argv: Optional[list] = None) -> int:
     try:
         return run(ap.parse_args(argv))
     except BrokenPipeError:          # output piped into `head` and the like
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
