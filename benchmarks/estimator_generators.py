@@ -33,8 +33,8 @@ from secure_meanshift import SecureMeanShift, SecureStandardScaler  # noqa: E402
 from secure_meanshift.centroid_match import match_error  # noqa: E402
 
 
-def generators(n: int) -> dict:
-    rs = 170
+def generators(n: int, rs: int = 170) -> dict:
+    """scikit-learn's generators, n points each, random_state rs."""
     aniso = datasets.make_blobs(n, random_state=rs)[0] @ np.array([[0.6, -0.6], [-0.4, 0.8]])
     return {
         "moons": datasets.make_moons(n, noise=0.05, random_state=rs)[0],

@@ -15,7 +15,7 @@ from .binseeds import BIN_SEEDING, bin_seeds, occupied_bins
 from .data import check_points, from_unit, quantise_points, to_unit
 from .mpc.division import EMPTY_BELOW
 from .kernels import plain_kernel
-from .merge import merge_keep, merge_keep_intensity, sq_distances
+from .merge import decisive_ties, merge_keep, merge_with_pairs, sq_distances
 from .params import MeanShiftParams, dust_indices, resolve_seeding, resolve_summary
 from .privacy import twin_inputs
 from .seeds import local_peaks
@@ -30,6 +30,26 @@ class PlainResult:
     unmerged: np.ndarray           # (m, d) data units, before merging
     intensity: Optional[np.ndarray] = None   # (m,) kernel weight sums at the last pass
     edge_gap: Optional[float] = None   # flat kernel: closest | |c - x| - h | seen (data units)
+    ties: Optional[np.ndarray] = None  # intensity merge: decisive_ties rows, data units
+
+    def tie_gaps(self, apart: float = 0.0) -> tuple[float, float]:
+        """(smallest intensity gap, smallest coordinate gap in data units) that
+        decided a kept centroid over a suppressed one more than ``apart`` (data
+        units) away: the first over pairs whose intensity encodings differ, the
+        second over pairs of equal intensity (0 if only the index decided); inf
+        when there is none. The greedy answer depends on the order only through
+        these pairs (the kept set stays a fixed point while each keeps its
+        order), so with ``apart=0`` the secure engine keeps the twin's centroids
+        when the intensity gap exceeds its intensities' fixed-point error (0 for
+        the flat kernel's counts, unless edge_gap is within the centroids'
+        error) and the coordinate gap its centroids' (2^-precision_bits of the
+        unit box); otherwise it may keep the other centroid of such a pair."""
+        if self.ties is None:
+            return np.inf, np.inf
+        far = self.ties[self.ties[:, 2] > apart]
+        by_intensity = far[np.isinf(far[:, 1]), 0]
+        return (float(by_intensity.min()) if len(by_intensity) else np.inf,
+                float(far[:, 1].min()) if len(far) else np.inf)
 
 
 def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.ndarray]],
@@ -55,7 +75,8 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
     """Weighted mean-shift in the unit box. x (N, d), w (N,). ``occupied`` (m,) 0/1
     (seeding "sklearn-bins"): a seed whose bin is unoccupied counts as empty at the merge.
     Returns (unmerged centroids (m, d), keep mask (m,), iterations, intensity (m,),
-    closest approach of a point to a flat kernel's edge (unit box))."""
+    closest approach of a point to a flat kernel's edge (unit box), the merge's
+    decisive_ties (unit box) or None)."""
     c = (x[dust_indices(p.seed, len(x), p.n_dust)] if seeds is None else seeds).copy()
     xw = np.concatenate([x * w[:, None], w[:, None]], axis=1)
     it = 0
@@ -82,12 +103,16 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
             den = (plain_kernel(sq, p) @ w[:, None])
             break
     intensity = den[:, 0]
+    ties = None
     if p.merge == "intensity":
-        keep = merge_keep_intensity(c, intensity if occupied is None else intensity * occupied,
-                                    p.merge_unit, p.keep_threshold)
+        top = float(w.sum())          # the secure engine's public bound: the total weight
+        inten = intensity if occupied is None else intensity * occupied   # unoccupied: empty
+        keep, pairs = merge_with_pairs(c, inten, p.merge_unit, p.keep_threshold,
+                                       p.precision_bits, top)
+        ties = decisive_ties(c, inten, pairs, p.precision_bits, top)
     else:
         keep = merge_keep(c, p.merge_unit)
-    return c, keep, it, intensity, gap
+    return c, keep, it, intensity, gap, ties
 
 
 def nearest_sizes(c: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -135,7 +160,7 @@ def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParam
               occupied: Optional[np.ndarray] = None) -> PlainResult:
     """Weighted mean-shift from these seeds, merge, sizes, suppression (unit box in,
     data units out)."""
-    c, keep, it, intensity, gap = meanshift_unit(x, w, p, seeds, occupied)
+    c, keep, it, intensity, gap, ties = meanshift_unit(x, w, p, seeds, occupied)
     sizes = nearest_sizes(c[keep], x, w) if p.return_sizes else None
     if p.min_cluster_size > 1:         # as protocol.suppress_small (sizes before it)
         big = nearest_sizes(c[keep], x, w) >= p.min_cluster_size - 0.5
@@ -143,8 +168,10 @@ def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParam
         keep[np.flatnonzero(keep)[~big]] = False
     cents, order = sort_rows(from_unit(c[keep], p.lo, p.scale))
     sizes = sizes[order] if sizes is not None else None
+    if ties is not None:
+        ties = ties * np.array([1.0, p.scale, p.scale])
     return PlainResult(cents, sizes, it, from_unit(c, p.lo, p.scale), intensity,
-                       None if not np.isfinite(gap) else gap * p.scale)
+                       None if not np.isfinite(gap) else gap * p.scale, ties)
 
 
 def sort_rows(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

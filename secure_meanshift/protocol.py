@@ -10,7 +10,8 @@ Every step is one vectorised operation over all dusts and all points:
   update   S = K [w x | w];  C' = S_x / S_w       (division.py)
   stop     reveal one bit: did any |C' - C|_inf exceed tol   (not if oblivious)
   merge    "intensity" (default, scikit-learn's): greedy in decreasing kernel
-           weight sum, drop a centroid within the radius of a kept one;
+           weight sum (ties: the lexicographically larger centre), drop a
+           centroid within the radius of a kept one;
            "first": keep_i = no earlier centroid within the merge radius
   shuffle  every party applies a secret permutation, so position reveals nothing
   reveal   [keep * C, keep] to the ranks in reveal_to only
@@ -45,6 +46,7 @@ from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
 from .privacy import share_histogram, shared_grid_seeds
 from .data import POINT_BITS, quantise_points
+from .merge import INTENSITY_BITS, key_layout
 from .seeds import local_peaks
 from .binseeds import BIN_SEEDING, shared_bin_seeds, shared_occupancy
 
@@ -181,24 +183,19 @@ def _rows_all_zero(b):
 
 
 def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
-                          oblivious: bool = True):
+                          oblivious: bool = True, *, max_intensity: float):
     """scikit-learn's rule on shares. intensity (m, 1): each centroid's kernel
-    weight sum. dom_ij = [I_j - I_i +- ulp >= 0] (ties: lower index wins),
-    A = dom * close, then rounds of keep_i = nonempty_i * [no j: A_ij keep_j]:
-    after round t the t highest-ranked centroids are final, so m rounds give the
-    greedy answer (merge.merge_keep_intensity). One batched comparison, then
-    for m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
+    weight sum, at most the public ``max_intensity``. dom_ij = j outranks i in
+    scikit-learn's order (_dominance: higher intensity, then the lexicographically
+    larger centre, the lower index last), A = dom * close, then rounds of
+    keep_i = nonempty_i * [no j: A_ij keep_j]: after round t the t highest-ranked
+    centroids are final, so m rounds give the greedy answer
+    (merge.merge_keep_intensity). One batched comparison, then for
+    m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
     opened; for more centroids _merge_rounds_by_counts."""
     m = c.size(0)
-    # Ties go to the lower index by one unit in the last place: the order (I, -i) is
-    # then strict and transitive on the exact encodings. (A wider tie band, like the
-    # twin's TIE, is not transitive: with fixed-point noise it made cycles
-    # 5 > 0 > 2 > 5 among copies of one mode, and all of them were kept.)
-    ulp = 1.0 / intensity.encoder.scale
-    j_lt_i = torch.tril(torch.ones(m, m), diagonal=-1)
-    tie = j_lt_i * ulp - (1 - j_lt_i) * ulp
-    diff = intensity.reshape(1, m) - intensity.reshape(m, 1) + tie
-    close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c), diff,
+    close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c),
+                                   _dominance(c, intensity, max_intensity),
                                    intensity - min_weight)
     a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
     if m > MERGE_TREE_UP_TO:
@@ -207,6 +204,31 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     for _ in range(m):       # a fixed, public number of rounds
         keep = nonempty * _rows_all_zero(a * keep.reshape(1, m))
     return keep
+
+
+def _dominance(c, intensity, max_intensity: float):
+    """(m, m) shares whose sign is dom_ij, from local work only: the merge key
+    K = I 2^(kS) + sum_t C_t 2^((k-1-t)S) (merge.key_layout) of the exact
+    encodings I (intensity) and C_t (coordinate t), and 2 (K_j - K_i) + t_ij with
+    t_ij = +1 if j < i else -1: >= 0 iff K_j > K_i, or K_j = K_i and j < i. The
+    order (K, -index) is strict and transitive on the encodings the parties hold,
+    so the greedy rounds have one answer. (A tie band wider than one unit, like
+    an earlier twin's, is not transitive: with fixed-point noise it made cycles
+    5 > 0 > 2 > 5 among copies of one mode, and all of them were kept.)
+    The key is a ring integer below 2^61 by the layout; the result is labelled
+    with the bulk scale (shares unchanged) so ge_zero compares it as it is."""
+    from crypten.encoder import FixedPointEncoder
+
+    m = c.size(0)
+    bits = int(round(math.log2(c.encoder.scale)))
+    digit, k = key_layout(bits, max_intensity, c.size(1))
+    key = _int_view(rescale(intensity, INTENSITY_BITS))
+    for t in range(k):
+        key = key * (1 << digit) + _int_view(c[:, t:t + 1])
+    j_lt_i = torch.tril(torch.ones(m, m, dtype=torch.long), diagonal=-1)
+    diff = (key.reshape(1, m) - key.reshape(m, 1)) * 2 + (2 * j_lt_i - 1)
+    diff.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
+    return diff
 
 
 def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
@@ -708,7 +730,8 @@ def _merge(sh: Shared, c, den):
             den = sh.occupied * den
         # the last pass's weight sums (what the twin calls intensity), public rescaling undone
         return _merge_keep_intensity(c, den * (2**sh.shift) if sh.shift else den,
-                                     p.merge_unit, p.keep_threshold, p.oblivious)
+                                     p.merge_unit, p.keep_threshold, p.oblivious,
+                                     max_intensity=sh.max_den * 2**sh.shift)
     return _merge_keep(c, p.merge_unit)
 
 

@@ -179,7 +179,7 @@ def phase_job(rank, rounds):
     return out, refused, comm.get_communication_stats()["rounds"]
 
 
-def merge_job(rank, c, intensity, radius, min_weight, oblivious):
+def merge_job(rank, c, intensity, radius, min_weight, oblivious, max_intensity=1000.0):
     """The intensity merge on shares (protocol._merge_keep_intensity) with the
     rounds it took and the values it opened."""
     from secure_meanshift.mpc._compat import import_crypten
@@ -192,7 +192,8 @@ def merge_job(rank, c, intensity, radius, min_weight, oblivious):
     comm = crypten.comm.get()
     comm.reset_communication_stats()
     with observe() as seen:
-        keep = _merge_keep_intensity(ct, it, radius, min_weight, oblivious)
+        keep = _merge_keep_intensity(ct, it, radius, min_weight, oblivious,
+                                     max_intensity=max_intensity)
     rounds = comm.get_communication_stats()["rounds"]
     opened = [list(e.shape) for e in seen]
     return keep.get_plain_text().numpy().reshape(-1) > 0.5, rounds, opened

@@ -61,7 +61,7 @@ def _as_postgres(cmd: list) -> list:
 
 def start_cluster():
     """Yield a PgCluster; skips (pytest) when PostgreSQL is missing."""
-    from secure_meanshift.simulate import free_port
+    from testkit import free_port
 
     bindir = pg_bin()
     if not bindir:

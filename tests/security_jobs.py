@@ -250,24 +250,3 @@ class Job:
 def run_job(cfgs, parts, params, opts=None, start_delay=None, timeout_s=150.0) -> list:
     return Job(cfgs, parts, params, opts, start_delay).collect(timeout_s)
 
-
-def job_configs(world: int, transport: str = "tls", directory: Optional[str] = None,
-                context: str = "", timeout_s: float = 60.0, extra_identities=(),
-                ports: Optional[Sequence[int]] = None) -> tuple:
-    """Like simulate.local_configs (dealer provider), but the PKI is made here so
-    that it can also hold certificates for identities that are not in the job
-    (``extra_identities``). Returns (configs, {identity: LinkSecurity})."""
-    from secure_meanshift.devcerts import ephemeral_pki
-    from secure_meanshift.runtime import MPCConfig, Peer
-    from secure_meanshift.simulate import free_ports
-
-    names = [f"party:sim{r}" for r in range(world)] + ["dealer:sim"]
-    ports = list(ports) if ports is not None else free_ports(len(names))
-    peers = tuple(Peer(n, "127.0.0.1", port) for n, port in zip(names, ports))
-    pki = {}
-    if transport == "tls":
-        pki = ephemeral_pki(directory, names + list(extra_identities))
-    cfgs = [MPCConfig(rank=r, world_size=world, peers=peers, security=pki.get(n),
-                      transport=transport, provider="dealer", context=context,
-                      timeout_s=timeout_s) for r, n in enumerate(names)]
-    return cfgs, pki

@@ -26,6 +26,7 @@ def test_twin_equals_sklearn_on_same_sample(quantile):
     assert got == pytest.approx(ref, rel=1e-3)
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_secure_estimate_within_5_percent_of_sklearn():
     parts = _parts()
     x = np.concatenate(parts)
@@ -39,6 +40,7 @@ def test_secure_estimate_within_5_percent_of_sklearn():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_estimator_auto_bandwidth_three_parties():
     from secure_meanshift import SecureMeanShift
 

@@ -268,7 +268,7 @@ def test_dask_cluster_sums_partitions_to_the_same_summary(tmp_path):
 
 def test_dask_scheduler_unreachable_is_a_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    from secure_meanshift.simulate import free_port
+    from testkit import free_port
 
     folder = write_parquet(tmp_path / "lake", np.full((10, 2), 0.5), ["a", "b"], files=1)
     src = parse_source("bank", {"path": folder, "summary_engine": "dask",

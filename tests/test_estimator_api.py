@@ -120,6 +120,7 @@ def test_progress_line_shows_iterations_elapsed_and_time_left():
     assert later.getvalue() == ""
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_small_secure_fit_matches_the_twin_and_scikit_learn(capsys):
     x = _blobs(90, seed=3)
     parts = [x[:40], x[40:]]

@@ -39,10 +39,11 @@ def test_plaintext_equals_standard_scaler_and_transforms_each_party():
     assert np.abs(alone - ta).max() > 0.5          # a party standardising alone is off
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_secure_pooled_moments_match_scikit_learn():
     a, b = _two_populations()
     sk = StandardScaler().fit(np.r_[a, b])
-    s = SecureStandardScaler().fit([a, b])          # 2 spawned parties and the dealer
+    s = SecureStandardScaler().fit([a, b])          # 2 parties and the dealer (in memory)
     assert s.n_samples_seen_ == 500
     np.testing.assert_allclose(s.mean_, sk.mean_, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(s.var_, sk.var_, rtol=1e-3, atol=1e-9)

@@ -9,7 +9,8 @@ from secure_meanshift import MeanShiftParams, run_simulation
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.output import ShareError, combine_shares
 
-pytestmark = pytest.mark.timeout(120)
+# the subject is the exported shares, not the TLS link: ranks in memory
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("in_memory_links")]
 
 
 def _parts():

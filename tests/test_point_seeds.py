@@ -61,11 +61,12 @@ def test_twin_with_point_seeds_is_scikit_learn(name):
     _against_sklearn(est, x, idx, h, 1e-4)
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_secure_point_seeds_match_scikit_learn_on_iris():
     x = _public("iris")
     h = estimate_bandwidth(x, quantile=0.3, random_state=0)
     parts, idx = _parties(x, 2)
-    est = SecureMeanShift(h).fit(parts)                # 2 spawned parties and the dealer
+    est = SecureMeanShift(h).fit(parts)                # 2 parties and the dealer (in memory)
     twin = SecureMeanShift(h, engine="plaintext").fit(parts)
     err, unmatched = match_error(est.cluster_centers_, twin.cluster_centers_)
     assert unmatched == 0 and err <= 1e-3 * h and est.n_iter_ == twin.n_iter_

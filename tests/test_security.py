@@ -32,12 +32,13 @@ import numpy as np
 import pytest
 import torch
 
-from security_jobs import Job, job_configs
+from security_jobs import Job
 from secure_meanshift.centroid_match import match_error
 from secure_meanshift.data import separated_blobs, split_even
 from secure_meanshift.devcerts import ephemeral_pki
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
+from testkit import job_configs
 
 # Small data in [0, 1]^2, away from the corners (a decoded 0/1 bit is not a point).
 POINTS = separated_blobs(90, 3, 2, 0.02, seed=11)[0]
@@ -686,10 +687,13 @@ def test_silent_strangers_do_not_keep_the_real_peers_out():
     cfgs = local_configs(2, timeout_s=20)
     port0 = cfgs[0].peers[0].port
     strangers: list = []
+    done = threading.Event()
 
     def squat():
-        stop = time.time() + 8
-        while time.time() < stop and len(strangers) < 20:
+        # from before rank 0 listens (its start-up takes longer on a loaded
+        # machine) until the job has ended, 45 s at most
+        stop = time.time() + 45
+        while time.time() < stop and len(strangers) < 20 and not done.is_set():
             try:
                 strangers.append(socket.create_connection(("127.0.0.1", port0), timeout=0.5))
             except OSError:
@@ -708,6 +712,7 @@ def test_silent_strangers_do_not_keep_the_real_peers_out():
     for pr in procs:
         pr.start()
     kinds = sorted(q.get(timeout=60)[0] for _ in procs)
+    done.set()
     for pr in procs:
         pr.join(timeout=10)
     for s in strangers:

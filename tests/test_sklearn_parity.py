@@ -88,15 +88,18 @@ def test_intensity_merge_is_greedy_in_intensity_order():
     c = np.array([[0.0, 0.0], [0.08, 0.0], [0.16, 0.0], [0.5, 0.5]])
     keep = merge_keep_intensity(c, np.array([10.0, 9.0, 8.0, 0.0]), 0.1)
     assert keep.tolist() == [True, False, True, False]     # the empty one is dropped too
-    # ties: the lower index wins
+    # ties: scikit-learn's rule, the lexicographically larger centre wins (issue 18)...
     keep = merge_keep_intensity(c[:2], np.array([5.0, 5.0]), 0.1)
+    assert keep.tolist() == [False, True]
+    # ... and the lower index only when the centres' encodings are equal too
+    keep = merge_keep_intensity(c[[0, 0]], np.array([5.0, 5.0]), 0.1)
     assert keep.tolist() == [True, False]
 
 
 def _secure_check(shape, dim, parties=3, n=600):
     parts = _data(shape, dim, seed=1, parties=parties, n=n)
     kw = dict(bounds=([0] * dim, [1] * dim), seeds_per_party=8, max_iter=50)
-    est = SecureMeanShift(H, **kw).fit(parts)           # 3 spawned party processes
+    est = SecureMeanShift(H, **kw).fit(parts)           # 3 party processes (in memory)
     twin = SecureMeanShift(H, engine="plaintext", **kw).fit(parts)
     err, unmatched = match_error(est.cluster_centers_, twin.cluster_centers_)
     assert unmatched == 0 and err < TWIN_BOUND, f"secure vs twin {err:.2e}"
@@ -105,10 +108,12 @@ def _secure_check(shape, dim, parties=3, n=600):
     _check_against_sklearn(est, parts)
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_secure_default_semantics_match_twin_and_sklearn():
     _secure_check("elongated", 2, parties=2, n=300)
 
 
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
 def test_secure_default_semantics_3d_three_parties():
     _secure_check("overlapping", 3, parties=3, n=300)
 
@@ -117,6 +122,7 @@ def test_secure_default_semantics_3d_three_parties():
 @pytest.mark.parametrize("shape,dim", [("elongated", 2), ("overlapping", 3), ("touching", 2),
                                        ("elongated", 3), ("overlapping", 2),
                                        ("unbalanced", 3), ("separated", 3)])
+@pytest.mark.usefixtures("in_memory_links")
 def test_secure_more_shapes(shape, dim):
     _secure_check(shape, dim)
 

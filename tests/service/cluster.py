@@ -14,19 +14,14 @@ from typing import Optional
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from coordinator.client import Client  # noqa: E402
-from meanshift_rpc.tls import make_dev_pki  # noqa: E402
-from party_node.config import write_node_config  # noqa: E402
-from secure_meanshift.data import separated_blobs, split_even  # noqa: E402
-from secure_meanshift.simulate import free_port  # noqa: E402  (also used by the service tests)
+from coordinator.client import Client
+from party_node.config import write_node_config
+from secure_meanshift.data import separated_blobs, split_even
+# ROOT and free_port are re-exported for the service tests
+from testkit import DEALER, ROOT, dev_pki, free_port, job_spec  # noqa: F401
 
 NAMES = ["alpha", "beta", "gamma", "delta"]
 
-
-DEALER = "dd"
 DEALER_KEY = f"dealer:{DEALER}"    # how the coordinator lists the dealer node
 
 
@@ -51,9 +46,9 @@ class Cluster:
         self.max_concurrent_jobs = max_concurrent_jobs         # every node's and the dealer's
         # rendezvous ports: a random block per cluster (other test runs share the machine)
         self.mpc_base = random.randrange(20000, 32000 - 40 * (len(NAMES) + 1), 40)
-        make_dev_pki(self.certs, ["coordinator", *(f"analyst:{a}" for a in analysts),
-                                  "operator:olga", f"dealer:{DEALER}"]
-                     + [f"party:{n}" for n in NAMES], hosts=["localhost", coord_host])
+        dev_pki(self.certs, ["coordinator", *(f"analyst:{a}" for a in analysts),
+                             "operator:olga", f"dealer:{DEALER}"]
+                + [f"party:{n}" for n in NAMES], hosts=["localhost", coord_host])
         pts, self.centres = separated_blobs(points * parties, 4, 2, 0.015, min_gap=0.35,
                                             seed=11)
         self.parts = split_even(pts, parties, 11)
@@ -178,10 +173,5 @@ class Cluster:
                 os.killpg(p.pid, signal.SIGKILL)
 
     def spec(self, parties: Optional[list] = None, **kw) -> dict:
-        names = parties or self.names
-        d = {"name": "test", "parties": [{"id": n, "dataset": "points"} for n in names],
-             "bandwidth": 0.12, "dust": 6, "kernel": "flat", "max_iter": 20,
-             "bounds": {"lo": [0, 0], "hi": [1, 1]}, "reveal_to": ["analyst:ann", names[0]],
-             "summary": "exact", "dealer": DEALER}
-        d.update(kw)
-        return d
+        """The tests' job spec (testkit.job_spec) for ``parties`` (default: all)."""
+        return job_spec(parties or self.names, **kw)

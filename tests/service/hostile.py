@@ -10,16 +10,16 @@ import queue
 import threading
 import time
 from concurrent import futures
-from typing import Optional
 
 import grpc
 
-from cluster import NAMES, free_port  # noqa: F401  (re-exported)
+from cluster import NAMES
 from coordinator.client import Client
 from coordinator.server import serve
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc.tls import TLSFiles, make_dev_pki, open_channel, server_credentials
+from meanshift_rpc.tls import TLSFiles, open_channel, server_credentials
+from testkit import dev_pki, job_spec
 
 IDENTITIES = ["coordinator", "analyst:ann", "analyst:eve", "operator:olga", "dealer:dan", "dealer:dd"] + \
     [f"party:{n}" for n in NAMES]
@@ -32,7 +32,7 @@ class Coord:
         self.tmp = tmp
         self.certs = os.path.join(tmp, "certs")
         if not os.path.exists(os.path.join(self.certs, "ca.pem")):
-            make_dev_pki(self.certs, IDENTITIES)
+            dev_pki(self.certs, IDENTITIES)
         self.db = os.path.join(tmp, "coord.db")
         kw.setdefault("agreement_timeout", 20.0)
         kw.setdefault("heartbeat_timeout", 600.0)      # hand-driven nodes do not heartbeat
@@ -114,45 +114,6 @@ def wait_parties(coord: Coord, names, timeout=10.0):
     raise TimeoutError("fake parties did not subscribe")
 
 
-def cert_from_ca(ca_dir: str, cn: str, out: str, role: Optional[str] = None,
-                 days_from: float = -2, days_to: float = -1) -> TLSFiles:
-    """A new key and a certificate for ``cn`` (with ``role`` in the OU if given),
-    signed by the CA in ``ca_dir`` (ca.pem, ca.key) and valid between the two
-    offsets in days from now: by default one that expired a day ago; a positive
-    ``days_from``, one from a host whose clock is ahead. Written to ``out``.pem and
-    ``out``.key."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    ca_pem = os.path.join(ca_dir, "ca.pem")
-    with open(ca_pem, "rb") as fh:
-        ca = x509.load_pem_x509_certificate(fh.read())
-    with open(os.path.join(ca_dir, "ca.key"), "rb") as fh:
-        ca_key = serialization.load_pem_private_key(fh.read(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if role:
-        name.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role))
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name(name))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now + datetime.timedelta(days=days_from))
-            .not_valid_after(now + datetime.timedelta(days=days_to))
-            .sign(ca_key, hashes.SHA256()))
-    with open(out + ".pem", "wb") as fh:
-        fh.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(out + ".key", "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    return TLSFiles(ca_pem, out + ".pem", out + ".key")
-
-
 class EvilCoordinator(pb_grpc.CoordinatorServicer):
     """Holds a genuine coordinator certificate but sends whatever the test wants;
     records every reply a node sends."""
@@ -203,10 +164,8 @@ class EvilCoordinator(pb_grpc.CoordinatorServicer):
 
 
 def spec(**kw) -> dict:
-    """The two-party job the trust and queue tests submit, with fields replaced by kw."""
-    d = {"name": "t", "parties": [{"id": "alpha", "dataset": "points"},
-                                  {"id": "beta", "dataset": "points"}],
-         "bandwidth": 0.12, "dust": 6, "max_iter": 20, "bounds": {"lo": [0, 0], "hi": [1, 1]},
-         "reveal_to": ["analyst:ann", "alpha"], "summary": "exact", "dealer": "dan"}
+    """The two-party job the trust and queue tests submit (testkit.job_spec, with
+    the dealer dan), with fields replaced by kw."""
+    d = job_spec(("alpha", "beta"), dealer="dan", name="t")
     d.update(kw)
     return d

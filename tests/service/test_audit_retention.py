@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from cluster import ROOT, free_port
 from coordinator.store import Store
+from testkit import ROOT, free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -22,7 +22,8 @@ import urllib.request
 import pytest
 import yaml
 
-from cluster import DEALER_KEY, ROOT, Cluster
+from cluster import DEALER_KEY, Cluster
+from testkit import ROOT
 
 # about 100 s (a real federation runs a job first): slow, run by .ci/run on its own
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]

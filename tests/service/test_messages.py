@@ -16,12 +16,11 @@ import sys
 import grpc
 import pytest
 
-from cluster import ROOT, free_port
-from hostile import cert_from_ca
 from coordinator.server import serve
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc.tls import TLSFiles, cert_info, make_dev_pki, open_channel
+from meanshift_rpc.tls import TLSFiles, cert_info, open_channel
+from testkit import ROOT, cert_from_ca, dev_pki, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,8 +39,8 @@ def coord(tmp_path_factory):
     """An in-process coordinator whose revocation list holds analyst:eve and party:beta."""
     tmp = str(tmp_path_factory.mktemp("msg"))
     certs = os.path.join(tmp, "certs")
-    files = make_dev_pki(certs, ["coordinator", "analyst:ann", "analyst:eve", "party:alpha",
-                                 "party:beta"], hosts=["localhost", "127.0.0.1"])
+    files = dev_pki(certs, ["coordinator", "analyst:ann", "analyst:eve", "party:alpha",
+                            "party:beta"], hosts=["localhost", "127.0.0.1"])
     revoked = os.path.join(tmp, "revoked.txt")
     with open(revoked, "w") as fh:
         fh.write(f"{_serial(files['analyst:eve']):x}\n{_serial(files['party:beta']):x}\n")
@@ -240,8 +239,8 @@ def test_a_coordinator_stop_is_recorded_as_such_not_blamed_on_a_party(tmp_path):
     from coordinator.client import Client
 
     certs = str(tmp_path / "certs")
-    files = make_dev_pki(certs, ["coordinator", "analyst:ann", "party:alpha", "party:beta",
-                                 "dealer:dd"], hosts=["localhost"])
+    files = dev_pki(certs, ["coordinator", "analyst:ann", "party:alpha", "party:beta",
+                            "dealer:dd"], hosts=["localhost"])
     server, svc = serve("127.0.0.1:0", str(tmp_path / "c.db"), files["coordinator"])
     address = f"127.0.0.1:{svc.port}"
     seen: dict = {}
@@ -313,8 +312,8 @@ def test_two_nodes_with_one_identity_are_detected_and_named(coord):
 
 def test_revoking_a_connected_node_applies_at_its_next_heartbeat(tmp_path):
     certs = str(tmp_path / "certs")
-    files = make_dev_pki(certs, ["coordinator", "operator:olga", "party:alpha"],
-                         hosts=["localhost"])
+    files = dev_pki(certs, ["coordinator", "operator:olga", "party:alpha"],
+                    hosts=["localhost"])
     rl = tmp_path / "revoked.txt"
     rl.write_text("")
     server, svc = serve("127.0.0.1:0", str(tmp_path / "c.db"), files["coordinator"],

@@ -117,14 +117,13 @@ def test_wrong_ca_and_bad_data_on_a_separate_host(tmp_path, namespaces):
     import sys
     import time
 
-    from cluster import ROOT
-    from meanshift_rpc.tls import make_dev_pki
+    from testkit import ROOT, dev_pki
 
     c = netns_cluster(tmp_path, namespaces)
     c.start_coordinator()
     c.start_node("alpha")
     c.wait_connected(["alpha"], timeout=60)
-    rogue = make_dev_pki(str(tmp_path / "rogue"), ["party:gamma"])["party:gamma"]
+    rogue = dev_pki(str(tmp_path / "rogue"), ["party:gamma"])["party:gamma"]
     cfg = c.write_config("gamma", 2, tls={"ca": rogue.ca, "cert": rogue.cert, "key": rogue.key},
                          rendezvous={"advertise": f"{SUBNET}.12",
                                      "ifname": namespaces["ifname"]["gamma"]})
@@ -161,7 +160,7 @@ def test_wrong_ca_and_bad_data_on_a_separate_host(tmp_path, namespaces):
 def node_health(c: Cluster, name: str) -> int:
     import sys
 
-    from cluster import ROOT
+    from testkit import ROOT
 
     return subprocess.run([sys.executable, "-m", "meanshift_cli", "node", "health", "--config",
                            os.path.join(c.tmp, f"{name}.yaml")], capture_output=True,

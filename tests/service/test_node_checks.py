@@ -8,15 +8,13 @@ from meanshift_proto.v1 import service_pb2 as pb
 from party_node.config import NodeConfig
 from party_node.node import Job, PartyNode
 from party_node.policy import mpc_reason
+from testkit import signed_spec
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def spec() -> pb.JobSpec:
-    return pb.JobSpec(parties=[pb.PartyRef(id="alpha", dataset="d"),
-                               pb.PartyRef(id="beta", dataset="d")],
-                      bandwidth=0.1, n_dust=4, kernel="flat", max_iter=5,
-                      bounds_lo=[0, 0], bounds_hi=[1, 1], dealer="dd", transport="tls")
+    return signed_spec(transport="tls")
 
 
 def peers(order=("party:alpha", "party:beta", "dealer:dd"), port=31000):

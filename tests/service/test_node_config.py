@@ -92,7 +92,7 @@ def test_node_run_with_a_bogus_ifname_exits_2_naming_the_key(tmp_path):
     import subprocess
     import sys
 
-    from cluster import ROOT, free_port
+    from testkit import ROOT, free_port
 
     cfg = tmp_path / "node.yaml"
     cfg.write_text(f"party_id: alpha\ncoordinator: {{address: '127.0.0.1:{free_port()}'}}\n"

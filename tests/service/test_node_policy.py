@@ -5,6 +5,7 @@ import pytest
 from meanshift_proto.v1 import service_pb2 as pb
 from party_node import policy
 from party_node.config import Dataset, NodeConfig, Policy
+from testkit import signed_spec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -15,11 +16,7 @@ def cfg(**pol) -> NodeConfig:
 
 
 def spec(**kw) -> pb.JobSpec:
-    d = dict(parties=[pb.PartyRef(id="alpha", dataset="d"), pb.PartyRef(id="beta", dataset="d")],
-             bandwidth=0.1, n_dust=4, kernel="flat", max_iter=5, bounds_lo=[0, 0],
-             bounds_hi=[1, 1], dealer="dd", transport="trusted-network", min_cluster_size=5)
-    d.update(kw)
-    return pb.JobSpec(**d)
+    return signed_spec(transport="trusted-network", min_cluster_size=5, **kw)
 
 
 def test_rules_in_order_each_named():

@@ -1,13 +1,12 @@
 """max_concurrent_jobs at the node: the config key, the slots and the ports
 (party_node: no coordinator, no worker)."""
 
-import socket
-
 import pytest
 
 from meanshift_proto.v1 import service_pb2 as pb
 from party_node.config import ConfigError, load
 from party_node.node import Job, PartyNode
+from testkit import free_port_range
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,18 +36,11 @@ def test_default_one_and_bad_values_named(tmp_path):
 
 
 def free_range(n: int) -> tuple:
-    """n consecutive ports nothing listens on (probed)."""
-    for lo in range(31000, 32000, n):
-        ok = True
-        for p in range(lo, lo + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("", p))
-                except OSError:
-                    ok = False
-        if ok:
-            return lo, lo + n - 1
-    pytest.skip("no free port range")
+    """n consecutive ports nothing listens on (testkit.free_port_range)."""
+    found = free_port_range(n)
+    if found is None:
+        pytest.skip("no free port range")
+    return found
 
 
 def job(jid: str) -> Job:

@@ -13,12 +13,12 @@ import grpc
 import numpy as np
 import pytest
 
-from cluster import ROOT, Cluster, free_port
-from hostile import cert_from_ca
+from cluster import Cluster
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_proto.v1 import service_pb2_grpc as pb_grpc
-from meanshift_rpc.tls import TLSFiles, make_dev_pki, open_channel
+from meanshift_rpc.tls import TLSFiles, open_channel
 from party_node.connect import probe
+from testkit import ROOT, cert_from_ca, dev_pki, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -58,7 +58,7 @@ def cluster(tmp_path_factory):
 # ---- connecting ------------------------------------------------------------------------
 def test_node_from_another_ca_says_why_and_never_connected(cluster):
     rogue_dir = os.path.join(cluster.tmp, "rogue")
-    rogue = make_dev_pki(rogue_dir, ["party:delta"])["party:delta"]
+    rogue = dev_pki(rogue_dir, ["party:delta"])["party:delta"]
     cfg = cluster.write_config("delta", 1, tls={"ca": rogue.ca, "cert": rogue.cert,
                                                 "key": rogue.key},
                                datasets={"points": {"path": os.path.join(cluster.tmp,
@@ -81,7 +81,7 @@ def test_node_from_another_ca_says_why_and_never_connected(cluster):
 def test_probe_names_each_cause(cluster, tmp_path):
     good = TLSFiles.in_dir(cluster.certs, "party:alpha")
     assert probe(cluster.address, good, "localhost") == ""
-    rogue = make_dev_pki(str(tmp_path / "rogue"), ["party:alpha"])["party:alpha"]
+    rogue = dev_pki(str(tmp_path / "rogue"), ["party:alpha"])["party:alpha"]
     # the coordinator's certificate is checked against another CA
     assert "coordinator's certificate is not signed by the configured CA " + rogue.ca in \
         probe(cluster.address, rogue, "localhost")

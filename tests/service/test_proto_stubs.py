@@ -7,8 +7,8 @@ import glob
 import os
 
 import pytest
+from testkit import ROOT
 
-from cluster import ROOT
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import results, signing
-from meanshift_rpc.tls import TLSFiles, make_dev_pki
+from meanshift_rpc.tls import TLSFiles
+from testkit import dev_pki
 
 pytestmark = pytest.mark.timeout(60)
 TABLE = [(0.25, 0.5, 1.0), (0.75, 0.5, 1.0), (0.0, 0.0, 0.0)]    # two kept, one empty slot
@@ -22,8 +23,8 @@ TABLE = [(0.25, 0.5, 1.0), (0.75, 0.5, 1.0), (0.0, 0.0, 0.0)]    # two kept, one
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("pki"))
-    make_dev_pki(d, ["coordinator", "analyst:ann", "analyst:eve", "party:alpha",
-                     "party:beta", "party:gamma"])
+    dev_pki(d, ["coordinator", "analyst:ann", "analyst:eve", "party:alpha",
+                "party:beta", "party:gamma"])
     return d
 
 

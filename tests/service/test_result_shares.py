@@ -12,12 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from cluster import ROOT, Cluster
+from cluster import Cluster
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import results
 from meanshift_rpc.tls import TLSFiles
 from secure_meanshift.centroid_match import match_error
 from test_service import run_job, twin
+from testkit import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 

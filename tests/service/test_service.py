@@ -13,10 +13,11 @@ import grpc
 import numpy as np
 import pytest
 
-from cluster import ROOT, Cluster
+from cluster import Cluster
 from secure_meanshift.centroid_match import match_error
 from secure_meanshift.params import MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
+from testkit import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -80,9 +81,9 @@ def test_job_matches_plaintext_twin(cluster, finished, names):
 def test_unauthorised_identity_is_denied_and_audited(cluster, finished):
     info = finished(cluster, ["alpha", "beta"])
     assert info["state"] == "succeeded"
-    from meanshift_rpc.tls import make_dev_pki
+    from testkit import dev_pki
 
-    make_dev_pki(cluster.certs, ["alpha"])   # a valid certificate whose name is a bare party id
+    dev_pki(cluster.certs, ["alpha"])   # a valid certificate whose name is a bare party id
     # gamma is not a receiver (nor a party); "alpha" is not party:alpha
     for who in ("analyst:eve", "party:gamma", "alpha"):
         cl = cluster.client(who)

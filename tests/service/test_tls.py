@@ -10,9 +10,10 @@ import time
 import grpc
 import pytest
 
-from cluster import ROOT, Cluster, free_port
+from cluster import Cluster
 from coordinator.client import Client
-from meanshift_rpc.tls import TLSFiles, make_dev_pki
+from meanshift_rpc.tls import TLSFiles
+from testkit import ROOT, dev_pki, free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,7 +46,7 @@ def coord(tmp_path_factory):
 
 
 def test_certificate_from_another_ca_is_rejected(coord, tmp_path):
-    other = make_dev_pki(str(tmp_path / "rogue"), ["analyst:ann"])["analyst:ann"]
+    other = dev_pki(str(tmp_path / "rogue"), ["analyst:ann"])["analyst:ann"]
     # trusts the real CA (so the server is accepted) but presents a foreign certificate
     files = TLSFiles(os.path.join(coord.certs, "ca.pem"), other.cert, other.key)
     c = Client(coord.address, tls=files, server_name="localhost", deadline_s=5)

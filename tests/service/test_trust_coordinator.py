@@ -12,13 +12,13 @@ import grpc
 import numpy as np
 import pytest
 
-from cluster import ROOT
 from coordinator.client import Client
 from coordinator.server import serve
-from hostile import Coord, FakeNode, cert_from_ca, wait_parties, spec
+from hostile import Coord, FakeNode, spec, wait_parties
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import signing
 from meanshift_rpc.tls import IdentityError, TLSFiles, issue_certificate
+from testkit import ROOT, cert_from_ca
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -422,10 +422,10 @@ def test_node_rpcs_only_for_party_and_dealer_certificates(coord):
 
 
 def test_expired_or_foreign_client_certificates_get_nowhere(coord, tmp_path):
-    from meanshift_rpc.tls import make_dev_pki
+    from testkit import dev_pki
 
     expired = cert_from_ca(coord.certs, "operator:old", str(tmp_path / "old"), role="operator")
-    foreign = make_dev_pki(str(tmp_path / "rogue"), ["operator:olga"])["operator:olga"]
+    foreign = dev_pki(str(tmp_path / "rogue"), ["operator:olga"])["operator:olga"]
     ca_path = os.path.join(coord.certs, "ca.pem")
     for files in (expired, TLSFiles(ca_path, foreign.cert, foreign.key)):
         c = Client(coord.address, tls=files, deadline_s=5)

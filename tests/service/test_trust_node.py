@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import yaml
 
-from cluster import ROOT
-from hostile import IDENTITIES, EvilCoordinator, cert_from_ca, spec
+from hostile import IDENTITIES, EvilCoordinator, spec
 from meanshift_proto.v1 import service_pb2 as pb
 from meanshift_rpc import jobspec, signing
-from meanshift_rpc.tls import TLSFiles, make_dev_pki
+from meanshift_rpc.tls import TLSFiles
 from party_node.config import write_node_config
+from testkit import ROOT, cert_from_ca, dev_pki
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +33,7 @@ class Env:
     def __init__(self, tmp, policy=None):
         self.tmp = tmp
         self.certs = os.path.join(tmp, "certs")
-        make_dev_pki(self.certs, IDENTITIES)
+        dev_pki(self.certs, IDENTITIES)
         self.evil = EvilCoordinator(self.certs)
         rng = np.random.default_rng(5)
         self.data = np.round(rng.uniform(0.05, 0.95, (40, 2)), 6)
@@ -111,7 +111,7 @@ def test_node_refuses_forged_altered_and_foreign_jobs(env, tmp_path):
     assert "role" in refused(env.ask(env.offer(signer="coordinator")))
     # a certificate of another CA
     other = str(tmp_path / "rogue")
-    make_dev_pki(other, ["analyst:ann"])
+    dev_pki(other, ["analyst:ann"])
     assert "CA" in refused(env.ask(env.offer(certs=other)))
     # the coordinator's job id is not the signed one
     o = env.offer()
