@@ -3,7 +3,8 @@ data of several shapes. For each shape: scikit-learn's MeanShift(bandwidth=h),
 the plaintext twin and the secure engine (3 spawned party processes), with
 SecureMeanShift's intensity merge, cluster_all labels and local-mode seeds
 (``seeding="both"``: dusts + every party's local modes; the estimator's default
-above 1,000 points). ``public_datasets.py`` covers the default below that
+above 1,000 points when this was written; now "auto" picks "sklearn-bins" there
+when the bins fit: benchmarks/bin_seeds.py). ``public_datasets.py`` covers the default below that
 (``seeding="points"``, scikit-learn's own seeds) on public data sets.
 
 Figures per engine: ARI of its labels against scikit-learn's, centroid offset

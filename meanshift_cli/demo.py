@@ -155,7 +155,7 @@ def _report(args, spec: dict, info: dict, cents: np.ndarray, pts: np.ndarray,
             "reference_centroids": ref.centroids.tolist(),
             "sklearn_centroids": skl.tolist(), "max_abs_error": err,
             "unmatched": unmatched, "folder": work,
-            "seeding": resolve_seeding(params.seeding, len(pts), params.summary)}
+            "seeding": resolve_seeding(params.seeding, len(pts), params.summary, params)}
 
 
 def _print_report(report: dict, say) -> None:

@@ -29,7 +29,8 @@ from secure_meanshift.sources import SourceError, read_all, source_from_arg
 
 #: the table's rows that are simulator flags, in --help order
 ALGORITHM = ("bandwidth", "quantile", "n_dust", "kernel", "max_iter", "tol", "oblivious",
-             "seed", "merge", "merge_radius", "seeding", "min_weight", "seeds_per_party",
+             "seed", "merge", "merge_radius", "seeding", "min_bin_freq", "min_weight",
+             "seeds_per_party",
              "reveal_to", "return_sizes", "summary")
 TYPES = {"int": int, "float": float}
 
@@ -239,13 +240,21 @@ def _params(args, parts: list, bounds) -> MeanShiftParams:
             check_points(p, params.bounds, f"party {i}")
     params.check_world(len(parts), total)
     if not params.estimates_bandwidth:
-        return params
+        return _bins_if_auto(args, params, total, summary)
     h = estimate_bandwidth(parts, quantile=params.bandwidth.quantile,
                            n_samples=params.bandwidth.n_samples, seed=args.seed,
                            bounds=bounds, timeout_s=args.timeout * 10)
     print(f"bandwidth (secure estimate, quantile {params.bandwidth.quantile}): {h:.6g}",
           file=sys.stderr)
-    return replace(params, bandwidth=h)
+    return _bins_if_auto(args, replace(params, bandwidth=h), total, summary)
+
+
+def _bins_if_auto(args, params: MeanShiftParams, total: int, summary) -> MeanShiftParams:
+    """--seeding auto once more, now that the bounds and h are known: scikit-learn's
+    bins (sklearn-bins) above the every-point limit when they fit."""
+    if args.seeding != "auto" or params.dp:
+        return params
+    return replace(params, seeding=resolve_seeding("auto", total, summary, params))
 
 
 def _progress_printer(say):
@@ -282,7 +291,8 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     ref = reference_meanshift(parts, params, noise=sim.dp_noise)
     skl = None
     if not args.no_sklearn and total <= 20000:
-        skl = sklearn_centres(np.concatenate(parts), params.bandwidth)
+        skl = sklearn_centres(np.concatenate(parts), params.bandwidth,
+                              bin_seeding=params.seeding == "sklearn-bins")
     return build_report(parts, params, sim, ref, skl), skl
 
 
@@ -296,7 +306,8 @@ def _print_report(args, report: dict, parts: list, params: MeanShiftParams, skl)
     print(f"plaintext twin: {len(report['reference_centroids'])} centroids, "
           f"max |secure - twin| = {report['max_abs_error']:.2e} (data units)")
     if skl is not None:
-        print(f"scikit-learn MeanShift: {len(skl)} centres")
+        bins = "(bin_seeding=True)" if params.seeding == "sklearn-bins" else ""
+        print(f"scikit-learn MeanShift{bins}: {len(skl)} centres")
     print(f"communication: {report['communication']['bytes'] / 1e6:.2f} MB between parties, "
           f"{report['communication']['dealer_bytes'] / 1e6:.2f} MB from the dealer, "
           f"{report['communication']['rounds']} rounds "

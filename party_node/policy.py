@@ -89,9 +89,10 @@ def seeds_reason(seeds: int, seeding: str, max_dust: int) -> str:
 
 def seeds_known_at_acceptance(spec: pb.JobSpec) -> Optional[int]:
     """The most seeds the job's own fields allow: its dusts plus every party's
-    binned modes (seeding auto: the branch above AUTO_POINT_SEEDS_UP_TO points),
-    or None where only the row counts fix them (every-point seeding, the DP
-    grid): those are checked when the sizes are exchanged (run_time_seeds_check)."""
+    binned modes (seeding auto: its dust-and-modes branch), or None where only
+    the row counts fix them (every-point seeding, the DP grid, scikit-learn's
+    candidate bins, and auto's branches that pick those): those are checked when
+    the sizes are exchanged (run_time_seeds_check)."""
     d = jobspec.to_dict(spec)             # the defaults filled in
     seeding = d["seeding"]
     if seeding not in ("dust", "bins", "both", "auto"):

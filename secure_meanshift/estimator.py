@@ -18,6 +18,7 @@ is opened (a party that receives no centres gets no labels).
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from numbers import Integral, Real
 from typing import Optional
 
@@ -30,6 +31,7 @@ from .bandwidth import estimate_bandwidth
 from .data import data_bounds
 from .errors import InputError
 from .privacy import PrivacySpec
+from .binseeds import AUTO_BIN_WORK, BIN_SEEDING, MAX_BIN_SEEDS, auto_bin_work, n_bin_seeds
 from .params import (AUTO_POINT_SEEDS_UP_TO, MAX_POINT_SEEDS, PARAMS, EstimateBandwidth,
                      MeanShiftParams, Param, bandwidth_value, default, resolve_seeding,
                      resolve_summary)
@@ -39,6 +41,28 @@ from .validation import (as_matrix, as_parties, check_bounds, check_finite_cells
 
 class SeedingWarning(UserWarning):
     """seeding="auto" picked seeds other than every point (above the every-point limit)."""
+
+
+def _warn_seeding(p: MeanShiftParams, n: int) -> None:
+    """Say once per fit that "auto" switched away from every point as seed, and to what."""
+    why = (f"{n:,} points{' summarised' if p.summary is not None else ''}, more than "
+           f"{AUTO_POINT_SEEDS_UP_TO:,} in exact mode")
+    if p.seeding == BIN_SEEDING:
+        msg = (f"seeding: {why}, so 'auto' picked 'sklearn-bins' ({n_bin_seeds(p):,} candidate "
+               "bins of side h), not every point as seed: centres are those of scikit-learn's "
+               "MeanShift(bin_seeding=True), not MeanShift()'s. seeding='points' takes up to "
+               f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.")
+    else:
+        m = n_bin_seeds(p)
+        bins = (f"{m:,} candidate bins, more than {MAX_BIN_SEEDS:,}" if m > MAX_BIN_SEEDS else
+                f"{m:,} candidate bins: about {auto_bin_work(p, n, p.summary):,.0f} kernel "
+                f"tests an iteration, more than 'auto' takes ({AUTO_BIN_WORK:,})")
+        msg = (f"seeding: {why}, and scikit-learn's bin_seeding is out of reach ({bins}), so "
+               f"'auto' picked {p.seeding!r} (dusts and every party's local modes): centres "
+               "may differ from MeanShift()'s and MeanShift(bin_seeding=True)'s. "
+               f"seeding='points' takes up to {MAX_POINT_SEEDS:,} rows; the choice is in "
+               "seeding_.")
+    warnings.warn(msg, SeedingWarning, stacklevel=4)
 
 
 def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
@@ -73,7 +97,8 @@ def sklearn_n_iter(iterations: int, max_iter: int) -> int:
 
 
 #: the estimator's keyword arguments that are rows of the parameter table
-TABLE_PARAMS = ("kernel", "merge", "merge_radius", "seeding", "seeds_per_party", "n_dust",
+TABLE_PARAMS = ("kernel", "merge", "merge_radius", "seeding", "seeds_per_party",
+                "min_bin_freq", "n_dust",
                 "min_weight", "max_iter", "tol", "oblivious", "seed", "summary",
                 "precision_bits", "quantile", "n_samples")
 _CLOSED = {(False, True): "both", (False, False): "left", (True, True): "right",
@@ -124,14 +149,25 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
     merge_radius : float or None, default=None
         Centres closer than this collapse; None: h ("intensity") or h/2 ("first").
 
-    seeding : {"auto", "points", "dust", "bins", "both"}, default="auto"
+    seeding : {"auto", "points", "sklearn-bins", "dust", "bins", "both"}, default="auto"
         Initial centres. "points": every row is a seed (scikit-learn's default,
-        exact semantics, O(N^2) per iteration, at most 2,000 rows); "dust":
-        ``n_dust`` rows picked by ``seed``; "bins": every party's own binned
-        local modes; "both": dusts then binned modes; "auto": "points" up to
-        1,000 rows in exact mode, else "both" (with a SeedingWarning: the
-        centres may then differ from ``MeanShift()``'s). The choice made is
-        in ``seeding_``.
+        exact semantics, O(N^2) per iteration, at most 2,000 rows);
+        "sklearn-bins": scikit-learn's ``bin_seeding=True`` (seeds at the
+        centres of the bins of side h holding at least ``min_bin_freq`` points;
+        every candidate bin inside the bounds iterates, which bins are occupied
+        stays secret; at most 4,096 candidate bins); "dust": ``n_dust`` rows
+        picked by ``seed``; "bins": every party's own binned local modes;
+        "both": dusts then binned modes; "auto": "points" up to 1,000 rows in
+        exact mode, above that (and in summary mode) "sklearn-bins" (a
+        SeedingWarning says so: the centres are then
+        ``MeanShift(bin_seeding=True)``'s), or "both" when the candidate bins
+        exceed the cap or their work (bins x rows, at most 8,000,000 kernel
+        tests an iteration) (a SeedingWarning: the centres may then differ
+        from scikit-learn's). The choice made is in ``seeding_``.
+
+    min_bin_freq : int, default=1
+        "sklearn-bins": only bins holding at least this many points (over all
+        parties, counted on shares) seed, as scikit-learn's ``min_bin_freq``.
 
     seeds_per_party : int, default=32
         Seeds each party contributes with "bins"/"both" (a fixed budget).
@@ -283,6 +319,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         merge_radius: Optional[float] = default("merge_radius"),
         seeding: str = default("seeding"),
         seeds_per_party: int = default("seeds_per_party"),
+        min_bin_freq: int = default("min_bin_freq"),
         n_dust: int = default("n_dust"),
         min_weight: float = default("min_weight"),
         max_iter: int = default("max_iter"),
@@ -308,6 +345,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         self.merge_radius = merge_radius
         self.seeding = seeding
         self.seeds_per_party = seeds_per_party
+        self.min_bin_freq = min_bin_freq
         self.n_dust = n_dust
         self.min_weight = min_weight
         self.max_iter = max_iter
@@ -349,13 +387,15 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         summary = None if self.summary == "exact" else self.summary
         if total_points is not None:
             summary = resolve_summary(summary, total_points)
-            if self.privacy is None:
-                kw["seeding"] = resolve_seeding(self.seeding, total_points, summary)
-        return MeanShiftParams(
+        p = MeanShiftParams(
             **{**kw, "summary": summary},
             bandwidth=bandwidth_value(bandwidth, estimate=self.estimate()),
             bounds=tuple(bounds), privacy=self.privacy,
             reveal_to=None if self.reveal_to is None else tuple(int(r) for r in self.reveal_to))
+        if total_points is None or self.privacy is not None:
+            return p
+        # 'auto' with the bounds and h known (scikit-learn's bins when they fit)
+        return replace(p, seeding=resolve_seeding(self.seeding, total_points, summary, p))
 
     # ---- fit: every check first, then the run ------------------------------
     def _check_fit_input(self, X):
@@ -405,14 +445,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         p = self.make_params(h, bounds, n)
         p.check_world(world, n)
         if self.seeding == "auto" and p.seeding != "points":
-            warnings.warn(
-                f"seeding: {n:,} points{' summarised' if p.summary is not None else ''}, so "
-                f"'auto' picked {p.seeding!r} (dusts and every party's local modes), not every "
-                f"point as seed (scikit-learn's MeanShift() semantics, at most "
-                f"{AUTO_POINT_SEEDS_UP_TO:,} points in exact mode here): centres may differ from "
-                "MeanShift()'s. seeding='points' takes up to "
-                f"{MAX_POINT_SEEDS:,} rows; the choice is in seeding_.", SeedingWarning,
-                stacklevel=3)
+            _warn_seeding(p, n)
         return p
 
     def _check_dp_inputs(self) -> None:

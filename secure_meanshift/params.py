@@ -17,13 +17,15 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .binseeds import (AUTO_BIN_WORK, BIN_SEEDING, MAX_BIN_SEEDS, auto_bin_work,
+                       check_bin_seeds, n_bin_seeds)
 from .errors import InputError
 
 from .kernels import DEFAULT_KERNEL, KERNEL_NAMES as KERNELS  # the one registry
 from .privacy import PrivacySpec
 
 MERGE_RULES = ("intensity", "first")
-SEEDINGS = ("dust", "bins", "both", "points", "auto", "grid")   # grid: DP mode only
+SEEDINGS = ("dust", "bins", "both", "points", BIN_SEEDING, "auto", "grid")   # grid: DP only
 MAX_POINT_SEEDS = 2000   # seeding="points": m x N work and memory per iteration (3,000: 10 s, 4 GB a party)
 AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
 AUTO_EXACT_UP_TO = 20_000
@@ -147,12 +149,16 @@ PARAMS: dict = _rows(
     Param("merge", "choice", "intensity", "intensity (scikit-learn's rule) or first (the "
           "lowest seed index wins)", choices=MERGE_RULES, spec_key="merge", cli="--merge"),
     Param("seeding", "choice", "auto", "initial centres: auto (points up to "
-          f"{AUTO_POINT_SEEDS_UP_TO:,} points in exact mode, else both; grid in DP mode), "
-          "points, dust, bins, both, grid (DP mode)", choices=SEEDINGS,
+          f"{AUTO_POINT_SEEDS_UP_TO:,} points in exact mode, else sklearn-bins while at "
+          f"most {MAX_BIN_SEEDS:,} bins and {AUTO_BIN_WORK:,} kernel tests an iteration, "
+          "else both; grid in DP mode), points, sklearn-bins (scikit-learn's "
+          "bin_seeding=True), dust, bins, both, grid (DP mode)", choices=SEEDINGS,
           spec_key="seeding", cli="--seeding"),
     Param("seeds_per_party", "int", 32, "per-party seed budget of seeding bins/both",
           low=1, high=MAX_SEEDS_PER_PARTY, spec_key="seeds_per_party",
           cli="--seeds-per-party"),
+    Param("min_bin_freq", "int", 1, "seeding sklearn-bins: a bin seeds only with at least "
+          "this many points (scikit-learn's min_bin_freq)", low=1, cli="--min-bin-freq"),
     Param("min_weight", "float", 0.0, "centres with fewer points within h are dropped "
           "(0: only empty ones)", low=0, spec_key="min_weight", cli="--min-weight"),
     Param("reveal_to", "custom", None, "who receives the centres (default: every party)",
@@ -266,10 +272,18 @@ class MeanShiftParams:
             ``"both"``: dusts first, then the binned seeds; ``"points"``: every
             (shared) row is a seed, scikit-learn's default (``bin_seeding=False``)
             and its exact semantics, at O(N^2) cost per iteration (at most
-            MAX_POINT_SEEDS rows in total); ``"auto"``: ``"points"`` up to
-            AUTO_POINT_SEEDS_UP_TO points in exact mode, else ``"both"``
-            (resolve_seeding, once the public N is known); ``"grid"`` (DP mode
-            only): the public seed grid of privacy.grid_seeds.
+            MAX_POINT_SEEDS rows in total); ``"sklearn-bins"``: scikit-learn's
+            ``bin_seeding=True`` (binseeds.py): every candidate bin of side h
+            inside the bounds is a public seed (at most binseeds.MAX_BIN_SEEDS),
+            bins with fewer than ``min_bin_freq`` points (counted on shares)
+            count as empty at the merge; ``"auto"``: ``"points"`` up to
+            AUTO_POINT_SEEDS_UP_TO points in exact mode, above it (and in
+            summary mode) ``"sklearn-bins"`` when the candidate bins fit the
+            cap and their work per iteration binseeds.AUTO_BIN_WORK, else
+            ``"both"`` (resolve_seeding, once the public N is known); ``"grid"``
+            (DP mode only): the public seed grid of privacy.grid_seeds.
+        min_bin_freq: seeding "sklearn-bins": a bin's seed counts only if the
+            bin holds at least this many points (scikit-learn's min_bin_freq).
         min_weight: with ``merge="intensity"``, centroids whose kernel weight sum
             (points within h, flat kernel) is below this are dropped on shares;
             0 drops only empty ones. E.g. 5 keeps a lone record from being
@@ -313,6 +327,7 @@ class MeanShiftParams:
     merge: str = default("merge")
     seeding: str = default("seeding")
     seeds_per_party: int = default("seeds_per_party")
+    min_bin_freq: int = default("min_bin_freq")
     min_weight: float = default("min_weight")
     reveal_to: Optional[tuple] = default("reveal_to")
     export_shares: bool = default("export_shares")
@@ -396,6 +411,8 @@ class MeanShiftParams:
             raise ValueError("seeding 'auto' must be resolved first (resolve_seeding)")
         if self.seeding == "points":
             return total_rows
+        if self.seeding == BIN_SEEDING:
+            return n_bin_seeds(self)
         if self.seeding == "grid":
             from .privacy import n_grid_seeds
 
@@ -431,6 +448,8 @@ class MeanShiftParams:
                                  "only with export_shares)")
             object.__setattr__(self, "reveal_to", tuple(sorted(set(r))))
         self._check_privacy()
+        if self.seeding == BIN_SEEDING and not self.estimates_bandwidth:   # DP refused it
+            check_bin_seeds(self)
 
     def _check_bounds(self) -> None:
         """bounds: two equal-length lists of finite numbers, hi >= lo, some hi > lo."""
@@ -493,13 +512,26 @@ class MeanShiftParams:
             raise InputError(f"reveal_to: rank {bad[0]} does not exist (world size {world_size})")
 
 
-def resolve_seeding(seeding: str, total_points: int, summary) -> str:
+def resolve_seeding(seeding: str, total_points: int, summary,
+                    params: Optional["MeanShiftParams"] = None) -> str:
     """'auto' -> 'points' (every point a seed: scikit-learn's default and exact
-    semantics) for at most AUTO_POINT_SEEDS_UP_TO points in exact mode, else
-    'both' (dusts and every party's local modes); any other rule as it is."""
+    semantics) for at most AUTO_POINT_SEEDS_UP_TO points in exact mode; above it
+    and in summary mode 'sklearn-bins' (scikit-learn's bin_seeding=True) when
+    ``params`` (bounds, h) give at most binseeds.MAX_BIN_SEEDS candidate bins;
+    and binseeds.auto_bin_work (m x rows per iteration) stays within
+    AUTO_BIN_WORK; else (or without ``params``) 'both' (dusts and every
+    party's local modes). Any other rule as it is. (Summary mode too: on
+    scikit-learn's generators its answer is closer to scikit-learn's than
+    'both', with fewer seeds: benchmarks/bin_seeds.py.)"""
     if seeding != "auto":
         return seeding
-    return "points" if summary is None and total_points <= AUTO_POINT_SEEDS_UP_TO else "both"
+    if summary is None and total_points <= AUTO_POINT_SEEDS_UP_TO:
+        return "points"
+    if params is not None and not params.estimates_bandwidth \
+            and params.merge == "intensity" and n_bin_seeds(params) <= MAX_BIN_SEEDS \
+            and auto_bin_work(params, total_points, summary) <= AUTO_BIN_WORK:
+        return BIN_SEEDING
+    return "both"
 
 
 def resolve_summary(value, total_points: int):

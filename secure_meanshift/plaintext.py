@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .binseeds import BIN_SEEDING, bin_seeds, occupied_bins
 from .data import check_points, from_unit, quantise_points, to_unit
 from .mpc.division import EMPTY_BELOW
 from .kernels import plain_kernel
@@ -57,6 +58,8 @@ def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.nda
     x = np.concatenate(units)
     if p.seeding == "points":
         return x.copy()
+    if p.seeding == BIN_SEEDING:        # every candidate bin (binseeds.py)
+        return bin_seeds(p)
     parts = []
     if p.uses_dust:
         parts.append(x[dust_indices(p.seed, len(x), p.n_dust)])
@@ -68,8 +71,9 @@ def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.nda
 
 
 def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
-                   seeds: Optional[np.ndarray] = None):
-    """Weighted mean-shift in the unit box. x (N, d), w (N,).
+                   seeds: Optional[np.ndarray] = None, occupied: Optional[np.ndarray] = None):
+    """Weighted mean-shift in the unit box. x (N, d), w (N,). ``occupied`` (m,) 0/1
+    (seeding "sklearn-bins"): a seed whose bin is unoccupied counts as empty at the merge.
     Returns (unmerged centroids (m, d), keep mask (m,), iterations, intensity (m,),
     closest approach of a point to a flat kernel's edge (unit box), the merge's
     decisive_ties (unit box) or None)."""
@@ -102,9 +106,10 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
     ties = None
     if p.merge == "intensity":
         top = float(w.sum())          # the secure engine's public bound: the total weight
-        keep, pairs = merge_with_pairs(c, intensity, p.merge_unit, p.keep_threshold,
+        inten = intensity if occupied is None else intensity * occupied   # unoccupied: empty
+        keep, pairs = merge_with_pairs(c, inten, p.merge_unit, p.keep_threshold,
                                        p.precision_bits, top)
-        ties = decisive_ties(c, intensity, pairs, p.precision_bits, top)
+        ties = decisive_ties(c, inten, pairs, p.precision_bits, top)
     else:
         keep = merge_keep(c, p.merge_unit)
     return c, keep, it, intensity, gap, ties
@@ -143,18 +148,19 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
         pairs = [summarize(u, p.h_unit * p.summary) for u in units]
         units, weights = [a for a, _ in pairs], [b for _, b in pairs]
     units = [quantise_points(u) for u in units]    # the engine's 2^-16 grid
-    p = replace(p, seeding=resolve_seeding(p.seeding, sum(len(q) for q in parts), p.summary))
+    p = replace(p, seeding=resolve_seeding(p.seeding, sum(len(q) for q in parts), p.summary, p))
     x = np.concatenate(units)
     w = (np.concatenate([np.asarray(v, float) for v in weights]) if weights is not None
          else np.ones(len(x)))
-    return _run_twin(x, w, initial_seeds(units, weights, p), p)
+    occupied = occupied_bins(units, weights, p) if p.seeding == BIN_SEEDING else None
+    return _run_twin(x, w, initial_seeds(units, weights, p), p, occupied)
 
 
-def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParams
-              ) -> PlainResult:
+def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParams,
+              occupied: Optional[np.ndarray] = None) -> PlainResult:
     """Weighted mean-shift from these seeds, merge, sizes, suppression (unit box in,
     data units out)."""
-    c, keep, it, intensity, gap, ties = meanshift_unit(x, w, p, seeds)
+    c, keep, it, intensity, gap, ties = meanshift_unit(x, w, p, seeds, occupied)
     sizes = nearest_sizes(c[keep], x, w) if p.return_sizes else None
     if p.min_cluster_size > 1:         # as protocol.suppress_small (sizes before it)
         big = nearest_sizes(c[keep], x, w) >= p.min_cluster_size - 0.5

@@ -48,6 +48,7 @@ from .privacy import share_histogram, shared_grid_seeds
 from .data import POINT_BITS, quantise_points
 from .merge import INTENSITY_BITS, key_layout
 from .seeds import local_peaks
+from .binseeds import BIN_SEEDING, shared_bin_seeds, shared_occupancy
 
 # Rows per Beaver matmul when fixed-point weights meet fixed-point points: the
 # pre-truncation sum stays below 2^44, so CrypTen's probabilistic truncation
@@ -338,6 +339,8 @@ def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
     crypten = import_crypten()
     if p.seeding == "points":
         return rescale(pts, p.precision_bits)
+    if p.seeding == BIN_SEEDING:      # every candidate bin, public (binseeds.py)
+        return rescale(shared_bin_seeds(p), p.precision_bits)
     parts = []
     if p.uses_dust:
         idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
@@ -387,6 +390,7 @@ class Shared:
     right: list = field(default_factory=list)       # per chunk: distance operand
     upd_chunks: list = field(default_factory=list)  # per chunk: update operand
     xx: object = None             # (1, N) exact |X|^2 (exact flat edge only)
+    occupied: object = None       # seeding "sklearn-bins": (m, 1) 0/1 [bin count >= min_bin_freq]
 
     @property
     def d(self) -> int:
@@ -529,7 +533,8 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
         return _share_dp(unit_points, weights, params, rank, world, notify)
     rows, points = _exchange_sizes(comm, len(unit_points), original_points)
     total_rows, total_points = sum(rows), sum(points)
-    p = replace(params, seeding=resolve_seeding(params.seeding, total_points, params.summary))
+    p = replace(params, seeding=resolve_seeding(params.seeding, total_points, params.summary,
+                                                       params))
     p.check_world(world, total_rows)
     notify({"stage": "sizes", "rows": total_rows, "seeds": p.n_seeds(world, total_rows),
             "seeding": p.seeding})
@@ -541,6 +546,8 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
     sh = Shared(p, rank, world, rows, total_points, x, shift, max_den, pts,
                 shared[:, d:d + 1], shared[:, d + 1:] if p.summary is not None else pts)
     c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
+    if p.seeding == BIN_SEEDING:
+        sh.occupied = shared_occupancy(x, weights, p, rank, world)
     _fixed_operands(sh)
     return sh, c
 
@@ -767,6 +774,8 @@ def _merge(sh: Shared, c, den):
     p = sh.p
     _stage("merge")
     if p.merge == "intensity":
+        if sh.occupied is not None:     # an unoccupied bin's seed counts as empty
+            den = sh.occupied * den
         # the last pass's weight sums (what the twin calls intensity), public rescaling undone
         return _merge_keep_intensity(c, den * (2**sh.shift) if sh.shift else den,
                                      p.merge_unit, p.keep_threshold, p.oblivious,

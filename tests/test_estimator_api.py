@@ -144,7 +144,7 @@ def test_auto_choices_are_resolved_in_the_fitted_attributes():
     est = SecureMeanShift(1.5, engine="plaintext", summary="auto").fit(x)
     assert est.summary_ is None and est.seeding_ == "points"     # 240 points: exact, every point
     big = SecureMeanShift(1.5, summary="auto").make_params(1.5, ([-9, -9], [9, 9]), 30_000)
-    assert big.summary == 0.25 and big.seeding == "both"
+    assert big.summary == 0.25 and big.seeding == "sklearn-bins"    # 13 x 13 candidate bins
 
 
 def test_progress_header_names_the_choices():
@@ -158,6 +158,8 @@ def test_switching_away_from_every_point_seeds_is_said():
     from secure_meanshift.estimator import SeedingWarning
 
     x, _ = make_blobs(1100, centers=[[0, 0], [6, 0]], random_state=0)
-    with pytest.warns(SeedingWarning, match="'auto' picked 'both'.*seeding_"):
-        est = SecureMeanShift(1.5, engine="plaintext", seeds_per_party=4).fit(x)
+    # h = 0.1: too many candidate bins for scikit-learn's bin seeding (at h = 1.5 it is
+    # "sklearn-bins": tests/test_bin_seeds.py)
+    with pytest.warns(SeedingWarning, match="candidate bins.*'auto' picked 'both'.*seeding_"):
+        est = SecureMeanShift(0.1, engine="plaintext", seeds_per_party=4).fit(x)
     assert est.seeding_ == "both"
