@@ -61,7 +61,7 @@ def in_memory_links(monkeypatch) -> None:
 
 
 # Files that take longest (measured with --durations), started first so that the
-# two workers (pyproject's "-n 2 --dist loadfile") do not end on one long file.
+# the workers (pyproject's "-n 3 --dist loadfile") do not end on one long file.
 LONGEST_FIRST = ("test_security.py", "service/test_failures.py", "service/test_service.py",
                  "test_engine_accuracy.py", "service/test_demo.py", "test_point_seeds.py",
                  "test_estimator_processes.py", "test_division.py",
