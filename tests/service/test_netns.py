@@ -188,6 +188,15 @@ def wait_back(c: Cluster, name: str, timeout: float) -> float:
     raise AssertionError(f"{name} not back within {timeout:.0f} s; logs in {c.tmp}")
 
 
+def long_job_running(c: Cluster, cl) -> dict:
+    """A long oblivious job, once its first iteration has run."""
+    job = cl.submit(c.spec(max_iter=300, oblivious=True, dust=12))
+    for ev in cl.watch(job["job_id"], deadline_s=120):
+        if ev.get("stage") == "iteration":
+            break
+    return job
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_party_falling_off_the_network_fails_the_job_naming_it(tmp_path, namespaces):
@@ -202,10 +211,7 @@ def test_party_falling_off_the_network_fails_the_job_naming_it(tmp_path, namespa
     ns, dev = namespaces["ns"]["gamma"], namespaces["ifname"]["gamma"]
     try:
         cl = c.client()
-        job = cl.submit(c.spec(max_iter=300, oblivious=True, dust=12))
-        for ev in cl.watch(job["job_id"], deadline_s=120):
-            if ev.get("stage") == "iteration":
-                break
+        job = long_job_running(c, cl)
         t0 = time.time()
         sh("ip", "-n", ns, "link", "set", dev, "down")
         info = cl.wait(job["job_id"], deadline_s=90)
@@ -279,10 +285,7 @@ def test_a_cut_link_between_two_parties_names_that_pair(tmp_path, namespaces):
     rules = [["INPUT", "-s", gamma_ip], ["OUTPUT", "-d", gamma_ip]]
     try:
         cl = c.client()
-        job = cl.submit(c.spec(max_iter=300, oblivious=True, dust=12))
-        for ev in cl.watch(job["job_id"], deadline_s=120):
-            if ev.get("stage") == "iteration":
-                break
+        job = long_job_running(c, cl)
         t0 = time.time()
         for chain, flag, ip in rules:
             sh("ip", "netns", "exec", ns, "iptables", "-I", chain, flag, ip, "-j", "DROP")
