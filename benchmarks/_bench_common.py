@@ -55,6 +55,7 @@ class PeakRSS:
 
     def __init__(self, period: float = 0.1):
         self.period, self.peaks, self._stop = period, {}, threading.Event()
+        self.together = 0              # the largest sum of the processes' RSS at one instant
         self.ok = True
 
     def __enter__(self):
@@ -75,6 +76,7 @@ class PeakRSS:
         def loop():
             seen: dict = {}
             while not self._stop.is_set():
+                now = 0                       # every sampled process at this instant
                 try:
                     for ch in me.children(recursive=True):
                         if ch.pid not in seen:
@@ -86,8 +88,10 @@ class PeakRSS:
                         except psutil.Error:
                             continue
                         self.peaks[ch.pid] = max(self.peaks.get(ch.pid, 0), rss)
+                        now += rss
                 except psutil.Error:
                     pass
+                self.together = max(self.together, now)
                 self._stop.wait(self.period)
 
         self._t = threading.Thread(target=loop, daemon=True)
