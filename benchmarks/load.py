@@ -32,7 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _bench_common import ROOT, log, write_json  # noqa: E402
 
-sys.path.insert(0, os.path.join(ROOT, "tests", "service"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "service"))    # the harness: cluster.py
+sys.path.insert(0, os.path.join(ROOT, "tests"))               # and its testkit.py
 from cluster import Cluster  # noqa: E402
 
 
