@@ -383,11 +383,18 @@ class Mesh:
         link = self.links.get(rank)
         return link.received if link is not None else 0
 
+    def _blocking(self, need: Optional[int]) -> list:
+        """The ranks we wait on: the one whose frame we need while it has not
+        come, else those that have not taken the bytes owed to them. Naming
+        only these keeps blame fair: a party held up behind a cut link
+        elsewhere owes bytes to everyone, but waits for one."""
+        if need is not None and not self.links[need].frames:
+            return [need]
+        return sorted(lk.rank for lk in self.links.values() if lk.out)
+
     def _timed_out(self, need: Optional[int]) -> PeerLost:
-        """The timeout, naming the ranks it waited for: the one whose frame it
-        needs, and those that did not take the bytes owed to them."""
-        ranks = sorted({lk.rank for lk in self.links.values() if lk.out}
-                       | ({need} if need is not None else set()))
+        """The timeout, naming the ranks it waited for."""
+        ranks = self._blocking(need)
         names = tuple(self.peers[r].identity for r in ranks)
         who = ", ".join(f"rank {r} ({n})" for r, n in zip(ranks, names))
         return PeerLost(f"no answer within {self.timeout_s:.0f} s"
@@ -395,7 +402,7 @@ class Mesh:
 
     def pump(self, done: Callable[[], bool], need: Optional[int] = None) -> None:
         """Send and receive on every link until done(); a peer that closed
-        fails the job only if we still wait for it (need) or owe it bytes."""
+        fails the job only if we wait on it (see _blocking)."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             for link in self.links.values():
@@ -403,9 +410,9 @@ class Mesh:
                     link.flush()
             if done():
                 return
-            for link in self.links.values():
-                if link.closed and (link.out or link.rank == need) and not (
-                        link.rank == need and link.frames and not link.out):
+            for r in self._blocking(need):   # a peer that left fails us if we wait on it
+                link = self.links[r]
+                if link.closed:
                     raise PeerLost(f"rank {link.rank} ({self.peers[link.rank].identity}) "
                                    "closed its connection", (self.peers[link.rank].identity,))
             for lk in self.links.values():
