@@ -58,6 +58,25 @@ def test_a_timeout_names_the_ranks_it_waited_for():
         lk.close()
 
 
+def test_a_timeout_names_the_rank_waited_on_not_those_owed_bytes():
+    """A party held up behind a cut link elsewhere owes bytes to everyone but
+    waits on one: naming only that one keeps the coordinator's pair blame fair."""
+    ends = socket_pairs(3)
+    links = [LocalLinks(r, dict(ends[r]), timeout_s=0.3) for r in range(3)]
+    big = np.zeros(2_000_000, dtype=np.uint8)          # more than rank 1 will buffer
+    links[0].send(1, memoryview(big))                  # rank 1 never reads it
+    with pytest.raises(PeerLost) as err:
+        links[0].recv(2)                               # rank 2 never sends
+    assert err.value.peers == ("local:2",), err.value
+    links[2].send(0, b"late")                          # its frame comes: now the unread bytes block
+    links[2].flush()
+    with pytest.raises(PeerLost) as err:
+        links[0].recv(2)
+    assert err.value.peers == ("local:1",), err.value
+    for lk in links:
+        lk.close()
+
+
 def test_keep_own_closes_the_other_ranks_ends():
     ends = socket_pairs(2)
     mine = keep_own(ends, 0)
