@@ -17,10 +17,22 @@ truncation, and the opened totals are decoded in float64 (CrypTen's own
 decoder returns float32). Accuracy: each party's contribution is rounded once, so
 the opened mean and variance are within (number of parties) x 2^-33 of float64.
 Reveals the pooled mean and variance of every feature and nothing else.
+
+Two users, one protocol (``secure_moments``): ``SecureStandardScaler`` (the
+estimator's side: fit the moments in a run of their own, then each party
+transforms its rows and passes them to ``SecureMeanShift``; the centres come out
+in standardised units, ``inverse_transform`` maps them back), and jobs with
+``scale: standard`` (params.MeanShiftParams.scaling; job spec, simulator's
+``--scale standard``): ``standardise_party`` inside the job's own MPC session,
+before the bandwidth estimate, seeding and summary; the job's lengths are in
+standardised units, its bounds in data units (the run's are derived from them),
+its centres reported in data units (``Moments.inverse``) and as opened. The
+plaintext twin uses ``plain_moments`` (float64) the same way.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -33,7 +45,7 @@ from numbers import Real, Integral
 from .disclosure import disclose
 from .errors import InputError
 from .mpc._compat import import_crypten
-from .simulate import run_mpc_function
+from .params import MeanShiftParams
 from .validation import as_matrix, as_parties, check_finite_cells
 
 FRACTION_BITS = 32
@@ -86,8 +98,67 @@ def pooled_moments(parties: Sequence[np.ndarray], engine: str = "secure",
         x = np.concatenate(parties)
         return len(x), x.mean(0), x.var(0)
 
+    from .simulate import run_mpc_function    # (simulate -> runtime -> this module)
+
     return run_mpc_function(_moments_job, len(parties), ([np.asarray(q, float) for q in parties],),
                             timeout_s=timeout_s)[0]
+
+
+def std_of(var: np.ndarray) -> np.ndarray:
+    """sqrt(var), with 1.0 for a constant feature (as scikit-learn's StandardScaler)."""
+    scale = np.sqrt(np.asarray(var, float))
+    return np.where(scale < 10 * np.finfo(float).eps, 1.0, scale)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """The pooled mean and standard deviation per feature (public once opened):
+    the public map between data units and standardised units."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def of(cls, mean, var) -> "Moments":
+        return cls(np.asarray(mean, float), std_of(var))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Data units -> standardised units (each party, its own rows)."""
+        return (np.asarray(x, float) - self.mean) / self.std
+
+    def inverse(self, z: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """Standardised units -> data units (e.g. revealed centres): z * std + mean."""
+        return None if z is None else np.asarray(z, float) * self.std + self.mean
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def standardised_params(params: MeanShiftParams, moments: Moments) -> MeanShiftParams:
+    """The run's parameters on standardised rows: bounds derived from the job's
+    (data units) as (bounds - mean) / std, which holds every standardised row
+    (the map is increasing per feature); scaling "none" (applied); the lengths
+    were given in standardised units already. Checks the bandwidth against the
+    derived domain (InputError)."""
+    lo, hi = (moments.forward(np.asarray(b, float)[None, :])[0] for b in params.bounds)
+    return replace(params, bounds=(lo, hi), scaling="none")
+
+
+def standardise_party(x: np.ndarray, params: MeanShiftParams
+                      ) -> tuple[np.ndarray, MeanShiftParams, Moments]:
+    """Inside the job's MPC session, by every party on its own checked rows (data
+    units, inside the bounds): the pooled moments (secure_moments: only they are
+    opened), then this party's rows standardised, the derived parameters and the
+    moments (the same on every rank)."""
+    _, mean, var = secure_moments(np.asarray(x, float))
+    m = Moments.of(mean, var)
+    return m.forward(x), standardised_params(params, m), m
+
+
+def plain_moments(parties: Sequence[np.ndarray]) -> Moments:
+    """The twin's moments: float64 over the pooled rows (pooled_moments, plaintext)."""
+    _, mean, var = pooled_moments(parties, engine="plaintext")
+    return Moments.of(mean, var)
 
 
 class SecureStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -124,6 +195,12 @@ class SecureStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator
 
     Each party then applies ``transform`` to its own rows locally; X may be a
     list of parties (a list of arrays is returned) or one array.
+
+    Relation to jobs: a job spec's ``scale: standard`` (and the simulator's
+    ``--scale standard``) runs the same protocol (``secure_moments``) inside the
+    job's own session instead of a run of its own; there the job reports its
+    centres in data units itself, here pass ``SecureMeanShift``'s
+    ``cluster_centers_`` through ``inverse_transform``.
     """
 
     _parameter_constraints: dict = {
@@ -165,11 +242,7 @@ class SecureStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator
         self.n_samples_seen_ = int(n)
         self.mean_ = np.asarray(mean, float) if self.with_mean else None
         self.var_ = np.asarray(var, float) if self.with_std else None
-        if self.with_std:
-            scale = np.sqrt(self.var_)
-            self.scale_ = np.where(scale < 10 * np.finfo(float).eps, 1.0, scale)
-        else:
-            self.scale_ = None
+        self.scale_ = std_of(self.var_) if self.with_std else None
         return self
 
     def _one(self, X, forward: bool) -> np.ndarray:
