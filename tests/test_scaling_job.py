@@ -109,8 +109,10 @@ def test_twin_standardises_by_the_pooled_moments_not_each_party_alone():
 def test_secure_job_with_scale_standard_equals_the_twin():
     from secure_meanshift.simulate import run_simulation
 
+    from secure_meanshift.output import combine_shares
+
     parts = _three_parties()
-    p = _job()
+    p = _job(reveal_to=(0,), export_shares=True)
     run = run_simulation(parts, p, timeout_s=60)
     got, twin = run.receiver, reference_meanshift(parts, p)
     np.testing.assert_allclose(got.moments.mean, twin.moments.mean, rtol=0, atol=1e-8)
@@ -121,3 +123,31 @@ def test_secure_job_with_scale_standard_equals_the_twin():
     assert got.params.scaling == "none"            # the run's (derived) parameters
     assert got.to_dict()["moments"]["std"] == got.moments.std.tolist()
     assert all(np.array_equal(o.moments.mean, got.moments.mean) for o in run.outcomes)
+    # analysts: every share carries the opened moments, so they decode to data units
+    analyst = combine_shares([o.share for o in run.outcomes], 3)
+    np.testing.assert_allclose(analyst.centroids, got.centroids, atol=1e-9)
+
+
+def test_node_policy_allow_scaling():
+    from party_node import policy
+    from party_node.config import NodeConfig, Policy
+
+    cfg = NodeConfig(party_id="a", coordinator="x:1", datasets={},
+                     policy=Policy(trusted_dealers=["d"], allow_plaintext_mpc=True,
+                                   allow_exact_results=True))
+    spec = {**SPEC, "transport": "trusted-network", "scale": "standard",
+            "bounds": {"lo": [0, 0], "hi": [1000, 1000]}}
+
+    def why(**kw):
+        return policy.job_reason(cfg, jobspec.parse(yaml.safe_dump({**spec, **kw})),
+                                 "analyst:ann")
+
+    # h (0.8) is in standardised units: the floor (0.01 x 1000 in data units) is the
+    # worker's, once the bounds are standardised (runtime.run_party's min_bandwidth)
+    assert why() == "no data set named 'd' on this node"
+    assert "policy.min_bandwidth_fraction" in why(scale="none")
+    cfg.policy.allow_scaling = False
+    assert why() == ("policy: the job standardises its features (scale: standard), which "
+                     "opens the pooled mean and standard deviation of every feature; not "
+                     "allowed by local policy (policy.allow_scaling: false)")
+    assert why(scale="none", bandwidth=20) == "no data set named 'd' on this node"
