@@ -96,13 +96,17 @@ def test_twin_standardises_by_the_pooled_moments_not_each_party_alone():
                                   standardised_params(_job(), m))
     np.testing.assert_allclose(twin.standardised, by_hand.centroids)
     np.testing.assert_allclose(twin.centroids, m.inverse(by_hand.centroids))
-    # each party standardising alone: a different data set, different centres
+    assert _differs_from_each_alone(parts, twin.standardised)
+
+
+def _differs_from_each_alone(parts, standardised: np.ndarray) -> bool:
+    """Each party standardising its rows alone (party 2's shift removed, the
+    spreads wrong) is another data set, with other centres."""
     alone = [Moments.of(q.mean(0), q.var(0)).forward(q) for q in parts]
     lo, hi = np.min([a.min(0) for a in alone], 0), np.max([a.max(0) for a in alone], 0)
     other = reference_meanshift(alone, MeanShiftParams(
-        bandwidth=0.8, bounds=(lo, hi), seeding="points", summary=None))
-    assert len(other.centroids) != len(twin.standardised) or \
-        np.abs(other.centroids - twin.standardised).max() > 0.1
+        bandwidth=0.8, bounds=(lo, hi), seeding="points", summary=None)).centroids
+    return len(other) != len(standardised) or np.abs(other - standardised).max() > 0.1
 
 
 @pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
@@ -120,6 +124,7 @@ def test_secure_job_with_scale_standard_equals_the_twin():
     assert got.standardised.shape == twin.standardised.shape
     assert np.abs(got.standardised - twin.standardised).max() <= 1e-3 * p.bandwidth
     np.testing.assert_allclose(got.centroids, got.moments.inverse(got.standardised))
+    assert _differs_from_each_alone(parts, got.standardised)
     assert got.params.scaling == "none"            # the run's (derived) parameters
     assert got.to_dict()["moments"]["std"] == got.moments.std.tolist()
     assert all(np.array_equal(o.moments.mean, got.moments.mean) for o in run.outcomes)
@@ -151,3 +156,40 @@ def test_node_policy_allow_scaling():
                      "opens the pooled mean and standard deviation of every feature; not "
                      "allowed by local policy (policy.allow_scaling: false)")
     assert why(scale="none", bandwidth=20) == "no data set named 'd' on this node"
+
+
+def _cli_args(*argv):
+    import argparse
+
+    from meanshift_cli.simulate import add_arguments
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    return ap.parse_args(list(argv))
+
+
+def test_simulator_refuses_scale_standard_with_dp_before_anything_runs(capsys):
+    from meanshift_cli.simulate import main
+
+    assert main(["--scale", "standard", "--epsilon", "1", "--bandwidth", "0.1", "--quiet",
+                 "--no-sklearn"]) == 2
+    assert "error: --scale: 'standard' is refused with privacy" in capsys.readouterr().err
+    assert _cli_args().scaling == "none"
+    assert _cli_args("--scale", "standard").scaling == "standard"
+
+
+@pytest.mark.usefixtures("in_memory_links")
+def test_simulator_estimates_h_and_picks_seeds_in_standardised_units():
+    """--scale standard --bandwidth auto: the pooled moments (secure) first, then the
+    estimate on the standardised rows, within 2^-16 of the unit box of the twin's."""
+    from meanshift_cli.simulate import _params
+    from secure_meanshift.bandwidth import plain_bandwidth
+
+    parts = _three_parties()
+    args = _cli_args("--scale", "standard", "--bandwidth", "auto", "--quantile", "0.2")
+    p = _params(args, parts, BOUNDS)
+    assert p.scaling == "standard" and p.seeding == "points"
+    m = plain_moments(parts)
+    derived = standardised_params(p, m)
+    h = plain_bandwidth([m.forward(q) for q in parts], derived.bounds, 0.2, seed=0)
+    assert abs(p.bandwidth - h) <= 2.0 ** -16 * derived.scale
