@@ -272,7 +272,8 @@ def _standardised_view(args, parts: list, params: MeanShiftParams) -> tuple:
     derived parameters (scaler.standardised_params)."""
     if not params.standardises:
         return parts, params
-    from secure_meanshift.scaler import Moments, pooled_moments, standardised_params
+    from secure_meanshift.moments import Moments, standardised_params
+    from secure_meanshift.scaler import pooled_moments
 
     _, mean, var = pooled_moments(parts, timeout_s=args.timeout * 10)
     m = Moments.of(mean, var)

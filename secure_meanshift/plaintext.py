@@ -168,7 +168,7 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
 def _standardised_twin(parts: Sequence[np.ndarray], p: MeanShiftParams,
                        weights: Optional[Sequence[np.ndarray]]) -> PlainResult:
     """scaling "standard": the twin on the standardised rows, reported in data units."""
-    from .scaler import plain_moments, standardised_params
+    from .moments import plain_moments, standardised_params
 
     parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
     m = plain_moments(parts)

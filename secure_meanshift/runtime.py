@@ -320,7 +320,7 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
         try:
             span = params.scale
             if params.standardises:
-                from .scaler import standardise_party
+                from .moments import standardise_party
 
                 points, params, moments = standardise_party(points, params)
             if before is not None:

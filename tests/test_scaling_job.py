@@ -11,7 +11,7 @@ from meanshift_rpc import jobspec
 from secure_meanshift.errors import InputError
 from secure_meanshift.params import PARAMS, MeanShiftParams
 from secure_meanshift.plaintext import reference_meanshift
-from secure_meanshift.scaler import Moments, plain_moments, standardised_params
+from secure_meanshift.moments import Moments, plain_moments, standardised_params
 
 SPEC = {"parties": [{"id": "a", "dataset": "d"}, {"id": "b", "dataset": "d"}],
         "bounds": {"lo": [-10, -100], "hi": [20, 100]}, "dealer": "d", "bandwidth": 0.8}

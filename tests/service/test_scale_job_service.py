@@ -68,7 +68,7 @@ def test_auto_bandwidth_is_estimated_on_standardised_rows_and_floored(cluster):
     assert info["state"] == "succeeded", info
     seed = int(info["seed_hex"], 16)
     p = MeanShiftParams(**engine_params(parse(yaml.safe_dump(spec)), seed))
-    from secure_meanshift.scaler import plain_moments, standardised_params
+    from secure_meanshift.moments import plain_moments, standardised_params
 
     m = plain_moments(cluster.parts)
     h = plain_bandwidth([m.forward(q) for q in cluster.parts],
