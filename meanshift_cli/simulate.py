@@ -21,11 +21,11 @@ from secure_meanshift.centroid_match import match_error, sklearn_centres
 from secure_meanshift.data import check_finite, check_points, load_points, split_even, \
     synthetic_blobs
 from secure_meanshift.errors import InputError, MPCError
-from secure_meanshift.params import (PARAMS, EstimateBandwidth, MeanShiftParams, Param,
-                                     bandwidth_value, resolve_seeding, resolve_summary)
+from secure_meanshift.params import (PARAMS, SCALE_DP_REFUSAL, EstimateBandwidth,
+                                     MeanShiftParams, Param, bandwidth_value, resolve_seeding,
+                                     resolve_summary)
 from secure_meanshift.plaintext import reference_meanshift
 from secure_meanshift.privacy import DEFAULT_DELTA, DEFAULT_EPSILON, PrivacySpec, noise_scale
-from secure_meanshift.params import SCALE_DP_REFUSAL
 from secure_meanshift.sources import SourceError, read_all, source_from_arg
 
 #: the table's rows that are simulator flags, in --help order
@@ -268,8 +268,8 @@ def _standardised_view(args, parts: list, params: MeanShiftParams) -> tuple:
     """(rows, parameters) on which the bandwidth estimate and the seeding choice
     are made: as given, or with --scale standard the rows standardised by the
     pooled moments (computed here by the same secure protocol the run repeats in
-    its own session: scaler.pooled_moments, the same opened values) and the
-    derived parameters (scaler.standardised_params)."""
+    its own session, scaler.pooled_moments: the same opened values) and the
+    derived parameters (moments.standardised_params)."""
     if not params.standardises:
         return parts, params
     from secure_meanshift.moments import Moments, standardised_params

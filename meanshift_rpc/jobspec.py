@@ -234,7 +234,7 @@ def _check_lengths(spec: pb.JobSpec, lo: list, hi: list) -> None:
     """Lengths against the bounded domain (bandwidth, tol, merge_radius). With
     ``scale: standard`` the lengths are in standardised units and the bounds in
     data units: the engine checks them against the derived bounds once the
-    pooled moments are known (scaler.standardised_params)."""
+    pooled moments are known (moments.standardised_params)."""
     if spec.scaling == "standard":
         return
     span = max(h - l for l, h in zip(lo, hi))

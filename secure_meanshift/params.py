@@ -25,7 +25,7 @@ from .kernels import DEFAULT_KERNEL, KERNEL_NAMES as KERNELS  # the one registry
 from .privacy import PrivacySpec
 
 MERGE_RULES = ("intensity", "first")
-SCALINGS = ("none", "standard")    # scale: standard = pooled standardisation (scaler.py)
+SCALINGS = ("none", "standard")    # scale: standard = pooled standardisation (moments.py)
 SEEDINGS = ("dust", "bins", "both", "points", BIN_SEEDING, "auto", "grid")   # grid: DP only
 MAX_POINT_SEEDS = 2000   # seeding="points": m x N work and memory per iteration (3,000: 10 s, 4 GB a party)
 AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
@@ -183,7 +183,7 @@ PARAMS: dict = _rows(
     Param("scaling", "choice", "none", "none, or standard: the pooled per-feature mean and "
           "std are computed under MPC (opened) and every party standardises its own rows; "
           "bandwidth, tol and merge_radius are then in standardised units, bounds stay in "
-          "data units and the centres are reported in data units (scaler.py)",
+          "data units and the centres are reported in data units (moments.py)",
           choices=SCALINGS, spec_key="scale", cli="--scale"),
     Param("quantile", "float", 0.3, "estimate_bandwidth's quantile (bandwidth estimated)",
           low=0, high=1, low_open=True, spec_key="quantile", cli="--quantile"),
@@ -328,7 +328,7 @@ class MeanShiftParams:
             may have at most privacy.MAX_CELLS cells and 3 features. Only the
             flat kernel.
         scaling: ``"none"``, or ``"standard"``: federated standardisation
-            (scaler.standardise_party): inside the job, before the bandwidth
+            (moments.standardise_party): inside the job, before the bandwidth
             estimate, seeding and summary, the pooled per-feature mean and
             standard deviation are computed under MPC and opened (docs/leakage.md
             [pooled-moments]); every party standardises its own rows. Then
@@ -336,7 +336,7 @@ class MeanShiftParams:
             while ``bounds`` stay in data units (each party checks or clips its
             rows against them before anything runs; the run's bounds are derived:
             (bounds - mean) / std, public once the moments are). The run goes on
-            with the derived parameters (scaler.standardised_params: scaling
+            with the derived parameters (moments.standardised_params: scaling
             "none", derived bounds); results are reported in data units (centre *
             std + mean) and, as opened, in standardised units. Refused with
             ``privacy``.

@@ -31,7 +31,7 @@ class PlainResult:
     intensity: Optional[np.ndarray] = None   # (m,) kernel weight sums at the last pass
     edge_gap: Optional[float] = None   # flat kernel: closest | |c - x| - h | seen (data units)
     ties: Optional[np.ndarray] = None  # intensity merge: decisive_ties rows, data units
-    # scaling "standard": the float64 pooled moments (scaler.Moments) and the merged
+    # scaling "standard": the float64 pooled moments (moments.Moments) and the merged
     # centres in standardised units; ``centroids``/``unmerged`` are then in data
     # units, while edge_gap and ties stay in the run's (standardised) units, h's
     moments: Optional[object] = None
@@ -141,7 +141,7 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
     every party's points are checked as the secure engine's owners check them
     (data.check_points: 2-D, the job's width, not empty, finite, inside the
     bounds), raising InputError. With ``p.scaling`` "standard" the rows are
-    standardised first by their float64 pooled moments (scaler.plain_moments),
+    standardised first by their float64 pooled moments (moments.plain_moments),
     as the secure run does with its opened ones."""
     if p.standardises:
         return _standardised_twin(parts, p, weights)

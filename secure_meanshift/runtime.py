@@ -130,7 +130,7 @@ class PartyOutcome(RunFigures):
     # DP mode, tests only (run_party(keep_noise=True)): this party's own noise per
     # cell, so the twin can replay the run; never in to_dict, never sent anywhere
     dp_noise: Optional[np.ndarray] = None
-    # scale "standard": the opened pooled moments (scaler.Moments) and the centres
+    # scale "standard": the opened pooled moments (moments.Moments) and the centres
     # as opened, in standardised units (``centroids`` are then in data units)
     moments: Optional[object] = None
     standardised: Optional[np.ndarray] = None
@@ -296,7 +296,7 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
 
     Bad input raises InputError before any connection is made.
     A lost peer or a timeout raises MPCError. With ``params.scaling`` "standard"
-    the pooled moments come first in the session (scaler.standardise_party;
+    the pooled moments come first in the session (moments.standardise_party;
     the run then uses the derived parameters, PartyOutcome.params); a LocalData
     is then read whole. ``before(params, rows) -> params``, if given, runs next
     inside the same MPC session with this party's checked (and standardised)
