@@ -7,7 +7,7 @@ Works in the unit box; :func:`reference_meanshift` takes and returns data units.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .params import MeanShiftParams, dust_indices, resolve_seeding, resolve_summ
 from .privacy import twin_inputs
 from .seeds import local_peaks
 from .summary import summarize
+
+if TYPE_CHECKING:
+    from .moments import Moments
 
 
 @dataclass
@@ -34,7 +37,7 @@ class PlainResult:
     # scaling "standard": the float64 pooled moments (moments.Moments) and the merged
     # centres in standardised units; ``centroids``/``unmerged`` are then in data
     # units, while edge_gap and ties stay in the run's (standardised) units, h's
-    moments: Optional[object] = None
+    moments: Optional["Moments"] = None
     standardised: Optional[np.ndarray] = None
 
     def tie_gaps(self, apart: float = 0.0) -> tuple[float, float]:

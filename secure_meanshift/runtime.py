@@ -20,7 +20,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from .params import MeanShiftParams, resolve_summary
 from .privacy import local_release
 from .protocol import Progress, RunFigures, SecureResult, run_protocol
 from .summary import summarize
+
+if TYPE_CHECKING:
+    from .moments import Moments
 
 TORCH_THREADS = 1     # per rank: a job's ranks often share a machine's cores
 
@@ -132,7 +135,7 @@ class PartyOutcome(RunFigures):
     dp_noise: Optional[np.ndarray] = None
     # scale "standard": the opened pooled moments (moments.Moments) and the centres
     # as opened, in standardised units (``centroids`` are then in data units)
-    moments: Optional[object] = None
+    moments: Optional["Moments"] = None
     standardised: Optional[np.ndarray] = None
 
     def to_dict(self) -> dict:
