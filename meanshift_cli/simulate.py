@@ -21,8 +21,9 @@ from secure_meanshift.centroid_match import match_error, sklearn_centres
 from secure_meanshift.data import check_finite, check_points, load_points, split_even, \
     synthetic_blobs
 from secure_meanshift.errors import InputError, MPCError
-from secure_meanshift.params import (PARAMS, EstimateBandwidth, MeanShiftParams, Param,
-                                     bandwidth_value, resolve_seeding, resolve_summary)
+from secure_meanshift.params import (PARAMS, SCALE_DP_REFUSAL, EstimateBandwidth,
+                                     MeanShiftParams, Param, bandwidth_value, resolve_seeding,
+                                     resolve_summary)
 from secure_meanshift.plaintext import reference_meanshift
 from secure_meanshift.privacy import DEFAULT_DELTA, DEFAULT_EPSILON, PrivacySpec, noise_scale
 from secure_meanshift.sources import SourceError, read_all, source_from_arg
@@ -31,7 +32,7 @@ from secure_meanshift.sources import SourceError, read_all, source_from_arg
 ALGORITHM = ("bandwidth", "quantile", "n_dust", "kernel", "max_iter", "tol", "oblivious",
              "seed", "merge", "merge_radius", "seeding", "min_bin_freq", "min_weight",
              "seeds_per_party",
-             "reveal_to", "return_sizes", "summary")
+             "reveal_to", "return_sizes", "summary", "scaling")
 TYPES = {"int": int, "float": float}
 
 
@@ -153,6 +154,7 @@ def _load_parts(args) -> tuple[list, tuple]:
 def build_report(parts, params, run, ref, skl) -> dict:
     recv = run.receiver
     err, unmatched = match_error(recv.centroids, ref.centroids)
+    scaled = recv.moments is not None
     comm_bytes = sum(o.communication.get("bytes", 0) for o in run.outcomes)
     per_iter = recv.per_iteration
     return {
@@ -162,6 +164,13 @@ def build_report(parts, params, run, ref, skl) -> dict:
         "sizes": None if recv.sizes is None else recv.sizes.tolist(),
         "max_abs_error": err,
         "unmatched_centroids": unmatched,
+        # scale standard: the moments opened in the run, the centres as opened
+        # (standardised units: h's) and their distance to the twin's in those units
+        "scaling": "standard" if scaled else "none",
+        "moments": recv.moments.to_dict() if scaled else None,
+        "standardised_centroids": recv.standardised.tolist() if scaled else None,
+        "max_abs_error_standardised": match_error(recv.standardised, ref.standardised)[0]
+        if scaled else None,
         "iterations": recv.iterations,
         "reference_iterations": ref.iterations,
         "parties": len(parts),
@@ -229,6 +238,8 @@ def _params(args, parts: list, bounds) -> MeanShiftParams:
     if privacy is not None and isinstance(h, EstimateBandwidth):
         raise InputError("--bandwidth: 'auto' is refused in DP mode (the estimate "
                          "would reveal a value computed from the data); give a number")
+    if privacy is not None and args.scaling == "standard":
+        raise InputError(f"--{SCALE_DP_REFUSAL}")
     params = MeanShiftParams(
         bandwidth=h, bounds=bounds, reveal_to=reveal, summary=summary, privacy=privacy,
         seeding=("grid" if privacy is not None and args.seeding == "auto"
@@ -239,22 +250,34 @@ def _params(args, parts: list, bounds) -> MeanShiftParams:
         if privacy is None:         # DP mode clips rows into the bounds instead
             check_points(p, params.bounds, f"party {i}")
     params.check_world(len(parts), total)
-    if not params.estimates_bandwidth:
-        return _bins_if_auto(args, params, total, summary)
-    h = estimate_bandwidth(parts, quantile=params.bandwidth.quantile,
-                           n_samples=params.bandwidth.n_samples, seed=args.seed,
-                           bounds=bounds, timeout_s=args.timeout * 10)
-    print(f"bandwidth (secure estimate, quantile {params.bandwidth.quantile}): {h:.6g}",
-          file=sys.stderr)
-    return _bins_if_auto(args, replace(params, bandwidth=h), total, summary)
-
-
-def _bins_if_auto(args, params: MeanShiftParams, total: int, summary) -> MeanShiftParams:
-    """--seeding auto once more, now that the bounds and h are known: scikit-learn's
-    bins (sklearn-bins) above the every-point limit when they fit."""
+    est_parts, est = _standardised_view(args, parts, params)
+    if params.estimates_bandwidth:
+        h = estimate_bandwidth(est_parts, quantile=params.bandwidth.quantile,
+                               n_samples=params.bandwidth.n_samples, seed=args.seed,
+                               bounds=est.bounds, timeout_s=args.timeout * 10)
+        units = " (standardised units)" if params.standardises else ""
+        print(f"bandwidth (secure estimate, quantile {params.bandwidth.quantile}): "
+              f"{h:.6g}{units}", file=sys.stderr)
+        params, est = replace(params, bandwidth=h), replace(est, bandwidth=h)
     if args.seeding != "auto" or params.dp:
         return params
-    return replace(params, seeding=resolve_seeding("auto", total, summary, params))
+    return replace(params, seeding=resolve_seeding("auto", total, summary, est))
+
+
+def _standardised_view(args, parts: list, params: MeanShiftParams) -> tuple:
+    """(rows, parameters) on which the bandwidth estimate and the seeding choice
+    are made: as given, or with --scale standard the rows standardised by the
+    pooled moments (computed here by the same secure protocol the run repeats in
+    its own session, scaler.pooled_moments: the same opened values) and the
+    derived parameters (moments.standardised_params)."""
+    if not params.standardises:
+        return parts, params
+    from secure_meanshift.moments import Moments, standardised_params
+    from secure_meanshift.scaler import pooled_moments
+
+    _, mean, var = pooled_moments(parts, timeout_s=args.timeout * 10)
+    m = Moments.of(mean, var)
+    return [m.forward(q) for q in parts], standardised_params(params, m)
 
 
 def _progress_printer(say):
@@ -277,8 +300,9 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     total = sum(map(len, parts))
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     dusts = f" ({params.n_dust} dusts)" if params.uses_dust else ""
+    units = " (standardised units: scale standard)" if params.standardises else ""
     say(f"simulating {len(parts)} parties, {total} points, seeding {params.seeding}{dusts}, "
-        f"{params.kernel} kernel, h={params.bandwidth}, max_iter {params.max_iter}")
+        f"{params.kernel} kernel, h={params.bandwidth}{units}, max_iter {params.max_iter}")
     insecure = args.provider == "first-party"
     say(f"  correlated randomness: {args.provider}"
         f"{' (INSECURE: rank 0 deals and could read every share)' if insecure else ' (a separate process holding no data)'}"
@@ -291,8 +315,11 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     ref = reference_meanshift(parts, params, noise=sim.dp_noise)
     skl = None
     if not args.no_sklearn and total <= 20000:
-        skl = sklearn_centres(np.concatenate(parts), params.bandwidth,
+        m = sim.receiver.moments          # scale standard: on the standardised rows
+        x = np.concatenate(parts)
+        skl = sklearn_centres(x if m is None else m.forward(x), params.bandwidth,
                               bin_seeding=params.seeding == "sklearn-bins")
+        skl = skl if m is None or skl is None else m.inverse(skl)
     return build_report(parts, params, sim, ref, skl), skl
 
 
@@ -305,6 +332,10 @@ def _print_report(args, report: dict, parts: list, params: MeanShiftParams, skl)
         print("  " + "  ".join(f"{v: .5f}" for v in c))
     print(f"plaintext twin: {len(report['reference_centroids'])} centroids, "
           f"max |secure - twin| = {report['max_abs_error']:.2e} (data units)")
+    if report["scaling"] == "standard":
+        print("scale standard: centres above in data units (centre * std + mean, the "
+              "pooled moments opened in the run); max |secure - twin| = "
+              f"{report['max_abs_error_standardised']:.2e} in standardised units")
     if skl is not None:
         bins = "(bin_seeding=True)" if params.seeding == "sklearn-bins" else ""
         print(f"scikit-learn MeanShift{bins}: {len(skl)} centres")

@@ -19,8 +19,8 @@ from meanshift_proto.v1 import service_pb2 as pb
 
 from secure_meanshift.kernels import KERNEL_NAMES as KERNELS  # noqa: F401 (re-exported: the one registry)
 from secure_meanshift.errors import InputError
-from secure_meanshift.params import (PARAMS, EstimateBandwidth, MeanShiftParams, Param,
-                                     bandwidth_value, default)
+from secure_meanshift.params import (PARAMS, SCALE_DP_REFUSAL, EstimateBandwidth,
+                                     MeanShiftParams, Param, bandwidth_value, default)
 from secure_meanshift.privacy import PrivacySpec
 
 # Hard limits every spec meets (the nodes' own policies are usually stricter).
@@ -65,6 +65,8 @@ def parse(text: str) -> pb.JobSpec:
     h = _bandwidth(d, values.pop("quantile"))
     estimate = isinstance(h, EstimateBandwidth)
     privacy = _privacy(d.get("privacy"), estimate, values["seeding"])
+    if privacy is not None and values["scale"] == "standard":
+        raise SpecError(SCALE_DP_REFUSAL)
     dealer, transport = _mpc_fields(d)
     name = d.get("name", "")
     if not isinstance(name, (str, int, float)) or len(str(name)) > 128:
@@ -229,7 +231,12 @@ def _mpc_fields(d: dict) -> tuple:
 
 
 def _check_lengths(spec: pb.JobSpec, lo: list, hi: list) -> None:
-    """Lengths against the bounded domain (bandwidth, tol, merge_radius)."""
+    """Lengths against the bounded domain (bandwidth, tol, merge_radius). With
+    ``scale: standard`` the lengths are in standardised units and the bounds in
+    data units: the engine checks them against the derived bounds once the
+    pooled moments are known (moments.standardised_params)."""
+    if spec.scaling == "standard":
+        return
     span = max(h - l for l, h in zip(lo, hi))
     diameter = span * math.sqrt(len(lo))
     if spec.bandwidth > diameter:

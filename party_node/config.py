@@ -26,6 +26,8 @@
                                          # legal exact jobs differenced reveal a record
       privacy_budget: {epsilon: 3.0, delta: 1.0e-5}   # per data set, over all DP jobs
       allow_plaintext_mpc: false         # true: accept transport "trusted-network"
+      allow_scaling: true                # false: refuse jobs with scale: standard (they
+                                         # open the pooled mean and std of every feature)
       min_bandwidth_fraction: 0.01       # bandwidth >= this x the bounds' largest span
       max_dust: 1000                     # initial centroids (dusts, binned modes, every point)
       max_iter: 1000
@@ -108,6 +110,7 @@ class Policy:
     trusted_dealers: list = field(default_factory=list)
     allow_plaintext_mpc: bool = False
     allow_exact_results: bool = False
+    allow_scaling: bool = True        # scale: standard opens the pooled moments
     privacy_budget: Budget = DEFAULT_BUDGET
     min_bandwidth_fraction: float = 0.01
     max_dust: int = 1000         # initial centroids of any seeding (auto: every point to 1,000)
@@ -153,7 +156,7 @@ KNOWN = {
     "rendezvous": {"advertise", "port_range", "ifname"},
     "policy": {"kernels", "min_parties", "allowed_submitters", "allowed_receivers",
                "trusted_dealers", "allow_plaintext_mpc", "allow_exact_results",
-               "privacy_budget",
+               "allow_scaling", "privacy_budget",
                "min_bandwidth_fraction", "max_dust", "max_iter", "min_cluster_size"},
 }
 
@@ -262,10 +265,12 @@ def load(path: str) -> NodeConfig:
             and isinstance(pol.allowed_receivers, list) and isinstance(pol.min_parties, int)
             and isinstance(pol.trusted_dealers, list)
             and isinstance(pol.allow_plaintext_mpc, bool)
-            and isinstance(pol.allow_exact_results, bool)):
+            and isinstance(pol.allow_exact_results, bool)
+            and isinstance(pol.allow_scaling, bool)):
         raise ConfigError(f"{path}: policy: kernels, allowed_submitters, allowed_receivers "
                           "and trusted_dealers are lists, min_parties an integer, "
-                          "allow_plaintext_mpc and allow_exact_results true or false")
+                          "allow_plaintext_mpc, allow_exact_results and allow_scaling true "
+                          "or false")
     for key in ("max_dust", "max_iter", "min_cluster_size"):
         v = getattr(pol, key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -584,7 +584,8 @@ class PartyNode:
         me = next(p for p in job.spec.parties if p.id == self.cfg.party_id)
         ds = self.cfg.datasets[me.dataset]
         params = self._params(job.spec, run, seed)
-        if job.spec.bandwidth_auto:      # this party's floor, checked once h is estimated
+        if policy.floor_at_run_time(job.spec):   # this party's floor, checked once h is
+            # estimated or standardised (in the bounds' units: runtime.run_party scales it)
             span = max(h - l for l, h in zip(job.spec.bounds_lo, job.spec.bounds_hi))
             params["min_bandwidth"] = self.cfg.policy.min_bandwidth_fraction * span
         return {"role": "party", "path": ds.path, "columns": ds.columns,

@@ -56,10 +56,25 @@ def my_dataset(cfg: NodeConfig, spec: pb.JobSpec) -> Optional[str]:
     return next((p.dataset for p in spec.parties if p.id == cfg.party_id), None)
 
 
+def scaling_reason(cfg: NodeConfig, spec: pb.JobSpec) -> str:
+    """``scale: standard`` opens the pooled mean and standard deviation of every
+    feature (docs/leakage.md [pooled-moments]): refused unless policy.allow_scaling."""
+    if spec.scaling == "standard" and not cfg.policy.allow_scaling:
+        return ("policy: the job standardises its features (scale: standard), which opens "
+                "the pooled mean and standard deviation of every feature; not allowed by "
+                "local policy (policy.allow_scaling: false)")
+    return ""
+
+
 def _limits_reason(cfg: NodeConfig, spec: pb.JobSpec) -> str:
+    """The policy's numeric limits. The bandwidth floor (policy.min_bandwidth_fraction
+    x the bounds' largest span) is checked here when the job gives h in the bounds'
+    units; an estimated h or one in standardised units (scale: standard) is checked
+    by the worker once known, against the floor scaled with the bounds
+    (runtime.run_party's min_bandwidth)."""
     pol = cfg.policy
     span = max(h - l for l, h in zip(spec.bounds_lo, spec.bounds_hi))
-    if not spec.bandwidth_auto and spec.bandwidth < pol.min_bandwidth_fraction * span:
+    if not floor_at_run_time(spec) and spec.bandwidth < pol.min_bandwidth_fraction * span:
         return (f"policy: the bandwidth {spec.bandwidth:g} is below this party's minimum "
                 f"{pol.min_bandwidth_fraction * span:g} (policy.min_bandwidth_fraction "
                 f"{pol.min_bandwidth_fraction:g} x the bounds' largest span {span:g})")
@@ -73,6 +88,12 @@ def _limits_reason(cfg: NodeConfig, spec: pb.JobSpec) -> str:
         return (f"policy: the minimum cluster size {spec.min_cluster_size or 1} is below "
                 f"this party's (policy.min_cluster_size {pol.min_cluster_size})")
     return ""
+
+
+def floor_at_run_time(spec: pb.JobSpec) -> bool:
+    """The bandwidth floor is checked by the worker: h is estimated, or in
+    standardised units (scale: standard)."""
+    return spec.bandwidth_auto or spec.scaling == "standard"
 
 
 class PolicyRefusal(Refused):
@@ -131,7 +152,7 @@ def job_reason(cfg: NodeConfig, spec: pb.JobSpec, submitter: str) -> str:
                 f"(policy.min_parties; the job has {len(spec.parties)})")
     if "*" not in pol.allowed_submitters and submitter not in pol.allowed_submitters:
         return f"submitter {submitter} may not run jobs on this data"
-    reason = _limits_reason(cfg, spec)
+    reason = _limits_reason(cfg, spec) or scaling_reason(cfg, spec)
     if reason:
         return reason
     if "*" not in pol.allowed_receivers:

@@ -89,8 +89,9 @@ def main() -> int:
                                     name=f"data set {job['dataset']!r}", clip=True,
                                     min_bandwidth=floor)
         else:
-            out = run_party(points, params, cfg, progress=report,
-                            name=f"data set {job['dataset']!r}", clip=True)
+            out = run_party(points, params, cfg, progress=report,     # scale standard:
+                            name=f"data set {job['dataset']!r}", clip=True,  # the floor once
+                            min_bandwidth=floor)                              # standardised
     except PolicyRefusal as exc:                   # the rule and its numbers, no data
         emit({"error": str(exc), "policy": True})
         return 2

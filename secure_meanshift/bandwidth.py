@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .data import POINT_BITS, check_points, clip_to_bounds, data_bounds, quantise_points, \
+from .data import POINT_BITS, check_points, data_bounds, quantise_points, \
     to_unit
 from .errors import InputError
 from .params import EstimateBandwidth, MeanShiftParams, default, dust_indices
@@ -137,29 +137,26 @@ def run_party_auto(points: np.ndarray, params: MeanShiftParams, mpc, progress=No
                    name: str = "points", clip: bool = False, min_bandwidth: float = 0.0):
     """One party's side of a job whose bandwidth is EstimateBandwidth (party node
     worker): in one MPC session, first the bandwidth estimate (only h is opened,
-    to every party, as it is a job parameter), then mean-shift with it.
-    ``min_bandwidth``: this party's policy floor (data units): a smaller
-    estimate aborts the job before any centroid is computed. ``clip``: rows
-    outside the bounds are clipped into them (runtime.run_party).
-    Returns (PartyOutcome, h)."""
+    to every party, as it is a job parameter), then mean-shift with it. With
+    ``scaling`` "standard" the rows are standardised first (runtime.run_party)
+    and h is estimated on them (standardised units).
+    ``min_bandwidth``: this party's policy floor (in the bounds' units,
+    runtime.run_party): a smaller estimate aborts the job before any centroid is
+    computed. ``clip``: rows outside the bounds are clipped into them
+    (runtime.run_party). Returns (PartyOutcome, h)."""
     if not params.estimates_bandwidth:
         raise ValueError("run_party_auto: the bandwidth is given; use runtime.run_party")
     how: EstimateBandwidth = params.bandwidth
-    lo, scale = params.lo, params.scale
-    x = clip_to_bounds(points, params.bounds, name)[0] if clip else \
-        check_points(points, params.bounds, name)
 
-    def estimate(p: MeanShiftParams) -> MeanShiftParams:
-        h = secure_bandwidth_unit(to_unit(x, lo, scale), how.quantile, how.n_samples,
-                                  p.seed) * scale
-        if h < min_bandwidth:
-            raise InputError("policy: the estimated bandwidth is below this party's minimum "
-                             "(relative to the bounds)")
+    def estimate(p: MeanShiftParams, x: np.ndarray) -> MeanShiftParams:
+        h = secure_bandwidth_unit(to_unit(x, p.lo, p.scale), how.quantile, how.n_samples,
+                                  p.seed) * p.scale
         if progress:
             progress({"stage": "bandwidth", "seconds": 0.0})
         return _replace(p, bandwidth=h)
 
     from .runtime import run_party     # torch and CrypTen: loaded by the party process only
 
-    out = run_party(points, params, mpc, progress, name, before=estimate, clip=clip)
+    out = run_party(points, params, mpc, progress, name, before=estimate, clip=clip,
+                    min_bandwidth=min_bandwidth)
     return out, out.params.bandwidth

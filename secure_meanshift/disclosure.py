@@ -31,8 +31,9 @@ REASONS: dict = {
     "bandwidth": "the sum of the sample's k-th-neighbour brackets (bandwidth: auto)",
     "result": "the shuffled merged centroids (and sizes, suppressed count), to the "
               "receivers only",
-    "pooled-moments": "SecureStandardScaler: the pooled per-feature sums (mean, then "
-                      "squared deviations from it) over all parties' rows",
+    "pooled-moments": "SecureStandardScaler and jobs with scale: standard: the pooled "
+                      "per-feature sums (mean, then squared deviations from it) over all "
+                      "parties' rows",
     "dp-total": "DP mode: the sum of the clamped noisy cell counts (post-processing of "
                 "the DP histogram), the division's public bound",
 }

@@ -129,6 +129,12 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
     simulation (``engine="secure"``: one OS process per party plus the
     dealer's) or the plaintext twin (``engine="plaintext"``).
 
+    Standardising the features: fit ``SecureStandardScaler`` on the parties
+    first and pass each party's transformed rows (README); it runs the same
+    protocol as a job's ``scale: standard`` (params.PARAMS "scaling", which is
+    not a parameter here: the scaler keeps the moments, its
+    ``inverse_transform`` maps the centres back to data units).
+
     Parameters
     ----------
     bandwidth : float, "auto", EstimateBandwidth or None, default=None

@@ -67,12 +67,16 @@ def export_share(out, rank: int, dim: int, with_sizes: bool, with_small: bool,
             "values": [int(v) for v in share.tolist()]}
 
 
-_LAYOUT = ("format", "rows", "cols", "frac_scale", "dim", "sizes", "small", "lo", "scale")
+_LAYOUT = ("format", "rows", "cols", "frac_scale", "dim", "sizes", "small", "lo", "scale",
+           "mean", "std")
 
 
 def combine_shares(shares: Sequence[dict], world_size: int) -> Decoded:
     """Add every party's exported share (ranks 0..world_size-1, each once, one
-    layout) and decode; centroids in data units. ShareError if they do not fit."""
+    layout) and decode; centroids in data units. ShareError if they do not fit.
+    A job with ``scale: standard`` adds the opened pooled moments to every
+    share ("mean", "std": runtime.run_party): the unit box maps back to
+    standardised units, then centre * std + mean to data units."""
     if sorted(_int(s, "rank") for s in shares) != list(range(world_size)):
         raise ShareError(f"shares: need exactly one from each of the {world_size} parties")
     first = shares[0]
@@ -96,7 +100,21 @@ def combine_shares(shares: Sequence[dict], world_size: int) -> Decoded:
     table = total.view(np.int64).astype(np.float64).reshape(rows, cols) / first["frac_scale"]
     dec = decode(table, dim, bool(first["sizes"]), bool(first["small"]))
     cents = from_unit(dec.centroids, np.asarray(first["lo"], float), float(first["scale"]))
+    if first.get("mean") is not None:
+        mean, std = _vector(first, "mean", dim), _vector(first, "std", dim)
+        cents = cents * std + mean
     return Decoded(cents, dec.sizes, dec.suppressed)
+
+
+def _vector(d: dict, key: str, dim: int) -> np.ndarray:
+    v = d.get(key)
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ShareError(f"shares: {key} is not a list of numbers") from None
+    if arr.shape != (dim,) or not np.isfinite(arr).all():
+        raise ShareError(f"shares: {key} is not {dim} finite numbers")
+    return arr
 
 
 def _int(d: dict, key: str) -> int:

@@ -25,6 +25,7 @@ from .kernels import DEFAULT_KERNEL, KERNEL_NAMES as KERNELS  # the one registry
 from .privacy import PrivacySpec
 
 MERGE_RULES = ("intensity", "first")
+SCALINGS = ("none", "standard")    # scale: standard = pooled standardisation (moments.py)
 SEEDINGS = ("dust", "bins", "both", "points", BIN_SEEDING, "auto", "grid")   # grid: DP only
 MAX_POINT_SEEDS = 2000   # seeding="points": m x N work and memory per iteration (3,000: 10 s, 4 GB a party)
 AUTO_POINT_SEEDS_UP_TO = 1000    # seeding="auto": every point a seed up to this N
@@ -179,11 +180,24 @@ PARAMS: dict = _rows(
           "jobspec.DEFAULT_MIN_CLUSTER_SIZE)", low=1, spec_key="min_cluster_size"),
     Param("privacy", "custom", None, "null (exact results) or {epsilon, delta}: DP mode",
           spec_key="privacy"),
+    Param("scaling", "choice", "none", "none, or standard: the pooled per-feature mean and "
+          "std are computed under MPC (opened) and every party standardises its own rows; "
+          "bandwidth, tol and merge_radius are then in standardised units, bounds stay in "
+          "data units and the centres are reported in data units (moments.py)",
+          choices=SCALINGS, spec_key="scale", cli="--scale"),
     Param("quantile", "float", 0.3, "estimate_bandwidth's quantile (bandwidth estimated)",
           low=0, high=1, low_open=True, spec_key="quantile", cli="--quantile"),
     Param("n_samples", "int", 300, "rows sampled for the bandwidth estimate (null: all, "
           "as scikit-learn; n_samples^2 work)", low=1, none_ok=True),
 )
+
+
+#: why a DP job cannot standardise (params, job spec and simulator say the same)
+SCALE_DP_REFUSAL = (
+    "scale: 'standard' is refused with privacy (DP): the noise's sensitivity is derived "
+    "from the stated bounds, which standardised rows no longer keep (their bounds would "
+    "depend on the data through the pooled moments, which are opened exactly, not DP); "
+    "scale the features by public constants before the job instead")
 
 
 def default(name: str) -> Any:
@@ -313,6 +327,19 @@ class MeanShiftParams:
             in bandwidths (None/"auto": privacy.default_cell_fraction, h/2); the grid
             may have at most privacy.MAX_CELLS cells and 3 features. Only the
             flat kernel.
+        scaling: ``"none"``, or ``"standard"``: federated standardisation
+            (moments.standardise_party): inside the job, before the bandwidth
+            estimate, seeding and summary, the pooled per-feature mean and
+            standard deviation are computed under MPC and opened (docs/leakage.md
+            [pooled-moments]); every party standardises its own rows. Then
+            ``bandwidth``, ``tol`` and ``merge_radius`` are in standardised units,
+            while ``bounds`` stay in data units (each party checks or clips its
+            rows against them before anything runs; the run's bounds are derived:
+            (bounds - mean) / std, public once the moments are). The run goes on
+            with the derived parameters (moments.standardised_params: scaling
+            "none", derived bounds); results are reported in data units (centre *
+            std + mean) and, as opened, in standardised units. Refused with
+            ``privacy``.
     """
 
     bandwidth: Bandwidth
@@ -337,12 +364,19 @@ class MeanShiftParams:
     chunk_elements: int = default("chunk_elements")
     min_cluster_size: int = default("min_cluster_size")
     privacy: Optional[PrivacySpec] = default("privacy")
+    scaling: str = default("scaling")
 
     # ---- derived, unit-box quantities -------------------------------------
     @property
     def estimates_bandwidth(self) -> bool:
         """The bandwidth is still to be estimated (EstimateBandwidth)."""
         return isinstance(self.bandwidth, EstimateBandwidth)
+
+    @property
+    def standardises(self) -> bool:
+        """Scale "standard" still to be applied: the bounds are in data units, the
+        lengths (bandwidth, tol, merge_radius) in standardised units."""
+        return self.scaling == "standard"
 
     @property
     def dim(self) -> int:
@@ -433,7 +467,8 @@ class MeanShiftParams:
     def __post_init__(self) -> None:
         self._check_bounds()
         object.__setattr__(self, "bandwidth", bandwidth_value(self.bandwidth))
-        if not self.estimates_bandwidth and self.h_unit > 1.0 * math.sqrt(self.dim):
+        checks_h = not (self.estimates_bandwidth or self.scaling == "standard")
+        if checks_h and self.h_unit > 1.0 * math.sqrt(self.dim):
             raise InputError("bandwidth: is larger than the whole bounded domain")
         if self.seeding is None:        # "the default" (DP mode turns "auto" into "grid")
             object.__setattr__(self, "seeding", default("seeding"))
@@ -448,7 +483,7 @@ class MeanShiftParams:
                                  "only with export_shares)")
             object.__setattr__(self, "reveal_to", tuple(sorted(set(r))))
         self._check_privacy()
-        if self.seeding == BIN_SEEDING and not self.estimates_bandwidth:   # DP refused it
+        if self.seeding == BIN_SEEDING and checks_h:   # DP refused it; scaling: once derived
             check_bin_seeds(self)
 
     def _check_bounds(self) -> None:
@@ -478,6 +513,8 @@ class MeanShiftParams:
             return
         from .privacy import check_grid, default_cell_fraction
 
+        if self.scaling == "standard":
+            raise InputError(SCALE_DP_REFUSAL)
         if self.estimates_bandwidth:
             raise InputError("bandwidth: 'auto' is refused in DP mode (the estimate would "
                              "reveal a value computed from the data); give a number")

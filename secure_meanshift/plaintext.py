@@ -7,7 +7,7 @@ Works in the unit box; :func:`reference_meanshift` takes and returns data units.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .privacy import twin_inputs
 from .seeds import local_peaks
 from .summary import summarize
 
+if TYPE_CHECKING:
+    from .moments import Moments
+
 
 @dataclass
 class PlainResult:
@@ -31,6 +34,11 @@ class PlainResult:
     intensity: Optional[np.ndarray] = None   # (m,) kernel weight sums at the last pass
     edge_gap: Optional[float] = None   # flat kernel: closest | |c - x| - h | seen (data units)
     ties: Optional[np.ndarray] = None  # intensity merge: decisive_ties rows, data units
+    # scaling "standard": the float64 pooled moments (moments.Moments) and the merged
+    # centres in standardised units; ``centroids``/``unmerged`` are then in data
+    # units, while edge_gap and ties stay in the run's (standardised) units, h's
+    moments: Optional["Moments"] = None
+    standardised: Optional[np.ndarray] = None
 
     def tie_gaps(self, apart: float = 0.0) -> tuple[float, float]:
         """(smallest intensity gap, smallest coordinate gap in data units) that
@@ -135,7 +143,11 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
     seeds and post-processing (rows outside the bounds are clipped). Otherwise
     every party's points are checked as the secure engine's owners check them
     (data.check_points: 2-D, the job's width, not empty, finite, inside the
-    bounds), raising InputError."""
+    bounds), raising InputError. With ``p.scaling`` "standard" the rows are
+    standardised first by their float64 pooled moments (moments.plain_moments),
+    as the secure run does with its opened ones."""
+    if p.standardises:
+        return _standardised_twin(parts, p, weights)
     if p.dp:
         x, w, seeds, p = twin_inputs(parts, p, noise)
         return _run_twin(x, w, seeds, p)
@@ -154,6 +166,19 @@ def reference_meanshift(parts: Sequence[np.ndarray], p: MeanShiftParams,
          else np.ones(len(x)))
     occupied = occupied_bins(units, weights, p) if p.seeding == BIN_SEEDING else None
     return _run_twin(x, w, initial_seeds(units, weights, p), p, occupied)
+
+
+def _standardised_twin(parts: Sequence[np.ndarray], p: MeanShiftParams,
+                       weights: Optional[Sequence[np.ndarray]]) -> PlainResult:
+    """scaling "standard": the twin on the standardised rows, reported in data units."""
+    from .moments import plain_moments, standardised_params
+
+    parts = [check_points(q, p.bounds, f"party {i}") for i, q in enumerate(parts)]
+    m = plain_moments(parts)
+    res = reference_meanshift([m.forward(q) for q in parts], standardised_params(p, m),
+                              weights)
+    return replace(res, centroids=m.inverse(res.centroids), unmerged=m.inverse(res.unmerged),
+                   moments=m, standardised=res.centroids)
 
 
 def _run_twin(x: np.ndarray, w: np.ndarray, seeds: np.ndarray, p: MeanShiftParams,

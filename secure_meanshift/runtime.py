@@ -20,7 +20,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from .params import MeanShiftParams, resolve_summary
 from .privacy import local_release
 from .protocol import Progress, RunFigures, SecureResult, run_protocol
 from .summary import summarize
+
+if TYPE_CHECKING:
+    from .moments import Moments
 
 TORCH_THREADS = 1     # per rank: a job's ranks often share a machine's cores
 
@@ -130,6 +133,10 @@ class PartyOutcome(RunFigures):
     # DP mode, tests only (run_party(keep_noise=True)): this party's own noise per
     # cell, so the twin can replay the run; never in to_dict, never sent anywhere
     dp_noise: Optional[np.ndarray] = None
+    # scale "standard": the opened pooled moments (moments.Moments) and the centres
+    # as opened, in standardised units (``centroids`` are then in data units)
+    moments: Optional["Moments"] = None
+    standardised: Optional[np.ndarray] = None
 
     def to_dict(self) -> dict:
         return {
@@ -145,6 +152,9 @@ class PartyOutcome(RunFigures):
             "rows": self.rows,
             "provider": self.provider,
             "transport": self.transport,
+            "moments": None if self.moments is None else self.moments.to_dict(),
+            "standardised_centroids": None if self.standardised is None
+            else self.standardised.tolist(),
         }
 
 
@@ -256,6 +266,9 @@ def _check_before_connecting(points, params: MeanShiftParams, name: str, clip: b
     """(points, n_rows, clipped, summary made in advance or None, its cell)."""
     if isinstance(points, LocalData) and params.dp:     # counted chunk by chunk later
         return points, points.check(params.bounds, name, clip=True), 0, None, None
+    if isinstance(points, LocalData) and params.standardises:   # standardised in memory
+        n_rows = points.check(params.bounds, name, clip=clip)
+        return points.points(), n_rows, 0, None, None
     if isinstance(points, LocalData):
         n_rows = points.check(params.bounds, name, clip=clip)
         local = None
@@ -279,14 +292,22 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
               progress: Optional[Progress] = None, name: str = "points",
               before: Optional[Callable] = None, clip: bool = False,
               keep_noise: bool = False,
-              transport: Optional[Transport] = None) -> PartyOutcome:
+              transport: Optional[Transport] = None,
+              min_bandwidth: float = 0.0) -> PartyOutcome:
     """Everything one party does for one job, in its own (fresh) process.
     ``points``: an (n, d) array or a LocalData (rows where they live).
 
     Bad input raises InputError before any connection is made.
-    A lost peer or a timeout raises MPCError. ``before(params) -> params``, if
-    given, runs first inside the same MPC session (e.g. the bandwidth estimate
-    of a ``bandwidth: auto`` job), so the dealer and the links serve both.
+    A lost peer or a timeout raises MPCError. With ``params.scaling`` "standard"
+    the pooled moments come first in the session (moments.standardise_party;
+    the run then uses the derived parameters, PartyOutcome.params); a LocalData
+    is then read whole. ``before(params, rows) -> params``, if given, runs next
+    inside the same MPC session with this party's checked (and standardised)
+    rows (e.g. the bandwidth estimate of a ``bandwidth: auto`` job), so the
+    dealer and the links serve every step. ``min_bandwidth``: this party's
+    policy floor in the job's bounds' units (a fraction of their largest span):
+    a smaller bandwidth, once estimated or standardised (the floor scales with
+    the bounds), aborts the job before any centroid is computed.
     ``clip``: rows outside the bounds are clipped into them (data.clip_to_bounds);
     their number is in the outcome's ``clipped``, for the owner's log only.
     In DP mode (``params.privacy``) the party shares only its noisy histogram on
@@ -297,11 +318,20 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
     t0 = time.perf_counter()
     points, n_rows, clipped, pre, local = _check_before_connecting(
         points, params, name, clip, before)          # fail before connecting to anyone
-    noise = None
+    noise = moments = None
     with _Session(mpc, transport):
         try:
+            span = params.scale
+            if params.standardises:
+                from .moments import standardise_party
+
+                points, params, moments = standardise_party(points, params)
             if before is not None:
-                params = before(params)
+                params = before(params, points)
+            if min_bandwidth and not params.estimates_bandwidth and \
+                    params.bandwidth < min_bandwidth * params.scale / span:
+                raise InputError("policy: the bandwidth (estimated or standardised) is below "
+                                 "this party's minimum (relative to the bounds)")
             if params.summary == "auto":
                 params = replace(params, summary=resolve_summary("auto", _total_points(n_rows)))
             if params.dp:
@@ -317,10 +347,14 @@ def run_party(points, params: MeanShiftParams, mpc: MPCConfig,
         except Exception as exc:
             raise _aborted("secure computation aborted", exc) from None
     cents = None if res.centroids is None else from_unit(res.centroids, params.lo, params.scale)
-    return PartyOutcome(**res.figures(), rank=mpc.rank, centroids=cents, sizes=res.sizes,
-                        wall_s=time.perf_counter() - t0, provider=mpc.provider,
-                        transport=mpc.transport, params=params, clipped=clipped,
-                        share=res.share, dp_noise=noise)
+    if moments is not None and res.share is not None:   # analysts decode to data units too
+        res.share.update(moments.to_dict())
+    return PartyOutcome(**res.figures(), rank=mpc.rank,
+                        centroids=cents if moments is None else moments.inverse(cents),
+                        sizes=res.sizes, wall_s=time.perf_counter() - t0,
+                        provider=mpc.provider, transport=mpc.transport, params=params,
+                        clipped=clipped, share=res.share, dp_noise=noise, moments=moments,
+                        standardised=None if moments is None else cents)
 
 
 def _total_points(n: int) -> int:

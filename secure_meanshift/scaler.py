@@ -1,22 +1,17 @@
-"""Federated standardisation: the pooled mean and variance of every feature,
-computed under MPC, as scikit-learn's ``StandardScaler``.
+"""``SecureStandardScaler``: scikit-learn's ``StandardScaler`` on the parties'
+pooled data, without pooling it: the pooled mean and variance of every feature
+under MPC (moments.py: the protocol, what it opens and its accuracy).
 
-Standardising each party's data alone is wrong when the parties' populations
-differ, and no party may pool the data. Here every party secret-shares two
-per-feature sums of its own rows, the shares are added, and only the pooled
-totals are opened (to every party):
-
-1. the row counts (public anyway: every job reveals each party's N);
-2. sum_i x_i / N per feature -> the pooled mean (opened);
-3. sum_i (x_i - mean)^2 / N per feature -> the pooled (population) variance
-   (opened). Two passes, so no precision is lost to E[x^2] - mean^2.
-
-Each party's contribution is encoded as an integer (its value times 2^32,
-rounded) and shared with CrypTen at precision 0: sums of shares need no
-truncation, and the opened totals are decoded in float64 (CrypTen's own
-decoder returns float32). Accuracy: each party's contribution is rounded once, so
-the opened mean and variance are within (number of parties) x 2^-33 of float64.
-Reveals the pooled mean and variance of every feature and nothing else.
+Two users, one protocol (``moments.secure_moments``): ``SecureStandardScaler``
+(the estimator's side: fit the moments in a run of their own, then each party
+transforms its rows and passes them to ``SecureMeanShift``; the centres come out
+in standardised units, ``inverse_transform`` maps them back), and jobs with
+``scale: standard`` (params.MeanShiftParams.scaling; job spec, simulator's
+``--scale standard``): ``moments.standardise_party`` inside the job's own MPC
+session, before the bandwidth estimate, seeding and summary; the job's lengths
+are in standardised units, its bounds in data units (the run's are derived from
+them), its centres reported in data units (``Moments.inverse``) and as opened.
+The plaintext twin uses ``moments.plain_moments`` (float64) the same way.
 """
 
 from __future__ import annotations
@@ -24,54 +19,15 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from numbers import Real, Integral
 
-from .disclosure import disclose
 from .errors import InputError
-from .mpc._compat import import_crypten
+from .moments import plain_pooled, secure_moments, std_of
 from .simulate import run_mpc_function
 from .validation import as_matrix, as_parties, check_finite_cells
-
-FRACTION_BITS = 32
-MAX_MAGNITUDE = 2.0 ** 29      # |contribution| per feature: 2^29 * 2^32 * parties < 2^63
-
-
-def _encode(values: np.ndarray, what: str) -> np.ndarray:
-    if np.abs(values).max(initial=0.0) >= MAX_MAGNITUDE:
-        j = int(np.argmax(np.abs(values) >= MAX_MAGNITUDE))
-        raise InputError(f"column {j}: the {what} is too large for the fixed-point encoding "
-                         f"(2^29); divide the feature by a public constant first")
-    return np.round(values * 2.0 ** FRACTION_BITS).astype(np.int64)
-
-
-def _secure_sum(local: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """sum over parties of each party's (d,) contribution; only the total is opened."""
-    crypten = import_crypten()
-    enc = torch.from_numpy(local)
-    total = None
-    for src in range(world):
-        t = crypten.cryptensor(enc if src == rank else torch.zeros_like(enc), src=src,
-                               precision=0)
-        total = t if total is None else total + t
-    opened = disclose(total, "pooled-moments").numpy().astype(np.int64)
-    return opened.astype(np.float64) / 2.0 ** FRACTION_BITS
-
-
-def secure_moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """Run inside an MPC session by every party on its own (n_i, d) rows:
-    (pooled N, pooled mean (d,), pooled population variance (d,)), on every rank."""
-    crypten = import_crypten()
-    comm = crypten.comm.get()
-    rank, world = comm.get_rank(), comm.get_world_size()
-    sizes = comm.all_gather(torch.tensor([len(x)], dtype=torch.long))
-    n = int(sum(int(s[0]) for s in sizes))
-    mean = _secure_sum(_encode(x.sum(0) / n, "mean"), rank, world)
-    var = _secure_sum(_encode(((x - mean) ** 2).sum(0) / n, "variance"), rank, world)
-    return n, mean, np.maximum(var, 0.0)
 
 
 def _moments_job(rank: int, parties: list):
@@ -83,8 +39,7 @@ def pooled_moments(parties: Sequence[np.ndarray], engine: str = "secure",
     """(N, mean, variance) of the parties' rows pooled: under MPC (one spawned
     process per party) or, with engine="plaintext", in numpy."""
     if engine == "plaintext":
-        x = np.concatenate(parties)
-        return len(x), x.mean(0), x.var(0)
+        return plain_pooled(parties)
 
     return run_mpc_function(_moments_job, len(parties), ([np.asarray(q, float) for q in parties],),
                             timeout_s=timeout_s)[0]
@@ -124,6 +79,12 @@ class SecureStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator
 
     Each party then applies ``transform`` to its own rows locally; X may be a
     list of parties (a list of arrays is returned) or one array.
+
+    Relation to jobs: a job spec's ``scale: standard`` (and the simulator's
+    ``--scale standard``) runs the same protocol (``secure_moments``) inside the
+    job's own session instead of a run of its own; there the job reports its
+    centres in data units itself, here pass ``SecureMeanShift``'s
+    ``cluster_centers_`` through ``inverse_transform``.
     """
 
     _parameter_constraints: dict = {
@@ -165,11 +126,7 @@ class SecureStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator
         self.n_samples_seen_ = int(n)
         self.mean_ = np.asarray(mean, float) if self.with_mean else None
         self.var_ = np.asarray(var, float) if self.with_std else None
-        if self.with_std:
-            scale = np.sqrt(self.var_)
-            self.scale_ = np.where(scale < 10 * np.finfo(float).eps, 1.0, scale)
-        else:
-            self.scale_ = None
+        self.scale_ = std_of(self.var_) if self.with_std else None
         return self
 
     def _one(self, X, forward: bool) -> np.ndarray:
