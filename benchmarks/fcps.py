@@ -104,10 +104,26 @@ def one(name: str, x: np.ndarray, quantile: float, parties: int, secure: bool) -
                        "n_iter": int(est.n_iter_), "wall_s": wall,
                        "meets_target": bool(unmatched == 0 and ari >= TARGET_ARI
                                             and err / h <= TARGET_OFFSET_H)}
+    row["twin_ties"] = _ties(z, fits["plaintext"].params_, h)
     if secure:
         row["secure_vs_twin_h"] = float(match_error(fits["secure"].cluster_centers_,
                                                     fits["plaintext"].cluster_centers_)[0] / h)
     return row
+
+
+def _ties(z: list, p, h: float) -> dict:
+    """What decided the twin's merge (plaintext.PlainResult.tie_gaps): the smallest
+    intensity gap between a kept centre and one it suppressed, and the smallest
+    coordinate gap (in h) where intensities were equal; the closest a point came
+    to a kernel's edge (edge_gap, in h). Where these are within the secure
+    engine's fixed-point error it may keep the other centre of such a pair."""
+    from secure_meanshift.plaintext import reference_meanshift
+
+    ref = reference_meanshift(z, p)
+    gi, gc = ref.tie_gaps(apart=1e-3 * h)
+    return {"intensity_gap": gi if np.isfinite(gi) else None,
+            "equal_intensity_coordinate_gap_h": gc / h if np.isfinite(gc) else None,
+            "edge_gap_h": None if ref.edge_gap is None else ref.edge_gap / h}
 
 
 def plot(rows: list, path: str) -> None:
@@ -149,7 +165,7 @@ def table(path: str) -> str:
         if e not in r:
             return "-"
         v = r[e]
-        return f"{v['clusters']} / {v['ari']:.3f} / {v['offset_h']:.4f} h"
+        return f"{v['clusters']} / {v['ari']:.3f} / {v['offset_h']:.1e} h"
 
     out = ["| FCPS set (3 parties, standardised) | points | d | quantile | scikit-learn "
            "(seeds): clusters | twin: clusters / ARI / offset | secure: clusters / ARI / "
