@@ -134,7 +134,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
     bandwidth : float, "auto", EstimateBandwidth or None, default=None
         Kernel radius h in the data's units. None or "auto": estimated first
         with scikit-learn's ``estimate_bandwidth`` formula under MPC (only h is
-        revealed), from ``n_samples`` rows picked by ``seed`` and ``quantile``
+        revealed; by the clustering's own party processes, in the same
+        session), from ``n_samples`` rows picked by ``seed`` and ``quantile``
         (an ``EstimateBandwidth(quantile, n_samples)`` says both at once).
 
     kernel : {"flat", "gaussian"}, default="flat"
