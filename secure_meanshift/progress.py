@@ -3,12 +3,12 @@
 First a line with the fit's choices (parties, points, bandwidth, seeding,
 summary: the estimator's header; a bandwidth estimated in the run and the
 seeding picked with it are added, or said on a line of their own, once the
-parties know them), then a line that shows the stage, the iteration (of max_iter), the chunk
-within it, the elapsed time and an estimate of the time left. The events carry
-no data: stage names, counts and seconds (and, outside oblivious mode, whether
-any seed still moves, which every party learns anyway; in a local simulation
-only, whose caller holds every party's data, the estimated bandwidth, which
-every party learns as a job parameter).
+parties know them), then a line that shows the stage, the iteration (of
+max_iter), the chunk within it, the elapsed time and an estimate of the time
+left. The events carry no data: stage names, counts and seconds (and, outside
+oblivious mode, whether any seed still moves, which every party learns anyway;
+in a local simulation only, whose caller holds every party's data, the
+estimated bandwidth, which every party learns as a job parameter).
 
 ``verbose``: 0 never prints; 1 (the estimator's default) starts printing once a
 fit has run for SHOW_AFTER_S seconds; 2 prints from the start.
