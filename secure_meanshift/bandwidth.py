@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace as _replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -60,7 +60,6 @@ def plain_bandwidth(parties: Sequence[np.ndarray], bounds, quantile: float = DEF
 def secure_bandwidth_unit(unit_points: np.ndarray, quantile: float, n_samples: Optional[int],
                           seed: int) -> float:
     """Run inside an MPC session by every party; returns h in unit-box units (all ranks)."""
-    import torch
 
     from .mpc._compat import import_crypten
     from .disclosure import disclose
@@ -71,10 +70,14 @@ def secure_bandwidth_unit(unit_points: np.ndarray, quantile: float, n_samples: O
     rank = comm.get_rank()
     x = quantise_points(unit_points)
     rows, _ = _exchange_sizes(comm, len(x), len(x))
-    total = sum(rows)
-    pts = _share_rows(x, rows, x.shape[1], rank)            # 16-bit: exactly X 2^-16
-    idx = torch.from_numpy(sample_indices(seed, total, n_samples))
-    xs = _int_view(pts[idx])                                 # (S, d) integers X
+    idx = sample_indices(seed, sum(rows), n_samples)         # sorted, public
+    # only the sampled rows are shared (in party order = the sorted global order):
+    # each party's own sampled rows, not all N (memory and traffic O(S), not O(N))
+    starts = np.cumsum([0] + rows)
+    own = [idx[(idx >= starts[r]) & (idx < starts[r + 1])] - starts[r]
+           for r in range(len(rows))]
+    xs = _int_view(_share_rows(x[own[rank]], [len(o) for o in own], x.shape[1], rank))
+    # xs: (S, d) integers X (16-bit: exactly X 2^-16)
     s = xs.size(0)
     k = max(1, int(s * quantile))
     xx = (xs * xs).sum(dim=1, keepdim=True)                  # exact: integer views
@@ -134,16 +137,19 @@ def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = DEFAULT_
 
 
 def run_party_auto(points: np.ndarray, params: MeanShiftParams, mpc, progress=None,
-                   name: str = "points", clip: bool = False, min_bandwidth: float = 0.0):
+                   name: str = "points", clip: bool = False, min_bandwidth: float = 0.0,
+                   check: Optional[Callable[[float], None]] = None, transport=None):
     """One party's side of a job whose bandwidth is EstimateBandwidth (party node
-    worker): in one MPC session, first the bandwidth estimate (only h is opened,
-    to every party, as it is a job parameter), then mean-shift with it. With
-    ``scaling`` "standard" the rows are standardised first (runtime.run_party)
-    and h is estimated on them (standardised units).
+    worker, simulator): in one MPC session, first the bandwidth estimate (only h
+    is opened, to every party, as it is a job parameter), then mean-shift with it.
+    With ``scaling`` "standard" the rows are standardised first
+    (runtime.run_party) and h is estimated on them (standardised units).
     ``min_bandwidth``: this party's policy floor (in the bounds' units,
     runtime.run_party): a smaller estimate aborts the job before any centroid is
-    computed. ``clip``: rows outside the bounds are clipped into them
-    (runtime.run_party). Returns (PartyOutcome, h)."""
+    computed. ``check(h)``, if given, runs next with the estimate and may refuse
+    it (InputError; every party computes the same h, so all refuse alike).
+    ``clip``: rows outside the bounds are clipped into them (runtime.run_party).
+    ``transport``: links already made (runtime.run_party). Returns (PartyOutcome, h)."""
     if not params.estimates_bandwidth:
         raise ValueError("run_party_auto: the bandwidth is given; use runtime.run_party")
     how: EstimateBandwidth = params.bandwidth
@@ -151,6 +157,8 @@ def run_party_auto(points: np.ndarray, params: MeanShiftParams, mpc, progress=No
     def estimate(p: MeanShiftParams, x: np.ndarray) -> MeanShiftParams:
         h = secure_bandwidth_unit(to_unit(x, p.lo, p.scale), how.quantile, how.n_samples,
                                   p.seed) * p.scale
+        if check is not None:
+            check(h)
         if progress:
             progress({"stage": "bandwidth", "seconds": 0.0})
         return _replace(p, bandwidth=h)
@@ -158,5 +166,5 @@ def run_party_auto(points: np.ndarray, params: MeanShiftParams, mpc, progress=No
     from .runtime import run_party     # torch and CrypTen: loaded by the party process only
 
     out = run_party(points, params, mpc, progress, name, before=estimate, clip=clip,
-                    min_bandwidth=min_bandwidth)
+                    min_bandwidth=min_bandwidth, transport=transport)
     return out, out.params.bandwidth

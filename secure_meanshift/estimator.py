@@ -62,7 +62,7 @@ def _warn_seeding(p: MeanShiftParams, n: int) -> None:
                "may differ from MeanShift()'s and MeanShift(bin_seeding=True)'s. "
                f"seeding='points' takes up to {MAX_POINT_SEEDS:,} rows; the choice is in "
                "seeding_.")
-    warnings.warn(msg, SeedingWarning, stacklevel=4)
+    warnings.warn(msg, SeedingWarning, stacklevel=5)   # the caller of fit
 
 
 def assign_labels(points: np.ndarray, centres: np.ndarray, bandwidth: float,
@@ -140,7 +140,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
     bandwidth : float, "auto", EstimateBandwidth or None, default=None
         Kernel radius h in the data's units. None or "auto": estimated first
         with scikit-learn's ``estimate_bandwidth`` formula under MPC (only h is
-        revealed), from ``n_samples`` rows picked by ``seed`` and ``quantile``
+        revealed; by the clustering's own party processes, in the same
+        session), from ``n_samples`` rows picked by ``seed`` and ``quantile``
         (an ``EstimateBandwidth(quantile, n_samples)`` says both at once).
 
     kernel : {"flat", "gaussian"}, default="flat"
@@ -433,11 +434,16 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         return data, bounds
 
     def _resolve(self, data, bounds) -> MeanShiftParams:
-        """The bandwidth (estimated if asked) and the agreed parameters, checked."""
+        """The bandwidth (estimated if asked) and the agreed parameters, checked.
+        Secure engine with a bandwidth to estimate: the parameters with the
+        EstimateBandwidth and the seeding as given; the parties estimate h in
+        the clustering's own session and resolve "auto" with it (_fit_secure)."""
         n = data.n_samples
         world = max(2, len(data.parties))
         p = self.make_params(self.bandwidth, bounds, n)
         p.check_world(world, n)                   # before anything is spawned
+        if p.estimates_bandwidth and self.engine == "secure" and self.privacy is None:
+            return replace(p, seeding=self.seeding)
         if p.estimates_bandwidth:
             h = estimate_bandwidth(data.parties, quantile=p.bandwidth.quantile,
                                    n_samples=p.bandwidth.n_samples, seed=self.seed,
@@ -447,9 +453,15 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
                                  f"n_samples = {n}); give a bandwidth")
         else:
             h = p.bandwidth
+        return self._with_bandwidth(h, data, bounds)
+
+    def _with_bandwidth(self, h: float, data, bounds) -> MeanShiftParams:
+        """The agreed parameters once h is known: the grid checked (refused or
+        warned), "auto" resolved, a switch away from every point said."""
+        n = data.n_samples
         check_grid(bounds, float(h), data.names)
         p = self.make_params(h, bounds, n)
-        p.check_world(world, n)
+        p.check_world(max(2, len(data.parties)), n)
         if self.seeding == "auto" and p.seeding != "points":
             _warn_seeding(p, n)
         return p
@@ -480,14 +492,11 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         self._validate_params()
         data, bounds = self._check_fit_input(X)
         p = self._resolve(data, bounds)
-        self.bandwidth_ = p.bandwidth
-        self.params_ = p
-        self.seeding_ = p.seeding
-        self.summary_ = p.summary
         if self.engine == "plaintext":
+            self._set_params(p)
             received = self._fit_plaintext(data, p)
         else:
-            received = self._fit_secure(data, p)
+            received = self._fit_secure(data, p, bounds)
         labels = [None if not got else assign_labels(q, self.cluster_centers_, p.bandwidth,
                                                      self.cluster_all)
                   for q, got in zip(data.parties, received)]
@@ -496,6 +505,12 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
                                      for q, lab in zip(data.parties, labels)])
         self.labels_ = labels
         return self
+
+    def _set_params(self, p: MeanShiftParams) -> None:
+        self.bandwidth_ = p.bandwidth
+        self.params_ = p
+        self.seeding_ = p.seeding
+        self.summary_ = p.summary
 
     def _fit_plaintext(self, data, p: MeanShiftParams) -> list:
         from .plaintext import reference_meanshift
@@ -512,15 +527,31 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         self.reference_ = ref
         return [True] * len(data.parties)
 
-    def _fit_secure(self, data, p: MeanShiftParams) -> list:
+    def _fit_secure(self, data, p: MeanShiftParams, bounds) -> list:
+        """The secure run. A bandwidth to estimate is estimated by the same party
+        processes in the same session (one set of processes, not two: the
+        1,000,000-point memory bound of issue 18); a grid too coarse for it is
+        refused there, before the clustering (validation.refuse_coarse_grid)."""
+        from functools import partial
+
         from .progress import ProgressLine
         from .simulate import run_simulation
+        from .validation import refuse_coarse_grid
 
-        line = ProgressLine(int(self.verbose), p.max_iter, header=self._header(data, p))
+        estimating = p.estimates_bandwidth
+        if not estimating:
+            self._set_params(p)
+        line = ProgressLine(int(self.verbose), p.max_iter, header=self._header(data, p),
+                            announce_seeding=estimating and self.seeding == "auto")
+        check = partial(refuse_coarse_grid, bounds, data.names) if estimating else None
         try:
-            run = run_simulation(data.parties, p, timeout_s=self.timeout_s, progress=line)
+            run = run_simulation(data.parties, p, timeout_s=self.timeout_s, progress=line,
+                                 check_bandwidth=check)
         finally:
             line.close()
+        if estimating:           # the same resolution as the parties' (public h, bounds, N)
+            self._set_params(self._with_bandwidth(run.outcomes[0].params.bandwidth, data,
+                                                  bounds))
         self.outcomes_ = run.outcomes
         cents = run.receiver.centroids
         self.cluster_centers_ = cents[sklearn_order(cents, None)]
@@ -531,10 +562,17 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         """The choices of this fit, in one line (public parameters only)."""
         estimated = isinstance(bandwidth_value(self.bandwidth), EstimateBandwidth)
         summary = "exact" if p.summary is None else f"cells of {p.summary:g} h"
+        if p.estimates_bandwidth:        # estimated by the parties first: said when known
+            how = p.bandwidth
+            rows = "every row" if how.n_samples is None else f"{how.n_samples:,} rows"
+            width = f"estimated under MPC first (quantile {how.quantile:g} of {rows})"
+        else:
+            width = f"{p.bandwidth:.6g}{' (estimated)' if estimated else ''}"
+        seeding = "auto (picked once h is known)" if p.seeding == "auto" else \
+            f"{p.seeding}{' (auto)' if self.seeding == 'auto' else ''}"
         return (f"{len(data.parties)} parties, {data.n_samples:,} points, {data.n_features} "
-                f"features; bandwidth {p.bandwidth:.6g}{' (estimated)' if estimated else ''}, "
-                f"kernel {p.kernel}, seeding {p.seeding}"
-                f"{' (auto)' if self.seeding == 'auto' else ''}, summary {summary}"
+                f"features; bandwidth {width}, "
+                f"kernel {p.kernel}, seeding {seeding}, summary {summary}"
                 f"{' (auto)' if self.summary == 'auto' else ''}, max_iter {p.max_iter}")
 
     def predict(self, X) -> np.ndarray:

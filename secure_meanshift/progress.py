@@ -1,10 +1,14 @@
 """A progress line for long fits, fed by party 0's progress events.
 
 First a line with the fit's choices (parties, points, bandwidth, seeding,
-summary: the estimator's header), then a line that shows the stage, the iteration (of max_iter), the chunk within it, the elapsed
-time and an estimate of the time left. The events carry no data: stage names,
-counts and seconds (and, outside oblivious mode, whether any seed still moves,
-which every party learns anyway).
+summary: the estimator's header; a bandwidth estimated in the run and the
+seeding picked with it are added, or said on a line of their own, once the
+parties know them), then a line that shows the stage, the iteration (of
+max_iter), the chunk within it, the elapsed time and an estimate of the time
+left. The events carry no data: stage names, counts and seconds (and, outside
+oblivious mode, whether any seed still moves, which every party learns anyway;
+in a local simulation only, whose caller holds every party's data, the
+estimated bandwidth, which every party learns as a job parameter).
 
 ``verbose``: 0 never prints; 1 (the estimator's default) starts printing once a
 fit has run for SHOW_AFTER_S seconds; 2 prints from the start.
@@ -33,9 +37,10 @@ class ProgressLine:
 
     def __init__(self, verbose: int = 1, max_iter: Optional[int] = None,
                  stream: Optional[TextIO] = None, label: str = "secure mean-shift",
-                 header: str = ""):
+                 header: str = "", announce_seeding: bool = False):
         self.verbose = int(verbose)
         self.header = header
+        self.announce_seeding = announce_seeding   # say the seeding the parties resolved
         self.max_iter = max_iter
         self.stream = stream if stream is not None else sys.stderr
         self.label = label
@@ -52,6 +57,10 @@ class ProgressLine:
     def __call__(self, ev: dict) -> None:
         now = time.monotonic()
         stage = ev.get("stage", "")
+        if "bandwidth" in ev:          # estimated in this run (simulate: party 0's event)
+            self.note(f"bandwidth {float(ev['bandwidth']):.6g} (estimated under MPC)")
+        if stage == "sizes" and self.announce_seeding and ev.get("seeding"):
+            self.note(f"seeding {ev['seeding']} ({int(ev.get('seeds', 0)):,} seeds)")
         if stage == "iteration":
             self.iteration = int(ev.get("iteration", self.iteration))
             self.max_iter = int(ev.get("max_iter") or self.max_iter or 0) or None
@@ -101,6 +110,18 @@ class ProgressLine:
         self.stream.flush()
         self.shown = True
         self.last_write = now
+
+    def note(self, text: str) -> None:
+        """A choice made during the run (e.g. the estimated bandwidth): added to
+        the header if nothing was shown yet, else a line of its own."""
+        if self.verbose <= 0:
+            return
+        if not self.shown:
+            self.header = f"{self.header}; {text}" if self.header else text
+            return
+        self.stream.write(("\r" if self.tty else "") + f"{self.label}: {text}".ljust(
+            100 if self.tty else 0) + "\n")
+        self.stream.flush()
 
     def close(self) -> None:
         """The final line (only if a line was shown before)."""

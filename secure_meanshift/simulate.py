@@ -160,7 +160,8 @@ def end_processes(procs: Sequence, grace_s: float = 5.0, at_once: bool = False) 
 
 
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
-                report_progress: bool, keep_noise: bool = False, links=None) -> None:
+                report_progress: bool, keep_noise: bool = False,
+                check_bandwidth: Optional[Callable[[float], None]] = None, links=None) -> None:
     _child_setup()
     rank = cfg.rank
 
@@ -172,14 +173,36 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
         if cfg.is_dealer:
             out.put(("dealer", rank, run_dealer(cfg, links)))
             return
-        res = run_party(points, params, cfg, progress, name=f"party {rank}",
-                        keep_noise=keep_noise, transport=links)
+        if params.estimates_bandwidth:      # the estimate in this same session (one set of
+            res = _estimate_then_run(       # processes and links serves both)
+                points, params, cfg, progress, check_bandwidth, links)
+        else:
+            res = run_party(points, params, cfg, progress, name=f"party {rank}",
+                            keep_noise=keep_noise, transport=links)
         out.put(("result", rank, res))
     except (InputError, MPCError) as exc:
         out.put(("error", rank, (type(exc).__name__, str(exc))))
     except BaseException as exc:  # never let a worker die silently
         out.put(("error", rank, ("MPCError", f"{type(exc).__name__} in rank {rank}")))
         traceback.print_exc(limit=0)
+
+
+def _estimate_then_run(points, params: MeanShiftParams, cfg, progress: Callable,
+                       check_bandwidth: Optional[Callable[[float], None]], links):
+    """bandwidth.run_party_auto: the secure estimate, then mean-shift with it, in
+    one MPC session. The estimate (public to every party) also goes to the
+    simulation's caller, which holds every party's data anyway."""
+    from .bandwidth import run_party_auto
+
+    def check(h: float) -> None:
+        if check_bandwidth is not None:
+            check_bandwidth(h)
+        progress({"stage": "bandwidth", "bandwidth": float(h)})
+
+    if isinstance(points, LocalData):          # the estimate needs the rows
+        points = points.points()
+    return run_party_auto(points, params, cfg, progress, name=f"party {cfg.rank}",
+                          check=check, transport=links)[0]
 
 
 def _party_input(part):
@@ -212,12 +235,21 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
                    timeout_s: float = 120.0,
                    progress: Optional[Callable[[dict], None]] = None,
                    provider: str = "dealer", transport: str = "tls",
-                   keep_noise: bool = False) -> SimulationRun:
+                   keep_noise: bool = False,
+                   check_bandwidth: Optional[Callable[[float], None]] = None
+                   ) -> SimulationRun:
     """Run one job with len(parts) party processes (plus the dealer's);
     raise InputError/MPCError on failure. ``transport``: "tls" (default),
     "trusted-network" (plaintext TCP) or "local" (tests: see _start_ranks).
     ``keep_noise`` (DP mode, tests only): every party returns its own noise
     (SimulationRun.dp_noise).
+
+    A bandwidth to estimate (``params.bandwidth`` an EstimateBandwidth) is
+    estimated by the same party processes in the same session, then used
+    (bandwidth.run_party_auto; each outcome's ``params`` hold it; party 0's
+    "bandwidth" progress event carries it). ``check_bandwidth(h)`` (picklable,
+    e.g. a functools.partial of validation.refuse_coarse_grid) runs in every
+    party on the estimate and may refuse it with an InputError.
 
     Deadline: the run may go on as long as it makes progress; it fails when
     party 0 reports nothing (no sharing, chunk or iteration event) for
@@ -243,7 +275,7 @@ def run_simulation(parts: Sequence[np.ndarray], params: MeanShiftParams,
         with _sigterm_cancels():
             _start_ranks(procs, cfgs, _party_main, lambda cfg: (
                 _party_input(parts[cfg.rank]) if cfg.rank < world else empty, params, out,
-                True, keep_noise), local)
+                True, keep_noise, check_bandwidth), local)
             results, errors = _collect(out, procs, world, timeout_s, progress)
             ok = True
     finally:

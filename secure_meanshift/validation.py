@@ -350,3 +350,12 @@ def check_grid(bounds, bandwidth: float, names=None) -> float:
             f"and points near a kernel's edge may differ from scikit-learn's. {advice}.",
             PrecisionWarning, stacklevel=3)
     return ratio
+
+
+def refuse_coarse_grid(bounds, names, bandwidth: float) -> None:
+    """check_grid's refusal only (its PrecisionWarning is left to the caller):
+    for where the bandwidth becomes known inside the parties' session (an
+    estimate), so that a coarse grid stops the job before the clustering."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        check_grid(bounds, bandwidth, names)

@@ -51,3 +51,35 @@ def test_estimator_auto_bandwidth_three_parties():
     ref = skc.estimate_bandwidth(x[sample_indices(0, len(x), 150)], quantile=0.2)
     assert est.bandwidth_ == pytest.approx(ref, rel=0.05)
     assert len(est.cluster_centers_) >= 1
+
+
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
+def test_estimator_estimates_in_the_clustering_session(monkeypatch):
+    """Issue 18 (memory at 1,000,000 points): a secure fit with bandwidth "auto"
+    starts one set of party processes, not a second one for the estimate, and
+    gets exactly the stand-alone estimate (only the sampled rows are shared)."""
+    from secure_meanshift import SecureMeanShift, simulate
+
+    parts = _parts(n=90, parties=2)
+    bounds = ([0, 0], [1, 1])
+    alone = estimate_bandwidth(parts, quantile=0.3, n_samples=60, seed=0, bounds=bounds)
+    starts = []
+    original = simulate._start_ranks
+    monkeypatch.setattr(simulate, "_start_ranks",
+                        lambda procs, cfgs, *a: (starts.append(len(cfgs)),
+                                                 original(procs, cfgs, *a)))
+    est = SecureMeanShift("auto", n_samples=60, bounds=bounds, max_iter=5, verbose=0).fit(parts)
+    assert starts == [3]                  # 2 parties and the dealer, once
+    assert est.bandwidth_ == alone
+    assert est.params_.bandwidth == alone and est.seeding_ == "points"
+
+
+@pytest.mark.usefixtures("in_memory_links")
+def test_estimated_bandwidth_on_a_coarse_grid_is_refused_before_clustering():
+    """The grid check of an estimated h runs in the parties (refuse_coarse_grid):
+    bounds that dwarf the data give an InputError, not a clustering."""
+    from secure_meanshift import InputError, SecureMeanShift
+
+    parts = _parts(n=60, parties=2)
+    with pytest.raises(InputError, match="coarser than 1/32 of the bandwidth"):
+        SecureMeanShift("auto", n_samples=40, bounds=([0, 0], [1e5, 1e5]), verbose=0).fit(parts)

@@ -154,6 +154,26 @@ def test_progress_header_names_the_choices():
     assert out.getvalue().startswith("secure mean-shift: 2 parties, 80 points\n")
 
 
+def test_progress_says_an_estimated_bandwidth_and_the_seeding_once_known():
+    """The parties estimate h in the clustering's session: the header says so,
+    then h and the seeding picked with it are added (before anything was shown)
+    or said on lines of their own (after)."""
+    early = ProgressLine(verbose=1, stream=io.StringIO(), header="3 parties",
+                         announce_seeding=True)
+    early({"stage": "bandwidth", "bandwidth": 0.123456789})
+    early({"stage": "sizes", "seeding": "sklearn-bins", "seeds": 81})
+    assert early.header == ("3 parties; bandwidth 0.123457 (estimated under MPC); "
+                            "seeding sklearn-bins (81 seeds)")
+    out = io.StringIO()
+    late = ProgressLine(verbose=2, stream=out, header="3 parties", announce_seeding=True)
+    late({"stage": "shared"})
+    late({"stage": "bandwidth", "bandwidth": 2.0})
+    assert "secure mean-shift: bandwidth 2 (estimated under MPC)\n" in out.getvalue()
+    quiet = io.StringIO()
+    ProgressLine(verbose=0, stream=quiet)({"stage": "bandwidth", "bandwidth": 2.0})
+    assert quiet.getvalue() == ""
+
+
 def test_switching_away_from_every_point_seeds_is_said():
     from secure_meanshift.estimator import SeedingWarning
 
