@@ -1,6 +1,9 @@
 """Local simulator: every party (and the dealer) is a separate OS process
-(spawned, not forked) with its own listening port on loopback and, by default,
-a throw-away certificate: the same pinned TLS links and dealer as a deployment.
+with its own listening port on loopback and, by default, a throw-away
+certificate: the same pinned TLS links and dealer as a deployment. The
+processes are forked by a fork server that has imported the engine once (a
+fresh interpreter started with the first run, never a fork of the caller;
+SECURE_MEANSHIFT_START=spawn spawns each rank instead).
 
 ``provider="first-party"`` (rank 0 deals, so rank 0 could read every share)
 and ``transport="trusted-network"`` (plaintext links) exist for experiments
@@ -21,7 +24,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from multiprocessing import context as _mp_context
-from multiprocessing import popen_spawn_posix, spawn
+from multiprocessing import forkserver, popen_forkserver, popen_spawn_posix, spawn
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -81,33 +84,72 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
 _PREP_LOCK = threading.Lock()
 
 
+def _launch_without_main(launch, process_obj) -> None:
+    """Run a Popen's _launch with the caller's __main__ left out of the
+    preparation data, and the caller's pid in the environment (for the new
+    interpreter's _lifeline: a spawned party, or the fork server)."""
+    original = spawn.get_preparation_data
+
+    def without_main(name):
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    with _PREP_LOCK:
+        spawn.get_preparation_data = without_main
+        os.environ[CALLER_ENV] = str(os.getpid())    # the child's _lifeline reads it
+        try:
+            launch(process_obj)
+        finally:
+            spawn.get_preparation_data = original
+            os.environ.pop(CALLER_ENV, None)
+
+
 class _NoMainPopen(popen_spawn_posix.Popen):
     def _launch(self, process_obj):
-        original = spawn.get_preparation_data
+        _launch_without_main(super()._launch, process_obj)
 
-        def without_main(name):
-            data = original(name)
-            data.pop("init_main_from_path", None)
-            data.pop("init_main_from_name", None)
-            return data
 
-        with _PREP_LOCK:
-            spawn.get_preparation_data = without_main
-            os.environ[CALLER_ENV] = str(os.getpid())    # the child's _lifeline reads it
-            try:
-                super()._launch(process_obj)
-            finally:
-                spawn.get_preparation_data = original
-                os.environ.pop(CALLER_ENV, None)
+class _NoMainForkServerPopen(popen_forkserver.Popen):
+    def _launch(self, process_obj):
+        _launch_without_main(super()._launch, process_obj)
+
+
+# The fork server: one interpreter per caller that imports the engine (torch,
+# CrypTen) once, then forks every party and dealer process of every run. A
+# spawned rank imports them itself: 2-3 s of CPU each, 4 at once on the
+# benchmark machine's 2 cores (about 7 s of a job's start-up under load,
+# measured with the simulator's trace). It starts with the first run and lives
+# as long as the caller (it dies with it: _lifeline); its children do too.
+FORK_SERVER_PRELOAD = ["secure_meanshift._warm"]
+
+
+def _start_method() -> str:
+    """"forkserver" where available (Linux, macOS), else "spawn". The environment
+    variable SECURE_MEANSHIFT_START=spawn forces spawned ranks."""
+    if os.environ.get("SECURE_MEANSHIFT_START") == "spawn":
+        return "spawn"
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+class _ServedProcess(_mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj):
+        forkserver.set_forkserver_preload(FORK_SERVER_PRELOAD)   # no effect once it runs
+        return _NoMainForkServerPopen(process_obj)
 
 
 class PartyProcess(_mp_context.SpawnProcess):
-    """A spawned process that does not import the caller's ``__main__``: ``fit``
-    works from a plain script without a ``__main__`` guard, and from a notebook.
-    Its target must be importable (a function of this package)."""
+    """A party (or dealer) process that does not import the caller's
+    ``__main__``: ``fit`` works from a plain script without a ``__main__``
+    guard, and from a notebook. Its target must be importable (a function of
+    this package). Forked by the fork server (_start_method), else spawned."""
 
     @staticmethod
     def _Popen(process_obj):
+        if _start_method() == "forkserver":
+            return _ServedProcess._Popen(process_obj)
         return _NoMainPopen(process_obj)
 
 
@@ -117,8 +159,18 @@ def _child_setup() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     arm_parent_death_signal()        # armed at import already (_lifeline); again for other starts
     parent = mp.parent_process()
-    if parent is not None and os.getppid() != parent.pid:   # the caller died before that
-        os._exit(1)
+    if parent is not None and os.getppid() != parent.pid and not _exists(parent.pid):
+        os._exit(1)          # the caller died before that (a forked rank's parent: the server)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Cancelled(KeyboardInterrupt):
@@ -360,7 +412,7 @@ def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 6
 
 
 def _context(local: bool):
-    return mp.get_context("fork" if local else "spawn")
+    return mp.get_context("fork" if local else _start_method())
 
 
 def _local_rank(target, cfg, args: tuple, ends: list) -> None:
