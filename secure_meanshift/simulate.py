@@ -84,10 +84,10 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
 _PREP_LOCK = threading.Lock()
 
 
-def _launch_without_main(launch, process_obj) -> None:
+def _launch_without_main(launch, process_obj, env: Optional[dict] = None) -> None:
     """Run a Popen's _launch with the caller's __main__ left out of the
     preparation data, and the caller's pid in the environment (for the new
-    interpreter's _lifeline: a spawned party, or the fork server)."""
+    interpreter's _lifeline: a spawned party, or the fork server), plus ``env``."""
     original = spawn.get_preparation_data
 
     def without_main(name):
@@ -96,14 +96,20 @@ def _launch_without_main(launch, process_obj) -> None:
         data.pop("init_main_from_name", None)
         return data
 
+    env = {CALLER_ENV: str(os.getpid()), **(env or {})}   # the child's _lifeline reads it
     with _PREP_LOCK:
         spawn.get_preparation_data = without_main
-        os.environ[CALLER_ENV] = str(os.getpid())    # the child's _lifeline reads it
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             launch(process_obj)
         finally:
             spawn.get_preparation_data = original
-            os.environ.pop(CALLER_ENV, None)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 class _NoMainPopen(popen_spawn_posix.Popen):
@@ -113,7 +119,11 @@ class _NoMainPopen(popen_spawn_posix.Popen):
 
 class _NoMainForkServerPopen(popen_forkserver.Popen):
     def _launch(self, process_obj):
-        _launch_without_main(super()._launch, process_obj)
+        # if this starts the fork server: it imports the engine from the caller's
+        # sys.path (multiprocessing passes it to spawned children, not to the
+        # server, which would start from the working directory and PYTHONPATH)
+        _launch_without_main(super()._launch, process_obj, {
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONSAFEPATH": "1"})
 
 
 # The fork server: one interpreter per caller that imports the engine (torch,
