@@ -151,7 +151,7 @@ def plot(data: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{e}\n{p}p{' WAN' if w else ''}", v) for e, byp in data["runs"].items()
+    rows = [(f"{e}\n{p}p{' WAN' if w == 'wan' else ''}", v) for e, byp in data["runs"].items()
             for p, modes in byp.items() for w, v in modes.items()]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     names = [n for n, _ in rows]
