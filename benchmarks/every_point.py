@@ -11,7 +11,10 @@ Ours: the whole ``meanshift_cli.simulate`` run as a user starts it (party and
 dealer processes, TLS on loopback, imports included), timed from outside:
 ``wall_s``. From its --json report: iterations, s/iteration (the loop's own
 clock), bytes per iteration (between parties + from the dealer, the loop's
-steps divided by the passes), rounds per iteration and the per-step split.
+steps divided by the passes), rounds per iteration and the per-step split; per job: the share, merge,
+sizes and reveal steps' bytes and rounds (``steps_per_job``), and the loop's
+own time (``timings.loop_s``: wall_s minus it is start-up, merge, reveal,
+the plaintext twin and shutdown).
 
 scikit-learn: ``MeanShift(bandwidth=h).fit`` on the pooled points the CLI
 generates (secure_meanshift.data.synthetic_blobs with the CLI's defaults),
@@ -44,6 +47,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 LOOP_STEPS = ("distance", "kernel", "update", "division", "stop")
+JOB_STEPS = ("share", "merge", "sizes", "reveal")      # once per job
 TARGET_BYTES = 68e6          # issue 19: bytes per iteration at 3 parties
 TARGET_RATIO = 3.0           # issue 19: wall time / scikit-learn's fit
 TARGET_WAN_S = 60.0
@@ -123,9 +127,22 @@ def summarise(r: dict, wall: float) -> dict:
             "dealer_bytes_per_iteration": round(dealer),
             "rounds_per_iteration": round(sum(v["rounds"] for v in per.values()), 1),
             "steps_per_iteration": per,
+            "steps_per_job": {k: {f: steps[k].get(f, 0) for f in ("bytes", "dealer_bytes", "rounds")}
+                              for k in JOB_STEPS if k in steps},
+            "timings": {"share_s": r["timings"].get("share_s"),
+                        "loop_s": sum(i["total_s"] - i.get("merge_s", 0)
+                                      for i in r["timings"].get("per_iteration", [])),
+                        "merge_and_reveal_s": sum(i.get("merge_s", 0)
+                                                  for i in r["timings"].get("per_iteration", []))},
             "job_bytes": comm["bytes"] + comm.get("dealer_bytes", 0),
             "max_abs_error": r.get("max_abs_error"),
             "centroids": len(r.get("centroids") or [])}
+
+
+def _job_mb(v: dict, step: str) -> float:
+    """MB of a once-per-job step (between parties plus from the dealer)."""
+    st = v.get("steps_per_job", {}).get(step, {})
+    return (st.get("bytes", 0) + st.get("dealer_bytes", 0)) / 1e6
 
 
 def plot(data: dict, path: str) -> None:
@@ -134,7 +151,7 @@ def plot(data: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{e}\n{p}p{' WAN' if w else ''}", v) for e, byp in data["runs"].items()
+    rows = [(f"{e}\n{p}p{' WAN' if w == 'wan' else ''}", v) for e, byp in data["runs"].items()
             for p, modes in byp.items() for w, v in modes.items()]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     names = [n for n, _ in rows]
@@ -235,7 +252,10 @@ def main(argv=None) -> int:
                       f"{v['s_per_iteration']:.2f} s/it, "
                       f"{v['bytes_per_iteration'] / 1e6:.1f} MB/it "
                       f"({v['dealer_bytes_per_iteration'] / 1e6:.1f} dealer), "
-                      f"{v['rounds_per_iteration']:.0f} rounds/it")
+                      f"{v['rounds_per_iteration']:.0f} rounds/it; outside the loop "
+                      f"{v['wall_s'] - v['timings']['loop_s']:.1f} s (merge and reveal "
+                      f"{v['timings']['merge_and_reveal_s']:.1f} s, "
+                      f"{_job_mb(v, 'merge'):.0f} MB merge, {_job_mb(v, 'reveal'):.0f} MB reveal)")
     print(f"wrote {os.path.join(args.out, 'every_point.json')} and every_point.png")
     return 0
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from dataclasses import replace
 from typing import Optional
 
@@ -293,6 +294,29 @@ def _progress_printer(say):
     return progress
 
 
+class _Background:
+    """fn(*args) in a daemon thread (it never holds up an exit, e.g. on Ctrl-C);
+    result() waits for it and returns its value or raises its exception."""
+
+    def __init__(self, fn, *args):
+        self._out: dict = {}
+
+        def run() -> None:
+            try:
+                self._out["value"] = fn(*args)
+            except BaseException as exc:     # handed to result()
+                self._out["error"] = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
+
+
 def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     """Run the parties, the twin and scikit-learn; (report, sklearn centres)."""
     from secure_meanshift.simulate import run_simulation   # torch/CrypTen: only when run
@@ -308,11 +332,14 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
         f"{' (INSECURE: rank 0 deals and could read every share)' if insecure else ' (a separate process holding no data)'}"
         f"; links: {'TLS 1.3, identities pinned' if args.transport == 'tls' else 'plaintext TCP'}")
     # DP mode: the parties' noise comes back (a local simulation holds every
-    # party's data anyway) so that the twin replays the same noisy histogram
+    # party's data anyway) so that the twin replays the same noisy histogram;
+    # otherwise the twin runs in this process while the parties run
+    twin = None if params.dp else _Background(reference_meanshift, parts, params)
     sim = run_simulation(parts, params, timeout_s=args.timeout,
                          progress=_progress_printer(say), provider=args.provider,
                          transport=args.transport, keep_noise=params.dp)
-    ref = reference_meanshift(parts, params, noise=sim.dp_noise)
+    ref = twin.result() if twin is not None else \
+        reference_meanshift(parts, params, noise=sim.dp_noise)
     skl = None
     if not args.no_sklearn and total <= 20000:
         m = sim.receiver.moments          # scale standard: on the standardised rows

@@ -1,10 +1,12 @@
 """A party process of a local simulation dies with its caller.
 
-simulate.PartyProcess starts each party with SECURE_MEANSHIFT_CALLER_PID set
-to the caller's pid; this module, imported first by the package (before numpy,
+simulate.PartyProcess starts each party (or the fork server that forks the
+parties: simulate._start_method) with SECURE_MEANSHIFT_CALLER_PID set to the
+caller's pid; this module, imported first by the package (before numpy,
 torch or CrypTen, whose imports take seconds), arms Linux's parent-death signal
-so that a killed caller (even SIGKILL) takes its party processes with it, and
-exits at once if the caller is already gone. Any other process: no effect.
+so that a killed caller (even SIGKILL) takes its party processes (or the
+server, whose forked parties arm the signal again: simulate._child_setup) with
+it, and exits at once if the caller is already gone. Any other process: no effect.
 """
 
 import ctypes

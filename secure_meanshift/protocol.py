@@ -169,6 +169,21 @@ def _merge_keep(c, radius: float):
     return 1 - dups.gt(0)
 
 
+def _upper(x, iu):
+    """x's entries (i, j) with i < j (iu: torch.triu_indices(m, m, 1)) as a flat
+    tensor of shares with x's scale: local."""
+    return x[iu[0], iu[1]]
+
+
+def _from_upper(v, iu, m: int):
+    """(m, m) integer shares (scale 1) holding v at iu's entries (i < j) and a
+    public 0 elsewhere: local."""
+    crypten = import_crypten()
+    share = torch.zeros(m, m, dtype=torch.long)
+    share[iu[0], iu[1]] = v._tensor.share
+    return crypten.mpc.MPCTensor.from_shares(share, precision=0)
+
+
 def _rows_all_zero(b):
     """(m, n) 0/1 shares -> (m, 1) prod_j (1 - b_ij): log2(n) multiplication rounds,
     no comparison (0/1 values: duplicating a column leaves the product unchanged)."""
@@ -190,7 +205,8 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     larger centre, the lower index last), A = dom * close, then rounds of
     keep_i = nonempty_i * [no j: A_ij keep_j]: after round t the t highest-ranked
     centroids are final, so m rounds give the greedy answer
-    (merge.merge_keep_intensity). One batched comparison, then for
+    (merge.merge_keep_intensity). One batched comparison (m (m - 1) / 2 pairs:
+    close is symmetric, dom antisymmetric), then for
     m <= MERGE_TREE_UP_TO m * (1 + log2 m) multiplication rounds and nothing
     opened; for more centroids _merge_rounds_by_counts."""
     m = c.size(0)
@@ -200,10 +216,16 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     sc = int(round(math.log2(c.encoder.scale)))
     widths = [ring_width(radius * radius + c.size(1) * (1 + 2 * RANGE_SLACK) ** 2, sc), None,
               ring_width(max_intensity + abs(min_weight) + 2, s)]
-    close, dom, nonempty = ge_zero(radius * radius - _pair_sq_distances(c),
-                                   _dominance(c, intensity, max_intensity),
+    if m < 2:
+        (nonempty,) = ge_zero(intensity - min_weight, bits=widths[2:])
+        return nonempty
+    # one test per pair i < j: close is symmetric and dom antisymmetric (a strict order)
+    iu = torch.triu_indices(m, m, offset=1)
+    close, dom, nonempty = ge_zero(_upper(radius * radius - _pair_sq_distances(c), iu),
+                                   _upper(_dominance(c, intensity, max_intensity), iu),
                                    intensity - min_weight, bits=widths)
-    a = (close * dom) * (1 - torch.eye(m, dtype=torch.long))
+    a_up = _from_upper(close * dom, iu, m)          # A_ij, i < j: close and j outranks i
+    a = a_up + (_from_upper(close, iu, m) - a_up).t()   # A_ji = close_ij (1 - dom_ij)
     if m > MERGE_TREE_UP_TO:
         return _merge_rounds_by_counts(a, nonempty, oblivious)
     keep = nonempty

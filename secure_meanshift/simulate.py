@@ -1,6 +1,9 @@
 """Local simulator: every party (and the dealer) is a separate OS process
-(spawned, not forked) with its own listening port on loopback and, by default,
-a throw-away certificate: the same pinned TLS links and dealer as a deployment.
+with its own listening port on loopback and, by default, a throw-away
+certificate: the same pinned TLS links and dealer as a deployment. The
+processes are forked by a fork server that has imported the engine once (a
+fresh interpreter started with the first run, never a fork of the caller;
+SECURE_MEANSHIFT_START=spawn spawns each rank instead).
 
 ``provider="first-party"`` (rank 0 deals, so rank 0 could read every share)
 and ``transport="trusted-network"`` (plaintext links) exist for experiments
@@ -14,13 +17,14 @@ import os
 import queue
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
 import traceback
 from contextlib import contextmanager
 from multiprocessing import context as _mp_context
-from multiprocessing import popen_spawn_posix, spawn
+from multiprocessing import forkserver, popen_forkserver, popen_spawn_posix, spawn
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -80,33 +84,82 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
 _PREP_LOCK = threading.Lock()
 
 
+def _launch_without_main(launch, process_obj, env: Optional[dict] = None) -> None:
+    """Run a Popen's _launch with the caller's __main__ left out of the
+    preparation data, and the caller's pid in the environment (for the new
+    interpreter's _lifeline: a spawned party, or the fork server), plus ``env``."""
+    original = spawn.get_preparation_data
+
+    def without_main(name):
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    env = {CALLER_ENV: str(os.getpid()), **(env or {})}   # the child's _lifeline reads it
+    with _PREP_LOCK:
+        spawn.get_preparation_data = without_main
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            launch(process_obj)
+        finally:
+            spawn.get_preparation_data = original
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
 class _NoMainPopen(popen_spawn_posix.Popen):
     def _launch(self, process_obj):
-        original = spawn.get_preparation_data
+        _launch_without_main(super()._launch, process_obj)
 
-        def without_main(name):
-            data = original(name)
-            data.pop("init_main_from_path", None)
-            data.pop("init_main_from_name", None)
-            return data
 
-        with _PREP_LOCK:
-            spawn.get_preparation_data = without_main
-            os.environ[CALLER_ENV] = str(os.getpid())    # the child's _lifeline reads it
-            try:
-                super()._launch(process_obj)
-            finally:
-                spawn.get_preparation_data = original
-                os.environ.pop(CALLER_ENV, None)
+class _NoMainForkServerPopen(popen_forkserver.Popen):
+    def _launch(self, process_obj):
+        # if this starts the fork server: it imports the engine from the caller's
+        # sys.path (multiprocessing passes it to spawned children, not to the
+        # server, which would start from the working directory and PYTHONPATH)
+        _launch_without_main(super()._launch, process_obj, {
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONSAFEPATH": "1"})
+
+
+# The fork server: one interpreter per caller that imports the engine (torch,
+# CrypTen) once, then forks every party and dealer process of every run. A
+# spawned rank imports them itself: 2-3 s of CPU each, 4 at once on the
+# benchmark machine's 2 cores (about 7 s of a job's start-up under load,
+# measured with the simulator's trace). It starts with the first run and lives
+# as long as the caller (it dies with it: _lifeline); its children do too.
+FORK_SERVER_PRELOAD = ["secure_meanshift._warm"]
+
+
+def _start_method() -> str:
+    """"forkserver" where available (Linux, macOS), else "spawn". The environment
+    variable SECURE_MEANSHIFT_START=spawn forces spawned ranks."""
+    if os.environ.get("SECURE_MEANSHIFT_START") == "spawn":
+        return "spawn"
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+class _ServedProcess(_mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj):
+        forkserver.set_forkserver_preload(FORK_SERVER_PRELOAD)   # no effect once it runs
+        return _NoMainForkServerPopen(process_obj)
 
 
 class PartyProcess(_mp_context.SpawnProcess):
-    """A spawned process that does not import the caller's ``__main__``: ``fit``
-    works from a plain script without a ``__main__`` guard, and from a notebook.
-    Its target must be importable (a function of this package)."""
+    """A party (or dealer) process that does not import the caller's
+    ``__main__``: ``fit`` works from a plain script without a ``__main__``
+    guard, and from a notebook. Its target must be importable (a function of
+    this package). Forked by the fork server (_start_method), else spawned."""
 
     @staticmethod
     def _Popen(process_obj):
+        if _start_method() == "forkserver":
+            return _ServedProcess._Popen(process_obj)
         return _NoMainPopen(process_obj)
 
 
@@ -116,8 +169,18 @@ def _child_setup() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     arm_parent_death_signal()        # armed at import already (_lifeline); again for other starts
     parent = mp.parent_process()
-    if parent is not None and os.getppid() != parent.pid:   # the caller died before that
-        os._exit(1)
+    if parent is not None and os.getppid() != parent.pid and not _exists(parent.pid):
+        os._exit(1)          # the caller died before that (a forked rank's parent: the server)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Cancelled(KeyboardInterrupt):
@@ -159,6 +222,24 @@ def end_processes(procs: Sequence, grace_s: float = 5.0, at_once: bool = False) 
             p.join(timeout=2)
 
 
+def _exit_done(out) -> None:
+    """A rank's work is done and its last message is on the queue: wait until the
+    message is in the pipe, then end the process at once, without the
+    interpreter's teardown (unloading torch and CrypTen took 0.7-3.7 s per
+    process here, time the caller spent joining). Its session has closed its
+    links already. Only in a child process; a no-op anywhere else."""
+    if mp.parent_process() is None:
+        return
+    out.close()
+    out.join_thread()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
+
+
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
                 report_progress: bool, keep_noise: bool = False,
                 check_bandwidth: Optional[Callable[[float], None]] = None, links=None) -> None:
@@ -172,19 +253,19 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
     try:
         if cfg.is_dealer:
             out.put(("dealer", rank, run_dealer(cfg, links)))
-            return
-        if params.estimates_bandwidth:      # the estimate in this same session (one set of
-            res = _estimate_then_run(       # processes and links serves both)
-                points, params, cfg, progress, check_bandwidth, links)
+        elif params.estimates_bandwidth:    # the estimate in this same session (one set of
+            out.put(("result", rank, _estimate_then_run(   # processes and links serves both)
+                points, params, cfg, progress, check_bandwidth, links)))
         else:
-            res = run_party(points, params, cfg, progress, name=f"party {rank}",
-                            keep_noise=keep_noise, transport=links)
-        out.put(("result", rank, res))
+            out.put(("result", rank, run_party(points, params, cfg, progress,
+                                               name=f"party {rank}", keep_noise=keep_noise,
+                                               transport=links)))
     except (InputError, MPCError) as exc:
         out.put(("error", rank, (type(exc).__name__, str(exc))))
     except BaseException as exc:  # never let a worker die silently
         out.put(("error", rank, ("MPCError", f"{type(exc).__name__} in rank {rank}")))
         traceback.print_exc(limit=0)
+    _exit_done(out)
 
 
 def _estimate_then_run(points, params: MeanShiftParams, cfg, progress: Callable,
@@ -331,11 +412,12 @@ def _fn_main(cfg, fn, args, out, links=None) -> None:
     try:
         if cfg.is_dealer:
             run_dealer(cfg, links)
-            return
-        with _Session(cfg, links):
-            out.put(("result", cfg.rank, fn(cfg.rank, *args)))
+        else:
+            with _Session(cfg, links):
+                out.put(("result", cfg.rank, fn(cfg.rank, *args)))
     except BaseException as exc:
         out.put(("error", cfg.rank, f"{type(exc).__name__}: {exc}"))
+    _exit_done(out)
 
 
 def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 60.0,
@@ -371,7 +453,7 @@ def run_mpc_function(fn, world_size: int, args: tuple = (), timeout_s: float = 6
 
 
 def _context(local: bool):
-    return mp.get_context("fork" if local else "spawn")
+    return mp.get_context("fork" if local else _start_method())
 
 
 def _local_rank(target, cfg, args: tuple, ends: list) -> None:

@@ -44,10 +44,17 @@ def _low_bytes(t: torch.Tensor, k: int) -> np.ndarray:
 
 
 def _from_low_bytes(b: np.ndarray, n: int, k: int) -> torch.Tensor:
-    """(n,) int64 from the low k bytes of each element (higher bytes zero)."""
-    u8 = np.zeros((n, 8), np.uint8)
-    u8[:, :k] = b.reshape(n, k)
-    return torch.from_numpy(u8.view(np.int64).reshape(n))
+    """(n,) int64 from the low k bytes of each element (higher bytes zero):
+    8-byte little-endian reads every k bytes, masked (2-4x faster than a
+    strided byte copy)."""
+    buf = np.zeros(n * k + 8, np.uint8)
+    buf[:n * k] = b
+    words = np.ndarray((n,), dtype="<u8", buffer=buf, strides=(k,))
+    if k < 8:
+        words = words & np.uint64((1 << (8 * k)) - 1)
+    else:
+        words = words.copy()
+    return torch.from_numpy(words.view(np.int64))
 
 
 def split_like(total, parts: list) -> list:

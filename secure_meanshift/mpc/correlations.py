@@ -201,7 +201,7 @@ class Correlations:
 
     def _resolve_next(self) -> None:
         p = self.pending.popleft()
-        p.value = from_bytes(self.mesh.recv(self.dealer_rank), p.size).clone()
+        p.value = from_bytes(self.mesh.recv(self.dealer_rank), p.size)   # owns its frame
 
     def _value(self, req: dict, size, draw):
         if self.rank == 0:
