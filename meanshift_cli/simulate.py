@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from secure_meanshift.bandwidth import estimate_bandwidth
+from secure_meanshift.simulate import estimate_bandwidth
 from secure_meanshift.centroid_match import match_error, sklearn_centres
 from secure_meanshift.data import check_finite, check_points, load_points, split_even, \
     synthetic_blobs

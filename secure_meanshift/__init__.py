@@ -38,7 +38,7 @@ def __getattr__(name):  # heavy (torch / CrypTen) parts load on first use
         from .scaler import SecureStandardScaler
         return SecureStandardScaler
     if name == "estimate_bandwidth":
-        from .bandwidth import estimate_bandwidth
+        from .simulate import estimate_bandwidth
         return estimate_bandwidth
     if name == "run_simulation":
         from .simulate import run_simulation

@@ -17,6 +17,9 @@ integer arithmetic on the fixed-point encodings, no truncation):
 Reveals the bandwidth and nothing else (the sum is the bandwidth times a public
 constant). Accuracy: within 2^-17 (unit box) of scikit-learn's value on the
 same (2^-16-grid) points and sample.
+
+The caller's side (one process per party: ``estimate_bandwidth``) is in
+simulate.py, which runs processes; this module runs inside them.
 """
 
 from __future__ import annotations
@@ -27,8 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .data import POINT_BITS, check_points, data_bounds, quantise_points, \
-    to_unit
+from .data import POINT_BITS, quantise_points, to_unit
 from .errors import InputError
 from .params import EstimateBandwidth, MeanShiftParams, default, dust_indices
 
@@ -105,35 +107,6 @@ def _ge_zero_int(t):
     y = t.clone()
     y.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
     return ge_zero(y)[0]
-
-
-def _bandwidth_job(rank, parties, bounds, quantile, n_samples, seed):
-    lo, scale = np.asarray(bounds[0], float), float(np.max(np.subtract(bounds[1], bounds[0])))
-    x = to_unit(check_points(np.asarray(parties[rank], float), tuple(map(tuple, bounds))),
-                lo, scale)
-    return secure_bandwidth_unit(x, quantile, n_samples, seed) * scale
-
-
-def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = DEFAULT_QUANTILE,
-                       n_samples: Optional[int] = DEFAULT_SAMPLES, seed: int = 0,
-                       bounds=None, engine: str = "secure", timeout_s: float = 300.0) -> float:
-    """scikit-learn's estimate_bandwidth over several parties' points (data units).
-
-    ``engine="secure"``: one spawned process per party, only the bandwidth is
-    opened; ``"plaintext"``: the twin. ``n_samples=None`` uses every point
-    (scikit-learn's default; S x S work)."""
-    how = EstimateBandwidth(quantile, n_samples)          # checks both (InputError)
-    if bounds is None:
-        bounds = data_bounds(parties)
-    bounds = (list(map(float, bounds[0])), list(map(float, bounds[1])))
-    if engine == "plaintext":
-        return plain_bandwidth(parties, bounds, how.quantile, how.n_samples, seed)
-    from .simulate import run_mpc_function
-
-    out = run_mpc_function(_bandwidth_job, len(parties),
-                           ([np.asarray(q, float) for q in parties], bounds, how.quantile,
-                            how.n_samples, seed), timeout_s=timeout_s)
-    return float(out[0])
 
 
 def run_party_auto(points: np.ndarray, params: MeanShiftParams, mpc, progress=None,

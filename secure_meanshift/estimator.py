@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .bandwidth import estimate_bandwidth
+from .simulate import estimate_bandwidth
 from .data import data_bounds
 from .errors import InputError
 from .privacy import PrivacySpec

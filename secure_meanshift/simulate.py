@@ -35,7 +35,8 @@ from .devcerts import ephemeral_pki
 from .errors import InputError, MPCError
 from .local_data import LocalData
 from .mpc.transport import LocalLinks, keep_own, socket_pairs
-from .params import MeanShiftParams
+from .data import check_points, data_bounds, to_unit
+from .params import EstimateBandwidth, MeanShiftParams, default
 from .runtime import MPCConfig, Peer, _Session, run_dealer, run_party
 
 
@@ -487,3 +488,35 @@ def _start_ranks(procs: list, cfgs: list, target, args_of: Callable, local: bool
         for socks in ends:          # every rank holds its own ends now
             for s in socks.values():
                 s.close()
+
+
+# ---- the bandwidth estimate on its own (bandwidth.py holds its protocol) ----
+def _bandwidth_job(rank, parties, bounds, quantile, n_samples, seed):
+    from .bandwidth import secure_bandwidth_unit
+
+    lo, scale = np.asarray(bounds[0], float), float(np.max(np.subtract(bounds[1], bounds[0])))
+    x = to_unit(check_points(np.asarray(parties[rank], float), tuple(map(tuple, bounds))),
+                lo, scale)
+    return secure_bandwidth_unit(x, quantile, n_samples, seed) * scale
+
+
+def estimate_bandwidth(parties: Sequence[np.ndarray], quantile: float = default("quantile"),
+                       n_samples: Optional[int] = default("n_samples"), seed: int = 0,
+                       bounds=None, engine: str = "secure", timeout_s: float = 300.0) -> float:
+    """scikit-learn's estimate_bandwidth over several parties' points (data units).
+
+    ``engine="secure"``: one spawned process per party, only the bandwidth is
+    opened; ``"plaintext"``: the twin. ``n_samples=None`` uses every point
+    (scikit-learn's default; S x S work)."""
+    from .bandwidth import plain_bandwidth
+
+    how = EstimateBandwidth(quantile, n_samples)          # checks both (InputError)
+    if bounds is None:
+        bounds = data_bounds(parties)
+    bounds = (list(map(float, bounds[0])), list(map(float, bounds[1])))
+    if engine == "plaintext":
+        return plain_bandwidth(parties, bounds, how.quantile, how.n_samples, seed)
+    out = run_mpc_function(_bandwidth_job, len(parties),
+                           ([np.asarray(q, float) for q in parties], bounds, how.quantile,
+                            how.n_samples, seed), timeout_s=timeout_s)
+    return float(out[0])

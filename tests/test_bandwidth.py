@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from secure_meanshift import shapes
-from secure_meanshift.bandwidth import estimate_bandwidth, plain_bandwidth, sample_indices
+from secure_meanshift.bandwidth import plain_bandwidth, sample_indices
+from secure_meanshift.simulate import estimate_bandwidth
 
 skc = pytest.importorskip("sklearn.cluster")
 
