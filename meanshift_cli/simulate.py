@@ -357,6 +357,9 @@ def _print_report(args, report: dict, parts: list, params: MeanShiftParams, skl)
           f"{report['timings']['wall_s']:.1f} s wall:")
     for c in report["centroids"]:
         print("  " + "  ".join(f"{v: .5f}" for v in c))
+    if not report["centroids"] and params.privacy is not None:
+        print("  none: no cell's noisy count cleared the DP threshold (too few points "
+              "per cluster for this epsilon and delta; more points or a larger epsilon)")
     print(f"plaintext twin: {len(report['reference_centroids'])} centroids, "
           f"max |secure - twin| = {report['max_abs_error']:.2e} (data units)")
     if report["scaling"] == "standard":

@@ -14,10 +14,10 @@ def match_error(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
 
     Returns (max_abs_error, unmatched) where unmatched = | len(a) - len(b) |.
     """
+    if len(a) == 0 or len(b) == 0:      # e.g. a DP job whose noise hid every cluster
+        return (0.0 if len(a) == len(b) else float("inf")), abs(len(a) - len(b))
     a = np.asarray(a, float).reshape(len(a), -1)
     b = np.asarray(b, float).reshape(len(b), -1)
-    if len(a) == 0 or len(b) == 0:
-        return (0.0 if len(a) == len(b) else float("inf")), abs(len(a) - len(b))
     cost = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2)
     r, c = linear_sum_assignment(cost)
     return float(cost[r, c].max()), abs(len(a) - len(b))

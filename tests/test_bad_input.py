@@ -122,3 +122,12 @@ def test_simulate_json_report(tmp_path):
     assert set(r["communication"]) >= {"bytes", "rounds"}
     assert r["max_abs_error"] < 1e-3 * r["bandwidth"]
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_a_dp_run_with_no_cluster_left_says_why_not_a_traceback():
+    """200 points in 4 clusters at epsilon 1: the noise hides every cluster."""
+    res = simulate("--points", "200", "--parties", "2", "--centers", "4",
+                   "--bandwidth", "0.1", "--epsilon", "1")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "secure centroids (0)" in res.stdout and "DP threshold" in res.stdout, res.stdout
