@@ -186,7 +186,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
 
     tol : float or None, default=None
         A seed has moved if a coordinate changed by more than tol; None:
-        1e-3 h (scikit-learn's threshold), floored at the fixed-point resolution.
+        1e-3 h (scikit-learn's threshold; gaussian kernel: 1e-4 h), floored at
+        the fixed-point resolution.
 
     oblivious : bool, default=False
         Run exactly ``max_iter`` updates and reveal nothing before the end

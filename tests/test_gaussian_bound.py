@@ -1,0 +1,97 @@
+"""The gaussian kernel: secure within 1e-3 h of the plaintext twin in every run
+(issue 18).
+
+What was left before: the engine's arithmetic lands about 1e-5 h from the
+twin's copy of the same seed, but copies of one gaussian mode differ in
+intensity only to second order in their distance, far below the fixed-point
+error of a weight sum (kernels.intensity_error), so the merge's choice among
+them is a near-tie the twin cannot resolve at the engine's precision; with
+scikit-learn's tol (1e-3 h) such copies lay up to 1.3e-3 h apart, and the
+secure run kept another one in some runs. The gaussian's default tol is now
+1e-4 h: the twin reports the spread of such copies (PlainResult.tie_spread),
+and it stays far below 1e-3 h. benchmarks/gaussian_bound.py measures both
+settings of the issue (2 parties / 20,000 points, 4 parties / 1,000 points).
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from secure_meanshift.centroid_match import match_error
+from secure_meanshift.data import split_even, synthetic_blobs
+from secure_meanshift.kernels import get_kernel, intensity_error
+from secure_meanshift.params import MeanShiftParams
+from secure_meanshift.plaintext import reference_meanshift
+
+BOUND_H = 1e-3
+
+
+def _job(points: int, parties: int, seed: int, h: float):
+    pts, _ = synthetic_blobs(points, 8, 2, 0.03, seed=seed)
+    p = MeanShiftParams(bandwidth=h, bounds=([0.0, 0.0], [1.0, 1.0]), kernel="gaussian",
+                        seed=seed)
+    return split_even(pts, parties, seed), p
+
+
+def test_default_tol_per_kernel():
+    """flat: scikit-learn's 1e-3 h; gaussian: 1e-4 h; an explicit tol wins."""
+    for kernel, f in (("flat", 1e-3), ("gaussian", 1e-4)):
+        p = MeanShiftParams(bandwidth=0.25, bounds=([0.0, 0.0], [1.0, 1.0]), kernel=kernel)
+        assert get_kernel(kernel).tol_h == f
+        assert p.tol_unit == pytest.approx(f * 0.25)
+        assert replace(p, tol=0.01).tol_unit == pytest.approx(0.01)
+
+
+def test_intensity_error_model():
+    """0 for the flat kernel's exact counts; the gaussian's grows with 2^k and the intensity."""
+    flat = MeanShiftParams(bandwidth=0.1, bounds=([0.0, 0.0], [1.0, 1.0]))
+    assert intensity_error(flat, 500.0) == 0.0
+    g = replace(flat, kernel="gaussian")
+    wide = replace(g, bandwidth=0.25)
+    assert g.gaussian_power > wide.gaussian_power
+    assert intensity_error(g, 500.0) > intensity_error(wide, 500.0) > 0
+    assert intensity_error(g, 1000.0) == pytest.approx(2 * intensity_error(g, 500.0))
+
+
+@pytest.mark.parametrize("points,seed,h", [(4000, 2, 0.2284), (4000, 3, 0.2959),
+                                           (2000, 0, 0.1)])
+def test_twin_near_tie_spread_shrinks_with_the_gaussian_tol(points, seed, h):
+    """The spread of copies of a mode the engine cannot order (intensities within
+    its error): 1.1-1.9e-3 h at tol 1e-3 h here (as in runs 2 and 3 of setting (a),
+    where the secure run kept another copy 1.3e-3 h away), 1.4-2.4e-4 h at the default."""
+    parts, p = _job(points, 2, seed, h)
+    old = reference_meanshift(parts, replace(p, tol=1e-3 * h))
+    new = reference_meanshift(parts, p)
+    spread_old = old.tie_spread(intensity_error(p, float(np.max(old.intensity))))
+    spread_new = new.tie_spread(intensity_error(p, float(np.max(new.intensity))))
+    assert spread_new < 5e-4 * h and spread_new < spread_old
+    assert new.iterations <= old.iterations + 8      # the cost: a few more iterations
+
+
+def test_tie_spread_reads_the_decisive_pairs():
+    parts, p = _job(1500, 2, 1, 0.1)
+    twin = reference_meanshift(parts, p)
+    assert twin.ties is not None and len(twin.ties)
+    assert twin.tie_spread(-1.0) == 0.0
+    assert twin.tie_spread(np.inf) == pytest.approx(twin.ties[:, 2].max())
+    gi = float(twin.ties[:, 0].min())
+    assert twin.tie_spread(gi) == pytest.approx(twin.ties[twin.ties[:, 0] <= gi, 2].max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("points,parties,seed,h", [(4000, 2, 2, 0.2284), (300, 4, 1, 0.1),
+                                                   (300, 3, 0, 0.1)])
+def test_secure_gaussian_within_bound_of_twin(points, parties, seed, h):
+    """The bound itself at a reduced size: 2 parties with scikit-learn's bins
+    (above the every-point limit) and 3-4 parties with every point a seed."""
+    from secure_meanshift.simulate import run_simulation
+
+    parts, p = _job(points, parties, seed, h)
+    twin = reference_meanshift(parts, p)
+    got = run_simulation(parts, p, transport="local", timeout_s=300).receiver
+    err, unmatched = match_error(got.centroids, twin.centroids)
+    assert unmatched == 0 and err <= BOUND_H * h, f"{err / h:.2e} h"
+    # the arithmetic itself: every secure centroid next to one of the twin's copies
+    near = np.sqrt(((got.centroids[:, None] - twin.unmerged[None]) ** 2).sum(-1)).min(1)
+    assert near.max() <= 1e-4 * h
