@@ -2,7 +2,7 @@
 within 1e-3 h of the plaintext twin's in every run.
 
 Runs two settings R times each, every run on a new synthetic data set
-(data seed = run index; 8 centres, spread 0.03, unit box) and a secure run
+(data seed = run index, or --repeat-seed; 8 centres, spread 0.03, unit box) and a secure run
 against the twin (secure_meanshift.plaintext):
   (a) 2 parties / 20,000 points: summary "auto" (exact up to 20,000 points),
       seeding "auto" (sklearn-bins above the every-point limit);
@@ -54,14 +54,14 @@ def _bandwidth(pts: np.ndarray, arg: str) -> float:
     return float(estimate_bandwidth(pts, quantile=0.3, n_samples=2000, random_state=0))
 
 
-def one_run(setting: str, run: int, bandwidth: str, tol_h) -> dict:
+def one_run(setting: str, run: int, bandwidth: str, tol_h, data_seed: int) -> dict:
     """One secure run against the twin; offsets in units of h."""
     cfg = SETTINGS[setting]
-    pts, _ = synthetic_blobs(cfg["points"], 8, 2, 0.03, seed=run)
-    parts = split_even(pts, cfg["parties"], run)
+    pts, _ = synthetic_blobs(cfg["points"], 8, 2, 0.03, seed=data_seed)
+    parts = split_even(pts, cfg["parties"], data_seed)
     h = _bandwidth(pts, bandwidth)
     p = MeanShiftParams(bandwidth=h, bounds=([0.0, 0.0], [1.0, 1.0]), kernel="gaussian",
-                        seed=run, tol=None if tol_h is None else tol_h * h)
+                        seed=data_seed, tol=None if tol_h is None else tol_h * h)
     twin = reference_meanshift(parts, p)
     t0 = time.perf_counter()
     got = run_simulation(parts, p, transport="local", timeout_s=600).receiver
@@ -69,7 +69,7 @@ def one_run(setting: str, run: int, bandwidth: str, tol_h) -> dict:
     err, unmatched = match_error(got.centroids, twin.centroids)
     near = np.sqrt(((got.centroids[:, None, :] - twin.unmerged[None]) ** 2).sum(-1)).min(1)
     ierr = intensity_error(p, float(np.max(twin.intensity)))
-    return {"setting": setting, "run": run, "parties": cfg["parties"], "points": cfg["points"],
+    return {"setting": setting, "run": run, "data_seed": data_seed, "parties": cfg["parties"], "points": cfg["points"],
             "bandwidth": h, "seeding": twin_seeding(p, cfg["points"]),
             "clusters": len(twin.centroids), "secure_clusters": len(got.centroids),
             "unmatched": unmatched, "offset_h": err / h,
@@ -99,7 +99,7 @@ def plot(rows: list, path: str, title: str) -> None:
                     label=f"({setting}) {cfg['parties']} parties / {cfg['points']:,} points")
     ax.axhline(BOUND_H, color="red", ls="--", label="bound 1e-3 h")
     ax.set_yscale("log")
-    ax.set_xlabel("run (data seed)")
+    ax.set_xlabel("run")
     ax.set_ylabel("worst |secure - twin| / h")
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -116,6 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tol-h", type=float, default=None,
                     help="tol as a multiple of h (default: the engine's default)")
     ap.add_argument("--first-run", type=int, default=0)
+    ap.add_argument("--repeat-seed", type=int, default=None,
+                    help="every run on this data seed (the secure runs' randomness differs)")
     ap.add_argument("--tag", default="", help="suffix of the output files")
     args = ap.parse_args(argv)
     out = os.path.join(ROOT, "benchmarks", "results",
@@ -123,9 +125,10 @@ def main(argv=None) -> int:
     rows: list = []
     for setting in args.settings.split(","):
         for run in range(args.first_run, args.first_run + args.runs):
-            r = one_run(setting.strip(), run, args.bandwidth, args.tol_h)
+            seed = run if args.repeat_seed is None else args.repeat_seed
+            r = one_run(setting.strip(), run, args.bandwidth, args.tol_h, seed)
             rows.append(r)
-            log(f"({r['setting']}) run {run}: h={r['bandwidth']:.4f} {r['seeding']} "
+            log(f"({r['setting']}) run {run} (data seed {seed}): h={r['bandwidth']:.4f} {r['seeding']} "
                 f"{r['clusters']} clusters, offset {r['offset_h']:.2e} h, arithmetic "
                 f"{r['arithmetic_h']:.2e} h, tie spread {r['tie_spread_h']:.2e} h, "
                 f"{r['iterations']}/{r['twin_iterations']} iterations, {r['wall_s']:.0f} s")
@@ -133,7 +136,8 @@ def main(argv=None) -> int:
                        for s in SETTINGS}
             with open(out + ".json", "w") as fh:
                 json.dump({"bound_h": BOUND_H, "bandwidth": args.bandwidth,
-                           "tol_h": args.tol_h, "worst_offset_h": summary, "runs": rows},
+                           "tol_h": args.tol_h, "repeat_seed": args.repeat_seed,
+                           "worst_offset_h": summary, "runs": rows},
                           fh, indent=1)
     plot(rows, out + ".png", f"gaussian kernel, secure vs twin (bandwidth {args.bandwidth})")
     log(f"worst offsets (h): {summary}; wrote {out}.json/.png")

@@ -137,8 +137,8 @@ PARAMS: dict = _rows(
     Param("max_iter", "int", 300, "largest number of mean-shift updates (the exact number "
           "with oblivious)", low=1, high=MAX_ITER, spec_key="max_iter", cli="--max-iter"),
     Param("tol", "float", None, "a seed has moved if a coordinate changed by more than "
-          "this; default 1e-3 * bandwidth (gaussian kernel: 1e-4 * bandwidth)", low=0, low_open=True, none_ok=True,
-          spec_key="tol", cli="--tol"),
+          "this; default 1e-3 * bandwidth (gaussian kernel: 1e-4 * bandwidth)", low=0,
+          low_open=True, none_ok=True, spec_key="tol", cli="--tol"),
     Param("oblivious", "bool", False, "run exactly max_iter updates, reveal nothing before "
           "the end", spec_key="oblivious", cli="--oblivious"),
     Param("seed", "int", 0, "public seed of the dust rows and the bandwidth sample", low=0,
