@@ -137,7 +137,7 @@ PARAMS: dict = _rows(
     Param("max_iter", "int", 300, "largest number of mean-shift updates (the exact number "
           "with oblivious)", low=1, high=MAX_ITER, spec_key="max_iter", cli="--max-iter"),
     Param("tol", "float", None, "a seed has moved if a coordinate changed by more than "
-          "this; default 1e-3 * bandwidth (gaussian kernel: 1e-4 * bandwidth)", low=0,
+          "this; default 1e-3 * bandwidth (gaussian kernel: down to 1e-4 * bandwidth)", low=0,
           low_open=True, none_ok=True, spec_key="tol", cli="--tol"),
     Param("oblivious", "bool", False, "run exactly max_iter updates, reveal nothing before "
           "the end", spec_key="oblivious", cli="--oblivious"),
@@ -253,8 +253,10 @@ class MeanShiftParams:
             ``"gaussian"`` (comparison-free polynomial (1 - d^2/B)^(2^k)).
         max_iter: iteration limit (and the exact count when ``oblivious``).
         tol: a centroid has moved if any coordinate changed by more than tol.
-            Default 1e-3 * bandwidth (gaussian kernel: 1e-4 * bandwidth, so that
-            copies of a mode end closer than the secure engine can order them:
+            Default 1e-3 * bandwidth (gaussian kernel: max(1e-4, 2^(k-17)) *
+            bandwidth, at most 1e-3 * bandwidth, so that copies of a mode end
+            closer than the secure engine can order them while staying above its
+            update noise:
             kernels.Kernel.tol_h), floored at the fixed-point resolution.
         oblivious: run exactly ``max_iter`` iterations and reveal nothing
             before the end (hides the iteration count).
@@ -368,7 +370,8 @@ class MeanShiftParams:
     @property
     def tol_unit(self) -> float:
         floor = 16.0 * 2.0 ** -self.precision_bits
-        tol = self.tol if self.tol is not None else get_kernel(self.kernel).tol_h * self.bandwidth
+        tol = self.tol if self.tol is not None else \
+            get_kernel(self.kernel).tol_h(self) * self.bandwidth
         return max(tol / self.scale, floor)
 
     @property
