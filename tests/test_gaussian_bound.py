@@ -89,14 +89,19 @@ def test_tie_spread_reads_the_decisive_pairs():
                                                    (300, 3, 0, 0.2)])
 def test_secure_gaussian_within_bound_of_twin(points, parties, seed, h):
     """The bound itself at a reduced size: 2 parties with scikit-learn's bins
-    (above the every-point limit) and 3-4 parties with every point a seed."""
+    (above the every-point limit) and 3-4 parties with every point a seed.
+    Accepted beyond 1e-3 h only what the twin reports as a near-tie: a secure
+    centroid on another copy of the mode, at most tie_spread from the twin's
+    (300 points, 4 parties, h = 0.18: the twin's copies of its one mode lie
+    1.5e-3 h apart with intensities within the engine's error; measured 1.05e-3 h)."""
     from secure_meanshift.simulate import run_simulation
 
     parts, p = _job(points, parties, seed, h)
     twin = reference_meanshift(parts, p)
     got = run_simulation(parts, p, transport="local", timeout_s=300).receiver
     err, unmatched = match_error(got.centroids, twin.centroids)
-    assert unmatched == 0 and err <= BOUND_H * h, f"{err / h:.2e} h"
+    spread = twin.tie_spread(intensity_error(p, float(np.max(twin.intensity))))
+    assert unmatched == 0 and err <= BOUND_H * h + spread, f"{err / h:.2e} h"
     # the arithmetic itself: every secure centroid next to one of the twin's copies
     # (measured: up to 1.1e-4 h at h = 0.1, where 2^k = 128 amplifies the roundings;
     # about 1e-5 h at k = 4)
