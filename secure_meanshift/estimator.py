@@ -193,7 +193,9 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
 
     tol : float or None, default=None
         A seed has moved if a coordinate changed by more than tol; None:
-        1e-3 h (scikit-learn's threshold), floored at the fixed-point resolution.
+        1e-3 h (scikit-learn's threshold; gaussian kernel:
+        max(1e-4, 2^(k-17)) h up to 1e-3 h, kernels.Kernel.tol_h), floored at
+        the fixed-point resolution.
 
     oblivious : bool, default=False
         Run exactly ``max_iter`` updates and reveal nothing before the end

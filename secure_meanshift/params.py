@@ -21,7 +21,7 @@ from .binseeds import (AUTO_BIN_WORK, BIN_SEEDING, MAX_BIN_SEEDS, auto_bin_work,
                        check_bin_seeds, n_bin_seeds)
 from .errors import InputError
 
-from .kernels import DEFAULT_KERNEL, KERNEL_NAMES as KERNELS  # the one registry
+from .kernels import DEFAULT_KERNEL, KERNEL_NAMES as KERNELS, get_kernel  # the one registry
 from .privacy import PrivacySpec
 
 MERGE_RULES = ("intensity", "first")
@@ -138,8 +138,8 @@ PARAMS: dict = _rows(
     Param("max_iter", "int", 300, "largest number of mean-shift updates (the exact number "
           "with oblivious)", low=1, high=MAX_ITER, spec_key="max_iter", cli="--max-iter"),
     Param("tol", "float", None, "a seed has moved if a coordinate changed by more than "
-          "this; default 1e-3 * bandwidth", low=0, low_open=True, none_ok=True,
-          spec_key="tol", cli="--tol"),
+          "this; default 1e-3 * bandwidth (gaussian kernel: down to 1e-4 * bandwidth)", low=0,
+          low_open=True, none_ok=True, spec_key="tol", cli="--tol"),
     Param("oblivious", "bool", False, "run exactly max_iter updates, reveal nothing before "
           "the end", spec_key="oblivious", cli="--oblivious"),
     Param("seed", "int", 0, "public seed of the dust rows and the bandwidth sample", low=0,
@@ -267,7 +267,11 @@ class MeanShiftParams:
             ``"gaussian"`` (comparison-free polynomial (1 - d^2/B)^(2^k)).
         max_iter: iteration limit (and the exact count when ``oblivious``).
         tol: a centroid has moved if any coordinate changed by more than tol.
-            Default 1e-3 * bandwidth, floored at the fixed-point resolution.
+            Default 1e-3 * bandwidth (gaussian kernel: max(1e-4, 2^(k-17)) *
+            bandwidth, at most 1e-3 * bandwidth, so that copies of a mode end
+            closer than the secure engine can order them while staying above its
+            update noise:
+            kernels.Kernel.tol_h), floored at the fixed-point resolution.
         oblivious: run exactly ``max_iter`` iterations and reveal nothing
             before the end (hides the iteration count).
         seed: shared public seed; picks the dust indices and nothing else.
@@ -400,7 +404,8 @@ class MeanShiftParams:
     @property
     def tol_unit(self) -> float:
         floor = 16.0 * 2.0 ** -self.precision_bits
-        tol = self.tol if self.tol is not None else 1e-3 * self.bandwidth
+        tol = self.tol if self.tol is not None else \
+            get_kernel(self.kernel).tol_h(self) * self.bandwidth
         return max(tol / self.scale, floor)
 
     @property

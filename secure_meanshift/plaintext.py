@@ -59,6 +59,19 @@ class PlainResult:
         return (float(by_intensity.min()) if len(by_intensity) else np.inf,
                 float(far[:, 1].min()) if len(far) else np.inf)
 
+    def tie_spread(self, intensity_error: float) -> float:
+        """The largest distance (data units) from a kept centroid to a centroid
+        it suppressed whose intensity is within ``intensity_error`` of its own
+        (kernels.intensity_error: the secure engine's), 0 if none. Such a pair is
+        a near-tie the twin cannot resolve at the engine's precision (copies of one
+        gaussian mode differ in intensity only to second order in their distance):
+        the secure run may keep either, so its centroid lies within the engine's
+        arithmetic error of the twin's kept centroid or of such a copy."""
+        if self.ties is None:
+            return 0.0
+        close = self.ties[self.ties[:, 0] <= intensity_error]
+        return float(close[:, 2].max()) if len(close) else 0.0
+
 
 def initial_seeds(units: Sequence[np.ndarray], weights: Optional[Sequence[np.ndarray]],
                   p: MeanShiftParams) -> np.ndarray:
