@@ -108,4 +108,3 @@ def intensity_error(p, max_intensity: float) -> float:
     if KERNELS[p.kernel].edge is not None:
         return 0.0
     return 2.0 * 2.0 ** (p.gaussian_power - BULK_BITS) * float(max_intensity)
-

@@ -472,7 +472,7 @@ class MeanShiftParams:
     def __post_init__(self) -> None:
         self._check_bounds()
         object.__setattr__(self, "bandwidth", bandwidth_value(self.bandwidth))
-        checks_h = not (self.estimates_bandwidth or self.scaling == "standard")
+        checks_h = not (self.estimates_bandwidth or self.standardises)
         if checks_h and self.h_unit > 1.0 * math.sqrt(self.dim):
             raise InputError("bandwidth: is larger than the whole bounded domain")
         if self.seeding is None:        # "the default" (DP mode turns "auto" into "grid")
@@ -518,7 +518,7 @@ class MeanShiftParams:
             return
         from .privacy import check_grid, default_cell_fraction
 
-        if self.scaling == "standard":
+        if self.standardises:
             raise InputError(SCALE_DP_REFUSAL)
         if self.estimates_bandwidth:
             raise InputError("bandwidth: 'auto' is refused in DP mode (the estimate would "
