@@ -22,8 +22,9 @@ from .mpc._compat import import_crypten
 
 # key -> what is disclosed (each key marks its row in docs/leakage.md as [key])
 REASONS: dict = {
-    "stop-bit": "one bit per iteration, did any centroid move by >= tol, opened "
-                "together with that iteration's failure count (default mode)",
+    "stop-bit": "one bit per iteration, is any seed still moving (each seed stops "
+                "once an update moves it by at most tol), opened together with that "
+                "iteration's failure count (default mode)",
     "failure-count": "how many sanity tests of an update failed (default mode), "
                      "alone when no stop bit is due",
     "merge-depth": "after merge rounds 2, 4, 8, ...: did the last round change any "

@@ -192,7 +192,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         moves; with ``oblivious`` exactly max_iter updates run).
 
     tol : float or None, default=None
-        A seed has moved if a coordinate changed by more than tol; None:
+        A seed stops once an update moves it by at most tol (Euclidean,
+        each seed on its own, as scikit-learn's stop_thresh); None:
         1e-3 h (scikit-learn's threshold; gaussian kernel:
         max(1e-4, 2^(k-17)) h up to 1e-3 h, kernels.Kernel.tol_h), floored at
         the fixed-point resolution.

@@ -137,8 +137,9 @@ PARAMS: dict = _rows(
           "comparison-free polynomial)", choices=KERNELS, spec_key="kernel", cli="--kernel"),
     Param("max_iter", "int", 300, "largest number of mean-shift updates (the exact number "
           "with oblivious)", low=1, high=MAX_ITER, spec_key="max_iter", cli="--max-iter"),
-    Param("tol", "float", None, "a seed has moved if a coordinate changed by more than "
-          "this; default 1e-3 * bandwidth (gaussian kernel: down to 1e-4 * bandwidth)", low=0,
+    Param("tol", "float", None, "a seed stops once an update moves it by at most this "
+          "(Euclidean, per seed, as scikit-learn); default 1e-3 * bandwidth (gaussian "
+          "kernel: down to 1e-4 * bandwidth)", low=0,
           low_open=True, none_ok=True, spec_key="tol", cli="--tol"),
     Param("oblivious", "bool", False, "run exactly max_iter updates, reveal nothing before "
           "the end", spec_key="oblivious", cli="--oblivious"),
@@ -266,7 +267,9 @@ class MeanShiftParams:
         kernel: ``"flat"`` (weight 1 inside radius h, as scikit-learn) or
             ``"gaussian"`` (comparison-free polynomial (1 - d^2/B)^(2^k)).
         max_iter: iteration limit (and the exact count when ``oblivious``).
-        tol: a centroid has moved if any coordinate changed by more than tol.
+        tol: a seed stops once an update moves it by at most tol (Euclidean,
+            per seed, as scikit-learn's; its intensity is then that update's
+            weight sum).
             Default 1e-3 * bandwidth (gaussian kernel: max(1e-4, 2^(k-17)) *
             bandwidth, at most 1e-3 * bandwidth, so that copies of a mode end
             closer than the secure engine can order them while staying above its

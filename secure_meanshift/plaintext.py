@@ -102,27 +102,32 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
     xw = np.concatenate([x * w[:, None], w[:, None]], axis=1)
     it = 0
     gap = np.inf
-    den = None
+    active = np.ones(len(c), bool)      # seeds not yet stopped
+    den = np.zeros((len(c), 1))
     for it in range(1, p.max_iter + 1):
         sq = sq_distances(c, x)
         if p.kernel == "flat":
             gap = min(gap, float(np.abs(np.sqrt(np.maximum(sq, 0)) - p.h_unit).min()))
-        k = plain_kernel(sq, p)
-        s = k @ xw
-        den = s[:, -1:]
-        new = np.where(den >= EMPTY_BELOW, s[:, :-1] / np.maximum(den, EMPTY_BELOW), c)
-        moved = bool((np.abs(new - c) >= p.tol_unit).any())
+        s = plain_kernel(sq, p) @ xw
+        new = np.where(s[:, -1:] >= EMPTY_BELOW, s[:, :-1] / np.maximum(s[:, -1:], EMPTY_BELOW),
+                       c)
+        if p.oblivious:                 # every seed makes max_iter updates
+            c, den = new, s[:, -1:]
+            continue
+        # scikit-learn's per-seed stop (as the secure engine's, on shares): a seed
+        # whose update moves it by at most tol stops there, with this pass's
+        # weight sum as its intensity
+        den = np.where(active[:, None], s[:, -1:], den)
+        new = np.where(active[:, None], new, c)
+        active &= ((new - c) ** 2).sum(1) > p.tol_unit ** 2
         c = new
-        if not p.oblivious and not moved:
-            if it == p.max_iter:        # the secure engine stops without another pass
-                break
-            # the secure engine learns "stopped" in the next pass, at the new c:
-            # its intensities are that pass's weight sums
-            sq = sq_distances(c, x)
-            if p.kernel == "flat":      # that pass's edge tests decide the intensities
-                gap = min(gap, float(np.abs(np.sqrt(np.maximum(sq, 0)) - p.h_unit).min()))
-            den = (plain_kernel(sq, p) @ w[:, None])
+        if not active.any():
             break
+    if p.oblivious:     # the secure engine's last pass: weight sums at the final centroids
+        sq = sq_distances(c, x)
+        if p.kernel == "flat":
+            gap = min(gap, float(np.abs(np.sqrt(np.maximum(sq, 0)) - p.h_unit).min()))
+        den = plain_kernel(sq, p) @ w[:, None]
     intensity = den[:, 0]
     ties = None
     if p.merge == "intensity":

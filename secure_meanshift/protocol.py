@@ -8,7 +8,9 @@ Every step is one vectorised operation over all dusts and all points:
   distance D = |c|^2 - 2 C X^T + |x|^2            (one Beaver matmul per chunk)
   kernel   K = flat(D) or gaussian(D)             (kernels.py)
   update   S = K [w x | w];  C' = S_x / S_w       (division.py)
-  stop     reveal one bit: did any |C' - C|_inf exceed tol   (not if oblivious)
+  stop     per seed (on shares): still_i = still_i and |C'_i - C_i| > tol; a
+           stopped seed keeps its place and intensity; reveal one bit: is any
+           seed still moving                                  (not if oblivious)
   merge    "intensity" (default, scikit-learn's): greedy in decreasing kernel
            weight sum (ties: the lexicographically larger centre), drop a
            centroid within the radius of a kept one;
@@ -126,11 +128,24 @@ def _weighted_sums(k, u, exact_weights: bool):
     return total
 
 
-def _movement_terms(new, old, tol: float):
-    """Values whose sign says |new - old| >= tol, per coordinate (2m x d)."""
-    crypten = import_crypten()
-    delta = new - old
-    return crypten.cat([delta - tol, -delta - tol])
+def _movement_terms(new, old, tol: float, bits: int):
+    """(m, 1) ring integers whose sign says |new - old|_2 > tol (scikit-learn's
+    stop test, per seed), decided exactly on the encodings: with Delta the
+    integer difference at scale 2^P (P = bits), T = |Delta|^2 - floor(tol^2 2^2P) - 1
+    needs no truncation (a secret times an integer view), and T >= 0 iff
+    |Delta|^2 > tol^2 2^2P. Labelled at 16 bits (same shares) for ge_zero."""
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
+
+    delta = _int_view(new - old)
+    t = (delta * delta).sum(dim=1, keepdim=True) - (math.floor(tol * tol * 4.0 ** bits) + 1)
+    t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
+    return t
+
+
+def move_width(d: int, bits: int) -> Optional[int]:
+    """A PUBLIC comparison width for _movement_terms: |Delta|^2 of two centroids
+    inside the box (RANGE_SLACK each side) is at most d (1 + 2 slack)^2 2^2P."""
+    return ring_width(d * (1.0 + 2 * RANGE_SLACK) ** 2, 2 * bits)
 
 
 def _any_bit(bits):
@@ -464,13 +479,20 @@ class Shared:
 class Pending:
     """Sign tests of the last update, answered inside the next pass's first
     comparison: ``range`` (every centroid inside the box: catches CrypTen's
-    rare truncation failures) and ``move`` (the stop test; not in oblivious mode)."""
+    rare truncation failures) and ``move`` (per seed: did its last update move
+    it by more than tol; not in oblivious mode)."""
     range: object = None
     move: object = None
 
     def items(self) -> list:
         return [(n, t) for n, t in (("range", self.range), ("move", self.move))
                 if t is not None]
+
+    def widths(self, d: int, bits: int) -> list:
+        """Per item, its PUBLIC comparison width (ge_zero's ``bits``): the range
+        test on the whole ring (it must catch wrapped values), the move test
+        narrow (move_width)."""
+        return [move_width(d, bits) if n == "move" else None for n, _ in self.items()]
 
     def phase_key(self) -> tuple:
         """Every pass of the same shape draws the same correlated values."""
@@ -485,8 +507,8 @@ class PassAnswers:
     thr: object                   # the division's threshold bits
     den_ok: object                # denominator in range (2m, 1)
     range_ok: object = None       # the last update inside the box (Pending.range)
-    move: object = None           # per coordinate: the last update moved (Pending.move)
-    moving: object = None         # OR of move: the stop bit, not yet opened
+    still: object = None          # (m, 1) seeds still iterating (None: all)
+    moving: object = None         # any seed still iterating: the stop bit, not yet opened
 
 
 @dataclass
@@ -516,6 +538,8 @@ class Iterate:
     corrupted update), counters, pending tests and timings."""
     c: object
     c_prev: object = None
+    active: object = None         # (m, 1) 0/1 shares: seeds not yet stopped (None: all)
+    intensity: object = None      # (m, 1) each seed's weight sum at its last update
     iterations: int = 0
     failures: int = 0
     pending: Pending = field(default_factory=Pending)
@@ -631,7 +655,8 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
         if flat:
             asked = pending.items() if ci == 0 else []
             tests = [edge, *[t for _, t in asked]]
-            widths = [sh.edge_bits if sh.exact_edge else None] + [None] * len(asked)
+            widths = [sh.edge_bits if sh.exact_edge else None] + pending.widths(
+                sh.d, p.precision_bits)[:len(asked)]
             if sh.update_in_kernel:
                 (k, *rest), s = ge_zero(*tests, bits=widths, times=sh.upd_chunks[ci])
             else:
@@ -656,10 +681,13 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
     return sums, den, answered
 
 
-def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict) -> PassAnswers:
+def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict,
+                active) -> PassAnswers:
     """Rescale the sums and answer, in one comparison, the division's threshold
     and range tests plus the pending tests not answered yet (smooth kernels),
-    or the stop test's OR (flat kernel)."""
+    and the stop test on the seeds still iterating (flat kernel: its pending
+    tests were answered by the edge test; smooth kernels: one more narrow test).
+    ``active`` (m, 1) 0/1 shares: the seeds not yet stopped (None: all)."""
     crypten = import_crypten()
     hi = sh.p.precision_bits
     _stage("update")
@@ -669,30 +697,45 @@ def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict) -> Pass
     _stage("division")
     tests = [normaliser_inputs(den, sh.max_den, sh.lo_exp),
              crypten.cat([den + 0.5, (sh.max_den + 1.0) - den])]
+    widths: list = [None, None]
+    still = None
     if sh.flat and "move" in answered:
-        tests.append(rescale(answered["move"].sum() - 1, hi).reshape(1))
+        still = _still(active, answered["move"])
+        tests.append(still.sum().reshape(1) - 1)
+        widths.append(_count_width(still.size(0)))
     if not sh.flat:
         tests += [t for _, t in pending.items()]
-    bits = ge_zero(*tests)
+        widths += pending.widths(sh.d, hi)
+    bits = ge_zero(*tests, bits=widths)
     ans = PassAnswers(num, den, bits[0], bits[1])
-    if sh.flat:
-        answers = answered
-        if "move" in answered:
-            ans.moving = bits[2]
-    else:
-        answers = dict(zip([n for n, _ in pending.items()], bits[2:]))
-        if "move" in answers:
-            ans.moving = _any_bit(answers["move"])
-    ans.range_ok, ans.move = answers.get("range"), answers.get("move")
+    answers = answered if sh.flat else dict(zip([n for n, _ in pending.items()], bits[2:]))
+    if sh.flat and still is not None:
+        ans.moving = bits[2]
+    elif "move" in answers:
+        still = _still(active, answers["move"])
+        (ans.moving,) = ge_zero(still.sum().reshape(1) - 1,
+                                bits=[_count_width(still.size(0))])
+    ans.range_ok = answers.get("range")
+    ans.still = active if still is None else still
     return ans
+
+
+def _still(active, move):
+    """Seeds still iterating: active and their last update moved (0/1 shares)."""
+    return move if active is None else active * move
+
+
+def _count_width(m: int) -> int:
+    """A PUBLIC width for a count of m 0/1 values minus 1 (in [-1, m])."""
+    return (m + 1).bit_length() + 2
 
 
 def _one_pass(sh: Shared, st: Iterate, it: IterationLog, notify: Progress) -> PassAnswers:
     """One pass over the shared points for the centroids st.c (step "one pass")."""
-    with phase(st.pending.phase_key()):
+    with phase(st.pending.phase_key() + (st.active is not None,)):
         sums, den, answered = _chunk_sums(sh, st.c, st.pending, it, st.iterations, notify)
         it.tail = time.perf_counter()
-        return _pass_tests(sh, sums, den, st.pending, answered)
+        return _pass_tests(sh, sums, den, st.pending, answered, st.active)
 
 
 # ---- stop or retry; divide and update ----------------------------------------
@@ -718,7 +761,8 @@ def _retry(st: Iterate, notify: Progress, undo) -> None:
     if undo():
         st.c, st.iterations = st.c_prev, st.iterations - 1      # undo the corrupted update
         st.log.pop()
-    st.pending = Pending()
+        # c_prev's move test was answered already: st.active holds it
+        st.pending = Pending()
     notify({"stage": "retry", "iteration": st.iterations + 1})
 
 
@@ -734,9 +778,24 @@ def _divide(sh: Shared, ans: PassAnswers, c):
                             sh.lo_exp)
 
 
+def _freeze(st: Iterate, ans: PassAnswers) -> None:
+    """scikit-learn's per-seed stopping, on shares: a seed whose last update
+    moved it by at most tol stops there; its intensity stays the weight sum
+    of the pass that made that update (scikit-learn's), later passes leave it."""
+    still = ans.still
+    if still is None or st.intensity is None:
+        st.intensity = ans.den
+    else:
+        with phase("freeze"):
+            st.intensity = st.intensity + still * (ans.den - st.intensity)
+    st.active = still
+
+
 def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
-    """Iterate until the one opened stop bit says no centroid moved, or max_iter;
-    returns the last pass's weight sums (the merge's intensities)."""
+    """Iterate until the one opened stop bit says no seed is still moving, or
+    max_iter; a seed stops on its own once its update moves it by at most tol
+    (scikit-learn's rule, on shares). Returns each seed's weight sum at its
+    last update (the merge's intensities)."""
     crypten = import_crypten()
     p = sh.p
     while True:
@@ -747,18 +806,21 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
             rng = ans.range_ok
             _retry(st, notify, lambda: rng is not None and _range_failed(rng))
             continue
+        _freeze(st, ans)
         if moving is not None:
             _notify_iteration(notify, st, p, moving, st.log[-1].total_s)
-            if not moving:       # c is the converged update; this pass's update is dropped
+            if not moving:       # every seed has stopped; this pass's update is dropped
                 extra = time.perf_counter() - it.started
                 st.log[-1].update_s += extra
                 st.log[-1].total_s += extra
-                return ans.den
+                return st.intensity
         _stage("division")
-        with phase("divide"):
+        with phase(("divide", st.active is not None)):
             new = _divide(sh, ans, st.c)
+            if st.active is not None:        # stopped seeds keep their place
+                new = st.c + st.active * (new - st.c)
         st.pending = Pending(range=crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new]),
-                             move=_movement_terms(new, st.c, p.tol_unit))
+                             move=_movement_terms(new, st.c, p.tol_unit, p.precision_bits))
         st.c_prev, st.c = st.c, new
         st.iterations += 1
         it.finish()
@@ -769,7 +831,7 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
             if not _check_range(st.pending.range):
                 _retry(st, notify, lambda: True)
                 continue
-            return ans.den
+            return st.intensity
 
 
 def _iterate_oblivious(sh: Shared, st: Iterate, notify: Progress):

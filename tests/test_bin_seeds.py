@@ -65,21 +65,21 @@ def test_occupied_candidates_are_scikit_learns_bins():
     assert unmatched == 0 and err <= p.scale * 2.0**-16     # the engine's 2^-16 grid
 
 
-@pytest.mark.parametrize("case", ["blobs", "moons", "blobs3d", "varied"])
+@pytest.mark.parametrize("case", ["blobs", "moons", "moons-q0.1", "blobs3d", "varied"])
 def test_twin_is_scikit_learns_bin_seeding(case):
     kw = {}
     if case == "blobs":
         x, _ = make_blobs(2000, centers=6, random_state=4)
-    elif case == "moons":
+    elif case.startswith("moons"):
         x, _ = make_moons(3000, noise=0.06, random_state=2)
     elif case == "blobs3d":
         x, _ = make_blobs(4000, centers=8, n_features=3, random_state=0)
         kw = {"min_bin_freq": 3}
     else:
         x, _ = make_blobs(1500, centers=4, cluster_std=[0.5, 1.0, 2.0, 0.3], random_state=7)
-    # moons at quantile 0.1: 11 centres vs 10, not from the seeds (scikit-learn from
-    # our occupied seeds gives its own 10) but from the joint stop rule: every seed
-    # moves on while any seed moves, and on the moons' flat ridges two drift apart
+    # moons at quantile 0.1 gave 11 centres vs 10 while every seed moved on until none
+    # moved (on the moons' flat ridges two copies drifted apart): each seed now stops
+    # on its own, as in scikit-learn
     h = estimate_bandwidth(x, quantile=0.2 if case == "moons" else 0.1, random_state=0)
     parts, idx = _parties(x)
     ours = reference_meanshift(parts, _params(x, h, **kw))

@@ -224,3 +224,41 @@ def test_min_weight_keeps_a_lone_record_from_being_revealed():
     guarded = SecureMeanShift(H, min_weight=3, **kw).fit(parts)
     assert len(guarded.cluster_centers_) == len(plain.cluster_centers_) - 1
     assert guarded.labels_[1][-1] >= 0                   # cluster_all: still labelled
+
+
+
+def _sklearn_seed(x, seed, p):
+    """scikit-learn's _mean_shift_single_seed written out, with the job's kernel
+    weights (flat: its radius_neighbors): (final mean, weight sum at the mean
+    before its last update, completed iterations)."""
+    from secure_meanshift.kernels import plain_kernel
+
+    mean, done = seed, 0
+    while True:
+        k = plain_kernel(((x - mean) ** 2).sum(1)[None], p)[0]
+        old, mean = mean, k @ x / k.sum()
+        if np.linalg.norm(mean - old) <= p.tol_unit or done == p.max_iter:
+            return mean, k.sum(), done
+        done += 1
+
+
+@pytest.mark.parametrize("kernel", ["flat", "gaussian"])
+def test_each_seed_stops_where_scikit_learns_does(kernel):
+    """Per-seed stopping: every seed of the twin ends where scikit-learn's loop
+    ends from the same seed on the same (2^-16 grid) points, with its intensity,
+    and the run makes as many updates as the slowest seed. (With the gaussian
+    kernel seeds creep: moving every seed until none moves ends elsewhere.)"""
+    from sklearn.datasets import make_moons
+
+    from secure_meanshift.data import quantise_points, to_unit
+
+    x = make_moons(300, noise=0.05, random_state=2)[0]
+    p = MeanShiftParams(bandwidth=0.35, bounds=(x.min(0) - 0.1, x.max(0) + 0.1),
+                        seeding="points", kernel=kernel)
+    twin = reference_meanshift(np.array_split(x, 3), p)
+    u = quantise_points(to_unit(x, p.lo, p.scale))
+    got = [_sklearn_seed(u, s, p) for s in u]
+    pos = np.array([g[0] for g in got])
+    assert np.abs((twin.unmerged - p.lo) / p.scale - pos).max() <= 1e-9
+    assert np.allclose(twin.intensity, [g[1] for g in got], rtol=1e-12)
+    assert twin.iterations == max(g[2] for g in got) + 1
