@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .mpc._compat import import_crypten
-from .mpc.beaver import fixed_operand, phase, prime_fixed, square_and_matmul
+from .mpc.beaver import fixed_operand, phase, prime_fixed, shuffle_rows, square_and_matmul
 from .disclosure import disclose, record
 from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
@@ -396,10 +396,17 @@ def _shuffle(y, world_size: int):
     crypten = import_crypten()
     m = y.size(0)
     for src in range(world_size):
-        if src == crypten.comm.get().get_rank():
+        mine = src == crypten.comm.get().get_rank()
+        perm = None
+        if mine:
             local = crypten.generators["local"][torch.device("cpu")]   # a CSPRNG stream
-            perm = torch.from_numpy(local.permutation(m))
-            mat = torch.eye(m, dtype=torch.long)[perm]
+            perm = local.permutation(m)
+        got = shuffle_rows(y, src, perm)     # the dealer's permutation mask: O(m) bytes
+        if got is not None:
+            y = got
+            continue
+        if mine:
+            mat = torch.eye(m, dtype=torch.long)[torch.from_numpy(perm)]
         else:
             mat = torch.zeros(m, m, dtype=torch.long)
         p = crypten.cryptensor(mat, src=src, precision=0)   # integer permutation matrix

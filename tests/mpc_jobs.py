@@ -197,3 +197,21 @@ def merge_job(rank, c, intensity, radius, min_weight, oblivious, max_intensity=1
     rounds = comm.get_communication_stats()["rounds"]
     opened = [list(e.shape) for e in seen]
     return keep.get_plain_text().numpy().reshape(-1) > 0.5, rounds, opened
+
+
+def shuffle_job(rank, y, perms):
+    """beaver.shuffle_rows by every rank in turn, with the given permutations:
+    the opened rows and the bytes sent."""
+    import numpy as np
+
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.beaver import shuffle_rows
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    t = crypten.cryptensor(torch.tensor(y, dtype=torch.float32), src=0)
+    comm.reset_communication_stats()
+    for owner, perm in enumerate(perms):
+        t = shuffle_rows(t, owner, np.asarray(perm) if rank == owner else None)
+    sent = comm.get_communication_stats()["bytes"]
+    return t.get_plain_text().double().numpy(), sent

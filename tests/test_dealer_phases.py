@@ -52,3 +52,37 @@ def test_dealer_checks_narrow_widths_and_kernel_product_requests():
                 {"kind": "b2a", "s0": [640], "fixed": 3, "rows": [12]}):
         with pytest.raises(MPCError):
             check_request(req, dealing)
+
+
+@pytest.mark.parametrize("parties", [pytest.param(2, marks=pytest.mark.slow), 3])
+def test_shuffle_by_the_dealers_permutation_mask(parties):
+    """Each rank's secret permutation applied on shares (beaver.shuffle_rows):
+    the rows come out in the composed order, for O(m) bytes, not O(m^2)."""
+    from mpc_jobs import shuffle_job
+
+    rng = np.random.default_rng(5)
+    m = 64
+    y = rng.normal(size=(m, 3)).round(3)
+    perms = [rng.permutation(m) for _ in range(parties)]
+    want = y
+    for p in perms:
+        want = want[p]
+    for got, sent in run_local(shuffle_job, parties, (y, perms)):
+        assert np.abs(got - want).max() < 1e-3
+        # per owner: y - a opened (m x 3 ring elements to each other party) and
+        # delta sent by the owner (m indices); then the final opening
+        assert sent < 8 * m * 3 * (parties + 2) * parties
+
+
+def test_dealer_checks_permutation_requests():
+    from secure_meanshift.mpc.dealer_service import Dealing, check_request
+    from secure_meanshift.errors import MPCError
+
+    dealing = Dealing([None, None, None])
+    check_request({"kind": "perm", "s0": [10, 4], "owner": 2}, dealing)
+    for req in ({"kind": "perm", "s0": [10, 4], "owner": 3},
+                {"kind": "perm", "s0": [10, 4], "owner": True},
+                {"kind": "perm", "s0": [40], "owner": 0},
+                {"kind": "perm", "s0": [10, 4]}):
+        with pytest.raises(MPCError):
+            check_request(req, dealing)

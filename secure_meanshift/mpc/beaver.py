@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch.distributed import ReduceOp
 
@@ -69,6 +70,38 @@ def ge_zero_times(parts: list, widths: list, u):
     [rho_ij B_jk], the last from the dealer. None outside a dealer's session."""
     fn = _SESSION.get("ge_times")
     return None if fn is None else fn(parts, widths, u)
+
+
+def shuffle_rows(y, owner: int, perm):
+    """y's rows in the order ``perm`` (row r is y[perm[r]]), a secret of the
+    ``owner`` (None on the other ranks), on shares. With the dealer's
+    permutation mask (a; b = a[sigma]; sigma known to the owner alone): open
+    z = y - a (uniform), the owner sends delta = sigma^-1[perm] (uniform to the
+    other parties, who do not know sigma; the dealer, who does, never sees it),
+    and y[perm] = z[perm] + b[delta]. That is m cols ring elements opened and
+    m indices sent, where a Beaver product with the m x m permutation matrix
+    opens m^2 + m cols. None outside a dealer's session."""
+    corr = _SESSION.get("corr")
+    if corr is None:
+        return None
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    t = y._tensor
+    m, cols = t.share.shape
+    a, sigma, b = corr.permutation_mask(m, cols, owner)
+    (z,) = _SESSION["open"]([t.share - a])
+    mine = comm.get_rank() == owner
+    delta = torch.from_numpy(np.argsort(sigma)[perm]) if mine else \
+        torch.zeros(m, dtype=torch.int64)
+    delta = comm.broadcast(delta, owner)
+    if not mine and not bool(torch.equal(torch.sort(delta).values, torch.arange(m))):
+        raise MPCError("shuffle: a party sent something other than a permutation")
+    share = resolve(b)[delta]
+    if mine:
+        share = share + z[torch.from_numpy(perm)]
+    out = crypten.mpc.MPCTensor.from_shares(share, precision=0)
+    out.encoder = y.encoder
+    return out
 
 
 def release() -> None:

@@ -20,6 +20,9 @@ part from the dealer, as a correction:
   sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
                                                    (r's bit slices and pair products,
                                                    signtest.mask_material)
+  permutation mask a_i, b_i (i > 0); the owner     b_0 = (sum a)[sigma] - sum b_i
+  (owner o)        also sigma (from S_o: only o    (beaver.shuffle_rows)
+                   and the dealer know it)
 
 A multiplication by a *fixed* operand (the same shared points every
 iteration, marked with beaver.fixed_operand) keeps its mask b: the parties
@@ -176,6 +179,12 @@ class Correlations:
         holding t then u, flattened."""
         return self._use("trunc_square", (tuple(s), int(y), int(width)))
 
+    def permutation_mask(self, m: int, cols: int, owner: int):
+        """(a, sigma or None, b): an (m, cols) mask a, a uniform permutation
+        sigma of range(m) known to the owner alone (and the dealer), and
+        b = a[sigma] (shares): beaver.shuffle_rows."""
+        return self._use("perm", (int(m), int(cols), int(owner)))
+
     def fixed_mask(self, s1) -> tuple:
         """(id, b): the mask of a fixed operand of shape s1, drawn once; the
         dealer keeps sum b for every later triple with this id."""
@@ -255,6 +264,12 @@ class Correlations:
         size = (int(np.prod(s)) + int(s[0]) * width,)
         req = {"kind": "trunc_sq", "s0": list(s), "y": int(y), "width": int(width)}
         return r, self._value(req, size, self.stream.ring)
+
+    def _perm(self, m: int, cols: int, owner: int):
+        a = self.stream.ring((m, cols))
+        sigma = self.stream.permutation(m) if self.rank == owner else None
+        req = {"kind": "perm", "s0": [m, cols], "owner": owner}
+        return a, sigma, self._value(req, (m, cols), self.stream.ring)
 
     def _trunc_pair(self, s, y: int):
         r = self.stream.ring(s)

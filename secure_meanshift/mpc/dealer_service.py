@@ -72,6 +72,8 @@ class Dealing:
                                       ("bits", out_size("and", s0, s1)))
             c = xor_all(a) & xor_all(b)
             return c ^ xor_all(rest) if rest else c
+        if kind == "perm":
+            return self._permutation(int(s0[0]), int(s0[1]), int(req["owner"]))
         if kind == "b2a":                        # a random bit, xor- and additively shared
             if req.get("fixed") is not None:     # ... with rho_ij * B_jk
                 return self._b2a_product(req)
@@ -94,6 +96,20 @@ class Dealing:
         raise MPCError("dealer: unknown request")
 
 
+    def _permutation(self, m: int, cols: int, owner: int) -> torch.Tensor:
+        """b_0 = a[sigma] - sum b_i: a from every stream, sigma from the owner's
+        (drawn after its a, as the owner does), b_i from parties 1.. ."""
+        a, sigma, rest = None, None, []
+        for i, st in enumerate(self.streams):
+            part = st.ring((m, cols))
+            a = part if a is None else a + part
+            if i == owner:
+                sigma = st.permutation(m)
+            if i > 0:
+                rest.append(st.ring((m, cols)))
+        out = a[torch.from_numpy(sigma)]
+        return out - sum_ring(rest) if rest else out
+
     def _b2a_product(self, req: dict) -> torch.Tensor:
         """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
         for the fixed operand's mask B (c, d): party 0's correction of both."""
@@ -113,7 +129,8 @@ def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
 
 
 
-KINDS = {"mul", "matmul", "square", "and", "b2a", "trunc", "trunc_sq", "ltz", "fixed", "end"}
+KINDS = {"mul", "matmul", "square", "and", "b2a", "trunc", "trunc_sq", "ltz", "fixed", "perm",
+         "end"}
 MAX_DEALT = 1 << 28              # ring elements in one request (2 GiB of corrections)
 
 
@@ -146,6 +163,10 @@ def check_request(req, dealing: Dealing) -> None:
                 0 <= w <= req["s0"][1]
         if kind == "b2a" and req.get("fixed") is not None:
             ok = ok and _b2a_product_ok(req, dealing)
+        if kind == "perm":
+            o = req.get("owner")
+            ok = ok and len(req["s0"]) == 2 and isinstance(o, int) and \
+                not isinstance(o, bool) and 0 <= o < len(dealing.streams)
         if kind == "ltz":
             b = req.get("bits", FULL_BITS)
             ok = ok and len(req["s0"]) == 1 and isinstance(b, int) and \
