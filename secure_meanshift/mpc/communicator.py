@@ -86,7 +86,7 @@ def split_like(total, parts: list) -> list:
 # A large opening goes through slice kings (see the module docstring) when each
 # party would send at least this many bytes to each peer all-to-all. Over TLS on
 # loopback kings break even at about 256 KiB (3 parties) and 128 KiB (4 parties)
-# and save 40-55% at 8 MiB (benchmarks/results/king_opening.json); below, the
+# and save 35-55% at 8 MiB (benchmarks/results/king_opening.json); below, the
 # second hop costs more than the bytes saved. The every-point job sends 95% of
 # its opening bytes in openings at least this large.
 KING_MIN_BYTES = 1 << 18
