@@ -166,3 +166,31 @@ def test_a_silent_king_is_named():
         assert errors[r].peers == ("local:2",) and "rank 2" in str(errors[r])
     for c in comms:
         c.mesh.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parties", [3, 4])
+def test_every_point_job_through_kings_matches_its_twin(parties):
+    """A whole every-point job over real TLS links whose large openings (m x N
+    = 40,000 pairs) go through kings: the secure centroids are the plaintext
+    twin's within the engine's bound (1e-3 h) and every party receives the same ones."""
+    from secure_meanshift.centroid_match import match_error
+    from secure_meanshift.data import separated_blobs, split_even
+    from secure_meanshift.params import MeanShiftParams
+    from secure_meanshift.plaintext import reference_meanshift
+    from secure_meanshift.simulate import run_simulation
+
+    n = 200
+    assert 8 * n * n >= cm.KING_MIN_BYTES        # the distance/kernel openings use kings
+    pts, _ = separated_blobs(n, 4, 2, spread=0.012, min_gap=0.4, seed=3)
+    parts = split_even(pts, parties, 3)
+    p = MeanShiftParams(bandwidth=0.1, bounds=([0, 0], [1, 1]), seeding="points",
+                        max_iter=10, seed=parties)
+    ref = reference_meanshift(parts, p)
+    run = run_simulation(parts, p, transport="tls", timeout_s=300)
+    for o in run.outcomes:
+        assert o.centroids is not None and len(o.centroids) == len(ref.centroids)
+        np.testing.assert_array_equal(o.centroids, run.receiver.centroids)
+    err, unmatched = match_error(run.receiver.centroids, ref.centroids)
+    assert unmatched == 0 and err < 1e-4, err
+    assert run.receiver.iterations == ref.iterations
