@@ -194,3 +194,35 @@ def test_every_point_job_through_kings_matches_its_twin(parties):
     err, unmatched = match_error(run.receiver.centroids, ref.centroids)
     assert unmatched == 0 and err < 1e-4, err
     assert run.receiver.iterations == ref.iterations
+
+
+def test_what_each_party_receives_in_a_king_opening():
+    """Party r receives, from each other party p, exactly p's share of slice r
+    (what the all-to-all opening sends it for those elements) and then the
+    opened slice p: no share of another slice, nothing else."""
+    world = 3
+    shares = _shares(world, ABOVE, 7)
+    total = sum(shares, np.zeros(ABOVE, np.int64))
+    b = king_slices(ABOVE, world)
+    got: dict = {r: [] for r in range(world)}
+
+    def job(comm):
+        recv = comm.mesh.recv
+
+        def recording(rank):
+            frame = recv(rank)
+            got[comm.rank].append((rank, np.asarray(frame).view(np.int64).copy()))
+            return frame
+
+        comm.mesh.recv = recording
+        return comm.all_reduce(torch.from_numpy(shares[comm.rank]))
+
+    _run(world, job)
+    for r in range(world):
+        others = [p for p in range(world) if p != r]
+        first, second = got[r][:world - 1], got[r][world - 1:]
+        assert [p for p, _ in first] == others and [p for p, _ in second] == others
+        for (p, frame) in first:
+            assert np.array_equal(frame, shares[p][b[r]:b[r + 1]])
+        for (p, frame) in second:
+            assert np.array_equal(frame, total[b[p]:b[p + 1]])
