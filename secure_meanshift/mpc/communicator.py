@@ -13,10 +13,10 @@ party sends its share of slice j to party j (the king of that slice), the king
 sums the shares and sends the opened slice back to every other party. That is
 2(n-1) transfers per element instead of n(n-1) (4 instead of 6 at 3 parties,
 6 instead of 12 at 4), at two hops instead of one, and every party is king of
-1/n of every opening, so the load stays even. Security: a king receives, for
-its slice, exactly the shares every party receives in the all-to-all opening;
-every other party receives only the opened value, which it would have computed
-itself; all parties end with the same opened value. Nothing new is opened
+1/n of every opening, so the load stays even. Security: as king of its slice,
+a party receives exactly the shares it receives in the all-to-all opening for
+those elements; of every other slice it receives only the opened value, which
+it would have computed itself; all parties end with the same opened value. Nothing new is opened
 (docs/leakage.md is unchanged). The dealer is never a king: it is no party of
 a collective. At two parties a king saves nothing, and below the threshold the
 extra hop costs more than the bytes saved: those stay all-to-all.
@@ -268,8 +268,8 @@ class MeshCommunicator:
 
     @staticmethod
     def _add_low(totals: list, spans: list, nbytes: list, frame, size: int) -> None:
-        """Add a received frame of low bytes (per part, its span's elements at
-        k bytes each) into totals[k][span]."""
+        """Add a received frame of low bytes (per part, the elements of its span
+        at that part's width) into each part's total, at its span."""
         got = np.asarray(frame, dtype=np.uint8)
         if got.size != size:
             raise MPCError("a peer sent a tensor of the wrong size")
@@ -295,12 +295,12 @@ class MeshCommunicator:
 
         for p in self._parties():
             self.mesh.send(p, memoryview(low(flats, p)))
-        mine = [f.clone() for f in flats]
+        mine = [f[lo:hi].clone() for f, (lo, hi) in zip(flats, spans[self.rank])]
         for p in self._parties():
-            self._add_low(mine, spans[self.rank], nbytes, self.mesh.recv(p),
+            self._add_low(mine, [(0, m.numel()) for m in mine], nbytes, self.mesh.recv(p),
                           size(self.rank))
         self._round()
-        opened = low(mine, self.rank)
+        opened = np.concatenate([_low_bytes(m, k) for m, k in zip(mine, nbytes)])
         for p in self._parties():
             self.mesh.send(p, memoryview(opened))
         totals = [torch.zeros_like(f) for f in flats]
