@@ -16,7 +16,7 @@ from secure_meanshift.mpc import communicator as cm
 from secure_meanshift.mpc.communicator import MeshCommunicator, king_slices
 from secure_meanshift.mpc.transport import LocalLinks, socket_pairs
 
-ABOVE = cm.KING_MIN_BYTES // 8 + 7        # elements: just above (not a multiple of 3 or 4)
+ABOVE = cm.KING_MIN_BYTES // 8 + 5        # elements: just above (not a multiple of 3 or 4)
 BELOW = cm.KING_MIN_BYTES // 8 - 1
 
 
@@ -217,8 +217,10 @@ def test_what_each_party_receives_in_a_king_opening():
         comm.mesh.recv = recording
         return comm.all_reduce(torch.from_numpy(shares[comm.rank]))
 
-    _run(world, job)
+    results = _run(world, job)
     for r in range(world):
+        assert not isinstance(results[r], BaseException), results[r]
+        assert np.array_equal(results[r][0].numpy(), total)
         others = [p for p in range(world) if p != r]
         first, second = got[r][:world - 1], got[r][world - 1:]
         assert [p for p, _ in first] == others and [p for p, _ in second] == others
