@@ -3,8 +3,23 @@ torch.distributed/gloo.
 
 Ranks 0..k-1 are the parties; the dealer, when there is one, is rank k and
 takes part in no collective: ``get_world_size()`` is the number of parties, as
-CrypTen's sharing code expects. Every collective is one hop: each party sends
-its part straight to the ranks that need it.
+CrypTen's sharing code expects. Every collective but a large opening is one
+hop: each party sends its part straight to the ranks that need it.
+
+Large openings (:meth:`MeshCommunicator.all_reduce` and ``all_reduce_low`` of at
+least ``KING_MIN_BYTES`` per party and peer, three or more parties) are split
+"king" reconstructions: the elements are cut into one slice per party; each
+party sends its share of slice j to party j (the king of that slice), the king
+sums the shares and sends the opened slice back to every other party. That is
+2(n-1) transfers per element instead of n(n-1) (4 instead of 6 at 3 parties,
+6 instead of 12 at 4), at two hops instead of one, and every party is king of
+1/n of every opening, so the load stays even. Security: as king of its slice,
+a party receives exactly the shares it receives in the all-to-all opening for
+those elements; of every other slice it receives only the opened value, which
+it would have computed itself; all parties end with the same opened value. Nothing new is opened
+(docs/leakage.md is unchanged). The dealer is never a king: it is no party of
+a collective. At two parties a king saves nothing, and below the threshold the
+extra hop costs more than the bytes saved: those stay all-to-all.
 """
 
 from __future__ import annotations
@@ -66,6 +81,21 @@ def split_like(total, parts: list) -> list:
         out.append(total[at:at + n].reshape(t.size()))
         at += n
     return out
+
+
+# A large opening goes through slice kings (see the module docstring) when each
+# party would send at least this many bytes to each peer all-to-all. Over TLS on
+# loopback kings break even at about 256 KiB (3 parties) and 128 KiB (4 parties)
+# and save 35-55% at 8 MiB (benchmarks/results/king_opening.json); below, the
+# second hop costs more than the bytes saved. The every-point job sends 95% of
+# its opening bytes in openings at least this large.
+KING_MIN_BYTES = 1 << 18
+
+
+def king_slices(n: int, parties: int) -> list:
+    """Bounds of the slices of n elements that parties 0..parties-1 reconstruct
+    (slice j is [b[j], b[j+1])): public, the same at every party, sizes within one."""
+    return [j * n // parties for j in range(parties + 1)]
 
 
 class _Done:
@@ -170,9 +200,16 @@ class MeshCommunicator:
         return acc
 
     # ---- collectives -----------------------------------------------------
+    def _kings(self, nbytes: int) -> bool:
+        """Whether an opening of nbytes per party and peer goes through slice kings."""
+        return self.world_size >= 3 and nbytes >= KING_MIN_BYTES
+
     def all_reduce(self, input, op=ReduceOp.SUM, batched=False):
         parts = list(input) if batched else [input]
         flat = self._flat(parts).contiguous()
+        if self._kings(8 * flat.numel()):
+            out = split_like(self._king_reduce(flat, op), parts)
+            return out if batched else out[0]
         view = to_bytes(flat)
         for p in self._parties():
             self.mesh.send(p, view)
@@ -186,6 +223,26 @@ class MeshCommunicator:
         out = split_like(flat.clone() if total is None else total, parts)
         return out if batched else out[0]
 
+    def _king_reduce(self, flat: torch.Tensor, op) -> torch.Tensor:
+        """The reduction of flat over the parties, slice j reconstructed by party j."""
+        b = king_slices(flat.numel(), self.world_size)
+        lo, hi = b[self.rank], b[self.rank + 1]
+        for p in self._parties():
+            self.mesh.send(p, to_bytes(flat[b[p]:b[p + 1]]))
+        mine = flat[lo:hi].clone()
+        for p in self._parties():
+            self._combine(mine, from_bytes(self.mesh.recv(p), (hi - lo,)), op)
+        self._round()
+        view = to_bytes(mine)
+        for p in self._parties():
+            self.mesh.send(p, view)
+        total = torch.empty_like(flat)
+        total[lo:hi] = mine
+        for p in self._parties():
+            total[b[p]:b[p + 1]] = from_bytes(self.mesh.recv(p), (b[p + 1] - b[p],))
+        self._round()
+        return total
+
     def all_reduce_low(self, parts: list, bits: list) -> list:
         """Sum of int64 shares over the parties, each part right modulo
         2^bits[k] only: each party sends the low ceil(bits/8) bytes of each
@@ -195,21 +252,63 @@ class MeshCommunicator:
             raise MPCError("all_reduce_low: one width per part")
         nbytes = [min(8, (int(b) + 7) // 8) for b in bits]
         flats = [t.reshape(-1).contiguous() for t in parts]
+        if self._kings(sum(f.numel() * k for f, k in zip(flats, nbytes))):
+            totals = self._king_reduce_low(flats, nbytes)
+            return [t.reshape(p.size()) for t, p in zip(totals, parts)]
         frame = np.concatenate([_low_bytes(f, k) for f, k in zip(flats, nbytes)]) \
             if flats else np.zeros(0, np.uint8)
         for p in self._parties():
             self.mesh.send(p, memoryview(frame))
         totals = [f.clone() for f in flats]
         for p in self._parties():
-            got = np.asarray(self.mesh.recv(p), dtype=np.uint8)
-            if got.size != frame.size:
-                raise MPCError("a peer sent a tensor of the wrong size")
-            at = 0
-            for tot, f, k in zip(totals, flats, nbytes):
-                tot += _from_low_bytes(got[at:at + f.numel() * k], f.numel(), k)
-                at += f.numel() * k
+            self._add_low(totals, [(0, f.numel()) for f in flats], nbytes,
+                          self.mesh.recv(p), frame.size)
         self._round()
         return [t.reshape(p.size()) for t, p in zip(totals, parts)]
+
+    @staticmethod
+    def _add_low(totals: list, spans: list, nbytes: list, frame, size: int) -> None:
+        """Add a received frame of low bytes (per part, the elements of its span
+        at that part's width) into each part's total, at its span."""
+        got = np.asarray(frame, dtype=np.uint8)
+        if got.size != size:
+            raise MPCError("a peer sent a tensor of the wrong size")
+        at = 0
+        for tot, (lo, hi), k in zip(totals, spans, nbytes):
+            tot[lo:hi] += _from_low_bytes(got[at:at + (hi - lo) * k], hi - lo, k)
+            at += (hi - lo) * k
+
+    def _king_reduce_low(self, flats: list, nbytes: list) -> list:
+        """all_reduce_low through slice kings: slice j of every part goes to
+        party j, which sends back the low bytes of the sum. Every party's
+        result is the low bytes only (zero above), the king's too."""
+        n = self.world_size
+        bounds = [king_slices(f.numel(), n) for f in flats]
+        spans = [[(b[j], b[j + 1]) for b in bounds] for j in range(n)]
+
+        def low(tensors: list, j: int) -> np.ndarray:
+            return np.concatenate([_low_bytes(t[lo:hi], k) for t, (lo, hi), k
+                                   in zip(tensors, spans[j], nbytes)])
+
+        def size(j: int) -> int:
+            return sum((hi - lo) * k for (lo, hi), k in zip(spans[j], nbytes))
+
+        for p in self._parties():
+            self.mesh.send(p, memoryview(low(flats, p)))
+        mine = [f[lo:hi].clone() for f, (lo, hi) in zip(flats, spans[self.rank])]
+        for p in self._parties():
+            self._add_low(mine, [(0, m.numel()) for m in mine], nbytes, self.mesh.recv(p),
+                          size(self.rank))
+        self._round()
+        opened = np.concatenate([_low_bytes(m, k) for m, k in zip(mine, nbytes)])
+        for p in self._parties():
+            self.mesh.send(p, memoryview(opened))
+        totals = [torch.zeros_like(f) for f in flats]
+        for p in [*self._parties(), self.rank]:
+            frame = opened if p == self.rank else self.mesh.recv(p)
+            self._add_low(totals, spans[p], nbytes, frame, size(p))
+        self._round()
+        return totals
 
     def reduce(self, input, dst, op=ReduceOp.SUM, batched=False):
         parts = list(input) if batched else [input]
