@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from secure_meanshift.simulate import estimate_bandwidth
+from secure_meanshift.simulate import estimate_bandwidth, start_fork_server
 from secure_meanshift.centroid_match import match_error, sklearn_centres
 from secure_meanshift.data import check_finite, check_points, load_points, split_even, \
     synthetic_blobs
@@ -390,6 +390,7 @@ def _print_report(args, report: dict, parts: list, params: MeanShiftParams, skl)
 def run(args) -> int:
     """The `simulate` subcommand: 0, or 2 for bad input / a failed run (one line, no
     traceback), 130 when interrupted."""
+    start_fork_server()    # its import of the engine overlaps ours and the data's loading
     try:
         parts, bounds = _load_parts(args)
         params = _params(args, parts, bounds)

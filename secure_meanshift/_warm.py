@@ -4,6 +4,6 @@ importing this module imports what every party and dealer process needs
 server forks the ranks of a run."""
 
 from .mpc._compat import import_crypten
-from . import simulate  # noqa: F401  (the ranks' targets, the runtime, torch)
+from . import runtime, simulate  # noqa: F401  (the ranks' targets, the runtime, torch)
 
 import_crypten()
