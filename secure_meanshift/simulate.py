@@ -271,14 +271,15 @@ PROFILE_ENV = "SECURE_MEANSHIFT_PROFILE"
 
 @contextmanager
 def _profiled(rank: int):
-    """cProfile around a rank's work when PROFILE_ENV names a directory."""
+    """cProfile around a rank's work when PROFILE_ENV names a directory: CPU
+    time (process_time), so that waits and a busy machine do not count."""
     folder = os.environ.get(PROFILE_ENV)
     if not folder:
         yield
         return
     import cProfile
 
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)
     prof.enable()
     try:
         yield
