@@ -58,3 +58,18 @@ def sum_ring(ts: list) -> torch.Tensor:
     for t in ts[2:]:
         out += t
     return out
+
+
+def minus_all(x: torch.Tensor, ts: list) -> torch.Tensor:
+    """x - sum(ts) in the ring, in x's own memory (x must be a fresh tensor of
+    the caller's): no temporary of the sum, a pass less than x - sum_ring(ts)."""
+    for t in ts:
+        x -= t
+    return x
+
+
+def xor_into(x: torch.Tensor, ts: list) -> torch.Tensor:
+    """x ^ xor_all(ts), in x's own memory (x must be a fresh tensor of the caller's)."""
+    for t in ts:
+        x ^= t
+    return x
