@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .simulate import estimate_bandwidth
+from .simulate import estimate_bandwidth, start_fork_server
 from .data import data_bounds
 from .errors import InputError
 from .privacy import PrivacySpec
@@ -493,6 +493,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         """
         self._validate_params()
         data, bounds = self._check_fit_input(X)
+        if self.engine == "secure":
+            start_fork_server()     # its engine import overlaps ours (first fit of a process)
         p = self._resolve(data, bounds)
         if self.engine == "plaintext":
             self._set_params(p)
