@@ -19,7 +19,7 @@ import torch
 from . import csprng
 from ..errors import MPCError
 from .communicator import to_bytes
-from .ring import minus_all, out_size, sum_ring, udiv, xor_all, xor_into
+from .ring import minus_all, out_size, ring_matmul, sum_ring, udiv, xor_all, xor_into
 from .signtest import FULL_BITS, mask_material, mask_rows, words
 from .transport import Transport
 
@@ -60,7 +60,7 @@ class Dealing:
             got, rest = self._draw(drawn, ("ring", out_size(kind, s0, s1)))
             a = sum_ring(got[0])
             b = self.fixed[fix] if fix is not None else sum_ring(got[1])
-            c = torch.matmul(a, b) if kind == "matmul" else a * b
+            c = ring_matmul(a, b) if kind == "matmul" else a * b
             return minus_all(c, rest)             # c is fresh: corrected in place
         if kind == "ltz":
             n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
