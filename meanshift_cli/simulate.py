@@ -343,6 +343,7 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     parameters as run: an estimated bandwidth filled in)."""
     from secure_meanshift.simulate import run_simulation   # torch/CrypTen: only when run
 
+    start_fork_server()    # every input checked: its engine import overlaps ours (configs)
     total = sum(map(len, parts))
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     dusts = f" ({params.n_dust} dusts)" if params.uses_dust else ""
@@ -418,7 +419,6 @@ def _print_report(args, report: dict, parts: list, params: MeanShiftParams, skl)
 def run(args) -> int:
     """The `simulate` subcommand: 0, or 2 for bad input / a failed run (one line, no
     traceback), 130 when interrupted."""
-    start_fork_server()    # its import of the engine overlaps ours and the data's loading
     try:
         parts, bounds = _load_parts(args)
         params = _params(args, parts, bounds)

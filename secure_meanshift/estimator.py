@@ -493,8 +493,6 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         """
         self._validate_params()
         data, bounds = self._check_fit_input(X)
-        if self.engine == "secure":
-            start_fork_server()     # its engine import overlaps ours (first fit of a process)
         p = self._resolve(data, bounds)
         if self.engine == "plaintext":
             self._set_params(p)
@@ -541,6 +539,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         from .progress import ProgressLine
         from .simulate import run_simulation
         from .validation import refuse_coarse_grid
+
+        start_fork_server()     # every check passed: its engine import overlaps ours below
 
         estimating = p.estimates_bandwidth
         if not estimating:
