@@ -2,8 +2,8 @@
 with its own listening port on loopback and, by default, a throw-away
 certificate: the same pinned TLS links and dealer as a deployment. The
 processes are forked by a fork server that has imported the engine once (a
-fresh interpreter started with the first run, never a fork of the caller;
-SECURE_MEANSHIFT_START=spawn spawns each rank instead).
+fresh interpreter started with the first run or by start_fork_server, never
+a fork of the caller; SECURE_MEANSHIFT_START=spawn spawns each rank instead).
 
 ``provider="first-party"`` (rank 0 deals, so rank 0 could read every share)
 and ``transport="trusted-network"`` (plaintext links) exist for experiments
@@ -141,8 +141,9 @@ class _NoMainForkServerPopen(popen_forkserver.Popen):
 # CrypTen) once, then forks every party and dealer process of every run. A
 # spawned rank imports them itself: 2-3 s of CPU each, 4 at once on the
 # benchmark machine's 2 cores (about 7 s of a job's start-up under load,
-# measured with the simulator's trace). It starts with the first run and lives
-# as long as the caller (it dies with it: _lifeline); its children do too.
+# measured with the simulator's trace). It starts with the first run (or
+# earlier: start_fork_server) and lives as long as the caller (it dies with
+# it: _lifeline); its children do too.
 FORK_SERVER_PRELOAD = ["secure_meanshift._warm"]
 
 
@@ -156,10 +157,11 @@ def _start_method() -> str:
 
 def start_fork_server() -> None:
     """Start the fork server now, if ranks are forked (_start_method) and it does
-    not run yet: its import of the engine (about 2 s of CPU) then overlaps the
-    caller's own work before the first run (the CLI's import of torch, loading
-    the data) instead of following it. Returns at once; the first run's ranks
-    are forked when the server has imported the engine."""
+    not run yet: its import of the engine (about 1 s of CPU) then overlaps the
+    caller's own (local_configs imports the runtime) instead of following it.
+    Call it once the inputs are checked (a refused run starts no process).
+    Returns at once; the first run's ranks are forked when the server has
+    imported the engine."""
     if _start_method() != "forkserver":
         return
     forkserver.set_forkserver_preload(FORK_SERVER_PRELOAD)
@@ -265,7 +267,7 @@ def _exit_done(out) -> None:
 
 #: a directory: every party and dealer process writes its cProfile statistics
 #: there (rank<r>.pstats; function names and times only). For profiling runs
-#: (benchmarks/every_point.py --profile); read when the fork server starts.
+#: (benchmarks/rank_profile.py); read when the fork server starts.
 PROFILE_ENV = "SECURE_MEANSHIFT_PROFILE"
 
 
