@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from secure_meanshift.simulate import estimate_bandwidth
+from secure_meanshift.simulate import start_fork_server
 from secure_meanshift.centroid_match import match_error, sklearn_centres
 from secure_meanshift.data import check_finite, check_points, load_points, split_even, \
     synthetic_blobs
@@ -251,26 +251,44 @@ def _params(args, parts: list, bounds) -> MeanShiftParams:
         if privacy is None:         # DP mode clips rows into the bounds instead
             check_points(p, params.bounds, f"party {i}")
     params.check_world(len(parts), total)
-    est_parts, est = _standardised_view(args, parts, params)
     if params.estimates_bandwidth:
-        h = estimate_bandwidth(est_parts, quantile=params.bandwidth.quantile,
-                               n_samples=params.bandwidth.n_samples, seed=args.seed,
-                               bounds=est.bounds, timeout_s=args.timeout * 10)
-        units = " (standardised units)" if params.standardises else ""
-        print(f"bandwidth (secure estimate, quantile {params.bandwidth.quantile}): "
-              f"{h:.6g}{units}", file=sys.stderr)
-        params, est = replace(params, bandwidth=h), replace(est, bandwidth=h)
+        # estimated by the parties in the run's own session (run_simulation: one
+        # set of processes and links), "auto" seeding resolved there with it
+        return replace(params, seeding="auto") if args.seeding == "auto" else params
     if args.seeding != "auto" or params.dp:
         return params
+    _, est = _standardised_view(args, parts, params)
     return replace(params, seeding=resolve_seeding("auto", total, summary, est))
 
 
+def _as_run(params: MeanShiftParams, total: int, sim, seeding: Optional[str]) -> MeanShiftParams:
+    """The parameters the parties ran with: the bandwidth they estimated in the
+    run (public: every outcome holds it) and the seeding they resolved with it
+    (party 0's "sizes" event, else resolved here as they do)."""
+    if not params.estimates_bandwidth:
+        return params
+    how = params.bandwidth
+    p = replace(params, bandwidth=float(sim.outcomes[0].params.bandwidth))
+    units = " (standardised units)" if p.standardises else ""
+    print(f"bandwidth (secure estimate, quantile {how.quantile}): {p.bandwidth:.6g}{units}",
+          file=sys.stderr)
+    if p.seeding != "auto":
+        return p
+    if seeding is None:
+        from secure_meanshift.moments import standardised_params
+
+        est = standardised_params(p, sim.receiver.moments) if p.standardises else p
+        seeding = resolve_seeding("auto", total, p.summary, est)
+    return replace(p, seeding=seeding)
+
+
 def _standardised_view(args, parts: list, params: MeanShiftParams) -> tuple:
-    """(rows, parameters) on which the bandwidth estimate and the seeding choice
-    are made: as given, or with --scale standard the rows standardised by the
+    """(rows, parameters) on which "auto" seeding is resolved for a given
+    bandwidth: as given, or with --scale standard the rows standardised by the
     pooled moments (computed here by the same secure protocol the run repeats in
     its own session, scaler.pooled_moments: the same opened values) and the
-    derived parameters (moments.standardised_params)."""
+    derived parameters (moments.standardised_params). (An estimated bandwidth:
+    the parties resolve it in the run, _as_run.)"""
     if not params.standardises:
         return parts, params
     from secure_meanshift.moments import Moments, standardised_params
@@ -281,9 +299,12 @@ def _standardised_view(args, parts: list, params: MeanShiftParams) -> tuple:
     return [m.forward(q) for q in parts], standardised_params(params, m)
 
 
-def _progress_printer(say):
-    """The progress callback of a run: one line per iteration (public counts only)."""
+def _progress_printer(say, seen: Optional[dict] = None):
+    """The progress callback of a run: one line per iteration (public counts
+    only); ``seen`` gets the seeding the parties resolved ("sizes" event)."""
     def progress(ev: dict) -> None:
+        if ev.get("stage") == "sizes" and seen is not None and ev.get("seeding"):
+            seen["seeding"] = ev["seeding"]
         if ev.get("stage") == "iteration":
             mv = {True: "moving", False: "converged", None: "-"}[ev.get("moving")]
             say(f"  iteration {ev['iteration']}/{ev['max_iter']}  {ev['seconds']:.3f} s  {mv}")
@@ -318,26 +339,34 @@ class _Background:
 
 
 def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
-    """Run the parties, the twin and scikit-learn; (report, sklearn centres)."""
+    """Run the parties, the twin and scikit-learn; (report, sklearn centres, the
+    parameters as run: an estimated bandwidth filled in)."""
     from secure_meanshift.simulate import run_simulation   # torch/CrypTen: only when run
 
+    start_fork_server()    # every input checked: its engine import overlaps ours (configs)
     total = sum(map(len, parts))
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     dusts = f" ({params.n_dust} dusts)" if params.uses_dust else ""
     units = " (standardised units: scale standard)" if params.standardises else ""
+    h = f"estimated in the run (quantile {params.bandwidth.quantile})" \
+        if params.estimates_bandwidth else params.bandwidth
     say(f"simulating {len(parts)} parties, {total} points, seeding {params.seeding}{dusts}, "
-        f"{params.kernel} kernel, h={params.bandwidth}{units}, max_iter {params.max_iter}")
+        f"{params.kernel} kernel, h={h}{units}, max_iter {params.max_iter}")
     insecure = args.provider == "first-party"
     say(f"  correlated randomness: {args.provider}"
         f"{' (INSECURE: rank 0 deals and could read every share)' if insecure else ' (a separate process holding no data)'}"
         f"; links: {'TLS 1.3, identities pinned' if args.transport == 'tls' else 'plaintext TCP'}")
     # DP mode: the parties' noise comes back (a local simulation holds every
     # party's data anyway) so that the twin replays the same noisy histogram;
-    # otherwise the twin runs in this process while the parties run
-    twin = None if params.dp else _Background(reference_meanshift, parts, params)
+    # otherwise the twin runs in this process while the parties run (after
+    # them when they estimate h first: the twin needs it)
+    twin = None if params.dp or params.estimates_bandwidth else \
+        _Background(reference_meanshift, parts, params)
+    seen: dict = {}
     sim = run_simulation(parts, params, timeout_s=args.timeout,
-                         progress=_progress_printer(say), provider=args.provider,
+                         progress=_progress_printer(say, seen), provider=args.provider,
                          transport=args.transport, keep_noise=params.dp)
+    params = _as_run(params, total, sim, seen.get("seeding"))
     ref = twin.result() if twin is not None else \
         reference_meanshift(parts, params, noise=sim.dp_noise)
     skl = None
@@ -347,7 +376,7 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
         skl = sklearn_centres(x if m is None else m.forward(x), params.bandwidth,
                               bin_seeding=params.seeding == "sklearn-bins")
         skl = skl if m is None or skl is None else m.inverse(skl)
-    return build_report(parts, params, sim, ref, skl), skl
+    return build_report(parts, params, sim, ref, skl), skl, params
 
 
 def _print_report(args, report: dict, parts: list, params: MeanShiftParams, skl) -> None:
@@ -393,7 +422,7 @@ def run(args) -> int:
     try:
         parts, bounds = _load_parts(args)
         params = _params(args, parts, bounds)
-        report, skl = _simulate(args, parts, params)
+        report, skl, params = _simulate(args, parts, params)
     except (InputError, MPCError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .simulate import estimate_bandwidth
+from .simulate import estimate_bandwidth, start_fork_server
 from .data import data_bounds
 from .errors import InputError
 from .privacy import PrivacySpec
@@ -540,6 +540,8 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         from .progress import ProgressLine
         from .simulate import run_simulation
         from .validation import refuse_coarse_grid
+
+        start_fork_server()     # every check passed: its engine import overlaps ours below
 
         estimating = p.estimates_bandwidth
         if not estimating:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .data import POINT_BITS, check_finite, quantise_points, to_unit
 from .disclosure import disclose
@@ -327,6 +326,8 @@ class SharedHistogram:
 
 def _public(values: np.ndarray):
     """Public values as shares (rank 0 shares them; everyone knows them)."""
+    import torch     # not at import: params imports this module (the CLI's caller has no torch)
+
     return import_crypten().cryptensor(torch.from_numpy(np.ascontiguousarray(values)).float(),
                                        src=0)
 
@@ -337,6 +338,7 @@ def share_histogram(cells: np.ndarray, counts: np.ndarray, p: "MeanShiftParams",
     their (local) sum; w = n [n >= tau] in one batched comparison; then [w x, w]
     exactly (w times the public integer encodings of x: no truncation). One value
     is opened: sum(w), the public bound of the division (post-processing)."""
+    import torch
     from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
     crypten = import_crypten()

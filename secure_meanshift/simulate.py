@@ -2,8 +2,8 @@
 with its own listening port on loopback and, by default, a throw-away
 certificate: the same pinned TLS links and dealer as a deployment. The
 processes are forked by a fork server that has imported the engine once (a
-fresh interpreter started with the first run, never a fork of the caller;
-SECURE_MEANSHIFT_START=spawn spawns each rank instead).
+fresh interpreter started with the first run or by start_fork_server, never
+a fork of the caller; SECURE_MEANSHIFT_START=spawn spawns each rank instead).
 
 ``provider="first-party"`` (rank 0 deals, so rank 0 could read every share)
 and ``transport="trusted-network"`` (plaintext links) exist for experiments
@@ -36,8 +36,13 @@ from .errors import InputError, MPCError
 from .local_data import LocalData
 from .mpc.transport import LocalLinks, keep_own, socket_pairs
 from .data import check_points, data_bounds, to_unit
+from .mpc.mesh import Peer
 from .params import EstimateBandwidth, MeanShiftParams, default
-from .runtime import MPCConfig, Peer, _Session, run_dealer, run_party
+
+# The runtime (torch, CrypTen) loads in the ranks (the fork server preloads it:
+# _warm.py) and in the caller only when a run builds its configs, so that a
+# caller can start the fork server before its own import of torch
+# (start_fork_server): the two imports then overlap on two cores.
 
 
 def free_ports(k: int) -> list:
@@ -63,6 +68,8 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
                   context: str = "") -> list:
     """MPCConfig for every rank of a job on loopback (parties, then the dealer),
     with free ports and, for TLS, a throw-away CA and certificates in directory."""
+    from .runtime import MPCConfig
+
     names = [f"party:sim{r}" for r in range(world)]
     if provider == "dealer":
         names.append("dealer:sim")
@@ -118,21 +125,25 @@ class _NoMainPopen(popen_spawn_posix.Popen):
         _launch_without_main(super()._launch, process_obj)
 
 
+def _server_env() -> dict:
+    """The fork server's environment: it imports the engine from the caller's
+    sys.path (multiprocessing passes it to spawned children, not to the server,
+    which would start from the working directory and PYTHONPATH)."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONSAFEPATH": "1"}
+
+
 class _NoMainForkServerPopen(popen_forkserver.Popen):
     def _launch(self, process_obj):
-        # if this starts the fork server: it imports the engine from the caller's
-        # sys.path (multiprocessing passes it to spawned children, not to the
-        # server, which would start from the working directory and PYTHONPATH)
-        _launch_without_main(super()._launch, process_obj, {
-            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONSAFEPATH": "1"})
+        _launch_without_main(super()._launch, process_obj, _server_env())  # may start the server
 
 
 # The fork server: one interpreter per caller that imports the engine (torch,
 # CrypTen) once, then forks every party and dealer process of every run. A
 # spawned rank imports them itself: 2-3 s of CPU each, 4 at once on the
 # benchmark machine's 2 cores (about 7 s of a job's start-up under load,
-# measured with the simulator's trace). It starts with the first run and lives
-# as long as the caller (it dies with it: _lifeline); its children do too.
+# measured with the simulator's trace). It starts with the first run (or
+# earlier: start_fork_server) and lives as long as the caller (it dies with
+# it: _lifeline); its children do too.
 FORK_SERVER_PRELOAD = ["secure_meanshift._warm"]
 
 
@@ -142,6 +153,19 @@ def _start_method() -> str:
     if os.environ.get("SECURE_MEANSHIFT_START") == "spawn":
         return "spawn"
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, if ranks are forked (_start_method) and it does
+    not run yet: its import of the engine (about 1 s of CPU) then overlaps the
+    caller's own (local_configs imports the runtime) instead of following it.
+    Call it once the inputs are checked (a refused run starts no process).
+    Returns at once; the first run's ranks are forked when the server has
+    imported the engine."""
+    if _start_method() != "forkserver":
+        return
+    forkserver.set_forkserver_preload(FORK_SERVER_PRELOAD)
+    _launch_without_main(lambda _: forkserver.ensure_running(), None, _server_env())
 
 
 class _ServedProcess(_mp_context.ForkServerProcess):
@@ -241,6 +265,31 @@ def _exit_done(out) -> None:
     os._exit(0)
 
 
+#: a directory: every party and dealer process writes its cProfile statistics
+#: there (rank<r>.pstats; function names and times only). For profiling runs
+#: (benchmarks/rank_profile.py); read when the fork server starts.
+PROFILE_ENV = "SECURE_MEANSHIFT_PROFILE"
+
+
+@contextmanager
+def _profiled(rank: int):
+    """cProfile around a rank's work when PROFILE_ENV names a directory: CPU
+    time (process_time), so that waits and a busy machine do not count."""
+    folder = os.environ.get(PROFILE_ENV)
+    if not folder:
+        yield
+        return
+    import cProfile
+
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    try:
+        yield
+    finally:
+        prof.disable()
+        prof.dump_stats(os.path.join(folder, f"rank{rank}.pstats"))
+
+
 def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
                 report_progress: bool, keep_noise: bool = False,
                 check_bandwidth: Optional[Callable[[float], None]] = None, links=None) -> None:
@@ -252,21 +301,32 @@ def _party_main(cfg, points: np.ndarray, params: MeanShiftParams, out: mp.Queue,
             out.put(("progress", rank, ev))
 
     try:
-        if cfg.is_dealer:
-            out.put(("dealer", rank, run_dealer(cfg, links)))
-        elif params.estimates_bandwidth:    # the estimate in this same session (one set of
-            out.put(("result", rank, _estimate_then_run(   # processes and links serves both)
-                points, params, cfg, progress, check_bandwidth, links)))
-        else:
-            out.put(("result", rank, run_party(points, params, cfg, progress,
-                                               name=f"party {rank}", keep_noise=keep_noise,
-                                               transport=links)))
+        with _profiled(rank):
+            _party_work(cfg, points, params, out, progress, keep_noise, check_bandwidth, links)
     except (InputError, MPCError) as exc:
         out.put(("error", rank, (type(exc).__name__, str(exc))))
     except BaseException as exc:  # never let a worker die silently
         out.put(("error", rank, ("MPCError", f"{type(exc).__name__} in rank {rank}")))
         traceback.print_exc(limit=0)
     _exit_done(out)
+
+
+def _party_work(cfg, points, params: MeanShiftParams, out, progress: Callable, keep_noise: bool,
+                check_bandwidth: Optional[Callable[[float], None]], links) -> None:
+    """One rank's job (_party_main): the dealer's service or a party's run; its
+    result on ``out``."""
+    from .runtime import run_dealer, run_party   # preloaded by the fork server
+
+    rank = cfg.rank
+    if cfg.is_dealer:
+        out.put(("dealer", rank, run_dealer(cfg, links)))
+    elif params.estimates_bandwidth:    # the estimate in this same session (one set of
+        out.put(("result", rank, _estimate_then_run(   # processes and links serves both)
+            points, params, cfg, progress, check_bandwidth, links)))
+    else:
+        out.put(("result", rank, run_party(points, params, cfg, progress,
+                                           name=f"party {rank}", keep_noise=keep_noise,
+                                           transport=links)))
 
 
 def _estimate_then_run(points, params: MeanShiftParams, cfg, progress: Callable,
@@ -410,6 +470,7 @@ def _collect(out, procs: list, world: int, timeout_s: float,
 
 def _fn_main(cfg, fn, args, out, links=None) -> None:
     _child_setup()
+    from .runtime import _Session, run_dealer   # preloaded by the fork server
     try:
         if cfg.is_dealer:
             run_dealer(cfg, links)

@@ -127,3 +127,16 @@ def test_every_module_imports_in_a_fresh_interpreter(order):
     r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
                        cwd=ROOT, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_simulator_cli_imports_without_torch():
+    """The CLI's caller starts the fork server (which imports the engine) before
+    it loads torch itself: the simulator's modules, the package and the twin
+    import without torch, CrypTen or scipy (their imports then overlap)."""
+    code = ("import sys\n"
+            "import meanshift_cli.simulate, secure_meanshift.simulate, secure_meanshift.plaintext\n"
+            "print(sorted(m for m in ('torch', 'crypten', 'scipy') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"

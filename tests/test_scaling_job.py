@@ -180,16 +180,24 @@ def test_simulator_refuses_scale_standard_with_dp_before_anything_runs(capsys):
 
 @pytest.mark.usefixtures("in_memory_links")
 def test_simulator_estimates_h_and_picks_seeds_in_standardised_units():
-    """--scale standard --bandwidth auto: the pooled moments (secure) first, then the
-    estimate on the standardised rows, within 2^-16 of the unit box of the twin's."""
-    from meanshift_cli.simulate import _params
+    """--scale standard --bandwidth auto: the parties standardise, estimate h on
+    the standardised rows and cluster in one session; h within 2^-16 of the
+    unit box of the twin's, and "auto" seeding resolved with it."""
+    from meanshift_cli.simulate import _as_run, _params
     from secure_meanshift.bandwidth import plain_bandwidth
+    from secure_meanshift.simulate import run_simulation
 
     parts = _three_parties()
-    args = _cli_args("--scale", "standard", "--bandwidth", "auto", "--quantile", "0.2")
+    args = _cli_args("--scale", "standard", "--bandwidth", "auto", "--quantile", "0.2",
+                     "--max-iter", "2")
     p = _params(args, parts, BOUNDS)
-    assert p.scaling == "standard" and p.seeding == "points"
+    assert p.estimates_bandwidth and p.seeding == "auto"     # nothing run yet
+    seen: dict = {}
+    sim = run_simulation(parts, p, progress=lambda ev: ev.get("stage") == "sizes"
+                         and seen.update(seeding=ev["seeding"]))
+    q = _as_run(p, sum(map(len, parts)), sim, seen.get("seeding"))
+    assert q.scaling == "standard" and q.seeding == "points" == seen["seeding"]
     m = plain_moments(parts)
-    derived = standardised_params(p, m)
-    h = plain_bandwidth([m.forward(q) for q in parts], derived.bounds, 0.2, seed=0)
-    assert abs(p.bandwidth - h) <= 2.0 ** -16 * derived.scale
+    derived = standardised_params(q, m)
+    h = plain_bandwidth([m.forward(x) for x in parts], derived.bounds, 0.2, seed=0)
+    assert abs(q.bandwidth - h) <= 2.0 ** -16 * derived.scale

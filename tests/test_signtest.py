@@ -171,3 +171,23 @@ def test_kernel_times_fixed_operand_needs_no_product_opening(parties):
     assert np.abs(s - ref).max() < 1e-9
     assert np.abs(s - want @ u).max() < 70 * 2**-16
     assert stats["rounds"] == 7, stats      # the sign test's rounds only: no product round
+
+
+def test_ring_helpers_give_torchs_values():
+    """ring_matmul (column by column) wraps like torch.matmul; minus_all and
+    xor_into (in place) equal the expressions they replace."""
+    from secure_meanshift.mpc.ring import minus_all, ring_matmul, sum_ring, xor_all, xor_into
+
+    g = torch.Generator().manual_seed(5)
+
+    def ring(*shape):
+        return torch.randint(-2**63, 2**63 - 1, shape, dtype=torch.int64, generator=g)
+
+    a = ring(37, 50)
+    for b in (ring(50, 2), ring(50, 16), ring(50, 17), ring(2, 50).t(), ring(50, 1)):
+        assert torch.equal(ring_matmul(a, b), torch.matmul(a, b))
+    assert ring_matmul(ring(3, 4, 5), ring(5, 2)).shape == (3, 4, 2)     # torch.matmul's
+    x, ts = ring(40), [ring(40) for _ in range(3)]
+    assert torch.equal(minus_all(x.clone(), ts), x - sum_ring(ts))
+    assert torch.equal(xor_into(x.clone(), ts), x ^ xor_all(ts))
+    assert torch.equal(minus_all(x.clone(), []), x)

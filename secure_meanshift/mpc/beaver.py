@@ -18,7 +18,7 @@ from torch.distributed import ReduceOp
 from ._compat import import_crypten
 from .correlations import Correlations
 from ..errors import MPCError
-from .ring import udiv
+from .ring import ring_matmul, udiv
 from .signtest import and_shares, less_than_zero, resolve
 
 FIXED = "_sms_fixed_operand"
@@ -168,7 +168,7 @@ def _split_products(corr: Correlations, public) -> tuple:
     finish(opened) -> shares of the result), so that several products can share
     one opening."""
     def beaver_begin(op: str, x, y):
-        f = getattr(torch, op)
+        f = ring_matmul if op == "matmul" else torch.mul
         fixed = getattr(y, FIXED, None)
         if fixed is not None:
             if "id" not in fixed:
@@ -258,7 +258,7 @@ def _binary(corr: Correlations, open_, open_xor, public, crypten_ltz) -> dict:
                                     (fixed["id"], m, cols, u.size(1)))
         k, z = bits[:m * cols].reshape(m, cols), z[:m * cols].reshape(m, cols)
         # sum_j (1 - 2 z_ij) w_ijk, without einsum (an int64 bmm: several times slower)
-        ku = torch.matmul(k, fixed["delta"]) + torch.matmul(z, fixed["b"]) + \
+        ku = ring_matmul(k, fixed["delta"]) + ring_matmul(z, fixed["b"]) + \
             w.sum(dim=1) - 2 * (w * z.unsqueeze(2)).sum(dim=1)
         out = MPCTensor.from_shares(ku, precision=0)
         out.encoder = u.encoder

@@ -19,7 +19,7 @@ import torch
 from . import csprng
 from ..errors import MPCError
 from .communicator import to_bytes
-from .ring import out_size, sum_ring, udiv, xor_all
+from .ring import minus_all, out_size, ring_matmul, sum_ring, udiv, xor_all, xor_into
 from .signtest import FULL_BITS, mask_material, mask_rows, words
 from .transport import Transport
 
@@ -60,39 +60,39 @@ class Dealing:
             got, rest = self._draw(drawn, ("ring", out_size(kind, s0, s1)))
             a = sum_ring(got[0])
             b = self.fixed[fix] if fix is not None else sum_ring(got[1])
-            c = torch.matmul(a, b) if kind == "matmul" else a * b
-            return c - sum_ring(rest) if rest else c
+            c = ring_matmul(a, b) if kind == "matmul" else a * b
+            return minus_all(c, rest)             # c is fresh: corrected in place
         if kind == "ltz":
             n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
             (r,), rest = self._draw([("ring", s0)], ("bits", (mask_rows(bits), words(n))))
             m = mask_material(sum_ring(r), bits)
-            return m ^ xor_all(rest) if rest else m
+            return xor_into(m, rest)
         if kind == "and":
             (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
                                       ("bits", out_size("and", s0, s1)))
             c = xor_all(a) & xor_all(b)
-            return c ^ xor_all(rest) if rest else c
+            return xor_into(c, rest)
         if kind == "perm":
             return self._permutation(int(s0[0]), int(s0[1]), int(req["owner"]))
         if kind == "b2a":                        # a random bit, xor- and additively shared
             if req.get("fixed") is not None:     # ... with rho_ij * B_jk
                 return self._b2a_product(req)
             (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
-            return xor_all(rb) - sum_ring(rest)
+            return minus_all(xor_all(rb), rest)
         extra = [int(np.prod(s0)) + int(s0[0]) * int(req.get("width", 0))] \
             if kind == "trunc_sq" else s0
         (r,), rest = self._draw([("ring", s0)], ("ring", extra))
         if kind == "square":
-            return sum_ring(r) * sum_ring(r) - sum_ring(rest)
+            return minus_all(sum_ring(r) * sum_ring(r), rest)
         if kind == "trunc":
-            return udiv(sum_ring(r), int(req["y"])) - sum_ring(rest)
+            return minus_all(udiv(sum_ring(r), int(req["y"])), rest)
         if kind == "trunc_sq":
             t = udiv(sum_ring(r), int(req["y"]))
             width = int(req["width"])
             out = t.flatten()
             if width:
                 out = torch.cat([out, (t[:, :width] * t[:, width - 1:width]).flatten()])
-            return out - sum_ring(rest)
+            return minus_all(out, rest)            # out: t (fresh) or a fresh cat
         raise MPCError("dealer: unknown request")
 
 
@@ -107,8 +107,7 @@ class Dealing:
                 sigma = st.permutation(m)
             if i > 0:
                 rest.append(st.ring((m, cols)))
-        out = a[torch.from_numpy(sigma)]
-        return out - sum_ring(rest) if rest else out
+        return minus_all(a[torch.from_numpy(sigma)], rest)
 
     def _b2a_product(self, req: dict) -> torch.Tensor:
         """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
@@ -117,9 +116,13 @@ class Dealing:
         b = self.fixed[int(req["fixed"])]
         n, d = int(np.prod(req["s0"])), int(b.shape[1])
         (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)))
-        rho = xor_all(rb).reshape(-1)
-        w = rho[:m * cols].reshape(m, cols, 1) * b.reshape(1, cols, d)
-        return torch.cat([rho, w.reshape(-1)]) - sum_ring(rest)
+        out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W], written in place
+        rho = out[:n]
+        rho.copy_(rb[0].reshape(-1))
+        xor_into(rho, [t.reshape(-1) for t in rb[1:]])
+        torch.mul(rho[:m * cols].reshape(m, cols, 1), b.reshape(1, cols, d),
+                  out=out[n:].view(m, cols, d))
+        return minus_all(out, rest)
 
 
 def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:

@@ -29,11 +29,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from ._compat import import_crypten
-from .beaver import open_truncated
 from .fixedpoint import ge_zero
+
+# torch and beaver load inside the functions: the plaintext twin imports
+# EMPTY_BELOW from here, and the simulator's caller runs it without torch
 
 EXP_LO = -8                    # smallest normalised exponent
 COUNT_EXP_LO = -1              # the same when den is an integer count
@@ -66,12 +67,16 @@ def _normaliser(max_den: float, lo_exp: int = EXP_LO) -> tuple[int, np.ndarray, 
 def normaliser_inputs(den, max_den: float, lo_exp: int = EXP_LO):
     """den - t_i for every threshold: the values whose signs step 1 needs.
     Returned separately so the caller can batch this comparison with others."""
+    import torch
+
     t = torch.tensor(thresholds(max_den, lo_exp)[:-1], dtype=torch.float32)
     return den - t                                                    # (m, J)
 
 
 def _pick(onehot, ints: np.ndarray):
     """sum_i onehot_i * ints_i; scale-1 shares times integers: exact, local."""
+    import torch
+
     return (onehot * torch.tensor(ints, dtype=torch.long)).sum(dim=-1, keepdim=True)
 
 
@@ -115,6 +120,8 @@ def _goldschmidt_openings(z, d: int, big: int):
     2 nd - (E E_y - E t_y - t E_y + u) with u = t t_y from the dealer, so it
     needs no opening of its own: GOLDSCHMIDT_STEPS products in one round each,
     plus the first truncation. Returns q (m, d) at z's scale."""
+    from .beaver import open_truncated
+
     crypten = import_crypten()
     bits = int(round(math.log2(z.encoder.scale)))
     first = crypten.comm.get().get_rank() == 0      # adds the public terms

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ._compat import import_crypten
-from .communicator import split_like
 
 BULK_BITS = 16   # precision of the m x N work (distances, kernel weights); CrypTen's default
 
@@ -67,6 +66,8 @@ def ge_zero(*parts, bits: Optional[Sequence] = None, times=None):
     (dealer.ge_zero_times) instead of a Beaver opening.
     """
     crypten = import_crypten()
+    from .communicator import split_like   # torch: not at import (params imports this module)
+
     if times is not None:
         return _ge_zero_times(parts, bits, times)
     if bits is not None and any(b is not None and b < 64 for b in bits):
@@ -110,6 +111,7 @@ def _ge_zero_narrow(parts, bits: Sequence):
     the ring integer is the value's, at any scale: no relabelling). None
     without a dealer's session."""
     from .beaver import less_than_zero_narrow
+    from .communicator import split_like
 
     crypten = import_crypten()
     widths = _segments(parts, bits)
