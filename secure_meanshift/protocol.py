@@ -128,24 +128,49 @@ def _weighted_sums(k, u, exact_weights: bool):
     return total
 
 
-def _movement_terms(new, old, tol: float, bits: int):
-    """(m, 1) ring integers whose sign says |new - old|_2 > tol (scikit-learn's
-    stop test, per seed), decided exactly on the encodings: with Delta the
-    integer difference at scale 2^P (P = bits), T = |Delta|^2 - floor(tol^2 2^2P) - 1
-    needs no truncation (a secret times an integer view), and T >= 0 iff
-    |Delta|^2 > tol^2 2^2P. Labelled at 16 bits (same shares) for ge_zero."""
+def _stop_update(c, div, den, still, intensity, tol: float, bits: int) -> tuple:
+    """Per-seed stopping (scikit-learn's rule, on shares) in ONE elementwise
+    product of integer views (scale 1: exact, no truncation): for the update
+    div of the centroids c, with Delta = div - c at scale 2^P (P = bits),
+        still * Delta, still * (den - intensity), Delta * Delta.
+    Returns (new centroids c + still Delta, new intensities, move test T):
+    a stopped seed keeps its place and its intensity (the weight sum of its
+    last update), and T = |Delta|^2 - floor(tol^2 2^2P) - 1 - BIG (1 - still),
+    whose sign says "still moving, by more than tol", for this update: BIG
+    exceeds any |Delta|^2 of centroids in the box (the range test holds div
+    there), so a stopped seed's T is negative whatever its update. T is
+    labelled at 16 bits (same shares) for ge_zero. still None: every seed moves."""
     from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
-    delta = _int_view(new - old)
-    t = (delta * delta).sum(dim=1, keepdim=True) - (math.floor(tol * tol * 4.0 ** bits) + 1)
+    crypten = import_crypten()
+    d = c.size(1)
+    di = _int_view(div - c)
+    thr = math.floor(tol * tol * 4.0 ** bits) + 1
+    if still is None:
+        sq, new, inten = di * di, div, den
+        t = sq.sum(dim=1, keepdim=True) - thr
+    else:
+        prod = crypten.cat([still] * (d + 1) + [di], dim=1) * \
+            crypten.cat([di, _int_view(den - intensity), di], dim=1)
+        moved, gained = prod[:, :d], prod[:, d:d + 1]
+        moved.encoder, gained.encoder = c.encoder, intensity.encoder
+        new, inten = c + moved, intensity + gained
+        big = _box_sq_bound(d, bits) + 1
+        t = prod[:, d + 1:].sum(dim=1, keepdim=True) - (thr + big) + still * big
     t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
-    return t
+    return new, inten, t
 
 
-def move_width(d: int, bits: int) -> Optional[int]:
-    """A PUBLIC comparison width for _movement_terms: |Delta|^2 of two centroids
-    inside the box (RANGE_SLACK each side) is at most d (1 + 2 slack)^2 2^2P."""
-    return ring_width(d * (1.0 + 2 * RANGE_SLACK) ** 2, 2 * bits)
+def _box_sq_bound(d: int, bits: int) -> int:
+    """|Delta|^2 at scale 2^2P of two centroids inside the box (RANGE_SLACK
+    each side) is below this PUBLIC integer."""
+    return math.ceil(d * (1.0 + 2 * RANGE_SLACK) ** 2 * 4.0 ** bits)
+
+
+def move_width(d: int, bits: int, tol: float) -> Optional[int]:
+    """A PUBLIC comparison width for _stop_update's T: |T| <= the box bound
+    (BIG) + tol^2 2^2P + 2, at scale 2^2P."""
+    return ring_width(d * (1.0 + 2 * RANGE_SLACK) ** 2 + tol * tol + 1.0, 2 * bits)
 
 
 def _any_bit(bits):
@@ -495,11 +520,11 @@ class Pending:
         return [(n, t) for n, t in (("range", self.range), ("move", self.move))
                 if t is not None]
 
-    def widths(self, d: int, bits: int) -> list:
+    def widths(self, d: int, bits: int, tol: float) -> list:
         """Per item, its PUBLIC comparison width (ge_zero's ``bits``): the range
         test on the whole ring (it must catch wrapped values), the move test
         narrow (move_width)."""
-        return [move_width(d, bits) if n == "move" else None for n, _ in self.items()]
+        return [move_width(d, bits, tol) if n == "move" else None for n, _ in self.items()]
 
     def phase_key(self) -> tuple:
         """Every pass of the same shape draws the same correlated values."""
@@ -663,7 +688,7 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
             asked = pending.items() if ci == 0 else []
             tests = [edge, *[t for _, t in asked]]
             widths = [sh.edge_bits if sh.exact_edge else None] + pending.widths(
-                sh.d, p.precision_bits)[:len(asked)]
+                sh.d, p.precision_bits, p.tol_unit)[:len(asked)]
             if sh.update_in_kernel:
                 (k, *rest), s = ge_zero(*tests, bits=widths, times=sh.upd_chunks[ci])
             else:
@@ -694,7 +719,8 @@ def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict,
     and range tests plus the pending tests not answered yet (smooth kernels),
     and the stop test on the seeds still iterating (flat kernel: its pending
     tests were answered by the edge test; smooth kernels: one more narrow test).
-    ``active`` (m, 1) 0/1 shares: the seeds not yet stopped (None: all)."""
+    The move test's bits are the seeds still iterating (_stop_update: a seed
+    stopped before never passes it); without one, ``active`` (None: all)."""
     crypten = import_crypten()
     hi = sh.p.precision_bits
     _stage("update")
@@ -707,29 +733,24 @@ def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict,
     widths: list = [None, None]
     still = None
     if sh.flat and "move" in answered:
-        still = _still(active, answered["move"])
+        still = answered["move"]
         tests.append(still.sum().reshape(1) - 1)
         widths.append(_count_width(still.size(0)))
     if not sh.flat:
         tests += [t for _, t in pending.items()]
-        widths += pending.widths(sh.d, hi)
+        widths += pending.widths(sh.d, hi, sh.p.tol_unit)
     bits = ge_zero(*tests, bits=widths)
     ans = PassAnswers(num, den, bits[0], bits[1])
     answers = answered if sh.flat else dict(zip([n for n, _ in pending.items()], bits[2:]))
     if sh.flat and still is not None:
         ans.moving = bits[2]
     elif "move" in answers:
-        still = _still(active, answers["move"])
+        still = answers["move"]
         (ans.moving,) = ge_zero(still.sum().reshape(1) - 1,
                                 bits=[_count_width(still.size(0))])
     ans.range_ok = answers.get("range")
     ans.still = active if still is None else still
     return ans
-
-
-def _still(active, move):
-    """Seeds still iterating: active and their last update moved (0/1 shares)."""
-    return move if active is None else active * move
 
 
 def _count_width(m: int) -> int:
@@ -785,19 +806,6 @@ def _divide(sh: Shared, ans: PassAnswers, c):
                             sh.lo_exp)
 
 
-def _freeze(st: Iterate, ans: PassAnswers) -> None:
-    """scikit-learn's per-seed stopping, on shares: a seed whose last update
-    moved it by at most tol stops there; its intensity stays the weight sum
-    of the pass that made that update (scikit-learn's), later passes leave it."""
-    still = ans.still
-    if still is None or st.intensity is None:
-        st.intensity = ans.den
-    else:
-        with phase("freeze"):
-            st.intensity = st.intensity + still * (ans.den - st.intensity)
-    st.active = still
-
-
 def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
     """Iterate until the one opened stop bit says no seed is still moving, or
     max_iter; a seed stops on its own once its update moves it by at most tol
@@ -813,7 +821,9 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
             rng = ans.range_ok
             _retry(st, notify, lambda: rng is not None and _range_failed(rng))
             continue
-        _freeze(st, ans)
+        st.active = ans.still
+        if st.intensity is None:       # the first pass: every seed's weight sum
+            st.intensity = ans.den
         if moving is not None:
             _notify_iteration(notify, st, p, moving, st.log[-1].total_s)
             if not moving:       # every seed has stopped; this pass's update is dropped
@@ -823,11 +833,12 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
                 return st.intensity
         _stage("division")
         with phase(("divide", st.active is not None)):
-            new = _divide(sh, ans, st.c)
-            if st.active is not None:        # stopped seeds keep their place
-                new = st.c + st.active * (new - st.c)
-        st.pending = Pending(range=crypten.cat([new + RANGE_SLACK, (1.0 + RANGE_SLACK) - new]),
-                             move=_movement_terms(new, st.c, p.tol_unit, p.precision_bits))
+            div = _divide(sh, ans, st.c)
+            new, st.intensity, move = _stop_update(st.c, div, ans.den, st.active,
+                                                   st.intensity, p.tol_unit, p.precision_bits)
+        # the range test on the update itself: new is between c and div
+        st.pending = Pending(range=crypten.cat([div + RANGE_SLACK, (1.0 + RANGE_SLACK) - div]),
+                             move=move)
         st.c_prev, st.c = st.c, new
         st.iterations += 1
         it.finish()
