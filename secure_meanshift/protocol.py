@@ -145,7 +145,9 @@ def _stop_update(c, div, den, still, intensity, tol: float, bits: int) -> tuple:
     crypten = import_crypten()
     d = c.size(1)
     di = _int_view(div - c)
-    thr = math.floor(tol * tol * 4.0 ** bits) + 1
+    big = _box_sq_bound(d, bits) + 1
+    # a tol beyond the box's diagonal stops every seed after its first update
+    thr = min(math.floor(tol * tol * 4.0 ** bits), big) + 1
     if still is None:
         sq, new, inten = di * di, div, den
         t = sq.sum(dim=1, keepdim=True) - thr
@@ -155,7 +157,6 @@ def _stop_update(c, div, den, still, intensity, tol: float, bits: int) -> tuple:
         moved, gained = prod[:, :d], prod[:, d:d + 1]
         moved.encoder, gained.encoder = c.encoder, intensity.encoder
         new, inten = c + moved, intensity + gained
-        big = _box_sq_bound(d, bits) + 1
         t = prod[:, d + 1:].sum(dim=1, keepdim=True) - (thr + big) + still * big
     t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
     return new, inten, t
@@ -170,7 +171,8 @@ def _box_sq_bound(d: int, bits: int) -> int:
 def move_width(d: int, bits: int, tol: float) -> Optional[int]:
     """A PUBLIC comparison width for _stop_update's T: |T| <= the box bound
     (BIG) + tol^2 2^2P + 2, at scale 2^2P."""
-    return ring_width(d * (1.0 + 2 * RANGE_SLACK) ** 2 + tol * tol + 1.0, 2 * bits)
+    box = d * (1.0 + 2 * RANGE_SLACK) ** 2
+    return ring_width(box + min(tol * tol, box) + 1.0, 2 * bits)
 
 
 def _any_bit(bits):

@@ -123,3 +123,20 @@ def test_cli_default_seeds_from_every_point_and_matches_scikit_learn(tmp_path):
     err, unmatched = match_error(np.array(r["centroids"]), np.array(r["sklearn_centroids"]))
     assert len(r["centroids"]) == len(r["sklearn_centroids"]) and unmatched == 0
     assert err < 1e-2 * h, f"{err / h:.2e} h from scikit-learn"
+
+
+@pytest.mark.usefixtures("in_memory_links")       # the subject is not the TLS link
+@pytest.mark.parametrize("tol", [1e-6, 1e3])
+def test_secure_per_seed_stop_matches_the_twin_at_extreme_tols(tol):
+    """A tiny tol (seeds stop only at their window's fixed point) and one beyond
+    the box's diagonal (every seed stops after its first update, as in
+    scikit-learn): centres and n_iter_ equal to the twin's."""
+    x = _public("iris")[:, :2]
+    parts, _ = _parties(x, 2)
+    kw = dict(bandwidth=0.5, tol=tol, seeding="dust", n_dust=12)
+    est = SecureMeanShift(**kw).fit(parts)
+    twin = SecureMeanShift(engine="plaintext", **kw).fit(parts)
+    err, unmatched = match_error(est.cluster_centers_, twin.cluster_centers_)
+    assert unmatched == 0 and err <= 1e-4 and est.n_iter_ == twin.n_iter_
+    if tol > 1:
+        assert twin.n_iter_ == 0          # scikit-learn's count: one update, not counted
