@@ -175,18 +175,6 @@ def move_width(d: int, bits: int, tol: float) -> Optional[int]:
     return ring_width(box + min(tol * tol, box) + 1.0, 2 * bits)
 
 
-def _any_bit(bits):
-    """OR of 0/1 (scale 1) shares as 1 - prod(1 - b): log2(n) multiplication rounds."""
-    crypten = import_crypten()
-    v = 1 - bits.flatten()
-    while v.nelement() > 1:
-        if v.nelement() % 2:
-            v = crypten.cat([v, v[:1]])
-        half = v.nelement() // 2
-        v = v[:half] * v[half:]
-    return 1 - v
-
-
 def _keep_if_valid(new, old, den_bits):
     """Oblivious mode: new where the update passed its sanity tests (denominator
     in range, centroid inside the box), else old; one comparison, no opening."""
@@ -762,7 +750,7 @@ def _count_width(m: int) -> int:
 
 def _one_pass(sh: Shared, st: Iterate, it: IterationLog, notify: Progress) -> PassAnswers:
     """One pass over the shared points for the centroids st.c (step "one pass")."""
-    with phase(st.pending.phase_key() + (st.active is not None,)):
+    with phase(st.pending.phase_key()):
         sums, den, answered = _chunk_sums(sh, st.c, st.pending, it, st.iterations, notify)
         it.tail = time.perf_counter()
         return _pass_tests(sh, sums, den, st.pending, answered, st.active)
