@@ -297,10 +297,16 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                     context.abort(grpc.StatusCode.ALREADY_EXISTS, dup)
                 log.warning("%s connected again from %s while connected from %s: the older "
                             "connection is closed", machine.label(party), conn.peer, old.peer)
+                # what was sent on the old stream may never have arrived: its jobs fail now,
+                # naming the party, instead of waiting out the agreement timeout
+                self._lost(old, "connected again; its earlier connection was cut")
             if old is not None:
                 old.connected = False
                 old.commands.put(None)
             self.nodes[party] = conn
+        # a closed stream is noticed at once (not at the generator's next poll), so no
+        # command is queued on a connection that is already gone
+        context.add_callback(lambda: self._stream_ended(conn))
         # the node counts itself connected only on this acknowledgement
         context.send_initial_metadata(((WELCOME_KEY, party),))
         log.info("party %s connected from %s (max_concurrent_jobs %d)%s", party,
@@ -321,6 +327,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             with self._lock:
                 if self.nodes.get(party) is conn:
                     self._lost(conn, "disconnected")
+
+    def _stream_ended(self, conn: NodeConn) -> None:
+        with self._lock:
+            if conn.connected and self.nodes.get(conn.party) is conn:
+                self._lost(conn, "disconnected")
+        conn.commands.put(None)
 
     def _drop_revoked(self, context, why: str) -> None:
         """A connected node whose certificate was revoked since it subscribed (its

@@ -146,18 +146,23 @@ class Cluster:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(timeout=10)
         if wait_gone and name in self.names:
-            deadline = time.time() + 30
-            c = self.client()
-            try:
-                while time.time() < deadline:
-                    try:
-                        if not any(q["id"] == name and q["connected"] for q in c.parties()):
-                            return
-                    except Exception:
+            self.wait_gone(name)
+
+    def wait_gone(self, name: str, timeout: float = 30.0) -> None:
+        """Until the coordinator no longer lists the node as connected (so that a
+        restarted node's wait_connected cannot be met by the old connection)."""
+        deadline = time.time() + timeout
+        c = self.client()
+        try:
+            while time.time() < deadline:
+                try:
+                    if not any(q["id"] == name and q["connected"] for q in c.parties()):
                         return
-                    time.sleep(0.3)
-            finally:
-                c.close()
+                except Exception:
+                    return
+                time.sleep(0.1)
+        finally:
+            c.close()
 
     def stop(self) -> None:
         for name, p in list(self.procs.items()):

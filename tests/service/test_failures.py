@@ -17,12 +17,15 @@ def long_spec(c: Cluster) -> dict:
 
 def wait_running_iteration(cl, job_id: str, timeout: float = 90.0) -> None:
     deadline = time.time() + timeout
+    seen = []
     for ev in cl.watch(job_id, deadline_s=timeout):
         if ev.get("stage") == "iteration" and ev.get("iteration", 0) >= 1:
             return
+        seen.append({k: ev.get(k) for k in ("state", "stage", "iteration", "reason")})
         if time.time() > deadline:
             break
-    raise AssertionError("job never reached its first iteration")
+    raise AssertionError(f"job never reached its first iteration: {cl.status(job_id)}, "
+                         f"events {seen[-5:]}")
 
 
 def test_node_killed_mid_job_fails_fast_and_cluster_recovers(tmp_path):

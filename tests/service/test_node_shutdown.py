@@ -34,6 +34,7 @@ def test_sigterm_stops_a_node_cleanly_idle_and_mid_job(tmp_path):
     c = Cluster(str(tmp_path), parties=2).start()
     try:
         assert sigterm_and_wait(c, "alpha", within=10) < 10          # idle
+        c.wait_gone("alpha")
         c.start_node("alpha")
         c.wait_connected(["alpha"])
         cl = c.client()
