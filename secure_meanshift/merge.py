@@ -38,8 +38,22 @@ def key_layout(precision_bits: int, max_intensity: float, dim: int) -> tuple[int
     coordinates for which |2 (K_j - K_i) +- 1| stays below 2^63 (the sign test's
     ring) given the public bound ``max_intensity``; 0 leaves the intensity alone."""
     digit = precision_bits + 2
-    ibits = INTENSITY_BITS + int(math.ceil(math.log2(max(max_intensity, 1.0) + 2.0))) + 1
+    ibits = _intensity_bits(max_intensity)
     return digit, max(0, min(dim, (KEY_WIDTH - ibits) // digit))
+
+
+def dominance_width(precision_bits: int, max_intensity: float, dim: int) -> Optional[int]:
+    """A PUBLIC sign-test width for 2 (K_j - K_i) +- 1 (key_layout): I < 2^(ibits - 1)
+    and |C_t| < 2^(S-1) give |K| < 2^(ibits + kS), so the difference lies in
+    [-2^(l-1), 2^(l-1)) for l = ibits + kS + 3 (one bit of margin); None (the
+    whole ring) from 64 bits on. 52 bits instead of 64 at 1,000 points."""
+    digit, k = key_layout(precision_bits, max_intensity, dim)
+    width = _intensity_bits(max_intensity) + k * digit + 3
+    return width if width < 64 else None
+
+
+def _intensity_bits(max_intensity: float) -> int:
+    return INTENSITY_BITS + int(math.ceil(math.log2(max(max_intensity, 1.0) + 2.0))) + 1
 
 
 def merge_keys(c: np.ndarray, intensity: np.ndarray, precision_bits: int,

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from .mpc._compat import import_crypten
-from .mpc.beaver import fixed_operand, phase, prime_fixed, shuffle_rows, square_and_matmul
+from .mpc.beaver import (fixed_operand, phase, prime_fixed, product_low, shuffle_rows,
+                         square_and_matmul)
 from .disclosure import disclose, record
 from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
@@ -48,7 +49,7 @@ from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
 from .privacy import share_histogram, shared_grid_seeds
 from .data import POINT_BITS, quantise_points
-from .merge import INTENSITY_BITS, key_layout
+from .merge import INTENSITY_BITS, dominance_width, key_layout
 from .seeds import local_peaks
 from .binseeds import BIN_SEEDING, shared_bin_seeds, shared_occupancy
 
@@ -244,7 +245,8 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     # tests), intensities at most max_intensity; the merge key's order on the whole ring
     s = int(round(math.log2(intensity.encoder.scale)))
     sc = int(round(math.log2(c.encoder.scale)))
-    widths = [ring_width(radius * radius + c.size(1) * (1 + 2 * RANGE_SLACK) ** 2, sc), None,
+    widths = [ring_width(radius * radius + c.size(1) * (1 + 2 * RANGE_SLACK) ** 2, sc),
+              dominance_width(sc, max_intensity, c.size(1)),
               ring_width(max_intensity + abs(min_weight) + 2, s)]
     if m < 2:
         (nonempty,) = ge_zero(intensity - min_weight, bits=widths[2:])
@@ -254,10 +256,14 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     close, dom, nonempty = ge_zero(_upper(radius * radius - _pair_sq_distances(c), iu),
                                    _upper(_dominance(c, intensity, max_intensity), iu),
                                    intensity - min_weight, bits=widths)
-    a_up = _from_upper(close * dom, iu, m)          # A_ij, i < j: close and j outranks i
+    # rounds by counts read A only through a narrow sign test: A modulo 2^w will do
+    low = _count_low_bits(m) if m > MERGE_TREE_UP_TO else None
+    both = product_low(close, dom, low) if low else None
+    both = close * dom if both is None else both
+    a_up = _from_upper(both, iu, m)                 # A_ij, i < j: close and j outranks i
     a = a_up + (_from_upper(close, iu, m) - a_up).t()   # A_ji = close_ij (1 - dom_ij)
-    if m > MERGE_TREE_UP_TO:
-        return _merge_rounds_by_counts(a, nonempty, oblivious)
+    if low:
+        return _merge_rounds_by_counts(a, nonempty, oblivious, low)
     keep = nonempty
     for _ in range(m):       # a fixed, public number of rounds
         keep = nonempty * _rows_all_zero(a * keep.reshape(1, m))
@@ -289,7 +295,18 @@ def _dominance(c, intensity, max_intensity: float):
     return diff
 
 
-def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
+def _count_low_bits(m: int) -> int:
+    """The width, in whole bytes, of the merge's counts modulo which A and its
+    products are computed: at least the rounds' sign-test width."""
+    return -(-_merge_count_width(m) // 8) * 8
+
+
+def _merge_count_width(m: int) -> int:
+    """A PUBLIC width for the merge rounds' counts, integers in [-(2m + 2), 2m + 2]."""
+    return (2 * m + 2).bit_length() + 2
+
+
+def _merge_rounds_by_counts(a, nonempty, oblivious: bool, low: Optional[int] = None):
     """The greedy rounds for many centroids (seeding "points": m = N), in O(m)
     bytes a round instead of O(m^2): A is a fixed operand (its mask is opened
     once), so s = A keep costs one opening of m values, and
@@ -303,7 +320,7 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
     the merge depth rounded up to a power of two (docs/leakage.md), and the
     merge ends after a few rounds instead of m."""
     m = a.size(0)
-    at = fixed_operand(a.t())                     # (keep^T A^T)^T = A keep
+    at = fixed_operand(a.t(), low)                # (keep^T A^T)^T = A keep, modulo 2^low
     blocked = (m + 1) * (1 - nonempty)            # an empty centroid is never kept
     keep, prev = nonempty, None
     check = 2
@@ -315,7 +332,7 @@ def _merge_rounds_by_counts(a, nonempty, oblivious: bool):
             sign = 1 if (t - 1) % 2 == 0 else -1
             parts.append((prev - keep).sum().reshape(1) * sign - 1)
         # integers in [-(2m + 2), 2m + 2]: a narrow sign test (fewer rounds)
-        got = ge_zero(*parts, bits=[(2 * m + 2).bit_length() + 2] * len(parts))
+        got = ge_zero(*parts, bits=[_merge_count_width(m)] * len(parts))
         prev, keep = keep, got[0]
         if probe:
             check *= 2

@@ -215,3 +215,29 @@ def shuffle_job(rank, y, perms):
         t = shuffle_rows(t, owner, np.asarray(perm) if rank == owner else None)
     sent = comm.get_communication_stats()["bytes"]
     return t.get_plain_text().double().numpy(), sent
+
+
+def narrow_products_job(rank, x, y, k, bits):
+    """beaver.product_low(x, y, bits) and k @ y with y a fixed operand of that
+    width, each next to the full product: (the four results as ring integers,
+    the bytes each of the two narrow and the two full products sent)."""
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.beaver import fixed_operand, product_low
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+
+    def share(v, src):
+        return crypten.cryptensor(torch.tensor(v, dtype=torch.long), src=src, precision=0)
+
+    xs, ys, ks = share(x, 0), share(y, 1), share(k, 0)
+    out, sent = [], []
+    for run in (lambda: product_low(xs, ys, bits), lambda: xs * ys,
+                lambda: ks.matmul(fixed_operand(share(y, 1), bits)),
+                lambda: ks.matmul(fixed_operand(share(y, 1)))):
+        comm.reset_communication_stats()
+        r = run()
+        sent.append(comm.get_communication_stats()["bytes"])
+        out.append(r._tensor.share.clone())
+    # open every result at full width: a narrow one is right modulo 2^bits only
+    return [comm.all_reduce(o).numpy() for o in out], sent

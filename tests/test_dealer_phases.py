@@ -86,3 +86,22 @@ def test_dealer_checks_permutation_requests():
                 {"kind": "perm", "s0": [10, 4]}):
         with pytest.raises(MPCError):
             check_request(req, dealing)
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_narrow_products_are_right_modulo_their_width_for_fewer_bytes(parties):
+    """beaver.product_low and a narrow fixed operand (the merge's 0/1 matrix at
+    many centroids): equal to the full products modulo 2^16, a quarter of the
+    bytes opened."""
+    from mpc_jobs import narrow_products_job
+
+    rng = np.random.default_rng(7)
+    x, y = rng.integers(-1000, 1000, (40, 40)), rng.integers(-1000, 1000, (40, 40))
+    k = rng.integers(0, 2, (3, 40))
+    for (low, full, low_mm, full_mm), sent in run_local(narrow_products_job, parties,
+                                                        (x, y, k, 16)):
+        assert np.array_equal(full, x * y) and np.array_equal(full_mm, k @ y)
+        assert np.array_equal(low % 2**16, (x * y) % 2**16)
+        assert np.array_equal(low_mm % 2**16, (k @ y) % 2**16)
+        # x - a and y - b: 2 bytes an element, not 8 (plus the dealer requests' few bytes)
+        assert sent[0] < 0.26 * sent[1] and sent[2] < 0.26 * sent[3], sent

@@ -10,6 +10,7 @@ to every party (docs/leakage.md).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Optional
 
 import numpy as np
 import torch
@@ -28,12 +29,45 @@ FIXED = "_sms_fixed_operand"
 _SESSION: dict = {}
 
 
-def fixed_operand(t):
+def fixed_operand(t, bits: Optional[int] = None):
     """Mark the MPCTensor t as a fixed right operand: its Beaver mask b is drawn
     once and t - b opened once (prime_fixed, or its first product); every
-    product x op t then opens x - a only (t's shares must not change). Returns t."""
-    setattr(t._tensor, FIXED, {})
+    product x op t then opens x - a only (t's shares must not change). Returns t.
+
+    bits (PUBLIC): the products are needed modulo 2^bits only (say, a count that
+    a narrow sign test reads next): t - b and every x - a are then opened at
+    that width (the low bytes of the same uniform values), and the products'
+    shares are right modulo 2^bits only. t itself need only be right modulo
+    2^bits."""
+    setattr(t._tensor, FIXED, {} if bits is None else {"bits": _low_width(bits)})
     return t
+
+
+def _low_width(bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 64:
+        raise ValueError(f"opening width {bits!r}: need an int in [2, 64]")
+    return bits
+
+
+def _open_at(parts: list, widths: list) -> list:
+    """One batched opening; a part with a width is right modulo 2^width only."""
+    if all(w is None for w in widths):
+        return _SESSION["open"](parts)
+    return _SESSION["open"](parts, bits=[64 if w is None else w for w in widths])
+
+
+def product_low(x, y, bits: int):
+    """x * y, elementwise, for integer-encoded MPCTensors (scale 1), right modulo
+    2^bits only (PUBLIC): x - a and y - b are opened at that width, a quarter of
+    the bytes at 16 bits. For values a narrow sign test or a narrow fixed
+    operand reads next (the merge's 0/1 matrix). None outside a dealer's session."""
+    if "mul" not in _SESSION:
+        return None
+    crypten = import_crypten()
+    opens, finish = _SESSION["mul"](x._tensor, y._tensor)
+    w = _low_width(bits)
+    return crypten.mpc.MPCTensor.from_shares(finish(_open_at(opens, [w] * len(opens))),
+                                             precision=0)
 
 
 def prime_fixed(*tensors) -> None:
@@ -47,7 +81,8 @@ def _prime(shared: list) -> None:
         return
     corr = _SESSION["corr"]
     masks = [corr.fixed_mask(t.size()) for t in shared]
-    deltas = _SESSION["open"]([t.share - b for t, (_, b) in zip(shared, masks)])
+    deltas = _open_at([t.share - b for t, (_, b) in zip(shared, masks)],
+                      [getattr(t, FIXED).get("bits") for t in shared])
     for t, (fid, b), delta in zip(shared, masks, deltas):
         getattr(t, FIXED).update(id=fid, b=b, delta=delta)
 
@@ -204,7 +239,9 @@ def _arithmetic(corr: Correlations, open_, public, beaver_begin, square_begin) -
         if args or kwargs or op not in ("mul", "matmul"):
             raise MPCError(f"{op}: not supported by this engine")
         opens, finish = beaver_begin(op, x, y)
-        return ArithmeticSharedTensor.from_shares(finish(open_(opens)), precision=0)
+        bits = getattr(y, FIXED, {}).get("bits")       # a narrow fixed operand's width
+        return ArithmeticSharedTensor.from_shares(finish(_open_at(opens, [bits] * len(opens))),
+                                                  precision=0)
 
     def square(x):
         opens, finish = square_begin(x)
@@ -286,6 +323,7 @@ def start(corr: Correlations, crypten_ltz) -> dict:
     open_, open_xor, public = _openers(corr)
     beaver_begin, square_begin = _split_products(corr, public)
     _SESSION.update(corr=corr, open=open_, square=square_begin,
-                    matmul=lambda x, y: beaver_begin("matmul", x, y))
+                    matmul=lambda x, y: beaver_begin("matmul", x, y),
+                    mul=lambda x, y: beaver_begin("mul", x, y))
     return {**_arithmetic(corr, open_, public, beaver_begin, square_begin),
             **_binary(corr, open_, open_xor, public, crypten_ltz)}
