@@ -242,7 +242,7 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     opened; for more centroids _merge_rounds_by_counts."""
     m = c.size(0)
     # narrow widths from public bounds (ring_width): centroids in the box (range
-    # tests), intensities at most max_intensity; the merge key's order on the whole ring
+    # tests), intensities at most max_intensity, the merge key's (merge.dominance_width)
     s = int(round(math.log2(intensity.encoder.scale)))
     sc = int(round(math.log2(c.encoder.scale)))
     widths = [ring_width(radius * radius + c.size(1) * (1 + 2 * RANGE_SLACK) ** 2, sc),

@@ -20,7 +20,7 @@ from ._compat import import_crypten
 from .correlations import Correlations
 from ..errors import MPCError
 from .ring import ring_matmul, udiv
-from .signtest import and_shares, less_than_zero, resolve
+from .signtest import and_shares, check_width, less_than_zero, resolve
 
 FIXED = "_sms_fixed_operand"
 
@@ -39,14 +39,8 @@ def fixed_operand(t, bits: Optional[int] = None):
     that width (the low bytes of the same uniform values), and the products'
     shares are right modulo 2^bits only. t itself need only be right modulo
     2^bits."""
-    setattr(t._tensor, FIXED, {} if bits is None else {"bits": _low_width(bits)})
+    setattr(t._tensor, FIXED, {} if bits is None else {"bits": check_width(bits)})
     return t
-
-
-def _low_width(bits) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 64:
-        raise ValueError(f"opening width {bits!r}: need an int in [2, 64]")
-    return bits
 
 
 def _open_at(parts: list, widths: list) -> list:
@@ -65,7 +59,7 @@ def product_low(x, y, bits: int):
         return None
     crypten = import_crypten()
     opens, finish = _SESSION["mul"](x._tensor, y._tensor)
-    w = _low_width(bits)
+    w = check_width(bits)
     return crypten.mpc.MPCTensor.from_shares(finish(_open_at(opens, [w] * len(opens))),
                                              precision=0)
 
