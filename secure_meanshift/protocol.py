@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .mpc._compat import import_crypten
-from .mpc.beaver import (fixed_operand, phase, prime_fixed, product_low, shuffle_rows,
+from .mpc.beaver import (fixed_operand, lift, phase, prime_fixed, product_low, shuffle_rows,
                          square_and_matmul)
 from .disclosure import disclose, record
 from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
@@ -509,6 +509,27 @@ class Shared:
             if self.exact_edge else None
 
     @property
+    def sum_bits(self) -> Optional[int]:
+        """PUBLIC width at which the flat kernel's weighted sums are computed
+        (None: the whole ring): the update operand is a narrow fixed operand,
+        so W = rho B (or the Beaver opening of K) and K's shares travel at
+        this width, and beaver.lift brings the sums back to the ring in one
+        opening. A sum of k u over the points is at most the weight bound
+        max_den times a coordinate (the unit box, doubled as margin) at
+        2^16; lift needs the value within 2^(bits-2). Not in DP mode."""
+        if not self.flat or self.p.dp:
+            return None
+        w = ring_width(2.0 * max(self.max_den, self.total_rows), BULK_BITS)
+        return None if w is None or w + 1 > 62 else w + 1
+
+    @property
+    def distance_bits(self) -> Optional[int]:
+        """PUBLIC width modulo which _exact_edge needs C.X: the edge test reads
+        T (edge_bits) only, and C.X enters T times 2^(P-15)."""
+        e = self.edge_bits
+        return None if e is None else max(2, e - (self.p.precision_bits - 15))
+
+    @property
     def lo_exp(self) -> int:
         # flat weights are 0/1 and counts integers: den is an integer count
         return COUNT_EXP_LO if self.flat and self.shift == 0 else EXP_LO
@@ -663,8 +684,8 @@ def _fixed_operands(sh: Shared) -> None:
     chunk = max(FIXED_MATMUL_ROWS, sh.p.chunk_elements // m)
     n = sh.total_rows
     sh.bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
-    sh.right = [fixed_operand(pts[a:b].t()) for a, b in sh.bounds]
-    sh.upd_chunks = [fixed_operand(sh.upd[a:b]) for a, b in sh.bounds]
+    sh.right = [fixed_operand(pts[a:b].t(), bits=sh.distance_bits) for a, b in sh.bounds]
+    sh.upd_chunks = [fixed_operand(sh.upd[a:b], bits=sh.sum_bits) for a, b in sh.bounds]
     prime_fixed(*sh.right, *sh.upd_chunks)
 
 
@@ -717,7 +738,22 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
         if len(sh.bounds) > 1:
             notify({"stage": "chunk", "iteration": iteration + 1, "chunk": ci + 1,
                     "chunks": len(sh.bounds)})
+    if sh.sum_bits is not None:
+        sums, den = _lift_sums(sums, den, sh.sum_bits)
     return sums, den, answered
+
+
+def _lift_sums(sums, den, bits: int) -> tuple:
+    """The narrow weighted sums (and counts) on the whole ring, in one opening
+    (beaver.lift)."""
+    if den is None:
+        return lift(sums, bits), None
+    crypten = import_crypten()
+    cols = sums.size(1)
+    both = lift(crypten.cat([_int_view(sums), _int_view(den)], dim=1), bits)
+    s, d = both[:, :cols], both[:, cols:]
+    s.encoder, d.encoder = sums.encoder, den.encoder
+    return s, d
 
 
 def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict,

@@ -220,7 +220,8 @@ def shuffle_job(rank, y, perms):
 def narrow_products_job(rank, x, y, k, bits):
     """beaver.product_low(x, y, bits) and k @ y with y a fixed operand of that
     width, each next to the full product: (the four results as ring integers,
-    the bytes each of the two narrow and the two full products sent)."""
+    the bytes each of the two narrow and the two full products sent, and the
+    dealer's corrections each was charged at rank 0)."""
     from secure_meanshift.mpc._compat import import_crypten
     from secure_meanshift.mpc.beaver import fixed_operand, product_low
 
@@ -231,13 +232,33 @@ def narrow_products_job(rank, x, y, k, bits):
         return crypten.cryptensor(torch.tensor(v, dtype=torch.long), src=src, precision=0)
 
     xs, ys, ks = share(x, 0), share(y, 1), share(k, 0)
-    out, sent = [], []
+    out, sent, dealt = [], [], []
     for run in (lambda: product_low(xs, ys, bits), lambda: xs * ys,
                 lambda: ks.matmul(fixed_operand(share(y, 1), bits)),
                 lambda: ks.matmul(fixed_operand(share(y, 1)))):
         comm.reset_communication_stats()
         r = run()
-        sent.append(comm.get_communication_stats()["bytes"])
+        stats = comm.get_communication_stats()
+        sent.append(stats["bytes"])
+        dealt.append(sum(s["dealer_bytes"] for s in stats["steps"].values()))
         out.append(r._tensor.share.clone())
     # open every result at full width: a narrow one is right modulo 2^bits only
-    return [comm.all_reduce(o).numpy() for o in out], sent
+    return [comm.all_reduce(o).numpy() for o in out], sent, dealt
+
+
+def lift_job(rank, values, bits):
+    """beaver.lift of values whose shares are right modulo 2^bits only (each
+    rank adds a multiple of 2^bits to its share): (the lifted values opened on
+    the whole ring, bytes this rank sent, rounds, dealer bytes at rank 0)."""
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.beaver import lift
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+    x = crypten.cryptensor(torch.tensor(values, dtype=torch.long), src=0, precision=0)
+    x._tensor.share += (rank + 3) * 7919 * 2**bits      # garbage above the width
+    comm.reset_communication_stats()
+    y = lift(x, bits)
+    stats = comm.get_communication_stats()
+    return (comm.all_reduce(y._tensor.share).numpy(), stats["bytes"], stats["rounds"],
+            stats["dealer_bytes"])

@@ -92,16 +92,64 @@ def test_dealer_checks_permutation_requests():
 def test_narrow_products_are_right_modulo_their_width_for_fewer_bytes(parties):
     """beaver.product_low and a narrow fixed operand (the merge's 0/1 matrix at
     many centroids): equal to the full products modulo 2^16, a quarter of the
-    bytes opened."""
+    bytes opened and of the dealer's corrections."""
     from mpc_jobs import narrow_products_job
 
     rng = np.random.default_rng(7)
     x, y = rng.integers(-1000, 1000, (40, 40)), rng.integers(-1000, 1000, (40, 40))
     k = rng.integers(0, 2, (3, 40))
-    for (low, full, low_mm, full_mm), sent in run_local(narrow_products_job, parties,
-                                                        (x, y, k, 16)):
+    runs = run_local(narrow_products_job, parties, (x, y, k, 16))
+    dealt = runs[0][2]          # rank 0's corrections: 2 bytes an element, not 8
+    assert dealt[0] <= 0.25 * dealt[1] and dealt[2] <= 0.25 * dealt[3], dealt
+    for (low, full, low_mm, full_mm), sent, _ in runs:
         assert np.array_equal(full, x * y) and np.array_equal(full_mm, k @ y)
         assert np.array_equal(low % 2**16, (x * y) % 2**16)
         assert np.array_equal(low_mm % 2**16, (k @ y) % 2**16)
         # x - a and y - b: 2 bytes an element, not 8 (plus the dealer requests' few bytes)
         assert sent[0] < 0.26 * sent[1] and sent[2] < 0.26 * sent[3], sent
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_lift_brings_narrow_shares_to_the_ring_in_one_round(parties):
+    """beaver.lift (the flat kernel's weighted sums computed modulo 2^bits):
+    exact over the whole bound [-2^(bits-2), 2^(bits-2)), shares garbled above
+    bits, one round of ceil(bits/8) bytes per element and peer."""
+    from mpc_jobs import lift_job
+
+    rng = np.random.default_rng(11)
+    for bits in (30, 9):
+        half = 2**(bits - 2)
+        v = np.concatenate([[-half, half - 1, 0, -1, 1], rng.integers(-half, half, 400)])
+        runs = run_local(lift_job, parties, (v, bits))
+        for got, sent, rounds, _ in runs:
+            assert np.array_equal(got, v), bits
+            assert rounds == 1
+            assert sent <= v.size * ((bits + 7) // 8) * (parties - 1) + 512, (bits, sent)
+        # rank 0's corrections (q and r's top bit) travel 64 - bits wide, not 8 bytes
+        assert 0 < runs[0][3] <= 2 * v.size * ((64 - bits + 7) // 8), runs[0][3]
+
+
+def test_dealer_checks_lifting_and_low_requests():
+    import torch
+
+    from secure_meanshift.errors import MPCError
+    from secure_meanshift.mpc.dealer_service import Dealing, check_request, correction_widths
+
+    dealing = Dealing([])
+    dealing.fixed[3] = torch.zeros(50, 2, dtype=torch.int64)
+    ok = [{"kind": "lift", "s0": [10, 3], "bits": 30},
+          {"kind": "mul", "s0": [4], "s1": [4], "low": 16},
+          {"kind": "b2a", "s0": [640], "fixed": 3, "rows": [12, 50], "low": 30}]
+    for req in ok:
+        check_request(req, dealing)
+    for req in ({"kind": "lift", "s0": [10], "bits": 63}, {"kind": "lift", "s0": [10]},
+                {"kind": "lift", "s0": [10], "bits": 1},
+                {"kind": "and", "s0": [4], "s1": [4], "low": 16},        # bits are not narrowed
+                {"kind": "b2a", "s0": [64], "low": 16},                  # no product
+                {"kind": "mul", "s0": [4], "s1": [4], "low": 64},
+                {"kind": "mul", "s0": [4], "s1": [4], "low": True}):
+        with pytest.raises(MPCError):
+            check_request(req, dealing)
+    # what travels: the product's bits and W narrow, the other bits whole
+    assert correction_widths(ok[2], 640 + 600 * 2) == [(600, 30), (40, 64), (1200, 30)]
+    assert correction_widths(ok[0], 60) == [(60, 34)]

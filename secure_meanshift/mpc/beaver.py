@@ -58,8 +58,8 @@ def product_low(x, y, bits: int):
     if "mul" not in _SESSION:
         return None
     crypten = import_crypten()
-    opens, finish = _SESSION["mul"](x._tensor, y._tensor)
     w = check_width(bits)
+    opens, finish = _SESSION["mul"](x._tensor, y._tensor, w)
     return crypten.mpc.MPCTensor.from_shares(finish(_open_at(opens, [w] * len(opens))),
                                              precision=0)
 
@@ -101,6 +101,39 @@ def ge_zero_times(parts: list, widths: list, u):
     return None if fn is None else fn(parts, widths, u)
 
 
+def lift(x, bits: int):
+    """x's value on the whole ring, for an MPCTensor x whose shares are right
+    modulo 2^bits only and whose ring integer lies in [-2^(bits-2),
+    2^(bits-2)) (a PUBLIC bound; bits <= 62): the flat kernel's weighted sums
+    computed narrow (fixed_operand's bits). With the dealer's lifting mask r
+    (uniform ring element): open c = (v + r) mod 2^bits, v = x + 2^(bits-2)
+    in [0, 2^(bits-1)) (c is uniform), and then, exactly,
+        v = c - r + 2^bits (q + (1 - c_(bits-1)) r_(bits-1)),  q = r // 2^bits,
+    since v + r mod 2^bits wraps past 2^bits exactly when r's top bit is set
+    and c's is not. One round, bits/8 bytes per element. x itself outside a
+    dealer's session (its products were whole)."""
+    corr = _SESSION.get("corr")
+    if corr is None:
+        return x
+    crypten = import_crypten()
+    t = x._tensor
+    bits = check_width(bits)
+    if bits > 62:
+        raise ValueError(f"lift: width {bits} above 62")
+    r, qt = corr.lift_mask(t.share.size(), bits)
+    off = torch.tensor(1 << (bits - 2), dtype=torch.int64)
+    (c,) = _SESSION["open"]([t.share + r + _SESSION["public"](off)], bits=[bits])
+    c = c & ((1 << bits) - 1)
+    qt = resolve(qt)
+    n = c.numel()
+    q, top = qt[:n].reshape(c.shape), qt[n:].reshape(c.shape)
+    wrap = (q + (1 - ((c >> (bits - 1)) & 1)) * top) << bits
+    share = _SESSION["public"](c - off) - r + wrap
+    out = crypten.mpc.MPCTensor.from_shares(share, precision=0)
+    out.encoder = x.encoder
+    return out
+
+
 def shuffle_rows(y, owner: int, perm):
     """y's rows in the order ``perm`` (row r is y[perm[r]]), a secret of the
     ``owner`` (None on the other ranks), on shares. With the dealer's
@@ -140,12 +173,14 @@ def release() -> None:
 
 def square_and_matmul(x, y) -> tuple:
     """(x * x, x @ y) for integer-encoded MPCTensors with ONE opening (x's two
-    masked copies travel together): the ring products, scale 1."""
+    masked copies travel together): the ring products, scale 1; x @ y right
+    modulo 2^bits only for a narrow fixed operand y (fixed_operand)."""
     crypten = import_crypten()
 
     (sq_open, sq_done), (mm_open, mm_done) = _SESSION["square"](x._tensor), \
         _SESSION["matmul"](x._tensor, y._tensor)
-    opened = _SESSION["open"](sq_open + mm_open)
+    low = getattr(y._tensor, FIXED, {}).get("bits")
+    opened = _open_at(sq_open + mm_open, [None] * len(sq_open) + [low] * len(mm_open))
     k = len(sq_open)
     return (crypten.mpc.MPCTensor.from_shares(sq_done(opened[:k]), precision=0),
             crypten.mpc.MPCTensor.from_shares(mm_done(opened[k:]), precision=0))
@@ -196,17 +231,20 @@ def _split_products(corr: Correlations, public) -> tuple:
     """(beaver_begin, square_begin): products split in two, (values to open,
     finish(opened) -> shares of the result), so that several products can share
     one opening."""
-    def beaver_begin(op: str, x, y):
+    def beaver_begin(op: str, x, y, low: Optional[int] = None):
+        """low: the product is needed modulo 2^low only (the dealer's correction
+        travels at that width); a narrow fixed operand's own width by default."""
         f = ring_matmul if op == "matmul" else torch.mul
         fixed = getattr(y, FIXED, None)
         if fixed is not None:
             if "id" not in fixed:
                 _prime([y])
             # y - b was opened when y was primed: only x - a travels
-            a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"])
+            low = fixed.get("bits", low)
+            a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"], low)
             opens = [x.share - a]
         else:
-            a, b, c = corr.triple(op, x.size(), y.size())
+            a, b, c = corr.triple(op, x.size(), y.size(), low=low)
             opens = [x.share - a, y.share - b]
 
         def finish(opened: list) -> torch.Tensor:
@@ -286,7 +324,7 @@ def _binary(corr: Correlations, open_, open_xor, public, crypten_ltz) -> dict:
         flat = torch.cat([p._tensor.share.reshape(-1) for p in parts])
         flat = -flat - (1 if corr.rank == 0 else 0)        # x >= 0 <=> -x - 1 < 0, exactly
         bits, z, w = less_than_zero(flat, corr, open_, open_xor, corr.rank == 0, widths,
-                                    (fixed["id"], m, cols, u.size(1)))
+                                    (fixed["id"], m, cols, u.size(1), fixed.get("bits")))
         k, z = bits[:m * cols].reshape(m, cols), z[:m * cols].reshape(m, cols)
         # sum_j (1 - 2 z_ij) w_ijk, without einsum (an int64 bmm: several times slower)
         ku = ring_matmul(k, fixed["delta"]) + ring_matmul(z, fixed["b"]) + \
@@ -316,8 +354,8 @@ def start(corr: Correlations, crypten_ltz) -> dict:
     CrypTen, by name: those of its beaver module, and ``_ltz`` for MPCTensor."""
     open_, open_xor, public = _openers(corr)
     beaver_begin, square_begin = _split_products(corr, public)
-    _SESSION.update(corr=corr, open=open_, square=square_begin,
+    _SESSION.update(corr=corr, open=open_, public=public, square=square_begin,
                     matmul=lambda x, y: beaver_begin("matmul", x, y),
-                    mul=lambda x, y: beaver_begin("mul", x, y))
+                    mul=lambda x, y, low=None: beaver_begin("mul", x, y, low))
     return {**_arithmetic(corr, open_, public, beaver_begin, square_begin),
             **_binary(corr, open_, open_xor, public, crypten_ltz)}

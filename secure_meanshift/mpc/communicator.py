@@ -72,6 +72,37 @@ def _from_low_bytes(b: np.ndarray, n: int, k: int) -> torch.Tensor:
     return torch.from_numpy(words.view(np.int64))
 
 
+def pack_low(t: torch.Tensor, widths: list) -> memoryview:
+    """A flat int64 tensor as one frame, run by run: (count, bits) runs travel
+    as the low ceil(bits/8) bytes of each element (whole words at 64)."""
+    flat = t.reshape(-1).contiguous()
+    if all(b >= 64 for _, b in widths):
+        return to_bytes(flat)
+    out, at = [], 0
+    for count, bits in widths:
+        out.append(_low_bytes(flat[at:at + count], min(8, (bits + 7) // 8)))
+        at += count
+    return memoryview(np.concatenate(out) if out else np.zeros(0, np.uint8))
+
+
+def unpack_low(frame, widths: list, size) -> torch.Tensor:
+    """The inverse of pack_low: an int64 tensor of ``size``, each run right
+    modulo 2^bits only (zero above its bytes)."""
+    size = torch.Size(size)
+    if all(b >= 64 for _, b in widths):
+        return from_bytes(frame, size)
+    got = np.asarray(frame, dtype=np.uint8)
+    nbytes = [min(8, (b + 7) // 8) for _, b in widths]
+    if got.size != sum(c * k for (c, _), k in zip(widths, nbytes)) or \
+            sum(c for c, _ in widths) != size.numel():
+        raise MPCError("a peer sent a tensor of the wrong size")
+    parts, at = [], 0
+    for (count, _), k in zip(widths, nbytes):
+        parts.append(_from_low_bytes(got[at:at + count * k], count, k))
+        at += count * k
+    return torch.cat(parts).reshape(size) if parts else torch.zeros(size, dtype=torch.int64)
+
+
 def split_like(total, parts: list) -> list:
     """Cut a flat concatenation back into pieces shaped like ``parts`` (torch
     tensors or MPCTensors alike)."""

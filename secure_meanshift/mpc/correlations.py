@@ -23,6 +23,13 @@ part from the dealer, as a correction:
   permutation mask a_i, b_i (i > 0); the owner     b_0 = (sum a)[sigma] - sum b_i
   (owner o)        also sigma (from S_o: only o    (beaver.shuffle_rows)
                    and the dealer know it)
+  lifting mask     r_i, q_i, t_i (i > 0)           q_0 = (sum r) // 2^L - sum q_i,
+  (width L)                                        t_0 = bit L-1 of sum r - sum t_i
+                                                   (beaver.lift; both mod 2^(64-L))
+
+A product asked for modulo 2^low (a narrow fixed operand, beaver.product_low)
+gets party 0's correction as its low bytes only; which runs of a correction
+travel at which width is dealer_service.correction_widths (public).
 
 A multiplication by a *fixed* operand (the same shared points every
 iteration, marked with beaver.fixed_operand) keeps its mask b: the parties
@@ -70,8 +77,8 @@ import numpy as np
 import torch
 
 from . import csprng
-from .communicator import from_bytes
-from .dealer_service import Dealing
+from .communicator import unpack_low
+from .dealer_service import Dealing, correction_widths
 from ..errors import MPCError
 from .ring import out_size
 from .signtest import FULL_BITS, mask_rows, words
@@ -83,8 +90,13 @@ PROVIDERS = ("dealer", "first-party")
 class _Pending:
     """A correction party 0 asked for and will read when it needs it."""
 
-    def __init__(self, source: "Correlations", size):
+    def __init__(self, source: "Correlations", size, widths: list):
         self.source, self.size, self.value = source, torch.Size(size), None
+        self.widths = widths            # (count, bits) runs: what travels (dealer_service)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c * min(8, (b + 7) // 8) for c, b in self.widths)
 
     def get(self) -> torch.Tensor:
         while self.value is None:
@@ -146,13 +158,16 @@ class Correlations:
                 self._recording.append((name, args))
             out = getattr(self, "_" + name)(*args)
         if self.on_request is not None:     # charged where the value is used
-            self.on_request(sum(8 * v.size.numel() for v in out if isinstance(v, _Pending)))
+            self.on_request(sum(v.nbytes for v in out if isinstance(v, _Pending)))
         return out
 
-    def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
+    def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None,
+               low: Optional[int] = None):
         """(a, b, c = a op b); with ``fixed`` (an id from new_fixed_id) and the
-        mask b of fixed_mask or an earlier triple, b is reused and only a is fresh."""
-        return self._use("triple", (op, tuple(s0), tuple(s1), fixed, b))
+        mask b of fixed_mask or an earlier triple, b is reused and only a is
+        fresh. low: c is needed modulo 2^low only (party 0's correction travels
+        at that width)."""
+        return self._use("triple", (op, tuple(s0), tuple(s1), fixed, b, low))
 
     def square(self, s):
         return self._use("square", (tuple(s),))
@@ -162,7 +177,9 @@ class Correlations:
 
     def random_bit(self, s, product: Optional[tuple] = None):
         """A random bit, XOR- and additively shared; with product = (fixed id,
-        m, cols, d) also W = rho_ij * B_jk (signtest.less_than_zero)."""
+        m, cols, d, low) also W = rho_ij * B_jk (signtest.less_than_zero); low
+        (or None): W and the first m cols bits' additive shares are right
+        modulo 2^low only."""
         return self._use("random_bit", (tuple(s), product))
 
     def trunc_pair(self, s, y: int):
@@ -178,6 +195,12 @@ class Correlations:
         * t[:, width - 1] (width 0: none): returns r, and a correlated value
         holding t then u, flattened."""
         return self._use("trunc_square", (tuple(s), int(y), int(width)))
+
+    def lift_mask(self, s, bits: int):
+        """(r, qt): a ring mask r of shape s and, flattened, additive shares
+        of q = r // 2^bits (r unsigned) then of r's bit bits - 1, both right
+        modulo 2^(64 - bits) only (beaver.lift multiplies them by 2^bits)."""
+        return self._use("lift", (tuple(s), int(bits)))
 
     def permutation_mask(self, m: int, cols: int, owner: int):
         """(a, sigma or None, b): an (m, cols) mask a, a uniform permutation
@@ -199,7 +222,7 @@ class Correlations:
         return fid, b
 
     def _ask(self, req: dict, size) -> _Pending:
-        p = _Pending(self, size)
+        p = _Pending(self, size, correction_widths(req, torch.Size(size).numel()))
         self.requests += 1
         if self.local is not None:
             p.value = self.local.answer(req)
@@ -210,20 +233,23 @@ class Correlations:
 
     def _resolve_next(self) -> None:
         p = self.pending.popleft()
-        p.value = from_bytes(self.mesh.recv(self.dealer_rank), p.size)   # owns its frame
+        p.value = unpack_low(self.mesh.recv(self.dealer_rank), p.widths, p.size)
 
     def _value(self, req: dict, size, draw):
         if self.rank == 0:
             return self._ask(req, size)
         return draw(size)
 
-    def _triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None):
+    def _triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None,
+                low: Optional[int] = None):
         a = self.stream.ring(s0)
         if b is None:
             b = self.stream.ring(s1)
         req = {"kind": op, "s0": list(s0), "s1": list(s1)}
         if fixed is not None:
             req["fixed"] = fixed
+        if low is not None and low < FULL_BITS:
+            req["low"] = int(low)
         c = self._value(req, out_size(op, s0, s1), self.stream.ring)
         return a, b, c
 
@@ -254,8 +280,10 @@ class Correlations:
         rb = self.stream.bits(s, 1)
         if product is None:
             return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
-        fid, m, cols, d = product
+        fid, m, cols, d, low = product
         req = {"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}
+        if low is not None and low < FULL_BITS:
+            req["low"] = int(low)
         size = (int(np.prod(s)) + m * cols * d,)
         return rb, self._value(req, size, self.stream.ring)
 
@@ -264,6 +292,12 @@ class Correlations:
         size = (int(np.prod(s)) + int(s[0]) * width,)
         req = {"kind": "trunc_sq", "s0": list(s), "y": int(y), "width": int(width)}
         return r, self._value(req, size, self.stream.ring)
+
+    def _lift(self, s, bits: int):
+        r = self.stream.ring(s)
+        n = int(np.prod(s))
+        return r, self._value({"kind": "lift", "s0": list(s), "bits": int(bits)}, (2 * n,),
+                              self.stream.ring)
 
     def _perm(self, m: int, cols: int, owner: int):
         a = self.stream.ring((m, cols))

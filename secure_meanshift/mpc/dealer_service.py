@@ -18,7 +18,7 @@ import torch
 
 from . import csprng
 from ..errors import MPCError
-from .communicator import to_bytes
+from .communicator import pack_low
 from .ring import minus_all, out_size, ring_matmul, sum_ring, udiv, xor_all, xor_into
 from .signtest import FULL_BITS, mask_material, mask_rows, words
 from .transport import Transport
@@ -74,6 +74,8 @@ class Dealing:
             return xor_into(c, rest)
         if kind == "perm":
             return self._permutation(int(s0[0]), int(s0[1]), int(req["owner"]))
+        if kind == "lift":
+            return self._lift(s0, int(req["bits"]))
         if kind == "b2a":                        # a random bit, xor- and additively shared
             if req.get("fixed") is not None:     # ... with rho_ij * B_jk
                 return self._b2a_product(req)
@@ -109,6 +111,17 @@ class Dealing:
                 rest.append(st.ring((m, cols)))
         return minus_all(a[torch.from_numpy(sigma)], rest)
 
+    def _lift(self, s0, bits: int) -> torch.Tensor:
+        """A lifting mask (beaver.lift): r from every stream; party 0's
+        corrections of q = r // 2^bits (r unsigned) and of r's bit bits - 1."""
+        n = int(np.prod(s0))
+        (r,), rest = self._draw([("ring", s0)], ("ring", (2 * n,)))
+        r = sum_ring(r).reshape(-1)
+        out = torch.empty(2 * n, dtype=torch.int64)
+        torch.bitwise_and(r >> bits, (1 << (64 - bits)) - 1, out=out[:n])
+        torch.bitwise_and(r >> (bits - 1), 1, out=out[n:])
+        return minus_all(out, rest)
+
     def _b2a_product(self, req: dict) -> torch.Tensor:
         """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
         for the fixed operand's mask B (c, d): party 0's correction of both."""
@@ -132,8 +145,29 @@ def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
 
 
 
+def correction_widths(req: dict, n: int) -> list:
+    """(count, bits) runs of party 0's correction of n elements for ``req``, in
+    order: a run narrower than 64 bits travels as its low bytes and is right
+    modulo 2^bits only (its consumer reads no more). PUBLIC: kinds and widths.
+    "low" asks a product for its result modulo 2^low (beaver.fixed_operand's
+    bits); a random bit times a fixed operand then has its product's bits and
+    W narrow and its other bits whole. A lifting mask's q and bit are only
+    ever multiplied by 2^bits."""
+    kind, low = req.get("kind"), req.get("low")
+    if kind == "lift":
+        return [(n, 64 - int(req["bits"]))]
+    if low is None:
+        return [(n, 64)]
+    if kind == "b2a":
+        m, cols = req["rows"]
+        bits = int(np.prod(req["s0"]))
+        return [(m * cols, low), (bits - m * cols, 64), (n - bits, low)]
+    return [(n, low)]
+
+
 KINDS = {"mul", "matmul", "square", "and", "b2a", "trunc", "trunc_sq", "ltz", "fixed", "perm",
-         "end"}
+         "lift", "end"}
+LOW_KINDS = {"mul", "matmul", "b2a"}     # products that may be asked for modulo 2^low
 MAX_DEALT = 1 << 28              # ring elements in one request (2 GiB of corrections)
 
 
@@ -171,11 +205,18 @@ def check_request(req, dealing: Dealing) -> None:
             ok = ok and len(req["s0"]) == 2 and isinstance(o, int) and \
                 not isinstance(o, bool) and 0 <= o < len(dealing.streams)
         if kind == "ltz":
-            b = req.get("bits", FULL_BITS)
-            ok = ok and len(req["s0"]) == 1 and isinstance(b, int) and \
-                not isinstance(b, bool) and 2 <= b <= FULL_BITS
+            ok = ok and len(req["s0"]) == 1 and _width_ok(req.get("bits", FULL_BITS), 64)
+        if kind == "lift":
+            ok = ok and _width_ok(req.get("bits"), 62)
+        if "low" in req:
+            ok = ok and kind in LOW_KINDS and _width_ok(req["low"], 63) and \
+                (kind != "b2a" or req.get("fixed") is not None)
     if not ok:
         raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
+
+
+def _width_ok(b, most: int) -> bool:
+    return isinstance(b, int) and not isinstance(b, bool) and 2 <= b <= most
 
 
 def _b2a_product_ok(req: dict, dealing: Dealing) -> bool:
@@ -213,5 +254,6 @@ def serve(mesh: Transport, world: int) -> int:
         if req.get("kind") == "fixed":
             dealing.remember(req)
             continue
-        mesh.send(0, to_bytes(dealing.answer(req)))
+        out = dealing.answer(req)
+        mesh.send(0, pack_low(out, correction_widths(req, out.numel())))
         served += 1

@@ -204,11 +204,13 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     each part's low bits are opened); first: this party adds public
     constants. widths: (count, bits) segments of flattened x, in order, each
     a PUBLIC bound: its elements lie in [-2^(bits-1), 2^(bits-1)); default
-    the whole ring. product: (fixed id, m, cols, d): the first m * cols bits
+    the whole ring. product: (fixed id, m, cols, d, low): the first m * cols bits
     form an (m, cols) matrix K that multiplies a fixed operand (beaver.py):
     the dealer's random bits rho then come with W = rho_ij * B_jk (B the
     operand's mask, (cols, d)), and the result is (bits, z, W) with z the
-    opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares."""
+    opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares;
+    low (PUBLIC, or None): K's additive shares and W are right modulo 2^low
+    only (the product is needed no wider: beaver.lift)."""
     shape, n = x.shape, x.numel()
     widths = [(n, FULL_BITS)] if widths is None else [(int(k), check_width(b))
                                                       for k, b in widths if k]
@@ -241,7 +243,7 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     share, z = _b2a(packed, n, open_xor, first, rho)
     if product is None:
         return share.reshape(shape)
-    _, m, cols, d = product
+    _, m, cols, d, _ = product
     w = resolve(rho[1])[64 * words(n):].reshape(m, cols, d)
     return share.reshape(shape), z, w
 
