@@ -1,5 +1,5 @@
 """The dealer-assisted sign test (secure_meanshift/mpc/signtest.py): exact for every
-ring element, at most 20 bytes per element per other party, 7 rounds for any
+ring element, at most 16 bytes per element per other party, 7 rounds for any
 number of parties; and multiplications by a fixed operand open its mask once."""
 
 import numpy as np
@@ -20,9 +20,9 @@ def test_sign_is_exact_for_every_ring_element_and_rounds_are_flat(parties):
     assert np.array_equal(bits, (values < 0).astype(np.int64))
     assert stats["rounds"] == 7, stats
     # to each other party: c (64 bits per element), then whole words of sliced
-    # bits: 92 rows for the AND levels and one for the conversion
+    # bits: 59 rows for the AND levels and one for the conversion
     w = signtest.words(values.size)
-    per_peer = 8 * values.size + (92 + 1) * 8 * w
+    per_peer = 8 * values.size + (59 + 1) * 8 * w
     for rank, (_, _, st) in enumerate(results[1:], start=1):   # rank 0 also asks the dealer
         assert st["bytes"] == (parties - 1) * per_peer, (rank, st)
     if parties == 2:
@@ -42,14 +42,16 @@ def test_bit_slicing_round_trips():
         assert torch.equal(signtest.unpack_bits(signtest.pack_bits(b), n), b)
 
 
-def test_dealer_material_pairs_are_bit_products():
+def test_dealer_material_holds_each_blocks_bit_products():
     v = torch.from_numpy(np.random.default_rng(4).integers(-2**63, 2**63 - 1, size=200,
                                                            dtype=np.int64))
     m = signtest.mask_material(v)
-    assert m.shape == (signtest.MASK_ROWS, signtest.words(200))
-    for j in range(signtest.PAIRS):
-        want = ((v >> (2 * j + 1)) & (v >> (2 * j)) & 1).long()
-        assert torch.equal(signtest.unpack_bits(m[64 + j], 200), want)
+    t = signtest.TRIPLES
+    assert m.shape == (signtest.MASK_ROWS, signtest.words(200)) == (64 + 4 * 21, 4)
+    for j in range(t):
+        a, b, c = ((v >> (3 * j + k)) & 1 for k in (2, 1, 0))
+        for k, want in enumerate((a & b, a & c, b & c, a & b & c)):
+            assert torch.equal(signtest.unpack_bits(m[64 + k * t + j], 200), want.long())
 
 
 def test_fixed_operand_mask_is_opened_once():
@@ -109,9 +111,8 @@ def test_narrow_sign_test_is_exact_within_its_width_and_cheaper(parties):
     per_peer = sum(n * ((b + 7) // 8) for n, b in segments)
     per_peer += 8 * signtest.words(sum(n for n, _ in segments))
     for n, b in segments:
-        pairs, lone = (b - 1) // 2, (b - 1) % 2
         per_peer += 8 * signtest.words(n) * sum(
-            (2 if last else 3) * h for h, last in signtest._levels(pairs + lone))
+            (2 if last else 3) * h for h, last in signtest._levels(signtest._block_count(b)))
     for rank, (_, _, st) in enumerate(results[1:], start=1):
         assert st["bytes"] == (parties - 1) * per_peer, (rank, st)
     wide = (8 + 93 / 8) * sum(n for n, _ in segments)
@@ -122,16 +123,28 @@ def test_narrow_width_with_few_blocks_takes_fewer_rounds():
     results = run_local(narrow_sign_job, 2, ([(200, 20)],))
     bits, values, stats = results[0]
     assert np.array_equal(bits, (values < 0).astype(np.int64))
-    assert stats["rounds"] == 1 + 4 + 1, stats      # 10 blocks: four AND levels
+    assert stats["rounds"] == 1 + 3 + 1, stats      # 7 blocks: three AND levels
+
+
+def test_every_block_layout_is_exact():
+    """Widths 2-9 and 62-64: low bits 3t + 0, 1 or 2 (a top block of none, one
+    or two bits), one AND level or none."""
+    segments = [(40, b) for b in (2, 3, 4, 5, 6, 7, 8, 9, 62, 63, 64)]
+    bits, values, _ = run_local(narrow_sign_job, 2, (segments,))[0]
+    assert np.array_equal(bits, (values < 0).astype(np.int64))
 
 
 def test_narrow_material_and_width_checks():
     v = torch.from_numpy(np.random.default_rng(4).integers(-2**63, 2**63 - 1, size=100,
                                                            dtype=np.int64))
     assert signtest.mask_material(v).shape == (signtest.MASK_ROWS, signtest.words(100))
-    m = signtest.mask_material(v, 44)
-    assert m.shape == (signtest.mask_rows(44), signtest.words(100)) == (44 + 21, 2)
-    assert torch.equal(signtest.unpack_bits(m[44 + 3], 100), ((v >> 7) & (v >> 6) & 1).long())
+    m = signtest.mask_material(v, 44)          # 43 low bits: 14 blocks of three, one alone
+    assert m.shape == (signtest.mask_rows(44), signtest.words(100)) == (44 + 4 * 14, 2)
+    want = ((v >> 11) & (v >> 10) & (v >> 9) & 1).long()         # abc of block 3
+    assert torch.equal(signtest.unpack_bits(m[44 + 3 * 14 + 3], 100), want)
+    m = signtest.mask_material(v, 3)           # 2 low bits: one block of two
+    assert m.shape == (3 + 1, 2)
+    assert torch.equal(signtest.unpack_bits(m[3], 100), ((v >> 1) & v & 1).long())
     for bad in (1, 65, 0, True, 44.0):
         with pytest.raises(ValueError):
             signtest.check_width(bad)

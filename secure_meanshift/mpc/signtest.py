@@ -9,14 +9,19 @@ shared bits of r. Every comparison of the engine (CrypTen's ``_ltz``, hence
   3. [r' > c'] on the 63 low bits: a comparison tree over XOR shares of r's
      bits (dealer), with (gt, eq) per block of bits. Bits are *sliced*: word j
      holds bit j of 64 elements, so one AND of 64-bit words serves 64
-     comparisons and every opening is packed. Level 1 (blocks of two bits) is
-     local: the dealer also shares r_(2j+1) & r_(2j). Five AND levels follow
-     (32 -> 16 -> ... -> 1 blocks), each gt_hi ^ eq_hi & gt_lo, eq_hi & eq_lo
-     with eq_hi masked once for both products.
+     comparisons and every opening is packed. Level 1 (blocks of three bits)
+     is local: the dealer also shares each block's bit products ab, ac, bc,
+     abc, so gt and eq of a block, polynomials in its bits with public
+     coefficients, are XORs of shared monomials. Five AND levels follow
+     (21 -> 11 -> 6 -> 3 -> 2 -> 1 blocks), each gt_hi ^ eq_hi & gt_lo,
+     eq_hi & eq_lo with eq_hi masked once for both products. (Blocks of two
+     bits: 32 blocks, 92 bits of AND openings; of three: 59, for 84 rows of
+     material instead of 31. Of four, the material would grow by 11 rows a
+     block for 12 bits fewer opened: a loss at two parties.)
   4. bit -> arithmetic share with a dealer's random bit rho: open b ^ rho
      (packed, 1 hop), then b = z + rho - 2 z rho.
 
-Per element and per other party: 64 + 92 + 1 bits sent, 7 rounds, for any
+Per element and per other party: 64 + 59 + 1 bits sent, 7 rounds, for any
 number of parties, exact for every ring element. (CrypTen's: a 64-bit
 Kogge-Stone adder on the shares, about 10x the bytes at two parties, and
 log2(k) adders for k parties.)
@@ -26,8 +31,8 @@ Narrow comparisons: when a PUBLIC bound says x lies in [-2^(l-1), 2^(l-1))
 (c - r) mod 2^l is the sign: x < 0 <=> c_(l-1) ^ r_(l-1) ^ [c mod 2^(l-1) <
 r mod 2^(l-1)]. Only c mod 2^l is opened (ceil(l/8) bytes per element), the
 dealer's material covers r's l low bits, and the tree runs on l - 1 bits
-(l = 44: 48 + 62 + 1 bits per element and other party instead of 157;
-7 rounds, fewer once l - 1 <= 32). A call
+(l = 44: 48 + 41 + 1 bits per element and other party instead of 124;
+6 rounds, fewer once l - 1 <= 24). A call
 compares several segments at their own widths in the same rounds
 (``widths``); the opening of c is the same value as before, narrowed
 (docs/leakage.md's sign-test row).
@@ -42,8 +47,8 @@ import torch
 
 FULL_BITS = 64                     # the ring: a comparison valid for every element
 LOW_BITS = 63
-PAIRS = LOW_BITS // 2              # blocks (1,0), (3,2), ..., (61,60); bit 62 alone
-MASK_ROWS = 64 + PAIRS             # r's 64 bit slices, then r_(2j+1) & r_(2j)
+TRIPLES = LOW_BITS // 3            # blocks (2,1,0), (5,4,3), ..., (62,61,60)
+MASK_ROWS = 64 + 4 * TRIPLES       # r's 64 bit slices, then per block ab, ac, bc, abc
 
 Opener = Callable[[list], list]    # shares -> opened values (sum or xor over parties)
 
@@ -109,15 +114,21 @@ def unpack_bits(w: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _blocks(bits: int) -> tuple:
-    """(pairs, lone): level-1 blocks of two bits over the bits - 1 low bits,
-    and whether the top low bit stands alone."""
+    """(triples, rest): level-1 blocks of three bits over the bits - 1 low
+    bits, and the 0, 1 or 2 low bits left on top (one more block)."""
     low = bits - 1
-    return low // 2, low % 2
+    return low // 3, low % 3
+
+
+def _block_count(bits: int) -> int:
+    triples, rest = _blocks(bits)
+    return triples + (1 if rest else 0)
 
 
 def mask_rows(bits: int = FULL_BITS) -> int:
     """Rows of the dealer's material for a comparison on ``bits`` bits."""
-    return bits + _blocks(bits)[0]
+    triples, rest = _blocks(bits)
+    return bits + 4 * triples + (1 if rest == 2 else 0)
 
 
 def check_width(bits: int) -> int:
@@ -128,12 +139,19 @@ def check_width(bits: int) -> int:
 
 
 def mask_material(r: torch.Tensor, bits: int = FULL_BITS) -> torch.Tensor:
-    """What the dealer XOR-shares for a mask r (n,) compared on ``bits`` bits:
-    r's low bit slices and the products of adjacent bit pairs,
-    (mask_rows(bits), words(n))."""
+    """What the dealer XOR-shares for a mask r (n,) compared on ``bits`` bits,
+    (mask_rows(bits), words(n)): r's low bit slices; per block of three bits
+    (a, b, c) = (3j+2, 3j+1, 3j), the products ab, ac, bc, abc; and for a top
+    block of two bits, their product. With every monomial of a block shared,
+    any function of the block and public bits is local (level one)."""
     s = slice_bits(r, bits)
-    pairs = _blocks(bits)[0]
-    return torch.cat([s, s[1:2 * pairs:2] & s[0:2 * pairs:2]])
+    t, rest = _blocks(bits)
+    a, b, c = s[2:3 * t:3], s[1:3 * t:3], s[0:3 * t:3]
+    ab = a & b
+    out = [s, ab, a & c, b & c, ab & c]
+    if rest == 2:
+        out.append(s[3 * t + 1:3 * t + 2] & s[3 * t:3 * t + 1])
+    return torch.cat(out)
 
 
 class _Segment:
@@ -146,28 +164,46 @@ class _Segment:
             else corr.ltz_mask(n)
         w = words(n)
         self.triples = [corr.binary_triple((1, h, w), (1 if last else 2, h, w))
-                        for h, last in _levels(sum(_blocks(bits)))]
+                        for h, last in _levels(_block_count(bits))]
         self.gt = self.eq = self.cs = self.rb = None
 
     def level_one(self, c: torch.Tensor, first: bool) -> None:
-        """The local level: blocks of two bits, gt = [r > c], eq = [r == c]."""
-        bits, (pairs, lone) = self.bits, _blocks(self.bits)
+        """The local level: blocks of three bits, gt = [r > c], eq = [r == c]."""
+        bits, (t, rest) = self.bits, _blocks(self.bits)
         self.cs = slice_bits(c, self.bits)                    # public
         nc = ~self.cs
         m = resolve(self.material)
-        rb, pair = m[:bits], m[bits:]
-        hi, lo = rb[1:2 * pairs:2], rb[0:2 * pairs:2]
-        nch, ncl = nc[1:2 * pairs:2], nc[0:2 * pairs:2]
-        gt = (hi & nch) ^ (ncl & (pair ^ (nch & lo)))
-        eq = pair ^ (ncl & hi) ^ (nch & lo)
+        rb = m[:bits]
+        a, b, c3 = rb[2:3 * t:3], rb[1:3 * t:3], rb[0:3 * t:3]
+        ab, ac, bc, abc = (m[bits + k * t:bits + (k + 1) * t] for k in range(4))
+        nx, ny, nz = nc[2:3 * t:3], nc[1:3 * t:3], nc[0:3 * t:3]
+        nxy, nxz, nyz = nx & ny, nx & nz, ny & nz
+        nxyz = nxy & nz
+        # [abc > xyz] = a~x ^ (a ^ ~x)(b~y ^ (b ^ ~y) c~z), expanded into monomials
+        gt = (a & nx) ^ (ab & ny) ^ (abc & nz) ^ (ac & nyz) ^ (b & nxy) ^ (bc & nxz) ^ \
+            (c3 & nxyz)
+        # [abc == xyz] = (a ^ ~x)(b ^ ~y)(c ^ ~z); its constant term once
+        eq = abc ^ (ab & nz) ^ (ac & ny) ^ (bc & nx) ^ (a & nyz) ^ (b & nxz) ^ (c3 & nxy)
         if first:
-            eq = eq ^ (nch & ncl)
-        if lone:                                              # bit bits-2 alone, on top
-            t = bits - 2
-            top_eq = rb[t:t + 1] ^ nc[t:t + 1] if first else rb[t:t + 1]
-            gt = torch.cat([gt, rb[t:t + 1] & nc[t:t + 1]])
-            eq = torch.cat([eq, top_eq])
+            eq = eq ^ nxyz
+        if rest:
+            top_gt, top_eq = self._top_block(rb, m[bits + 4 * t:], nc, 3 * t, rest, first)
+            gt, eq = torch.cat([gt, top_gt]), torch.cat([eq, top_eq])
         self.gt, self.eq, self.rb = gt, eq, rb
+
+    @staticmethod
+    def _top_block(rb, pair, nc, lo: int, rest: int, first: bool) -> tuple:
+        """(gt, eq) of the top block: bit lo alone, or bits lo + 1, lo with
+        their product ``pair`` from the dealer."""
+        if rest == 1:
+            r1, n1 = rb[lo:lo + 1], nc[lo:lo + 1]
+            return r1 & n1, (r1 ^ n1 if first else r1)
+        hi, low = rb[lo + 1:lo + 2], rb[lo:lo + 1]
+        nch, ncl = nc[lo + 1:lo + 2], nc[lo:lo + 1]
+        p = pair[:1]
+        gt = (hi & nch) ^ (ncl & (p ^ (nch & low)))
+        eq = p ^ (ncl & hi) ^ (nch & low)
+        return gt, (eq ^ (nch & ncl) if first else eq)
 
     def and_inputs(self) -> tuple:
         """(x, y, triple) of this segment's next AND level."""
