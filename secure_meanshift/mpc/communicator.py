@@ -59,17 +59,23 @@ def _low_bytes(t: torch.Tensor, k: int) -> np.ndarray:
 
 
 def _from_low_bytes(b: np.ndarray, n: int, k: int) -> torch.Tensor:
-    """(n,) int64 from the low k bytes of each element (higher bytes zero):
+    """(n,) int64 from the low k bytes of each element (higher bytes zero)."""
+    out = np.empty(n, np.uint64)
+    _low_words(b, n, k, out)
+    return torch.from_numpy(out.view(np.int64))
+
+
+def _low_words(b: np.ndarray, n: int, k: int, out: np.ndarray) -> None:
+    """Write into out (n,) uint64 the elements whose low k bytes are b:
     8-byte little-endian reads every k bytes, masked (2-4x faster than a
     strided byte copy)."""
+    if k == 8:
+        out[:] = np.asarray(b, np.uint8).view("<u8")
+        return
     buf = np.zeros(n * k + 8, np.uint8)
     buf[:n * k] = b
     words = np.ndarray((n,), dtype="<u8", buffer=buf, strides=(k,))
-    if k < 8:
-        words = words & np.uint64((1 << (8 * k)) - 1)
-    else:
-        words = words.copy()
-    return torch.from_numpy(words.view(np.int64))
+    np.bitwise_and(words, np.uint64((1 << (8 * k)) - 1), out=out)
 
 
 def pack_low(t: torch.Tensor, widths: list) -> memoryview:
@@ -96,11 +102,12 @@ def unpack_low(frame, widths: list, size) -> torch.Tensor:
     if got.size != sum(c * k for (c, _), k in zip(widths, nbytes)) or \
             sum(c for c, _ in widths) != size.numel():
         raise MPCError("a peer sent a tensor of the wrong size")
-    parts, at = [], 0
+    out = np.empty(size.numel(), np.uint64)
+    at = put = 0
     for (count, _), k in zip(widths, nbytes):
-        parts.append(_from_low_bytes(got[at:at + count * k], count, k))
-        at += count * k
-    return torch.cat(parts).reshape(size) if parts else torch.zeros(size, dtype=torch.int64)
+        _low_words(got[at:at + count * k], count, k, out[put:put + count])
+        at, put = at + count * k, put + count
+    return torch.from_numpy(out.view(np.int64)).reshape(size)
 
 
 def split_like(total, parts: list) -> list:
