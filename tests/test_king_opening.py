@@ -228,3 +228,24 @@ def test_what_each_party_receives_in_a_king_opening():
             assert np.array_equal(frame, shares[p][b[r]:b[r + 1]])
         for (p, frame) in second:
             assert np.array_equal(frame, total[b[p]:b[p + 1]])
+
+
+def test_low_byte_frames_round_trip_at_every_width():
+    """communicator's low-byte frames (narrow openings, narrow dealer
+    corrections): the low k bytes of each element, packed, and back."""
+    from secure_meanshift.mpc.communicator import pack_low, unpack_low, _from_low_bytes, _low_bytes
+
+    rng = np.random.default_rng(9)
+    for n in (0, 1, 7, 1000):
+        t = torch.from_numpy(rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64))
+        for k in range(1, 9):
+            b = _low_bytes(t[1:] if n > 1 else t, k)
+            src = (t[1:] if n > 1 else t).numpy().view(np.uint8).reshape(-1, 8)
+            assert np.array_equal(b, src[:, :k].reshape(-1))
+            mask = -1 if k == 8 else (1 << (8 * k)) - 1
+            assert torch.equal(_from_low_bytes(b, b.size // k, k), (t[1:] if n > 1 else t) & mask)
+    t = torch.from_numpy(rng.integers(-2**63, 2**63 - 1, 90, dtype=np.int64))
+    runs = [(30, 30), (20, 64), (40, 9)]
+    back = unpack_low(np.frombuffer(bytes(pack_low(t, runs)), np.uint8).copy(), runs, (90,))
+    assert torch.equal(back[:30], t[:30] & (2**32 - 1)) and torch.equal(back[30:50], t[30:50])
+    assert torch.equal(back[50:], t[50:] & (2**16 - 1))
