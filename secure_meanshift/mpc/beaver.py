@@ -20,7 +20,7 @@ from ._compat import import_crypten
 from .correlations import Correlations
 from ..errors import MPCError
 from .ring import ring_matmul, udiv
-from .signtest import and_shares, check_width, less_than_zero, resolve
+from .signtest import and_shares, check_width, less_than_zero, resolve, unpack_bits
 
 FIXED = "_sms_fixed_operand"
 
@@ -343,6 +343,7 @@ def _binary(corr: Correlations, open_, open_xor, public, crypten_ltz) -> dict:
 
     def B2A_single_bit(xB):
         rb, ra = corr.random_bit(xB.size())
+        rb = unpack_bits(rb, xB.share.numel()).reshape(xB.size())
         (z,) = open_([xB.share ^ rb], ReduceOp.BXOR)
         share = resolve(ra) * (1 - 2 * z) + public(z)
         return ArithmeticSharedTensor.from_shares(share, precision=0)

@@ -176,7 +176,8 @@ class Correlations:
         return self._use("binary_triple", (tuple(s0), tuple(s1)))
 
     def random_bit(self, s, product: Optional[tuple] = None):
-        """A random bit, XOR- and additively shared; with product = (fixed id,
+        """Random bits rho of shape s: (XOR shares packed as signtest.pack_bits
+        does, (words(n),), additive shares (s)); with product = (fixed id,
         m, cols, d, low) also W = rho_ij * B_jk (signtest.less_than_zero); low
         (or None): W and the first m cols bits' additive shares are right
         modulo 2^low only."""
@@ -277,7 +278,7 @@ class Correlations:
         return a, b, c
 
     def _random_bit(self, s, product: Optional[tuple] = None):
-        rb = self.stream.bits(s, 1)
+        rb = self.stream.ring((words(int(np.prod(s))),))      # packed: 64 bits a word
         if product is None:
             return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
         fid, m, cols, d, low = product

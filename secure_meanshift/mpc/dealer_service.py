@@ -20,7 +20,7 @@ from . import csprng
 from ..errors import MPCError
 from .communicator import pack_low
 from .ring import minus_all, out_size, ring_matmul, sum_ring, udiv, xor_all, xor_into
-from .signtest import FULL_BITS, mask_material, mask_rows, words
+from .signtest import FULL_BITS, mask_material, mask_rows, unpack_bits, words
 from .transport import Transport
 
 
@@ -80,7 +80,8 @@ class Dealing:
             if req.get("fixed") is not None:     # ... with rho_ij * B_jk
                 return self._b2a_product(req)
             (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
-            return minus_all(xor_all(rb), rest)
+            n = int(np.prod(s0))
+            return minus_all(unpack_bits(xor_all(rb), n).reshape(s0), rest)
         extra = [int(np.prod(s0)) + int(s0[0]) * int(req.get("width", 0))] \
             if kind == "trunc_sq" else s0
         (r,), rest = self._draw([("ring", s0)], ("ring", extra))
@@ -131,8 +132,7 @@ class Dealing:
         (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)))
         out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W], written in place
         rho = out[:n]
-        rho.copy_(rb[0].reshape(-1))
-        xor_into(rho, [t.reshape(-1) for t in rb[1:]])
+        rho.copy_(unpack_bits(xor_all(rb), n))
         torch.mul(rho[:m * cols].reshape(m, cols, 1), b.reshape(1, cols, d),
                   out=out[n:].view(m, cols, d))
         return minus_all(out, rest)
@@ -141,7 +141,9 @@ class Dealing:
 def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
     if kind == "ring":
         return stream.ring(shape)
-    return stream.bits(shape, 1 if kind == "bit" else 64)
+    if kind == "bit":          # random bits, packed 64 a word (signtest.pack_bits)
+        return stream.ring((words(int(np.prod(shape))),))
+    return stream.bits(shape)
 
 
 

@@ -323,8 +323,8 @@ def bit_to_arithmetic(corr, packed: torch.Tensor, n: int, open_xor: Opener,
 
 def _b2a(packed: torch.Tensor, n: int, open_xor: Opener, first: bool, rho) -> tuple:
     """(additive shares of the n bits, the opened z = b ^ rho (public))."""
-    rho_b, rho_a = rho
-    (z,) = open_xor([packed ^ pack_bits(rho_b)])
+    rho_b, rho_a = rho                       # rho_b packed like ``packed``
+    (z,) = open_xor([packed ^ rho_b])
     z = unpack_bits(z, n)
     share = resolve(rho_a)[:n] * (1 - 2 * z)
     return (share + z if first else share), z
