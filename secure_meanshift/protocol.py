@@ -523,6 +523,13 @@ class Shared:
         return None if w is None or w + 1 > 62 else w + 1
 
     @property
+    def den_width(self) -> Optional[int]:
+        """PUBLIC comparison width of the division's den - t_i and of den's
+        range test: den in [0, max_den] and every threshold t_i below
+        4 max_den (division.thresholds), at 2^P."""
+        return ring_width(4.0 * max(self.max_den, 1.0) + 4.0, self.p.precision_bits)
+
+    @property
     def distance_bits(self) -> Optional[int]:
         """PUBLIC width modulo which _exact_edge needs C.X: the edge test reads
         T (edge_bits) only, and C.X enters T times 2^(P-15)."""
@@ -773,7 +780,10 @@ def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict,
     _stage("division")
     tests = [normaliser_inputs(den, sh.max_den, sh.lo_exp),
              crypten.cat([den + 0.5, (sh.max_den + 1.0) - den])]
-    widths: list = [None, None]
+    # den - t_i narrow: a den out of range fails den's own test, on the whole
+    # ring unless den is an exact lifted sum (flat kernel), which cannot wrap
+    narrow = sh.den_width
+    widths: list = [narrow, narrow if sh.sum_bits is not None else None]
     still = None
     if sh.flat and "move" in answered:
         still = answered["move"]
