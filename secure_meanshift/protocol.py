@@ -496,11 +496,16 @@ class Shared:
     @property
     def update_in_kernel(self) -> bool:
         """The flat kernel's weighted sums from its sign test's conversion and a
-        dealer correlation (fixedpoint.ge_zero's ``times``): m N cols ring
-        elements from the dealer to one party instead of a Beaver opening of
-        m N elements on each of the world (world - 1) directed links. Public
-        rule: cheaper in bytes when cols < world (world - 1)."""
-        return self.flat and self.upd.size(1) < self.world * (self.world - 1)
+        dealer correlation (fixedpoint.ge_zero's ``times``): m N cols
+        elements of W from the dealer to one party, and K's own shares at the
+        sums' width, instead of a Beaver opening of m N elements on each of the
+        world (world - 1) directed links (K's shares then whole). Public rule:
+        whichever sends fewer bytes per (centroid, point) pair; with the sums
+        at 30 bits that is every world at d = 2 (two parties: 12 bytes against 16)."""
+        if not self.flat:
+            return False
+        k = 8 if self.sum_bits is None else (self.sum_bits + 7) // 8
+        return (self.upd.size(1) + 1) * k < self.world * (self.world - 1) * k + 8
 
     @property
     def edge_bits(self) -> Optional[int]:
