@@ -20,9 +20,9 @@ def test_sign_is_exact_for_every_ring_element_and_rounds_are_flat(parties):
     assert np.array_equal(bits, (values < 0).astype(np.int64))
     assert stats["rounds"] == 7, stats
     # to each other party: c (64 bits per element), then whole words of sliced
-    # bits: 59 rows for the AND levels and one for the conversion
+    # bits: 55 rows for the AND levels and one for the conversion
     w = signtest.words(values.size)
-    per_peer = 8 * values.size + (59 + 1) * 8 * w
+    per_peer = 8 * values.size + (55 + 1) * 8 * w
     for rank, (_, _, st) in enumerate(results[1:], start=1):   # rank 0 also asks the dealer
         assert st["bytes"] == (parties - 1) * per_peer, (rank, st)
     if parties == 2:
@@ -111,8 +111,8 @@ def test_narrow_sign_test_is_exact_within_its_width_and_cheaper(parties):
     per_peer = sum(n * ((b + 7) // 8) for n, b in segments)
     per_peer += 8 * signtest.words(sum(n for n, _ in segments))
     for n, b in segments:
-        per_peer += 8 * signtest.words(n) * sum(
-            (2 if last else 3) * h for h, last in signtest._levels(signtest._block_count(b)))
+        per_peer += 8 * signtest.words(n) * sum(      # the lowest pair: no eq
+            2 * h if last else 3 * h - 1 for h, last in signtest._levels(signtest._block_count(b)))
     for rank, (_, _, st) in enumerate(results[1:], start=1):
         assert st["bytes"] == (parties - 1) * per_peer, (rank, st)
     wide = (8 + 93 / 8) * sum(n for n, _ in segments)

@@ -14,14 +14,15 @@ shared bits of r. Every comparison of the engine (CrypTen's ``_ltz``, hence
      abc, so gt and eq of a block, polynomials in its bits with public
      coefficients, are XORs of shared monomials. Five AND levels follow
      (21 -> 11 -> 6 -> 3 -> 2 -> 1 blocks), each gt_hi ^ eq_hi & gt_lo,
-     eq_hi & eq_lo with eq_hi masked once for both products. (Blocks of two
-     bits: 32 blocks, 92 bits of AND openings; of three: 59, for 84 rows of
-     material instead of 31. Of four, the material would grow by 11 rows a
-     block for 12 bits fewer opened: a loss at two parties.)
+     eq_hi & eq_lo with eq_hi masked once for both products; the lowest
+     block's eq is never read, so its pair has the first product only.
+     (Blocks of two bits: 32 blocks, 92 bits of AND openings; of three: 55,
+     for 84 rows of material instead of 31. Of four, the material would grow
+     by 11 rows a block for 12 bits fewer opened: a loss at two parties.)
   4. bit -> arithmetic share with a dealer's random bit rho: open b ^ rho
      (packed, 1 hop), then b = z + rho - 2 z rho.
 
-Per element and per other party: 64 + 59 + 1 bits sent, 7 rounds, for any
+Per element and per other party: 64 + 55 + 1 bits sent, 7 rounds, for any
 number of parties, exact for every ring element. (CrypTen's: a 64-bit
 Kogge-Stone adder on the shares, about 10x the bytes at two parties, and
 log2(k) adders for k parties.)
@@ -31,7 +32,7 @@ Narrow comparisons: when a PUBLIC bound says x lies in [-2^(l-1), 2^(l-1))
 (c - r) mod 2^l is the sign: x < 0 <=> c_(l-1) ^ r_(l-1) ^ [c mod 2^(l-1) <
 r mod 2^(l-1)]. Only c mod 2^l is opened (ceil(l/8) bytes per element), the
 dealer's material covers r's l low bits, and the tree runs on l - 1 bits
-(l = 44: 48 + 41 + 1 bits per element and other party instead of 124;
+(l = 44: 48 + 38 + 1 bits per element and other party instead of 120;
 6 rounds, fewer once l - 1 <= 24). A call
 compares several segments at their own widths in the same rounds
 (``widths``); the opening of c is the same value as before, narrowed
@@ -163,8 +164,8 @@ class _Segment:
         self.r, self.material = corr.ltz_mask(n, bits) if bits < FULL_BITS \
             else corr.ltz_mask(n)
         w = words(n)
-        self.triples = [corr.binary_triple((1, h, w), (1 if last else 2, h, w))
-                        for h, last in _levels(_block_count(bits))]
+        self.triples = [corr.binary_triple(s0, s1) for h, last in _levels(_block_count(bits))
+                        for s0, s1 in _level_triples(h, last, w)]
         self.gt = self.eq = self.cs = self.rb = None
 
     def level_one(self, c: torch.Tensor, first: bool) -> None:
@@ -205,20 +206,32 @@ class _Segment:
         eq = p ^ (ncl & hi) ^ (nch & low)
         return gt, (eq ^ (nch & ncl) if first else eq)
 
-    def and_inputs(self) -> tuple:
-        """(x, y, triple) of this segment's next AND level."""
+    def and_inputs(self) -> list:
+        """[(x, y, triple)] of this segment's next AND level: the lowest pair's
+        eq is never read (block 0 only ever combines as the low half), so it
+        has gt_hi ^ eq_hi & gt_lo alone; the other pairs both products."""
         g = self.gt.size(0)
         h = g // 2
-        glo, elo = self.gt[0:2 * h:2], self.eq[0:2 * h:2]
-        y = glo.unsqueeze(0) if g == 2 else torch.stack([glo, elo])
-        return self.eq[1:2 * h:2].unsqueeze(0), y, self.triples.pop(0)
+        glo, elo, ehi = self.gt[0:2 * h:2], self.eq[0:2 * h:2], self.eq[1:2 * h:2]
+        if g == 2:
+            return [(ehi.unsqueeze(0), glo.unsqueeze(0), self.triples.pop(0))]
+        items = [(ehi[:1].unsqueeze(0), glo[:1].unsqueeze(0), self.triples.pop(0))]
+        if h > 1:
+            items.append((ehi[1:].unsqueeze(0), torch.stack([glo[1:], elo[1:]]),
+                          self.triples.pop(0)))
+        return items
 
-    def combine(self, z: torch.Tensor) -> None:
-        """Adjacent blocks (hi = odd, lo = even) merged with the AND's result."""
+    def combine(self, z: list) -> None:
+        """Adjacent blocks (hi = odd, lo = even) merged with the ANDs' results;
+        block 0's eq is a placeholder (never read)."""
         g = self.gt.size(0)
         h = g // 2
-        new_gt = self.gt[1:2 * h:2] ^ z[0]
-        new_eq = None if g == 2 else z[1]
+        low = z[0][0]
+        new_gt = self.gt[1:2 * h:2] ^ (torch.cat([low, z[1][0]]) if h > 1 else low)
+        new_eq = None
+        if g > 2:
+            new_eq = torch.cat([torch.zeros_like(low), z[1][1]]) if h > 1 else \
+                torch.zeros_like(low)
         if g % 2:                                          # the top block passes through
             new_gt = torch.cat([new_gt, self.gt[-1:]])
             new_eq = torch.cat([new_eq, self.eq[-1:]])
@@ -270,9 +283,12 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
         active = [s for s in segs if s.gt.size(0) > 1]
         if not active:
             break
-        for s, z in zip(active, and_many([s.and_inputs() for s in active], open_xor,
-                                         first)):
-            s.combine(z)
+        items = [s.and_inputs() for s in active]
+        z = and_many([it for its in items for it in its], open_xor, first)
+        at = 0
+        for s, its in zip(active, items):
+            s.combine(z[at:at + len(its)])
+            at += len(its)
     msbs = [s.msb(first) for s in segs]
     packed = msbs[0] if len(segs) == 1 else pack_bits(
         torch.cat([unpack_bits(m, s.n) for m, s in zip(msbs, segs)]))
@@ -291,6 +307,13 @@ def _levels(blocks: int) -> list:
         out.append((blocks // 2, blocks == 2))
         blocks = blocks - blocks // 2
     return out
+
+
+def _level_triples(h: int, last: bool, w: int) -> list:
+    """Binary triple shapes of one AND level of h pairs (Segment.and_inputs)."""
+    if last:
+        return [((1, h, w), (1, h, w))]
+    return [((1, 1, w), (1, 1, w))] + ([((1, h - 1, w), (2, h - 1, w))] if h > 1 else [])
 
 
 def and_many(items: list, open_xor: Opener, first: bool) -> list:
