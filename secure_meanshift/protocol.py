@@ -61,6 +61,7 @@ FIXED_MATMUL_ROWS = 4096
 Progress = Callable[[dict], None]
 RANGE_SLACK = 0.05          # centroids stay in the unit box; beyond this slack = corrupted
 MAX_ARITHMETIC_RETRIES = 3
+NARROW_SUMS_MIN_PAIRS = 1 << 16   # narrow weighted sums save >= ~0.8 MB a pass from here
 MERGE_TREE_UP_TO = 32      # more centroids: the merge's rounds by counts (O(m) bytes a round)
 
 
@@ -521,8 +522,11 @@ class Shared:
         this width, and beaver.lift brings the sums back to the ring in one
         opening. A sum of k u over the points is at most the weight bound
         max_den times a coordinate (the unit box, doubled as margin) at
-        2^16; lift needs the value within 2^(bits-2). Not in DP mode."""
-        if not self.flat or self.p.dp:
+        2^16; lift needs the value within 2^(bits-2). Not in DP mode, nor
+        below NARROW_SUMS_MIN_PAIRS (centroid, point) pairs, where the lift's
+        round costs more than the bytes it saves (the dust job)."""
+        pairs = self.p.n_seeds(self.world, self.total_rows) * self.total_rows
+        if not self.flat or self.p.dp or pairs < NARROW_SUMS_MIN_PAIRS:
             return None
         w = ring_width(2.0 * max(self.max_den, self.total_rows), BULK_BITS)
         return None if w is None or w + 1 > 62 else w + 1

@@ -101,3 +101,29 @@ def test_large_data_with_tiny_cluster_stays_finite_and_correct():
     assert np.allclose(sorted(got.centroids[:, 0]), [small[:, 0].mean() if False else
                                                     ref.centroids[0, 0], ref.centroids[1, 0]],
                        atol=1e-3 * p.bandwidth)
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_every_point_job_with_narrow_sums_matches_its_twin(parties):
+    """260 points, every point a seed: 67,600 pairs, above the size where the
+    flat kernel's weighted sums travel narrow and are lifted back to the ring
+    (protocol.NARROW_SUMS_MIN_PAIRS, beaver.lift): the same centres and
+    iterations as the twin, and the dealer's W at 4 bytes an element."""
+    from secure_meanshift.protocol import NARROW_SUMS_MIN_PAIRS
+
+    parts, _ = blobs(n=260, parties=parties, seed=7)
+    assert 260 * 260 >= NARROW_SUMS_MIN_PAIRS
+    p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), seeding="points", max_iter=20)
+    ref = reference_meanshift(parts, p)
+    run = run_simulation(parts, p, transport="local", timeout_s=120)
+    got = run.receiver
+    err, unmatched = match_error(got.centroids, ref.centroids)
+    assert len(got.centroids) == len(ref.centroids)
+    assert unmatched == 0 and err < BOUND, f"max error {err:.2e} > {BOUND:.2e}"
+    assert got.iterations == ref.iterations
+    steps = run.outcomes[0].communication["steps"]
+    # per pass and pair, from the dealer: W (2 x 4 B) and K's shares (4 B), the
+    # sign test's material (100 bits) and triples, the distances' C.X (5 B)
+    passes = got.iterations + 1
+    dealer = sum(steps[s]["dealer_bytes"] for s in ("distance", "kernel")) / passes / 260**2
+    assert dealer < 36, dealer          # 33 at 2 and 3 parties; 45 at 3 before narrowing
