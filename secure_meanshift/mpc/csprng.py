@@ -14,7 +14,9 @@ CrypTen's two random functions through them.
 
 from __future__ import annotations
 
+import math
 import os
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,17 +48,37 @@ class Stream:
         self._enc.update_into(memoryview(_ZEROS)[:n], out)
         return out[:n]
 
+    # Tiny draws are most draws (a sign test's few-element masks), so shapes
+    # and slices are handled in numpy (a tenth of a torch view's cost) and
+    # sizes counted with math.prod (np.prod on a shape costs ~4 us).
+    def _words(self, size: torch.Size, bitlength: int) -> np.ndarray:
+        out = self._bytes(8 * math.prod(size)).view(np.int64).reshape(size)
+        if bitlength < 64:
+            out &= (1 << bitlength) - 1
+        return out
+
     def ring(self, size) -> torch.Tensor:
         """Uniform int64 ring elements (all of Z_2^64) of the given size."""
-        size = torch.Size(size)
-        n = int(np.prod(size, dtype=np.int64)) if len(size) else 1
-        return torch.from_numpy(self._bytes(8 * n).view(np.int64)).reshape(size)
+        return torch.from_numpy(self._words(torch.Size(size), 64))
 
     def bits(self, size, bitlength: int = 64) -> torch.Tensor:
         """Uniform integers in [0, 2^bitlength) (all 64 bits for 64)."""
-        out = self.ring(size)
-        if bitlength < 64:
-            out &= (1 << bitlength) - 1
+        return torch.from_numpy(self._words(torch.Size(size), bitlength))
+
+    def draw(self, specs: Sequence[tuple]) -> list:
+        """Several draws in one keystream call: ``specs`` are (size, bitlength)
+        pairs; the values are exactly those of ring/bits called in that order
+        (CTR continues across calls at any byte offset), at one call's cost."""
+        sizes = [torch.Size(size) for size, _ in specs]
+        counts = [math.prod(size) for size in sizes]
+        flat = self._bytes(8 * sum(counts)).view(np.int64)
+        out, at = [], 0
+        for (_, bitlength), size, n in zip(specs, sizes, counts):
+            part = flat[at:at + n].reshape(size)
+            if bitlength < 64:
+                part &= (1 << bitlength) - 1
+            out.append(torch.from_numpy(part))
+            at += n
         return out
 
     def permutation(self, n: int) -> np.ndarray:

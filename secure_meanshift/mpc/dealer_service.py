@@ -12,8 +12,8 @@ mode (simulation only) rank 0 runs a :class:`Dealing` itself.
 from __future__ import annotations
 
 import json
+import math
 
-import numpy as np
 import torch
 
 from . import csprng
@@ -34,14 +34,19 @@ class Dealing:
     def _draw(self, shared: list, rest) -> tuple:
         """From every party's stream, in the order that party draws them: the
         values every party holds a share of (``shared``: (kind, shape) pairs),
-        then, from parties 1.., their share of the product part (``rest``)."""
+        then, from parties 1.., their share of the product part (``rest``).
+        One keystream call per stream (most requests are tiny: the per-call
+        cost, times the number of parties, was most of the dealer's work)."""
         got = [[] for _ in shared]
         others = []
+        specs = [_spec(kind, shape) for kind, shape in shared]
+        with_rest = specs + [_spec(*rest)] if rest is not None else specs
         for i, st in enumerate(self.streams):
-            for k, (kind, shape) in enumerate(shared):
-                got[k].append(_sample(st, kind, shape))
+            parts = st.draw(with_rest if i > 0 else specs)
+            for k in range(len(shared)):
+                got[k].append(parts[k])
             if i > 0 and rest is not None:
-                others.append(_sample(st, *rest))
+                others.append(parts[-1])
         return got, others
 
     def remember(self, req: dict) -> None:
@@ -80,9 +85,9 @@ class Dealing:
             if req.get("fixed") is not None:     # ... with rho_ij * B_jk
                 return self._b2a_product(req)
             (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
-            n = int(np.prod(s0))
+            n = math.prod(s0)
             return minus_all(unpack_bits(xor_all(rb), n).reshape(s0), rest)
-        extra = [int(np.prod(s0)) + int(s0[0]) * int(req.get("width", 0))] \
+        extra = [math.prod(s0) + int(s0[0]) * int(req.get("width", 0))] \
             if kind == "trunc_sq" else s0
         (r,), rest = self._draw([("ring", s0)], ("ring", extra))
         if kind == "square":
@@ -115,7 +120,7 @@ class Dealing:
     def _lift(self, s0, bits: int) -> torch.Tensor:
         """A lifting mask (beaver.lift): r from every stream; party 0's
         corrections of q = r // 2^bits (r unsigned) and of r's bit bits - 1."""
-        n = int(np.prod(s0))
+        n = math.prod(s0)
         (r,), rest = self._draw([("ring", s0)], ("ring", (2 * n,)))
         r = sum_ring(r).reshape(-1)
         out = torch.empty(2 * n, dtype=torch.int64)
@@ -128,7 +133,7 @@ class Dealing:
         for the fixed operand's mask B (c, d): party 0's correction of both."""
         m, cols = (int(v) for v in req["rows"])
         b = self.fixed[int(req["fixed"])]
-        n, d = int(np.prod(req["s0"])), int(b.shape[1])
+        n, d = math.prod(req["s0"]), int(b.shape[1])
         (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)))
         out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W], written in place
         rho = out[:n]
@@ -138,12 +143,12 @@ class Dealing:
         return minus_all(out, rest)
 
 
-def _sample(stream: csprng.Stream, kind: str, shape) -> torch.Tensor:
-    if kind == "ring":
-        return stream.ring(shape)
-    if kind == "bit":          # random bits, packed 64 a word (signtest.pack_bits)
-        return stream.ring((words(int(np.prod(shape))),))
-    return stream.bits(shape)
+def _spec(kind: str, shape) -> tuple:
+    """(shape, bit length) of a draw for csprng.Stream.draw, as the parties
+    draw it: whole ring elements; random bits packed 64 a word (signtest.pack_bits)."""
+    if kind == "bit":
+        return (words(math.prod(shape)),), 64
+    return shape, 64
 
 
 
@@ -162,7 +167,7 @@ def correction_widths(req: dict, n: int) -> list:
         return [(n, 64)]
     if kind == "b2a":
         m, cols = req["rows"]
-        bits = int(np.prod(req["s0"]))
+        bits = math.prod(req["s0"])
         return [(m * cols, low), (bits - m * cols, 64), (n - bits, low)]
     return [(n, low)]
 
@@ -179,7 +184,7 @@ def check_request(req, dealing: Dealing) -> None:
     def shape(v) -> bool:
         return isinstance(v, list) and len(v) <= 4 and all(
             isinstance(x, int) and not isinstance(x, bool) and 0 <= x for x in v) and \
-            int(np.prod(v, dtype=np.float64)) <= MAX_DEALT
+            math.prod(v) <= MAX_DEALT          # exact (Python integers), and fast
 
     if not isinstance(req, dict) or req.get("kind") not in KINDS:
         raise MPCError("dealer: request of an unknown kind")
