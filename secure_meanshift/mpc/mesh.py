@@ -387,12 +387,16 @@ class Mesh:
         """Queue one frame for rank (sent by the next pump)."""
         view = memoryview(payload).cast("B")
         link = self.links[rank]
-        head = _HEADER.pack(len(view))
-        if len(view) <= _COALESCE:       # one TLS record and one syscall per small frame
-            link.out.append(memoryview(head + view.tobytes()))
-        else:
-            link.out.append(memoryview(head))
-            link.out.append(view)
+        # header and (the start of) the body in one buffer: one TLS record and
+        # one syscall for a small frame, and never a record of a lone header
+        # (the peer would wake for 8 bytes); the rest of a large body is sent in place
+        first = min(len(view), _COALESCE)
+        buf = bytearray(_HEADER.size + first)
+        _HEADER.pack_into(buf, 0, len(view))
+        buf[_HEADER.size:] = view[:first]
+        link.out.append(memoryview(buf))
+        if first < len(view):
+            link.out.append(view[first:])
         self.sent_bytes += len(view)
         self._owed = True
 
