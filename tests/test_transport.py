@@ -14,7 +14,7 @@ from secure_meanshift.mpc.transport import LocalLinks, Transport, keep_own, sock
 
 def test_both_implementations_declare_the_interface():
     for cls in (Mesh, LocalLinks):
-        for name in ("send", "recv", "flush", "received_from", "close"):
+        for name in ("send", "recv", "ready", "flush", "received_from", "close"):
             assert callable(getattr(cls, name)), (cls, name)
 
 

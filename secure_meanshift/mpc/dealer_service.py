@@ -240,6 +240,12 @@ def _b2a_product_ok(req: dict, dealing: Dealing) -> bool:
         m * cols <= req["s0"][0] and m * cols * int(b.shape[1]) <= MAX_DEALT
 
 
+# Answers to requests that arrived together are held and sent together up to
+# this many bytes: one TLS record and one wake-up of party 0 for several small
+# corrections (a phase's requests come at once), not one per answer.
+HOLD_BYTES = 1 << 16
+
+
 def serve(mesh: Transport, world: int) -> int:
     """The dealer's whole job: hand each party its key, then answer party 0's
     requests until it says the job is over. Returns the number of requests."""
@@ -249,18 +255,22 @@ def serve(mesh: Transport, world: int) -> int:
     mesh.flush()
     dealing = Dealing([csprng.Stream(k) for k in keys])
     del keys
-    served = 0
+    served, held = 0, []
     while True:
+        if held and (not mesh.ready(0) or sum(len(a) for a in held) >= HOLD_BYTES):
+            for answer in held:          # order kept: party 0 reads them as asked
+                mesh.send(0, answer)
+            held.clear()
         try:
-            req = json.loads(bytes(mesh.recv(0)))
+            req = json.loads(bytes(mesh.recv(0)))      # sends what was queued first
         except ValueError:
             raise MPCError("dealer: party 0 sent a malformed request") from None
         check_request(req, dealing)
-        if req.get("kind") == "end":
+        if req.get("kind") == "end":          # party 0 has read every answer by now
             return served
         if req.get("kind") == "fixed":
             dealing.remember(req)
             continue
         out = dealing.answer(req)
-        mesh.send(0, pack_low(out, correction_widths(req, out.numel())))
+        held.append(pack_low(out, correction_widths(req, out.numel())))
         served += 1

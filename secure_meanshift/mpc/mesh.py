@@ -410,6 +410,10 @@ class Mesh:
         link.received += len(frame)
         return frame
 
+    def ready(self, rank: int) -> bool:
+        """Whether a frame from rank has already been read (recv would not wait)."""
+        return bool(self.links[rank].frames)
+
     def flush(self) -> None:
         """Send everything queued (waiting as long as the peers need to read it)."""
         if self._owed:

@@ -37,6 +37,9 @@ class Transport(Protocol):
         """The next frame from ``rank`` (uint8 array), waiting for it; raises
         errors.PeerLost if the peer left or did not answer in time."""
 
+    def ready(self, rank: int) -> bool:
+        """Whether a frame from ``rank`` has already arrived (recv would not wait)."""
+
     def flush(self) -> None:
         """Send everything queued."""
 
