@@ -20,7 +20,6 @@ REQS = [{"kind": "and", "s0": [1, 1, 1], "s1": [1, 1, 1]},
         {"kind": "trunc", "s0": [8, 8], "y": 1 << 16}]
 
 
-
 def test_held_answers_come_in_order_and_right():
     ends = socket_pairs(2)                 # rank 0: party 0; rank 1: the dealer (world 1)
     party, dealer = LocalLinks(0, dict(ends[0]), 10.0), LocalLinks(1, dict(ends[1]), 10.0)
