@@ -24,3 +24,20 @@ def test_bits_are_in_range_and_streams_differ():
     assert int(b.min()) >= 0 and int(b.max()) < 32
     assert not torch.equal(csprng.Stream(b"a" * 32).ring((8,)),
                            csprng.Stream(b"b" * 32).ring((8,)))
+
+
+def test_seek_goes_back_and_forth_in_the_keystream():
+    key = bytes(range(32))
+    whole = csprng.Stream(key).ring((100,))
+    s = csprng.Stream(key)
+    s.ring((3,))
+    at = s.tell()
+    assert at == 24
+    ahead = s.ring((50,))
+    s.seek(at)                                # back: the same values again
+    assert torch.equal(s.ring((50,)), ahead)
+    assert torch.equal(ahead, whole[3:53])
+    for start in (0, 1, 7, 8, 17, 40, 99):      # any element, block-aligned or not
+        s.seek(8 * start)
+        assert torch.equal(s.ring((100 - start,)), whole[start:])
+        assert s.tell() == 800

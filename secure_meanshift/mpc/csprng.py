@@ -37,8 +37,27 @@ class Stream:
     def __init__(self, key: bytes):
         if len(key) < 16:
             raise ValueError("stream keys have at least 128 bits")
-        self._enc = Cipher(algorithms.AES(key[:32]), modes.CTR(b"\0" * 16)).encryptor()
+        self._key = key[:32]
+        self._at = 0                           # keystream bytes used so far
+        self._enc = self._cipher(0)
         self.device = torch.device("cpu")      # CrypTen asks generators for .device
+
+    def _cipher(self, block: int):
+        """The keystream from 16-byte block ``block`` on: CTR's counter block is
+        the block number (big-endian), 0 for the stream's first."""
+        return Cipher(algorithms.AES(self._key), modes.CTR(block.to_bytes(16, "big"))).encryptor()
+
+    def tell(self) -> int:
+        """How many keystream bytes have been used."""
+        return self._at
+
+    def seek(self, at: int) -> None:
+        """Go on from keystream byte ``at`` (the dealer draws ahead, and takes
+        back what party 0 did not ask for; the values are those of the stream
+        read in order)."""
+        self._enc, self._at = self._cipher(at // 16), at - at % 16
+        if at % 16:
+            self._bytes(at % 16)
 
     def _bytes(self, n: int) -> np.ndarray:
         global _ZEROS
@@ -46,6 +65,7 @@ class Stream:
             _ZEROS = bytes(max(n, 2 * len(_ZEROS)))      # keystream = AES-CTR(0...)
         out = np.empty(n + 16, dtype=np.uint8)           # update_into wants a block spare
         self._enc.update_into(memoryview(_ZEROS)[:n], out)
+        self._at += n
         return out[:n]
 
     # Tiny draws are most draws (a sign test's few-element masks), so shapes

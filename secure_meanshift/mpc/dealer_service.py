@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
+from typing import Callable, Optional
 
 import torch
 
@@ -244,6 +246,73 @@ def _b2a_product_ok(req: dict, dealing: Dealing) -> bool:
 # this many bytes: one TLS record and one wake-up of party 0 for several small
 # corrections (a phase's requests come at once), not one per answer.
 HOLD_BYTES = 1 << 16
+AHEAD_ELEMENTS = 1 << 24         # answers drawn ahead: at most 128 MiB ...
+AHEAD_BATCHES = 2                # ... of the next two batches
+
+
+class Ahead:
+    """Answers drawn before party 0 asks for them. A repeated phase sends the
+    same requests (kinds and shapes: public) every time, after the same
+    batch as the time before; while party 0 is busy, the dealer answers the
+    batches it expects next, and stops as soon as a request comes. A request
+    that differs from the expected one takes the streams back to where that
+    answer began (csprng.Stream.seek), so every answer is the one the dealer
+    would have drawn when asked."""
+
+    def __init__(self, dealing: Dealing):
+        self.dealing = dealing
+        self.follows: dict = {}          # a batch of requests -> the batch after it
+        self.last: tuple = ()
+        self.batch: list = []            # the requests of the current batch (texts)
+        self.ready: deque = deque()      # (text, answer, stream positions before it)
+        self.plan: deque = deque()       # requests expected after those (texts)
+
+    def answer(self, text: bytes, req: dict) -> Optional[torch.Tensor]:
+        """Party 0's correction for an (already checked) request; None for a
+        fixed operand (nothing to answer)."""
+        self.batch.append(text)
+        if self.ready and self.ready[0][0] == text:
+            return self.ready.popleft()[1]
+        self._take_back()
+        if req["kind"] == "fixed":
+            self.dealing.remember(req)
+            return None
+        return self.dealing.answer(req)
+
+    def _take_back(self) -> None:
+        if self.ready:
+            for st, at in zip(self.dealing.streams, self.ready[0][2]):
+                st.seek(at)
+        self.ready.clear()
+        self.plan.clear()
+
+    def batch_done(self, asked: Callable[[], bool]) -> None:
+        """Party 0 has nothing more queued: learn which batch followed the last
+        one, then answer ahead, until ``asked()`` says a request came: the
+        plan left, or else the two batches that followed this one before (a
+        pass and the division after it: the next pass's answers are ready
+        when it starts)."""
+        done, self.batch = tuple(self.batch), []
+        if self.last:
+            self.follows[self.last] = done
+        self.last = done
+        if not self.ready and not self.plan:
+            expect = done
+            for _ in range(AHEAD_BATCHES):
+                expect = self.follows.get(expect, ())
+                if len(expect) < 2:      # requests one at a time: no repeated phase
+                    break
+                self.plan.extend(expect)
+        budget = AHEAD_ELEMENTS - sum(out.numel() for _, out, _ in self.ready)
+        while self.plan and budget > 0 and not asked():
+            req = json.loads(self.plan[0])
+            if req["kind"] in ("fixed", "end"):
+                self.plan.clear()        # a fixed operand is remembered only when sent
+                return
+            at = [st.tell() for st in self.dealing.streams]
+            out = self.dealing.answer(req)
+            self.ready.append((self.plan.popleft(), out, at))
+            budget -= out.numel()
 
 
 def serve(mesh: Transport, world: int) -> int:
@@ -255,22 +324,25 @@ def serve(mesh: Transport, world: int) -> int:
     mesh.flush()
     dealing = Dealing([csprng.Stream(k) for k in keys])
     del keys
+    ahead = Ahead(dealing)
     served, held = 0, []
     while True:
         if held and (not mesh.ready(0) or sum(len(a) for a in held) >= HOLD_BYTES):
             for answer in held:          # order kept: party 0 reads them as asked
                 mesh.send(0, answer)
             held.clear()
+        if not mesh.ready(0):            # party 0 has its answers: work ahead while it computes
+            mesh.flush()
+            ahead.batch_done(lambda: mesh.ready(0))
+        text = bytes(mesh.recv(0))
         try:
-            req = json.loads(bytes(mesh.recv(0)))      # sends what was queued first
+            req = json.loads(text)
         except ValueError:
             raise MPCError("dealer: party 0 sent a malformed request") from None
         check_request(req, dealing)
         if req.get("kind") == "end":          # party 0 has read every answer by now
             return served
-        if req.get("kind") == "fixed":
-            dealing.remember(req)
-            continue
-        out = dealing.answer(req)
-        held.append(pack_low(out, correction_widths(req, out.numel())))
-        served += 1
+        out = ahead.answer(text, req)
+        if out is not None:
+            held.append(pack_low(out, correction_widths(req, out.numel())))
+            served += 1

@@ -411,8 +411,14 @@ class Mesh:
         return frame
 
     def ready(self, rank: int) -> bool:
-        """Whether a frame from rank has already been read (recv would not wait)."""
-        return bool(self.links[rank].frames)
+        """Whether a frame from rank has arrived (recv would not wait): reads
+        what the links hold, without waiting."""
+        link = self.links[rank]
+        if not link.frames:
+            for fd, mask in self._poll.poll(0):
+                if mask & _READABLE:
+                    self._by_fd[fd].fill()
+        return bool(link.frames)
 
     def flush(self) -> None:
         """Send everything queued (waiting as long as the peers need to read it)."""

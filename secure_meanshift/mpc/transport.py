@@ -38,7 +38,7 @@ class Transport(Protocol):
         errors.PeerLost if the peer left or did not answer in time."""
 
     def ready(self, rank: int) -> bool:
-        """Whether a frame from ``rank`` has already arrived (recv would not wait)."""
+        """Whether a frame from ``rank`` has arrived (recv would not wait); never waits."""
 
     def flush(self) -> None:
         """Send everything queued."""
