@@ -5,8 +5,10 @@ party's TLS link, so that it can read every party's stream (csprng.py); then it
 answers party 0's requests, each named by kind and shapes only (public), with
 party 0's correction (:class:`Dealing`; the table of kinds is in
 correlations.py). It checks every request against the protocol's kinds and
-shape bounds (:func:`check_request`) before drawing anything. In first-party
-mode (simulation only) rank 0 runs a :class:`Dealing` itself.
+shape bounds (:func:`check_request`) before drawing anything. While party 0
+computes, the dealer answers ahead the requests it expects next (:class:`Ahead`),
+and sends each answer only once it is asked for. In first-party mode
+(simulation only) rank 0 runs a :class:`Dealing` itself.
 """
 
 from __future__ import annotations

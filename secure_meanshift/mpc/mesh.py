@@ -14,8 +14,8 @@ spec, seed, ranks, identities and dealer): a rank whose job differs aborts the
 connection set-up with a reason naming the job, not the values.
 
 Messages are length-prefixed frames. All sockets are non-blocking and one
-loop (:meth:`Mesh.pump`) sends and receives on every link at once, so an
-opening between k parties takes one network hop and never deadlocks.
+loop (:meth:`Mesh._pump`, on poll) sends and receives on every link at once,
+so an opening between k parties takes one network hop and never deadlocks.
 """
 
 from __future__ import annotations
