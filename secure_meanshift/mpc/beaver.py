@@ -227,7 +227,7 @@ def _openers(corr: Correlations) -> tuple:
     return open_, open_xor, public
 
 
-def _split_products(corr: Correlations, public) -> tuple:
+def _split_products(corr: Correlations) -> tuple:
     """(beaver_begin, square_begin): products split in two, (values to open,
     finish(opened) -> shares of the result), so that several products can share
     one opening."""
@@ -249,7 +249,9 @@ def _split_products(corr: Correlations, public) -> tuple:
 
         def finish(opened: list) -> torch.Tensor:
             eps, delta = (opened[0], fixed["delta"]) if fixed is not None else opened
-            return resolve(c) + f(eps, b) + f(a, delta) + public(f(eps, delta))
+            out = resolve(c) + f(eps, b) + f(a, delta)
+            # the public term: one party adds it (the others would compute it to drop it)
+            return out + f(eps, delta) if corr.rank == 0 else out
         return opens, finish
 
     def square_begin(x):
@@ -257,7 +259,8 @@ def _split_products(corr: Correlations, public) -> tuple:
 
         def finish(opened: list) -> torch.Tensor:
             (eps,) = opened
-            return resolve(s) + 2 * r * eps + public(eps * eps)
+            out = resolve(s) + 2 * r * eps
+            return out + eps * eps if corr.rank == 0 else out
         return [x.share - r], finish
     return beaver_begin, square_begin
 
@@ -354,7 +357,7 @@ def start(corr: Correlations, crypten_ltz) -> dict:
     """Begin the worker's session on ``corr``; returns the protocols for
     CrypTen, by name: those of its beaver module, and ``_ltz`` for MPCTensor."""
     open_, open_xor, public = _openers(corr)
-    beaver_begin, square_begin = _split_products(corr, public)
+    beaver_begin, square_begin = _split_products(corr)
     _SESSION.update(corr=corr, open=open_, public=public, square=square_begin,
                     matmul=lambda x, y: beaver_begin("matmul", x, y),
                     mul=lambda x, y, low=None: beaver_begin("mul", x, y, low))
