@@ -323,6 +323,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 if cmd is None:
                     break
                 yield cmd
+            if context.is_active():      # queued before the close (a stop's cancels): still sent
+                yield from _queued(conn.commands)
         finally:
             with self._lock:
                 if self.nodes.get(party) is conn:
@@ -649,6 +651,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             for n in self.nodes.values():
                 n.connected = False
                 n.commands.put(None)
+
+
+def _queued(commands: queue.Queue):
+    """The commands already queued, up to the end marker (None)."""
+    while True:
+        try:
+            cmd = commands.get_nowait()
+        except queue.Empty:
+            return
+        if cmd is None:
+            return
+        yield cmd
 
 
 def _open_private(path: str):
