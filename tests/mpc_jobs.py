@@ -246,19 +246,23 @@ def narrow_products_job(rank, x, y, k, bits):
     return [comm.all_reduce(o).numpy() for o in out], sent, dealt
 
 
-def lift_job(rank, values, bits):
+def lift_job(rank, cases):
     """beaver.lift of values whose shares are right modulo 2^bits only (each
-    rank adds a multiple of 2^bits to its share): (the lifted values opened on
-    the whole ring, bytes this rank sent, rounds, dealer bytes at rank 0)."""
+    rank adds a multiple of 2^bits to its share), per (values, bits) case:
+    [(the lifted values opened on the whole ring, bytes this rank sent,
+    rounds, dealer bytes at rank 0)]."""
     from secure_meanshift.mpc._compat import import_crypten
     from secure_meanshift.mpc.beaver import lift
 
     crypten = import_crypten()
     comm = crypten.comm.get()
-    x = crypten.cryptensor(torch.tensor(values, dtype=torch.long), src=0, precision=0)
-    x._tensor.share += (rank + 3) * 7919 * 2**bits      # garbage above the width
-    comm.reset_communication_stats()
-    y = lift(x, bits)
-    stats = comm.get_communication_stats()
-    return (comm.all_reduce(y._tensor.share).numpy(), stats["bytes"], stats["rounds"],
-            stats["dealer_bytes"])
+    out = []
+    for values, bits in cases:
+        x = crypten.cryptensor(torch.tensor(values, dtype=torch.long), src=0, precision=0)
+        x._tensor.share += (rank + 3) * 7919 * 2**bits      # garbage above the width
+        comm.reset_communication_stats()
+        y = lift(x, bits)
+        stats = comm.get_communication_stats()
+        out.append((comm.all_reduce(y._tensor.share).numpy(), stats["bytes"],
+                    stats["rounds"], stats["dealer_bytes"]))
+    return out

@@ -117,16 +117,21 @@ def test_lift_brings_narrow_shares_to_the_ring_in_one_round(parties):
     from mpc_jobs import lift_job
 
     rng = np.random.default_rng(11)
+    cases = []
     for bits in (30, 9):
         half = 2**(bits - 2)
-        v = np.concatenate([[-half, half - 1, 0, -1, 1], rng.integers(-half, half, 400)])
-        runs = run_local(lift_job, parties, (v, bits))
-        for got, sent, rounds, _ in runs:
+        cases.append((np.concatenate([[-half, half - 1, 0, -1, 1],
+                                      rng.integers(-half, half, 400)]), bits))
+    runs = run_local(lift_job, parties, (cases,))
+    for k, (v, bits) in enumerate(cases):
+        for rank_runs in runs:
+            got, sent, rounds, _ = rank_runs[k]
             assert np.array_equal(got, v), bits
             assert rounds == 1
             assert sent <= v.size * ((bits + 7) // 8) * (parties - 1) + 512, (bits, sent)
         # rank 0's corrections (q and r's top bit) travel 64 - bits wide, not 8 bytes
-        assert 0 < runs[0][3] <= 2 * v.size * ((64 - bits + 7) // 8), runs[0][3]
+        dealt = runs[0][k][3]
+        assert 0 < dealt <= 2 * v.size * ((64 - bits + 7) // 8), dealt
 
 
 def test_dealer_checks_lifting_and_low_requests():

@@ -101,7 +101,10 @@ def narrow_sign_job(rank, segments):
 
 @pytest.mark.parametrize("parties", [2, 3])
 def test_narrow_sign_test_is_exact_within_its_width_and_cheaper(parties):
-    segments = [(300, 44), (70, 64), (130, 7), (65, 45)]
+    # and every block layout: low bits 3t + 0, 1 or 2 (a top block of none, one
+    # or two bits), with one AND level or none (widths 2-9, 62, 63)
+    segments = [(300, 44), (70, 64), (130, 7), (65, 45)] + \
+        [(40, b) for b in (2, 3, 4, 5, 6, 8, 9, 62, 63)]
     results = run_local(narrow_sign_job, parties, (segments,))
     bits, values, stats = results[0]
     assert np.array_equal(bits, (values < 0).astype(np.int64))
@@ -124,14 +127,6 @@ def test_narrow_width_with_few_blocks_takes_fewer_rounds():
     bits, values, stats = results[0]
     assert np.array_equal(bits, (values < 0).astype(np.int64))
     assert stats["rounds"] == 1 + 3 + 1, stats      # 7 blocks: three AND levels
-
-
-def test_every_block_layout_is_exact():
-    """Widths 2-9 and 62-64: low bits 3t + 0, 1 or 2 (a top block of none, one
-    or two bits), one AND level or none."""
-    segments = [(40, b) for b in (2, 3, 4, 5, 6, 7, 8, 9, 62, 63, 64)]
-    bits, values, _ = run_local(narrow_sign_job, 2, (segments,))[0]
-    assert np.array_equal(bits, (values < 0).astype(np.int64))
 
 
 def test_narrow_material_and_width_checks():
