@@ -42,6 +42,7 @@ from .mpc._compat import import_crypten
 from .mpc.beaver import (fixed_operand, lift, phase, prime_fixed, product_low, shuffle_rows,
                          square_and_matmul)
 from .disclosure import disclose, record
+from .mpc.communicator import width_bytes
 from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
@@ -505,7 +506,7 @@ class Shared:
         at 30 bits that is every world at d = 2 (two parties: 12 bytes against 16)."""
         if not self.flat:
             return False
-        k = 8 if self.sum_bits is None else (self.sum_bits + 7) // 8
+        k = 8 if self.sum_bits is None else width_bytes(self.sum_bits)
         return (self.upd.size(1) + 1) * k < self.world * (self.world - 1) * k + 8
 
     @property

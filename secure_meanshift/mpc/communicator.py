@@ -93,6 +93,11 @@ def _low_words(b: np.ndarray, n: int, k: int, out: np.ndarray) -> None:
     np.bitwise_and(words, np.uint64((1 << (8 * k)) - 1), out=out)
 
 
+def width_bytes(bits: int) -> int:
+    """Bytes a ring element right modulo 2^bits travels in: its low ceil(bits/8)."""
+    return min(8, (int(bits) + 7) // 8)
+
+
 def pack_low(t: torch.Tensor, widths: list) -> memoryview:
     """A flat int64 tensor as one frame, run by run: (count, bits) runs travel
     as the low ceil(bits/8) bytes of each element (whole words at 64)."""
@@ -101,7 +106,7 @@ def pack_low(t: torch.Tensor, widths: list) -> memoryview:
         return to_bytes(flat)
     out, at = [], 0
     for count, bits in widths:
-        out.append(_low_bytes(flat[at:at + count], min(8, (bits + 7) // 8)))
+        out.append(_low_bytes(flat[at:at + count], width_bytes(bits)))
         at += count
     return memoryview(np.concatenate(out) if out else np.zeros(0, np.uint8))
 
@@ -113,7 +118,7 @@ def unpack_low(frame, widths: list, size) -> torch.Tensor:
     if all(b >= 64 for _, b in widths):
         return from_bytes(frame, size)
     got = np.asarray(frame, dtype=np.uint8)
-    nbytes = [min(8, (b + 7) // 8) for _, b in widths]
+    nbytes = [width_bytes(b) for _, b in widths]
     if got.size != sum(c * k for (c, _), k in zip(widths, nbytes)) or \
             sum(c for c, _ in widths) != size.numel():
         raise MPCError("a peer sent a tensor of the wrong size")
@@ -305,7 +310,7 @@ class MeshCommunicator:
         The bits above are not defined."""
         if len(bits) != len(parts):
             raise MPCError("all_reduce_low: one width per part")
-        nbytes = [min(8, (int(b) + 7) // 8) for b in bits]
+        nbytes = [width_bytes(b) for b in bits]
         flats = [t.reshape(-1).contiguous() for t in parts]
         if self._kings(sum(f.numel() * k for f, k in zip(flats, nbytes))):
             totals = self._king_reduce_low(flats, nbytes)

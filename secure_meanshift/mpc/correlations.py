@@ -77,7 +77,7 @@ import numpy as np
 import torch
 
 from . import csprng
-from .communicator import unpack_low
+from .communicator import unpack_low, width_bytes
 from .dealer_service import Dealing, correction_widths
 from ..errors import MPCError
 from .ring import out_size
@@ -96,7 +96,7 @@ class _Pending:
 
     @property
     def nbytes(self) -> int:
-        return sum(c * min(8, (b + 7) // 8) for c, b in self.widths)
+        return sum(c * width_bytes(b) for c, b in self.widths)
 
     def get(self) -> torch.Tensor:
         while self.value is None:
@@ -249,9 +249,7 @@ class Correlations:
         req = {"kind": op, "s0": list(s0), "s1": list(s1)}
         if fixed is not None:
             req["fixed"] = fixed
-        if low is not None and low < FULL_BITS:
-            req["low"] = int(low)
-        c = self._value(req, out_size(op, s0, s1), self.stream.ring)
+        c = self._value(_narrow(req, low), out_size(op, s0, s1), self.stream.ring)
         return a, b, c
 
     def new_fixed_id(self) -> int:
@@ -282,9 +280,7 @@ class Correlations:
         if product is None:
             return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
         fid, m, cols, d, low = product
-        req = {"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}
-        if low is not None and low < FULL_BITS:
-            req["low"] = int(low)
+        req = _narrow({"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}, low)
         size = (int(np.prod(s)) + m * cols * d,)
         return rb, self._value(req, size, self.stream.ring)
 
@@ -318,6 +314,13 @@ class Correlations:
                 self._resolve_next()
             self.mesh.send(self.dealer_rank, b'{"kind": "end"}')
             self.mesh.flush()
+
+
+def _narrow(req: dict, low: Optional[int]) -> dict:
+    """req asking for its product modulo 2^low (dealer_service.correction_widths)."""
+    if low is not None and low < FULL_BITS:
+        req["low"] = int(low)
+    return req
 
 
 def party_setup(mesh: Optional[Transport], rank: int, world: int, provider: str) -> Correlations:

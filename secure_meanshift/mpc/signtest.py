@@ -126,6 +126,11 @@ def _block_count(bits: int) -> int:
     return triples + (1 if rest else 0)
 
 
+def _block_bits(rows: torch.Tensor, t: int) -> tuple:
+    """(a, b, c): the rows of bits 3j+2, 3j+1, 3j of the t blocks of three."""
+    return rows[2:3 * t:3], rows[1:3 * t:3], rows[0:3 * t:3]
+
+
 def mask_rows(bits: int = FULL_BITS) -> int:
     """Rows of the dealer's material for a comparison on ``bits`` bits."""
     triples, rest = _blocks(bits)
@@ -147,7 +152,7 @@ def mask_material(r: torch.Tensor, bits: int = FULL_BITS) -> torch.Tensor:
     any function of the block and public bits is local (level one)."""
     s = slice_bits(r, bits)
     t, rest = _blocks(bits)
-    a, b, c = s[2:3 * t:3], s[1:3 * t:3], s[0:3 * t:3]
+    a, b, c = _block_bits(s, t)
     ab = a & b
     out = [s, ab, a & c, b & c, ab & c]
     if rest == 2:
@@ -175,9 +180,9 @@ class _Segment:
         nc = ~self.cs
         m = resolve(self.material)
         rb = m[:bits]
-        a, b, c3 = rb[2:3 * t:3], rb[1:3 * t:3], rb[0:3 * t:3]
+        a, b, c3 = _block_bits(rb, t)
         ab, ac, bc, abc = (m[bits + k * t:bits + (k + 1) * t] for k in range(4))
-        nx, ny, nz = nc[2:3 * t:3], nc[1:3 * t:3], nc[0:3 * t:3]
+        nx, ny, nz = _block_bits(nc, t)
         nxy, nxz, nyz = nx & ny, nx & nz, ny & nz
         nxyz = nxy & nz
         # [abc > xyz] = a~x ^ (a ^ ~x)(b~y ^ (b ^ ~y) c~z), expanded into monomials
