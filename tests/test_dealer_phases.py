@@ -21,13 +21,16 @@ def test_dealer_refuses_requests_outside_the_protocol_by_rule():
     from secure_meanshift.mpc.dealer_service import Dealing, check_request
     from secure_meanshift.errors import MPCError
 
-    dealing = Dealing([])
+    dealing = Dealing([None] * 3)   # three parties (check_request reads only the count)
     for req in ({"kind": "mul", "s0": [2, 3], "s1": [2, 3]}, {"kind": "ltz", "s0": [100]},
-                {"kind": "trunc_sq", "s0": [4, 5], "y": 8192, "width": 3}, {"kind": "end"}):
+                {"kind": "trunc_sq", "s0": [4, 5], "y": 8192, "width": 3}, {"kind": "end"},
+                {"kind": "ltz", "s0": [100], "to": 2}):
         check_request(req, dealing)
     for req in ({"kind": "pickle"}, [], {"kind": "mul", "s0": [1 << 20, 1 << 20], "s1": [1]},
                 {"kind": "trunc", "s0": [3], "y": 0}, {"kind": "ltz", "s0": [-1]},
-                {"kind": "matmul", "s0": [4, 2], "fixed": 7}):
+                {"kind": "matmul", "s0": [4, 2], "fixed": 7},
+                {"kind": "ltz", "s0": [100], "to": 3}, {"kind": "ltz", "s0": [100], "to": -1},
+                {"kind": "ltz", "s0": [100], "to": True}, {"kind": "ltz", "s0": [100], "to": "1"}):
         with pytest.raises(MPCError) as err:
             check_request(req, dealing)
         assert "dealer:" in str(err.value) and "1048576" not in str(err.value)
@@ -39,7 +42,7 @@ def test_dealer_checks_narrow_widths_and_kernel_product_requests():
     from secure_meanshift.mpc.dealer_service import Dealing, check_request
     from secure_meanshift.errors import MPCError
 
-    dealing = Dealing([])
+    dealing = Dealing([None] * 3)   # three parties (check_request reads only the count)
     dealing.fixed[3] = torch.zeros(50, 2, dtype=torch.int64)      # a fixed operand (50, 2)
     for req in ({"kind": "ltz", "s0": [100], "bits": 44}, {"kind": "ltz", "s0": [9], "bits": 2},
                 {"kind": "b2a", "s0": [640], "fixed": 3, "rows": [12, 50]}):
@@ -99,7 +102,8 @@ def test_narrow_products_are_right_modulo_their_width_for_fewer_bytes(parties):
     x, y = rng.integers(-1000, 1000, (40, 40)), rng.integers(-1000, 1000, (40, 40))
     k = rng.integers(0, 2, (3, 40))
     runs = run_local(narrow_products_job, parties, (x, y, k, 16))
-    dealt = runs[0][2]          # rank 0's corrections: 2 bytes an element, not 8
+    # the corrections (each to its receiver, summed): 2 bytes an element, not 8
+    dealt = [sum(r[2][i] for r in runs) for i in range(4)]
     assert dealt[0] <= 0.25 * dealt[1] and dealt[2] <= 0.25 * dealt[3], dealt
     for (low, full, low_mm, full_mm), sent, _ in runs:
         assert np.array_equal(full, x * y) and np.array_equal(full_mm, k @ y)
@@ -129,8 +133,8 @@ def test_lift_brings_narrow_shares_to_the_ring_in_one_round(parties):
             assert np.array_equal(got, v), bits
             assert rounds == 1
             assert sent <= v.size * ((bits + 7) // 8) * (parties - 1) + 512, (bits, sent)
-        # rank 0's corrections (q and r's top bit) travel 64 - bits wide, not 8 bytes
-        dealt = runs[0][k][3]
+        # the corrections (q and r's top bit) travel 64 - bits wide, not 8 bytes
+        dealt = sum(r[k][3] for r in runs)
         assert 0 < dealt <= 2 * v.size * ((64 - bits + 7) // 8), dealt
 
 
@@ -140,7 +144,7 @@ def test_dealer_checks_lifting_and_low_requests():
     from secure_meanshift.errors import MPCError
     from secure_meanshift.mpc.dealer_service import Dealing, check_request, correction_widths
 
-    dealing = Dealing([])
+    dealing = Dealing([None] * 3)   # three parties (check_request reads only the count)
     dealing.fixed[3] = torch.zeros(50, 2, dtype=torch.int64)
     ok = [{"kind": "lift", "s0": [10, 3], "bits": 30},
           {"kind": "mul", "s0": [4], "s1": [4], "low": 16},
@@ -158,3 +162,18 @@ def test_dealer_checks_lifting_and_low_requests():
     # what travels: the product's bits and W narrow, the other bits whole
     assert correction_widths(ok[2], 640 + 600 * 2) == [(600, 30), (40, 64), (1200, 30)]
     assert correction_widths(ok[0], 60) == [(60, 34)]
+
+
+def test_corrections_are_spread_over_the_parties_by_size():
+    """Correlations.receiver's rule for a repeated phase (spread): largest
+    first to the least-loaded party, from the loads before the phase; a public
+    function of sizes, so every party computes the same receivers."""
+    from secure_meanshift.mpc.correlations import spread
+
+    sizes = [338, 845, 101, 51, 20, 822, 110, 96]        # one pass, kB (3 parties)
+    to = spread(sizes, [0, 0, 0])
+    loads = [sum(s for s, t in zip(sizes, to) if t == p) for p in range(3)]
+    assert to[1] != to[5] and max(loads) <= 4 / 3 * sum(sizes) / 3, loads
+    assert to == spread(sizes, [0, 0, 0])                   # the same every time
+    # a party that has received more so far gets the largest one last
+    assert spread([10, 5], [100, 0, 0])[0] != 0 and spread([10], [0, 0, 50]) == [1]

@@ -3,8 +3,9 @@
 Set-up: the dealer draws a 256-bit key per party and sends it over that
 party's TLS link; party i and the dealer then read the same cryptographic
 stream S_i (csprng.py). For every correlated value, every party takes its
-shares from its own stream; party 0 alone gets its share of the *product*
-part from the dealer, as a correction:
+shares from its own stream; one party alone, the receiver (party 0 in the
+table; :meth:`Correlations.receiver` spreads them over every party by size),
+gets its share of the *product* part from the dealer, as a correction:
 
   value            parties' shares from S_i        dealer sends party 0
   ---------------  ------------------------------  ------------------------------
@@ -36,9 +37,9 @@ iteration, marked with beaver.fixed_operand) keeps its mask b: the parties
 open y - b once, and later triples draw only a fresh a; the dealer remembers
 sum b and answers c = a op b.
 
-A correction is c minus values party 0 has never seen (they come from the
-other parties' streams), so it is a uniform ring element to party 0. Party 0
-asks for each value by kind and shape only (public), before the opening that
+A correction is c minus values its receiver has never seen (they come from
+the other parties' streams), so it is a uniform ring element to it. Party 0
+asks for each value by kind, shape and receiver only (public), before the opening that
 uses it (a sign test asks for all its values at once), so the dealer's answer
 travels while the parties exchange their masked values: the dealer adds no
 round.
@@ -88,7 +89,7 @@ PROVIDERS = ("dealer", "first-party")
 
 
 class _Pending:
-    """A correction party 0 asked for and will read when it needs it."""
+    """A correction this party receives and will read when it needs it."""
 
     def __init__(self, source: "Correlations", size, widths: list):
         self.source, self.size, self.value = source, torch.Size(size), None
@@ -105,16 +106,21 @@ class _Pending:
 
 
 class Correlations:
-    """A party's side: its stream with the dealer, and party 0's requests."""
+    """A party's side: its stream with the dealer, party 0's requests, the
+    corrections this party receives."""
 
     def __init__(self, rank: int, stream: csprng.Stream, mesh: Optional[Transport],
                  dealer_rank: int, local: Optional[Dealing] = None):
         self.rank = rank
         self.stream = stream
         self.mesh = mesh
-        self.dealer_rank = dealer_rank
+        self.dealer_rank = dealer_rank  # = the number of parties
         self.local = local              # first-party mode: rank 0 deals itself
-        self.pending: deque = deque()
+        self.loads = [0] * dealer_rank  # correction bytes each party receives (receiver)
+        self.sizes: list = []           # a recorded phase's correction sizes, in order
+        self.receivers: dict = {}       # phase key -> its receivers (spread)
+        self._assigned: deque = deque()
+        self.pending: deque = deque()   # this party's corrections on their way
         self.requests = 0
         self.fixed_ids = 0
         self.on_request = None          # called with each correction's size in bytes
@@ -131,14 +137,17 @@ class Correlations:
         party runs the same phases, so the streams stay in step."""
         plan = self.plans.get(key)
         if plan is None:
-            self._recording = []
+            self._recording, self.sizes, before = [], [], list(self.loads)
             try:
                 yield
             finally:
                 self.plans[key], self._recording = self._recording, None
+                self.receivers[key] = spread(self.sizes, before)
             return
+        self._assigned = deque(self.receivers[key])
         self._reserved = deque((name, args, getattr(self, "_" + name)(*args))
                                for name, args in plan)
+        self._assigned.clear()
         try:
             yield
         finally:
@@ -222,14 +231,40 @@ class Correlations:
                 self.mesh.send(self.dealer_rank, json.dumps(req).encode())
         return fid, b
 
-    def _ask(self, req: dict, size) -> _Pending:
-        p = _Pending(self, size, correction_widths(req, torch.Size(size).numel()))
+    def receiver(self, req: dict, size) -> int:
+        """PUBLIC: the party that receives this request's correction. In a
+        repeated phase, the one spread() chose when the phase first ran, from
+        the sizes it drew and the loads before it (so the phase asks for exactly
+        what it asked for before: the dealer's plan holds); elsewhere the party
+        that has received the fewest bytes (ties: the highest rank; party 0
+        also sends every request and adds the public terms). Every party
+        computes it alike from kinds and shapes. Spreads the dealer's bytes
+        (and their decryption) over every party's link; first-party mode:
+        party 0."""
+        if self.local is not None:
+            return 0
+        nbytes = sum(c * width_bytes(b) for c, b in
+                     correction_widths(req, torch.Size(size).numel()))
+        if self._assigned:
+            to = self._assigned.popleft()
+        else:
+            to = _least(self.loads)
+            self.sizes.append(nbytes)
+        self.loads[to] += nbytes
+        return to
+
+    def _ask(self, req: dict, size, to: int) -> Optional[_Pending]:
+        """Party 0 sends the request; the receiver gets a pending correction."""
         self.requests += 1
+        p = _Pending(self, size, correction_widths(req, torch.Size(size).numel())) \
+            if self.rank == to else None
         if self.local is not None:
             p.value = self.local.answer(req)
         else:
-            self.mesh.send(self.dealer_rank, json.dumps(req).encode())
-            self.pending.append(p)
+            if self.rank == 0:
+                self.mesh.send(self.dealer_rank, json.dumps(req).encode())
+            if p is not None:
+                self.pending.append(p)
         return p
 
     def _resolve_next(self) -> None:
@@ -237,9 +272,13 @@ class Correlations:
         p.value = unpack_low(self.mesh.recv(self.dealer_rank), p.widths, p.size)
 
     def _value(self, req: dict, size, draw):
-        if self.rank == 0:
-            return self._ask(req, size)
-        return draw(size)
+        """This party's share of a request's product part: the dealer's
+        correction at the receiver, its own stream's draw at every other party."""
+        to = self.receiver(req, size)
+        if to:
+            req["to"] = to
+        p = self._ask(req, size, to)
+        return p if p is not None else draw(size)
 
     def _triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None,
                 low: Optional[int] = None):
@@ -308,12 +347,30 @@ class Correlations:
                               self.stream.ring)
 
     def finish(self) -> None:
-        """Tell the dealer the job is over (party 0), so it exits cleanly."""
-        if self.rank == 0 and self.local is None and self.mesh is not None:
-            while self.pending:          # answers asked for but never used
+        """Read the answers asked for but never used; party 0 then tells the
+        dealer the job is over, so it exits cleanly."""
+        if self.local is None and self.mesh is not None:
+            while self.pending:
                 self._resolve_next()
-            self.mesh.send(self.dealer_rank, b'{"kind": "end"}')
-            self.mesh.flush()
+            if self.rank == 0:
+                self.mesh.send(self.dealer_rank, b'{"kind": "end"}')
+                self.mesh.flush()
+
+
+def _least(loads: list) -> int:
+    """The least-loaded party; ties: the highest rank."""
+    return min(range(len(loads) - 1, -1, -1), key=loads.__getitem__)
+
+
+def spread(sizes: list, loads: list) -> list:
+    """Receivers for corrections of these sizes (bytes), largest first, each
+    to the least-loaded party, from these loads (LPT: within 4/3 of the best
+    balance)."""
+    loads, out = list(loads), [0] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        out[i] = _least(loads)
+        loads[out[i]] += sizes[i]
+    return out
 
 
 def _narrow(req: dict, low: Optional[int]) -> dict:

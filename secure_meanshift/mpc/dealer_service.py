@@ -2,8 +2,8 @@
 
 At set-up the dealer draws a 256-bit key per party and sends it over that
 party's TLS link, so that it can read every party's stream (csprng.py); then it
-answers party 0's requests, each named by kind and shapes only (public), with
-party 0's correction (:class:`Dealing`; the table of kinds is in
+answers party 0's requests, each named by kind, shapes and receiver only
+(public), with the receiver's correction (:class:`Dealing`; the table of kinds is in
 correlations.py). It checks every request against the protocol's kinds and
 shape bounds (:func:`check_request`) before drawing anything. While party 0
 computes, the dealer answers ahead the requests it expects next (:class:`Ahead`),
@@ -35,10 +35,11 @@ class Dealing:
         self.streams = streams
         self.fixed: dict = {}          # fixed operand id -> sum b
 
-    def _draw(self, shared: list, rest) -> tuple:
+    def _draw(self, shared: list, rest, to: int = 0) -> tuple:
         """From every party's stream, in the order that party draws them: the
         values every party holds a share of (``shared``: (kind, shape) pairs),
-        then, from parties 1.., their share of the product part (``rest``).
+        then, from every party but the receiver ``to``, its share of the
+        product part (``rest``).
         One keystream call per stream (most requests are tiny: the per-call
         cost, times the number of parties, was most of the dealer's work)."""
         got = [[] for _ in shared]
@@ -46,10 +47,10 @@ class Dealing:
         specs = [_spec(kind, shape) for kind, shape in shared]
         with_rest = specs + [_spec(*rest)] if rest is not None else specs
         for i, st in enumerate(self.streams):
-            parts = st.draw(with_rest if i > 0 else specs)
+            parts = st.draw(with_rest if i != to else specs)
             for k in range(len(shared)):
                 got[k].append(parts[k])
-            if i > 0 and rest is not None:
+            if i != to and rest is not None:
                 others.append(parts[-1])
         return got, others
 
@@ -60,40 +61,41 @@ class Dealing:
         self.fixed[int(req["fixed"])] = sum_ring(b)
 
     def answer(self, req: dict) -> torch.Tensor:
-        """Party 0's correction for one request (kind and shapes only)."""
-        kind = req["kind"]
+        """The receiver's correction for one request (kind and shapes only;
+        the receiver, ``to``, defaults to party 0)."""
+        kind, to = req["kind"], int(req.get("to", 0))
         s0, s1 = req["s0"], req.get("s1")
         if kind in ("mul", "matmul"):
             fix = req.get("fixed")          # a primed operand: its b is known
             drawn = [("ring", s0)] if fix is not None else [("ring", s0), ("ring", s1)]
-            got, rest = self._draw(drawn, ("ring", out_size(kind, s0, s1)))
+            got, rest = self._draw(drawn, ("ring", out_size(kind, s0, s1)), to)
             a = sum_ring(got[0])
             b = self.fixed[fix] if fix is not None else sum_ring(got[1])
             c = ring_matmul(a, b) if kind == "matmul" else a * b
             return minus_all(c, rest)             # c is fresh: corrected in place
         if kind == "ltz":
             n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
-            (r,), rest = self._draw([("ring", s0)], ("bits", (mask_rows(bits), words(n))))
+            (r,), rest = self._draw([("ring", s0)], ("bits", (mask_rows(bits), words(n))), to)
             m = mask_material(sum_ring(r), bits)
             return xor_into(m, rest)
         if kind == "and":
             (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
-                                      ("bits", out_size("and", s0, s1)))
+                                      ("bits", out_size("and", s0, s1)), to)
             c = xor_all(a) & xor_all(b)
             return xor_into(c, rest)
         if kind == "perm":
-            return self._permutation(int(s0[0]), int(s0[1]), int(req["owner"]))
+            return self._permutation(int(s0[0]), int(s0[1]), int(req["owner"]), to)
         if kind == "lift":
-            return self._lift(s0, int(req["bits"]))
+            return self._lift(s0, int(req["bits"]), to)
         if kind == "b2a":                        # a random bit, xor- and additively shared
             if req.get("fixed") is not None:     # ... with rho_ij * B_jk
-                return self._b2a_product(req)
-            (rb,), rest = self._draw([("bit", s0)], ("ring", s0))
+                return self._b2a_product(req, to)
+            (rb,), rest = self._draw([("bit", s0)], ("ring", s0), to)
             n = math.prod(s0)
             return minus_all(unpack_bits(xor_all(rb), n).reshape(s0), rest)
         extra = [math.prod(s0) + int(s0[0]) * int(req.get("width", 0))] \
             if kind == "trunc_sq" else s0
-        (r,), rest = self._draw([("ring", s0)], ("ring", extra))
+        (r,), rest = self._draw([("ring", s0)], ("ring", extra), to)
         if kind == "square":
             return minus_all(sum_ring(r) * sum_ring(r), rest)
         if kind == "trunc":
@@ -108,37 +110,37 @@ class Dealing:
         raise MPCError("dealer: unknown request")
 
 
-    def _permutation(self, m: int, cols: int, owner: int) -> torch.Tensor:
-        """b_0 = a[sigma] - sum b_i: a from every stream, sigma from the owner's
-        (drawn after its a, as the owner does), b_i from parties 1.. ."""
+    def _permutation(self, m: int, cols: int, owner: int, to: int) -> torch.Tensor:
+        """b_to = a[sigma] - sum b_i: a from every stream, sigma from the owner's
+        (drawn after its a, as the owner does), b_i from every other party."""
         a, sigma, rest = None, None, []
         for i, st in enumerate(self.streams):
             part = st.ring((m, cols))
             a = part if a is None else a + part
             if i == owner:
                 sigma = st.permutation(m)
-            if i > 0:
+            if i != to:
                 rest.append(st.ring((m, cols)))
         return minus_all(a[torch.from_numpy(sigma)], rest)
 
-    def _lift(self, s0, bits: int) -> torch.Tensor:
-        """A lifting mask (beaver.lift): r from every stream; party 0's
+    def _lift(self, s0, bits: int, to: int) -> torch.Tensor:
+        """A lifting mask (beaver.lift): r from every stream; the receiver's
         corrections of q = r // 2^bits (r unsigned) and of r's bit bits - 1."""
         n = math.prod(s0)
-        (r,), rest = self._draw([("ring", s0)], ("ring", (2 * n,)))
+        (r,), rest = self._draw([("ring", s0)], ("ring", (2 * n,)), to)
         r = sum_ring(r).reshape(-1)
         out = torch.empty(2 * n, dtype=torch.int64)
         torch.bitwise_and(r >> bits, (1 << (64 - bits)) - 1, out=out[:n])
         torch.bitwise_and(r >> (bits - 1), 1, out=out[n:])
         return minus_all(out, rest)
 
-    def _b2a_product(self, req: dict) -> torch.Tensor:
+    def _b2a_product(self, req: dict, to: int) -> torch.Tensor:
         """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
-        for the fixed operand's mask B (c, d): party 0's correction of both."""
+        for the fixed operand's mask B (c, d): the receiver's correction of both."""
         m, cols = (int(v) for v in req["rows"])
         b = self.fixed[int(req["fixed"])]
         n, d = math.prod(req["s0"]), int(b.shape[1])
-        (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)))
+        (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)), to)
         out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W], written in place
         rho = out[:n]
         rho.copy_(unpack_bits(xor_all(rb), n))
@@ -157,7 +159,7 @@ def _spec(kind: str, shape) -> tuple:
 
 
 def correction_widths(req: dict, n: int) -> list:
-    """(count, bits) runs of party 0's correction of n elements for ``req``, in
+    """(count, bits) runs of the receiver's correction of n elements for ``req``, in
     order: a run narrower than 64 bits travels as its low bytes and is right
     modulo 2^bits only (its consumer reads no more). PUBLIC: kinds and widths.
     "low" asks a product for its result modulo 2^low (beaver.fixed_operand's
@@ -198,7 +200,10 @@ def check_request(req, dealing: Dealing) -> None:
     if kind == "fixed":
         ok = shape(req.get("s1")) and isinstance(req.get("fixed"), int)
     else:
-        ok = shape(req.get("s0")) and ("s1" not in req or shape(req["s1"]))
+        to = req.get("to", 0)           # the party that receives the correction
+        ok = isinstance(to, int) and not isinstance(to, bool) and \
+            0 <= to < len(dealing.streams)
+        ok = ok and shape(req.get("s0")) and ("s1" not in req or shape(req["s1"]))
         if kind in ("mul", "matmul", "and"):
             fix = req.get("fixed")
             ok = ok and shape(req.get("s1")) and (fix is None or fix in dealing.fixed)
@@ -329,10 +334,8 @@ def serve(mesh: Transport, world: int) -> int:
     ahead = Ahead(dealing)
     served, held = 0, []
     while True:
-        if held and (not mesh.ready(0) or sum(len(a) for a in held) >= HOLD_BYTES):
-            for answer in held:          # order kept: party 0 reads them as asked
-                mesh.send(0, answer)
-            held.clear()
+        if held and (not mesh.ready(0) or sum(len(a) for _, a in held) >= HOLD_BYTES):
+            _send_held(mesh, held)
         if not mesh.ready(0):            # party 0 has its answers: work ahead while it computes
             mesh.flush()
             ahead.batch_done(lambda: mesh.ready(0))
@@ -342,9 +345,20 @@ def serve(mesh: Transport, world: int) -> int:
         except ValueError:
             raise MPCError("dealer: party 0 sent a malformed request") from None
         check_request(req, dealing)
-        if req.get("kind") == "end":          # party 0 has read every answer by now
+        if req.get("kind") == "end":     # party 0 has read its answers; the others get theirs
+            _send_held(mesh, held)
+            mesh.flush()
             return served
         out = ahead.answer(text, req)
         if out is not None:
-            held.append(pack_low(out, correction_widths(req, out.numel())))
+            held.append((int(req.get("to", 0)),
+                         pack_low(out, correction_widths(req, out.numel()))))
             served += 1
+
+
+def _send_held(mesh: Transport, held: list) -> None:
+    """Send held answers, each to its receiver, in the order asked (every
+    receiver reads its own in that order)."""
+    for to, answer in held:
+        mesh.send(to, answer)
+    held.clear()
