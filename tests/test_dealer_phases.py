@@ -168,12 +168,16 @@ def test_corrections_are_spread_over_the_parties_by_size():
     """Correlations.receiver's rule for a repeated phase (spread): largest
     first to the least-loaded party, from the loads before the phase; a public
     function of sizes, so every party computes the same receivers."""
-    from secure_meanshift.mpc.correlations import spread
+    from secure_meanshift.mpc.correlations import SPREAD_FROM, spread
 
-    sizes = [338, 845, 101, 51, 20, 822, 110, 96]        # one pass, kB (3 parties)
+    kb = [338, 845, 101, 51, 20, 822, 110, 96]        # one pass, kB (3 parties)
+    sizes = [k * 1000 for k in kb]
     to = spread(sizes, [0, 0, 0])
     loads = [sum(s for s, t in zip(sizes, to) if t == p) for p in range(3)]
     assert to[1] != to[5] and max(loads) <= 4 / 3 * sum(sizes) / 3, loads
     assert to == spread(sizes, [0, 0, 0])                   # the same every time
     # a party that has received more so far gets the largest one last
-    assert spread([10, 5], [100, 0, 0])[0] != 0 and spread([10], [0, 0, 50]) == [1]
+    big = [SPREAD_FROM, 2 * SPREAD_FROM]
+    assert spread(big, [0, 0, 10 * SPREAD_FROM]) == [0, 1]
+    # small corrections all to party 0 (one frame, one party woken)
+    assert spread([SPREAD_FROM - 1] * 5, [0, 0, 0]) == [0] * 5

@@ -86,6 +86,7 @@ from .signtest import FULL_BITS, mask_rows, words
 from .transport import Transport
 
 PROVIDERS = ("dealer", "first-party")
+SPREAD_FROM = 1 << 16   # bytes: smaller corrections all go to party 0 (Correlations.receiver)
 
 
 class _Pending:
@@ -237,7 +238,9 @@ class Correlations:
         the sizes it drew and the loads before it (so the phase asks for exactly
         what it asked for before: the dealer's plan holds); elsewhere the party
         that has received the fewest bytes (ties: the highest rank; party 0
-        also sends every request and adds the public terms). Every party
+        also sends every request and adds the public terms). Corrections
+        under SPREAD_FROM bytes go to party 0: there the dealer sends several
+        in one frame, and one party wakes for them, not every party. Every party
         computes it alike from kinds and shapes. Spreads the dealer's bytes
         (and their decryption) over every party's link; first-party mode:
         party 0."""
@@ -248,7 +251,7 @@ class Correlations:
         if self._assigned:
             to = self._assigned.popleft()
         else:
-            to = _least(self.loads)
+            to = _least(self.loads) if nbytes >= SPREAD_FROM else 0
             self.sizes.append(nbytes)
         self.loads[to] += nbytes
         return to
@@ -363,11 +366,15 @@ def _least(loads: list) -> int:
 
 
 def spread(sizes: list, loads: list) -> list:
-    """Receivers for corrections of these sizes (bytes), largest first, each
-    to the least-loaded party, from these loads (LPT: within 4/3 of the best
+    """Receivers for corrections of these sizes (bytes): those under
+    SPREAD_FROM to party 0, then the others largest first, each to the
+    least-loaded party, from these loads (LPT: within 4/3 of the best
     balance)."""
     loads, out = list(loads), [0] * len(sizes)
+    loads[0] += sum(n for n in sizes if n < SPREAD_FROM)
     for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        if sizes[i] < SPREAD_FROM:
+            break
         out[i] = _least(loads)
         loads[out[i]] += sizes[i]
     return out
