@@ -236,4 +236,32 @@ def lean_dispatch(crypten) -> None:
     crypten.set_grad_enabled(False)
     inner = getattr(CrypTensor.__getattribute__, "__wrapped__", None)
     if inner is not None:
-        CrypTensor.__getattribute__ = inner
+        CrypTensor.__getattribute__ = _direct_lookup(CrypTensor, inner)
+
+
+def _direct_lookup(CrypTensor, lookup):
+    """CrypTen's ``__getattribute__`` (``lookup``) with autograd off returns
+    the object's own attribute under its builtin alias (``__add__`` -> add),
+    and reads three class constants per access through CrypTen's metaclass
+    (Python code). The same answer straight from a per-name cache; in-place
+    names, a missing attribute and autograd on still go through ``lookup``."""
+    state, alias = CrypTensor.__dict__, {}      # mappingproxy: reads the live flag
+    protected, builtin = frozenset(CrypTensor.PROTECTED_ATTRIBUTES), CrypTensor.PYTHON_BUILTIN
+
+    def aliased(name: str):
+        if name in protected or name == "copy_":
+            return name
+        own = builtin.get(name, name)
+        return None if own.endswith("_") and not own.endswith("__") else own   # in-place
+
+    def direct(self, name):
+        own = alias.get(name)
+        if own is None and name not in alias:
+            own = alias[name] = aliased(name)
+        if own is not None and not state["AUTOGRAD_ENABLED"]:
+            try:
+                return object.__getattribute__(self, own)
+            except AttributeError:
+                pass
+        return lookup(self, name)
+    return direct
