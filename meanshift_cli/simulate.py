@@ -338,6 +338,14 @@ class _Background:
         return self._out["value"]
 
 
+def _twin_then_report_imports(parts: list, params: MeanShiftParams):
+    """The twin, then the import the report's matching needs (scipy.optimize:
+    about 0.5 s, else paid after the parties finish), both while they run."""
+    ref = reference_meanshift(parts, params)
+    import scipy.optimize  # noqa: F401
+    return ref
+
+
 def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     """Run the parties, the twin and scikit-learn; (report, sklearn centres, the
     parameters as run: an estimated bandwidth filled in)."""
@@ -361,7 +369,7 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     # otherwise the twin runs in this process while the parties run (after
     # them when they estimate h first: the twin needs it)
     twin = None if params.dp or params.estimates_bandwidth else \
-        _Background(reference_meanshift, parts, params)
+        _Background(_twin_then_report_imports, parts, params)
     seen: dict = {}
     sim = run_simulation(parts, params, timeout_s=args.timeout,
                          progress=_progress_printer(say, seen), provider=args.provider,
