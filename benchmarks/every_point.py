@@ -135,6 +135,8 @@ def summarise(r: dict, wall: float) -> dict:
                         "merge_and_reveal_s": sum(i.get("merge_s", 0)
                                                   for i in r["timings"].get("per_iteration", []))},
             "job_bytes": comm["bytes"] + comm.get("dealer_bytes", 0),
+            # the dealer's bytes each party received over the job (its one link)
+            "dealer_bytes_per_party": comm.get("per_party_dealer_bytes"),
             "max_abs_error": r.get("max_abs_error"),
             "centroids": len(r.get("centroids") or [])}
 

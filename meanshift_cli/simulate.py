@@ -201,6 +201,8 @@ def build_report(parts, params, run, ref, skl) -> dict:
                                     for o in run.outcomes)),
             "rounds": int(max(o.communication.get("rounds", 0) for o in run.outcomes)),
             "per_party_bytes": [int(o.communication.get("bytes", 0)) for o in run.outcomes],
+            "per_party_dealer_bytes": [int(o.communication.get("dealer_bytes", 0))
+                                       for o in run.outcomes],   # what each party received
             "steps": _step_totals(run.outcomes),
         },
     }
