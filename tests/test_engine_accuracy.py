@@ -103,6 +103,19 @@ def test_large_data_with_tiny_cluster_stays_finite_and_correct():
                        atol=1e-3 * p.bandwidth)
 
 
+def test_first_party_mode_keeps_every_correction_at_rank_0():
+    """first-party mode (rank 0 deals; simulation only): no dealer rank to
+    receive from, so corrections above Correlations.receiver's spreading size
+    (260 points as seeds: the sign test's material is over 64 KiB) stay with
+    rank 0, and the job matches its twin."""
+    parts, _ = blobs(n=260, parties=3, seed=7)
+    p = MeanShiftParams(bandwidth=H, bounds=([0, 0], [1, 1]), seeding="points", max_iter=3)
+    ref = reference_meanshift(parts, p)
+    run = run_simulation(parts, p, transport="local", provider="first-party", timeout_s=120)
+    err, unmatched = match_error(run.receiver.centroids, ref.centroids)
+    assert unmatched == 0 and err < BOUND, f"max error {err:.2e} > {BOUND:.2e}"
+
+
 def test_every_point_job_with_narrow_sums_matches_its_twin():
     """260 points, every point a seed, 3 parties: 67,600 pairs, above the size
     where the flat kernel's weighted sums travel narrow and are lifted back to

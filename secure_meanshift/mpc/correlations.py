@@ -111,8 +111,9 @@ class Correlations:
     corrections this party receives."""
 
     def __init__(self, rank: int, stream: csprng.Stream, mesh: Optional[Transport],
-                 dealer_rank: int, local: Optional[Dealing] = None):
+                 dealer_rank: int, local: Optional[Dealing] = None, spreads: bool = True):
         self.rank = rank
+        self.spreads = spreads and local is None    # False: every correction to party 0
         self.stream = stream
         self.mesh = mesh
         self.dealer_rank = dealer_rank  # = the number of parties
@@ -244,7 +245,7 @@ class Correlations:
         computes it alike from kinds and shapes. Spreads the dealer's bytes
         (and their decryption) over every party's link; first-party mode:
         party 0."""
-        if self.local is not None:
+        if not self.spreads:
             return 0
         nbytes = sum(c * width_bytes(b) for c, b in
                      correction_widths(req, torch.Size(size).numel()))
@@ -402,4 +403,4 @@ def party_setup(mesh: Optional[Transport], rank: int, world: int, provider: str)
         mesh.flush()
         local = Dealing([csprng.Stream(k) for k in keys])
         return Correlations(0, csprng.Stream(keys[0]), mesh, world, local=local)
-    return Correlations(rank, csprng.Stream(bytes(mesh.recv(0))), mesh, world)
+    return Correlations(rank, csprng.Stream(bytes(mesh.recv(0))), mesh, world, spreads=False)
