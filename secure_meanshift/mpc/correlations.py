@@ -98,7 +98,7 @@ class _Pending:
 
     @property
     def nbytes(self) -> int:
-        return sum(c * width_bytes(b) for c, b in self.widths)
+        return _frame_bytes(self.widths)
 
     def get(self) -> torch.Tensor:
         while self.value is None:
@@ -233,7 +233,7 @@ class Correlations:
                 self.mesh.send(self.dealer_rank, json.dumps(req).encode())
         return fid, b
 
-    def receiver(self, req: dict, size) -> int:
+    def receiver(self, widths: list) -> int:
         """PUBLIC: the party that receives this request's correction. In a
         repeated phase, the one spread() chose when the phase first ran, from
         the sizes it drew and the loads before it (so the phase asks for exactly
@@ -244,24 +244,24 @@ class Correlations:
         in one frame, and one party wakes for them, not every party. Every party
         computes it alike from kinds and shapes. Spreads the dealer's bytes
         (and their decryption) over every party's link; first-party mode:
-        party 0."""
+        party 0. ``widths``: the correction's (count, bits) runs
+        (dealer_service.correction_widths)."""
         if not self.spreads:
             return 0
-        nbytes = sum(c * width_bytes(b) for c, b in
-                     correction_widths(req, torch.Size(size).numel()))
+        nbytes = _frame_bytes(widths)
         if self._assigned:
             to = self._assigned.popleft()
         else:
             to = _least(self.loads) if nbytes >= SPREAD_FROM else 0
-            self.sizes.append(nbytes)
+            if self._recording is not None:
+                self.sizes.append(nbytes)
         self.loads[to] += nbytes
         return to
 
-    def _ask(self, req: dict, size, to: int) -> Optional[_Pending]:
+    def _ask(self, req: dict, size, to: int, widths: list) -> Optional[_Pending]:
         """Party 0 sends the request; the receiver gets a pending correction."""
         self.requests += 1
-        p = _Pending(self, size, correction_widths(req, torch.Size(size).numel())) \
-            if self.rank == to else None
+        p = _Pending(self, size, widths) if self.rank == to else None
         if self.local is not None:
             p.value = self.local.answer(req)
         else:
@@ -278,10 +278,11 @@ class Correlations:
     def _value(self, req: dict, size, draw):
         """This party's share of a request's product part: the dealer's
         correction at the receiver, its own stream's draw at every other party."""
-        to = self.receiver(req, size)
+        widths = correction_widths(req, torch.Size(size).numel())
+        to = self.receiver(widths)
         if to:
             req["to"] = to
-        p = self._ask(req, size, to)
+        p = self._ask(req, size, to, widths)
         return p if p is not None else draw(size)
 
     def _triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None,
@@ -359,6 +360,11 @@ class Correlations:
             if self.rank == 0:
                 self.mesh.send(self.dealer_rank, b'{"kind": "end"}')
                 self.mesh.flush()
+
+
+def _frame_bytes(widths: list) -> int:
+    """Bytes of a correction with these (count, bits) runs, as it travels."""
+    return sum(c * width_bytes(b) for c, b in widths)
 
 
 def _least(loads: list) -> int:
