@@ -342,8 +342,14 @@ class _Background:
 
 def _twin_then_report_imports(parts: list, params: MeanShiftParams):
     """The twin, then the import the report's matching needs (scipy.optimize:
-    about 0.5 s, else paid after the parties finish), both while they run."""
-    ref = reference_meanshift(parts, params)
+    about 0.5 s, else paid after the parties finish), both while they run.
+    The twin's matrix products use one BLAS thread: OpenBLAS's helper threads
+    spin while they wait for work, CPU the ranks need (0.4 s of the 3-party
+    every-point job's 13.6 s of CPU on 2 cores, measured with perf)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        ref = reference_meanshift(parts, params)
     import scipy.optimize  # noqa: F401
     return ref
 
@@ -353,7 +359,7 @@ def _simulate(args, parts: list, params: MeanShiftParams) -> tuple:
     parameters as run: an estimated bandwidth filled in)."""
     from secure_meanshift.simulate import run_simulation   # torch/CrypTen: only when run
 
-    start_fork_server()    # every input checked: its engine import overlaps ours (configs)
+    start_fork_server()    # every input checked: its engine import overlaps our work
     total = sum(map(len, parts))
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     dusts = f" ({params.n_dust} dusts)" if params.uses_dust else ""

@@ -28,7 +28,13 @@ __all__ = ["SecureMeanShift", "SecureStandardScaler", "estimate_bandwidth", "Inp
 
 
 def __getattr__(name):  # heavy (torch / CrypTen) parts load on first use
-    if name in ("MPCConfig", "PartyOutcome", "run_party", "run_dealer", "Peer", "LinkSecurity"):
+    if name in ("MPCConfig", "Peer", "LinkSecurity"):       # torch-free
+        from .mpc import config
+        return getattr(config, name)
+    if name == "PartyOutcome":
+        from .outcome import PartyOutcome
+        return PartyOutcome
+    if name in ("run_party", "run_dealer"):
         from . import runtime
         return getattr(runtime, name)
     if name == "SecureMeanShift":

@@ -4,12 +4,21 @@ importing this module imports what every party and dealer process needs
 server forks the ranks of a run, and sets the allocator up for them."""
 
 import ctypes
+import gc
 import sys
 
-from .mpc._compat import import_crypten
-from . import runtime, simulate  # noqa: F401  (the ranks' targets, the runtime, torch)
+# The cyclic collector ran dozens of times over torch's and CrypTen's import
+# (their objects are permanent): off while they load, then those objects are
+# frozen out of every later collection, the forked ranks' too. The server's
+# import is on every run's critical path (the ranks wait for it).
+gc.disable()
+
+from .mpc._compat import import_crypten  # noqa: E402
+from . import runtime, simulate  # noqa: E402,F401  (the ranks' targets, the runtime, torch)
 
 import_crypten()
+gc.freeze()
+gc.enable()
 
 # glibc's malloc, as the forked ranks inherit it: a rank allocates and frees
 # tensors of 1-50 MB every round (shares, dealer streams, openings). By default

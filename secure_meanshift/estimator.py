@@ -541,7 +541,7 @@ class SecureMeanShift(ClusterMixin, BaseEstimator):
         from .simulate import run_simulation
         from .validation import refuse_coarse_grid
 
-        start_fork_server()     # every check passed: its engine import overlaps ours below
+        start_fork_server()     # every check passed: its engine import starts now
 
         estimating = p.estimates_bandwidth
         if not estimating:

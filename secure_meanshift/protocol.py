@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -46,6 +46,7 @@ from .mpc.communicator import width_bytes
 from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
+from .outcome import RunFigures
 from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
 from .privacy import share_histogram, shared_grid_seeds
@@ -79,22 +80,6 @@ def _check_range(terms) -> bool:
 def _range_failed(bits) -> bool:
     """Open only whether any of these range-test bits is 0 (a count, not a value)."""
     return bool(disclose((1 - bits).sum(), "failure-count").item() > 0.5)
-
-
-@dataclass(kw_only=True)
-class RunFigures:
-    """What a run measured: the protocol's result and a party's outcome carry it."""
-
-    iterations: int
-    per_iteration: list = field(default_factory=list)
-    share_s: float = 0.0
-    communication: dict = field(default_factory=dict)
-    points: int = 0
-    rows: int = 0
-
-    def figures(self) -> dict:
-        """These fields by name (to hand them on, e.g. to a PartyOutcome)."""
-        return {f.name: getattr(self, f.name) for f in fields(RunFigures)}
 
 
 @dataclass(kw_only=True)

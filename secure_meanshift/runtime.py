@@ -16,11 +16,10 @@ the source of correlated randomness and every random generator are set up.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from dataclasses import replace
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,17 +30,15 @@ from .local_data import LocalData
 from .mpc import correlations, crypten_patches, csprng
 from .mpc._compat import import_crypten
 from .mpc.communicator import MeshCommunicator
-from .mpc.correlations import PROVIDERS
+from .mpc.config import PROVIDERS, MPCConfig
 from .mpc.dealer_service import serve
-from .mpc.mesh import TRANSPORTS, LinkSecurity, Mesh, Peer, job_digest
+from .mpc.mesh import TRANSPORTS, LinkSecurity, Mesh, Peer
 from .mpc.transport import Transport
 from .params import MeanShiftParams, resolve_summary
 from .privacy import local_release
-from .protocol import Progress, RunFigures, SecureResult, run_protocol
+from .outcome import PartyOutcome
+from .protocol import Progress, SecureResult, run_protocol
 from .summary import summarize
-
-if TYPE_CHECKING:
-    from .moments import Moments
 
 TORCH_THREADS = 1     # per rank: a job's ranks often share a machine's cores
 
@@ -49,113 +46,7 @@ __all__ = ["MPCConfig", "Peer", "LinkSecurity", "PartyOutcome", "run_party", "ru
            "PEER_LOST", "PROVIDERS", "TRANSPORTS"]
 
 
-@dataclass(frozen=True)
-class MPCConfig:
-    """How this rank joins the job's other ranks.
 
-    rank: 0..world_size-1 for the parties (in the job's party order);
-        world_size for the dealer.
-    world_size: number of parties (the dealer is not counted).
-    peers: who is expected at each rank and where it listens: one Peer per
-        party, then the dealer's (with provider "dealer").
-    security: this rank's certificate, key and the CA (transport "tls").
-    transport: "tls" (default) or "trusted-network" (plaintext TCP; only on a
-        network every party trusts, and only if its policy allows it).
-    provider: "dealer" (default) or "first-party" (rank 0 deals: simulation only).
-    context: what the job is (e.g. canonical spec and seed); part of the digest
-        every rank must agree on before anything secret moves.
-    timeout_s: bound on connecting and on every exchange.
-    listen_host: where this rank listens, if not at its own peer entry's host
-        (a node behind NAT, or "" for every interface).
-    """
-
-    rank: int
-    world_size: int
-    peers: tuple = ()
-    security: Optional[LinkSecurity] = None
-    transport: str = "tls"
-    provider: str = "dealer"
-    context: str = ""
-    timeout_s: float = 60.0
-    listen_host: Optional[str] = None   # bind address if not this rank's advertised host
-                                        # ("" = every interface)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "peers", tuple(
-            p if isinstance(p, Peer) else Peer(*p) for p in self.peers))
-        if isinstance(self.security, (tuple, list)):
-            object.__setattr__(self, "security", LinkSecurity(*self.security))
-        if self.provider not in PROVIDERS:
-            raise InputError(f"provider: {self.provider!r} not available "
-                             f"({', '.join(PROVIDERS)})")
-        if self.transport not in TRANSPORTS:
-            raise InputError(f"transport: {self.transport!r} not available "
-                             f"({', '.join(TRANSPORTS)})")
-        if self.world_size < 2:
-            raise InputError("parties: at least 2 parties are needed")
-        ranks = self.world_size + (1 if self.provider == "dealer" else 0)
-        if not 0 <= self.rank < ranks:
-            raise InputError("rank: must be in [0, world_size) (or world_size for the dealer)")
-        if len(self.peers) != ranks:
-            raise InputError(f"peers: expected {ranks} (parties"
-                             f"{' and the dealer' if self.provider == 'dealer' else ''}), "
-                             f"got {len(self.peers)}")
-        if self.transport == "tls" and self.security is None:
-            raise InputError("security: transport 'tls' needs a certificate, key and CA")
-        if len({p.identity for p in self.peers}) != len(self.peers):
-            raise InputError("peers: every rank needs its own identity")
-
-    @property
-    def is_dealer(self) -> bool:
-        return self.rank == self.world_size
-
-    def digest(self) -> bytes:
-        return job_digest(self.context, json.dumps([[p.identity, p.host, p.port, p.fingerprint]
-                                                    for p in self.peers]),
-                          self.provider, self.transport, str(self.world_size))
-
-
-@dataclass(kw_only=True)
-class PartyOutcome(RunFigures):
-    """What one party's worker ends with. Centroids are in data units and are
-    present only on ranks listed in ``reveal_to``."""
-
-    rank: int
-    centroids: Optional[np.ndarray]
-    sizes: Optional[np.ndarray]
-    wall_s: float = 0.0
-    provider: str = "dealer"
-    transport: str = "tls"
-    params: Optional[MeanShiftParams] = None    # as run (e.g. with an estimated bandwidth)
-    clipped: int = 0          # rows moved into the bounds (clip=True): the owner's log only
-    share: Optional[dict] = None   # params.export_shares: this party's output share (sealed
-                                   # by the node to each analyst receiver; never logged)
-    # DP mode, tests only (run_party(keep_noise=True)): this party's own noise per
-    # cell, so the twin can replay the run; never in to_dict, never sent anywhere
-    dp_noise: Optional[np.ndarray] = None
-    # scale "standard": the opened pooled moments (moments.Moments) and the centres
-    # as opened, in standardised units (``centroids`` are then in data units)
-    moments: Optional["Moments"] = None
-    standardised: Optional[np.ndarray] = None
-
-    def to_dict(self) -> dict:
-        return {
-            "rank": self.rank,
-            "centroids": None if self.centroids is None else self.centroids.tolist(),
-            "sizes": None if self.sizes is None else self.sizes.tolist(),
-            "iterations": self.iterations,
-            "per_iteration": self.per_iteration,
-            "share_s": self.share_s,
-            "wall_s": self.wall_s,
-            "communication": self.communication,
-            "points": self.points,
-            "rows": self.rows,
-            "provider": self.provider,
-            "transport": self.transport,
-            "moments": None if self.moments is None else self.moments.to_dict(),
-            "standardised_centroids": None if self.standardised is None
-            else self.standardised.tolist(),
-        }
 
 
 def _connect(c: MPCConfig) -> Mesh:

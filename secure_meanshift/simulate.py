@@ -36,13 +36,15 @@ from .errors import InputError, MPCError
 from .local_data import LocalData
 from .mpc.transport import LocalLinks, keep_own, socket_pairs
 from .data import check_points, data_bounds, to_unit
+from .mpc.config import MPCConfig
 from .mpc.mesh import Peer
 from .params import EstimateBandwidth, MeanShiftParams, default
 
-# The runtime (torch, CrypTen) loads in the ranks (the fork server preloads it:
-# _warm.py) and in the caller only when a run builds its configs, so that a
-# caller can start the fork server before its own import of torch
-# (start_fork_server): the two imports then overlap on two cores.
+# The runtime (torch, CrypTen) loads in the ranks only (the fork server preloads
+# it: _warm.py). The caller builds configs (mpc/config.py) and unpickles the
+# outcomes (outcome.py) without it: importing torch cost the caller about 1.5 s
+# of CPU, taken from the ranks on a 2-core machine, and its teardown at exit
+# another 0.5 s of wall time.
 
 
 def free_ports(k: int) -> list:
@@ -68,8 +70,6 @@ def local_configs(world: int, provider: str = "dealer", transport: str = "tls",
                   context: str = "") -> list:
     """MPCConfig for every rank of a job on loopback (parties, then the dealer),
     with free ports and, for TLS, a throw-away CA and certificates in directory."""
-    from .runtime import MPCConfig
-
     names = [f"party:sim{r}" for r in range(world)]
     if provider == "dealer":
         names.append("dealer:sim")
@@ -157,8 +157,9 @@ def _start_method() -> str:
 
 def start_fork_server() -> None:
     """Start the fork server now, if ranks are forked (_start_method) and it does
-    not run yet: its import of the engine (about 1 s of CPU) then overlaps the
-    caller's own (local_configs imports the runtime) instead of following it.
+    not run yet: its import of the engine (about 1.5 s of CPU) then overlaps the
+    caller's own work (generating or reading the data, the plaintext twin)
+    instead of following it.
     Call it once the inputs are checked (a refused run starts no process).
     Returns at once; the first run's ranks are forked when the server has
     imported the engine."""

@@ -79,13 +79,13 @@ import torch
 
 from . import csprng
 from .communicator import unpack_low, width_bytes
+from .config import PROVIDERS
 from .dealer_service import Dealing, correction_widths
 from ..errors import MPCError
 from .ring import out_size
 from .signtest import FULL_BITS, mask_rows, words
 from .transport import Transport
 
-PROVIDERS = ("dealer", "first-party")
 SPREAD_FROM = 1 << 16   # bytes: smaller corrections all go to party 0 (Correlations.receiver)
 
 
