@@ -13,6 +13,9 @@ import sys
 # import is on every run's critical path (the ranks wait for it).
 gc.disable()
 
+import encodings.idna  # noqa: E402,F401  (each rank's connects encode host names with it)
+import multiprocessing.synchronize  # noqa: E402,F401  (the result queue's lock, in each rank)
+
 from .mpc._compat import import_crypten  # noqa: E402
 from . import runtime, simulate  # noqa: E402,F401  (the ranks' targets, the runtime, torch)
 

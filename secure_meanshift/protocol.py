@@ -355,10 +355,14 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     is an exact ring integer (no truncation: a secret times an integer view needs
     none) of magnitude < d 2^(2P+2), and its sign is exactly the flat kernel's
     test for the centroid the parties hold. C.C and C.X share one opening.
-    Returns T relabelled at 16 bits (same shares, same sign) for ge_zero."""
+    C.X enters T alone, times 2^(P-15), and T only the next sign test: its
+    product is folded into that test's mask (square_and_matmul's fold: the
+    dealer's correction of C.X, 5 MB an iteration at 1,000 points, is not sent).
+    Returns T relabelled at 16 bits (same shares, same sign) for ge_zero, right
+    only as that test's input."""
     from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
-    sq, cx = square_and_matmul(_int_view(c), xi_t)              # C*C, C.X (m, n)
+    sq, cx = square_and_matmul(_int_view(c), xi_t, fold=2 ** (bits - 15))  # C*C, C.X (m, n)
     cc = sq.sum(dim=1, keepdim=True)
     r = int(math.floor(radius2 * 2.0 ** (2 * bits)))
     t = cx * (2 ** (bits - 15)) - cc - xx * (2 ** (2 * bits - 32)) + r

@@ -181,3 +181,48 @@ def test_corrections_are_spread_over_the_parties_by_size():
     assert spread(big, [0, 0, 10 * SPREAD_FROM]) == [0, 1]
     # small corrections all to party 0 (one frame, one party woken)
     assert spread([SPREAD_FROM - 1] * 5, [0, 0, 0]) == [0] * 5
+
+
+def test_a_folded_product_is_made_up_for_in_the_next_sign_tests_mask():
+    """A product asked for with "fold" (protocol._exact_edge's C.X) gets no
+    correction; the next sign test's material is then dealt for
+    r* = r - coef * delta (delta: what the parties' shares of the product
+    lack), so the opening x + r is x's exact one with r* in r's place. The
+    dealer refuses a test that folds nothing and a second fold before the test."""
+    import torch
+
+    from secure_meanshift.errors import MPCError
+    from secure_meanshift.mpc import csprng
+    from secure_meanshift.mpc.dealer_service import Dealing, check_request
+    from secure_meanshift.mpc.ring import ring_matmul, sum_ring
+    from secure_meanshift.mpc.signtest import mask_material, mask_rows, words
+
+    keys = [csprng.new_key() for _ in range(3)]
+    dealing, parties = Dealing([csprng.Stream(k) for k in keys]), [csprng.Stream(k) for k in keys]
+    mm = {"kind": "matmul", "s0": [4, 2], "s1": [2, 5], "fold": 32}
+    check_request(mm, dealing)
+    assert dealing.answer(mm) is None                      # nothing sent to any party
+    drawn = [(st.ring((4, 2)), st.ring((2, 5)), st.ring((4, 5))) for st in parties]
+    a, b = sum_ring([d[0] for d in drawn]), sum_ring([d[1] for d in drawn])
+    delta = ring_matmul(a, b) - sum_ring([d[2] for d in drawn])
+    assert delta.abs().sum() > 0                           # the shares do lack something
+    n, bits, coef = 20, 44, -32                             # ge_times: x = -T - 1
+    ltz = {"kind": "ltz", "s0": [n], "bits": bits, "fold": [20, coef]}
+    check_request(ltz, dealing)
+    correction = dealing.answer(ltz)                        # party 0's
+    r = sum_ring([st.ring((n,)) for st in parties])
+    material = correction
+    for st in parties[1:]:
+        material = material ^ st.ring((mask_rows(bits), words(n)))
+    assert torch.equal(material, mask_material(r - coef * delta.reshape(-1), bits))
+    with pytest.raises(MPCError, match="folds a product it was not asked for"):
+        dealing.answer(ltz)
+    dealing.answer(mm)
+    with pytest.raises(MPCError, match="before the last one's sign test"):
+        dealing.answer(mm)
+    for bad in ({"kind": "and", "s0": [1, 2], "s1": [1, 2], "fold": 2}, {**mm, "to": 1},
+                {**mm, "fold": "2"}, {**mm, "fold": True}, {**mm, "low": 39},
+                {**ltz, "fold": [21, 1]}, {**ltz, "fold": [0, 1]}, {**ltz, "fold": 3},
+                {**ltz, "fold": [20, 1 << 63]}):
+        with pytest.raises(MPCError):
+            check_request(bad, dealing)

@@ -298,10 +298,12 @@ def test_curious_party_learns_nothing(recorded):
         for src, frame, *_ in dealer["frames"]:
             req = json.loads(frame)
             # kind, shapes, truncation divisor, which operand is reused, which
-            # rank permutes, public widths and which party receives the correction
-            # (the program's structure): never a value
+            # rank permutes, public widths, which party receives the correction
+            # and a folded product's public coefficient (the program's
+            # structure): never a value
             assert src == 0 and set(req) <= {"kind", "s0", "s1", "y", "fixed", "width",
-                                             "bits", "rows", "owner", "low", "to"}, req
+                                             "bits", "rows", "owner", "low", "to",
+                                             "fold"}, req
             assert all(isinstance(v, (int, str)) or all(isinstance(x, int) for x in v)
                        for v in req.values()), req
     attempts = sum(r[3]["attempts"] for r in report if isinstance(r[3], dict))

@@ -171,14 +171,20 @@ def release() -> None:
     _SESSION.clear()
 
 
-def square_and_matmul(x, y) -> tuple:
+def square_and_matmul(x, y, fold: Optional[int] = None) -> tuple:
     """(x * x, x @ y) for integer-encoded MPCTensors with ONE opening (x's two
     masked copies travel together): the ring products, scale 1; x @ y right
-    modulo 2^bits only for a narrow fixed operand y (fixed_operand)."""
+    modulo 2^bits only for a narrow fixed operand y (fixed_operand).
+
+    fold (PUBLIC int): x @ y is used once, times ``fold``, inside the input
+    of the very next sign test (protocol._exact_edge): the dealer then sends
+    no correction for it and deals that test's mask to make up for it
+    (Correlations.triple). The x @ y returned is then short by the dealer's
+    delta: good for that test only."""
     crypten = import_crypten()
 
     (sq_open, sq_done), (mm_open, mm_done) = _SESSION["square"](x._tensor), \
-        _SESSION["matmul"](x._tensor, y._tensor)
+        _SESSION["matmul"](x._tensor, y._tensor, fold)
     low = getattr(y._tensor, FIXED, {}).get("bits")
     opened = _open_at(sq_open + mm_open, [None] * len(sq_open) + [low] * len(mm_open))
     k = len(sq_open)
@@ -231,20 +237,21 @@ def _split_products(corr: Correlations) -> tuple:
     """(beaver_begin, square_begin): products split in two, (values to open,
     finish(opened) -> shares of the result), so that several products can share
     one opening."""
-    def beaver_begin(op: str, x, y, low: Optional[int] = None):
+    def beaver_begin(op: str, x, y, low: Optional[int] = None, fold: Optional[int] = None):
         """low: the product is needed modulo 2^low only (the dealer's correction
-        travels at that width); a narrow fixed operand's own width by default."""
+        travels at that width); a narrow fixed operand's own width by default.
+        fold: see square_and_matmul (no correction at any width)."""
         f = ring_matmul if op == "matmul" else torch.mul
         fixed = getattr(y, FIXED, None)
         if fixed is not None:
             if "id" not in fixed:
                 _prime([y])
             # y - b was opened when y was primed: only x - a travels
-            low = fixed.get("bits", low)
-            a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"], low)
+            low = None if fold is not None else fixed.get("bits", low)
+            a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"], low, fold)
             opens = [x.share - a]
         else:
-            a, b, c = corr.triple(op, x.size(), y.size(), low=low)
+            a, b, c = corr.triple(op, x.size(), y.size(), low=low, fold=fold)
             opens = [x.share - a, y.share - b]
 
         def finish(opened: list) -> torch.Tensor:
@@ -327,7 +334,8 @@ def _binary(corr: Correlations, open_, open_xor, public, crypten_ltz) -> dict:
         flat = torch.cat([p._tensor.share.reshape(-1) for p in parts])
         flat = -flat - (1 if corr.rank == 0 else 0)        # x >= 0 <=> -x - 1 < 0, exactly
         bits, z, w = less_than_zero(flat, corr, open_, open_xor, corr.rank == 0, widths,
-                                    (fixed["id"], m, cols, u.size(1), fixed.get("bits")))
+                                    (fixed["id"], m, cols, u.size(1), fixed.get("bits")),
+                                    sign=-1)
         k, z = bits[:m * cols].reshape(m, cols), z[:m * cols].reshape(m, cols)
         # sum_j (1 - 2 z_ij) w_ijk, without einsum (an int64 bmm: several times slower)
         ku = ring_matmul(k, fixed["delta"]) + ring_matmul(z, fixed["b"]) + \
@@ -359,7 +367,7 @@ def start(corr: Correlations, crypten_ltz) -> dict:
     open_, open_xor, public = _openers(corr)
     beaver_begin, square_begin = _split_products(corr)
     _SESSION.update(corr=corr, open=open_, public=public, square=square_begin,
-                    matmul=lambda x, y: beaver_begin("matmul", x, y),
+                    matmul=lambda x, y, fold=None: beaver_begin("matmul", x, y, fold=fold),
                     mul=lambda x, y, low=None: beaver_begin("mul", x, y, low))
     return {**_arithmetic(corr, open_, public, beaver_begin, square_begin),
             **_binary(corr, open_, open_xor, public, crypten_ltz)}

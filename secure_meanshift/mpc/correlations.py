@@ -129,6 +129,7 @@ class Correlations:
         self.plans: dict = {}           # phase key -> the draws it made the first time
         self._recording: Optional[list] = None
         self._reserved: deque = deque()
+        self._folding: Optional[tuple] = None   # (count, coef): a product for the next ltz
 
     # ---- phases: every draw of a repeated phase asked for at its start ------
     @contextmanager
@@ -173,12 +174,15 @@ class Correlations:
         return out
 
     def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None,
-               low: Optional[int] = None):
+               low: Optional[int] = None, fold: Optional[int] = None):
         """(a, b, c = a op b); with ``fixed`` (an id from new_fixed_id) and the
         mask b of fixed_mask or an earlier triple, b is reused and only a is
         fresh. low: c is needed modulo 2^low only (party 0's correction travels
-        at that width)."""
-        return self._use("triple", (op, tuple(s0), tuple(s1), fixed, b, low))
+        at that width). fold (PUBLIC int): the product enters the input of the
+        next sign test only, times fold: no correction is sent, and the shares
+        of c are short by the dealer's delta until that test's mask makes up
+        for it (dealer_service.Dealing._hold_fold)."""
+        return self._use("triple", (op, tuple(s0), tuple(s1), fixed, b, low, fold))
 
     def square(self, s):
         return self._use("square", (tuple(s),))
@@ -197,10 +201,12 @@ class Correlations:
     def trunc_pair(self, s, y: int):
         return self._use("trunc_pair", (tuple(s), int(y)))
 
-    def ltz_mask(self, n: int, bits: int = FULL_BITS):
+    def ltz_mask(self, n: int, bits: int = FULL_BITS, sign: int = 1):
         """A sign-test mask for n elements compared on ``bits`` bits: r (ring)
-        and the XOR-shared material of signtest.mask_material(r, bits)."""
-        return self._use("ltz_mask", (int(n), int(bits)))
+        and the XOR-shared material of signtest.mask_material(r, bits). sign:
+        +1 if the test's input is the value as computed, -1 if it is -v - 1;
+        a product folded into this test (triple's fold) enters it that way."""
+        return self._use("ltz_mask", (int(n), int(bits), int(sign)))
 
     def trunc_square(self, s, y: int, width: int):
         """A truncation pair (r, t = r // y) for an (m, w) value, and u = t[:, :width]
@@ -259,11 +265,14 @@ class Correlations:
         return to
 
     def _ask(self, req: dict, size, to: int, widths: list) -> Optional[_Pending]:
-        """Party 0 sends the request; the receiver gets a pending correction."""
+        """Party 0 sends the request; the receiver gets a pending correction
+        (no party when ``to`` is -1: a folded product, _triple)."""
         self.requests += 1
         p = _Pending(self, size, widths) if self.rank == to else None
         if self.local is not None:
-            p.value = self.local.answer(req)
+            value = self.local.answer(req)       # the streams move even when nothing is owed
+            if p is not None:
+                p.value = value
         else:
             if self.rank == 0:
                 self.mesh.send(self.dealer_rank, json.dumps(req).encode())
@@ -286,26 +295,36 @@ class Correlations:
         return p if p is not None else draw(size)
 
     def _triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None,
-                low: Optional[int] = None):
+                low: Optional[int] = None, fold: Optional[int] = None):
         a = self.stream.ring(s0)
         if b is None:
             b = self.stream.ring(s1)
         req = {"kind": op, "s0": list(s0), "s1": list(s1)}
         if fixed is not None:
             req["fixed"] = fixed
-        c = self._value(_narrow(req, low), out_size(op, s0, s1), self.stream.ring)
-        return a, b, c
+        size = out_size(op, s0, s1)
+        if fold is None:
+            return a, b, self._value(_narrow(req, low), size, self.stream.ring)
+        if self._folding is not None:
+            raise MPCError("correlated randomness: a folded product before the last one's test")
+        req["fold"] = int(fold)
+        self._folding = (torch.Size(size).numel(), int(fold))
+        self._ask(req, size, -1, [])          # the dealer draws; no party is corrected
+        return a, b, self.stream.ring(size)
 
     def new_fixed_id(self) -> int:
         self.fixed_ids += 1
         return self.fixed_ids
 
-    def _ltz_mask(self, n: int, bits: int = FULL_BITS):
+    def _ltz_mask(self, n: int, bits: int = FULL_BITS, sign: int = 1):
         r = self.stream.ring((n,))
         size = (mask_rows(bits), words(n))
         req = {"kind": "ltz", "s0": [n]}
         if bits != FULL_BITS:
             req["bits"] = bits
+        if self._folding is not None:     # the product folded into this test (_triple)
+            count, coef = self._folding
+            req["fold"], self._folding = [count, sign * coef], None
         return r, self._value(req, size, self.stream.ring)
 
     def _square(self, s):

@@ -34,6 +34,7 @@ class Dealing:
     def __init__(self, streams: list):
         self.streams = streams
         self.fixed: dict = {}          # fixed operand id -> sum b
+        self.folded: Optional[torch.Tensor] = None   # a folded product's shortfall (fold)
 
     def _draw(self, shared: list, rest, to: int = 0) -> tuple:
         """From every party's stream, in the order that party draws them: the
@@ -60,23 +61,27 @@ class Dealing:
         (b,), _ = self._draw([("ring", req["s1"])], None)
         self.fixed[int(req["fixed"])] = sum_ring(b)
 
-    def answer(self, req: dict) -> torch.Tensor:
+    def answer(self, req: dict) -> Optional[torch.Tensor]:
         """The receiver's correction for one request (kind and shapes only;
-        the receiver, ``to``, defaults to party 0)."""
+        the receiver, ``to``, defaults to party 0); None for a folded product
+        (nothing to send: _hold_fold)."""
         kind, to = req["kind"], int(req.get("to", 0))
         s0, s1 = req["s0"], req.get("s1")
         if kind in ("mul", "matmul"):
             fix = req.get("fixed")          # a primed operand: its b is known
             drawn = [("ring", s0)] if fix is not None else [("ring", s0), ("ring", s1)]
-            got, rest = self._draw(drawn, ("ring", out_size(kind, s0, s1)), to)
+            fold = req.get("fold") is not None
+            got, rest = self._draw(drawn, ("ring", out_size(kind, s0, s1)), -1 if fold else to)
             a = sum_ring(got[0])
             b = self.fixed[fix] if fix is not None else sum_ring(got[1])
             c = ring_matmul(a, b) if kind == "matmul" else a * b
+            if fold:
+                return self._hold_fold(minus_all(c, rest))
             return minus_all(c, rest)             # c is fresh: corrected in place
         if kind == "ltz":
             n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
             (r,), rest = self._draw([("ring", s0)], ("bits", (mask_rows(bits), words(n))), to)
-            m = mask_material(sum_ring(r), bits)
+            m = mask_material(self._fold_into(sum_ring(r), req.get("fold")), bits)
             return xor_into(m, rest)
         if kind == "and":
             (a, b), rest = self._draw([("bits", s0), ("bits", s1)],
@@ -109,6 +114,32 @@ class Dealing:
             return minus_all(out, rest)            # out: t (fresh) or a fresh cat
         raise MPCError("dealer: unknown request")
 
+
+    # ---- a product folded into the next sign test's mask ----------------------
+    # A product asked for with "fold" (beaver.square_and_matmul) gets no
+    # correction: every party keeps its own draw, so the parties' shares sum
+    # to c - delta. Its only use is linear, coef * c inside the input x of the
+    # next sign test, so the parties open x - coef * delta + r. The dealer
+    # deals the bits of r* = r - coef * delta for that test instead of r's:
+    # the opening is x + r*, r* is as uniform as r, and the test compares
+    # with r*. One correction of the test's width travels instead of two.
+    def _hold_fold(self, delta: torch.Tensor) -> None:
+        if self.folded is not None:
+            raise MPCError("dealer: a folded product before the last one's sign test")
+        self.folded = delta.reshape(-1)
+        return None
+
+    def _fold_into(self, r: torch.Tensor, fold) -> torch.Tensor:
+        """r, or r* = r - coef * delta on its first count elements (fold:
+        [count, coef] of the sign test that consumes the held product)."""
+        if fold is None:
+            return r
+        count, coef = fold
+        if self.folded is None or self.folded.numel() != count or count > r.numel():
+            raise MPCError("dealer: a sign test folds a product it was not asked for")
+        r[:count] -= coef * self.folded
+        self.folded = None
+        return r
 
     def _permutation(self, m: int, cols: int, owner: int, to: int) -> torch.Tensor:
         """b_to = a[sigma] - sum b_i: a from every stream, sigma from the owner's
@@ -207,6 +238,9 @@ def check_request(req, dealing: Dealing) -> None:
         if kind in ("mul", "matmul", "and"):
             fix = req.get("fixed")
             ok = ok and shape(req.get("s1")) and (fix is None or fix in dealing.fixed)
+        if "fold" in req:               # a product folded into the next sign test
+            ok = ok and (_fold_ok(req) if kind == "ltz" else kind in ("mul", "matmul") and
+                         _int64(req["fold"]) and "to" not in req and "low" not in req)
         if kind in ("trunc", "trunc_sq"):
             y = req.get("y")
             ok = ok and isinstance(y, int) and 1 < y < (1 << 62)
@@ -229,6 +263,17 @@ def check_request(req, dealing: Dealing) -> None:
                 (kind != "b2a" or req.get("fixed") is not None)
     if not ok:
         raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
+
+
+def _int64(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -(1 << 62) <= v < (1 << 62)
+
+
+def _fold_ok(req: dict) -> bool:
+    """A sign test's "fold": [count, coef], count within its elements."""
+    f = req["fold"]
+    return isinstance(f, list) and len(f) == 2 and _int64(f[0]) and _int64(f[1]) and \
+        0 < f[0] <= req["s0"][0]
 
 
 def _width_ok(b, most: int) -> bool:
@@ -276,7 +321,7 @@ class Ahead:
 
     def answer(self, text: bytes, req: dict) -> Optional[torch.Tensor]:
         """Party 0's correction for an (already checked) request; None for a
-        fixed operand (nothing to answer)."""
+        fixed operand or a folded product (nothing to answer)."""
         self.batch.append(text)
         if self.ready and self.ready[0][0] == text:
             return self.ready.popleft()[1]
@@ -288,8 +333,10 @@ class Ahead:
 
     def _take_back(self) -> None:
         if self.ready:
-            for st, at in zip(self.dealing.streams, self.ready[0][2]):
-                st.seek(at)
+            at, folded = self.ready[0][2]
+            for st, pos in zip(self.dealing.streams, at):
+                st.seek(pos)
+            self.dealing.folded = folded
         self.ready.clear()
         self.plan.clear()
 
@@ -310,16 +357,22 @@ class Ahead:
                 if len(expect) < 2:      # requests one at a time: no repeated phase
                     break
                 self.plan.extend(expect)
-        budget = AHEAD_ELEMENTS - sum(out.numel() for _, out, _ in self.ready)
+        budget = AHEAD_ELEMENTS - sum(_numel(out) for _, out, _ in self.ready)
         while self.plan and budget > 0 and not asked():
             req = json.loads(self.plan[0])
             if req["kind"] in ("fixed", "end"):
                 self.plan.clear()        # a fixed operand is remembered only when sent
                 return
-            at = [st.tell() for st in self.dealing.streams]
+            # where the streams and a held folded product were: a request that
+            # differs from the plan takes both back (_take_back)
+            before = ([st.tell() for st in self.dealing.streams], self.dealing.folded)
             out = self.dealing.answer(req)
-            self.ready.append((self.plan.popleft(), out, at))
-            budget -= out.numel()
+            self.ready.append((self.plan.popleft(), out, before))
+            budget -= _numel(out)
+
+
+def _numel(out: Optional[torch.Tensor]) -> int:
+    return 0 if out is None else out.numel()
 
 
 def serve(mesh: Transport, world: int) -> int:

@@ -164,10 +164,10 @@ class _Segment:
     """One run of elements compared on the same width: its dealer values and
     the (gt, eq) blocks of its comparison tree."""
 
-    def __init__(self, corr, n: int, bits: int):
+    def __init__(self, corr, n: int, bits: int, sign: int = 1):
         self.n, self.bits = n, bits
-        self.r, self.material = corr.ltz_mask(n, bits) if bits < FULL_BITS \
-            else corr.ltz_mask(n)
+        self.r, self.material = corr.ltz_mask(n, bits, sign) if bits < FULL_BITS \
+            else corr.ltz_mask(n, sign=sign)
         w = words(n)
         self.triples = [corr.binary_triple(s0, s1) for h, last in _levels(_block_count(bits))
                         for s0, s1 in _level_triples(h, last, w)]
@@ -250,7 +250,7 @@ class _Segment:
 
 def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
                    first: bool, widths: Optional[Sequence] = None,
-                   product: Optional[tuple] = None):
+                   product: Optional[tuple] = None, sign: int = 1):
     """Arithmetic shares (0/1, int64) of [x < 0] for this party's shares x.
 
     corr: the party's Correlations (correlations.py); open_sum / open_xor: one
@@ -264,7 +264,9 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     operand's mask, (cols, d)), and the result is (bits, z, W) with z the
     opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares;
     low (PUBLIC, or None): K's additive shares and W are right modulo 2^low
-    only (the product is needed no wider: beaver.lift)."""
+    only (the product is needed no wider: beaver.lift). sign: x is the values
+    as computed (+1) or -v - 1 (-1, beaver's ge_times): how a product folded
+    into the first segment's mask enters x (Correlations.triple's fold)."""
     shape, n = x.shape, x.numel()
     widths = [(n, FULL_BITS)] if widths is None else [(int(k), check_width(b))
                                                       for k, b in widths if k]
@@ -272,7 +274,7 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
         raise ValueError("sign test widths do not cover the values")
     # everything the dealer contributes, asked for at once: its answers then
     # arrive while the parties exchange c, and no level waits for the dealer
-    segs = [_Segment(corr, k, b) for k, b in widths]
+    segs = [_Segment(corr, k, b, sign) for k, b in widths]
     rho = corr.random_bit(torch.Size([64 * words(n)]), product)
     flat, at, masked = x.reshape(-1), 0, []
     for s in segs:
