@@ -362,10 +362,11 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     only as that test's input."""
     from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
 
-    sq, cx = square_and_matmul(_int_view(c), xi_t, fold=2 ** (bits - 15))  # C*C, C.X (m, n)
+    cx_scale = 2 ** (bits - 15)        # C.X's coefficient in T: also the fold's
+    sq, cx = square_and_matmul(_int_view(c), xi_t, fold=cx_scale)   # C*C, C.X (m, n)
     cc = sq.sum(dim=1, keepdim=True)
     r = int(math.floor(radius2 * 2.0 ** (2 * bits)))
-    t = cx * (2 ** (bits - 15)) - cc - xx * (2 ** (2 * bits - 32)) + r
+    t = cx * cx_scale - cc - xx * (2 ** (2 * bits - 32)) + r
     t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
     return t
 

@@ -247,7 +247,7 @@ def _split_products(corr: Correlations) -> tuple:
             if "id" not in fixed:
                 _prime([y])
             # y - b was opened when y was primed: only x - a travels
-            low = None if fold is not None else fixed.get("bits", low)
+            low = fixed.get("bits", low)
             a, b, c = corr.triple(op, x.size(), y.size(), fixed["id"], fixed["b"], low, fold)
             opens = [x.share - a]
         else:

@@ -76,7 +76,8 @@ class Dealing:
             b = self.fixed[fix] if fix is not None else sum_ring(got[1])
             c = ring_matmul(a, b) if kind == "matmul" else a * b
             if fold:
-                return self._hold_fold(minus_all(c, rest))
+                self._hold_fold(minus_all(c, rest))
+                return None
             return minus_all(c, rest)             # c is fresh: corrected in place
         if kind == "ltz":
             n, bits = int(s0[0]), int(req.get("bits", FULL_BITS))
@@ -127,7 +128,6 @@ class Dealing:
         if self.folded is not None:
             raise MPCError("dealer: a folded product before the last one's sign test")
         self.folded = delta.reshape(-1)
-        return None
 
     def _fold_into(self, r: torch.Tensor, fold) -> torch.Tensor:
         """r, or r* = r - coef * delta on its first count elements (fold:
@@ -231,19 +231,17 @@ def check_request(req, dealing: Dealing) -> None:
     if kind == "fixed":
         ok = shape(req.get("s1")) and isinstance(req.get("fixed"), int)
     else:
-        to = req.get("to", 0)           # the party that receives the correction
-        ok = isinstance(to, int) and not isinstance(to, bool) and \
-            0 <= to < len(dealing.streams)
+        parties = len(dealing.streams)     # "to": the party that receives the correction
+        ok = _int_in(req.get("to", 0), 0, parties - 1)
         ok = ok and shape(req.get("s0")) and ("s1" not in req or shape(req["s1"]))
         if kind in ("mul", "matmul", "and"):
             fix = req.get("fixed")
             ok = ok and shape(req.get("s1")) and (fix is None or fix in dealing.fixed)
         if "fold" in req:               # a product folded into the next sign test
             ok = ok and (_fold_ok(req) if kind == "ltz" else kind in ("mul", "matmul") and
-                         _int64(req["fold"]) and "to" not in req and "low" not in req)
+                         _int_in(req["fold"], *_INT62) and "to" not in req and "low" not in req)
         if kind in ("trunc", "trunc_sq"):
-            y = req.get("y")
-            ok = ok and isinstance(y, int) and 1 < y < (1 << 62)
+            ok = ok and _int_in(req.get("y"), 2, _INT62[1])
         if kind == "trunc_sq":
             w = req.get("width")
             ok = ok and isinstance(w, int) and len(req["s0"]) == 2 and \
@@ -251,9 +249,7 @@ def check_request(req, dealing: Dealing) -> None:
         if kind == "b2a" and req.get("fixed") is not None:
             ok = ok and _b2a_product_ok(req, dealing)
         if kind == "perm":
-            o = req.get("owner")
-            ok = ok and len(req["s0"]) == 2 and isinstance(o, int) and \
-                not isinstance(o, bool) and 0 <= o < len(dealing.streams)
+            ok = ok and len(req["s0"]) == 2 and _int_in(req.get("owner"), 0, parties - 1)
         if kind == "ltz":
             ok = ok and len(req["s0"]) == 1 and _width_ok(req.get("bits", FULL_BITS), 64)
         if kind == "lift":
@@ -265,19 +261,23 @@ def check_request(req, dealing: Dealing) -> None:
         raise MPCError(f"dealer: a {kind} request outside the protocol's shapes")
 
 
-def _int64(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and -(1 << 62) <= v < (1 << 62)
+_INT62 = (-(1 << 62), (1 << 62) - 1)     # coefficients and divisors: no int64 overflow
+
+
+def _int_in(v, lo: int, hi: int) -> bool:
+    """v is an int (not a bool) in [lo, hi]."""
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def _fold_ok(req: dict) -> bool:
     """A sign test's "fold": [count, coef], count within its elements."""
     f = req["fold"]
-    return isinstance(f, list) and len(f) == 2 and _int64(f[0]) and _int64(f[1]) and \
-        0 < f[0] <= req["s0"][0]
+    return isinstance(f, list) and len(f) == 2 and _int_in(f[0], 1, req["s0"][0]) and \
+        _int_in(f[1], *_INT62)
 
 
 def _width_ok(b, most: int) -> bool:
-    return isinstance(b, int) and not isinstance(b, bool) and 2 <= b <= most
+    return _int_in(b, 2, most)
 
 
 def _b2a_product_ok(req: dict, dealing: Dealing) -> bool:

@@ -166,8 +166,7 @@ class _Segment:
 
     def __init__(self, corr, n: int, bits: int, sign: int = 1):
         self.n, self.bits = n, bits
-        self.r, self.material = corr.ltz_mask(n, bits, sign) if bits < FULL_BITS \
-            else corr.ltz_mask(n, sign=sign)
+        self.r, self.material = corr.ltz_mask(n, bits, sign)
         w = words(n)
         self.triples = [corr.binary_triple(s0, s1) for h, last in _levels(_block_count(bits))
                         for s0, s1 in _level_triples(h, last, w)]
