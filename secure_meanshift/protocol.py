@@ -382,13 +382,19 @@ def ring_width(bound: float, scale_bits: int) -> Optional[int]:
 
 
 def edge_width(d: int, radius2: float, bits: int) -> Optional[int]:
-    """A PUBLIC width l with _exact_edge's T in [-2^(l-1), 2^(l-1)) for every
-    centroid the range test lets through (inside the box, RANGE_SLACK on each
-    side): T = floor(r^2 2^2P) - |C - 2^(P-16) X|^2, so |T| <= 2^(2P) (r^2 +
-    d (1 + 2 slack)^2); one bit more as margin. None (the whole ring) if that
-    needs 64 bits or more. A centroid outside the box makes T meaningless
-    anyway, and the range test, on the whole ring, sends that pass to a retry."""
-    return ring_width(radius2 + d * (1.0 + 2 * RANGE_SLACK) ** 2, 2 * bits)
+    """The narrowest PUBLIC width l with _exact_edge's T in [-2^(l-1), 2^(l-1))
+    for every centroid the range test lets through: T = floor(r^2 2^2P) -
+    |C - 2^(P-16) X|^2 is an exact integer (no rounding to allow for), each
+    coordinate of c lies in [-slack, 1 + slack] (give or take the test's
+    constant, one unit 2^-P) and of x in [0, 1], so -2^2P d (1 + slack +
+    2^-P)^2 <= T <= 2^2P r^2. None (the whole ring) if that needs 64 bits or
+    more. A centroid outside the box makes T meaningless anyway, and the range
+    test, on the whole ring, sends that pass to a retry. (A bit narrower than
+    ring_width's bound: 43 bits, not 44, at d = 2, P = 20: 3 AND bits fewer
+    per pair and link.)"""
+    far = d * (1.0 + RANGE_SLACK + 2.0 ** -bits) ** 2
+    width = math.ceil(max(radius2, far) * 4.0 ** bits).bit_length() + 1
+    return width if width < 64 else None
 
 
 def _initial_centroids(pts, unit_points, weights, rank: int, world: int,

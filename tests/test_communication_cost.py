@@ -45,7 +45,7 @@ def test_bytes_per_iteration_below_spu_including_the_dealer(parties):
 
 def test_every_point_pass_costs_per_pair_three_parties():
     """Every-point seeding (m = N), 3 parties (issue 19): the kernel's sign tests
-    are narrow (c mod 2^44: 6 bytes, 38 tree bits, 1 conversion bit per pair and
+    are narrow (c mod 2^43: 6 bytes, 35 tree bits, 1 conversion bit per pair and
     directed link, about 11 bytes instead of 20) and K @ X opens nothing of its
     own (the dealer's rho * B instead of a Beaver opening of K - A: 48 bytes per
     pair before)."""

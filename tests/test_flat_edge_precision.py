@@ -32,6 +32,26 @@ def test_edge_test_is_exact_on_the_encodings():
     assert (old != truth).sum() > 0
 
 
+def test_narrow_edge_width_holds_at_the_box_corners():
+    """protocol.edge_width is the exact bound of T: centroids at the corners of
+    the range test's box (slack 0.05 beyond the unit box) against points at
+    the opposite corners (the most negative T), and points on and just inside
+    the edge of a centroid in the middle, compared at that width."""
+    from secure_meanshift.protocol import RANGE_SLACK, edge_width
+
+    s = RANGE_SLACK
+    c = np.array([[-s, -s], [1 + s, 1 + s], [-s, 1 + s], [0.5, 0.5]])
+    c = np.floor(c * 2.0**BITS) / 2.0**BITS
+    ring = 0.5 + H * np.c_[np.cos(np.arange(8)), np.sin(np.arange(8))]
+    x = np.r_[[[0, 0], [1, 1], [0, 1], [1, 0]], ring, ring * 0.999 + 0.0005]
+    x = np.round(x * 2.0**16) / 2.0**16
+    truth = (((c[:, None, :] - x[None]) ** 2).sum(-1) <= H * H).astype(float)
+    assert edge_width(2, H * H, BITS) == 43
+    exact, _ = run_local(exact_edge_job, 3, (c, x, H * H, BITS, True))[0]
+    assert (exact == truth).all()
+    assert truth[3, 12:].all() and truth[0, 0] and not truth[0, 1]   # the test is not vacuous
+
+
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])   # ~5 s quiet
 def test_three_parties_1000_points_equal_twin_unless_a_point_is_at_the_edge(seed):
     """The issue's case: 3 parties, 1,000 points (it measured 8.2e-3 h)."""
