@@ -142,5 +142,9 @@ def test_every_point_job_with_narrow_sums_matches_its_twin():
     passes = got.iterations + 1
     dealer = sum(per) / passes / 260**2
     assert dealer < 36, dealer          # 33 at 2 and 3 parties; 45 at 3 before narrowing
-    # spread over every party's link: none receives more than 40% (all: 100% before)
-    assert max(per) < 0.4 * sum(per), per
+    # spread over every party's link (all: 100% before spreading). Two corrections
+    # dominate a pass here, the sign test's mask material and rho with W, of
+    # nearly equal size, so the best three-way split of a pass is about 43/42/15%;
+    # which party gets which follows the public rule's ties (36-46% seen for the
+    # largest share as the material's rows changed)
+    assert max(per) < 0.5 * sum(per) and min(per) > 0.1 * sum(per), per
