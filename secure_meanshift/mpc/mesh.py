@@ -146,15 +146,8 @@ class _Link:
         while True:
             try:
                 if self._body is not None and len(self._body) - self._got >= _DIRECT:
-                    view = memoryview(self._body)[self._got:]
-                    n = self._read_into(min(len(view), _CHUNK), view)
-                    if n == 0:
-                        self.closed = True
+                    if not self._read_body():
                         return
-                    self._got += n
-                    if self._got == len(self._body):
-                        self.frames.append(self._body)
-                        self._body = None
                     continue
                 n = self._read_into(_DIRECT, self._view)
                 if n == 0:
@@ -168,6 +161,28 @@ class _Link:
             except (ConnectionError, ssl.SSLError, OSError):
                 self.closed = True
                 return
+
+    def _read_body(self) -> bool:
+        """Read a large body in place, one TLS record (16 KiB) a call, with the
+        loop's state in locals: about 30,000 reads a party per every-point job,
+        where attribute and len() lookups per read cost more than the copy.
+        False: the link closed. The read's exceptions propagate (fill)."""
+        body, read = self._body, self._read_into
+        size, got = len(body), self._got
+        view = memoryview(body)
+        try:
+            while size - got >= _DIRECT:
+                n = read(min(size - got, _CHUNK), view[got:])
+                if n == 0:
+                    self.closed = True
+                    return False
+                got += n
+        finally:
+            self._got = got
+        if got == size:
+            self.frames.append(body)
+            self._body = None
+        return True
 
     def _parse(self, n: int) -> None:
         """Frames from the first n bytes of the read buffer. A header and body
