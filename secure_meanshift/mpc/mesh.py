@@ -362,18 +362,36 @@ class Mesh:
         if not expected:
             return
         done: queue.Queue = queue.Queue()
-        lst.settimeout(0.2)
+        # a finished handshake wakes the wait at once (before: the next accept's
+        # 0.2 s timeout ran out first, and every job's set-up waited for it)
+        wake_r, wake_w = socket.socketpair()
+        try:
+            self._accept_loop(lst, ctx, deadline, expected, done, wake_r, wake_w)
+        finally:
+            wake_r.close()
+            wake_w.close()
+
+    def _accept_loop(self, lst, ctx, deadline: float, expected: set, done: queue.Queue,
+                     wake_r, wake_w) -> None:
+        lst.setblocking(False)
         while expected:
             if time.monotonic() > deadline:
                 names = ", ".join(f"rank {r} ({self.peers[r].identity})" for r in sorted(expected))
                 raise PeerLost(f"{names} did not connect in time",
                                tuple(self.peers[r].identity for r in sorted(expected)))
-            try:
-                raw, addr = lst.accept()
-                threading.Thread(target=self._handshake, daemon=True,
-                                 args=(raw, addr, ctx, frozenset(expected), done)).start()
-            except socket.timeout:
-                pass
+            ready, _, _ = select.select([lst, wake_r], [], [], 0.2)
+            if wake_r in ready:
+                wake_r.recv(4096)
+            if lst in ready:
+                try:
+                    raw, addr = lst.accept()
+                except (BlockingIOError, InterruptedError):
+                    raw = None
+                if raw is not None:
+                    raw.setblocking(True)
+                    threading.Thread(target=self._handshake, daemon=True,
+                                     args=(raw, addr, ctx, frozenset(expected), done,
+                                           wake_w)).start()
             while not done.empty():
                 r, sock, err = done.get()
                 if err is not None:
@@ -384,7 +402,17 @@ class Mesh:
                 else:
                     _close(sock)          # a second connection for a rank already linked
 
-    def _handshake(self, raw, addr, ctx, expected: frozenset, done: queue.Queue) -> None:
+    def _handshake(self, raw, addr, ctx, expected: frozenset, done: queue.Queue,
+                   wake_w) -> None:
+        try:
+            self._handshake_one(raw, addr, ctx, expected, done)
+        finally:
+            try:
+                wake_w.send(b"!")
+            except OSError:          # set-up already over (its end closed the pair)
+                pass
+
+    def _handshake_one(self, raw, addr, ctx, expected: frozenset, done: queue.Queue) -> None:
         sock = None
         try:
             raw.settimeout(_HANDSHAKE_S)
