@@ -374,15 +374,18 @@ class Mesh:
     def _accept_loop(self, lst, ctx, deadline: float, expected: set, done: queue.Queue,
                      wake_r, wake_w) -> None:
         lst.setblocking(False)
+        watch = select.poll()              # poll, like the links: no FD_SETSIZE limit
+        watch.register(lst.fileno(), _READ)
+        watch.register(wake_r.fileno(), _READ)
         while expected:
             if time.monotonic() > deadline:
                 names = ", ".join(f"rank {r} ({self.peers[r].identity})" for r in sorted(expected))
                 raise PeerLost(f"{names} did not connect in time",
                                tuple(self.peers[r].identity for r in sorted(expected)))
-            ready, _, _ = select.select([lst, wake_r], [], [], 0.2)
-            if wake_r in ready:
+            ready = {fd for fd, _ in watch.poll(200)}
+            if wake_r.fileno() in ready:
                 wake_r.recv(4096)
-            if lst in ready:
+            if lst.fileno() in ready:
                 try:
                     raw, addr = lst.accept()
                 except (BlockingIOError, InterruptedError):
