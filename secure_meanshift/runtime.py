@@ -46,9 +46,6 @@ __all__ = ["MPCConfig", "Peer", "LinkSecurity", "PartyOutcome", "run_party", "ru
            "PEER_LOST", "PROVIDERS", "TRANSPORTS"]
 
 
-
-
-
 def _connect(c: MPCConfig) -> Mesh:
     security = c.security if c.transport == "tls" else None
     try:

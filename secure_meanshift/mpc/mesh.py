@@ -389,8 +389,8 @@ class Mesh:
                 try:
                     raw, addr = lst.accept()
                 except (BlockingIOError, InterruptedError):
-                    raw = None
-                if raw is not None:
+                    pass                   # the connection went before we took it
+                else:
                     raw.setblocking(True)
                     threading.Thread(target=self._handshake, daemon=True,
                                      args=(raw, addr, ctx, frozenset(expected), done,
