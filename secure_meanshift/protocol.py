@@ -42,8 +42,8 @@ from .mpc._compat import import_crypten
 from .mpc.beaver import (fixed_operand, lift, phase, prime_fixed, product_low, shuffle_rows,
                          square_and_matmul)
 from .disclosure import disclose, record
-from .mpc.communicator import width_bytes
-from .mpc.division import COUNT_EXP_LO, EXP_LO, divide_with_bits, normaliser_inputs
+from .mpc.division import (COUNT_EXP_LO, EXP_LO, count_threshold_inputs, count_width,
+                           divide_with_bits, normaliser_inputs)
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
 from .kernels import get_kernel
 from .outcome import RunFigures
@@ -64,6 +64,7 @@ Progress = Callable[[dict], None]
 RANGE_SLACK = 0.05          # centroids stay in the unit box; beyond this slack = corrupted
 MAX_ARITHMETIC_RETRIES = 3
 NARROW_SUMS_MIN_PAIRS = 1 << 16   # narrow weighted sums save >= ~0.8 MB a pass from here
+SETTLE_MIN_PAIRS = 1 << 18        # a pass >= ~10 MB, ~40 ms: worth ~11 rounds an iteration
 MERGE_TREE_UP_TO = 32      # more centroids: the merge's rounds by counts (O(m) bytes a round)
 
 
@@ -498,12 +499,21 @@ class Shared:
         elements of W from the dealer to one party, and K's own shares at the
         sums' width, instead of a Beaver opening of m N elements on each of the
         world (world - 1) directed links (K's shares then whole). Public rule:
-        whichever sends fewer bytes per (centroid, point) pair; with the sums
-        at 30 bits that is every world at d = 2 (two parties: 12 bytes against 16)."""
+        whichever sends fewer bits per (centroid, point) pair; with the sums
+        at 29 bits that is every world at d = 2 (two parties: 87 bits against 122)."""
         if not self.flat:
             return False
-        k = 8 if self.sum_bits is None else width_bytes(self.sum_bits)
-        return (self.upd.size(1) + 1) * k < self.world * (self.world - 1) * k + 8
+        k = 64 if self.sum_bits is None else self.sum_bits
+        return (self.upd.size(1) + 1) * k < self.world * (self.world - 1) * k + 64
+
+    @property
+    def settles(self) -> bool:
+        """PUBLIC rule: settle each update at once (_iterate_settled) when a
+        pass is large: from SETTLE_MIN_PAIRS (centroid, point) pairs a pass
+        costs more than the ~11 rounds an iteration gains. Default mode only
+        (oblivious mode has no stop test)."""
+        pairs = self.p.n_seeds(self.world, self.total_rows) * self.total_rows
+        return not self.p.oblivious and pairs >= SETTLE_MIN_PAIRS
 
     @property
     def edge_bits(self) -> Optional[int]:
@@ -782,14 +792,23 @@ def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict,
     _stage("update")
     sums = rescale(sums, hi)
     num, den = (sums[:, :sh.d], sums[:, sh.d:]) if sh.weighted else (sums, den)
+    # flat kernel, unit weights: den is the exact integer count of the kernel
+    # bits (scale 1), compared as an integer (division.count_threshold_inputs)
+    count = den if sh.lo_exp == COUNT_EXP_LO and den.encoder.scale == 1 else None
     den = rescale(den, hi)
     _stage("division")
-    tests = [normaliser_inputs(den, sh.max_den, sh.lo_exp),
-             crypten.cat([den + 0.5, (sh.max_den + 1.0) - den])]
-    # den - t_i narrow: a den out of range fails den's own test, on the whole
-    # ring unless den is an exact lifted sum (flat kernel), which cannot wrap
-    narrow = sh.den_width
-    widths: list = [narrow, narrow if sh.sum_bits is not None else None]
+    spread = None
+    if count is not None:
+        thr, spread = count_threshold_inputs(count, sh.max_den)
+        tests = [thr, crypten.cat([count, (math.floor(sh.max_den) + 1) - count])]
+        widths: list = [count_width(sh.max_den)] * 2
+    else:
+        tests = [normaliser_inputs(den, sh.max_den, sh.lo_exp),
+                 crypten.cat([den + 0.5, (sh.max_den + 1.0) - den])]
+        # den - t_i narrow: a den out of range fails den's own test, on the whole
+        # ring unless den is an exact lifted sum (flat kernel), which cannot wrap
+        narrow = sh.den_width
+        widths = [narrow, narrow if sh.sum_bits is not None else None]
     still = None
     if sh.flat and "move" in answered:
         still = answered["move"]
@@ -799,7 +818,8 @@ def _pass_tests(sh: Shared, sums, den, pending: Pending, answered: dict,
         tests += [t for _, t in pending.items()]
         widths += pending.widths(sh.d, hi, sh.p.tol_unit)
     bits = ge_zero(*tests, bits=widths)
-    ans = PassAnswers(num, den, bits[0], bits[1])
+    thr_bits = bits[0] if spread is None else bits[0].index_select(1, spread)
+    ans = PassAnswers(num, den, thr_bits, bits[1])
     answers = answered if sh.flat else dict(zip([n for n, _ in pending.items()], bits[2:]))
     if sh.flat and still is not None:
         ans.moving = bits[2]
@@ -869,7 +889,11 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
     """Iterate until the one opened stop bit says no seed is still moving, or
     max_iter; a seed stops on its own once its update moves it by at most tol
     (scikit-learn's rule, on shares). Returns each seed's weight sum at its
-    last update (the merge's intensities)."""
+    last update (the merge's intensities). Small passes answer an update's
+    tests inside the next pass's comparisons (no rounds of their own); large
+    ones settle each update at once (_iterate_settled, Shared.settles)."""
+    if sh.settles:
+        return _iterate_settled(sh, st, notify)
     crypten = import_crypten()
     p = sh.p
     while True:
@@ -909,6 +933,54 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
                 _retry(st, notify, lambda: True)
                 continue
             return st.intensity
+
+
+def _iterate_settled(sh: Shared, st: Iterate, notify: Progress):
+    """_iterate_revealing for large passes: each update's range and move tests,
+    then the count of seeds still moving, right after the update, and the
+    failure count and stop bit opened then (the same one opening per
+    iteration). The pass after the last update, whose sums only carried that
+    update's tests, is never run: 1/16 of the every-point job's bytes and
+    passes, for about 11 rounds per iteration (small sign tests)."""
+    p = sh.p
+    while True:
+        it = IterationLog()
+        ans = _one_pass(sh, st, it, notify)
+        intensity = ans.den if st.intensity is None else st.intensity
+        _stage("division")
+        with phase(("divide", st.active is not None)):
+            div = _divide(sh, ans, st.c)
+            new, intensity, move = _stop_update(st.c, div, ans.den, st.active, intensity,
+                                                p.tol_unit, p.precision_bits)
+        with phase(("settle", st.active is not None)):
+            failed, moving, still = _settle(sh, ans, div, move)
+        if failed:                      # nothing committed: the same pass again
+            _retry(st, notify, lambda: False)
+            continue
+        st.c_prev, st.c, st.intensity, st.active = st.c, new, intensity, still
+        st.iterations += 1
+        it.finish()
+        st.log.append(it)
+        _notify_iteration(notify, st, p, moving, it.total_s)
+        if not moving or st.iterations >= p.max_iter:
+            return st.intensity
+
+
+def _settle(sh: Shared, ans: PassAnswers, div, move) -> tuple:
+    """An update's tests at once: in one comparison, div inside the box and
+    each seed's move test (its still bit); then [any still]; then ONE opening
+    of [failures (the pass's den range tests and these), the stop bit].
+    Returns (failed, moving, still (m, 1) shares)."""
+    crypten = import_crypten()
+    pending = Pending(range=crypten.cat([div + RANGE_SLACK, (1.0 + RANGE_SLACK) - div]),
+                      move=move)
+    in_box, still = ge_zero(*[t for _, t in pending.items()],
+                            bits=pending.widths(sh.d, sh.p.precision_bits, sh.p.tol_unit))
+    _stage("stop")
+    (moving,) = ge_zero(still.sum().reshape(1) - 1, bits=[_count_width(still.size(0))])
+    bad = (1 - ans.den_ok).sum() + (1 - in_box).sum()
+    flags = disclose(crypten.cat([bad.reshape(1), moving.reshape(1)]), "stop-bit")
+    return bool(flags[0] > 0.5), bool(flags[1] > 0.5), still
 
 
 def _iterate_oblivious(sh: Shared, st: Iterate, notify: Progress):

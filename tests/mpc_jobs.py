@@ -268,3 +268,30 @@ def lift_job(rank, cases):
         out.append((comm.all_reduce(y._tensor.share).numpy(), stats["bytes"],
                     stats["rounds"], stats["dealer_bytes"]))
     return out
+
+
+def settle_job(rank, parts, params, settle, fault_at=0):
+    """Run the protocol with each update settled at once (settle=True: as a
+    large pass does, protocol.SETTLE_MIN_PAIRS) or answered in the next pass;
+    count the passes and every disclosure before the merge; optionally
+    corrupt one division."""
+    import secure_meanshift.protocol as proto
+    from secure_meanshift.disclosure import observe
+
+    proto.SETTLE_MIN_PAIRS = 0 if settle else 1 << 62
+    if fault_at:
+        corrupt_division(proto, fault_at)
+    passes = {"n": 0}
+    one_pass = proto._one_pass
+
+    def counted(*args, **kwargs):
+        passes["n"] += 1
+        return one_pass(*args, **kwargs)
+
+    proto._one_pass = counted
+    events = []
+    with observe() as seen:
+        res = proto.run_protocol(parts[rank], None, params, events.append)
+    opened = [e.why for e in seen if e.why not in ("merge-depth", "result")]
+    retries = [e for e in events if e.get("stage") == "retry"]
+    return res.centroids, res.iterations, passes["n"], opened, retries

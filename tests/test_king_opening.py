@@ -93,11 +93,11 @@ def test_openings_above_and_below_the_threshold_match_all_to_all(world):
 @pytest.mark.parametrize("world", [3, 4])
 def test_narrow_openings_through_kings_match_and_agree(world):
     """all_reduce_low: right modulo 2^bits at every party; through kings every
-    party holds the very same value (the low bytes, zero above)."""
+    party holds the very same value (the low bits, zero above)."""
     widths = [44, 7, 64]
-    sizes = [cm.KING_MIN_BYTES // 6 + 5, 3001, 4000]   # 6, 1 and 8 bytes per element
+    sizes = [cm.KING_MIN_BYTES // 5 + 5, 3001, 4000]   # 5.5, 7/8 and 8 bytes per element
     small = [50, 10, 20]                       # below: all-to-all
-    assert sum(n * (w + 7) // 8 for n, w in zip(sizes, widths)) >= cm.KING_MIN_BYTES
+    assert sum(cm.wire_bytes(n, w) for n, w in zip(sizes, widths)) >= cm.KING_MIN_BYTES
     shares = [_shares(world, n, 10 + i) for i, n in enumerate(sizes)]
     few = [_shares(world, n, 20 + i) for i, n in enumerate(small)]
 
@@ -122,10 +122,11 @@ def test_narrow_openings_through_kings_match_and_agree(world):
             assert torch.equal(got, ref)         # the same value at every party
         assert rounds == 2
         want_bytes = 0
-        for n, w in zip(sizes, widths):
-            b, k = king_slices(n, world), (w + 7) // 8
-            mine = b[rank + 1] - b[rank]
-            want_bytes += k * ((n - mine) + (world - 1) * mine)
+        for n, w in zip(sizes, widths):      # my share of each other king's slice,
+            b = king_slices(n, world)          # then my slice opened to every peer
+            want_bytes += sum(cm.wire_bytes(b[p + 1] - b[p], w) for p in range(world)
+                              if p != rank)
+            want_bytes += (world - 1) * cm.wire_bytes(b[rank + 1] - b[rank], w)
         assert nbytes == want_bytes, (rank, nbytes, want_bytes)
 
 
@@ -230,22 +231,26 @@ def test_what_each_party_receives_in_a_king_opening():
             assert np.array_equal(frame, total[b[p]:b[p + 1]])
 
 
-def test_low_byte_frames_round_trip_at_every_width():
-    """communicator's low-byte frames (narrow openings, narrow dealer
-    corrections): the low k bytes of each element, packed, and back."""
-    from secure_meanshift.mpc.communicator import pack_low, unpack_low, _from_low_bytes, _low_bytes
+def test_low_bit_frames_round_trip_at_every_width():
+    """communicator's low-bit frames (narrow openings, narrow dealer
+    corrections): exactly the low bits of each element, packed, and back."""
+    from secure_meanshift.mpc.communicator import (_from_low_bits, low_bits, pack_low,
+                                                   unpack_low, wire_bytes)
 
     rng = np.random.default_rng(9)
-    for n in (0, 1, 7, 1000):
+    for n in (0, 1, 7, 9, 1000):
         t = torch.from_numpy(rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64))
-        for k in range(1, 9):
-            b = _low_bytes(t[1:] if n > 1 else t, k)
-            src = (t[1:] if n > 1 else t).numpy().view(np.uint8).reshape(-1, 8)
-            assert np.array_equal(b, src[:, :k].reshape(-1))
-            mask = -1 if k == 8 else (1 << (8 * k)) - 1
-            assert torch.equal(_from_low_bytes(b, b.size // k, k), (t[1:] if n > 1 else t) & mask)
+        for bits in range(1, 65):
+            b = low_bits(t, bits)
+            assert b.size == wire_bytes(n, bits) == (8 * n if bits == 64 else
+                                                     n * (bits // 8) + (bits % 8) * -(-n // 8))
+            mask = -1 if bits == 64 else (1 << bits) - 1
+            assert torch.equal(_from_low_bits(b, n, bits), t & mask)
+    assert wire_bytes(1_000_000, 43) == 5_375_000        # 43 bits each, not 6 bytes
     t = torch.from_numpy(rng.integers(-2**63, 2**63 - 1, 90, dtype=np.int64))
     runs = [(30, 30), (20, 64), (40, 9)]
-    back = unpack_low(np.frombuffer(bytes(pack_low(t, runs)), np.uint8).copy(), runs, (90,))
-    assert torch.equal(back[:30], t[:30] & (2**32 - 1)) and torch.equal(back[30:50], t[30:50])
-    assert torch.equal(back[50:], t[50:] & (2**16 - 1))
+    frame = bytes(pack_low(t, runs))
+    assert len(frame) == 30 * 3 + 6 * 4 + 160 + 40 + 5
+    back = unpack_low(np.frombuffer(frame, np.uint8).copy(), runs, (90,))
+    assert torch.equal(back[:30], t[:30] & (2**30 - 1)) and torch.equal(back[30:50], t[30:50])
+    assert torch.equal(back[50:], t[50:] & (2**9 - 1))

@@ -8,6 +8,7 @@ import torch
 
 from mpc_jobs import fixed_operand_job, ring_sign_job, run_local
 from secure_meanshift.mpc import signtest
+from secure_meanshift.mpc.communicator import wire_bytes
 
 SPU_SEMI2K_MSB_BITS = 13 * 2 * 64 + 64   # SPU's cost model: a2b + b2a, 2 parties, K = 64
 
@@ -109,9 +110,9 @@ def test_narrow_sign_test_is_exact_within_its_width_and_cheaper(parties):
     bits, values, stats = results[0]
     assert np.array_equal(bits, (values < 0).astype(np.int64))
     assert stats["rounds"] == 7, stats          # the 64-bit segment sets the depth
-    # to each other party: ceil(l/8) bytes of c per element, the AND levels'
-    # sliced words, one B2A word row over the whole call
-    per_peer = sum(n * ((b + 7) // 8) for n, b in segments)
+    # to each other party: l bits of c per element (communicator.low_bits), the
+    # AND levels' sliced words, one B2A word row over the whole call
+    per_peer = sum(wire_bytes(n, b) for n, b in segments)
     per_peer += 8 * signtest.words(sum(n for n, _ in segments))
     for n, b in segments:
         per_peer += 8 * signtest.words(n) * sum(      # the lowest pair: no eq

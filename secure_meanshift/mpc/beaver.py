@@ -36,7 +36,7 @@ def fixed_operand(t, bits: Optional[int] = None):
 
     bits (PUBLIC): the products are needed modulo 2^bits only (say, a count that
     a narrow sign test reads next): t - b and every x - a are then opened at
-    that width (the low bytes of the same uniform values), and the products'
+    that width (the low bits of the same uniform values), and the products'
     shares are right modulo 2^bits only. t itself need only be right modulo
     2^bits."""
     setattr(t._tensor, FIXED, {} if bits is None else {"bits": check_width(bits)})

@@ -59,25 +59,65 @@ _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32}
 _PIECES = {1: (1,), 2: (2,), 3: (2, 1), 4: (4,), 5: (4, 1), 6: (2, 2, 2), 7: (4, 2, 1)}
 
 
-def _low_bytes(t: torch.Tensor, k: int) -> np.ndarray:
-    """The low k bytes of each int64 element, packed (n * k,) uint8."""
+def wire_bytes(count: int, bits: int) -> int:
+    """Bytes of ``count`` ring elements right modulo 2^bits as they travel
+    (low_bits): whole words at 64; else the low bits // 8 bytes of each
+    element, then the bits % 8 bits left as bit planes of ceil(count / 8) bytes."""
+    if bits >= 64:
+        return 8 * count
+    whole, rest = divmod(int(bits), 8)
+    return count * whole + rest * ((count + 7) // 8)
+
+
+def low_bits(t: torch.Tensor, bits: int) -> np.ndarray:
+    """The low ``bits`` bits of each int64 element, packed (wire_bytes(n, bits),)
+    uint8: a narrow opening or dealer correction travels in exactly its width
+    (rounded up to a byte per 8 elements), not in whole bytes per element."""
     a = t.contiguous().numpy()
+    if bits >= 64:
+        return a.view(np.uint8).reshape(-1).copy()
+    whole, rest = divmod(int(bits), 8)
+    body = _low_bytes(a, whole)
+    if not rest:
+        return body
+    top = a.view(np.uint8)[whole::8]             # byte ``whole`` of each element
+    planes = [np.packbits((top >> np.uint8(j)) & np.uint8(1), bitorder="little")
+              for j in range(rest)]
+    return np.concatenate([body, *planes])
+
+
+def low_words(b: np.ndarray, n: int, bits: int, out: np.ndarray) -> None:
+    """The inverse of low_bits: write into out (n,) uint64 the elements whose
+    low ``bits`` bits are packed in b (the bits above zero)."""
+    if bits >= 64:
+        out[:] = np.ascontiguousarray(b, np.uint8).view(np.uint64)
+        return
+    whole, rest = divmod(int(bits), 8)
+    _low_words(b[:n * whole], n, whole, out)
+    if not rest:
+        return
+    w, at = (n + 7) // 8, n * whole
+    top = np.unpackbits(b[at:at + w], count=n, bitorder="little")
+    for j in range(1, rest):
+        plane = np.unpackbits(b[at + j * w:at + (j + 1) * w], count=n, bitorder="little")
+        plane <<= np.uint8(j)
+        top |= plane
+    high = top.astype(np.uint64)
+    high <<= np.uint64(8 * whole)
+    out |= high
+
+
+def _low_bytes(a: np.ndarray, k: int) -> np.ndarray:
+    """The low k bytes of each int64 element, packed (n * k,) uint8."""
     if k >= 8:
         return a.view(np.uint8).reshape(-1).copy()
     out = np.empty(a.size * k, np.uint8)
     at = 0
-    for c in _PIECES[k] if a.size else ():
+    for c in _PIECES.get(k, ()) if a.size else ():
         dst = np.ndarray((a.size,), dtype=_UINT[c], buffer=out, offset=at, strides=(k,))
         dst[:] = a.view(_UINT[c])[at // c::8 // c]
         at += c
     return out
-
-
-def _from_low_bytes(b: np.ndarray, n: int, k: int) -> torch.Tensor:
-    """(n,) int64 from the low k bytes of each element (higher bytes zero)."""
-    out = np.empty(n, np.uint64)
-    _low_words(b, n, k, out)
-    return torch.from_numpy(out.view(np.int64))
 
 
 def _low_words(b: np.ndarray, n: int, k: int, out: np.ndarray) -> None:
@@ -85,6 +125,9 @@ def _low_words(b: np.ndarray, n: int, k: int, out: np.ndarray) -> None:
     8-byte little-endian reads every k bytes, masked (2-4x faster than a
     strided byte copy)."""
     b = np.ascontiguousarray(b, np.uint8)
+    if k == 0:
+        out[:] = 0
+        return
     if k in (1, 2, 4, 8):
         out[:] = b.view(_UINT.get(k, np.uint64))
         return
@@ -100,40 +143,42 @@ def _low_words(b: np.ndarray, n: int, k: int, out: np.ndarray) -> None:
         np.bitwise_and(words, mask, out=out[inside:])
 
 
-def width_bytes(bits: int) -> int:
-    """Bytes a ring element right modulo 2^bits travels in: its low ceil(bits/8)."""
-    return min(8, (int(bits) + 7) // 8)
+def _from_low_bits(b: np.ndarray, n: int, bits: int) -> torch.Tensor:
+    """(n,) int64 from their packed low bits (low_bits)."""
+    out = np.empty(n, np.uint64)
+    low_words(b, n, bits, out)
+    return torch.from_numpy(out.view(np.int64))
 
 
 def pack_low(t: torch.Tensor, widths: list) -> memoryview:
-    """A flat int64 tensor as one frame, run by run: (count, bits) runs travel
-    as the low ceil(bits/8) bytes of each element (whole words at 64)."""
+    """A flat int64 tensor as one frame, run by run: each (count, bits) run
+    travels as low_bits (whole words at 64)."""
     flat = t.reshape(-1).contiguous()
     if all(b >= 64 for _, b in widths):
         return to_bytes(flat)
     out, at = [], 0
     for count, bits in widths:
-        out.append(_low_bytes(flat[at:at + count], width_bytes(bits)))
+        out.append(low_bits(flat[at:at + count], bits))
         at += count
     return memoryview(np.concatenate(out) if out else np.zeros(0, np.uint8))
 
 
 def unpack_low(frame, widths: list, size) -> torch.Tensor:
     """The inverse of pack_low: an int64 tensor of ``size``, each run right
-    modulo 2^bits only (zero above its bytes)."""
+    modulo 2^bits only (zero above)."""
     size = torch.Size(size)
     if all(b >= 64 for _, b in widths):
         return from_bytes(frame, size)
     got = np.asarray(frame, dtype=np.uint8)
-    nbytes = [width_bytes(b) for _, b in widths]
-    if got.size != sum(c * k for (c, _), k in zip(widths, nbytes)) or \
+    if got.size != sum(wire_bytes(c, b) for c, b in widths) or \
             sum(c for c, _ in widths) != size.numel():
         raise MPCError("a peer sent a tensor of the wrong size")
     out = np.empty(size.numel(), np.uint64)
     at = put = 0
-    for (count, _), k in zip(widths, nbytes):
-        _low_words(got[at:at + count * k], count, k, out[put:put + count])
-        at, put = at + count * k, put + count
+    for count, bits in widths:
+        k = wire_bytes(count, bits)
+        low_words(got[at:at + k], count, bits, out[put:put + count])
+        at, put = at + k, put + count
     return torch.from_numpy(out.view(np.int64)).reshape(size)
 
 
@@ -312,68 +357,68 @@ class MeshCommunicator:
 
     def all_reduce_low(self, parts: list, bits: list) -> list:
         """Sum of int64 shares over the parties, each part right modulo
-        2^bits[k] only: each party sends the low ceil(bits/8) bytes of each
-        element (a narrow sign test's opening of c mod 2^l, signtest.py).
+        2^bits[k] only: each party sends the low bits of each element
+        (low_bits: a narrow sign test's opening of c mod 2^l, signtest.py).
         The bits above are not defined."""
         if len(bits) != len(parts):
             raise MPCError("all_reduce_low: one width per part")
-        nbytes = [width_bytes(b) for b in bits]
         flats = [t.reshape(-1).contiguous() for t in parts]
-        if self._kings(sum(f.numel() * k for f, k in zip(flats, nbytes))):
-            totals = self._king_reduce_low(flats, nbytes)
+        if self._kings(sum(wire_bytes(f.numel(), b) for f, b in zip(flats, bits))):
+            totals = self._king_reduce_low(flats, bits)
             return [t.reshape(p.size()) for t, p in zip(totals, parts)]
-        frame = np.concatenate([_low_bytes(f, k) for f, k in zip(flats, nbytes)]) \
+        frame = np.concatenate([low_bits(f, b) for f, b in zip(flats, bits)]) \
             if flats else np.zeros(0, np.uint8)
         for p in self._parties():
             self.mesh.send(p, memoryview(frame))
         totals = [f.clone() for f in flats]
         for p in self._parties():
-            self._add_low(totals, [(0, f.numel()) for f in flats], nbytes,
+            self._add_low(totals, [(0, f.numel()) for f in flats], bits,
                           self.mesh.recv(p), frame.size)
         self._round()
         return [t.reshape(p.size()) for t, p in zip(totals, parts)]
 
     @staticmethod
-    def _add_low(totals: list, spans: list, nbytes: list, frame, size: int) -> None:
-        """Add a received frame of low bytes (per part, the elements of its span
+    def _add_low(totals: list, spans: list, bits: list, frame, size: int) -> None:
+        """Add a received frame of low bits (per part, the elements of its span
         at that part's width) into each part's total, at its span."""
         got = np.asarray(frame, dtype=np.uint8)
         if got.size != size:
             raise MPCError("a peer sent a tensor of the wrong size")
         at = 0
-        for tot, (lo, hi), k in zip(totals, spans, nbytes):
-            tot[lo:hi] += _from_low_bytes(got[at:at + (hi - lo) * k], hi - lo, k)
-            at += (hi - lo) * k
+        for tot, (lo, hi), b in zip(totals, spans, bits):
+            k = wire_bytes(hi - lo, b)
+            tot[lo:hi] += _from_low_bits(got[at:at + k], hi - lo, b)
+            at += k
 
-    def _king_reduce_low(self, flats: list, nbytes: list) -> list:
+    def _king_reduce_low(self, flats: list, bits: list) -> list:
         """all_reduce_low through slice kings: slice j of every part goes to
-        party j, which sends back the low bytes of the sum. Every party's
-        result is the low bytes only (zero above), the king's too."""
+        party j, which sends back the low bits of the sum. Every party's
+        result is the low bits only (zero above), the king's too."""
         n = self.world_size
         bounds = [king_slices(f.numel(), n) for f in flats]
         spans = [[(b[j], b[j + 1]) for b in bounds] for j in range(n)]
 
         def low(tensors: list, j: int) -> np.ndarray:
-            return np.concatenate([_low_bytes(t[lo:hi], k) for t, (lo, hi), k
-                                   in zip(tensors, spans[j], nbytes)])
+            return np.concatenate([low_bits(t[lo:hi], w) for t, (lo, hi), w
+                                   in zip(tensors, spans[j], bits)])
 
         def size(j: int) -> int:
-            return sum((hi - lo) * k for (lo, hi), k in zip(spans[j], nbytes))
+            return sum(wire_bytes(hi - lo, w) for (lo, hi), w in zip(spans[j], bits))
 
         for p in self._parties():
             self.mesh.send(p, memoryview(low(flats, p)))
         mine = [f[lo:hi].clone() for f, (lo, hi) in zip(flats, spans[self.rank])]
         for p in self._parties():
-            self._add_low(mine, [(0, m.numel()) for m in mine], nbytes, self.mesh.recv(p),
+            self._add_low(mine, [(0, m.numel()) for m in mine], bits, self.mesh.recv(p),
                           size(self.rank))
         self._round()
-        opened = np.concatenate([_low_bytes(m, k) for m, k in zip(mine, nbytes)])
+        opened = np.concatenate([low_bits(m, w) for m, w in zip(mine, bits)])
         for p in self._parties():
             self.mesh.send(p, memoryview(opened))
         totals = [torch.zeros_like(f) for f in flats]
         for p in [*self._parties(), self.rank]:
             frame = opened if p == self.rank else self.mesh.recv(p)
-            self._add_low(totals, spans[p], nbytes, frame, size(p))
+            self._add_low(totals, spans[p], bits, frame, size(p))
         self._round()
         return totals
 

@@ -29,7 +29,7 @@ gets its share of the *product* part from the dealer, as a correction:
                                                    (beaver.lift; both mod 2^(64-L))
 
 A product asked for modulo 2^low (a narrow fixed operand, beaver.product_low)
-gets party 0's correction as its low bytes only; which runs of a correction
+gets party 0's correction as its low bits only; which runs of a correction
 travel at which width is dealer_service.correction_widths (public).
 
 A multiplication by a *fixed* operand (the same shared points every
@@ -78,7 +78,7 @@ import numpy as np
 import torch
 
 from . import csprng
-from .communicator import unpack_low, width_bytes
+from .communicator import unpack_low, wire_bytes
 from .config import PROVIDERS
 from .dealer_service import Dealing, correction_widths
 from ..errors import MPCError
@@ -383,7 +383,7 @@ class Correlations:
 
 def _frame_bytes(widths: list) -> int:
     """Bytes of a correction with these (count, bits) runs, as it travels."""
-    return sum(c * width_bytes(b) for c, b in widths)
+    return sum(wire_bytes(c, b) for c, b in widths)
 
 
 def _least(loads: list) -> int:

@@ -191,7 +191,7 @@ def _spec(kind: str, shape) -> tuple:
 
 def correction_widths(req: dict, n: int) -> list:
     """(count, bits) runs of the receiver's correction of n elements for ``req``, in
-    order: a run narrower than 64 bits travels as its low bytes and is right
+    order: a run narrower than 64 bits travels as its low bits (communicator.low_bits) and is right
     modulo 2^bits only (its consumer reads no more). PUBLIC: kinds and widths.
     "low" asks a product for its result modulo 2^low (beaver.fixed_operand's
     bits); a random bit times a fixed operand then has its product's bits and

@@ -73,6 +73,28 @@ def normaliser_inputs(den, max_den: float, lo_exp: int = EXP_LO):
     return den - t                                                    # (m, J)
 
 
+def count_threshold_inputs(count, max_den: float) -> tuple:
+    """For den an exact integer count (scale 1, flat kernel): count >= t_i
+    <=> count >= ceil(t_i), so step 1 compares count - c_j on the distinct
+    ceilings c_j only, on count_width(max_den) bits instead of the fixed-point
+    den's (the same bits, an integer ring and ~1/3 of the bytes). Returns (the
+    (m, J') values, the PUBLIC (J,) index that spreads their bits over every
+    threshold of thresholds(max_den, COUNT_EXP_LO)[:-1])."""
+    import torch
+
+    ceil = np.ceil(thresholds(max_den, COUNT_EXP_LO)[:-1])
+    distinct, index = np.unique(ceil, return_inverse=True)
+    return count - torch.tensor(distinct, dtype=torch.long), torch.from_numpy(index)
+
+
+def count_width(max_den: float) -> int:
+    """PUBLIC width of count - c_j and of the count's range tests (count and
+    floor(max_den) + 1 - count): integers in [-2^(l-1), 2^(l-1)) for a count in
+    [0, max_den] and every ceiling c_j at most the top threshold."""
+    top = max(float(thresholds(max_den, COUNT_EXP_LO)[-1]), math.floor(max_den) + 1.0)
+    return int(math.ceil(top)).bit_length() + 1
+
+
 def _pick(onehot, ints: np.ndarray):
     """sum_i onehot_i * ints_i; scale-1 shares times integers: exact, local."""
     import torch
