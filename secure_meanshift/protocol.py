@@ -500,7 +500,7 @@ class Shared:
         sums' width, instead of a Beaver opening of m N elements on each of the
         world (world - 1) directed links (K's shares then whole). Public rule:
         whichever sends fewer bits per (centroid, point) pair; with the sums
-        at 29 bits that is every world at d = 2 (two parties: 87 bits against 122)."""
+        at 28 bits that is every world at d = 2 (two parties: 84 bits against 120)."""
         if not self.flat:
             return False
         k = 64 if self.sum_bits is None else self.sum_bits
@@ -527,16 +527,18 @@ class Shared:
         (None: the whole ring): the update operand is a narrow fixed operand,
         so W = rho B (or the Beaver opening of K) and K's shares travel at
         this width, and beaver.lift brings the sums back to the ring in one
-        opening. A sum of k u over the points is at most the weight bound
-        max_den times a coordinate (the unit box, doubled as margin) at
-        2^16; lift needs the value within 2^(bits-2). Not in DP mode, nor
-        below NARROW_SUMS_MIN_PAIRS (centroid, point) pairs, where the lift's
-        round costs more than the bytes it saves (the dust job)."""
+        opening. A sum of k u over the points lies in [0, B 2^16], B the
+        weight bound max(max_den, rows), since every coordinate of a point is
+        in [0, 1] (the unit box, as the edge test's width assumes) and k is
+        0/1; lift needs it below 2^(bits-2): 28 bits at 1,000 points. Not in
+        DP mode, nor below NARROW_SUMS_MIN_PAIRS (centroid, point) pairs, where
+        the lift's round costs more than the bytes it saves (the dust job)."""
         pairs = self.p.n_seeds(self.world, self.total_rows) * self.total_rows
         if not self.flat or self.p.dp or pairs < NARROW_SUMS_MIN_PAIRS:
             return None
-        w = ring_width(2.0 * max(self.max_den, self.total_rows), BULK_BITS)
-        return None if w is None or w + 1 > 62 else w + 1
+        top = math.ceil(max(self.max_den, self.total_rows) * 2.0 ** BULK_BITS)
+        w = top.bit_length() + 2
+        return None if w > 62 else w
 
     @property
     def den_width(self) -> Optional[int]:

@@ -233,7 +233,8 @@ def test_what_each_party_receives_in_a_king_opening():
 
 def test_low_bit_frames_round_trip_at_every_width():
     """communicator's low-bit frames (narrow openings, narrow dealer
-    corrections): exactly the low bits of each element, packed, and back."""
+    corrections): the low bits of each element, rounded up to a nibble,
+    packed, and back, at every width and for odd counts."""
     from secure_meanshift.mpc.communicator import (_from_low_bits, low_bits, pack_low,
                                                    unpack_low, wire_bytes)
 
@@ -241,16 +242,18 @@ def test_low_bit_frames_round_trip_at_every_width():
     for n in (0, 1, 7, 9, 1000):
         t = torch.from_numpy(rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64))
         for bits in range(1, 65):
+            rest = bits % 8
+            kept = bits + (4 - rest if 0 < rest <= 4 else (8 - rest) % 8)   # a nibble's
             b = low_bits(t, bits)
-            assert b.size == wire_bytes(n, bits) == (8 * n if bits == 64 else
-                                                     n * (bits // 8) + (bits % 8) * -(-n // 8))
-            mask = -1 if bits == 64 else (1 << bits) - 1
-            assert torch.equal(_from_low_bits(b, n, bits), t & mask)
-    assert wire_bytes(1_000_000, 43) == 5_375_000        # 43 bits each, not 6 bytes
+            assert b.size == wire_bytes(n, bits) == \
+                n * (kept // 8) + (kept % 8 == 4) * ((n + 1) // 2)
+            mask = -1 if kept == 64 else (1 << kept) - 1
+            assert torch.equal(_from_low_bits(b, n, bits), t & mask), (n, bits)
+    assert wire_bytes(1_000_000, 43) == 5_500_000        # 44 bits each, not 6 bytes
     t = torch.from_numpy(rng.integers(-2**63, 2**63 - 1, 90, dtype=np.int64))
     runs = [(30, 30), (20, 64), (40, 9)]
     frame = bytes(pack_low(t, runs))
-    assert len(frame) == 30 * 3 + 6 * 4 + 160 + 40 + 5
+    assert len(frame) == 30 * 4 + 20 * 8 + 40 + 20
     back = unpack_low(np.frombuffer(frame, np.uint8).copy(), runs, (90,))
-    assert torch.equal(back[:30], t[:30] & (2**30 - 1)) and torch.equal(back[30:50], t[30:50])
-    assert torch.equal(back[50:], t[50:] & (2**9 - 1))
+    assert torch.equal(back[:30], t[:30] & (2**32 - 1)) and torch.equal(back[30:50], t[30:50])
+    assert torch.equal(back[50:], t[50:] & (2**12 - 1))

@@ -53,94 +53,80 @@ def from_bytes(frame, size) -> torch.Tensor:
     return torch.from_numpy(np.asarray(frame).view(np.int64).reshape(size))
 
 
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32}
-# the low k bytes of an element as aligned pieces: a strided copy of 2- or
-# 4-byte pieces is 2-13x faster than one of single bytes
-_PIECES = {1: (1,), 2: (2,), 3: (2, 1), 4: (4,), 5: (4, 1), 6: (2, 2, 2), 7: (4, 2, 1)}
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _layout(bits: int) -> tuple:
+    """(whole bytes, nibble?) per element for a width below 64: a width that
+    ends in the low half of a byte travels as a nibble (two elements a byte),
+    one in the high half as a whole byte. Bit-exact packing would save at most
+    3 bits more and costs 10-20x the CPU of these copies (numpy has no pext)."""
+    whole, rest = divmod(int(bits), 8)
+    return (whole, True) if 0 < rest <= 4 else (whole + (rest > 4), False)
+
+
+def _planes(whole: int) -> list:
+    """(byte offset, size) of the aligned 4-, 2- and 1-byte planes that cover
+    an element's low ``whole`` bytes (5: bytes 0-3, then byte 4)."""
+    out, at = [], 0
+    for size in (4, 2, 1):
+        while whole - at >= size and at % size == 0:
+            out.append((at, size))
+            at += size
+    return out
 
 
 def wire_bytes(count: int, bits: int) -> int:
     """Bytes of ``count`` ring elements right modulo 2^bits as they travel
-    (low_bits): whole words at 64; else the low bits // 8 bytes of each
-    element, then the bits % 8 bits left as bit planes of ceil(count / 8) bytes."""
+    (low_bits): whole words at 64, else the width rounded up to a nibble."""
     if bits >= 64:
         return 8 * count
-    whole, rest = divmod(int(bits), 8)
-    return count * whole + rest * ((count + 7) // 8)
+    whole, nibble = _layout(bits)
+    return count * whole + (count + 1) // 2 * nibble
 
 
 def low_bits(t: torch.Tensor, bits: int) -> np.ndarray:
-    """The low ``bits`` bits of each int64 element, packed (wire_bytes(n, bits),)
-    uint8: a narrow opening or dealer correction travels in exactly its width
-    (rounded up to a byte per 8 elements), not in whole bytes per element."""
+    """The low ``bits`` bits (rounded up to a nibble) of each int64 element,
+    packed (wire_bytes(n, bits),) uint8, plane by plane: the low 4 bytes of
+    every element, then the next 2, then 1 (_planes: aligned strided copies,
+    as fast as whole words), then the next nibbles, two a byte (even
+    elements in the low half)."""
     a = t.contiguous().numpy()
+    n = a.size
     if bits >= 64:
         return a.view(np.uint8).reshape(-1).copy()
-    whole, rest = divmod(int(bits), 8)
-    body = _low_bytes(a, whole)
-    if not rest:
-        return body
-    top = a.view(np.uint8)[whole::8]             # byte ``whole`` of each element
-    planes = [np.packbits((top >> np.uint8(j)) & np.uint8(1), bitorder="little")
-              for j in range(rest)]
-    return np.concatenate([body, *planes])
+    whole, nibble = _layout(bits)
+    buf = np.empty(wire_bytes(n, bits), np.uint8)
+    at = 0
+    for off, size in _planes(whole):
+        buf[at:at + n * size].view(_UINT[size])[:] = a.view(_UINT[size])[off // size::8 // size]
+        at += n * size
+    if nibble and n:
+        top, pairs = a.view(np.uint8)[whole::8], buf[at:]
+        np.left_shift(top[1::2], np.uint8(4), out=pairs[:n // 2])
+        if n % 2:
+            pairs[-1] = 0
+        pairs |= top[0::2] & np.uint8(0x0F)
+    return buf
 
 
 def low_words(b: np.ndarray, n: int, bits: int, out: np.ndarray) -> None:
     """The inverse of low_bits: write into out (n,) uint64 the elements whose
-    low ``bits`` bits are packed in b (the bits above zero)."""
-    if bits >= 64:
-        out[:] = np.ascontiguousarray(b, np.uint8).view(np.uint64)
-        return
-    whole, rest = divmod(int(bits), 8)
-    _low_words(b[:n * whole], n, whole, out)
-    if not rest:
-        return
-    w, at = (n + 7) // 8, n * whole
-    top = np.unpackbits(b[at:at + w], count=n, bitorder="little")
-    for j in range(1, rest):
-        plane = np.unpackbits(b[at + j * w:at + (j + 1) * w], count=n, bitorder="little")
-        plane <<= np.uint8(j)
-        top |= plane
-    high = top.astype(np.uint64)
-    high <<= np.uint64(8 * whole)
-    out |= high
-
-
-def _low_bytes(a: np.ndarray, k: int) -> np.ndarray:
-    """The low k bytes of each int64 element, packed (n * k,) uint8."""
-    if k >= 8:
-        return a.view(np.uint8).reshape(-1).copy()
-    out = np.empty(a.size * k, np.uint8)
-    at = 0
-    for c in _PIECES.get(k, ()) if a.size else ():
-        dst = np.ndarray((a.size,), dtype=_UINT[c], buffer=out, offset=at, strides=(k,))
-        dst[:] = a.view(_UINT[c])[at // c::8 // c]
-        at += c
-    return out
-
-
-def _low_words(b: np.ndarray, n: int, k: int, out: np.ndarray) -> None:
-    """Write into out (n,) uint64 the elements whose low k bytes are b:
-    8-byte little-endian reads every k bytes, masked (2-4x faster than a
-    strided byte copy)."""
+    low bits are packed in b (zero above their nibble)."""
     b = np.ascontiguousarray(b, np.uint8)
-    if k == 0:
-        out[:] = 0
+    if bits >= 64:
+        out[:] = b.view(np.uint64)
         return
-    if k in (1, 2, 4, 8):
-        out[:] = b.view(_UINT.get(k, np.uint64))
-        return
-    mask = np.uint64((1 << (8 * k)) - 1)
-    inside = min(n, (b.size - 8) // k + 1) if b.size >= 8 else 0   # 8-byte reads within b
-    if inside:
-        words = np.ndarray((inside,), dtype="<u8", buffer=b, strides=(k,))
-        np.bitwise_and(words, mask, out=out[:inside])
-    if inside < n:                      # the last few: from a padded copy
-        buf = np.zeros((n - inside) * k + 8, np.uint8)
-        buf[:(n - inside) * k] = b[inside * k:]
-        words = np.ndarray((n - inside,), dtype="<u8", buffer=buf, strides=(k,))
-        np.bitwise_and(words, mask, out=out[inside:])
+    whole, nibble = _layout(bits)
+    out[:] = 0
+    at = 0
+    for off, size in _planes(whole):
+        out.view(_UINT[size])[off // size::8 // size] = b[at:at + n * size].view(_UINT[size])
+        at += n * size
+    if nibble and n:
+        pairs, bytes_ = b[at:at + (n + 1) // 2], out.view(np.uint8)
+        bytes_[whole::16] = pairs & np.uint8(0x0F)
+        bytes_[whole + 8::16] = pairs[:n // 2] >> np.uint8(4)
 
 
 def _from_low_bits(b: np.ndarray, n: int, bits: int) -> torch.Tensor:

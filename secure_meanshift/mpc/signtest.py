@@ -30,9 +30,9 @@ log2(k) adders for k parties.)
 Narrow comparisons: when a PUBLIC bound says x lies in [-2^(l-1), 2^(l-1))
 (a width of l bits, e.g. the flat kernel's exact edge test), bit l-1 of
 (c - r) mod 2^l is the sign: x < 0 <=> c_(l-1) ^ r_(l-1) ^ [c mod 2^(l-1) <
-r mod 2^(l-1)]. Only c mod 2^l is opened (l bits per element: communicator.low_bits), the
+r mod 2^(l-1)]. Only c mod 2^l is opened (l bits a nibble rounds up: communicator.low_bits), the
 dealer's material covers r's l low bits, and the tree runs on l - 1 bits
-(l = 43: 43 + 35 + 1 bits per element and other party instead of 120;
+(l = 43: 44 + 35 + 1 bits per element and other party instead of 120;
 6 rounds, fewer once l - 1 <= 24). A call
 compares several segments at their own widths in the same rounds
 (``widths``); the opening of c is the same value as before, narrowed
