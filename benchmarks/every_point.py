@@ -10,8 +10,10 @@ pooled points, timed in the same run.
 Ours: the whole ``meanshift_cli.simulate`` run as a user starts it (party and
 dealer processes, TLS on loopback, imports included), timed from outside:
 ``wall_s``. From its --json report: iterations, s/iteration (the loop's own
-clock), bytes per iteration (between parties + from the dealer, the loop's
-steps divided by the passes), rounds per iteration and the per-step split; per job: the share, merge,
+clock), bytes per iteration (between parties + from the dealer: the loop's
+steps divided by the iterations; per pass: divided by the passes, one more
+than the iterations unless each update settles at once, protocol.py),
+rounds per iteration and the per-step split; per job: the share, merge,
 sizes and reveal steps' bytes and rounds (``steps_per_job``), and the loop's
 own time (``timings.loop_s``: wall_s minus it is start-up, merge, reveal,
 the plaintext twin and shutdown).
@@ -114,15 +116,18 @@ def summarise(r: dict, wall: float) -> dict:
     once per pass, the final checking pass included)."""
     comm = r["communication"]
     steps = comm.get("steps", {})
-    passes = max(1, int(r["iterations"]) + 1)
+    # the report's own count (older engines: none, and always one checking pass)
+    passes = max(1, int(r.get("passes") or int(r["iterations"]) + 1))
+    iterations = max(1, int(r["iterations"]))
     loop = {k: steps.get(k, {}) for k in LOOP_STEPS}
-    per = {k: {f: v.get(f, 0) / passes for f in ("bytes", "dealer_bytes", "rounds")}
+    per = {k: {f: v.get(f, 0) / iterations for f in ("bytes", "dealer_bytes", "rounds")}
            for k, v in loop.items()}
     between = sum(v["bytes"] for v in per.values())
     dealer = sum(v["dealer_bytes"] for v in per.values())
     return {"wall_s": round(wall, 2), "iterations": int(r["iterations"]), "passes": passes,
             "s_per_iteration": r["timings"]["mean_iteration_s"],
             "bytes_per_iteration": round(between + dealer),
+            "bytes_per_pass": round((between + dealer) * iterations / passes),
             "between_parties_per_iteration": round(between),
             "dealer_bytes_per_iteration": round(dealer),
             "rounds_per_iteration": round(sum(v["rounds"] for v in per.values()), 1),
@@ -253,7 +258,8 @@ def main(argv=None) -> int:
                       f"({v['wall_over_sklearn_fit']:.1f}x sklearn), {v['iterations']} it, "
                       f"{v['s_per_iteration']:.2f} s/it, "
                       f"{v['bytes_per_iteration'] / 1e6:.1f} MB/it "
-                      f"({v['dealer_bytes_per_iteration'] / 1e6:.1f} dealer), "
+                      f"({v['dealer_bytes_per_iteration'] / 1e6:.1f} dealer; "
+                      f"{v['bytes_per_pass'] / 1e6:.1f} MB/pass, {v['passes']} passes), "
                       f"{v['rounds_per_iteration']:.0f} rounds/it; outside the loop "
                       f"{v['wall_s'] - v['timings']['loop_s']:.1f} s (merge and reveal "
                       f"{v['timings']['merge_and_reveal_s']:.1f} s, "

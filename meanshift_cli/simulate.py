@@ -173,6 +173,7 @@ def build_report(parts, params, run, ref, skl) -> dict:
         "max_abs_error_standardised": match_error(recv.standardised, ref.standardised)[0]
         if scaled else None,
         "iterations": recv.iterations,
+        "passes": recv.passes,
         "reference_iterations": ref.iterations,
         "parties": len(parts),
         "points": int(sum(len(p) for p in parts)),

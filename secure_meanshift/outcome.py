@@ -21,6 +21,7 @@ class RunFigures:
     """What a run measured: the protocol's result and a party's outcome carry it."""
 
     iterations: int
+    passes: int = 0           # passes over the points (iterations, +1 unless each update settled)
     per_iteration: list = field(default_factory=list)
     share_s: float = 0.0
     communication: dict = field(default_factory=dict)
@@ -61,6 +62,7 @@ class PartyOutcome(RunFigures):
             "centroids": None if self.centroids is None else self.centroids.tolist(),
             "sizes": None if self.sizes is None else self.sizes.tolist(),
             "iterations": self.iterations,
+            "passes": self.passes,
             "per_iteration": self.per_iteration,
             "share_s": self.share_s,
             "wall_s": self.wall_s,

@@ -14,7 +14,7 @@ import numpy as np
 from .binseeds import BIN_SEEDING, bin_seeds, occupied_bins
 from .data import check_points, from_unit, quantise_points, to_unit
 from .mpc.division import EMPTY_BELOW
-from .kernels import plain_kernel
+from .kernels import KERNELS, on_edge_grid, plain_kernel
 from .merge import decisive_ties, merge_keep, merge_with_pairs, sq_distances
 from .params import MeanShiftParams, dust_indices, resolve_seeding, resolve_summary
 from .privacy import twin_inputs
@@ -104,8 +104,9 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
     gap = np.inf
     active = np.ones(len(c), bool)      # seeds not yet stopped
     den = np.zeros((len(c), 1))
+    grid = on_edge_grid if KERNELS[p.kernel].radius2 is not None else (lambda v: v)
     for it in range(1, p.max_iter + 1):
-        sq = sq_distances(c, x)
+        sq = sq_distances(grid(c), x)      # the flat kernel's edge: c on the points' grid
         if p.kernel == "flat":
             gap = min(gap, float(np.abs(np.sqrt(np.maximum(sq, 0)) - p.h_unit).min()))
         s = plain_kernel(sq, p) @ xw
@@ -124,7 +125,7 @@ def meanshift_unit(x: np.ndarray, w: np.ndarray, p: MeanShiftParams,
         if not active.any():
             break
     if p.oblivious:     # the secure engine's last pass: weight sums at the final centroids
-        sq = sq_distances(c, x)
+        sq = sq_distances(grid(c), x)
         if p.kernel == "flat":
             gap = min(gap, float(np.abs(np.sqrt(np.maximum(sq, 0)) - p.h_unit).min()))
         den = plain_kernel(sq, p) @ w[:, None]

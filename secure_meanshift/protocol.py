@@ -45,7 +45,7 @@ from .disclosure import disclose, record
 from .mpc.division import (COUNT_EXP_LO, EXP_LO, count_threshold_inputs, count_width,
                            divide_with_bits, normaliser_inputs)
 from .mpc.fixedpoint import BULK_BITS, ge_zero, rescale
-from .kernels import get_kernel
+from .kernels import EDGE_GRID_BITS, get_kernel
 from .outcome import RunFigures
 from .output import decode, export_share
 from .params import MeanShiftParams, dust_indices, resolve_seeding
@@ -349,6 +349,25 @@ def _share_int_column(values: np.ndarray, rows: list, rank: int):
     return crypten.cat(parts, dim=0) if len(parts) > 1 else parts[0]
 
 
+def _on_grid(c, bits: int):
+    """c (m, d) at 2^bits, rounded exactly to the edge test's grid
+    (kernels.EDGE_GRID_BITS): integer shares (scale 1) of floor(C / s + 1/2),
+    s = 2^(bits - EDGE_GRID_BITS), kernels.on_edge_grid on shares. The
+    truncation t of C + s/2 by s is off by at most one unit (probabilistic:
+    local at two parties, one masked opening at three or more); dev = s t -
+    (C + s/2) is in (-s, 0] exactly when t is right, so one narrow sign test
+    on both sides, every row at once, says which way to fix it."""
+    s = 2 ** (bits - EDGE_GRID_BITS)
+    if s == 1:
+        return _int_view(c)
+    half = _int_view(c) + s // 2
+    t = half.div(s)
+    dev = t * s - half                          # in (-2s, s]
+    width = (2 * s).bit_length() + 1
+    high, low = ge_zero(dev - 1, -dev - s, bits=[width, width])
+    return t - high + low
+
+
 def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
     """r^2 - |c - x|^2 >= 0, decided exactly on the integer encodings: with
     c = C 2^-P (P = bits) and x = X 2^-16, at scale 2^(2P)
@@ -391,8 +410,8 @@ def edge_width(d: int, radius2: float, bits: int) -> Optional[int]:
     2^-P)^2 <= T <= 2^2P r^2. None (the whole ring) if that needs 64 bits or
     more. A centroid outside the box makes T meaningless anyway, and the range
     test, on the whole ring, sends that pass to a retry. (A bit narrower than
-    ring_width's bound: 43 bits, not 44, at d = 2, P = 20: 3 AND bits fewer
-    per pair and link.)"""
+    ring_width's bound: at d = 2, 35 bits on the edge grid's 2^-16, 43 at
+    2^-20.)"""
     far = d * (1.0 + RANGE_SLACK + 2.0 ** -bits) ** 2
     width = math.ceil(max(radius2, far) * 4.0 ** bits).bit_length() + 1
     return width if width < 64 else None
@@ -518,7 +537,7 @@ class Shared:
     @property
     def edge_bits(self) -> Optional[int]:
         """The exact edge test's comparison width (edge_width), None: the ring."""
-        return edge_width(self.d, self.kernel.radius2(self.p), self.p.precision_bits) \
+        return edge_width(self.d, self.kernel.radius2(self.p), EDGE_GRID_BITS) \
             if self.exact_edge else None
 
     @property
@@ -550,9 +569,9 @@ class Shared:
     @property
     def distance_bits(self) -> Optional[int]:
         """PUBLIC width modulo which _exact_edge needs C.X: the edge test reads
-        T (edge_bits) only, and C.X enters T times 2^(P-15)."""
+        T (edge_bits) only, and C.X enters T times 2^(G-15), G the grid's bits."""
         e = self.edge_bits
-        return None if e is None else max(2, e - (self.p.precision_bits - 15))
+        return None if e is None else max(2, e - (EDGE_GRID_BITS - 15))
 
     @property
     def lo_exp(self) -> int:
@@ -626,6 +645,7 @@ class Iterate:
     active: object = None         # (m, 1) 0/1 shares: seeds not yet stopped (None: all)
     intensity: object = None      # (m, 1) each seed's weight sum at its last update
     iterations: int = 0
+    passes: int = 0               # _one_pass calls (retries included)
     failures: int = 0
     pending: Pending = field(default_factory=Pending)
     log: list = field(default_factory=list)       # IterationLog per iteration
@@ -721,7 +741,10 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
     kernel's edge test also answers the pending tests (first chunk).
     Returns (sums, den or None if weighted, {pending name: bits})."""
     p, kernel, flat = sh.p, sh.kernel, sh.flat
-    if not sh.exact_edge:
+    if sh.exact_edge:
+        _stage("kernel")                         # the edge test's centroids (kernels.py)
+        cg = _on_grid(c, p.precision_bits)
+    else:
         c16 = rescale(c, BULK_BITS)
         cc = (c16 * c16).sum(dim=1, keepdim=True)
     sums = den = None
@@ -730,8 +753,8 @@ def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: in
         ta = time.perf_counter()
         _stage("distance")
         if sh.exact_edge:
-            edge = _exact_edge(c, sh.right[ci], sh.xx[:, a:b], kernel.radius2(p),
-                               p.precision_bits)
+            edge = _exact_edge(cg, sh.right[ci], sh.xx[:, a:b], kernel.radius2(p),
+                               EDGE_GRID_BITS)
         else:
             dist = cc - 2.0 * c16.matmul(sh.right[ci]) + sh.sqn[a:b].t()
             edge = kernel.edge(dist, p) if flat else None
@@ -841,6 +864,7 @@ def _count_width(m: int) -> int:
 
 def _one_pass(sh: Shared, st: Iterate, it: IterationLog, notify: Progress) -> PassAnswers:
     """One pass over the shared points for the centroids st.c (step "one pass")."""
+    st.passes += 1
     with phase(st.pending.phase_key()):
         sums, den, answered = _chunk_sums(sh, st.c, st.pending, it, st.iterations, notify)
         it.tail = time.perf_counter()
@@ -1112,6 +1136,7 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     stats = comm.get_communication_stats()
     notify({"stage": "done", "iterations": st.iterations})
     return SecureResult(centroids=centroids, sizes=sizes_out, iterations=st.iterations,
+                        passes=st.passes,
                         per_iteration=[i.as_dict() for i in st.log],
                         share_s=share_s, merge_s=merge_s,
                         communication={"bytes": int(stats.get("bytes", 0)),

@@ -84,14 +84,17 @@ def comparison_job(rank, values, thresholds):
     crypten.comm.get().reset_communication_stats()
     out = [(x >= t).get_plain_text().numpy() for t in thresholds]
     return out, crypten.comm.get().get_communication_stats()
-def exact_edge_job(rank, c, x, radius2, bits, narrow=False):
+def exact_edge_job(rank, c, x, radius2, bits, narrow=False, grid=False):
     """The flat kernel's edge test on shares, exact path and the old 16-bit path;
-    ``narrow``: the exact path at protocol.edge_width's comparison width."""
+    ``narrow``: the exact path at protocol.edge_width's comparison width;
+    ``grid``: as the protocol runs it, c first rounded to the edge grid
+    (protocol._on_grid; the exact path then also returns that rounding)."""
     import numpy as np
 
+    from secure_meanshift.kernels import EDGE_GRID_BITS
     from secure_meanshift.mpc._compat import import_crypten
     from secure_meanshift.mpc.fixedpoint import ge_zero, rescale
-    from secure_meanshift.protocol import _exact_edge, _int_view, edge_width
+    from secure_meanshift.protocol import _exact_edge, _int_view, _on_grid, edge_width
 
     crypten = import_crypten()
     ct = crypten.cryptensor(torch.tensor(c, dtype=torch.float64), src=0, precision=bits)
@@ -99,8 +102,11 @@ def exact_edge_job(rank, c, x, radius2, bits, narrow=False):
     xi = np.round(np.asarray(x) * 2.0**16).astype(np.int64)
     xx = crypten.cryptensor(torch.from_numpy((xi * xi).sum(1)).reshape(1, -1), src=1,
                             precision=0)
-    width = edge_width(ct.size(1), radius2, bits) if narrow else None
-    (exact,) = ge_zero(_exact_edge(ct, _int_view(pts).t(), xx, radius2, bits), bits=[width])
+    cg, at = (_on_grid(ct, bits), EDGE_GRID_BITS) if grid else (ct, bits)
+    width = edge_width(ct.size(1), radius2, at) if narrow else None
+    (exact,) = ge_zero(_exact_edge(cg, _int_view(pts).t(), xx, radius2, at), bits=[width])
+    if grid:
+        return exact.get_plain_text().numpy(), cg.get_plain_text().numpy()
     c16 = rescale(ct, 16)
     sq = crypten.cryptensor(torch.tensor((np.asarray(x) ** 2).sum(1, keepdims=True),
                                          dtype=torch.float32), src=1)
