@@ -357,14 +357,28 @@ def _on_grid(c, bits: int):
     local at two parties, one masked opening at three or more); dev = s t -
     (C + s/2) is in (-s, 0] exactly when t is right, so one narrow sign test
     on both sides, every row at once, says which way to fix it."""
+    t, tests, widths = _grid_tests(c, bits)
+    if not tests:
+        return t
+    high, low = ge_zero(*tests, bits=widths)
+    return _grid_fix(t, high, low)
+
+
+def _grid_tests(c, bits: int) -> tuple:
+    """_on_grid up to its sign test: (t, the two tests, their PUBLIC widths),
+    for a caller that batches the tests with its own (_settle)."""
     s = 2 ** (bits - EDGE_GRID_BITS)
     if s == 1:
-        return _int_view(c)
+        return _int_view(c), [], []
     half = _int_view(c) + s // 2
     t = half.div(s)
     dev = t * s - half                          # in (-2s, s]
     width = (2 * s).bit_length() + 1
-    high, low = ge_zero(dev - 1, -dev - s, bits=[width, width])
+    return t, [dev - 1, -dev - s], [width, width]
+
+
+def _grid_fix(t, high, low):
+    """t one unit down where it was too high, one up where too low."""
     return t - high + low
 
 
@@ -646,6 +660,7 @@ class Iterate:
     intensity: object = None      # (m, 1) each seed's weight sum at its last update
     iterations: int = 0
     passes: int = 0               # _one_pass calls (retries included)
+    grid: object = None           # c on the edge grid, if settled with it (_settle)
     failures: int = 0
     pending: Pending = field(default_factory=Pending)
     log: list = field(default_factory=list)       # IterationLog per iteration
@@ -736,14 +751,14 @@ def _fixed_operands(sh: Shared) -> None:
 
 # ---- one pass: distance, kernel, update over the chunks; the batched tests ----
 def _chunk_sums(sh: Shared, c, pending: Pending, it: IterationLog, iteration: int,
-                notify: Progress) -> tuple:
+                notify: Progress, grid=None) -> tuple:
     """Distances, kernel weights and weighted sums over every chunk. A flat
     kernel's edge test also answers the pending tests (first chunk).
     Returns (sums, den or None if weighted, {pending name: bits})."""
     p, kernel, flat = sh.p, sh.kernel, sh.flat
     if sh.exact_edge:
         _stage("kernel")                         # the edge test's centroids (kernels.py)
-        cg = _on_grid(c, p.precision_bits)
+        cg = _on_grid(c, p.precision_bits) if grid is None else grid
     else:
         c16 = rescale(c, BULK_BITS)
         cc = (c16 * c16).sum(dim=1, keepdim=True)
@@ -865,8 +880,10 @@ def _count_width(m: int) -> int:
 def _one_pass(sh: Shared, st: Iterate, it: IterationLog, notify: Progress) -> PassAnswers:
     """One pass over the shared points for the centroids st.c (step "one pass")."""
     st.passes += 1
-    with phase(st.pending.phase_key()):
-        sums, den, answered = _chunk_sums(sh, st.c, st.pending, it, st.iterations, notify)
+    # a pass that rounds c to the edge grid itself draws more than one given it
+    with phase((*st.pending.phase_key(), st.grid is None)):
+        sums, den, answered = _chunk_sums(sh, st.c, st.pending, it, st.iterations, notify,
+                                          st.grid)
         it.tail = time.perf_counter()
         return _pass_tests(sh, sums, den, st.pending, answered, st.active)
 
@@ -979,11 +996,12 @@ def _iterate_settled(sh: Shared, st: Iterate, notify: Progress):
             new, intensity, move = _stop_update(st.c, div, ans.den, st.active, intensity,
                                                 p.tol_unit, p.precision_bits)
         with phase(("settle", st.active is not None)):
-            failed, moving, still = _settle(sh, ans, div, move)
+            failed, moving, still, grid = _settle(sh, ans, new, div, move)
         if failed:                      # nothing committed: the same pass again
             _retry(st, notify, lambda: False)
             continue
         st.c_prev, st.c, st.intensity, st.active = st.c, new, intensity, still
+        st.grid = grid
         st.iterations += 1
         it.finish()
         st.log.append(it)
@@ -992,21 +1010,28 @@ def _iterate_settled(sh: Shared, st: Iterate, notify: Progress):
             return st.intensity
 
 
-def _settle(sh: Shared, ans: PassAnswers, div, move) -> tuple:
-    """An update's tests at once: in one comparison, div inside the box and
-    each seed's move test (its still bit); then [any still]; then ONE opening
-    of [failures (the pass's den range tests and these), the stop bit].
-    Returns (failed, moving, still (m, 1) shares)."""
+def _settle(sh: Shared, ans: PassAnswers, new, div, move) -> tuple:
+    """An update's tests at once: in one comparison, div inside the box, each
+    seed's move test (its still bit) and the new centroids' rounding to the
+    edge grid (_on_grid's tests); then [any still]; then ONE opening of
+    [failures (the pass's den range tests and these), the stop bit].
+    Returns (failed, moving, still (m, 1) shares, new on the edge grid or None)."""
     crypten = import_crypten()
     pending = Pending(range=crypten.cat([div + RANGE_SLACK, (1.0 + RANGE_SLACK) - div]),
                       move=move)
-    in_box, still = ge_zero(*[t for _, t in pending.items()],
-                            bits=pending.widths(sh.d, sh.p.precision_bits, sh.p.tol_unit))
+    tests = [t for _, t in pending.items()]
+    widths = pending.widths(sh.d, sh.p.precision_bits, sh.p.tol_unit)
+    t = grid_tests = None
+    if sh.exact_edge:
+        t, grid_tests, grid_widths = _grid_tests(new, sh.p.precision_bits)
+        tests, widths = tests + grid_tests, widths + grid_widths
+    in_box, still, *fix = ge_zero(*tests, bits=widths)
+    grid = t if t is None or not grid_tests else _grid_fix(t, *fix)
     _stage("stop")
     (moving,) = ge_zero(still.sum().reshape(1) - 1, bits=[_count_width(still.size(0))])
     bad = (1 - ans.den_ok).sum() + (1 - in_box).sum()
     flags = disclose(crypten.cat([bad.reshape(1), moving.reshape(1)]), "stop-bit")
-    return bool(flags[0] > 0.5), bool(flags[1] > 0.5), still
+    return bool(flags[0] > 0.5), bool(flags[1] > 0.5), still, grid
 
 
 def _iterate_oblivious(sh: Shared, st: Iterate, notify: Progress):
