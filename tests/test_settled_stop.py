@@ -53,3 +53,26 @@ def test_settled_corrupted_update_is_detected_and_redone(max_iter):
     assert passes == iterations + 1                  # the corrupted update's pass, again
     assert opened == ["stop-bit"] * (iterations + 1)
     assert match_error(cents, ref.centroids)[0] < 1e-3 * p.bandwidth
+
+
+def test_a_large_job_settles_through_the_cli(tmp_path):
+    """Real processes and TLS links: every-point seeds at 520 points (270,400
+    (centroid, point) pairs, above protocol.SETTLE_MIN_PAIRS) settle each
+    update, so the run makes exactly one pass per iteration, and equals the
+    twin (iterations, centres)."""
+    import json
+    import subprocess
+    import sys
+
+    from secure_meanshift.protocol import SETTLE_MIN_PAIRS
+
+    assert 520 * 520 >= SETTLE_MIN_PAIRS
+    out = tmp_path / "run.json"
+    res = subprocess.run([sys.executable, "-m", "meanshift_cli.simulate", "--points", "520",
+                          "--parties", "3", "--bandwidth", "0.1", "--no-sklearn", "--quiet",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["seeding"] == "points"
+    assert r["passes"] == r["iterations"] == r["reference_iterations"]
+    assert r["unmatched_centroids"] == 0 and r["max_abs_error"] < 1e-4 * r["bandwidth"]
