@@ -388,7 +388,8 @@ def _exact_edge(c, xi_t, xx, radius2: float, bits: int):
         T = floor(r^2 2^2P) - C.C + 2^(P-15) C.X - 2^(2P-32) X.X
     is an exact ring integer (no truncation: a secret times an integer view needs
     none) of magnitude < d 2^(2P+2), and its sign is exactly the flat kernel's
-    test for the centroid the parties hold. C.C and C.X share one opening.
+    test for the centroid the parties hold (the protocol's: c on the edge
+    grid, P = 16, _on_grid). C.C and C.X share one opening.
     C.X enters T alone, times 2^(P-15), and T only the next sign test: its
     product is folded into that test's mask (square_and_matmul's fold: the
     dealer's correction of C.X, 5 MB an iteration at 1,000 points, is not sent).

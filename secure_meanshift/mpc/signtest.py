@@ -32,8 +32,8 @@ Narrow comparisons: when a PUBLIC bound says x lies in [-2^(l-1), 2^(l-1))
 (c - r) mod 2^l is the sign: x < 0 <=> c_(l-1) ^ r_(l-1) ^ [c mod 2^(l-1) <
 r mod 2^(l-1)]. Only c mod 2^l is opened (l bits a nibble rounds up: communicator.low_bits), the
 dealer's material covers r's l low bits, and the tree runs on l - 1 bits
-(l = 43: 44 + 35 + 1 bits per element and other party instead of 120;
-6 rounds, fewer once l - 1 <= 24). A call
+(l = 35, the edge test on the points' grid: 36 + 29 + 1 bits per element
+and other party instead of 120; 6 rounds, fewer once l - 1 <= 24). A call
 compares several segments at their own widths in the same rounds
 (``widths``); the opening of c is the same value as before, narrowed
 (docs/leakage.md's sign-test row).
