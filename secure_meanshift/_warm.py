@@ -16,7 +16,10 @@ gc.disable()
 import encodings.idna  # noqa: E402,F401  (each rank's connects encode host names with it)
 import multiprocessing.synchronize  # noqa: E402,F401  (the result queue's lock, in each rank)
 
-from .mpc._compat import import_crypten  # noqa: E402
+from .mpc._compat import import_crypten, stand_in_meta_registrations  # noqa: E402
+
+stand_in_meta_registrations()      # before torch loads (the ranks use no meta tensors)
+
 from . import runtime, simulate  # noqa: E402,F401  (the ranks' targets, the runtime, torch)
 
 import_crypten()

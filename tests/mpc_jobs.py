@@ -301,3 +301,13 @@ def settle_job(rank, parts, params, settle, fault_at=0):
     opened = [e.why for e in seen if e.why not in ("merge-depth", "result")]
     retries = [e for e in events if e.get("stage") == "retry"]
     return res.centroids, res.iterations, passes["n"], opened, retries
+
+
+def meta_registrations_job(rank):
+    """What a rank process has under torch._meta_registrations, and whether the
+    engine's torch ops run there (a product, a comparison)."""
+    import sys
+
+    x = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    ok = bool((x @ x.t()).sum() == 83) and bool((x > 2).sum() == 3)
+    return hasattr(sys.modules.get("torch._meta_registrations"), "meta_index_Tensor"), ok

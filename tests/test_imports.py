@@ -161,3 +161,18 @@ def test_simulator_caller_never_loads_torch():
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "rc 0 centres 2 loaded []" in res.stdout, res.stdout[-1000:]
+
+
+def test_ranks_load_torch_without_its_meta_registrations():
+    """The fork server's ranks load torch with a stand-in for its Python meta
+    kernels (mpc/_compat.stand_in_meta_registrations: 0.23 s of every run's
+    start-up); the engine's CPU ops work there; this process keeps the real one."""
+    import torch  # noqa: F401  (the caller's own torch: the real module)
+    from mpc_jobs import meta_registrations_job
+
+    from secure_meanshift.simulate import run_mpc_function
+
+    # TLS links: the ranks come from the fork server (run_local forks this process)
+    for real, ok in run_mpc_function(meta_registrations_job, 2):
+        assert not real and ok
+    assert hasattr(sys.modules["torch._meta_registrations"], "meta_index_Tensor")

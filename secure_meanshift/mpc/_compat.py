@@ -36,6 +36,21 @@ def _stand_in_converter() -> None:
     sys.modules[_CONVERTER] = stub
 
 
+_META = "torch._meta_registrations"
+
+
+def stand_in_meta_registrations() -> None:
+    """For the ranks' processes only (_warm.py, before torch loads): torch's
+    import registers Python shape functions for meta and fake tensors
+    (``torch._meta_registrations``: 0.23 of the fork server's 1.0 s import,
+    on every run's critical path). They serve torch.compile, export and meta
+    tensors, none of which the engine uses: its CPU tensors dispatch to the
+    C++ kernels. A stand-in module takes the name, so torch skips the load.
+    No effect once torch is loaded; the caller's own process keeps the real one."""
+    if "torch" not in sys.modules and _META not in sys.modules:
+        sys.modules[_META] = types.ModuleType(_META)
+
+
 def import_crypten():
     """Return the ``crypten`` module, installing the torch-2.x shim first."""
     if "crypten" in sys.modules:
