@@ -64,7 +64,7 @@ Progress = Callable[[dict], None]
 RANGE_SLACK = 0.05          # centroids stay in the unit box; beyond this slack = corrupted
 MAX_ARITHMETIC_RETRIES = 3
 NARROW_SUMS_MIN_PAIRS = 1 << 16   # narrow weighted sums save >= ~0.8 MB a pass from here
-SETTLE_MIN_PAIRS = 1 << 18        # a pass >= ~10 MB, ~40 ms: worth ~11 rounds an iteration
+SETTLE_MIN_PAIRS = 1 << 18        # a pass >= ~10 MB, ~40 ms: worth ~7 rounds an iteration
 MERGE_TREE_UP_TO = 32      # more centroids: the merge's rounds by counts (O(m) bytes a round)
 
 
@@ -544,7 +544,7 @@ class Shared:
     def settles(self) -> bool:
         """PUBLIC rule: settle each update at once (_iterate_settled) when a
         pass is large: from SETTLE_MIN_PAIRS (centroid, point) pairs a pass
-        costs more than the ~11 rounds an iteration gains. Default mode only
+        costs more than the ~7 rounds an iteration gains. Default mode only
         (oblivious mode has no stop test)."""
         pairs = self.p.n_seeds(self.world, self.total_rows) * self.total_rows
         return not self.p.oblivious and pairs >= SETTLE_MIN_PAIRS
@@ -985,7 +985,7 @@ def _iterate_settled(sh: Shared, st: Iterate, notify: Progress):
     failure count and stop bit opened then (the same one opening per
     iteration). The pass after the last update, whose sums only carried that
     update's tests, is never run: 1/16 of the every-point job's bytes and
-    passes, for about 11 rounds per iteration (small sign tests)."""
+    passes, for about 7 rounds per iteration (small sign tests)."""
     p = sh.p
     while True:
         it = IterationLog()
