@@ -174,15 +174,31 @@ def _keep_if_valid(new, old, den_bits):
     return old + ok * (new - old)
 
 
-def _pair_sq_distances(c):
-    cc = (c * c).sum(dim=1, keepdim=True)
-    return cc + cc.t() - 2.0 * c.matmul(c.t())
+def _pair_edge(c, radius: float) -> tuple:
+    """(T (m, m), its PUBLIC width): T_ij = floor(r^2 2^2P) - |C_i - C_j|^2 on
+    the centroids' integer encodings (P their bits), exact like _exact_edge (a
+    product of integer views needs no truncation: before, the m x m products
+    were truncated, one opening of 8 bytes per entry, 32 MB at m = 1,000 and
+    3 parties), >= 0 iff the pair lies within the radius. Two centroids that
+    pass the range test differ by at most 1 + 2 slack (and a unit) per
+    coordinate, so T fits the width. T is labelled at 16 bits (same shares)."""
+    from crypten.encoder import FixedPointEncoder  # CrypTen: loaded late (start-up cost)
+
+    bits = int(round(math.log2(c.encoder.scale)))
+    ci = _int_view(c)
+    sq = (ci * ci).sum(dim=1, keepdim=True)
+    t = ci.matmul(ci.t()) * 2 - sq - sq.t() + int(math.floor(radius * radius * 4.0 ** bits))
+    t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
+    far = c.size(1) * (1.0 + 2 * RANGE_SLACK + 2.0 ** -bits) ** 2
+    width = math.ceil(max(radius * radius, far) * 4.0 ** bits).bit_length() + 1
+    return t, (width if width < 64 else None)
 
 
 def _merge_keep(c, radius: float):
-    """The "first" rule: keep_i = 1 - [exists j < i: |c_i - c_j|^2 < radius^2], on shares."""
+    """The "first" rule: keep_i = 1 - [exists j < i: |c_i - c_j|^2 <= radius^2], on shares."""
     m = c.size(0)
-    (close,) = ge_zero(radius * radius - _pair_sq_distances(c))      # (m, m), scale 1
+    pair, width = _pair_edge(c, radius)
+    (close,) = ge_zero(pair, bits=[width])                           # (m, m), scale 1
     earlier = torch.tril(torch.ones(m, m, dtype=torch.long), diagonal=-1)
     dups = (close * earlier).sum(dim=1, keepdim=True)
     return 1 - dups.gt(0)
@@ -233,15 +249,15 @@ def _merge_keep_intensity(c, intensity, radius: float, min_weight: float,
     # tests), intensities at most max_intensity, the merge key's (merge.dominance_width)
     s = int(round(math.log2(intensity.encoder.scale)))
     sc = int(round(math.log2(c.encoder.scale)))
-    widths = [ring_width(radius * radius + c.size(1) * (1 + 2 * RANGE_SLACK) ** 2, sc),
-              dominance_width(sc, max_intensity, c.size(1)),
+    pair, pair_width = _pair_edge(c, radius) if m >= 2 else (None, None)
+    widths = [pair_width, dominance_width(sc, max_intensity, c.size(1)),
               ring_width(max_intensity + abs(min_weight) + 2, s)]
     if m < 2:
         (nonempty,) = ge_zero(intensity - min_weight, bits=widths[2:])
         return nonempty
     # one test per pair i < j: close is symmetric and dom antisymmetric (a strict order)
     iu = torch.triu_indices(m, m, offset=1)
-    close, dom, nonempty = ge_zero(_upper(radius * radius - _pair_sq_distances(c), iu),
+    close, dom, nonempty = ge_zero(_upper(pair, iu),
                                    _upper(_dominance(c, intensity, max_intensity), iu),
                                    intensity - min_weight, bits=widths)
     # rounds by counts read A only through a narrow sign test: A modulo 2^w will do
