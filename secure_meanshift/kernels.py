@@ -29,6 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .data import POINT_BITS
 from .mpc.fixedpoint import BULK_BITS, ge_zero
 
 
@@ -43,7 +44,7 @@ class Kernel:
     tol_h: Callable = lambda p: 1e-3   # params -> the default tol in units of h (params.tol_unit)
 
 
-EDGE_GRID_BITS = 16      # the points' grid (data.POINT_BITS): centroids rounded to it for the edge
+EDGE_GRID_BITS = POINT_BITS      # the points' grid: centroids rounded to it for the edge
 
 
 def on_edge_grid(c: np.ndarray) -> np.ndarray:

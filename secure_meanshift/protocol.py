@@ -526,6 +526,11 @@ class Shared:
         return sum(self.rows)
 
     @property
+    def pairs(self) -> int:
+        """(centroid, point) pairs of one pass: the PUBLIC size rules go by it."""
+        return self.p.n_seeds(self.world, self.total_rows) * self.total_rows
+
+    @property
     def weighted(self) -> bool:
         return self.p.summary is not None
 
@@ -562,8 +567,7 @@ class Shared:
         pass is large: from SETTLE_MIN_PAIRS (centroid, point) pairs a pass
         costs more than the ~7 rounds an iteration gains. Default mode only
         (oblivious mode has no stop test)."""
-        pairs = self.p.n_seeds(self.world, self.total_rows) * self.total_rows
-        return not self.p.oblivious and pairs >= SETTLE_MIN_PAIRS
+        return not self.p.oblivious and self.pairs >= SETTLE_MIN_PAIRS
 
     @property
     def edge_bits(self) -> Optional[int]:
@@ -583,8 +587,7 @@ class Shared:
         0/1; lift needs it below 2^(bits-2): 28 bits at 1,000 points. Not in
         DP mode, nor below NARROW_SUMS_MIN_PAIRS (centroid, point) pairs, where
         the lift's round costs more than the bytes it saves (the dust job)."""
-        pairs = self.p.n_seeds(self.world, self.total_rows) * self.total_rows
-        if not self.flat or self.p.dp or pairs < NARROW_SUMS_MIN_PAIRS:
+        if not self.flat or self.p.dp or self.pairs < NARROW_SUMS_MIN_PAIRS:
             return None
         top = math.ceil(max(self.max_den, self.total_rows) * 2.0 ** BULK_BITS)
         w = top.bit_length() + 2
@@ -1043,7 +1046,7 @@ def _settle(sh: Shared, ans: PassAnswers, new, div, move) -> tuple:
         t, grid_tests, grid_widths = _grid_tests(new, sh.p.precision_bits)
         tests, widths = tests + grid_tests, widths + grid_widths
     in_box, still, *fix = ge_zero(*tests, bits=widths)
-    grid = t if t is None or not grid_tests else _grid_fix(t, *fix)
+    grid = _grid_fix(t, *fix) if grid_tests else t
     _stage("stop")
     (moving,) = ge_zero(still.sum().reshape(1) - 1, bits=[_count_width(still.size(0))])
     bad = (1 - ans.den_ok).sum() + (1 - in_box).sum()
