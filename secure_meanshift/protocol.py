@@ -471,6 +471,19 @@ def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
     return rescale(c, p.precision_bits)   # centroids live at the higher precision
 
 
+def _seeds_on_grid(pts, total_rows: int, p: MeanShiftParams):
+    """The initial centroids on the edge grid (_on_grid's output), when they
+    are rows of the shared points (seeding "points", or dusts only): those
+    rows are on the points' 2^-16 grid already, so their rounding is exact and
+    needs no test (the first pass then skips _on_grid, and shares its phase
+    with every later pass of a settled loop). None otherwise."""
+    if p.seeding == "points":
+        return _int_view(pts)
+    if p.uses_dust and not p.uses_bins:
+        return _int_view(pts[torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))])
+    return None
+
+
 def _shuffle(y, world_size: int):
     """Apply each party's secret random permutation in turn: no single party
     (nor the receiver) can link an output row to a dust index."""
@@ -680,7 +693,7 @@ class Iterate:
     intensity: object = None      # (m, 1) each seed's weight sum at its last update
     iterations: int = 0
     passes: int = 0               # _one_pass calls (retries included)
-    grid: object = None           # c on the edge grid, if settled with it (_settle)
+    grid: object = None           # c on the edge grid when known (_settle, _seeds_on_grid)
     failures: int = 0
     pending: Pending = field(default_factory=Pending)
     log: list = field(default_factory=list)       # IterationLog per iteration
@@ -710,7 +723,8 @@ def _local_columns(x: np.ndarray, weights, p: MeanShiftParams, total_rows: int,
 def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
            original_points: int, notify: Progress) -> tuple:
     """Exchange sizes, resolve the seeding, secret-share every party's columns
-    and draw the initial centroids. Returns (Shared, initial centroids).
+    and draw the initial centroids. Returns (Shared, initial centroids, those
+    on the edge grid or None: _seeds_on_grid).
     The "sizes" event (public: the total rows and the number of seeds) comes
     before anything is shared, so a party's limits can stop the job there."""
     comm = import_crypten().comm.get()
@@ -732,10 +746,11 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
     sh = Shared(p, rank, world, rows, total_points, x, shift, max_den, pts,
                 shared[:, d:d + 1], shared[:, d + 1:] if p.summary is not None else pts)
     c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
+    grid = _seeds_on_grid(pts, total_rows, p) if sh.exact_edge else None
     if p.seeding == BIN_SEEDING:
         sh.occupied = shared_occupancy(x, weights, p, rank, world)
     _fixed_operands(sh)
-    return sh, c
+    return sh, c, grid
 
 
 def _share_dp(cells: np.ndarray, counts: np.ndarray, params: MeanShiftParams, rank: int,
@@ -749,7 +764,7 @@ def _share_dp(cells: np.ndarray, counts: np.ndarray, params: MeanShiftParams, ra
                 h.pts, h.sqn, h.upd)
     c = rescale(shared_grid_seeds(h.params), h.params.precision_bits)
     _fixed_operands(sh)
-    return sh, c
+    return sh, c, None
 
 
 def _fixed_operands(sh: Shared) -> None:
@@ -930,6 +945,7 @@ def _retry(st: Iterate, notify: Progress, undo) -> None:
         raise ArithmeticFailure("fixed-point arithmetic failed repeatedly")
     if undo():
         st.c, st.iterations = st.c_prev, st.iterations - 1      # undo the corrupted update
+        st.grid = None                  # c_prev's rounding: the next pass makes it
         st.log.pop()
         # c_prev's move test was answered already: st.active holds it
         st.pending = Pending()
@@ -985,7 +1001,7 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
         # the range test on the update itself: new is between c and div
         st.pending = Pending(range=crypten.cat([div + RANGE_SLACK, (1.0 + RANGE_SLACK) - div]),
                              move=move)
-        st.c_prev, st.c = st.c, new
+        st.c_prev, st.c, st.grid = st.c, new, None     # the next pass rounds new
         st.iterations += 1
         it.finish()
         st.log.append(it)
@@ -1162,12 +1178,13 @@ def run_protocol(unit_points: np.ndarray, weights: Optional[np.ndarray],
     _stage("share")
     notify = progress or (lambda ev: None)
     t_share = time.perf_counter()
-    sh, c = _share(unit_points, weights, params,
+    sh, c, grid = _share(unit_points, weights, params,
                    original_points if original_points is not None else len(unit_points), notify)
     share_s = time.perf_counter() - t_share
     notify({"stage": "shared", "rows": sh.total_rows, "points": sh.total_points,
             "seconds": share_s})
-    st = Iterate(c)
+    # an oblivious loop keeps one phase for every pass: its first rounds c too
+    st = Iterate(c, grid=None if sh.p.oblivious else grid)
     den = (_iterate_oblivious if sh.p.oblivious else _iterate_revealing)(sh, st, notify)
     t_merge = time.perf_counter()
     keep = _merge(sh, st.c, den)
