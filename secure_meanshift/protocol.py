@@ -964,6 +964,16 @@ def _divide(sh: Shared, ans: PassAnswers, c):
                             sh.lo_exp)
 
 
+def _update(sh: Shared, st: Iterate, ans: PassAnswers, intensity) -> tuple:
+    """The division and the per-seed stop (one phase): (div, new centroids,
+    new intensities, the move test); _stop_update."""
+    _stage("division")
+    with phase(("divide", st.active is not None)):
+        div = _divide(sh, ans, st.c)
+        return (div, *_stop_update(st.c, div, ans.den, st.active, intensity,
+                                   sh.p.tol_unit, sh.p.precision_bits))
+
+
 def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
     """Iterate until the one opened stop bit says no seed is still moving, or
     max_iter; a seed stops on its own once its update moves it by at most tol
@@ -993,11 +1003,7 @@ def _iterate_revealing(sh: Shared, st: Iterate, notify: Progress):
                 st.log[-1].update_s += extra
                 st.log[-1].total_s += extra
                 return st.intensity
-        _stage("division")
-        with phase(("divide", st.active is not None)):
-            div = _divide(sh, ans, st.c)
-            new, st.intensity, move = _stop_update(st.c, div, ans.den, st.active,
-                                                   st.intensity, p.tol_unit, p.precision_bits)
+        div, new, st.intensity, move = _update(sh, st, ans, st.intensity)
         # the range test on the update itself: new is between c and div
         st.pending = Pending(range=crypten.cat([div + RANGE_SLACK, (1.0 + RANGE_SLACK) - div]),
                              move=move)
@@ -1025,12 +1031,8 @@ def _iterate_settled(sh: Shared, st: Iterate, notify: Progress):
     while True:
         it = IterationLog()
         ans = _one_pass(sh, st, it, notify)
-        intensity = ans.den if st.intensity is None else st.intensity
-        _stage("division")
-        with phase(("divide", st.active is not None)):
-            div = _divide(sh, ans, st.c)
-            new, intensity, move = _stop_update(st.c, div, ans.den, st.active, intensity,
-                                                p.tol_unit, p.precision_bits)
+        div, new, intensity, move = _update(sh, st, ans,
+                                           ans.den if st.intensity is None else st.intensity)
         with phase(("settle", st.active is not None)):
             failed, moving, still, grid = _settle(sh, ans, new, div, move)
         if failed:                      # nothing committed: the same pass again
