@@ -104,3 +104,15 @@ def test_data_sources_quick(tmp_path):
     for r in data["results"]:
         assert r["rows"] == 100_000 and r["seconds"] > 0 and r["peak_rss_mb"] > 0
     assert (tmp_path / "data_sources.png").stat().st_size > 0
+
+
+def test_round_cost_quick(tmp_path):
+    _run("round_cost.py", tmp_path)
+    data = json.loads((tmp_path / "round_cost.json").read_text())
+    assert [r["parties"] for r in data["rows"]] == [2, 3]
+    for r in data["rows"]:
+        for op in ("opening", "sign_test"):
+            assert r[op]["wall_ms"] > 0 and r[op]["cpu_ms_per_party"] > 0
+        assert r["opening"]["rounds"] == 1
+        assert r["sign_test"]["rounds"] >= 3
+    assert (tmp_path / "round_cost.png").stat().st_size > 0
