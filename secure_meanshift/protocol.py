@@ -189,9 +189,7 @@ def _pair_edge(c, radius: float) -> tuple:
     sq = (ci * ci).sum(dim=1, keepdim=True)
     t = ci.matmul(ci.t()) * 2 - sq - sq.t() + int(math.floor(radius * radius * 4.0 ** bits))
     t.encoder = FixedPointEncoder(precision_bits=BULK_BITS)
-    far = c.size(1) * (1.0 + 2 * RANGE_SLACK + 2.0 ** -bits) ** 2
-    width = math.ceil(max(radius * radius, far) * 4.0 ** bits).bit_length() + 1
-    return t, (width if width < 64 else None)
+    return t, _exact_sq_width(c.size(1), radius * radius, 1.0 + 2 * RANGE_SLACK, bits)
 
 
 def _merge_keep(c, radius: float):
@@ -443,22 +441,34 @@ def edge_width(d: int, radius2: float, bits: int) -> Optional[int]:
     test, on the whole ring, sends that pass to a retry. (A bit narrower than
     ring_width's bound: at d = 2, 35 bits on the edge grid's 2^-16, 43 at
     2^-20.)"""
-    far = d * (1.0 + RANGE_SLACK + 2.0 ** -bits) ** 2
+    return _exact_sq_width(d, radius2, 1.0 + RANGE_SLACK, bits)
+
+
+def _exact_sq_width(d: int, radius2: float, span: float, bits: int) -> Optional[int]:
+    """The narrowest PUBLIC width of an exact T = floor(r^2 2^2P) - |Delta|^2
+    (integer encodings at 2^-P, no rounding to allow for) when each of Delta's
+    d coordinates lies within span plus one unit: -2^2P d (span + 2^-P)^2 <= T
+    <= 2^2P r^2. None (the whole ring) if that needs 64 bits or more."""
+    far = d * (span + 2.0 ** -bits) ** 2
     width = math.ceil(max(radius2, far) * 4.0 ** bits).bit_length() + 1
     return width if width < 64 else None
 
 
 def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
-                       total_rows: int, p: MeanShiftParams):
+                       total_rows: int, p: MeanShiftParams) -> tuple:
     """(m, d) initial centroids at p.precision_bits: the dusts (public rows of the
     shared points), then every party's binned local peaks (seeds.py), each
     secret-shared by its owner; m = p.n_seeds(world, N) is public. With
-    seeding "points" every shared row is a seed."""
+    seeding "points" every shared row is a seed. Returns (c, c on the edge grid
+    or None): seeds that are rows of the shared points (seeding "points", or
+    dusts only) lie on the points' 2^-16 grid already, so their rounding is
+    their integer view, exact without a test (the first pass then skips
+    _on_grid, and shares its phase with every later pass of a settled loop)."""
     crypten = import_crypten()
     if p.seeding == "points":
-        return rescale(pts, p.precision_bits)
+        return rescale(pts, p.precision_bits), _int_view(pts)
     if p.seeding == BIN_SEEDING:      # every candidate bin, public (binseeds.py)
-        return rescale(shared_bin_seeds(p), p.precision_bits)
+        return rescale(shared_bin_seeds(p), p.precision_bits), None
     parts = []
     if p.uses_dust:
         idx = torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))
@@ -468,20 +478,8 @@ def _initial_centroids(pts, unit_points, weights, rank: int, world: int,
         mine = local_peaks(unit_points, weights, p.h_unit, k)
         parts.append(_share_rows(mine, [k] * world, mine.shape[1], rank))
     c = crypten.cat(parts, dim=0) if len(parts) > 1 else parts[0]
-    return rescale(c, p.precision_bits)   # centroids live at the higher precision
-
-
-def _seeds_on_grid(pts, total_rows: int, p: MeanShiftParams):
-    """The initial centroids on the edge grid (_on_grid's output), when they
-    are rows of the shared points (seeding "points", or dusts only): those
-    rows are on the points' 2^-16 grid already, so their rounding is exact and
-    needs no test (the first pass then skips _on_grid, and shares its phase
-    with every later pass of a settled loop). None otherwise."""
-    if p.seeding == "points":
-        return _int_view(pts)
-    if p.uses_dust and not p.uses_bins:
-        return _int_view(pts[torch.from_numpy(dust_indices(p.seed, total_rows, p.n_dust))])
-    return None
+    grid = None if p.uses_bins else _int_view(c)
+    return rescale(c, p.precision_bits), grid   # centroids live at the higher precision
 
 
 def _shuffle(y, world_size: int):
@@ -693,7 +691,7 @@ class Iterate:
     intensity: object = None      # (m, 1) each seed's weight sum at its last update
     iterations: int = 0
     passes: int = 0               # _one_pass calls (retries included)
-    grid: object = None           # c on the edge grid when known (_settle, _seeds_on_grid)
+    grid: object = None           # c on the edge grid when known (_settle, _initial_centroids)
     failures: int = 0
     pending: Pending = field(default_factory=Pending)
     log: list = field(default_factory=list)       # IterationLog per iteration
@@ -724,7 +722,7 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
            original_points: int, notify: Progress) -> tuple:
     """Exchange sizes, resolve the seeding, secret-share every party's columns
     and draw the initial centroids. Returns (Shared, initial centroids, those
-    on the edge grid or None: _seeds_on_grid).
+    on the edge grid or None: _initial_centroids).
     The "sizes" event (public: the total rows and the number of seeds) comes
     before anything is shared, so a party's limits can stop the job there."""
     comm = import_crypten().comm.get()
@@ -745,8 +743,8 @@ def _share(unit_points: np.ndarray, weights, params: MeanShiftParams,
     pts = shared[:, :d]
     sh = Shared(p, rank, world, rows, total_points, x, shift, max_den, pts,
                 shared[:, d:d + 1], shared[:, d + 1:] if p.summary is not None else pts)
-    c = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
-    grid = _seeds_on_grid(pts, total_rows, p) if sh.exact_edge else None
+    c, grid = _initial_centroids(pts, x, weights, rank, world, total_rows, p)
+    grid = grid if sh.exact_edge else None
     if p.seeding == BIN_SEEDING:
         sh.occupied = shared_occupancy(x, weights, p, rank, world)
     _fixed_operands(sh)
