@@ -116,3 +116,21 @@ def test_round_cost_quick(tmp_path):
         assert r["opening"]["rounds"] == 1
         assert r["sign_test"]["rounds"] >= 3
     assert (tmp_path / "round_cost.png").stat().st_size > 0
+
+
+def test_every_point_small(tmp_path):
+    """every_point.py on a small job: the simulator run and the warm estimator
+    fits (a second fit in one process) both reported, against scikit-learn."""
+    cmd = [sys.executable, os.path.join(BENCH, "every_point.py"), "--parties", "2",
+           "--points", "200", "--repeats", "1", "--sk-repeats", "1", "--warm", "1",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    data = json.loads((tmp_path / "every_point.json").read_text())
+    run = data["runs"]["this"]["2"]["local"]
+    assert run["wall_s"] > 0 and run["iterations"] >= 1 and run["max_abs_error"] < 1e-3
+    warm = data["warm_estimator"]["this"]["2"]
+    assert len(warm["fits_s"]) == 2 and warm["warm_fit_s"] > 0
+    assert warm["centres"][0] == warm["centres"][1] == run["centroids"]
+    assert "estimator: first fit" in proc.stdout
+    assert (tmp_path / "every_point.png").stat().st_size > 0
