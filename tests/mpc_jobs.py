@@ -311,3 +311,32 @@ def meta_registrations_job(rank):
     x = torch.arange(6, dtype=torch.int64).reshape(2, 3)
     ok = bool((x @ x.t()).sum() == 83) and bool((x > 2).sum() == 3)
     return hasattr(sys.modules.get("torch._meta_registrations"), "meta_index_Tensor"), ok
+
+
+def kernel_product_job(rank, x, u, widths):
+    """fixedpoint.ge_zero(x, times=u) (the flat kernel's bits and their product
+    with a fixed operand, from the sign test's conversion and the dealer's W)
+    for u fixed at each width in ``widths`` (None: the ring): per width (the
+    bits opened, the product opened on the whole ring (right modulo 2^width
+    only), the keystream bytes this rank drew for it)."""
+    from secure_meanshift.mpc._compat import import_crypten
+    from secure_meanshift.mpc.beaver import _SESSION, fixed_operand
+    from secure_meanshift.mpc.fixedpoint import ge_zero
+
+    crypten = import_crypten()
+    comm = crypten.comm.get()
+
+    def share(v, src):
+        return crypten.cryptensor(torch.tensor(v, dtype=torch.long), src=src, precision=0)
+
+    xs = share(x, 0)
+    out = []
+    for bits in widths:
+        us = fixed_operand(share(u, 1), bits)
+        stream = _SESSION["corr"].stream
+        before = stream.tell()
+        (k,), ku = ge_zero(xs, bits=[40], times=us)
+        drawn = stream.tell() - before
+        out.append((comm.all_reduce(k._tensor.share.clone()).numpy(),
+                    comm.all_reduce(ku._tensor.share.clone()).numpy(), drawn))
+    return out

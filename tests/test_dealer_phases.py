@@ -226,3 +226,29 @@ def test_a_folded_product_is_made_up_for_in_the_next_sign_tests_mask():
                 {**ltz, "fold": [20, 1 << 63]}):
         with pytest.raises(MPCError):
             check_request(bad, dealing)
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_kernel_product_draws_narrow_w_as_four_byte_words(parties):
+    """The flat kernel's [x >= 0] @ u from the sign test (ge_zero's times), and
+    the bits themselves: right modulo 2^bits for a fixed operand of 28 bits (W drawn as 4-byte words:
+    correlations.w_narrow), of 40 bits and on the whole ring (8-byte words); the
+    28-bit product draws 4 keystream bytes less per element of W than the
+    40-bit one at every party that draws W (all but its correction's receiver)."""
+    from mpc_jobs import kernel_product_job
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2**30, 2**30, (30, 200))
+    u = rng.integers(0, 2**20, (200, 3))
+    want = (x >= 0).astype(np.int64) @ u
+    runs = run_local(kernel_product_job, parties, (x, u, [28, 40, None]))
+    drawn = {w: [] for w in (28, 40, None)}
+    for got in runs:
+        for (k, ku, n), w in zip(got, (28, 40, None)):
+            mod = 2**64 if w is None else 2**w      # the bits' shares: that wide too
+            assert np.array_equal(k.astype(object) % mod, (x >= 0).astype(object))
+            assert np.array_equal(ku.astype(object) % mod, want.astype(object) % mod)
+            drawn[w].append(n)
+    # every party but the receiver draws W: 4 bytes an element instead of 8
+    assert sum(drawn[40]) - sum(drawn[28]) == (parties - 1) * 30 * 200 * 3 * 4, drawn
+    assert sum(drawn[None]) == sum(drawn[40]), drawn

@@ -337,9 +337,11 @@ def _binary(corr: Correlations, open_, open_xor, public, crypten_ltz) -> dict:
                                     (fixed["id"], m, cols, u.size(1), fixed.get("bits")),
                                     sign=-1)
         k, z = bits[:m * cols].reshape(m, cols), z[:m * cols].reshape(m, cols)
-        # sum_j (1 - 2 z_ij) w_ijk, without einsum (an int64 bmm: several times slower)
-        ku = ring_matmul(k, fixed["delta"]) + ring_matmul(z, fixed["b"]) + \
-            w.sum(dim=1) - 2 * (w * z.unsqueeze(2)).sum(dim=1)
+        # sum_j (1 - 2 z_ij) w_ijk, without einsum (an int64 bmm: several times
+        # slower), in w's memory (this party's own draw) and dtype: int32 when W
+        # is right modulo 2^32 only (the sum comes back int64, right modulo 2^32)
+        w.mul_((1 - 2 * z).to(w.dtype).unsqueeze(2))
+        ku = ring_matmul(k, fixed["delta"]) + ring_matmul(z, fixed["b"]) + w.sum(dim=1)
         out = MPCTensor.from_shares(ku, precision=0)
         out.encoder = u.encoder
         got, at = [], 0

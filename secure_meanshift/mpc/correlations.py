@@ -15,7 +15,9 @@ gets its share of the *product* part from the dealer, as a correction:
   random bit       rb_i (xor), ra_i (i > 0)        ra_0 = (xor rb) - sum ra_i
   ... times fixed  also w_i (i > 0)                w_0 = rho_ij * B_jk - sum w_i
                                                    (B a fixed operand's mask; the
-                                                   flat kernel's K @ X, ge_zero_times)
+                                                   flat kernel's K @ X, ge_zero_times;
+                                                   w_i 4-byte words when W is needed
+                                                   modulo 2^32 or less: w_narrow)
   truncation pair  r_i, t_i (i > 0)                t_0 = (sum r mod 2^64) // 2^f - sum t_i
   ... with square  r_i, t_i, u_i (i > 0)           also u_0 = t * t[:, col] - sum u_i
   sign-test mask   r_i, m_i (i > 0), xor           m_0 = material(sum r) ^ xor m_i
@@ -80,7 +82,7 @@ import torch
 from . import csprng
 from .communicator import unpack_low, wire_bytes
 from .config import PROVIDERS
-from .dealer_service import Dealing, correction_widths
+from .dealer_service import Dealing, correction_widths, w_narrow
 from ..errors import MPCError
 from .ring import out_size
 from .signtest import FULL_BITS, mask_rows, words
@@ -104,6 +106,20 @@ class _Pending:
         while self.value is None:
             self.source._resolve_next()
         return self.value
+
+
+class _Part:
+    """A run [lo, hi) of a correlated value (a tensor or a pending correction),
+    cut when it is read (signtest.resolve); dtype: converted (int32 keeps the
+    low 32 bits)."""
+
+    def __init__(self, whole, lo: int, hi: int, dtype: Optional[torch.dtype] = None):
+        self.whole, self.lo, self.hi, self.dtype = whole, lo, hi, dtype
+
+    def get(self) -> torch.Tensor:
+        w = self.whole if isinstance(self.whole, torch.Tensor) else self.whole.get()
+        part = w.reshape(-1)[self.lo:self.hi]
+        return part if self.dtype is None else part.to(self.dtype)
 
 
 class Correlations:
@@ -170,7 +186,9 @@ class Correlations:
                 self._recording.append((name, args))
             out = getattr(self, "_" + name)(*args)
         if self.on_request is not None:     # charged where the value is used
-            self.on_request(sum(v.nbytes for v in out if isinstance(v, _Pending)))
+            pend = {id(v): v for v in (x.whole if isinstance(x, _Part) else x for x in out)
+                    if isinstance(v, _Pending)}
+            self.on_request(sum(v.nbytes for v in pend.values()))
         return out
 
     def triple(self, op: str, s0, s1, fixed: Optional[int] = None, b=None,
@@ -344,8 +362,17 @@ class Correlations:
             return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
         fid, m, cols, d, low = product
         req = _narrow({"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}, low)
-        size = (int(np.prod(s)) + m * cols * d,)
-        return rb, self._value(req, size, self.stream.ring)
+        n, mcd = int(np.prod(s)), m * cols * d
+        if not w_narrow(req):
+            both = self._value(req, (n + mcd,), self.stream.ring)
+            return rb, _Part(both, 0, n), _Part(both, n, n + mcd)
+        # W needed modulo 2^low <= 2^32: 4-byte words (half the keystream and
+        # memory); the receiver's correction arrives whole and is cut the same way
+        both = self._value(req, (n + mcd,), lambda size: (self.stream.ring((n,)),
+                                                          self.stream.words32((mcd,))))
+        if isinstance(both, tuple):
+            return rb, both[0], both[1]
+        return rb, _Part(both, 0, n), _Part(both, n, n + mcd, torch.int32)
 
     def _trunc_square(self, s, y: int, width: int):
         r = self.stream.ring(s)

@@ -23,6 +23,7 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES = 32
+WORDS32 = "words32"        # Stream.draw's bit length for 4-byte words (Stream.words32)
 _ZEROS = bytes(1 << 16)
 
 
@@ -85,20 +86,31 @@ class Stream:
         """Uniform integers in [0, 2^bitlength) (all 64 bits for 64)."""
         return torch.from_numpy(self._words(torch.Size(size), bitlength))
 
+    def words32(self, size) -> torch.Tensor:
+        """Uniform 32-bit words (int32, wrapping) of the given size: 4 keystream
+        bytes each, for values needed modulo 2^32 or less only."""
+        size = torch.Size(size)
+        return torch.from_numpy(self._bytes(4 * math.prod(size)).view(np.int32).reshape(size))
+
     def draw(self, specs: Sequence[tuple]) -> list:
         """Several draws in one keystream call: ``specs`` are (size, bitlength)
-        pairs; the values are exactly those of ring/bits called in that order
-        (CTR continues across calls at any byte offset), at one call's cost."""
+        pairs, bitlength WORDS32 for words32; the values are exactly those of
+        ring/bits/words32 called in that order (CTR continues across calls at
+        any byte offset), at one call's cost."""
         sizes = [torch.Size(size) for size, _ in specs]
         counts = [math.prod(size) for size in sizes]
-        flat = self._bytes(8 * sum(counts)).view(np.int64)
+        widths = [4 if bitlength == WORDS32 else 8 for _, bitlength in specs]
+        flat = self._bytes(sum(w * n for w, n in zip(widths, counts)))
         out, at = [], 0
-        for (_, bitlength), size, n in zip(specs, sizes, counts):
-            part = flat[at:at + n].reshape(size)
-            if bitlength < 64:
+        for (_, bitlength), size, n, w in zip(specs, sizes, counts, widths):
+            raw = flat[at:at + w * n]
+            if at % w:                   # a 4-byte run before: realign (a copy)
+                raw = raw.copy()
+            part = raw.view(np.int32 if w == 4 else np.int64).reshape(size)
+            if w == 8 and bitlength < 64:
                 part &= (1 << bitlength) - 1
             out.append(torch.from_numpy(part))
-            at += n
+            at += w * n
         return out
 
     def permutation(self, n: int) -> np.ndarray:

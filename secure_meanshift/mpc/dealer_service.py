@@ -23,6 +23,7 @@ import torch
 from . import csprng
 from ..errors import MPCError
 from .communicator import pack_low
+from .csprng import WORDS32
 from .ring import minus_all, out_size, ring_matmul, sum_ring, udiv, xor_all, xor_into
 from .signtest import FULL_BITS, mask_material, mask_rows, unpack_bits, words
 from .transport import Transport
@@ -171,6 +172,8 @@ class Dealing:
         m, cols = (int(v) for v in req["rows"])
         b = self.fixed[int(req["fixed"])]
         n, d = math.prod(req["s0"]), int(b.shape[1])
+        if w_narrow(req):
+            return self._b2a_product_narrow(req, b, n, m, cols, to)
         (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)), to)
         out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W], written in place
         rho = out[:n]
@@ -178,6 +181,28 @@ class Dealing:
         torch.mul(rho[:m * cols].reshape(m, cols, 1), b.reshape(1, cols, d),
                   out=out[n:].view(m, cols, d))
         return minus_all(out, rest)
+
+    def _b2a_product_narrow(self, req: dict, b: torch.Tensor, n: int, m: int, cols: int,
+                            to: int) -> torch.Tensor:
+        """_b2a_product when W is needed modulo 2^32 or less (correlations.w_narrow):
+        every other party draws its W as 4-byte words (after its ring part, as
+        it does), and W is formed modulo 2^32; the correction is the same frame."""
+        d = int(b.shape[1])
+        bit, ring = _spec("bit", req["s0"]), _spec("ring", (n,))
+        rbs, ras, ws = [], [], []
+        for i, st in enumerate(self.streams):
+            parts = st.draw([bit] if i == to else [bit, ring, ((m * cols * d,), WORDS32)])
+            rbs.append(parts[0])
+            if i != to:
+                ras.append(parts[1])
+                ws.append(parts[2])
+        rho = unpack_bits(xor_all(rbs), n)
+        w = torch.mul(rho[:m * cols].to(torch.int32).reshape(m, cols, 1),
+                      b.to(torch.int32).reshape(1, cols, d))       # modulo 2^32
+        out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W]: one frame
+        out[n:].copy_(minus_all(w.reshape(-1), ws))
+        out[:n] = minus_all(rho, ras)
+        return out
 
 
 def _spec(kind: str, shape) -> tuple:
@@ -207,6 +232,14 @@ def correction_widths(req: dict, n: int) -> list:
         bits = math.prod(req["s0"])
         return [(m * cols, low), (bits - m * cols, 64), (n - bits, low)]
     return [(n, low)]
+
+
+def w_narrow(req: dict) -> bool:
+    """PUBLIC rule, the parties' and the dealer's: a random bit times a fixed
+    operand whose W is needed modulo 2^low with low <= 32 draws W as 4-byte
+    words (csprng.Stream.words32)."""
+    low = req.get("low")
+    return req.get("fixed") is not None and low is not None and int(low) <= 32
 
 
 KINDS = {"mul", "matmul", "square", "and", "b2a", "trunc", "trunc_sq", "ltz", "fixed", "perm",

@@ -261,7 +261,8 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     form an (m, cols) matrix K that multiplies a fixed operand (beaver.py):
     the dealer's random bits rho then come with W = rho_ij * B_jk (B the
     operand's mask, (cols, d)), and the result is (bits, z, W) with z the
-    opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares;
+    opened b ^ rho (public, (n,)) and W this party's (m, cols, d) shares
+    (int32 when right modulo 2^32 only: correlations.w_narrow);
     low (PUBLIC, or None): K's additive shares and W are right modulo 2^low
     only (the product is needed no wider: beaver.lift). sign: x is the values
     as computed (+1) or -v - 1 (-1, beaver's ge_times): how a product folded
@@ -298,11 +299,11 @@ def less_than_zero(x: torch.Tensor, corr, open_sum: Opener, open_xor: Opener,
     msbs = [s.msb(first) for s in segs]
     packed = msbs[0] if len(segs) == 1 else pack_bits(
         torch.cat([unpack_bits(m, s.n) for m, s in zip(msbs, segs)]))
-    share, z = _b2a(packed, n, open_xor, first, rho)
+    share, z = _b2a(packed, n, open_xor, first, rho[:2])
     if product is None:
         return share.reshape(shape)
     _, m, cols, d, _ = product
-    w = resolve(rho[1])[64 * words(n):].reshape(m, cols, d)
+    w = resolve(rho[2]).reshape(m, cols, d)      # int32 when needed modulo 2^32 or less
     return share.reshape(shape), z, w
 
 
