@@ -2,7 +2,8 @@
 
 A :class:`Stream` is an AES-256-CTR keystream (OpenSSL through
 ``cryptography``; AES-NI makes it cost about as much as copying the bytes),
-read as int64 ring elements or k-bit integers, a whole tensor per call.
+read as int64 ring elements, k-bit integers or 32-bit words (values needed
+modulo 2^32 or less: 4 keystream bytes each), a whole tensor per call.
 Keys are 256 bits from ``os.urandom`` or from a peer over an encrypted link.
 
 CrypTen draws its sharing masks from ``torch.Generator`` (MT19937: its state
