@@ -105,15 +105,16 @@ def test_point_seeds_have_a_size_limit():
 
 
 def test_cli_default_seeds_from_every_point_and_matches_scikit_learn(tmp_path):
-    """`secure-meanshift simulate` with its defaults on a small job: seeding
-    "auto" resolves to "points", and the revealed centres are scikit-learn's."""
+    """`secure-meanshift simulate` with its defaults on a small job (and
+    --sklearn, its plaintext check): seeding "auto" resolves to "points", and the
+    revealed centres are scikit-learn's."""
     import json
     import subprocess
     import sys
 
     out = tmp_path / "run.json"
     res = subprocess.run([sys.executable, "-m", "meanshift_cli.simulate", "--points", "240",
-                          "--parties", "2", "--quiet", "--json", str(out)],
+                          "--parties", "2", "--quiet", "--sklearn", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads(out.read_text())
