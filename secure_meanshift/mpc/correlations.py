@@ -362,17 +362,15 @@ class Correlations:
             return rb, self._value({"kind": "b2a", "s0": list(s)}, s, self.stream.ring)
         fid, m, cols, d, low = product
         req = _narrow({"kind": "b2a", "s0": list(s), "fixed": fid, "rows": [m, cols]}, low)
-        n, mcd = int(np.prod(s)), m * cols * d
-        if not w_narrow(req):
-            both = self._value(req, (n + mcd,), self.stream.ring)
-            return rb, _Part(both, 0, n), _Part(both, n, n + mcd)
+        n, mcd, narrow = int(np.prod(s)), m * cols * d, w_narrow(req)
         # W needed modulo 2^low <= 2^32: 4-byte words (half the keystream and
         # memory); the receiver's correction arrives whole and is cut the same way
-        both = self._value(req, (n + mcd,), lambda size: (self.stream.ring((n,)),
-                                                          self.stream.words32((mcd,))))
+        draw = (lambda size: (self.stream.ring((n,)), self.stream.words32((mcd,)))) \
+            if narrow else self.stream.ring
+        both = self._value(req, (n + mcd,), draw)
         if isinstance(both, tuple):
-            return rb, both[0], both[1]
-        return rb, _Part(both, 0, n), _Part(both, n, n + mcd, torch.int32)
+            return (rb, *both)
+        return rb, _Part(both, 0, n), _Part(both, n, n + mcd, torch.int32 if narrow else None)
 
     def _trunc_square(self, s, y: int, width: int):
         r = self.stream.ring(s)

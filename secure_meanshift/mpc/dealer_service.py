@@ -168,40 +168,27 @@ class Dealing:
 
     def _b2a_product(self, req: dict, to: int) -> torch.Tensor:
         """Random bits rho (n,) and W = rho[:m c].reshape(m, c)[:, :, None] * B[None]
-        for the fixed operand's mask B (c, d): the receiver's correction of both."""
+        for the fixed operand's mask B (c, d): the receiver's correction of both.
+        W needed modulo 2^32 or less (correlations.w_narrow): every other party
+        drew its W as 4-byte words after its ring part, and W is formed modulo 2^32."""
         m, cols = (int(v) for v in req["rows"])
         b = self.fixed[int(req["fixed"])]
         n, d = math.prod(req["s0"]), int(b.shape[1])
-        if w_narrow(req):
-            return self._b2a_product_narrow(req, b, n, m, cols, to)
-        (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n + m * cols * d,)), to)
-        out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W], written in place
+        mc, mcd, narrow = m * cols, m * cols * d, w_narrow(req)
+        (rb,), rest = self._draw([("bit", req["s0"])], ("ring", (n,) if narrow else (n + mcd,)),
+                                 to)
+        out = torch.empty(n + mcd, dtype=torch.int64)   # [rho, W], written in place
         rho = out[:n]
         rho.copy_(unpack_bits(xor_all(rb), n))
-        torch.mul(rho[:m * cols].reshape(m, cols, 1), b.reshape(1, cols, d),
-                  out=out[n:].view(m, cols, d))
-        return minus_all(out, rest)
-
-    def _b2a_product_narrow(self, req: dict, b: torch.Tensor, n: int, m: int, cols: int,
-                            to: int) -> torch.Tensor:
-        """_b2a_product when W is needed modulo 2^32 or less (correlations.w_narrow):
-        every other party draws its W as 4-byte words (after its ring part, as
-        it does), and W is formed modulo 2^32; the correction is the same frame."""
-        d = int(b.shape[1])
-        bit, ring = _spec("bit", req["s0"]), _spec("ring", (n,))
-        rbs, ras, ws = [], [], []
-        for i, st in enumerate(self.streams):
-            parts = st.draw([bit] if i == to else [bit, ring, ((m * cols * d,), WORDS32)])
-            rbs.append(parts[0])
-            if i != to:
-                ras.append(parts[1])
-                ws.append(parts[2])
-        rho = unpack_bits(xor_all(rbs), n)
-        w = torch.mul(rho[:m * cols].to(torch.int32).reshape(m, cols, 1),
+        if not narrow:
+            torch.mul(rho[:mc].reshape(m, cols, 1), b.reshape(1, cols, d),
+                      out=out[n:].view(m, cols, d))
+            return minus_all(out, rest)
+        _, ws = self._draw([], (WORDS32, (mcd,)), to)
+        w = torch.mul(rho[:mc].to(torch.int32).reshape(m, cols, 1),
                       b.to(torch.int32).reshape(1, cols, d))       # modulo 2^32
-        out = torch.empty(n + m * cols * d, dtype=torch.int64)   # [rho, W]: one frame
         out[n:].copy_(minus_all(w.reshape(-1), ws))
-        out[:n] = minus_all(rho, ras)
+        minus_all(rho, rest)                      # rho is out[:n]: corrected in place
         return out
 
 
@@ -210,6 +197,8 @@ def _spec(kind: str, shape) -> tuple:
     draw it: whole ring elements; random bits packed 64 a word (signtest.pack_bits)."""
     if kind == "bit":
         return (words(math.prod(shape)),), 64
+    if kind == WORDS32:                 # 4-byte words (csprng.Stream.words32)
+        return shape, WORDS32
     return shape, 64
 
 
